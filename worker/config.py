@@ -66,6 +66,9 @@ class Settings:
     connect_timeout: float = 3.05
     read_timeout: float = 15.0
 
+    # A submit task hands the rest of its chunk on after this long, which bounds every
+    # task's run time and so the claim lease and Celery's time limits derived from it.
+    submit_budget: float = 30.0
     reconcile_every: float = 30.0
     reconcile_after: float = 60.0
     review_after: float = 86400.0
@@ -74,6 +77,16 @@ class Settings:
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def task_time_limit(self) -> float:
+        """Hard limit for any task: its budget, one more HTTP call, and margin."""
+        return self.submit_budget + self.connect_timeout + self.read_timeout + 30.0
+
+    @property
+    def claim_lease(self) -> float:
+        """After this long a SUBMITTING order's worker is certainly gone (killed at the limit)."""
+        return self.task_time_limit + 10.0
 
     @property
     def timeouts(self) -> tuple[float, float]:
@@ -129,10 +142,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         details_account_id=text("DETAILS_ACCOUNT_ID", d.details_account_id),
         details_rate_limit=_rate(env, "DETAILS_RATE_LIMIT", d.details_rate_limit),
         notify_url=text("NOTIFY_URL", d.notify_url),
-        allow_unsigned_webhooks=text("ALLOW_UNSIGNED_WEBHOOKS", "").lower()
-        in ("1", "true", "yes"),
+        allow_unsigned_webhooks=text("ALLOW_UNSIGNED_WEBHOOKS", "").lower() in ("1", "true", "yes"),
         connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", d.connect_timeout),
         read_timeout=_float(env, "HTTP_READ_TIMEOUT", d.read_timeout),
+        submit_budget=_float(env, "SUBMIT_BUDGET", d.submit_budget),
         reconcile_every=_float(env, "RECONCILE_EVERY", d.reconcile_every),
         reconcile_after=_float(env, "RECONCILE_AFTER", d.reconcile_after),
         review_after=_float(env, "REVIEW_AFTER", d.review_after),

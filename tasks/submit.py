@@ -1,0 +1,29 @@
+"""The submit task: thin; the work is in worker.submit."""
+
+from __future__ import annotations
+
+import redis
+
+from worker import runtime
+from worker.app import app
+from worker.config import get_settings
+from worker.publish import publish_lookups, publish_submissions
+from worker.retry import QUERY_DELAY
+
+
+@app.task(
+    name="disburse.submit",
+    # Only a lost Redis connection is retried here: provider failures are classified
+    # per order inside, never by a blanket retry.
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=10,
+)
+def submit_orders(trade_nos: list[str]) -> dict[str, int]:
+    report = runtime.submitter().run(trade_nos, budget=get_settings().submit_budget)
+    publish_submissions(report.leftover)
+    for trade_no, delay in report.retry:
+        publish_submissions([trade_no], countdown=delay)
+    publish_lookups(report.query, countdown=QUERY_DELAY)
+    return {"done": report.done, "retry": len(report.retry), "query": len(report.query)}

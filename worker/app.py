@@ -1,0 +1,8 @@
+"""The Celery application; every setting lives in ``celeryconfig``."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+app = Celery("disburse")
+app.config_from_object("celeryconfig")

@@ -1,0 +1,85 @@
+"""Batch controls: approve a held batch (after a balance check) and cancel what is unsent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from worker.exceptions import ProviderError
+from worker.ledger import Ledger
+from worker.states import State
+from worker.vexora import Balance
+
+HELD_NOTE = "held"
+
+
+class BatchNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    batch_id: str
+    moved: int
+    message: str
+
+
+class BatchControls:
+    def __init__(
+        self,
+        ledger: Ledger,
+        balance: Callable[[], Balance],
+        publish_submissions: Callable[[Sequence[str]], object],
+    ) -> None:
+        self.ledger = ledger
+        self.balance = balance
+        self.publish_submissions = publish_submissions
+
+    def approve(self, batch_id: str, *, check_balance: bool = True) -> ControlResult:
+        """Release a HELD batch, unless the provider balance cannot cover it."""
+        summary = self.ledger.batch(batch_id)
+        if summary is None:
+            raise BatchNotFound(batch_id)
+        held = summary.amounts.get(State.HELD, {})
+        if not held:
+            return ControlResult(batch_id, 0, "nothing is held in this batch")
+        if check_balance:
+            shortfall = self._shortfall(held)
+            if shortfall:
+                self.ledger.set_batch_note(batch_id, HELD_NOTE, shortfall)
+                return ControlResult(batch_id, 0, f"still held: {shortfall}")
+        moved: list[str] = []
+        for page in self.ledger.iter_batch(batch_id):
+            results = self.ledger.transition_many(
+                page, State.QUEUED, expect=[State.HELD], note="approved"
+            )
+            moved += [t for t, r in zip(page, results, strict=True) if r.moved]
+        self.ledger.set_batch_note(batch_id, HELD_NOTE, None)
+        self.publish_submissions(moved)
+        return ControlResult(batch_id, len(moved), f"released {len(moved)} payouts")
+
+    def cancel(self, batch_id: str) -> ControlResult:
+        """Cancel every order of the batch that has not been sent (HELD or QUEUED)."""
+        if self.ledger.batch(batch_id) is None:
+            raise BatchNotFound(batch_id)
+        cancelled = 0
+        for page in self.ledger.iter_batch(batch_id):
+            results = self.ledger.transition_many(
+                page, State.CANCELLED, expect=[State.HELD, State.QUEUED], note="cancelled"
+            )
+            cancelled += sum(r.moved for r in results)
+        return ControlResult(batch_id, cancelled, f"cancelled {cancelled} unsent payouts")
+
+    def _shortfall(self, held: dict[str, Decimal]) -> str | None:
+        """Why the balance cannot cover ``held``, or None when it can."""
+        if len(held) != 1:
+            return None  # one balance, several currencies: the provider decides per payout
+        ((currency, needed),) = held.items()
+        try:
+            available = self.balance().available
+        except ProviderError as exc:
+            return f"could not read the provider balance ({type(exc).__name__}); try again"
+        if available < needed:
+            return f"balance {available} {currency} does not cover the batch total {needed}"
+        return None

@@ -1,0 +1,182 @@
+"""A whole disburse system on this machine: private Redis, the sandbox provider, the
+webhook receiver, and real ``celery worker`` / ``celery beat`` processes started from
+the Procfile's own lines. The demo, the integration and chaos tests and the benchmarks
+all run on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from worker.redis_server import RedisServer, free_port
+from worker.sandbox import Sandbox, SandboxConfig
+
+PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+
+
+def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
+    commands: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() and not name.startswith("#"):
+            commands[name.strip()] = shlex.split(command)
+    return commands
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        concurrency: int = 4,
+        beat: bool = True,
+        web: bool = True,
+        appendonly: bool = False,
+        sandbox: SandboxConfig | None = None,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.worker_count = workers
+        self.concurrency = concurrency
+        self.with_beat = beat
+        self.with_web = web
+        self.redis = RedisServer(appendonly=appendonly)
+        self.sandbox = Sandbox(sandbox or SandboxConfig())
+        self.extra_env = dict(env or {})
+        self._tmp = tempfile.TemporaryDirectory(prefix="disburse-cluster-")
+        self.log_dir = log_dir or Path(self._tmp.name)
+        self.web_port = free_port()
+        self.workers: list[subprocess.Popen[bytes] | None] = []
+        self.beats: list[subprocess.Popen[bytes]] = []
+        self.web: subprocess.Popen[bytes] | None = None
+        self._commands = procfile_commands()
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/notify"
+
+    def env(self) -> dict[str, str]:
+        """The environment every process of this cluster reads its settings from."""
+        env = {
+            "REDIS_URL": self.redis.url,
+            "VEXORA_BASE_URL": self.sandbox.url,
+            "DETAILS_BASE_URL": self.sandbox.url,
+            # JP and KH require HTTPS: the public URL stays HTTPS; the sandbox delivers
+            # the webhooks to the local receiver (SandboxConfig.webhook_target).
+            "NOTIFY_URL": "https://disburse.example/notify",
+            "RECONCILE_EVERY": "5",
+            "RECONCILE_AFTER": "5",
+            "SWEEP_AFTER": "60",
+            "PORT": str(self.web_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, extra: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.env()}
+        command = [_expand(part, env) for part in self._commands[name]] + extra
+        if command[0] in ("celery", "waitress-serve"):
+            command[0] = str(Path(sys.executable).with_name(command[0]))
+        log = open(self.log_dir / log_name, "ab")  # noqa: SIM115 - the child owns it
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start(self) -> LocalCluster:
+        self.redis.start()
+        if self.with_web:
+            self.sandbox.config.webhook_target = self.receiver_url
+        self.sandbox.start()
+        if self.with_web:
+            self.web = self._spawn("web", [], "web.log")
+        for index in range(self.worker_count):
+            self.workers.append(None)
+            self.start_worker(index)
+        if self.with_beat:
+            self.start_beat()
+        return self
+
+    def start_worker(self, index: int) -> None:
+        extra = [f"--concurrency={self.concurrency}", f"--hostname=w{index}@%h",
+                 "--without-mingle", "--without-gossip"]  # fmt: skip
+        self.workers[index] = self._spawn("worker", extra, f"worker{index}.log")
+
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        schedule = self.log_dir / f"beat-schedule-{len(self.beats)}"
+        beat = self._spawn("beat", [f"--schedule={schedule}"], f"beat{len(self.beats)}.log")
+        self.beats.append(beat)
+        return beat
+
+    def kill_worker(self, index: int) -> None:
+        """SIGKILL the worker and its pool children, as a crashed machine would."""
+        process = self.workers[index]
+        if process is not None:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        self.workers[index] = None
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until every worker answers a ping."""
+        from worker.app import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = app.control.ping(timeout=1.0) or []
+            if len(replies) >= sum(1 for w in self.workers if w is not None):
+                return
+        raise TimeoutError("workers did not come up; see " + str(self.log_dir))
+
+    def stop(self) -> None:
+        processes = [p for p in [*self.workers, *self.beats, self.web] if p is not None]
+        for process in processes:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        self.workers, self.beats, self.web = [], [], None
+        self.sandbox.stop()
+        self.redis.close()
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _expand(part: str, env: Mapping[str, str]) -> str:
+    # Procfile lines use ${PORT:-8701}; expand with this cluster's environment.
+    if "${PORT" in part:
+        start = part.index("${PORT")
+        end = part.index("}", start)
+        part = part[:start] + env["PORT"] + part[end + 1 :]
+    return part
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)

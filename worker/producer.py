@@ -1,0 +1,110 @@
+"""Accepting payouts: validate every row -> persist in the ledger -> publish.
+
+Nothing moves until every row is valid (unless the caller asks to skip invalid
+rows). Orders are persisted before their messages are published, so a message can
+be lost (the sweeper republishes) but never point at a payout that is not recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import ValidationError
+
+from schemas import Payout, RowError, validate_row, validate_rows
+from worker.config import Settings
+from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
+from worker.publish import publish_submissions
+from worker.vexora import VexoraClient
+
+
+class InvalidPayout(ValueError):
+    """A payout failed validation; ``errors`` maps each field to its messages."""
+
+    def __init__(self, errors: Mapping[str, Any]) -> None:
+        self.errors = dict(errors)
+        detail = "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in errors.items())
+        super().__init__(f"invalid payout: {detail}")
+
+
+@dataclass
+class BatchResult:
+    batch_id: str | None  # None when nothing was enqueued
+    accepted: int  # orders now in the batch (new, or existing ones found by reference)
+    rejected: list[RowError] = field(default_factory=list)
+    trade_nos: list[str] = field(default_factory=list)
+    existing: int = 0  # rows whose reference was already enqueued earlier
+    held: bool = False
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "accepted": self.accepted,
+            "rejected": [{"row": e.row, "errors": e.errors} for e in self.rejected],
+        }
+
+
+class Producer:
+    def __init__(self, ledger: Ledger, settings: Settings) -> None:
+        self.ledger = ledger
+        self.settings = settings
+
+    def enqueue_batch(
+        self,
+        market: str,
+        rows: Iterable[tuple[int, Mapping[str, Any]]],
+        *,
+        skip_invalid: bool = False,
+        hold: bool = False,
+        dry_run: bool = False,
+        parse_errors: Iterable[RowError] = (),
+    ) -> BatchResult:
+        """Validate all rows; unless every one is valid (or ``skip_invalid``), enqueue none."""
+        valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
+        errors = sorted([*errors, *parse_errors], key=lambda e: e.row)
+        if (errors and not skip_invalid) or not valid:
+            return BatchResult(None, 0, errors)
+        payouts = [payout for _, payout in valid]
+        if dry_run:
+            self._sign_all(payouts)
+            return BatchResult(None, len(payouts), errors, dry_run=True)
+        batch_id = new_batch_id()
+        created = self.ledger.create_orders(
+            payouts, batch_id=batch_id, market=market.upper(), hold=hold
+        )
+        new = [trade_no for trade_no, is_new in created if is_new]
+        if not hold:
+            publish_submissions(new)
+        return BatchResult(
+            batch_id,
+            len(new),
+            errors,
+            trade_nos=[t for t, _ in created],
+            existing=len(created) - len(new),
+            held=hold,
+        )
+
+    def enqueue(self, market: str, row: Mapping[str, Any], *, hold: bool = False) -> Order:
+        """One payout; returns its order (the existing one if its reference is known)."""
+        try:
+            payout = validate_row(market, row, notify_url=self.settings.notify_url)
+        except ValidationError as exc:
+            raise InvalidPayout(exc.messages_dict) from None
+        ((trade_no, is_new),) = self.ledger.create_orders(
+            [payout], batch_id=new_batch_id(), market=payout.market, hold=hold
+        )
+        if is_new and not hold:
+            publish_submissions([trade_no])
+        order = self.ledger.get(trade_no)
+        assert order is not None
+        return order
+
+    def _sign_all(self, payouts: list[Payout]) -> None:
+        """A dry run signs every payload exactly as a worker would, and sends nothing."""
+        client = VexoraClient.from_settings(self.settings)
+        for payout in payouts:
+            client.signed_body(payout.fields, new_trade_no())
+        client.close()

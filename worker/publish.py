@@ -1,0 +1,46 @@
+"""Messages to the workers: they carry tradeNos only, never amounts, names or accounts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from worker.app import app
+
+SUBMIT_TASK = "disburse.submit"
+LOOKUP_TASK = "disburse.lookup"
+RECONCILE_TASK = "disburse.reconcile"
+# One message per this many orders: a worker works through them under the shared rate
+# limit, and 100,000 orders cost 1,000 messages instead of 100,000.
+CHUNK = 100
+LOOKUP_CHUNK = 50
+
+
+def chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def publish_submissions(
+    trade_nos: Sequence[str], *, countdown: float | None = None, chunk: int = CHUNK
+) -> int:
+    """Publish submit messages for ``trade_nos`` over one broker connection; returns count."""
+    return _publish(SUBMIT_TASK, chunks(trade_nos, chunk), countdown)
+
+
+def publish_lookups(trade_nos: Sequence[str], *, countdown: float | None = None) -> int:
+    """Ask the provider about these orders (after ``countdown`` seconds)."""
+    return _publish(LOOKUP_TASK, chunks(trade_nos, LOOKUP_CHUNK), countdown)
+
+
+def submit_queue_length() -> int:
+    """Messages waiting in the submit queue (works for Redis and RabbitMQ brokers)."""
+    with app.connection_for_read() as connection:
+        return int(connection.default_channel.queue_declare("submit", passive=True).message_count)
+
+
+def _publish(task: str, arg_lists: list[list[str]], countdown: float | None) -> int:
+    if not arg_lists:
+        return 0
+    with app.producer_or_acquire() as producer:
+        for args in arg_lists:
+            app.send_task(task, args=(args,), countdown=countdown, producer=producer)
+    return len(arg_lists)

@@ -1,0 +1,116 @@
+"""Where a batch stands, for people and scripts: status text, progress bar, CSV export."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterator
+from typing import IO, Any
+
+from worker.ledger import BatchSummary, Ledger, Order
+from worker.states import State
+
+EXPORT_COLUMNS = [
+    "reference",
+    "tradeNo",
+    "market",
+    "currency",
+    "amount",
+    "state",
+    "platformTradeNo",
+    "providerStatus",
+    "providerMessage",
+    "reason",
+    "attempts",
+    "createdMs",
+    "updatedMs",
+]
+
+
+def batch_orders(ledger: Ledger, batch_id: str) -> Iterator[Order]:
+    for page in ledger.iter_batch(batch_id):
+        yield from (order for order in ledger.get_many(page) if order is not None)
+
+
+def status_dict(ledger: Ledger, summary: BatchSummary, *, details: bool) -> dict[str, Any]:
+    data = summary.to_dict()
+    data["settled"] = summary.settled
+    if details:
+        review: list[dict[str, Any]] = []
+        discrepancies: list[dict[str, Any]] = []
+        markets: Counter[str] = Counter()
+        for order in batch_orders(ledger, summary.batch_id):
+            markets[f"{order.market} {order.state}"] += 1
+            if order.state is State.REVIEW:
+                review.append({"tradeNo": order.trade_no, "reason": order.reason})
+            if order.discrepancy:
+                discrepancies.append(
+                    {
+                        "tradeNo": order.trade_no,
+                        "state": str(order.state),
+                        "report": order.discrepancy,
+                    }
+                )
+        data["by_market"] = dict(sorted(markets.items()))
+        data["review"] = review
+        data["discrepancies_list"] = discrepancies
+    return data
+
+
+def status_text(data: dict[str, Any]) -> str:
+    lines = [f"batch {data['batch_id']}  ({data['market']})  {data['total']} payouts"]
+    if data.get("held_reason"):
+        lines.append(f"HELD: {data['held_reason']}")
+    for state in State:
+        n = data["counts"].get(str(state), 0)
+        if n:
+            amounts = ", ".join(f"{v} {c}" for c, v in data["amounts"].get(str(state), {}).items())
+            lines.append(f"  {state:<11} {n:>8}   {amounts}")
+    if data.get("by_market"):
+        lines.append("by market:")
+        lines += [f"  {key:<16} {n:>8}" for key, n in data["by_market"].items()]
+    for item in data.get("review", [])[:50]:
+        lines.append(f"REVIEW {item['tradeNo']}: {item['reason'] or ''}")
+    for item in data.get("discrepancies_list", [])[:50]:
+        lines.append(
+            f"DISCREPANCY {item['tradeNo']}: is {item['state']}, reported {item['report']}"
+        )
+    lines.append("settled" if data["settled"] else "in progress")
+    return "\n".join(lines)
+
+
+def progress_bar(summary: BatchSummary, width: int = 40) -> str:
+    done = sum(
+        summary.counts.get(s, 0)
+        for s in (State.SUCCEEDED, State.FAILED, State.CANCELLED, State.REVIEW)
+    )
+    total = max(summary.total, 1)
+    filled = int(width * done / total)
+    counts = " ".join(f"{s.value[:4]}:{n}" for s, n in summary.counts.items() if n)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{summary.total} {counts}"
+
+
+def export_csv(ledger: Ledger, batch_id: str, out: IO[str]) -> int:
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    rows = 0
+    for order in batch_orders(ledger, batch_id):
+        writer.writerow(
+            [
+                order.reference or "",
+                order.trade_no,
+                order.market,
+                order.currency,
+                order.amount,
+                order.state,
+                order.platform_trade_no or "",
+                order.provider_status or "",
+                order.provider_message or "",
+                order.reason or "",
+                order.attempts,
+                order.created_ms,
+                order.updated_ms,
+            ]
+        )
+        rows += 1
+    return rows

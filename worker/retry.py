@@ -1,0 +1,27 @@
+"""The retry policy for payouts that were certainly not sent, in one place."""
+
+from __future__ import annotations
+
+import random
+
+# Claims of one order (each a POST attempt that certainly never arrived) before a
+# person looks at it: the provider has been unreachable for this order for minutes.
+MAX_SUBMIT_ATTEMPTS = 8
+# Retries wait at most this long; it must stay far below the broker's visibility
+# timeout, or Redis would deliver the delayed message a second time.
+MAX_DELAY = 300.0
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = MAX_DELAY) -> float:
+    """Seconds before try number ``attempt + 1``: exponential with full jitter.
+
+    Full jitter (uniform over the whole window) spreads a crowd of orders that failed
+    together, so they do not return to the provider together.
+    """
+    window = min(cap, base * 2 ** max(attempt - 1, 0))
+    return random.uniform(window / 2, window)
+
+
+# An UNKNOWN order is asked about this long after its POST: long enough for the
+# provider to have recorded a request that did arrive.
+QUERY_DELAY = 5.0

@@ -1,0 +1,106 @@
+"""Reading payout rows from CSV or JSON Lines files, with clean per-row errors.
+
+Any bytes in, never a crash out: a file that cannot be read at all raises
+``InputError`` with the reason; a row that cannot be parsed becomes that row's error.
+Rows are numbered by their line in the file (the CSV header is line 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from schemas import RowError
+
+ParsedRow = tuple[int, dict[str, Any]]
+
+
+class InputError(ValueError):
+    """The input file as a whole cannot be read (not a row problem)."""
+
+
+def detect_format(path: Path, text: str) -> str:
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if path.suffix.lower() == ".csv":
+        return "csv"
+    return "jsonl" if text.lstrip().startswith("{") else "csv"
+
+
+def read_rows(path: Path) -> tuple[list[ParsedRow], list[RowError]]:
+    """All rows of the file, and the rows that could not even be parsed."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_rows(raw, detect_format(path, raw[:64].decode("utf-8", "replace")))
+
+
+def parse_rows(raw: bytes, fmt: str) -> tuple[list[ParsedRow], list[RowError]]:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"line {line}: the file is not UTF-8 text") from None
+    rows = _jsonl(text) if fmt == "jsonl" else _csv(text)
+    parsed: list[ParsedRow] = []
+    errors: list[RowError] = []
+    for number, row in rows:
+        if isinstance(row, RowError):
+            errors.append(row)
+        else:
+            parsed.append((number, row))
+    if not parsed and not errors:
+        raise InputError("the file has no rows")
+    return parsed, errors
+
+
+def _jsonl(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, parse_float=str, parse_int=str)
+        except (json.JSONDecodeError, RecursionError):
+            yield number, RowError(number, {"_row": ["not a valid JSON object"]})
+            continue
+        if not isinstance(row, dict):
+            yield number, RowError(number, {"_row": ["each line must be a JSON object"]})
+            continue
+        yield number, row
+
+
+def _csv(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InputError(f"line 1: unreadable CSV header: {exc}") from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise InputError("line 1: the CSV header is empty")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise InputError(f"line 1: repeated column(s): {', '.join(duplicates)}")
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, RowError(reader.line_num, {"_row": [f"unreadable CSV: {exc}"]})
+            continue
+        number = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            message = f"has {len(cells)} cells, the header has {len(header)} columns"
+            yield number, RowError(number, {"_row": [message]})
+            continue
+        yield number, dict(zip(header, cells, strict=True))

@@ -1,0 +1,117 @@
+"""The process-wide objects the tasks, the CLI and the webhook receiver use.
+
+Built lazily from the settings, because Celery's prefork pool forks after import:
+each child process must open its own Redis connections and HTTP pools.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import redis
+
+from worker.batches import BatchControls
+from worker.config import get_settings
+from worker.details import DetailsClient
+from worker.ledger import Ledger
+from worker.pause import PauseSwitch
+from worker.producer import Producer
+from worker.publish import publish_lookups, publish_submissions, submit_queue_length
+from worker.ratelimit import RateLimiter
+from worker.reconcile import Reconciler
+from worker.submit import Submitter
+from worker.token import TokenCache
+from worker.vexora import VexoraClient
+
+
+@cache
+def redis_client() -> redis.Redis:
+    settings = get_settings()
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=settings.read_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        health_check_interval=30,
+    )
+
+
+@cache
+def ledger() -> Ledger:
+    return Ledger(redis_client(), prefix=get_settings().key_prefix)
+
+
+@cache
+def pause_switch() -> PauseSwitch:
+    return PauseSwitch(redis_client(), prefix=get_settings().key_prefix)
+
+
+@cache
+def vexora() -> VexoraClient:
+    return VexoraClient.from_settings(get_settings())
+
+
+@cache
+def details() -> DetailsClient:
+    settings = get_settings()
+    client = DetailsClient.from_settings(settings)
+    tokens = TokenCache(
+        redis_client(), client.fetch_token, key=f"{settings.key_prefix}:oauth:token"
+    )
+    return DetailsClient.from_settings(settings, token_provider=tokens)
+
+
+@cache
+def submitter() -> Submitter:
+    settings = get_settings()
+    return Submitter(
+        ledger(),
+        vexora(),
+        RateLimiter.for_endpoint(redis_client(), settings, "submit"),
+        pause_switch(),
+        claim_lease=settings.claim_lease,
+        recover=lambda trade_no: reconciler().lookup(trade_no),
+    )
+
+
+@cache
+def reconciler() -> Reconciler:
+    settings = get_settings()
+    return Reconciler(
+        ledger(),
+        vexora(),
+        details(),
+        RateLimiter.for_endpoint(redis_client(), settings, "details"),
+        settings,
+        publish_lookups=publish_lookups,
+        publish_submissions=publish_submissions,
+        submit_queue_length=submit_queue_length,
+    )
+
+
+@cache
+def producer() -> Producer:
+    return Producer(ledger(), get_settings())
+
+
+@cache
+def batch_controls() -> BatchControls:
+    return BatchControls(ledger(), lambda: vexora().balance(), publish_submissions)
+
+
+def reset() -> None:
+    """Forget every cached object and re-read the environment (tests, demo, benchmarks)."""
+    import importlib
+
+    import celeryconfig
+    from worker.app import app
+
+    get_settings.cache_clear()
+    for built in (redis_client, ledger, pause_switch, vexora, details, submitter, reconciler,
+                  producer, batch_controls):  # fmt: skip
+        built.cache_clear()
+    app.config_from_object(importlib.reload(celeryconfig), force=True)
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None

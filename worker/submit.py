@@ -1,0 +1,174 @@
+"""Submitting payouts: claim -> limit -> sign -> POST -> classify.
+
+One order at a time, each a few steps whose every outcome has a place in the ledger:
+nothing is sent without a claim, nothing claimed is left without a state, and a
+tradeNo is reused on every attempt so the provider can refuse a repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from worker.exceptions import (
+    ConfigurationRejected,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+)
+from worker.ledger import Ledger
+from worker.pause import PauseSwitch
+from worker.ratelimit import RateLimiter, RateLimitTimeout
+from worker.retry import MAX_SUBMIT_ATTEMPTS, backoff
+from worker.states import State
+from worker.vexora import VexoraClient
+
+log = logging.getLogger(__name__)
+
+
+class Step(Enum):
+    DONE = "done"  # the order has its next state; nothing more to do here
+    SKIPPED = "skipped"  # someone else has it, or it is past submission
+    PAUSED = "paused"  # submissions are paused: the order stays QUEUED
+    RETRY = "retry"  # certainly not sent: back to QUEUED, try again later
+    QUERY = "query"  # maybe sent: UNKNOWN, ask the provider later
+    OUT_OF_TIME = "out_of_time"  # this task's budget is spent: the order stays QUEUED
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: Step
+    delay: float = 0.0
+
+
+@dataclass
+class ChunkReport:
+    """What a submit task leaves for later: the task publishes these."""
+
+    retry: list[tuple[str, float]] = field(default_factory=list)
+    query: list[str] = field(default_factory=list)
+    leftover: list[str] = field(default_factory=list)
+    paused: bool = False
+    done: int = 0
+
+
+class Submitter:
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: VexoraClient,
+        limiter: RateLimiter,
+        pause: PauseSwitch,
+        *,
+        claim_lease: float,
+        recover: Callable[[str], object],
+    ) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.limiter = limiter
+        self.pause = pause
+        self.claim_lease = claim_lease
+        # Asks the provider about an order whose claim holder is gone (the reconciler's
+        # lookup): a duplicate delivery never POSTs again.
+        self.recover = recover
+
+    def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport:
+        """Submit each order in turn until done, paused, or ``budget`` seconds are spent."""
+        deadline = time.monotonic() + budget
+        report = ChunkReport()
+        for index, trade_no in enumerate(trade_nos):
+            outcome = self.submit(trade_no, deadline)
+            if outcome.step is Step.PAUSED:
+                report.paused = True
+                break
+            if outcome.step is Step.OUT_OF_TIME:
+                report.leftover = list(trade_nos[index:])
+                break
+            if outcome.step is Step.RETRY:
+                report.retry.append((trade_no, outcome.delay))
+            elif outcome.step is Step.QUERY:
+                report.query.append(trade_no)
+            elif outcome.step is Step.DONE:
+                report.done += 1
+        return report
+
+    def submit(self, trade_no: str, deadline: float) -> Outcome:
+        if self.pause.reason() is not None:
+            return Outcome(Step.PAUSED)
+        claim = self.ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED])
+        if not claim.moved:
+            if claim.previous is State.SUBMITTING and self._claim_expired(trade_no):
+                self.recover(trade_no)
+            return Outcome(Step.SKIPPED)
+        try:
+            self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        except RateLimitTimeout:
+            self._unclaim(trade_no, "rate limit wait outlasted the task budget")
+            return Outcome(Step.OUT_OF_TIME)
+        if self.pause.reason() is not None:
+            self._unclaim(trade_no, "paused")
+            return Outcome(Step.PAUSED)
+        return self._post(trade_no)
+
+    def _post(self, trade_no: str) -> Outcome:
+        try:
+            result = self.client.submit(self.ledger.payload(trade_no), trade_no)
+        except RateLimited as exc:
+            self.limiter.penalize(exc.retry_after or 1.0)
+            return self._not_sent(trade_no, "HTTP 429", delay=exc.retry_after)
+        except NotSent as exc:
+            return self._not_sent(trade_no, type(exc).__name__)
+        except OutcomeUnknown as exc:
+            log.warning("payout outcome unknown, will query", extra={"trade_no": trade_no})
+            self.ledger.transition(trade_no, State.UNKNOWN, note=type(exc).__name__)
+            return Outcome(Step.QUERY)
+        except ConfigurationRejected as exc:
+            reason = f"provider rejected our configuration: code {exc.code}: {exc.message}"
+            log.critical("PAUSING ALL SUBMISSIONS: %s", reason, extra={"trade_no": trade_no})
+            self.pause.pause(reason)
+            self._unclaim(trade_no, "configuration rejected")
+            return Outcome(Step.PAUSED)
+        except Rejected as exc:
+            self.ledger.transition(
+                trade_no,
+                State.FAILED,
+                report=True,
+                note="rejected",
+                provider_status=exc.code,
+                provider_message=exc.message,
+            )
+            return Outcome(Step.DONE)
+        self.ledger.transition(
+            trade_no,
+            result.state,
+            report=True,
+            note="submit",
+            platform_trade_no=result.platform_trade_no,
+            provider_status=result.status,
+            provider_message=result.message,
+        )
+        return Outcome(Step.DONE)
+
+    def _not_sent(self, trade_no: str, why: str, delay: float | None = None) -> Outcome:
+        order = self.ledger.get(trade_no)
+        attempts = order.attempts if order else MAX_SUBMIT_ATTEMPTS
+        if attempts >= MAX_SUBMIT_ATTEMPTS:
+            self.ledger.transition(
+                trade_no, State.REVIEW, reason=f"not sent after {attempts} attempts: {why}"
+            )
+            return Outcome(Step.DONE)
+        self._unclaim(trade_no, f"not sent: {why}")
+        return Outcome(Step.RETRY, delay if delay is not None else backoff(attempts))
+
+    def _unclaim(self, trade_no: str, why: str) -> None:
+        self.ledger.transition(trade_no, State.QUEUED, expect=[State.SUBMITTING], note=why)
+
+    def _claim_expired(self, trade_no: str) -> bool:
+        claimed = self.ledger.entered_ms(trade_no, State.SUBMITTING)
+        if claimed is None:
+            return False
+        return self.ledger.now_ms() - claimed > self.claim_lease * 1000
