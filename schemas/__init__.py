@@ -1,0 +1,138 @@
+"""Payout row validation: one marshmallow schema per market, and the registry of them.
+
+``validate_row`` turns one input row (a CSV or JSON Lines record in the market's field
+names, plus the optional ``reference`` and ``currency`` columns) into a :class:`Payout`
+whose ``fields`` are exactly the strings to send to the provider; ``validate_rows``
+does a whole batch and reports every bad row rather than stopping at the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+import marshmallow
+from marshmallow import ValidationError
+
+from schemas.ar import ArgentinaSchema
+from schemas.fields import PayoutSchema
+from schemas.id import IndonesiaSchema
+from schemas.jp import JapanSchema
+from schemas.kh import CambodiaSchema
+
+__all__ = [
+    "MARKETS",
+    "MARKET_CURRENCIES",
+    "Payout",
+    "RowError",
+    "UnknownMarket",
+    "ValidationError",
+    "validate_row",
+    "validate_rows",
+]
+
+_SCHEMA_CLASSES: tuple[type[PayoutSchema], ...] = (
+    IndonesiaSchema,
+    ArgentinaSchema,
+    JapanSchema,
+    CambodiaSchema,
+)
+
+MARKETS: dict[str, type[marshmallow.Schema]] = {cls.market: cls for cls in _SCHEMA_CLASSES}
+MARKET_CURRENCIES: dict[str, tuple[str, ...]] = {
+    cls.market: cls.currencies() for cls in _SCHEMA_CLASSES
+}
+# One instance per market, built once: marshmallow schemas keep no per-load state.
+_SCHEMAS: dict[str, PayoutSchema] = {cls.market: cls() for cls in _SCHEMA_CLASSES}
+
+
+@dataclass(frozen=True, slots=True)
+class Payout:
+    """One validated payout, ready to be persisted and sent."""
+
+    market: str  # "ID" | "AR" | "JP" | "KH"
+    currency: str  # e.g. "IDR"; in Cambodia the row's currency column
+    amount: Decimal  # exact, with the currency's number of decimals
+    reference: str | None  # the application's idempotency key, if given
+    fields: dict[str, str]  # what is sent, minus tradeNo, timestamp and sign
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """Every problem found in one row, by field name (``_schema`` for the row as a whole)."""
+
+    row: int
+    errors: dict[str, list[str]]
+
+
+class UnknownMarket(ValueError):
+    """The market code is not one of ``MARKETS``."""
+
+    def __init__(self, market: object) -> None:
+        codes = ", ".join(sorted(MARKETS))
+        super().__init__(f"unknown market {market!r}: expected one of {codes}")
+        self.market = market
+
+
+def _schema(market: str) -> PayoutSchema:
+    code = market.strip().upper() if isinstance(market, str) else market
+    try:
+        return _SCHEMAS[code]
+    except (KeyError, TypeError):
+        raise UnknownMarket(market) from None
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _load(schema: PayoutSchema, row: Mapping[str, object], notify_url: str | None) -> Payout:
+    if notify_url and isinstance(row, Mapping) and _blank(row.get("notifyUrl")):
+        row = {**row, "notifyUrl": notify_url}
+    data = schema.load_row(row)
+    amount: Decimal = data.pop("amount")
+    currency: str = data.pop("currency")
+    reference: str | None = data.pop("reference", None)
+    data["amount"] = format(amount, "f")
+    return Payout(schema.market, currency, amount, reference, data)
+
+
+def validate_row(
+    market: str, row: Mapping[str, object], *, notify_url: str | None = None
+) -> Payout:
+    """Validate one row for ``market`` (any case: ``"id"`` is ``"ID"``).
+
+    ``notify_url`` is sent as ``notifyUrl`` when the row has none. Raises
+    ``marshmallow.ValidationError`` (``.messages`` maps field -> messages) for a bad
+    row and :class:`UnknownMarket` for a bad market code.
+    """
+    return _load(_schema(market), row, notify_url)
+
+
+def _messages(error: ValidationError) -> dict[str, list[str]]:
+    messages = error.messages
+    if not isinstance(messages, dict):
+        return {"_schema": [str(m) for m in messages]}
+    return {
+        str(key): [str(m) for m in value] if isinstance(value, list) else [str(value)]
+        for key, value in messages.items()
+    }
+
+
+def validate_rows(
+    market: str,
+    rows: Iterable[tuple[int, Mapping[str, object]]],
+    *,
+    notify_url: str | None = None,
+) -> tuple[list[tuple[int, Payout]], list[RowError]]:
+    """Validate every ``(row number, row)``; returns the valid payouts and every row's errors."""
+    schema = _schema(market)
+    valid: list[tuple[int, Payout]] = []
+    errors: list[RowError] = []
+    for number, row in rows:
+        try:
+            valid.append((number, _load(schema, row, notify_url)))
+        except ValidationError as exc:
+            errors.append(RowError(number, _messages(exc)))
+    return valid, errors
