@@ -58,7 +58,7 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     if args.watch:
         while True:
-            print("\r" + report.progress_bar(summary), end="", flush=True)
+            print("\r" + report.batch_progress(summary), end="", flush=True)
             if summary.settled:
                 print()
                 break
@@ -81,10 +81,10 @@ def _export(args: argparse.Namespace) -> int:
         return 1
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as out:
-            rows = report.export_csv(ledger, args.batch, out)
+            rows = report.export_csv(ledger, [args.batch], out)
         print(f"wrote {rows} payouts to {args.output}")
     else:
-        report.export_csv(ledger, args.batch, sys.stdout)
+        report.export_csv(ledger, [args.batch], sys.stdout)
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from worker.states import State
+from worker.states import SETTLED_STATES, State
 
 if TYPE_CHECKING:
     from schemas import Payout
@@ -112,8 +112,7 @@ class BatchSummary:
     @property
     def settled(self) -> bool:
         """True when no order is still on its way (every one final or in REVIEW)."""
-        done = sum(self.counts.get(s, 0) for s in (*_FINAL_ORDER, State.REVIEW))
-        return done == self.total
+        return sum(n for s, n in self.counts.items() if s in SETTLED_STATES) == self.total
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,9 +127,6 @@ class BatchSummary:
             "discrepancies": self.discrepancies,
             "held_reason": self.held_reason,
         }
-
-
-_FINAL_ORDER = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
 
 class Ledger:

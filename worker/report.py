@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from worker.ledger import BatchSummary, Ledger, Order
-from worker.states import State
+from worker.states import SETTLED_STATES, State
 
 EXPORT_COLUMNS = [
     "reference",
@@ -79,22 +79,27 @@ def status_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def progress_bar(summary: BatchSummary, width: int = 40) -> str:
-    done = sum(
-        summary.counts.get(s, 0)
-        for s in (State.SUCCEEDED, State.FAILED, State.CANCELLED, State.REVIEW)
-    )
-    total = max(summary.total, 1)
-    filled = int(width * done / total)
-    counts = " ".join(f"{s.value[:4]}:{n}" for s, n in summary.counts.items() if n)
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{summary.total} {counts}"
+def settled_count(summary: BatchSummary) -> int:
+    return sum(n for state, n in summary.counts.items() if state in SETTLED_STATES)
 
 
-def export_csv(ledger: Ledger, batch_id: str, out: IO[str]) -> int:
+def progress_bar(done: int, total: int, width: int = 40, suffix: str = "") -> str:
+    filled = int(width * done / max(total, 1))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {suffix}"
+
+
+def batch_progress(summary: BatchSummary) -> str:
+    counts = " ".join(f"{s.value}:{n}" for s, n in summary.counts.items() if n)
+    return progress_bar(settled_count(summary), summary.total, suffix=counts)
+
+
+def export_csv(ledger: Ledger, batch_ids: Sequence[str], out: IO[str]) -> int:
+    """One CSV row per payout of the batches; returns the number of rows."""
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
     rows = 0
-    for order in batch_orders(ledger, batch_id):
+    orders = (order for batch_id in batch_ids for order in batch_orders(ledger, batch_id))
+    for order in orders:
         writer.writerow(
             [
                 order.reference or "",

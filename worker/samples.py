@@ -47,10 +47,12 @@ def sample_row(market: str, index: int, rng: random.Random) -> dict[str, Any]:
         }
     if market == "KH":
         usd = rng.random() < 0.5
+        cents = rng.randrange(100, 50_000)
+        amount = f"{cents // 100}.{cents % 100:02d}" if usd else str(rng.randrange(4000, 4_000_000))
         return {
             "reference": reference,
             "currency": "USD" if usd else "KHR",
-            "amount": f"{rng.randrange(100, 50_000) / 100:.2f}" if usd else str(rng.randrange(4000, 4_000_000)),
+            "amount": amount,
             "firstname": rng.choice(_NAMES),
             "lastname": rng.choice(_NAMES),
             "mobile": f"{rng.randrange(10**7, 10**9)}",

@@ -1,0 +1,139 @@
+"""``disburse demo``: the main job, end to end, on this machine.
+
+Starts a private Redis, the sandbox provider, the webhook receiver, worker processes
+and beat; enqueues a sample batch in each market (with a few invalid rows, reported
+and not sent) through the same CSV import the CLI uses; shows progress until every
+payout is final; prints a summary; writes a results CSV; stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from worker.sandbox import SandboxConfig
+
+MARKETS = ("ID", "AR", "JP", "KH")
+# One broken row per problem a user makes, in each market's file.
+_BROKEN = [
+    ("amount", "12.5"),
+    ("email", "not-an-email"),
+    ("mobile", "12"),
+]
+
+
+def _write_samples(directory: Path, per_market: int) -> dict[str, Path]:
+    from worker.samples import sample_rows
+
+    files = {}
+    for market in MARKETS:
+        rows = sample_rows(market, per_market, seed=2026)
+        for index, (column, value) in enumerate(_BROKEN):
+            rows[(index * 97 + 5) % len(rows)][column] = value
+        path = directory / f"payouts-{market.lower()}.csv"
+        columns = sorted({key for row in rows for key in row})
+        with path.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.DictWriter(out, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        files[market] = path
+    return files
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker.cluster import LocalCluster
+
+    signal.signal(signal.SIGTERM, _terminate)
+    sandbox = SandboxConfig(
+        settle_delay=(0.3, 2.0), failure_ratio=0.05, seed=2026, webhook_time_scale=0.05
+    )
+    env = {"VEXORA_RATE_LIMIT": "250/s", "DETAILS_RATE_LIMIT": "100/s"}
+    print("starting: private Redis, sandbox provider, webhook receiver, "
+          f"{args.workers} workers, beat ...", flush=True)  # fmt: skip
+    cluster = LocalCluster(workers=args.workers, sandbox=sandbox, env=env)
+    try:
+        cluster.start()
+        os.environ.update(cluster.env())
+        from worker import runtime
+
+        runtime.reset()
+        cluster.wait_ready()
+        return _run_batches(cluster, args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        cluster.close()
+        print("stopped: every process and server the demo started")
+
+
+def _run_batches(cluster: Any, args: argparse.Namespace) -> int:
+    from worker import report, runtime
+    from worker.rows import read_rows
+
+    ledger = runtime.ledger()
+    producer = runtime.producer()
+    batches: dict[str, str] = {}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _write_samples(Path(tmp), args.payouts // len(MARKETS) + len(_BROKEN))
+        for market, path in files.items():
+            rows, parse_errors = read_rows(path)
+            result = producer.enqueue_batch(
+                market, rows, parse_errors=parse_errors, skip_invalid=True
+            )
+            for error in result.rejected:
+                fields = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.errors.items())
+                print(f"  {market} {path.name} line {error.row} rejected: {fields}")
+            assert result.batch_id is not None
+            batches[market] = result.batch_id
+            print(f"{market}: batch {result.batch_id}, {result.accepted} payouts queued")
+    accepted_at = time.monotonic()
+
+    while True:
+        summaries = {m: ledger.batch(b) for m, b in batches.items()}
+        total = sum(s.total for s in summaries.values() if s)
+        done = sum(report.settled_count(s) for s in summaries.values() if s)
+        print("\r" + report.progress_bar(done, total, suffix="final"), end="", flush=True)
+        if done == total:
+            break
+        if time.monotonic() - started > 300:
+            print("\nnot everything settled within 5 minutes", file=sys.stderr)
+            return 1
+        time.sleep(0.25)
+    elapsed = time.monotonic() - accepted_at
+    print()
+
+    counts: Counter[tuple[str, str]] = Counter()
+    for market, summary in summaries.items():
+        assert summary is not None
+        for state, n in summary.counts.items():
+            counts[(market, state.value)] += n
+    states = sorted({s for _, s in counts})
+    print(f"\n{'market':<8}" + "".join(f"{s:>11}" for s in states) + f"{'total':>9}")
+    for market in MARKETS:
+        row = [counts[(market, s)] for s in states]
+        print(f"{market:<8}" + "".join(f"{n:>11}" for n in row) + f"{sum(row):>9}")
+    stats = cluster.sandbox.stats()
+    total = sum(counts.values())
+    print(f"\nthroughput: {total / elapsed:.0f} payouts/s ({total} in {elapsed:.1f} s)")
+    print(f"sandbox: {stats['payouts']} payouts received, "
+          f"duplicate payments: {stats['duplicate_payments']}, "
+          f"webhooks delivered: {stats['webhooks_delivered']}")  # fmt: skip
+
+    with open(args.output, "w", newline="", encoding="utf-8") as out:
+        report.export_csv(ledger, list(batches.values()), out)
+    print(f"results: {args.output}")
+    return 0 if stats["duplicate_payments"] == 0 else 1
