@@ -1,0 +1,69 @@
+"""Integration fixtures: a whole local cluster (real Redis, sandbox over HTTP, real
+``celery worker`` / ``beat`` processes from the Procfile) per test."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from worker import runtime
+from worker.cluster import LocalCluster
+from worker.ledger import Ledger
+from worker.sandbox import SandboxConfig
+from worker.states import SETTLED_STATES
+
+ClusterFactory = Callable[..., Any]
+
+
+@contextmanager
+def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
+    saved = dict(os.environ)
+    cluster = LocalCluster(**kwargs)
+    try:
+        cluster.start()
+        os.environ.update(cluster.env())
+        runtime.reset()
+        cluster.wait_ready()
+        yield cluster
+    except BaseException:
+        print(f"cluster logs: {cluster.log_dir}")
+        for log in sorted(cluster.log_dir.glob("*.log")):
+            print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        raise
+    finally:
+        cluster.close()
+        os.environ.clear()
+        os.environ.update(saved)
+        runtime.reset()
+
+
+@pytest.fixture
+def cluster_factory() -> Iterator[Callable[..., Any]]:
+    """``with cluster_factory(env=..., sandbox=SandboxConfig(...)) as cluster: ...``"""
+    yield running_cluster
+
+
+def wait_settled(ledger: Ledger, batch_ids: list[str], timeout: float) -> None:
+    """Until every order of the batches is final or in REVIEW (fails the test on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        summaries = [ledger.batch(b) for b in batch_ids]
+        if all(s is not None and s.settled for s in summaries):
+            return
+        time.sleep(0.25)
+    counts = {b: (s.counts if s else None) for b, s in zip(batch_ids, summaries, strict=True)}
+    pytest.fail(f"batches not settled within {timeout} s: {counts}")
+
+
+def fast_sandbox(**knobs: Any) -> SandboxConfig:
+    """A sandbox that settles quickly and retries webhooks on a shrunken schedule."""
+    defaults: dict[str, Any] = {"settle_delay": (0.1, 0.5), "seed": 11, "webhook_time_scale": 0.02}
+    return SandboxConfig(**{**defaults, **knobs})
+
+
+__all__ = ["SETTLED_STATES", "fast_sandbox", "running_cluster", "wait_settled"]

@@ -1,0 +1,103 @@
+"""The pipeline end to end: enqueue -> real workers -> sandbox over HTTP -> final states."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import worker
+from tests.integration.conftest import fast_sandbox, wait_settled
+from worker import runtime
+from worker.cluster import LocalCluster
+from worker.samples import sample_rows
+from worker.states import State
+
+pytestmark = pytest.mark.integration
+
+EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
+
+
+def enqueue_markets(per_market: int) -> list[str]:
+    batch_ids = []
+    for market in ("ID", "AR", "JP", "KH"):
+        result = worker.enqueue_batch(market, sample_rows(market, per_market))
+        assert result.rejected == [] and result.batch_id is not None
+        assert result.accepted == per_market
+        batch_ids.append(result.batch_id)
+    return batch_ids
+
+
+def assert_ledger_matches_sandbox(cluster: LocalCluster, batch_ids: list[str]) -> dict[str, Any]:
+    """Every order final as the sandbox settled it; each tradeNo received exactly once."""
+    ledger = runtime.ledger()
+    paid = cluster.sandbox.payouts()
+    orders = [o for b in batch_ids for page in ledger.iter_batch(b) for o in ledger.get_many(page)]
+    assert all(o is not None for o in orders)
+    assert {o.trade_no for o in orders if o} == set(paid), "sandbox and ledger disagree on tradeNos"
+    for order in orders:
+        assert order is not None
+        record = paid[order.trade_no]
+        assert record["accepted_count"] == 1
+        assert order.state == EXPECTED_STATE[record["status"]], (order, record)
+        assert order.platform_trade_no == record["platFormTradeNo"]
+    assert cluster.sandbox.stats()["duplicate_payments"] == 0
+    return paid
+
+
+def test_500_payouts_across_markets_settle_as_the_sandbox_did(cluster_factory: Any) -> None:
+    with cluster_factory(sandbox=fast_sandbox(failure_ratio=0.2)) as cluster:
+        batch_ids = enqueue_markets(125)
+        wait_settled(runtime.ledger(), batch_ids, timeout=120)
+        paid = assert_ledger_matches_sandbox(cluster, batch_ids)
+        assert all(record["post_count"] == 1 for record in paid.values())
+        statuses = Counter(record["status"] for record in paid.values())
+        assert statuses["00029"] > 50 and statuses["0000"] > 300  # both outcomes exercised
+        summary = worker.batch_summary(batch_ids[0])
+        assert summary is not None and summary.total == 125
+        assert sum(summary.counts.values()) == 125
+
+
+def test_rate_limit_holds_across_all_workers(cluster_factory: Any) -> None:
+    env = {"VEXORA_RATE_LIMIT": "50/s"}
+    with cluster_factory(env=env, sandbox=fast_sandbox(failure_ratio=0.0)) as cluster:
+        batch_ids = enqueue_markets(100)  # 400 payouts: 8 s at 50/s
+        wait_settled(runtime.ledger(), batch_ids, timeout=120)
+        assert_ledger_matches_sandbox(cluster, batch_ids)
+        stats = cluster.sandbox.stats()
+        assert stats["max_payout_requests_per_second"] <= 50
+        times = sorted(p["received_at"] for p in cluster.sandbox.payouts().values())
+        span = times[-1] - times[0]
+        # Not faster than the limit; no slower than it plus a small margin for start-up.
+        assert 399 / 50 * 0.95 <= span <= 399 / 50 * 1.1 + 2.0, span
+
+
+def test_faults_never_pay_twice_and_everything_ends_final(cluster_factory: Any) -> None:
+    env = {"HTTP_READ_TIMEOUT": "1.5"}
+    sandbox = fast_sandbox(error_ratio=0.1, hang_ratio=0.05, hang_seconds=2.5, failure_ratio=0.1)
+    with cluster_factory(env=env, sandbox=sandbox) as cluster:
+        batch_ids = enqueue_markets(50)
+        wait_settled(runtime.ledger(), batch_ids, timeout=180)
+        assert_ledger_matches_sandbox(cluster, batch_ids)
+        stats = cluster.sandbox.stats()
+        assert stats["repeated_trade_no_posts"] >= 0
+        assert stats["payouts"] == 200
+
+
+def test_invalid_batch_enqueues_nothing_and_reports_every_bad_row(cluster_factory: Any) -> None:
+    with cluster_factory(beat=False, web=False, workers=1) as cluster:
+        rows = sample_rows("JP", 20)
+        rows[3]["firstname"] = "taro"
+        rows[7]["amount"] = "99"
+        rows[7]["mobile"] = "+819012345678"
+        rows[12]["bankNumber"] = "12-34"
+        result = worker.enqueue_batch("JP", rows)
+        assert result.batch_id is None and result.accepted == 0
+        assert [(e.row, sorted(e.errors)) for e in result.rejected] == [
+            (4, ["firstname"]),
+            (8, ["amount", "mobile"]),
+            (13, ["bankNumber"]),
+        ]
+        assert runtime.ledger().state_counts() == {}
+        assert cluster.sandbox.stats()["payout_requests"] == 0

@@ -1,0 +1,678 @@
+"""DetailsClient against a real local HTTP server (werkzeug): token, details, paged list."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from worker.config import Settings
+from worker.details import DetailsClient, Disbursement
+from worker.exceptions import (
+    AuthenticationFailed,
+    NotFound,
+    NotSent,
+    OutcomeUnknown,
+    ProviderError,
+    RateLimited,
+)
+from worker.states import State
+
+API_KEY = "b3ed7d4b-a96c-6c08-b3c7-12c3124242d9"
+CLIENT_ID = "client-1"
+CLIENT_SECRET = "very-secret"
+ACCOUNT = "acct-9"
+
+# Seed 003's own example answer: data nested inside data.
+SEED_ANSWER = {
+    "status": 200,
+    "success": True,
+    "data": {
+        "status": 200,
+        "success": True,
+        "data": {
+            "transaction_id": "4565456565",
+            "status": "success",
+            "amount": {"value": "11000.00", "currency": "IDR"},
+            "fees": [{"name": "transfer service fee name", "value": "2000.00", "currency": "IDR"}],
+            "total_amount": {"value": "13000.00", "currency": "IDR"},
+            "bank": {"code": "BRI", "account_number": "63434554", "account_name": "John Doe"},
+            "processed_timestamp": "1714618220440",
+            "post_timestamp": "1714618220440",
+            "notes": "lorem ipsum",
+        },
+        "balance_after": {"value": "11000.00", "currency": "IDR"},
+    },
+}
+
+
+# --- a fake provider on a real port ---------------------------------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    args: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    raw_uri: str = ""
+
+
+@dataclass
+class FakeProvider:
+    url: str = ""
+    seen: list[Seen] = field(default_factory=list)
+    replies: list[Response] = field(default_factory=list)
+    handler: Callable[[Seen], Response] | None = None
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        request = Request(environ)
+        seen = Seen(
+            request.method,
+            request.path,
+            dict(request.args),
+            dict(request.headers),
+            request.get_data(),
+            environ.get("REQUEST_URI") or environ.get("RAW_URI", ""),
+        )
+        self.seen.append(seen)
+        if self.handler is not None:
+            response = self.handler(seen)
+        elif self.replies:
+            response = self.replies.pop(0)
+        else:
+            response = Response("no reply scripted", status=599)
+        return response(environ, start_response)
+
+    def reply(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.replies.append(json_response(body, status, headers))
+
+    def pages_requested(self) -> list[int]:
+        return [int(s.args["page"]) for s in self.seen if s.method == "GET"]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return Response(text, status=status, headers=headers, content_type="application/json")
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    fake = FakeProvider()
+    server = make_server("127.0.0.1", 0, fake, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_port}"
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+class FakeTokens:
+    """A TokenProvider that hands out scripted tokens and records invalidations."""
+
+    def __init__(self, *tokens: str) -> None:
+        self.queue = list(tokens)
+        self.current = self.queue.pop(0)
+        self.gets = 0
+        self.invalidated: list[str] = []
+
+    def get(self) -> str:
+        self.gets += 1
+        return self.current
+
+    def invalidate(self, token: str) -> None:
+        self.invalidated.append(token)
+        if token == self.current and self.queue:
+            self.current = self.queue.pop(0)
+
+
+class SpySession(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.sent.append(kwargs)
+        return super().send(request, **kwargs)
+
+
+def make_client(provider: FakeProvider, tokens: Any = None, **kwargs: Any) -> DetailsClient:
+    return DetailsClient(
+        provider.url,
+        api_key=API_KEY,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        account_id=ACCOUNT,
+        timeouts=(1.0, 2.0),
+        token_provider=tokens if tokens is not None else FakeTokens("tok-1", "tok-2", "tok-3"),
+        **kwargs,
+    )
+
+
+def row(tid: str, status: str = "pending", value: str = "10.00") -> dict[str, Any]:
+    return {
+        "transaction_id": tid,
+        "status": status,
+        "amount": {"value": value, "currency": "IDR"},
+        "fees": [],
+        "total_amount": {"value": value, "currency": "IDR"},
+        "post_timestamp": "1714618220440",
+    }
+
+
+def rows(prefix: str, count: int) -> list[dict[str, Any]]:
+    return [row(f"{prefix}{i}") for i in range(count)]
+
+
+def ids(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(count)]
+
+
+def error(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "status": status,
+        "success": False,
+        "error": {"code": status, "message": message, **extra},
+    }
+
+
+# --- token ----------------------------------------------------------------------------
+
+
+def test_fetch_token_request_shape(provider: FakeProvider) -> None:
+    provider.reply(
+        {
+            "status": 200,
+            "success": True,
+            "data": {"access_token": "abc.def", "token_type": "Bearer", "expires_in": "3600"},
+        }
+    )
+    spy = SpySession()
+    client = make_client(provider, session=spy)
+    assert client.fetch_token() == ("abc.def", 3600.0)
+    (seen,) = provider.seen
+    assert (seen.method, seen.path) == ("POST", "/api/v1.0/access-token/b2b")
+    assert seen.headers["X-Partner-Id"] == API_KEY
+    expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    assert seen.headers["Authorization"] == f"Basic {expected}"
+    assert seen.headers["Content-Type"] == "application/json"
+    assert json.loads(seen.body) == {"grant_type": "client_credentials"}
+    assert [kw["timeout"] for kw in spy.sent] == [(1.0, 2.0)]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"data": {"access_token": "t", "expires_in": "216000"}}, ("t", 216000.0)),
+        ({"data": {"access_token": "t", "expires_in": 60}}, ("t", 60.0)),
+        ({"accessToken": "t", "tokenType": "Bearer", "expiresIn": "900"}, ("t", 900.0)),
+        ({"data": {"access_token": "t"}}, ("t", 300.0)),
+    ],
+)
+def test_fetch_token_answer_spellings(
+    provider: FakeProvider, answer: dict[str, Any], expected: tuple[str, float]
+) -> None:
+    provider.reply({"status": 200, "success": True, **answer})
+    assert make_client(provider).fetch_token() == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_type"),
+    [
+        (401, error(401, "Unauthorized partner, please sign in"), AuthenticationFailed),
+        (200, {"success": True, "data": {"expires_in": "3600"}}, ProviderError),
+        (
+            200,
+            {"success": True, "data": {"access_token": "t", "expires_in": "soon"}},
+            ProviderError,
+        ),
+        (200, {"success": True, "data": {"access_token": "t", "expires_in": "0"}}, ProviderError),
+        (403, error(403, "IP not registered"), ProviderError),
+        (500, "oops", OutcomeUnknown),
+    ],
+)
+def test_fetch_token_errors(
+    provider: FakeProvider, status: int, body: Any, error_type: type[Exception]
+) -> None:
+    provider.reply(body, status=status)
+    with pytest.raises(error_type) as caught:
+        make_client(provider).fetch_token()
+    assert type(caught.value) is error_type
+    assert CLIENT_SECRET not in f"{caught.value} {caught.value!r}"
+
+
+def test_fetch_token_connection_refused_is_not_sent() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    client = DetailsClient(
+        f"http://127.0.0.1:{port}",
+        api_key=API_KEY,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        account_id=ACCOUNT,
+    )
+    with pytest.raises(NotSent):
+        client.fetch_token()
+    with pytest.raises(NotSent):
+        client.details("1")  # the default token provider fetches first
+
+
+# --- details --------------------------------------------------------------------------
+
+EXPECTED_SEED = Disbursement(
+    transaction_id="4565456565",
+    status="success",
+    state=State.SUCCEEDED,
+    amount=Decimal("11000.00"),
+    currency="IDR",
+    total_amount=Decimal("13000.00"),
+    fees=(Decimal("2000.00"),),
+    posted_at_ms=1714618220440,
+    processed_at_ms=1714618220440,
+    notes="lorem ipsum",
+)
+
+
+def test_details_nested_seed_shape_and_request(provider: FakeProvider) -> None:
+    provider.reply(SEED_ANSWER)
+    spy = SpySession()
+    client = make_client(provider, session=spy)
+    found = client.details("4565456565")
+    assert found == EXPECTED_SEED
+    assert str(found.amount) == "11000.00"
+    (seen,) = provider.seen
+    assert (seen.method, seen.path) == ("GET", f"/api/v1.0/disbursements/{ACCOUNT}/4565456565")
+    assert seen.args == {}
+    assert seen.headers["X-Partner-Id"] == API_KEY
+    assert seen.headers["Accept"] == "application/json"
+    assert seen.headers["Authorization"] == "Bearer tok-1"
+    assert [kw["timeout"] for kw in spy.sent] == [(1.0, 2.0)]
+    assert "63434554" not in repr(found)  # the account number is not even parsed
+
+
+def test_details_flat_shape_with_page_and_singular_path(provider: FakeProvider) -> None:
+    flat = {"status": 200, "success": True, "data": SEED_ANSWER["data"]["data"]}  # type: ignore[index]
+    provider.reply(flat)
+    client = make_client(
+        provider, details_path="/api/v1.0/disbursement/{account_id}/{transaction_id}"
+    )
+    assert client.details("4565456565", page=2) == EXPECTED_SEED
+    (seen,) = provider.seen
+    assert seen.path == f"/api/v1.0/disbursement/{ACCOUNT}/4565456565"
+    assert seen.args == {"page": "2"}
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("success", State.SUCCEEDED),
+        ("failed", State.FAILED),
+        ("pending", State.PROCESSING),
+        ("FAILED", State.FAILED),
+        ("reversed", None),
+        ("", None),
+    ],
+)
+def test_details_status_to_state(provider: FakeProvider, status: str, state: State | None) -> None:
+    provider.reply(
+        {"status": 200, "success": True, "data": {"transaction_id": 77, "status": status}}
+    )
+    found = make_client(provider).details("77")
+    assert (found.transaction_id, found.status, found.state) == ("77", status, state)
+    assert (found.amount, found.fees, found.posted_at_ms, found.notes) == (None, (), None, None)
+
+
+def test_details_transaction_id_is_url_quoted(provider: FakeProvider) -> None:
+    provider.reply({"status": 200, "success": True, "data": row("a/b?c")})
+    make_client(provider).details("a/b?c")
+    assert provider.seen[0].raw_uri == f"/api/v1.0/disbursements/{ACCOUNT}/a%2Fb%3Fc"
+    assert provider.seen[0].args == {}
+
+
+def test_details_about_another_transaction_is_not_trusted(provider: FakeProvider) -> None:
+    provider.reply({"status": 200, "success": True, "data": row("999")})
+    with pytest.raises(OutcomeUnknown, match="another transaction"):
+        make_client(provider).details("123")
+
+
+def test_details_malformed_amount_is_outcome_unknown(provider: FakeProvider) -> None:
+    provider.reply({"status": 200, "data": row("1", value="eleven")})
+    with pytest.raises(OutcomeUnknown, match="amount"):
+        make_client(provider).details("1")
+
+
+def test_details_answer_without_a_disbursement(provider: FakeProvider) -> None:
+    provider.reply({"status": 200, "success": True, "data": {"something": "else"}})
+    with pytest.raises(OutcomeUnknown):
+        make_client(provider).details("1")
+
+
+def test_401_then_success_refreshes_exactly_once(provider: FakeProvider) -> None:
+    provider.reply(error(401, "Unauthorized partner, please sign in"), status=401)
+    provider.reply(SEED_ANSWER)
+    tokens = FakeTokens("old", "new")
+    assert make_client(provider, tokens).details("4565456565") == EXPECTED_SEED
+    assert tokens.invalidated == ["old"]
+    assert tokens.gets == 2
+    assert [s.headers["Authorization"] for s in provider.seen] == ["Bearer old", "Bearer new"]
+
+
+def test_401_in_the_body_of_a_200_counts_as_401(provider: FakeProvider) -> None:
+    provider.reply(error(401, "token expired"))
+    provider.reply(SEED_ANSWER)
+    tokens = FakeTokens("old", "new")
+    assert make_client(provider, tokens).details("4565456565") == EXPECTED_SEED
+    assert tokens.invalidated == ["old"]
+
+
+def test_401_twice_is_authentication_failed(provider: FakeProvider) -> None:
+    provider.reply(error(401, "Unauthorized partner, please sign in"), status=401)
+    provider.reply(error(401, "Unauthorized partner, please sign in"), status=401)
+    provider.reply(SEED_ANSWER)  # must never be asked for
+    tokens = FakeTokens("old", "new", "newer")
+    with pytest.raises(AuthenticationFailed, match="please sign in") as caught:
+        make_client(provider, tokens).details("4565456565")
+    assert caught.value.status_code == 401
+    assert tokens.invalidated == ["old"]
+    assert len(provider.seen) == 2
+
+
+def test_default_token_provider_caches_and_refreshes_on_401(provider: FakeProvider) -> None:
+    def handler(seen: Seen) -> Response:
+        if seen.path.endswith("/access-token/b2b"):
+            number = sum(s.path.endswith("/b2b") for s in provider.seen)
+            return json_response({"data": {"access_token": f"t{number}", "expires_in": "3600"}})
+        if seen.headers["Authorization"] == "Bearer t1" and len(provider.seen) > 3:
+            return json_response(error(401, "expired"), 401)
+        return json_response({"status": 200, "data": row("5")})
+
+    provider.handler = handler
+    client = DetailsClient(
+        provider.url,
+        api_key=API_KEY,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        account_id=ACCOUNT,
+    )
+    client.details("5")
+    client.details("5")
+    client.details("5")  # t1 now gets a 401: fetch t2, retry
+    paths = [s.path.rsplit("/", 1)[-1] for s in provider.seen]
+    assert paths == ["b2b", "5", "5", "5", "b2b", "5"]
+    assert provider.seen[-1].headers["Authorization"] == "Bearer t2"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_type", "text"),
+    [
+        (404, error(404, "Transaction not found"), NotFound, "Transaction not found"),
+        (403, error(403, "Forbidden"), ProviderError, "IP registered"),
+        (
+            422,
+            error(422, "Validation failed", errors={"page": ["must be a number"]}),
+            ProviderError,
+            "page: must be a number",
+        ),
+        (400, error(400, "Bad request"), ProviderError, "Bad request"),
+        (500, error(500, "Internal"), OutcomeUnknown, "HTTP 500"),
+        (503, "<html>down</html>", OutcomeUnknown, "HTTP 503"),
+        (200, "not json", OutcomeUnknown, "not a JSON object"),
+        (200, {"status": 200, "success": False, "data": None}, ProviderError, "success=false"),
+    ],
+)
+def test_details_errors(
+    provider: FakeProvider, status: int, body: Any, error_type: type[Exception], text: str
+) -> None:
+    provider.reply(body, status=status)
+    tokens = FakeTokens("tok")
+    with pytest.raises(error_type, match=text) as caught:
+        make_client(provider, tokens).details("1")
+    assert type(caught.value) is error_type
+    assert tokens.invalidated == []
+
+
+def test_details_429_is_rate_limited(provider: FakeProvider) -> None:
+    provider.reply(error(429, "Too many"), status=429, headers={"Retry-After": "4"})
+    with pytest.raises(RateLimited) as caught:
+        make_client(provider).details("1")
+    assert caught.value.retry_after == 4.0
+
+
+def test_details_read_timeout_is_outcome_unknown() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts (in the kernel) and never answers
+    try:
+        client = DetailsClient(
+            f"http://127.0.0.1:{listener.getsockname()[1]}",
+            api_key=API_KEY,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            account_id=ACCOUNT,
+            timeouts=(1.0, 0.2),
+            token_provider=FakeTokens("tok"),
+        )
+        with pytest.raises(OutcomeUnknown) as caught:
+            client.details("1")
+        assert isinstance(caught.value.__cause__, requests.ReadTimeout)
+    finally:
+        listener.close()
+
+
+def test_from_settings(provider: FakeProvider) -> None:
+    settings = Settings(
+        details_base_url=provider.url,
+        details_api_key="key-x",
+        details_client_id="cid-x",
+        details_client_secret="csecret-x",
+        details_account_id="acc-x",
+        details_path="/custom/{account_id}/tx/{transaction_id}",
+        details_list_path="/custom/{account_id}/list",
+        connect_timeout=0.7,
+        read_timeout=3.5,
+    )
+    tokens = FakeTokens("tk")
+    client = DetailsClient.from_settings(settings, token_provider=tokens)
+    assert client.timeouts == (0.7, 3.5)
+    assert "csecret-x" not in repr(client) and "key-x" not in repr(client)
+    provider.reply({"data": row("9")})
+    provider.reply({"data": [row("9")]})
+    client.details("9")
+    list(client.list())
+    assert [s.path for s in provider.seen] == ["/custom/acc-x/tx/9", "/custom/acc-x/list"]
+    assert provider.seen[0].headers["X-Partner-Id"] == "key-x"
+    assert provider.seen[0].headers["Authorization"] == "Bearer tk"
+
+
+# --- the paged list -------------------------------------------------------------------
+
+
+def serve_pages(provider: FakeProvider, pages: dict[int, Any]) -> None:
+    def handler(seen: Seen) -> Response:
+        page = int(seen.args.get("page", "1"))
+        return json_response(pages.get(page, {"status": 200, "success": True, "data": []}))
+
+    provider.handler = handler
+
+
+def listed(provider: FakeProvider, start_page: int = 1) -> list[str]:
+    return [d.transaction_id for d in make_client(provider).list(start_page)]
+
+
+def test_list_pagination_snake_case(provider: FakeProvider) -> None:
+    # total_pages is known, so a short page 2 does not end the walk early.
+    def page(n: int, count: int) -> dict[str, Any]:
+        meta = {"current_page": n, "total_pages": 3, "per_page": 2}
+        return {"status": 200, "success": True, "data": rows(f"p{n}-", count), "pagination": meta}
+
+    serve_pages(provider, {1: page(1, 2), 2: page(2, 1), 3: page(3, 2), 4: page(4, 2)})
+    assert listed(provider) == ["p1-0", "p1-1", "p2-0", "p3-0", "p3-1"]
+    assert provider.pages_requested() == [1, 2, 3]
+
+
+def test_list_pagination_meta_camel_case_inside_data(provider: FakeProvider) -> None:
+    def page(n: int) -> dict[str, Any]:
+        meta = {"currentPage": n, "totalPages": 2, "perPage": 3}
+        return {"status": 200, "data": {"items": rows(f"m{n}-", 3), "meta": meta}}
+
+    serve_pages(provider, {1: page(1), 2: page(2), 3: page(3)})
+    assert listed(provider) == ids("m1-", 3) + ids("m2-", 3)
+    assert provider.pages_requested() == [1, 2]
+
+
+def test_list_pagination_top_level_meta_with_last_page(provider: FakeProvider) -> None:
+    def page(n: int) -> dict[str, Any]:
+        meta = {"current_page": n, "last_page": 3, "per_page": 25}
+        return {"data": rows(f"l{n}-", 1), "meta": meta}
+
+    serve_pages(provider, {n: page(n) for n in range(1, 6)})
+    assert listed(provider) == ["l1-0", "l2-0", "l3-0"]
+    assert provider.pages_requested() == [1, 2, 3]
+
+
+def test_list_pagination_camel_case_last_page_and_nested_data(provider: FakeProvider) -> None:
+    def page(n: int) -> dict[str, Any]:
+        inner = {"status": 200, "success": True, "data": rows(f"c{n}-", 2)}
+        return {"status": 200, "success": True, "data": {**inner, "pagination": {"lastPage": 2}}}
+
+    serve_pages(provider, {1: page(1), 2: page(2), 3: page(3)})
+    assert listed(provider) == ids("c1-", 2) + ids("c2-", 2)
+    assert provider.pages_requested() == [1, 2]
+
+
+def test_list_empty_pagination_object_is_a_single_page(provider: FakeProvider) -> None:
+    serve_pages(provider, {1: {"data": rows("s", 3), "pagination": {}}, 2: {"data": rows("x", 3)}})
+    assert listed(provider) == ids("s", 3)
+    assert provider.pages_requested() == [1]
+
+
+def test_list_without_metadata_follows_full_pages(provider: FakeProvider) -> None:
+    serve_pages(
+        provider,
+        {1: {"data": rows("a", 25)}, 2: {"data": rows("b", 25)}, 3: {"data": rows("c", 7)}},
+    )
+    assert listed(provider) == ids("a", 25) + ids("b", 25) + ids("c", 7)
+    assert provider.pages_requested() == [1, 2, 3]
+
+
+def test_list_without_metadata_uses_per_page_when_given(provider: FakeProvider) -> None:
+    def page(prefix: str, count: int) -> dict[str, Any]:
+        return {"data": rows(prefix, count), "pagination": {"per_page": "10"}}
+
+    serve_pages(provider, {1: page("a", 10), 2: page("b", 10), 3: page("c", 9), 4: page("d", 10)})
+    assert listed(provider) == ids("a", 10) + ids("b", 10) + ids("c", 9)
+    assert provider.pages_requested() == [1, 2, 3]
+
+
+def test_list_stops_on_an_empty_page(provider: FakeProvider) -> None:
+    serve_pages(provider, {1: {"data": rows("a", 25)}, 2: {"data": []}, 3: {"data": rows("z", 25)}})
+    assert listed(provider) == ids("a", 25)
+    assert provider.pages_requested() == [1, 2]
+
+
+def test_list_stops_on_an_empty_page_even_before_the_announced_last(
+    provider: FakeProvider,
+) -> None:
+    def meta(n: int) -> dict[str, int]:
+        return {"current_page": n, "total_pages": 9}
+
+    serve_pages(
+        provider,
+        {
+            1: {"data": rows("a", 2), "pagination": meta(1)},
+            2: {"data": [], "pagination": meta(2)},
+            3: {"data": rows("c", 2), "pagination": meta(3)},
+        },
+    )
+    assert listed(provider) == ids("a", 2)
+    assert provider.pages_requested() == [1, 2]
+
+
+def test_list_from_a_start_page(provider: FakeProvider) -> None:
+    serve_pages(provider, {1: {"data": rows("a", 25)}, 3: {"data": rows("c", 25)}, 4: {"data": []}})
+    assert listed(provider, start_page=3) == ids("c", 25)
+    assert provider.pages_requested() == [3, 4]
+
+
+def test_list_refreshes_the_token_once_on_a_401(provider: FakeProvider) -> None:
+    def handler(seen: Seen) -> Response:
+        page = int(seen.args["page"])
+        if page == 2 and seen.headers["Authorization"] == "Bearer old":
+            return json_response(error(401, "expired"), 401)
+        return json_response({"data": rows(f"p{page}-", 25 if page == 1 else 3)})
+
+    provider.handler = handler
+    tokens = FakeTokens("old", "new")
+    found = [d.transaction_id for d in make_client(provider, tokens).list()]
+    assert found == ids("p1-", 25) + ids("p2-", 3)
+    assert provider.pages_requested() == [1, 2, 2]
+    assert tokens.invalidated == ["old"]
+
+
+def test_list_row_details_are_parsed(provider: FakeProvider) -> None:
+    serve_pages(provider, {1: {"data": [SEED_ANSWER["data"]["data"]]}})  # type: ignore[index]
+    assert list(make_client(provider).list()) == [EXPECTED_SEED]
+
+
+def test_list_refuses_a_provider_that_ignores_the_page(provider: FakeProvider) -> None:
+    provider.handler = lambda seen: json_response({"data": rows("same", 25)})
+    with pytest.raises(ProviderError, match="same rows"):
+        listed(provider)
+    assert provider.pages_requested() == [1, 2]
+
+
+def test_list_refuses_an_answer_for_another_page(provider: FakeProvider) -> None:
+    provider.handler = lambda seen: json_response(
+        {"data": rows(f"p{seen.args['page']}", 25), "meta": {"current_page": 1}}
+    )
+    with pytest.raises(ProviderError, match="answered page 1"):
+        listed(provider)
+    assert provider.pages_requested() == [1, 2]
+
+
+def test_list_has_a_hard_page_cap(provider: FakeProvider) -> None:
+    provider.handler = lambda seen: json_response({"data": rows(f"p{seen.args['page']}-", 25)})
+    client = make_client(provider)
+    client.max_pages = 4
+    found: list[str] = []
+    with pytest.raises(ProviderError, match="after 4 pages"):
+        for item in client.list():
+            found.append(item.transaction_id)
+    assert len(found) == 100
+    assert provider.pages_requested() == [1, 2, 3, 4]
+
+
+def test_list_without_rows_is_outcome_unknown(provider: FakeProvider) -> None:
+    serve_pages(provider, {1: {"status": 200, "success": True, "data": {"meta": {}}}})
+    with pytest.raises(OutcomeUnknown):
+        listed(provider)
+
+
+def test_list_rows_that_are_not_objects_are_outcome_unknown(provider: FakeProvider) -> None:
+    serve_pages(provider, {1: {"data": [row("1"), "2"]}})
+    with pytest.raises(OutcomeUnknown, match="not an object"):
+        listed(provider)
+
+
+def test_list_metadata_numbers_as_strings_and_decimals(provider: FakeProvider) -> None:
+    def page(n: int) -> str:
+        meta = f'{{"current_page": "{n}", "total_pages": 2.0, "per_page": "abc"}}'
+        return f'{{"data": {json.dumps(rows(f"n{n}-", 1))}, "pagination": {meta}}}'
+
+    serve_pages(provider, {1: page(1), 2: page(2), 3: page(3)})
+    assert listed(provider) == ["n1-0", "n2-0"]
+    assert provider.pages_requested() == [1, 2]

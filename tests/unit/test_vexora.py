@@ -1,0 +1,791 @@
+"""VexoraClient against a real local HTTP server (werkzeug) and raw sockets that misbehave."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+import requests
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from worker import vexora
+from worker.config import Settings
+from worker.exceptions import (
+    AlreadySubmitted,
+    ConfigurationRejected,
+    NotFound,
+    NotSent,
+    OutcomeUnknown,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    from_transport_error,
+    never_sent,
+    parse_retry_after,
+)
+from worker.signing import verify
+from worker.states import State
+from worker.vexora import Balance, PayoutResult, VexoraClient
+
+SECRET = "TEST_SECRET"
+MERCHANT = "M-123"
+TRADE_NO = "39fa354542824ee789faf526f27c024f"
+FIELDS = {
+    "amount": "100000",
+    "bankAccountNo": "5464438554636",
+    "bankCode": "0002",
+    "customerName": "jack",
+    "email": "user@gmail.com",
+    "mobile": "6281245907765",
+    "notifyUrl": "https://google.com",
+}
+
+
+# --- a fake provider on a real port ---------------------------------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    args: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeProvider:
+    url: str = ""
+    seen: list[Seen] = field(default_factory=list)
+    replies: list[Response] = field(default_factory=list)
+    handler: Callable[[Seen], Response] | None = None
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        request = Request(environ)
+        seen = Seen(
+            request.method,
+            request.path,
+            dict(request.args),
+            dict(request.headers),
+            request.get_data(),
+        )
+        self.seen.append(seen)
+        if self.handler is not None:
+            response = self.handler(seen)
+        elif self.replies:
+            response = self.replies.pop(0)
+        else:
+            response = Response("no reply scripted", status=599)
+        return response(environ, start_response)
+
+    def reply(
+        self, body: Any = None, status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        text = body if isinstance(body, str | bytes) else json.dumps(body)
+        self.replies.append(
+            Response(text, status=status, headers=headers, content_type="application/json")
+        )
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    fake = FakeProvider()
+    server = make_server("127.0.0.1", 0, fake, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_port}"
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+class SpySession(requests.Session):
+    """Records the keyword arguments of every send (timeouts, redirects)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.sent.append(kwargs)
+        return super().send(request, **kwargs)
+
+
+@pytest.fixture
+def client(provider: FakeProvider) -> Iterator[VexoraClient]:
+    with VexoraClient(provider.url, MERCHANT, SECRET, timeouts=(1.0, 2.0)) as c:
+        yield c
+
+
+def answer(status: str = "0015", code: str = "0000", **data: Any) -> dict[str, Any]:
+    body_data = {"tradeNo": TRADE_NO, "platFormTradeNo": "2tjba3vz6wm6hx3l", "status": status}
+    body_data.update(data)
+    return {
+        "msg": "success",
+        "code": code,
+        "timestamp": 1728611805322,
+        "success": True,
+        "data": body_data,
+    }
+
+
+def refusal(code: str, msg: str = "nope") -> dict[str, Any]:
+    return {"msg": msg, "code": code, "timestamp": 1728611805322, "success": False, "data": None}
+
+
+# --- signing and the body sent ----------------------------------------------------------
+
+
+def test_signed_body_matches_the_providers_vector() -> None:
+    c = VexoraClient("http://x", MERCHANT, SECRET)
+    body = c.signed_body(FIELDS, TRADE_NO, timestamp_ms=1732985021335)
+    assert body == {
+        **FIELDS,
+        "tradeNo": TRADE_NO,
+        "timestamp": "1732985021335",
+        "sign": "59083b685db195fb3e07cadd11d4b50f",
+    }
+    assert all(isinstance(v, str) for v in body.values())
+
+
+def test_signed_body_drops_empty_values_and_refuses_non_strings_and_reserved_keys() -> None:
+    c = VexoraClient("http://x", MERCHANT, SECRET)
+    body = c.signed_body({**FIELDS, "remark": ""}, TRADE_NO, timestamp_ms=1732985021335)
+    assert "remark" not in body
+    assert body["sign"] == "59083b685db195fb3e07cadd11d4b50f"
+    with pytest.raises(TypeError, match="amount"):
+        c.signed_body({**FIELDS, "amount": 100000}, TRADE_NO)  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        c.signed_body({**FIELDS, "amount": Decimal("1")}, TRADE_NO)  # type: ignore[dict-item]
+    for reserved in ("sign", "timestamp"):
+        with pytest.raises(ValueError, match=reserved):
+            c.signed_body({**FIELDS, reserved: "x"}, TRADE_NO)
+    with pytest.raises(ValueError, match="tradeNo"):
+        c.signed_body({**FIELDS, "tradeNo": "other"}, TRADE_NO)
+    assert c.signed_body({**FIELDS, "tradeNo": TRADE_NO}, TRADE_NO)["tradeNo"] == TRADE_NO
+    for bad in ("", "x" * 33, "has space", "semi;colon"):
+        with pytest.raises(ValueError, match="tradeNo"):
+            c.signed_body(FIELDS, bad)
+
+
+def test_submit_sends_exactly_the_signed_strings(provider: FakeProvider) -> None:
+    provider.reply(answer("0015", desc="CREATED"))
+    spy = SpySession()
+    c = VexoraClient(provider.url + "/", MERCHANT, SECRET, timeouts=(1.5, 7.0), session=spy)
+    before = int(time.time() * 1000)
+    result = c.submit({**FIELDS, "customerName": "タロウ"}, TRADE_NO)
+    after = int(time.time() * 1000)
+
+    assert result == PayoutResult(
+        trade_no=TRADE_NO,
+        platform_trade_no="2tjba3vz6wm6hx3l",
+        status="0015",
+        message="CREATED",
+        state=State.PROCESSING,
+        amount=None,
+    )
+    (seen,) = provider.seen
+    assert (seen.method, seen.path) == ("POST", "/v1/vexora/disbursements")
+    assert seen.headers["Merchantno"] == MERCHANT
+    assert seen.headers["Content-Type"].startswith("application/json")
+    sent = seen.json()
+    assert set(sent) == {*FIELDS, "tradeNo", "timestamp", "sign"}
+    assert all(isinstance(v, str) for v in sent.values())
+    assert sent["customerName"] == "タロウ"
+    assert sent["tradeNo"] == TRADE_NO
+    assert before <= int(sent["timestamp"]) <= after
+    assert verify(sent, SECRET)
+    assert not verify(sent, "another-secret")
+    assert [kw["timeout"] for kw in spy.sent] == [(1.5, 7.0)]
+    assert [kw["allow_redirects"] for kw in spy.sent] == [False]
+
+
+def test_every_call_passes_the_configured_timeouts(provider: FakeProvider) -> None:
+    spy = SpySession()
+    c = VexoraClient(provider.url, MERCHANT, SECRET, timeouts=(0.25, 9.5), session=spy)
+    provider.reply(answer("0015"))
+    provider.reply(answer("0000", amount="5"))
+    provider.reply({"code": "0000", "success": True, "data": {"availableAmount": "1"}})
+    c.submit(FIELDS, TRADE_NO)
+    c.query(TRADE_NO)
+    c.balance()
+    assert [kw["timeout"] for kw in spy.sent] == [(0.25, 9.5)] * 3
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [("0015", State.PROCESSING), ("0000", State.SUCCEEDED), ("00029", State.FAILED)],
+)
+@pytest.mark.parametrize("spelling", ["desc", "message"])
+def test_each_documented_data_status(
+    client: VexoraClient, provider: FakeProvider, status: str, state: State, spelling: str
+) -> None:
+    provider.reply(answer(status, **{spelling: "REJECTED_TRANSACTION"}))
+    result = client.submit(FIELDS, TRADE_NO)
+    assert (result.status, result.state, result.message) == (status, state, "REJECTED_TRANSACTION")
+
+
+def test_desc_wins_over_message_and_missing_text_is_empty(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(answer("0015", desc="CREATED", message="Processing"))
+    assert client.submit(FIELDS, TRADE_NO).message == "CREATED"
+    provider.reply(answer("0015"))
+    assert client.submit(FIELDS, TRADE_NO).message == ""
+
+
+@pytest.mark.parametrize("status", ["0001", "9999", "", None, 15, "0015 "])
+def test_unknown_data_status_is_outcome_unknown(
+    client: VexoraClient, provider: FakeProvider, status: Any
+) -> None:
+    provider.reply(answer(status))
+    with pytest.raises(OutcomeUnknown) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert type(caught.value) is OutcomeUnknown
+
+
+def test_success_flag_as_string(client: VexoraClient, provider: FakeProvider) -> None:
+    provider.reply({**answer("0015"), "success": "true"})
+    assert client.submit(FIELDS, TRADE_NO).state is State.PROCESSING
+    provider.reply({**answer("0015"), "success": "false"})
+    with pytest.raises(OutcomeUnknown, match="success=false"):
+        client.submit(FIELDS, TRADE_NO)
+    provider.reply({**answer("0015"), "success": False})
+    with pytest.raises(OutcomeUnknown, match="success=false"):
+        client.submit(FIELDS, TRADE_NO)
+
+
+def test_an_answer_about_another_trade_no_is_not_trusted(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(answer("0000", tradeNo="someoneElse"))
+    with pytest.raises(OutcomeUnknown, match="another tradeNo"):
+        client.submit(FIELDS, TRADE_NO)
+
+
+# --- top-level codes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code", [vexora.CODE_BAD_SIGN, vexora.CODE_UNKNOWN_MERCHANT, vexora.CODE_IP_NOT_ALLOWED]
+)
+def test_systemic_codes_are_configuration_rejected(
+    client: VexoraClient, provider: FakeProvider, code: str
+) -> None:
+    provider.reply(refusal(code, "sign error"))
+    with pytest.raises(ConfigurationRejected) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert (caught.value.code, caught.value.message) == (code, "sign error")
+    assert "sign error" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_request_failed_is_a_final_rejection_not_systemic(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(refusal(vexora.CODE_REQUEST_FAILED, "invalid bankCode"))
+    with pytest.raises(Rejected) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert type(caught.value) is Rejected
+    assert (caught.value.code, caught.value.message) == ("8000", "invalid bankCode")
+    assert caught.value.status_code == 200
+
+
+def test_a_documented_rejection_in_a_4xx_body_is_still_classified(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(refusal(vexora.CODE_REQUEST_FAILED, "bad amount"), status=400)
+    with pytest.raises(Rejected) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert caught.value.status_code == 400
+
+
+def test_duplicate_trade_no_is_already_submitted(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(refusal(vexora.CODE_DUPLICATE_TRADE_NO, "duplicate order"))
+    with pytest.raises(AlreadySubmitted) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert isinstance(caught.value, OutcomeUnknown)
+    assert caught.value.code == "4005"
+
+
+@pytest.mark.parametrize(
+    ("code", "msg"),
+    [
+        (vexora.CODE_SYSTEM_ERROR, "system error, retry later"),
+        ("7777", "sign verification failed"),  # unknown code, "sign" in text: NOT systemic
+        ("4999", "merchant ip whitelist"),
+        (vexora.CODE_ORDER_NOT_FOUND, "order not found"),  # makes no sense for a submit
+        (None, "no code at all"),
+    ],
+)
+def test_system_error_and_unknown_codes_are_outcome_unknown(
+    client: VexoraClient, provider: FakeProvider, code: str | None, msg: str
+) -> None:
+    provider.reply(refusal(code, msg) if code else {"msg": msg, "success": False})
+    with pytest.raises(OutcomeUnknown) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert type(caught.value) is OutcomeUnknown
+    assert caught.value.code == code
+
+
+def test_numeric_code_is_read_as_text(client: VexoraClient, provider: FakeProvider) -> None:
+    provider.reply({"msg": "fail", "code": 8000, "success": False})
+    with pytest.raises(Rejected) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert caught.value.code == "8000"
+
+
+def test_provider_text_is_redacted(client: VexoraClient, provider: FakeProvider) -> None:
+    provider.reply(refusal("8000", "account 5464438554636 / mobile 6281245907765 invalid"))
+    with pytest.raises(Rejected) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    text = f"{caught.value} {caught.value!r} {caught.value.message}"
+    assert "5464438554636" not in text and "6281245907765" not in text
+    assert "****4636" in caught.value.message
+
+
+# --- HTTP-level failures ----------------------------------------------------------------
+
+
+def test_429_is_rate_limited_with_retry_after(client: VexoraClient, provider: FakeProvider) -> None:
+    provider.reply("slow down", status=429, headers={"Retry-After": "7"})
+    with pytest.raises(RateLimited) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert isinstance(caught.value, NotSent)
+    assert caught.value.retry_after == 7.0
+    assert caught.value.status_code == 429
+
+    provider.reply(answer("0015"), status=429)
+    with pytest.raises(RateLimited) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert caught.value.retry_after is None
+
+
+def test_retry_after_parsing() -> None:
+    assert parse_retry_after("2.5") == 2.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = 1_700_000_000.0
+    assert parse_retry_after(formatdate(now + 30, usegmt=True), now=now) == 30.0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_is_outcome_unknown_even_with_a_rejection_body(
+    client: VexoraClient, provider: FakeProvider, status: int
+) -> None:
+    provider.reply(refusal(vexora.CODE_REQUEST_FAILED), status=status)
+    with pytest.raises(OutcomeUnknown) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert type(caught.value) is OutcomeUnknown
+    assert caught.value.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, "<html>gateway</html>"),
+        (200, "[1, 2]"),
+        (200, ""),
+        (200, '{"code": "0000", "data": '),
+        (400, "<html>bad request</html>"),
+        (403, "Forbidden"),
+        (404, ""),
+    ],
+)
+def test_unparseable_body_is_outcome_unknown(
+    client: VexoraClient, provider: FakeProvider, status: int, body: str
+) -> None:
+    provider.reply(body, status=status)
+    with pytest.raises(OutcomeUnknown) as caught:
+        client.submit(FIELDS, TRADE_NO)
+    assert type(caught.value) is OutcomeUnknown
+    assert caught.value.status_code == status
+
+
+def test_accepted_code_with_a_4xx_status_is_outcome_unknown(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(answer("0000"), status=409)
+    with pytest.raises(OutcomeUnknown):
+        client.submit(FIELDS, TRADE_NO)
+
+
+def test_redirects_are_not_followed(client: VexoraClient, provider: FakeProvider) -> None:
+    provider.reply("", status=307, headers={"Location": "/elsewhere"})
+    with pytest.raises(OutcomeUnknown):
+        client.submit(FIELDS, TRADE_NO)
+    assert [s.path for s in provider.seen] == ["/v1/vexora/disbursements"]
+
+
+# --- transport failures on real sockets ------------------------------------------------
+
+
+@pytest.fixture
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+class RawServer:
+    """A TCP server whose every connection is handed to ``behave`` in a thread."""
+
+    def __init__(self, behave: Callable[[socket.socket], None], backlog: int = 16) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(backlog)
+        self.port = self.listener.getsockname()[1]
+        self.behave = behave
+        self.connections: list[socket.socket] = []
+        self.requests_read = 0
+
+    def serve(self) -> RawServer:
+        def run() -> None:
+            while True:
+                try:
+                    conn, _ = self.listener.accept()
+                except OSError:
+                    return
+                self.connections.append(conn)
+                threading.Thread(target=self.behave, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=run, daemon=True).start()
+        return self
+
+    def read_request(self, conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        self.requests_read += 1
+        return data
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
+    made: list[RawServer] = []
+
+    def make(behave: Callable[[RawServer, socket.socket], None]) -> RawServer:
+        server = RawServer(lambda conn: behave(server, conn))
+        made.append(server)
+        return server.serve()
+
+    yield make
+    for server in made:
+        server.close()
+
+
+def _client(port: int, read_timeout: float = 5.0) -> VexoraClient:
+    return VexoraClient(f"http://127.0.0.1:{port}", MERCHANT, SECRET, timeouts=(1.0, read_timeout))
+
+
+def _never_mentions_secrets(exc: BaseException) -> None:
+    text = f"{exc} {exc!r}"
+    for secret in (SECRET, FIELDS["bankAccountNo"], FIELDS["mobile"]):
+        assert secret not in text
+
+
+def test_connection_refused_is_not_sent(closed_port: int) -> None:
+    with pytest.raises(NotSent) as caught:
+        _client(closed_port).submit(FIELDS, TRADE_NO)
+    assert type(caught.value) is NotSent
+    assert isinstance(caught.value.__cause__, requests.ConnectionError)
+    _never_mentions_secrets(caught.value)
+
+
+def test_connect_timeout_is_not_sent() -> None:
+    # A listener with a full accept queue: Linux drops further SYNs, so connect() hangs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.05)
+    c = VexoraClient(f"http://127.0.0.1:{port}", MERCHANT, SECRET, timeouts=(0.3, 5.0))
+    try:
+        with pytest.raises(NotSent) as caught:
+            c.submit(FIELDS, TRADE_NO)
+        if not isinstance(caught.value.__cause__, requests.ConnectTimeout):
+            pytest.skip("this kernel does not drop SYNs on a full backlog")
+        assert type(caught.value) is NotSent
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_read_timeout_is_outcome_unknown(raw_server: Callable[..., RawServer]) -> None:
+    server = raw_server(lambda srv, conn: srv.read_request(conn))  # reads, never answers
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknown) as caught:
+        _client(server.port, read_timeout=0.3).submit(FIELDS, TRADE_NO)
+    assert time.monotonic() - started < 3
+    assert type(caught.value) is OutcomeUnknown
+    assert isinstance(caught.value.__cause__, requests.ReadTimeout)
+    assert server.requests_read == 1  # the request did arrive
+    _never_mentions_secrets(caught.value)
+
+
+@pytest.mark.parametrize("hard_reset", [True, False], ids=["RST", "FIN"])
+def test_closed_after_the_request_was_read_is_outcome_unknown(
+    raw_server: Callable[..., RawServer], hard_reset: bool
+) -> None:
+    def behave(srv: RawServer, conn: socket.socket) -> None:
+        srv.read_request(conn)
+        if hard_reset:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    server = raw_server(behave)
+    with pytest.raises(OutcomeUnknown) as caught:
+        _client(server.port).submit(FIELDS, TRADE_NO)
+    assert type(caught.value) is OutcomeUnknown
+    assert isinstance(caught.value.__cause__, requests.ConnectionError)
+    assert server.requests_read == 1
+    _never_mentions_secrets(caught.value)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+        b'{"code": "0000"',
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"this is not http\r\n\r\n",
+    ],
+    ids=["truncated", "bad-chunk", "not-http"],
+)
+def test_broken_answers_are_outcome_unknown(
+    raw_server: Callable[..., RawServer], reply: bytes
+) -> None:
+    def behave(srv: RawServer, conn: socket.socket) -> None:
+        srv.read_request(conn)
+        conn.sendall(reply)
+        conn.close()
+
+    server = raw_server(behave)
+    with pytest.raises(OutcomeUnknown) as caught:
+        _client(server.port).submit(FIELDS, TRADE_NO)
+    assert type(caught.value) is OutcomeUnknown
+
+
+def test_never_sent_reads_urllib3s_wrapping() -> None:
+    refused = requests.ConnectionError(
+        MaxRetryError(None, "/", reason=NewConnectionError(None, "refused"))  # type: ignore[arg-type]
+    )
+    reset = requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError()))
+    assert never_sent(refused)
+    assert never_sent(requests.ConnectTimeout())
+    assert never_sent(requests.exceptions.InvalidURL("bad"))
+    assert not never_sent(reset)
+    assert not never_sent(requests.ReadTimeout())
+    assert not never_sent(requests.exceptions.ChunkedEncodingError())
+    assert not never_sent(requests.ConnectionError("something else"))
+    assert not never_sent(requests.exceptions.SSLError("mid-stream"))
+    assert type(from_transport_error(refused, "x")) is NotSent
+    assert type(from_transport_error(reset, "x")) is OutcomeUnknown
+
+
+# --- query and balance ----------------------------------------------------------------
+
+
+def test_query_request_shape_and_amount(client: VexoraClient, provider: FakeProvider) -> None:
+    provider.reply(answer("0000", amount="100000.50", successTime="1728611805322"))
+    result = client.query(TRADE_NO)
+    assert result.state is State.SUCCEEDED
+    assert result.amount == Decimal("100000.50")
+    assert str(result.amount) == "100000.50"
+    (seen,) = provider.seen
+    assert (seen.method, seen.path) == ("POST", "/v1/vexora/queryPayOutResult")
+    assert seen.headers["Merchantno"] == MERCHANT
+    sent = seen.json()
+    assert set(sent) == {"tradeNo", "timestamp", "sign"}
+    assert sent["tradeNo"] == TRADE_NO
+    assert all(isinstance(v, str) for v in sent.values())
+    assert verify(sent, SECRET)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"orderAmount": "150", "payAmount": "148.5"}, Decimal("150")),
+        ({"payAmount": "148.50"}, Decimal("148.50")),
+        ({"amount": 100000.1}, Decimal("100000.1")),  # a JSON number, never via binary float
+        ({"amount": 250}, Decimal("250")),
+        ({}, None),
+    ],
+)
+def test_query_amount_spellings(
+    client: VexoraClient, provider: FakeProvider, data: dict[str, Any], expected: Decimal | None
+) -> None:
+    provider.reply(answer("0015", **data))
+    result = client.query(TRADE_NO)
+    assert result.amount == expected
+    if expected is not None:
+        assert isinstance(result.amount, Decimal)
+        assert str(result.amount) == str(expected)
+
+
+def test_query_garbage_amount_is_outcome_unknown(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(answer("0000", amount="lots"))
+    with pytest.raises(OutcomeUnknown, match="amount"):
+        client.query(TRADE_NO)
+
+
+def test_query_of_unknown_trade_no_is_not_found(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(refusal(vexora.CODE_ORDER_NOT_FOUND, "order not exist"))
+    with pytest.raises(NotFound) as caught:
+        client.query(TRADE_NO)
+    assert caught.value.code == "4004"
+
+
+def test_a_refused_query_never_reads_as_a_failed_payout(
+    client: VexoraClient, provider: FakeProvider
+) -> None:
+    provider.reply(refusal(vexora.CODE_REQUEST_FAILED, "bad request"))
+    with pytest.raises(OutcomeUnknown) as caught:
+        client.query(TRADE_NO)
+    assert not isinstance(caught.value, Rejected)
+    provider.reply(refusal(vexora.CODE_BAD_SIGN, "sign error"))
+    with pytest.raises(ConfigurationRejected):
+        client.query(TRADE_NO)
+
+
+def test_balance(client: VexoraClient, provider: FakeProvider) -> None:
+    provider.reply(
+        {
+            "code": "0000",
+            "msg": "success",
+            "success": True,
+            "data": {"availableAmount": "1234.56", "freezeAmount": 10.1, "unsettledAmount": 0},
+        }
+    )
+    assert client.balance() == Balance(Decimal("1234.56"), Decimal("10.1"), Decimal("0"))
+    (seen,) = provider.seen
+    assert seen.path == "/v1/vexora/queryBalance"
+    sent = seen.json()
+    assert set(sent) == {"timestamp", "sign"}
+    assert verify(sent, SECRET)
+
+
+def test_balance_defaults_and_errors(client: VexoraClient, provider: FakeProvider) -> None:
+    provider.reply({"code": "0000", "data": {"availableAmount": "5"}})
+    assert client.balance() == Balance(Decimal("5"), Decimal("0"), Decimal("0"))
+    provider.reply({"code": "0000", "data": {"freezeAmount": "5"}})
+    with pytest.raises(OutcomeUnknown, match="availableAmount"):
+        client.balance()
+    provider.reply({"code": "0000", "data": {"availableAmount": "NaN"}})
+    with pytest.raises(OutcomeUnknown):
+        client.balance()
+    provider.reply(refusal(vexora.CODE_IP_NOT_ALLOWED))
+    with pytest.raises(ConfigurationRejected):
+        client.balance()
+
+
+# --- construction, exceptions ---------------------------------------------------------
+
+
+def test_from_settings_and_repr_hide_the_secret(provider: FakeProvider) -> None:
+    settings = Settings(
+        vexora_base_url=provider.url,
+        vexora_merchant_no="M-9",
+        vexora_app_secret="s3cr3t",
+        connect_timeout=0.5,
+        read_timeout=4.0,
+    )
+    c = VexoraClient.from_settings(settings)
+    assert (c.base_url, c.merchant_no, c.timeouts) == (provider.url, "M-9", (0.5, 4.0))
+    assert "s3cr3t" not in repr(c)
+    provider.reply(answer("0015"))
+    c.submit(FIELDS, TRADE_NO)
+    sent = provider.seen[0].json()
+    assert verify(sent, "s3cr3t")
+    assert provider.seen[0].headers["Merchantno"] == "M-9"
+
+
+def test_own_session_is_pooled_without_retries_and_closed() -> None:
+    c = VexoraClient("http://x", MERCHANT, SECRET, pool_size=17)
+    adapter = c._session.get_adapter("https://x")
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    assert adapter._pool_maxsize == 17  # type: ignore[attr-defined]
+    assert adapter.max_retries.total == 0
+    assert adapter.max_retries.read is False
+    closed: list[bool] = []
+    c._session.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    c.close()
+    assert closed == [True]
+
+    mine = requests.Session()
+    mine.close = lambda: closed.append(False)  # type: ignore[method-assign]
+    VexoraClient("http://x", MERCHANT, SECRET, session=mine).close()
+    assert closed == [True]  # a session passed in stays open
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        Rejected("8000", "invalid", status_code=200),
+        ConfigurationRejected("4001", "sign error"),
+        RateLimited(retry_after=3.0),
+        AlreadySubmitted("dup", code="4005"),
+        NotFound("gone", status_code=404),
+    ],
+)
+def test_exceptions_survive_pickling(exc: ProviderError) -> None:
+    copy = pickle.loads(pickle.dumps(exc))  # noqa: S301 (our own bytes)
+    assert type(copy) is type(exc)
+    assert str(copy) == str(exc)
+    assert copy.__dict__ == exc.__dict__
+
+
+def test_hierarchy() -> None:
+    assert issubclass(RateLimited, NotSent)
+    assert issubclass(AlreadySubmitted, OutcomeUnknown)
+    assert issubclass(ConfigurationRejected, Rejected)
+    for cls in (NotSent, OutcomeUnknown, Rejected, NotFound):
+        assert issubclass(cls, ProviderError)
+    assert not issubclass(NotSent, OutcomeUnknown)
+    assert not issubclass(Rejected, OutcomeUnknown)

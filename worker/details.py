@@ -1,0 +1,531 @@
+"""The disbursement-details client (seed 003): OAuth token, one disbursement, the paged list.
+
+Used by reconciliation to learn what became of payouts the provider accepted. All
+calls are reads, so nothing here can move money; the exceptions still say where a
+failure happened (:mod:`worker.exceptions`) so callers can tell "try later" from
+"fix the configuration".
+
+Bearer tokens come from a :class:`TokenProvider`: in production the Redis-shared
+cache (``worker.token``), whose refresh calls :meth:`DetailsClient.fetch_token`.
+On a 401 the failed token is invalidated and the call retried once with a fresh one.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import requests
+
+from worker.config import Settings
+from worker.exceptions import (
+    AuthenticationFailed,
+    NotFound,
+    OutcomeUnknown,
+    ProviderError,
+    RateLimited,
+    from_transport_error,
+    parse_retry_after,
+    redact,
+)
+from worker.states import State
+from worker.vexora import DEFAULT_TIMEOUTS, json_object, pooled_session, to_decimal
+
+__all__ = [
+    "DEFAULT_PER_PAGE",
+    "MAX_PAGES",
+    "TOKEN_PATH",
+    "DetailsClient",
+    "Disbursement",
+    "TokenProvider",
+]
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/api/v1.0/access-token/b2b"  # noqa: S105 (a URL path, not a secret)
+DETAILS_PATH = "/api/v1.0/disbursements/{account_id}/{transaction_id}"
+LIST_PATH = "/api/v1.0/disbursement/{account_id}"
+DEFAULT_PER_PAGE = 25  # PROVIDERS.md: 25 rows a page
+MAX_PAGES = 10_000  # a hard stop, so a provider that never says "last page" cannot loop us
+DEFAULT_EXPIRES_IN = 300.0  # when a token answer carries no expires_in at all
+
+STATES: Mapping[str, State] = {
+    "success": State.SUCCEEDED,
+    "failed": State.FAILED,
+    "pending": State.PROCESSING,
+}
+
+
+class TokenProvider(Protocol):
+    def get(self) -> str:
+        """The current bearer token (from a shared cache; may call fetch_token)."""
+        ...
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` (it just got a 401), unless it was already replaced."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Disbursement:
+    transaction_id: str
+    status: str  # raw: "success" | "failed" | "pending" | other
+    state: State | None  # SUCCEEDED / FAILED / PROCESSING (pending); None if unrecognised
+    amount: Decimal | None
+    currency: str | None
+    total_amount: Decimal | None
+    fees: tuple[Decimal, ...]
+    posted_at_ms: int | None
+    processed_at_ms: int | None
+    notes: str | None
+
+
+class _LocalTokens:
+    """A per-process token cache: fine for tests and one-off scripts."""
+
+    def __init__(self, fetch: Callable[[], tuple[str, float]], margin: float = 30.0) -> None:
+        self._fetch = fetch
+        self._margin = margin
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires = 0.0
+
+    def get(self) -> str:
+        with self._lock:
+            if self._token is None or time.monotonic() >= self._expires:
+                token, expires_in = self._fetch()
+                self._token = token
+                self._expires = time.monotonic() + max(0.0, expires_in - self._margin)
+            return self._token
+
+    def invalidate(self, token: str) -> None:
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def _money(value: Any, field: str) -> tuple[Decimal | None, str | None]:
+    """An ``{value, currency}`` object (or a bare number) as (Decimal, currency)."""
+    currency = None
+    if isinstance(value, Mapping):
+        raw_currency = value.get("currency")
+        currency = raw_currency if isinstance(raw_currency, str) and raw_currency else None
+        value = value.get("value")
+    try:
+        return to_decimal(value), currency
+    except ValueError:
+        raise OutcomeUnknown(f"details: {field} is not a number") from None
+
+
+def _millis(value: Any) -> int | None:
+    """A Unix-ms timestamp (string or number); None when absent or unparseable."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        try:
+            return int(Decimal(str(value).strip()))
+        except (ArithmeticError, ValueError):
+            return None
+
+
+def parse_disbursement(row: Mapping[str, Any]) -> Disbursement:
+    """One disbursement object; OutcomeUnknown if it has no id or a malformed amount."""
+    raw_id = row.get("transaction_id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
+        raise OutcomeUnknown("details: a disbursement without transaction_id")
+    raw_status = row.get("status")
+    status = (
+        raw_status if isinstance(raw_status, str) else "" if raw_status is None else str(raw_status)
+    )
+    amount, currency = _money(row.get("amount"), "amount")
+    total, total_currency = _money(row.get("total_amount"), "total_amount")
+    fees_raw = row.get("fees")
+    fees: list[Decimal] = []
+    if isinstance(fees_raw, list):
+        for fee in fees_raw:
+            value, _ = _money(fee, "fees")
+            if value is not None:
+                fees.append(value)
+    notes = row.get("notes")
+    return Disbursement(
+        transaction_id=str(raw_id),
+        status=status,
+        state=STATES.get(status.strip().lower()),
+        amount=amount,
+        currency=currency or total_currency,
+        total_amount=total,
+        fees=tuple(fees),
+        posted_at_ms=_millis(row.get("post_timestamp")),
+        processed_at_ms=_millis(row.get("processed_timestamp")),
+        notes=notes if isinstance(notes, str) else None,
+    )
+
+
+def _unwrap(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The disbursement object of a details answer, flat or nested (seed 003's example)."""
+    data = body.get("data")
+    for _ in range(3):  # flat: data is the row; nested: data.data is the row
+        if not isinstance(data, dict):
+            return None
+        if "transaction_id" in data:
+            return data
+        data = data.get("data")
+    return None
+
+
+_CURRENT = ("current_page", "currentPage", "page")
+_LAST = ("last_page", "lastPage", "total_pages", "totalPages")
+_PER_PAGE = ("per_page", "perPage", "page_size", "pageSize", "limit")
+
+
+def _int(meta: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
+    """The first of ``keys`` holding a whole number (2, "2", 2.0); None if none does."""
+    for key in keys:
+        value = meta.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+            continue
+        try:
+            number = Decimal(str(value).strip())
+        except ArithmeticError:
+            continue
+        if number.is_finite() and number == number.to_integral_value():
+            return int(number)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    rows: list[Mapping[str, Any]]
+    current: int | None
+    last: int | None
+    per_page: int | None
+
+
+def _page(body: Mapping[str, Any]) -> _Page:
+    """Rows and paging metadata of a list answer, in any of the spellings seen.
+
+    Rows: ``data`` as a list, or ``data.items`` / ``data.data``. Metadata:
+    ``pagination`` or ``meta``, top level or inside ``data``, snake_case or
+    camelCase, or ``{}``/absent.
+    """
+    data = body.get("data")
+    containers: list[Mapping[str, Any]] = [body]
+    rows: Any = data
+    if isinstance(data, dict):
+        containers.append(data)
+        rows = next((data[k] for k in ("items", "data") if isinstance(data.get(k), list)), None)
+    if not isinstance(rows, list):
+        raise OutcomeUnknown("list: no list of disbursements in the answer")
+    meta: dict[str, Any] = {}
+    for container in containers:
+        for key in ("pagination", "meta"):
+            found = container.get(key)
+            if isinstance(found, dict):
+                meta = {**found, **meta}
+    if not all(isinstance(row, Mapping) for row in rows):
+        raise OutcomeUnknown("list: a row that is not an object")
+    return _Page(
+        rows=rows,
+        current=_int(meta, _CURRENT),
+        last=_int(meta, _LAST),
+        per_page=_int(meta, _PER_PAGE),
+    )
+
+
+def _error_message(body: Mapping[str, Any] | None) -> str:
+    if body is None:
+        return ""
+    error = body.get("error")
+    message: Any = None
+    if isinstance(error, Mapping):
+        message = error.get("message")
+    if message is None:
+        message = body.get("message")
+    return redact(message) if isinstance(message, str) else ""
+
+
+def _validation_errors(body: Mapping[str, Any] | None) -> str:
+    error = body.get("error") if body is not None else None
+    errors = error.get("errors") if isinstance(error, Mapping) else None
+    if isinstance(errors, Mapping):
+        parts = []
+        for field, problems in errors.items():
+            listed = problems if isinstance(problems, list) else [problems]
+            parts.append(f"{field}: {'; '.join(redact(p, 120) for p in listed)}")
+        return ", ".join(parts)
+    if isinstance(errors, list):
+        return ", ".join(redact(p, 120) for p in errors)
+    return ""
+
+
+# --- the client ------------------------------------------------------------------------
+
+
+class DetailsClient:
+    """Disbursement-details API client. ``timeouts`` is (connect, read), used on every call.
+
+    A ``session`` passed in is the caller's: it is used as given and :meth:`close`
+    leaves it open. Without a ``token_provider`` a per-process cache calling
+    :meth:`fetch_token` is used.
+    """
+
+    max_pages = MAX_PAGES
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str,
+        client_id: str,
+        client_secret: str,
+        account_id: str,
+        details_path: str = DETAILS_PATH,
+        list_path: str = LIST_PATH,
+        timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
+        session: requests.Session | None = None,
+        token_provider: TokenProvider | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.account_id = account_id
+        self.details_path = details_path
+        self.list_path = list_path
+        self.timeouts = (float(timeouts[0]), float(timeouts[1]))
+        self._owns_session = session is None
+        self._session = session if session is not None else pooled_session()
+        self.tokens: TokenProvider = (
+            token_provider if token_provider is not None else _LocalTokens(self.fetch_token)
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, token_provider: TokenProvider | None = None
+    ) -> DetailsClient:
+        return cls(
+            settings.details_base_url,
+            api_key=settings.details_api_key,
+            client_id=settings.details_client_id,
+            client_secret=settings.details_client_secret,
+            account_id=settings.details_account_id,
+            details_path=settings.details_path,
+            list_path=settings.details_list_path,
+            timeouts=settings.timeouts,
+            token_provider=token_provider,
+        )
+
+    def __repr__(self) -> str:
+        return f"DetailsClient(base_url={self.base_url!r}, account_id={self.account_id!r})"
+
+    def __enter__(self) -> DetailsClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    # -- token ----------------------------------------------------------------------
+
+    def fetch_token(self) -> tuple[str, float]:
+        """A new access token and its lifetime in seconds (``expires_in`` arrives as a string).
+
+        401 -> AuthenticationFailed (wrong client id/secret or API key); connect
+        failures -> NotSent; anything else -> ProviderError (the call is idempotent,
+        so callers simply try again later).
+        """
+        what = "access token"
+        basic = base64.b64encode(f"{self.client_id}:{self._client_secret}".encode()).decode()
+        response = self._send(
+            "POST",
+            TOKEN_PATH,
+            what,
+            headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"},
+            json={"grant_type": "client_credentials"},
+        )
+        body = _check(response, json_object(response), what)
+        data = body.get("data")
+        source: Mapping[str, Any] = data if isinstance(data, dict) else body
+        token = source.get("access_token", source.get("accessToken"))
+        if not isinstance(token, str) or not token:
+            raise ProviderError(f"{what}: no access_token in the answer")
+        raw_expiry = source.get("expires_in", source.get("expiresIn"))
+        if raw_expiry is None:
+            return token, DEFAULT_EXPIRES_IN
+        try:
+            expires_in = float(str(raw_expiry).strip())
+        except ValueError:
+            raise ProviderError(f"{what}: expires_in is not a number of seconds") from None
+        if not 0 < expires_in < float("inf"):
+            raise ProviderError(f"{what}: expires_in must be positive")
+        return token, expires_in
+
+    # -- reads ----------------------------------------------------------------------
+
+    def details(self, transaction_id: str, page: int | None = None) -> Disbursement:
+        """One disbursement by the provider's id (our ``platFormTradeNo``); NotFound on 404."""
+        path = self.details_path.format(
+            account_id=quote(self.account_id, safe=""),
+            transaction_id=quote(str(transaction_id), safe=""),
+        )
+        what = f"details {str(transaction_id)[:64]}"
+        params = {"page": str(page)} if page is not None else None
+        body = self._authorized_get(path, what, params)
+        row = _unwrap(body)
+        if row is None:
+            raise OutcomeUnknown(f"{what}: no disbursement in the answer")
+        found = parse_disbursement(row)
+        if found.transaction_id != str(transaction_id):
+            raise OutcomeUnknown(f"{what}: the answer is about another transaction")
+        return found
+
+    def list(self, start_page: int = 1) -> Iterator[Disbursement]:
+        """Every disbursement from ``start_page`` on, following the pagination.
+
+        Keeps going while the current page is below the last page when the answer
+        says which that is; otherwise while pages come back full (``per_page``,
+        else 25 rows). Stops on an empty page. Raises ProviderError when the
+        provider serves the same page twice or after :attr:`max_pages` pages.
+        """
+        path = self.list_path.format(account_id=quote(self.account_id, safe=""))
+        page = start_page
+        previous_ids: list[str] | None = None
+        for _ in range(self.max_pages):
+            what = f"list page {page}"
+            answer = _page(self._authorized_get(path, what, {"page": str(page)}))
+            if not answer.rows:
+                return
+            if answer.current is not None and answer.current != page:
+                raise ProviderError(f"{what}: the provider answered page {answer.current}")
+            items = [parse_disbursement(row) for row in answer.rows]
+            ids = [item.transaction_id for item in items]
+            if ids == previous_ids:
+                raise ProviderError(f"{what}: same rows as the page before; paging ignored?")
+            previous_ids = ids
+            yield from items
+            if answer.last is not None:
+                if page >= answer.last:
+                    return
+            elif len(answer.rows) < (answer.per_page or DEFAULT_PER_PAGE):
+                return
+            page += 1
+        raise ProviderError(f"list: stopped after {self.max_pages} pages")
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _authorized_get(
+        self, path: str, what: str, params: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        """GET with the bearer token; on a 401 invalidate it and retry once with a fresh one."""
+        for attempt in (1, 2):
+            token = self.tokens.get()
+            response = self._send(
+                "GET", path, what, params=params, headers={"Authorization": f"Bearer {token}"}
+            )
+            body = json_object(response)
+            if attempt == 1 and _status(response, body) == 401:
+                log.info("details %s: 401, refreshing the token once", what)
+                self.tokens.invalidate(token)
+                continue
+            # A second 401 raises AuthenticationFailed. The fresh token is not
+            # invalidated again: that would only double the token fetches of every
+            # caller while the provider refuses us.
+            return _check(response, body, what)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> requests.Response:
+        all_headers = {"X-PARTNER-ID": self._api_key, "Accept": "application/json", **headers}
+        try:
+            return self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                json=json,
+                headers=all_headers,
+                timeout=self.timeouts,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            error = from_transport_error(exc, what)
+            log.warning("details %s: %s", what, error)
+            raise error from exc
+
+
+def _status(response: requests.Response, body: Mapping[str, Any] | None) -> int:
+    """The HTTP status, or the error status some APIs put in the body of an HTTP 200."""
+    status = response.status_code
+    in_body = body.get("status") if body is not None else None
+    if (
+        200 <= status < 300
+        and isinstance(in_body, int)
+        and not isinstance(in_body, bool)
+        and in_body >= 400
+    ):
+        return in_body
+    return status
+
+
+def _check(response: requests.Response, body: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """``body`` of a successful answer, or the exception for the failure.
+
+    429 -> RateLimited; 401 -> AuthenticationFailed; 403 -> ProviderError (IP not
+    registered?); 404 -> NotFound; 422 -> ProviderError listing ``error.errors``;
+    5xx or an unparseable 2xx body -> OutcomeUnknown; any other status -> ProviderError.
+    """
+    status = _status(response, body)
+    message = _error_message(body)
+    suffix = f": {message}" if message else ""
+    if status == 429:
+        raise RateLimited(
+            f"{what}: rate limited (HTTP 429)",
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status == 401:
+        raise AuthenticationFailed(f"{what}: unauthorized (HTTP 401){suffix}", status_code=status)
+    if status == 403:
+        raise ProviderError(
+            f"{what}: forbidden (HTTP 403): is this server's IP registered with the "
+            f"provider?{suffix}",
+            status_code=status,
+        )
+    if status == 404:
+        raise NotFound(f"{what}: not found (HTTP 404){suffix}", status_code=status)
+    if status == 422:
+        errors = _validation_errors(body)
+        raise ProviderError(
+            f"{what}: invalid request (HTTP 422){suffix}" + (f" [{errors}]" if errors else ""),
+            status_code=status,
+        )
+    if status >= 500:
+        raise OutcomeUnknown(f"{what}: provider error (HTTP {status}){suffix}", status_code=status)
+    if not 200 <= status < 300:
+        raise ProviderError(f"{what}: HTTP {status}{suffix}", status_code=status)
+    if body is None:
+        raise OutcomeUnknown(f"{what}: body is not a JSON object", status_code=status)
+    if body.get("success") in (False, "false"):
+        raise ProviderError(f"{what}: success=false{suffix}", status_code=status)
+    return body

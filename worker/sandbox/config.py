@@ -1,0 +1,245 @@
+"""Every knob of the sandbox provider, changeable at runtime (``POST /_sandbox/config``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.config import load_settings
+
+PAGINATION_STYLES = ("pagination", "meta", "empty", "none")
+SECRET_KNOBS = frozenset({"app_secret", "api_key", "client_secret"})
+RATIO_KNOBS = (
+    "failure_ratio",
+    "error_ratio",
+    "hang_ratio",
+    "drop_webhook_ratio",
+    "duplicate_webhook_ratio",
+)
+
+
+class SandboxConfigError(ValueError):
+    """A knob that does not exist or a value it cannot take."""
+
+
+def _merchant_no() -> str:
+    return load_settings().vexora_merchant_no
+
+
+def _app_secret() -> str:
+    return load_settings().vexora_app_secret
+
+
+def _api_key() -> str:
+    return load_settings().details_api_key
+
+
+def _client_id() -> str:
+    return load_settings().details_client_id
+
+
+def _client_secret() -> str:
+    return load_settings().details_client_secret
+
+
+def _account_id() -> str:
+    return load_settings().details_account_id
+
+
+@dataclass
+class SandboxConfig:
+    """What the simulated provider accepts and how it misbehaves.
+
+    Credentials default to :func:`worker.config.load_settings` so that workers and the
+    sandbox agree without any configuration.
+    """
+
+    merchant_no: str = field(default_factory=_merchant_no)
+    app_secret: str = field(default_factory=_app_secret, repr=False)
+    api_key: str = field(default_factory=_api_key, repr=False)
+    client_id: str = field(default_factory=_client_id)
+    client_secret: str = field(default_factory=_client_secret, repr=False)
+    account_id: str = field(default_factory=_account_id)
+
+    token_lifetime: float = 3600.0  # seconds; sent as a string in expires_in
+    settle_delay: tuple[float, float] = (0.2, 1.0)  # uniform(a, b) seconds after acceptance
+    failure_ratio: float = 0.1  # share of payouts settling to 00029 instead of 0000
+    latency: float = 0.0  # seconds added before answering any API call
+    error_ratio: float = 0.0  # payout POSTs answered HTTP 500 (half after recording)
+    hang_ratio: float = 0.0  # payout recorded, answer never sent (connection closed later)
+    hang_seconds: float = 30.0
+    drop_webhook_ratio: float = 0.0  # payouts whose webhook is never sent
+    duplicate_webhook_ratio: float = 0.0  # payouts whose webhook is delivered twice
+    webhooks: bool = True  # False: no webhooks at all
+    webhook_retry_schedule: tuple[float, ...] = (2, 5, 10, 30, 3600, 10800, 10800, 10800)
+    webhook_time_scale: float = 1.0  # multiplies the retry schedule (tests use 0.01)
+    webhook_timeout: float = 10.0  # the receiver must answer "OK" within this many seconds
+    webhook_target: str | None = None  # deliver every webhook here instead of notifyUrl
+    allow_remote_webhooks: bool = False  # by default only loopback receivers are called
+    rate_ceiling: float | None = None  # payout POSTs/s (sliding 1 s) above which -> HTTP 429
+    page_size: int = 25
+    pagination_style: str = "pagination"  # "pagination" | "meta" | "empty" | "none"
+    nested_details: bool = True  # details answer nests data inside data, as seed 003 does
+    balance: str = "1000000000000"  # starting available balance (queryBalance)
+    fee: str = "2000.00"  # per-payout fee shown by the details API
+    seed: int | None = None  # makes every random decision reproducible
+
+    def __post_init__(self) -> None:
+        # Coerce and validate what the constructor was given (lists -> tuples, etc.).
+        self.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    def update(self, knobs: Mapping[str, Any]) -> None:
+        """Set knobs (coercing JSON/CLI values); all or nothing: nothing changes on error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(knobs) - known)
+        if unknown:
+            raise SandboxConfigError(f"unknown knob(s): {', '.join(unknown)}")
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, raw in knobs.items():
+            try:
+                values[name] = _COERCE[name](raw)
+            except (TypeError, ValueError) as exc:
+                raise SandboxConfigError(f"{name}={raw!r}: {exc}") from None
+        _validate(values)
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def as_dict(self, reveal_secrets: bool = False) -> dict[str, Any]:
+        """JSON-ready knobs; secrets masked unless asked for."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            if f.name in SECRET_KNOBS and not reveal_secrets:
+                value = "***"
+            out[f.name] = value
+        return out
+
+
+def _text(raw: Any) -> str:
+    if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+        raise TypeError("expected a string")
+    return str(raw)
+
+
+def _optional_text(raw: Any) -> str | None:
+    return None if raw is None or raw == "" else _text(raw)
+
+
+def _number(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise TypeError("expected a number")
+    return float(raw)
+
+
+def _optional_number(raw: Any) -> float | None:
+    return None if raw is None or raw == "" else _number(raw)
+
+
+def _integer(raw: Any) -> int:
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise TypeError("expected an integer")
+    return int(raw)
+
+
+def _optional_integer(raw: Any) -> int | None:
+    return None if raw is None or raw == "" else _integer(raw)
+
+
+def _flag(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str) and raw.lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
+        return raw.lower() in ("1", "true", "yes", "on")
+    raise TypeError("expected true or false")
+
+
+def _numbers(raw: Any) -> tuple[float, ...]:
+    if isinstance(raw, str):
+        raw = [part for part in raw.replace(",", " ").split() if part]
+    if not isinstance(raw, list | tuple):
+        raise TypeError("expected a list of numbers")
+    return tuple(_number(item) for item in raw)
+
+
+def _pair(raw: Any) -> tuple[float, float]:
+    values = _numbers(raw)
+    if len(values) != 2:
+        raise ValueError("expected two numbers [min, max]")
+    return (values[0], values[1])
+
+
+_COERCE: dict[str, Any] = {
+    "merchant_no": _text,
+    "app_secret": _text,
+    "api_key": _text,
+    "client_id": _text,
+    "client_secret": _text,
+    "account_id": _text,
+    "token_lifetime": _number,
+    "settle_delay": _pair,
+    "failure_ratio": _number,
+    "latency": _number,
+    "error_ratio": _number,
+    "hang_ratio": _number,
+    "hang_seconds": _number,
+    "drop_webhook_ratio": _number,
+    "duplicate_webhook_ratio": _number,
+    "webhooks": _flag,
+    "webhook_retry_schedule": _numbers,
+    "webhook_time_scale": _number,
+    "webhook_timeout": _number,
+    "webhook_target": _optional_text,
+    "allow_remote_webhooks": _flag,
+    "rate_ceiling": _optional_number,
+    "page_size": _integer,
+    "pagination_style": _text,
+    "nested_details": _flag,
+    "balance": _text,
+    "fee": _text,
+    "seed": _optional_integer,
+}
+
+
+def _validate(values: Mapping[str, Any]) -> None:
+    for name in RATIO_KNOBS:
+        if not 0.0 <= values[name] <= 1.0:
+            raise SandboxConfigError(f"{name} must be between 0 and 1")
+    if values["error_ratio"] + values["hang_ratio"] > 1.0:
+        raise SandboxConfigError("error_ratio + hang_ratio must not exceed 1")
+    low, high = values["settle_delay"]
+    if low < 0 or high < low:
+        raise SandboxConfigError("settle_delay must be [min, max] with 0 <= min <= max")
+    for name in ("latency", "hang_seconds", "webhook_time_scale"):
+        if values[name] < 0:
+            raise SandboxConfigError(f"{name} must not be negative")
+    for name in ("token_lifetime", "webhook_timeout"):
+        if values[name] <= 0:
+            raise SandboxConfigError(f"{name} must be positive")
+    if any(delay < 0 for delay in values["webhook_retry_schedule"]):
+        raise SandboxConfigError("webhook_retry_schedule must not hold negative delays")
+    if values["rate_ceiling"] is not None and values["rate_ceiling"] <= 0:
+        raise SandboxConfigError("rate_ceiling must be positive (or null for none)")
+    if values["page_size"] < 1:
+        raise SandboxConfigError("page_size must be at least 1")
+    if values["pagination_style"] not in PAGINATION_STYLES:
+        raise SandboxConfigError(f"pagination_style must be one of {', '.join(PAGINATION_STYLES)}")
+    for name in ("balance", "fee"):
+        try:
+            float(values[name])
+        except ValueError:
+            raise SandboxConfigError(f"{name} must be a number string") from None
