@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import redis
+
 from worker.config import ConfigError
 
 
@@ -217,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except redis.ConnectionError:
+        from worker.config import get_settings
+
+        print(f"error: cannot reach Redis at {get_settings().redis_url}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -42,5 +42,7 @@ def _publish(task: str, arg_lists: list[list[str]], countdown: float | None) -> 
         return 0
     with app.producer_or_acquire() as producer:
         for args in arg_lists:
-            app.send_task(task, args=(args,), countdown=countdown, producer=producer)
+            app.send_task(
+                task, args=(args,), countdown=countdown, producer=producer, ignore_result=True
+            )
     return len(arg_lists)

@@ -53,12 +53,13 @@ def vexora() -> VexoraClient:
 
 @cache
 def details() -> DetailsClient:
+    """The details client, its bearer token shared by the whole cluster through Redis."""
     settings = get_settings()
     client = DetailsClient.from_settings(settings)
-    tokens = TokenCache(
+    client.tokens = TokenCache(
         redis_client(), client.fetch_token, key=f"{settings.key_prefix}:oauth:token"
     )
-    return DetailsClient.from_settings(settings, token_provider=tokens)
+    return client
 
 
 @cache

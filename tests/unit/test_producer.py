@@ -1,0 +1,174 @@
+"""Validate -> persist -> publish, with fakeredis and a recording publisher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from worker import cli, producer
+from worker.config import load_settings
+from worker.ledger import Ledger
+from worker.producer import InvalidPayout, Producer
+from worker.rows import InputError, parse_rows, read_rows
+from worker.samples import sample_rows
+from worker.states import State
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    sent: list[list[str]] = []
+    monkeypatch.setattr(producer, "publish_submissions", lambda t: sent.append(list(t)))
+    return sent
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
+
+
+@pytest.fixture
+def make_producer(ledger: Ledger) -> Producer:
+    return Producer(ledger, load_settings({"NOTIFY_URL": "https://merchant.example/notify"}))
+
+
+def numbered(rows: list[dict[str, str]]) -> list[tuple[int, dict[str, str]]]:
+    return list(enumerate(rows, start=1))
+
+
+def test_valid_batch_is_persisted_then_published(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    result = make_producer.enqueue_batch("ID", numbered(sample_rows("ID", 30)))
+    assert result.batch_id and result.accepted == 30 and result.rejected == []
+    assert published == [result.trade_nos]
+    summary = ledger.batch(result.batch_id)
+    assert summary is not None and summary.counts == {State.QUEUED: 30}
+    fields = ledger.payload(result.trade_nos[0])
+    assert fields["notifyUrl"] == "https://merchant.example/notify"
+    assert "reference" not in fields
+
+
+def test_one_invalid_row_rejects_the_whole_batch(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    rows = sample_rows("AR", 10)
+    rows[2]["mobile"] = "123"
+    rows[6]["amount"] = "50"
+    result = make_producer.enqueue_batch("AR", numbered(rows))
+    assert result.batch_id is None and result.accepted == 0
+    assert [(e.row, list(e.errors)) for e in result.rejected] == [(3, ["mobile"]), (7, ["amount"])]
+    assert published == [] and ledger.state_counts() == {}
+    assert result.to_dict()["rejected"][0]["row"] == 3
+
+
+def test_skip_invalid_enqueues_the_valid_rows(
+    make_producer: Producer, published: list[list[str]]
+) -> None:
+    rows = sample_rows("KH", 5)
+    rows[0]["currency"] = "EUR"
+    result = make_producer.enqueue_batch("KH", numbered(rows), skip_invalid=True)
+    assert result.accepted == 4 and [e.row for e in result.rejected] == [1]
+    assert sum(len(p) for p in published) == 4
+
+
+def test_reference_enqueued_twice_returns_the_existing_order(
+    make_producer: Producer, published: list[list[str]]
+) -> None:
+    rows = sample_rows("JP", 3)
+    first = make_producer.enqueue_batch("JP", numbered(rows))
+    again = make_producer.enqueue_batch("JP", numbered(rows))
+    assert again.accepted == 0 and again.existing == 3
+    assert again.trade_nos == first.trade_nos
+    assert published == [first.trade_nos, []]
+
+
+def test_hold_persists_without_publishing(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    result = make_producer.enqueue_batch("ID", numbered(sample_rows("ID", 4)), hold=True)
+    assert published == []
+    assert result.batch_id is not None
+    summary = ledger.batch(result.batch_id)
+    assert summary is not None and summary.counts == {State.HELD: 4}
+
+
+def test_dry_run_validates_and_signs_without_enqueuing(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    result = make_producer.enqueue_batch("ID", numbered(sample_rows("ID", 4)), dry_run=True)
+    assert result.dry_run and result.accepted == 4 and result.batch_id is None
+    assert published == [] and ledger.state_counts() == {}
+
+
+def test_single_enqueue_names_each_bad_field(make_producer: Producer) -> None:
+    row = sample_rows("ID", 1)[0] | {"bankCode": "2", "email": "x"}
+    with pytest.raises(InvalidPayout) as caught:
+        make_producer.enqueue("ID", row)
+    assert set(caught.value.errors) == {"bankCode", "email"}
+
+
+def test_csv_rows_are_numbered_by_line_and_broken_lines_reported() -> None:
+    raw = b"amount,bankCode\n100000,0002\n1,2,3\n\n200000,0003\n"
+    rows, errors = parse_rows(raw, "csv")
+    assert [n for n, _ in rows] == [2, 5]
+    assert [(e.row, e.errors) for e in errors] == [
+        (3, {"_row": ["has 3 cells, the header has 2 columns"]})
+    ]
+
+
+def test_jsonl_keeps_amounts_exact_and_reports_bad_lines() -> None:
+    raw = b'{"amount": 100000.10}\n[1]\n{oops\n'
+    rows, errors = parse_rows(raw, "jsonl")
+    assert rows == [(1, {"amount": "100000.10"})]
+    assert [e.row for e in errors] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b"\xff\xfe\x00", "not UTF-8"), (b"", "no rows"), (b"a,a\n1,2\n", "repeated column")],
+)
+def test_unreadable_files_are_one_clear_error(raw: bytes, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_rows(raw, "csv")
+
+
+def test_cli_enqueue_json_reports_rows_and_exits_1(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    make_producer: Producer,
+    published: list[list[str]],
+) -> None:
+    from worker import runtime
+
+    monkeypatch.setattr(runtime, "producer", lambda: make_producer)
+    path = tmp_path / "batch.csv"
+    path.write_text(
+        "amount,customerName,mobile,email,bankAccountNo,bankCode\n5,A,0812345678,a@b.co,1,0002\n"
+    )
+    assert cli.main(["enqueue", str(path), "--market", "ID", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["batch_id"] is None and out["accepted"] == 0
+    assert out["rejected"][0]["row"] == 2 and "amount" in out["rejected"][0]["errors"]
+    assert published == []
+    rows, _ = read_rows(path)
+    assert len(rows) == 1
+
+
+def test_cli_reports_a_missing_file_without_a_trace(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["enqueue", "/nonexistent/x.csv", "--market", "ID"]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_unknown_market_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "b.csv"
+    path.write_text("amount\n1\n")
+    assert cli.main(["enqueue", str(path), "--market", "XX"]) == 1
+    assert "XX" in capsys.readouterr().err

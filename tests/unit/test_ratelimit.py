@@ -1,0 +1,251 @@
+"""The cluster-wide limiter: strict spacing, shared by threads and processes, 429 pauses."""
+
+from __future__ import annotations
+
+import bisect
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from worker.config import Rate, Settings
+from worker.ratelimit import RateLimiter, RateLimitTimeout
+from worker.redis_server import RedisServer
+
+ClientFactory = Callable[[], redis.Redis]
+
+
+@pytest.fixture
+def new_client(any_redis: redis.Redis) -> Iterator[ClientFactory]:
+    """Another client of the same server as ``any_redis`` (what another worker would hold)."""
+    made: list[redis.Redis] = []
+    kw = any_redis.connection_pool.connection_kwargs
+    # fakeredis creates a server's db 0 on the first connection without holding its
+    # lock: threads connecting first at the same time can each get a private db 0.
+    any_redis.ping()
+
+    def make() -> redis.Redis:
+        if isinstance(any_redis, fakeredis.FakeRedis):
+            client: redis.Redis = fakeredis.FakeRedis(
+                host=kw["host"], port=kw["port"], decode_responses=True
+            )
+        else:
+            client = redis.Redis(host=kw["host"], port=kw["port"], decode_responses=True)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def busiest_window(stamps: list[float], window: float = 1.0) -> int:
+    """The most timestamps in any half-open interval [t, t + window)."""
+    stamps = sorted(stamps)
+    return max(
+        (bisect.bisect_left(stamps, t + window) - i for i, t in enumerate(stamps)), default=0
+    )
+
+
+def expected(rate: float, duration: float) -> float:
+    """Grants the limiter aims for: the rate less its headroom (behaviour, not speed)."""
+    return rate * 0.97 * duration
+
+
+def hammer(limiter: RateLimiter, duration: float) -> list[tuple[float, float]]:
+    """Take slots as fast as allowed for ``duration``: (server time, wall time) of each grant."""
+    grants = []
+    stop = time.monotonic() + duration
+    while (left := stop - time.monotonic()) > 0:
+        try:
+            limiter.acquire(timeout=left)
+        except RateLimitTimeout:
+            break
+        assert limiter.last_grant is not None
+        grants.append((limiter.last_grant, time.time()))
+    return grants
+
+
+def test_first_acquire_is_immediate(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "first", Rate(10))
+    assert limiter.acquire() < 0.05
+    assert RateLimiter(any_redis, "first-try", Rate(10)).try_acquire() == 0.0
+
+
+def test_second_try_waits_about_one_interval_and_takes_nothing(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "second", Rate(10))
+    assert limiter.interval == pytest.approx(1 / (10 * 0.97))
+    assert limiter.try_acquire() == 0.0
+    first_wait = limiter.try_acquire()
+    assert limiter.interval - 0.05 < first_wait <= limiter.interval
+    # Nothing was taken by asking: the wait only shrinks as time passes.
+    assert 0 < limiter.try_acquire() <= first_wait
+
+
+def test_acquire_sleeps_until_the_next_slot(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "sleep", Rate(10))
+    limiter.acquire()
+    waited = limiter.acquire()
+    assert limiter.interval - 0.03 < waited < limiter.interval + 0.1
+
+
+def test_acquire_times_out_without_sleeping_in_vain(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "slow", Rate(1))
+    limiter.acquire()
+    started = time.monotonic()
+    with pytest.raises(RateLimitTimeout) as caught:
+        limiter.acquire(timeout=0.1)
+    assert isinstance(caught.value, TimeoutError)
+    assert time.monotonic() - started < 0.1
+    with pytest.raises(RateLimitTimeout):
+        limiter.acquire(timeout=0)
+
+
+def test_threads_with_own_clients_never_exceed_the_rate(
+    any_redis: redis.Redis, new_client: ClientFactory
+) -> None:
+    rate, duration = 50, 1.5
+    limiters = [RateLimiter(new_client(), "threads", Rate(rate)) for _ in range(4)]
+    results: list[list[tuple[float, float]]] = [[] for _ in limiters]
+    start = threading.Barrier(len(limiters))
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = hammer(limiters[i], duration)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(limiters))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    grants = [grant for result in results for grant in result]
+    assert busiest_window([server for server, _ in grants]) <= rate
+    assert busiest_window([wall for _, wall in grants]) <= rate
+    assert len(grants) >= 0.9 * expected(rate, duration)
+    assert all(results), "every thread got slots"
+
+
+def _process_worker(url: str, duration: float, start: Any, out: Any) -> None:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    limiter = RateLimiter(client, "processes", Rate(50))
+    start.wait()
+    out.put(hammer(limiter, duration))
+    client.close()
+
+
+def test_processes_never_exceed_the_rate(
+    real_redis: redis.Redis, redis_server: RedisServer
+) -> None:
+    rate, duration, n = 50, 1.5, 3
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(n), ctx.Queue()
+    procs = [
+        ctx.Process(target=_process_worker, args=(redis_server.url, duration, start, out))
+        for _ in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=30) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=10)
+        assert proc.exitcode == 0
+
+    grants = [grant for result in results for grant in result]
+    assert busiest_window([server for server, _ in grants]) <= rate
+    assert busiest_window([wall for _, wall in grants]) <= rate
+    assert len(grants) >= 0.9 * expected(rate, duration)
+    assert all(results), "every process got slots"
+
+
+def test_penalize_slows_every_client(any_redis: redis.Redis, new_client: ClientFactory) -> None:
+    mine = RateLimiter(any_redis, "penalty", Rate(50))
+    theirs = RateLimiter(new_client(), "penalty", Rate(50))
+    assert mine.try_acquire() == 0.0
+    mine.penalize(1.0)
+    for limiter in (mine, theirs):
+        assert 0.9 < limiter.try_acquire() <= 1.0
+    # Workers reporting 429s from the same burst do not stack their pauses.
+    theirs.penalize(1.0)
+    mine.penalize(1.0)
+    assert 0.9 < theirs.try_acquire() <= 1.0
+
+
+def test_penalize_blocks_the_next_acquire(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "penalty-block", Rate(50))
+    limiter.penalize(0.2)
+    assert 0.15 < limiter.acquire() < 0.4
+    limiter.penalize(0)  # no-op
+    assert limiter.try_acquire() > 0  # only the normal spacing after the grant
+
+
+def test_limiters_with_different_names_are_independent(any_redis: redis.Redis) -> None:
+    submit = RateLimiter(any_redis, "submit", Rate(1))
+    details = RateLimiter(any_redis, "details", Rate(1))
+    assert submit.try_acquire() == 0.0
+    assert submit.try_acquire() > 0.5
+    assert details.try_acquire() == 0.0
+    submit.penalize(5)
+    assert details.try_acquire() > 0.5  # its own spacing, not the 5 s penalty
+    assert details.try_acquire() < 1.1
+
+
+def test_key_expires_when_idle(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "idle", Rate(50))
+    assert limiter.key == "disburse:ratelimit:idle"
+    limiter.acquire()
+    assert 0 < any_redis.pttl(limiter.key) <= 22
+    limiter.penalize(0.1)
+    assert 50 < any_redis.pttl(limiter.key) <= 101
+    time.sleep(0.15)
+    assert not any_redis.exists(limiter.key)
+    assert limiter.try_acquire() == 0.0
+
+
+def test_schedule_is_in_server_microseconds(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "units", Rate(50))
+    limiter.acquire()
+    seconds, micros = any_redis.time()
+    server_now = seconds * 1_000_000 + micros
+    stored = any_redis.get(limiter.key)
+    assert isinstance(stored, str) and stored.isdigit()  # whole microseconds, no exponent
+    tat = int(stored)
+    assert 0 < tat - server_now <= limiter.interval * 1_000_000 + 1
+    assert limiter.last_grant == pytest.approx(server_now / 1_000_000, abs=0.05)
+
+
+def test_client_clock_is_not_used(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker whose clock is an hour ahead still follows the shared schedule.
+    skewed = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: skewed)
+    limiter = RateLimiter(real_redis, "skew", Rate(10))
+    assert limiter.try_acquire() == 0.0
+    assert limiter.last_grant is not None
+    assert abs(limiter.last_grant - (skewed - 3600)) < 5
+    assert 0 < limiter.try_acquire() <= limiter.interval
+
+
+def test_for_endpoint_uses_the_settings(any_redis: redis.Redis) -> None:
+    settings = Settings(
+        key_prefix="acme", vexora_rate_limit=Rate(20), details_rate_limit=Rate(300, 60.0)
+    )
+    submit = RateLimiter.for_endpoint(any_redis, settings, "submit")
+    details = RateLimiter.for_endpoint(any_redis, settings, "details")
+    assert submit.key == "acme:ratelimit:submit"
+    assert details.key == "acme:ratelimit:details"
+    assert submit.interval == pytest.approx(1 / (20 * 0.97))
+    assert details.interval == pytest.approx(1 / (5 * 0.97))
+    with pytest.raises(ValueError):
+        RateLimiter.for_endpoint(any_redis, settings, "balance")  # type: ignore[arg-type]
+
+
+def test_headroom_must_be_a_fraction(fake_redis: redis.Redis) -> None:
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ValueError):
+            RateLimiter(fake_redis, "x", Rate(1), headroom=bad)
+    assert RateLimiter(fake_redis, "x", Rate(4), headroom=1).interval == 0.25

@@ -1,0 +1,225 @@
+"""The submit flow, one order at a time, against fakes of the provider and the limiter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import fakeredis
+import pytest
+
+from schemas import Payout
+from worker.exceptions import (
+    AlreadySubmitted,
+    ConfigurationRejected,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+)
+from worker.ledger import Ledger
+from worker.pause import PauseSwitch
+from worker.ratelimit import RateLimitTimeout
+from worker.retry import MAX_SUBMIT_ATTEMPTS
+from worker.states import State
+from worker.submit import Submitter
+from worker.vexora import PayoutResult
+
+FIELDS = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
+
+
+class FakeProvider:
+    def __init__(self, answer: Callable[[str], PayoutResult]) -> None:
+        self.answer = answer
+        self.posts: list[tuple[str, dict[str, str]]] = []
+
+    def submit(self, fields: dict[str, str], trade_no: str) -> PayoutResult:
+        self.posts.append((trade_no, dict(fields)))
+        return self.answer(trade_no)
+
+
+class FakeLimiter:
+    def __init__(self, timeout: bool = False) -> None:
+        self.timeout = timeout
+        self.acquired = 0
+        self.penalties: list[float] = []
+
+    def acquire(self, timeout: float | None = None) -> float:
+        if self.timeout:
+            raise RateLimitTimeout("budget")
+        self.acquired += 1
+        return 0.0
+
+    def penalize(self, seconds: float) -> None:
+        self.penalties.append(seconds)
+
+
+def accepted(status: str = "0015") -> Callable[[str], PayoutResult]:
+    state = {"0015": State.PROCESSING, "0000": State.SUCCEEDED, "00029": State.FAILED}[status]
+    return lambda t: PayoutResult(t, "PLAT-" + t[:6], status, "Processing", state, None)
+
+
+def raising(exc: Exception) -> Callable[[str], PayoutResult]:
+    def answer(trade_no: str) -> PayoutResult:
+        raise exc
+
+    return answer
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
+
+
+def make(
+    ledger: Ledger, answer: Callable[[str], PayoutResult], limiter: FakeLimiter | None = None
+) -> tuple[Submitter, FakeProvider, list[str]]:
+    provider = FakeProvider(answer)
+    recovered: list[str] = []
+    submitter = Submitter(
+        ledger,
+        provider,  # type: ignore[arg-type]
+        limiter or FakeLimiter(),  # type: ignore[arg-type]
+        PauseSwitch(ledger.redis, prefix="t"),
+        claim_lease=60.0,
+        recover=recovered.append,
+    )
+    return submitter, provider, recovered
+
+
+def new_orders(ledger: Ledger, n: int = 1) -> list[str]:
+    payouts = [Payout("ID", "IDR", Decimal("100000"), None, FIELDS) for _ in range(n)]
+    return [t for t, _ in ledger.create_orders(payouts, batch_id="b", market="ID")]
+
+
+def state(ledger: Ledger, trade_no: str) -> State:
+    order = ledger.get(trade_no)
+    assert order is not None
+    return order.state
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("0015", State.PROCESSING), ("0000", State.SUCCEEDED), ("00029", State.FAILED)],
+)
+def test_accepted_answer_sets_the_state_and_provider_id(
+    ledger: Ledger, status: str, expected: State
+) -> None:
+    submitter, provider, _ = make(ledger, accepted(status))
+    (t,) = new_orders(ledger)
+    report = submitter.run([t], budget=10)
+    assert report.done == 1
+    assert provider.posts == [(t, FIELDS)]  # exactly the stored fields, our tradeNo
+    order = ledger.get(t)
+    assert order is not None
+    assert (order.state, order.platform_trade_no, order.provider_status) == (
+        expected, "PLAT-" + t[:6], status,
+    )  # fmt: skip
+
+
+def test_not_sent_goes_back_to_queued_with_backoff(ledger: Ledger) -> None:
+    submitter, _, _ = make(ledger, raising(NotSent("refused")))
+    (t,) = new_orders(ledger)
+    report = submitter.run([t], budget=10)
+    assert state(ledger, t) is State.QUEUED
+    ((retried, delay),) = report.retry
+    assert retried == t and 0 < delay <= 1.0
+
+
+def test_not_sent_too_often_goes_to_review(ledger: Ledger) -> None:
+    submitter, provider, _ = make(ledger, raising(NotSent("refused")))
+    (t,) = new_orders(ledger)
+    for _ in range(MAX_SUBMIT_ATTEMPTS):
+        submitter.run([t], budget=10)
+    order = ledger.get(t)
+    assert order is not None and order.state is State.REVIEW
+    assert order.reason and "not sent after 8 attempts" in order.reason
+    assert len(provider.posts) == MAX_SUBMIT_ATTEMPTS
+
+
+def test_rate_limited_slows_everyone_and_retries(ledger: Ledger) -> None:
+    limiter = FakeLimiter()
+    submitter, _, _ = make(ledger, raising(RateLimited("429", retry_after=2.0)), limiter)
+    (t,) = new_orders(ledger)
+    report = submitter.run([t], budget=10)
+    assert limiter.penalties == [2.0]
+    assert report.retry == [(t, 2.0)]
+    assert state(ledger, t) is State.QUEUED
+
+
+@pytest.mark.parametrize("exc", [OutcomeUnknown("read timeout"), AlreadySubmitted("dup")])
+def test_maybe_sent_becomes_unknown_and_is_queried(ledger: Ledger, exc: Exception) -> None:
+    submitter, _, _ = make(ledger, raising(exc))
+    (t,) = new_orders(ledger)
+    report = submitter.run([t], budget=10)
+    assert report.query == [t]
+    assert state(ledger, t) is State.UNKNOWN
+
+
+def test_documented_rejection_fails_the_payout(ledger: Ledger) -> None:
+    submitter, _, _ = make(ledger, raising(Rejected("8000", "bad account")))
+    (t,) = new_orders(ledger)
+    submitter.run([t], budget=10)
+    order = ledger.get(t)
+    assert order is not None
+    assert (order.state, order.provider_status) == (State.FAILED, "8000")
+
+
+def test_configuration_rejection_pauses_the_cluster_and_keeps_orders_queued(
+    ledger: Ledger,
+) -> None:
+    submitter, provider, _ = make(ledger, raising(ConfigurationRejected("4001", "sign error")))
+    trade_nos = new_orders(ledger, 5)
+    report = submitter.run(trade_nos, budget=10)
+    assert report.paused
+    assert len(provider.posts) == 1  # the first rejection stops everything
+    assert {state(ledger, t) for t in trade_nos} == {State.QUEUED}
+    reason = PauseSwitch(ledger.redis, prefix="t").reason()
+    assert reason is not None and "4001" in reason
+
+
+def test_paused_cluster_sends_nothing_and_resumes(ledger: Ledger) -> None:
+    submitter, provider, _ = make(ledger, accepted())
+    trade_nos = new_orders(ledger, 3)
+    switch = PauseSwitch(ledger.redis, prefix="t")
+    switch.pause("operator")
+    assert submitter.run(trade_nos, budget=10).paused
+    assert provider.posts == []
+    switch.resume()
+    assert submitter.run(trade_nos, budget=10).done == 3
+
+
+def test_duplicate_delivery_never_posts_again(ledger: Ledger) -> None:
+    submitter, provider, recovered = make(ledger, accepted())
+    (t,) = new_orders(ledger)
+    submitter.run([t], budget=10)
+    submitter.run([t], budget=10)  # a second message for the same order
+    assert len(provider.posts) == 1
+    assert recovered == []
+
+
+def test_claim_held_by_a_live_worker_is_left_alone(ledger: Ledger) -> None:
+    submitter, provider, recovered = make(ledger, accepted())
+    (t,) = new_orders(ledger)
+    ledger.transition(t, State.SUBMITTING, expect=[State.QUEUED])  # another worker's claim
+    assert submitter.run([t], budget=10).done == 0
+    assert provider.posts == [] and recovered == []
+
+
+def test_expired_claim_is_recovered_by_asking_the_provider(ledger: Ledger) -> None:
+    submitter, provider, recovered = make(ledger, accepted())
+    (t,) = new_orders(ledger)
+    ledger.transition(t, State.SUBMITTING, expect=[State.QUEUED])
+    ledger.redis.zadd(ledger.state_key(State.SUBMITTING), {t: 0})  # claimed long ago
+    submitter.run([t], budget=10)
+    assert provider.posts == []
+    assert recovered == [t]
+
+
+def test_budget_spent_leaves_the_rest_queued(ledger: Ledger) -> None:
+    submitter, provider, _ = make(ledger, accepted(), FakeLimiter(timeout=True))
+    trade_nos = new_orders(ledger, 3)
+    report = submitter.run(trade_nos, budget=10)
+    assert report.leftover == trade_nos
+    assert provider.posts == []
+    assert {state(ledger, t) for t in trade_nos} == {State.QUEUED}

@@ -1,0 +1,53 @@
+-- Cluster-wide rate limiter: GCRA (generic cell rate algorithm) with a burst
+-- tolerance of zero, so grants are spaced at least one emission interval apart.
+--
+-- KEYS[1]  the limiter's key; holds the theoretical arrival time (TAT): the
+--          earliest server time, in microseconds, at which the next slot may be
+--          granted.
+-- ARGV[1]  emission interval in microseconds (positive integer).
+-- ARGV[2]  penalty in microseconds. 0: try to take a slot. > 0: a provider 429,
+--          so push the schedule to at least now + penalty (no slot is taken).
+--
+-- Returns {wait_us, now_us}: wait_us is 0 when a slot was taken (or the penalty
+-- recorded), else the microseconds until the next slot (nothing taken); now_us is
+-- the server time the decision was made at.
+--
+-- Time comes from the server's TIME, never from a client, so workers on machines
+-- whose clocks disagree still share one schedule. Redis 7 replicates scripts by
+-- their effects, which is what makes calling TIME before a write allowed.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local penalty = tonumber(ARGV[2])
+
+-- A missing (expired) or unreadable key means nothing is scheduled ahead of now.
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then
+    tat = now
+end
+
+local new_tat
+if penalty > 0 then
+    -- max(), not a sum: N workers reporting 429s from the same burst cause one
+    -- pause of `penalty`, not N of them.
+    new_tat = math.max(tat, now + penalty)
+else
+    if tat > now then
+        return {tat - now, now}
+    end
+    new_tat = now + interval
+end
+
+-- The key only has to outlive the TAT (once it has passed, an absent key means
+-- the same thing), so idle keys vanish right after. The expiry is absolute
+-- (PXAT), computed from TIME like the TAT itself: a relative PX counts from
+-- whatever time sample the server uses for SET, which may be older than TIME
+-- (fakeredis samples at the start of the command and reads TIME live; Redis
+-- differs between versions), and under load the key then expired before its
+-- TAT and let the next caller in early.
+-- Format explicitly: tostring() of a 16-digit number switches to exponent
+-- notation and loses the microseconds.
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
+    'PXAT', string.format('%.0f', math.floor(new_tat / 1000) + 1))
+return {0, now}

@@ -1,0 +1,126 @@
+"""The cluster-wide rate limiter: one GCRA schedule per provider endpoint, in Redis.
+
+Every worker process, on every machine, asks the same Redis key for a slot, and the
+Lua script (``ratelimit.lua``) decides by the Redis server's clock, so N workers
+together never exceed the configured rate (DESIGN.md rule 5). The burst tolerance
+is zero: grants are at least one emission interval apart, so no one-second window
+holds more than the rate. A provider 429 pushes the shared schedule forward, which
+slows every worker down, not just the one that saw it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Literal
+
+from redis import Redis
+
+from worker.config import Rate, Settings
+
+log = logging.getLogger(__name__)
+
+_SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text(encoding="utf-8")
+
+Endpoint = Literal["submit", "details"]
+
+
+class RateLimitTimeout(TimeoutError):
+    """No slot could be taken before the caller's timeout."""
+
+
+class RateLimiter:
+    """A shared schedule ``{prefix}:ratelimit:{name}`` allowing ``rate`` requests a second.
+
+    ``headroom`` shrinks the rate we aim for a little below the provider's limit.
+    Slots granted exactly 1/rate apart can reach the provider slightly closer
+    together (network and scheduling jitter between the grant and the request), and
+    a strict limiter on their side would count those in one window; a 3% margin
+    keeps the busiest one-second window at or under the limit while the achieved
+    rate stays at 0.95 of it or better.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        name: str,
+        rate: Rate,
+        *,
+        prefix: str = "disburse",
+        headroom: float = 0.97,
+    ) -> None:
+        if not 0 < headroom <= 1:
+            raise ValueError(f"headroom must be in (0, 1], got {headroom!r}")
+        self.name = name
+        self.rate = rate
+        self.key = f"{prefix}:ratelimit:{name}"
+        # Seconds between two grants.
+        self.interval = 1.0 / (rate.per_second * headroom)
+        # Whole microseconds, rounded up so rounding never exceeds the rate (the
+        # epsilon keeps float noise such as 100000.00000000001 from adding one).
+        self._interval_us = max(1, math.ceil(self.interval * 1_000_000 - 1e-6))
+        self._script = redis.register_script(_SCRIPT)
+        # Server time (seconds) of this instance's latest grant: for metrics and tests.
+        self.last_grant: float | None = None
+
+    @classmethod
+    def for_endpoint(cls, redis: Redis, settings: Settings, endpoint: Endpoint) -> RateLimiter:
+        """The limiter for ``submit`` (payout POSTs) or ``details`` (details and query calls)."""
+        if endpoint == "submit":
+            rate = settings.vexora_rate_limit
+        elif endpoint == "details":
+            rate = settings.details_rate_limit
+        else:
+            raise ValueError(f"unknown endpoint {endpoint!r}: expected 'submit' or 'details'")
+        return cls(redis, endpoint, rate, prefix=settings.key_prefix)
+
+    def _call(self, penalty_us: int) -> tuple[int, int]:
+        wait_us, now_us = self._script(keys=[self.key], args=[self._interval_us, penalty_us])
+        return int(wait_us), int(now_us)
+
+    def try_acquire(self) -> float:
+        """Take a slot now and return 0.0, or return the seconds to wait (nothing taken)."""
+        wait_us, now_us = self._call(0)
+        if wait_us == 0:
+            self.last_grant = now_us / 1_000_000
+            return 0.0
+        return wait_us / 1_000_000
+
+    def acquire(self, timeout: float | None = None) -> float:
+        """Block until a slot is taken; return the seconds waited.
+
+        Raises ``RateLimitTimeout`` as soon as the next possible slot lies beyond
+        ``timeout`` (the schedule only moves forward, so sleeping first would not help).
+        """
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        while True:
+            wait = self.try_acquire()
+            now = time.monotonic()
+            if wait == 0.0:
+                return now - start
+            if deadline is not None and now + wait > deadline:
+                raise RateLimitTimeout(
+                    f"rate limit {self.name!r}: no slot within {timeout:g}s "
+                    f"(next in {wait:.3f}s at {self.rate})"
+                )
+            # A little jitter so that workers told the same wait do not all reach
+            # Redis in the same instant. Kept well under a millisecond: a slot
+            # nobody claims on time is lost (strict spacing), so lateness costs rate.
+            time.sleep(wait + random.uniform(0, min(self.interval * 0.01, 0.0005)))
+
+    def penalize(self, seconds: float) -> None:
+        """A provider 429: no worker gets a slot for the next ``seconds``.
+
+        Several workers reporting the same burst of 429s do not add up: the schedule
+        moves to at least ``now + seconds``.
+        """
+        if seconds <= 0:
+            return
+        self._call(max(1, math.ceil(seconds * 1_000_000)))
+        log.warning(
+            "rate limit %r: provider said 429, pausing everyone for %.2fs", self.name, seconds
+        )
