@@ -16,7 +16,10 @@
 
 local ALLOWED = {
   HELD = {QUEUED = true, CANCELLED = true},
-  QUEUED = {SUBMITTING = true, CANCELLED = true, REVIEW = true},
+  -- A provider report may find an order back in QUEUED whose earlier POST did arrive
+  -- after all: the report wins, and the resubmission is refused as a repeat tradeNo.
+  QUEUED = {SUBMITTING = true, CANCELLED = true, REVIEW = true,
+            PROCESSING = true, SUCCEEDED = true, FAILED = true},
   SUBMITTING = {PROCESSING = true, SUCCEEDED = true, FAILED = true, UNKNOWN = true,
                 QUEUED = true, REVIEW = true},
   PROCESSING = {SUCCEEDED = true, FAILED = true, REVIEW = true},

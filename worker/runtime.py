@@ -14,6 +14,7 @@ from worker.batches import BatchControls
 from worker.config import get_settings
 from worker.details import DetailsClient
 from worker.ledger import Ledger
+from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.producer import Producer
 from worker.publish import publish_lookups, publish_submissions, submit_queue_length
@@ -52,12 +53,22 @@ def vexora() -> VexoraClient:
 
 
 @cache
+def metrics() -> Metrics:
+    return Metrics(redis_client(), prefix=get_settings().key_prefix)
+
+
+@cache
 def details() -> DetailsClient:
     """The details client, its bearer token shared by the whole cluster through Redis."""
     settings = get_settings()
     client = DetailsClient.from_settings(settings)
+
+    def fetch_token() -> tuple[str, float]:
+        metrics().token_refresh()
+        return client.fetch_token()
+
     client.tokens = TokenCache(
-        redis_client(), client.fetch_token, key=f"{settings.key_prefix}:oauth:token"
+        redis_client(), fetch_token, key=f"{settings.key_prefix}:oauth:token"
     )
     return client
 
@@ -72,6 +83,7 @@ def submitter() -> Submitter:
         pause_switch(),
         claim_lease=settings.claim_lease,
         recover=lambda trade_no: reconciler().lookup(trade_no),
+        metrics=metrics(),
     )
 
 
@@ -108,8 +120,8 @@ def reset() -> None:
     from worker.app import app
 
     get_settings.cache_clear()
-    for built in (redis_client, ledger, pause_switch, vexora, details, submitter, reconciler,
-                  producer, batch_controls):  # fmt: skip
+    for built in (redis_client, ledger, pause_switch, metrics, vexora, details, submitter,
+                  reconciler, producer, batch_controls):  # fmt: skip
         built.cache_clear()
     app.config_from_object(importlib.reload(celeryconfig), force=True)
     if app._pool is not None:

@@ -16,11 +16,12 @@ from enum import Enum
 from worker.exceptions import (
     ConfigurationRejected,
     NotSent,
-    OutcomeUnknown,
+    ProviderError,
     RateLimited,
     Rejected,
 )
 from worker.ledger import Ledger
+from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
 from worker.retry import MAX_SUBMIT_ATTEMPTS, backoff
@@ -66,6 +67,7 @@ class Submitter:
         *,
         claim_lease: float,
         recover: Callable[[str], object],
+        metrics: Metrics | None = None,
     ) -> None:
         self.ledger = ledger
         self.client = client
@@ -75,6 +77,7 @@ class Submitter:
         # Asks the provider about an order whose claim holder is gone (the reconciler's
         # lookup): a duplicate delivery never POSTs again.
         self.recover = recover
+        self.metrics = metrics
 
     def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport:
         """Submit each order in turn until done, paused, or ``budget`` seconds are spent."""
@@ -105,43 +108,25 @@ class Submitter:
                 self.recover(trade_no)
             return Outcome(Step.SKIPPED)
         try:
-            self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            waited = self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
         except RateLimitTimeout:
             self._unclaim(trade_no, "rate limit wait outlasted the task budget")
             return Outcome(Step.OUT_OF_TIME)
+        if self.metrics:
+            self.metrics.limiter_wait("submit", waited)
         if self.pause.reason() is not None:
             self._unclaim(trade_no, "paused")
             return Outcome(Step.PAUSED)
         return self._post(trade_no)
 
     def _post(self, trade_no: str) -> Outcome:
+        started = time.monotonic()
         try:
             result = self.client.submit(self.ledger.payload(trade_no), trade_no)
-        except RateLimited as exc:
-            self.limiter.penalize(exc.retry_after or 1.0)
-            return self._not_sent(trade_no, "HTTP 429", delay=exc.retry_after)
-        except NotSent as exc:
-            return self._not_sent(trade_no, type(exc).__name__)
-        except OutcomeUnknown as exc:
-            log.warning("payout outcome unknown, will query", extra={"trade_no": trade_no})
-            self.ledger.transition(trade_no, State.UNKNOWN, note=type(exc).__name__)
-            return Outcome(Step.QUERY)
-        except ConfigurationRejected as exc:
-            reason = f"provider rejected our configuration: code {exc.code}: {exc.message}"
-            log.critical("PAUSING ALL SUBMISSIONS: %s", reason, extra={"trade_no": trade_no})
-            self.pause.pause(reason)
-            self._unclaim(trade_no, "configuration rejected")
-            return Outcome(Step.PAUSED)
-        except Rejected as exc:
-            self.ledger.transition(
-                trade_no,
-                State.FAILED,
-                report=True,
-                note="rejected",
-                provider_status=exc.code,
-                provider_message=exc.message,
-            )
-            return Outcome(Step.DONE)
+        except ProviderError as exc:
+            self._measure(started, exc.code or type(exc).__name__)
+            return self._classify_failure(trade_no, exc)
+        self._measure(started, result.status)
         self.ledger.transition(
             trade_no,
             result.state,
@@ -152,6 +137,44 @@ class Submitter:
             provider_message=result.message,
         )
         return Outcome(Step.DONE)
+
+    def _measure(self, started: float, code: str) -> None:
+        if self.metrics:
+            self.metrics.submit_latency(time.monotonic() - started)
+            self.metrics.provider_response("submit", code)
+
+    def _classify_failure(self, trade_no: str, error: ProviderError) -> Outcome:
+        """Where the failure happened decides what the order becomes (DESIGN rule 3)."""
+        match error:
+            case RateLimited(retry_after=retry_after):
+                self.limiter.penalize(retry_after or 1.0)
+                return self._not_sent(trade_no, "HTTP 429", delay=retry_after)
+            case NotSent():
+                return self._not_sent(trade_no, type(error).__name__)
+            case ConfigurationRejected(code=code, message=message):
+                reason = f"provider rejected our configuration: code {code}: {message}"
+                log.critical("PAUSING ALL SUBMISSIONS: %s", reason, extra={"trade_no": trade_no})
+                self.pause.pause(reason)
+                self._unclaim(trade_no, "configuration rejected")
+                return Outcome(Step.PAUSED)
+            case Rejected(code=code, message=message):
+                self.ledger.transition(
+                    trade_no,
+                    State.FAILED,
+                    report=True,
+                    note="rejected",
+                    provider_status=code,
+                    provider_message=message,
+                )
+                return Outcome(Step.DONE)
+            case _:  # OutcomeUnknown, or anything unforeseen: it may have been sent
+                log.warning(
+                    "payout outcome unknown (%s), will query",
+                    type(error).__name__,
+                    extra={"trade_no": trade_no},
+                )
+                self.ledger.transition(trade_no, State.UNKNOWN, note=type(error).__name__)
+                return Outcome(Step.QUERY)
 
     def _not_sent(self, trade_no: str, why: str, delay: float | None = None) -> Outcome:
         order = self.ledger.get(trade_no)

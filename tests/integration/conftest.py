@@ -33,7 +33,10 @@ def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
     except BaseException:
         print(f"cluster logs: {cluster.log_dir}")
         for log in sorted(cluster.log_dir.glob("*.log")):
-            print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+            print(
+                f"--- {log.name} (tail)\n"
+                + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            )
         raise
     finally:
         cluster.close()

@@ -110,8 +110,8 @@ def test_claim_is_a_compare_and_set(ledger: Ledger) -> None:
 @pytest.mark.parametrize(
     ("path", "target"),
     [
-        ([], State.PROCESSING),  # QUEUED cannot skip the claim
-        ([], State.SUCCEEDED),
+        ([], State.HELD),
+        ([], State.UNKNOWN),  # never sent: cannot be in doubt
         ([State.SUBMITTING, State.PROCESSING], State.QUEUED),  # accepted: never resent
         ([State.SUBMITTING, State.PROCESSING], State.CANCELLED),  # sent: cannot cancel
         ([State.SUBMITTING], State.HELD),
@@ -195,3 +195,15 @@ def test_concurrent_claims_only_one_wins(
     with ThreadPoolExecutor(8) as pool:
         wins = list(pool.map(claim, clients))
     assert wins.count(True) == 1
+
+
+def test_provider_report_wins_over_a_requeued_order(ledger: Ledger) -> None:
+    """An order put back in QUEUED whose earlier POST did arrive after all."""
+    (t,) = create(ledger, payout())
+    ledger.transition(t, State.SUBMITTING)
+    ledger.transition(t, State.UNKNOWN)
+    ledger.transition(t, State.QUEUED, note="provider has no record")
+    assert ledger.transition(t, State.SUCCEEDED, report=True, note="webhook").moved
+    assert not ledger.transition(t, State.SUBMITTING, expect=[State.QUEUED]).moved
+    order = ledger.get(t)
+    assert order is not None and order.state is State.SUCCEEDED

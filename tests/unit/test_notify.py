@@ -1,0 +1,493 @@
+"""The webhook receiver (worker.notify) on fakeredis, through werkzeug's test client."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
+
+from schemas import Payout
+from worker.config import Settings
+from worker.ledger import Ledger
+from worker.notify import MAX_BODY, create_app
+from worker.redis_server import free_port
+from worker.signing import sign
+from worker.states import State
+
+SECRET = "webhook-test-secret"
+
+
+@dataclass
+class Publisher:
+    """A fake publish_lookups that records what it was asked to publish."""
+
+    calls: list[list[str]] = field(default_factory=list)
+    fail: bool = False
+
+    def __call__(self, trade_nos: Sequence[str]) -> int:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.calls.append(list(trade_nos))
+        return 1
+
+
+@dataclass
+class Receiver:
+    client: Client
+    ledger: Ledger
+    publisher: Publisher
+
+
+def make_receiver(client: redis.Redis | None = None, *, allow_unsigned: bool = False) -> Receiver:
+    ledger = Ledger(client or fakeredis.FakeRedis(decode_responses=True), prefix="t")
+    publisher = Publisher()
+    config = Settings(vexora_app_secret=SECRET, allow_unsigned_webhooks=allow_unsigned)
+    app = create_app(ledger=ledger, settings=config, publish_lookups=publisher)
+    return Receiver(Client(app), ledger, publisher)
+
+
+def dead_redis() -> redis.Redis:
+    """A client of a port nothing listens on, failing fast (no retries)."""
+    return redis.Redis(
+        port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def rx(fake_redis: redis.Redis) -> Receiver:
+    return make_receiver(fake_redis)
+
+
+@pytest.fixture
+def rx_unsigned(fake_redis: redis.Redis) -> Receiver:
+    return make_receiver(fake_redis, allow_unsigned=True)
+
+
+def new_order(ledger: Ledger, state: State = State.PROCESSING) -> str:
+    fields = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
+    payout = Payout("ID", "IDR", Decimal("100000"), None, fields)
+    ((trade_no, _),) = ledger.create_orders([payout], batch_id="b1", market="ID")
+    path = {
+        State.QUEUED: [],
+        State.SUBMITTING: [State.SUBMITTING],
+        State.PROCESSING: [State.SUBMITTING, State.PROCESSING],
+        State.UNKNOWN: [State.SUBMITTING, State.UNKNOWN],
+        State.SUCCEEDED: [State.SUBMITTING, State.PROCESSING, State.SUCCEEDED],
+    }[state]
+    for target in path:
+        assert ledger.transition(trade_no, target).moved
+    return trade_no
+
+
+def notification(trade_no: str, status: str = "0000", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "platFormTradeNo": "PT20241130000123",
+        "tradeNo": trade_no,
+        "amount": "100000",
+        "status": status,
+        "message": "success",
+        "timestamp": "1732985021335",
+    }
+    body.update(extra)
+    return body
+
+
+def signed(body: dict[str, Any], secret: str = SECRET) -> dict[str, Any]:
+    return {**body, "sign": sign(body, secret)}
+
+
+def post(rx: Receiver, body: Any) -> TestResponse:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return rx.client.post("/notify", data=data, content_type="application/json")
+
+
+def state_of(ledger: Ledger, trade_no: str) -> State:
+    order = ledger.get(trade_no)
+    assert order is not None
+    return order.state
+
+
+def assert_ok(response: TestResponse) -> None:
+    assert response.status_code == 200
+    assert response.get_data() == b"OK"
+    assert response.mimetype == "text/plain"
+
+
+# --- verified notifications ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"), [("0000", State.SUCCEEDED), ("00029", State.FAILED)]
+)
+def test_signed_final_status_moves_the_order(rx: Receiver, status: str, expected: State) -> None:
+    trade_no = new_order(rx.ledger)
+    response = post(rx, signed(notification(trade_no, status, message="REJECTED_TRANSACTION")))
+    assert_ok(response)
+    order = rx.ledger.get(trade_no)
+    assert order is not None
+    assert order.state == expected
+    assert order.platform_trade_no == "PT20241130000123"
+    assert order.provider_status == status
+    assert order.provider_message == "REJECTED_TRANSACTION"
+    assert rx.ledger.history(trade_no)[-1][1] == f"{expected} webhook"
+    assert rx.publisher.calls == []
+
+
+def test_processing_report_moves_an_unknown_order_to_processing(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger, State.UNKNOWN)
+    assert_ok(post(rx, signed(notification(trade_no, "0015"))))
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+
+
+def test_numbers_instead_of_strings_are_tolerated(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    body = signed(notification(trade_no, amount=100000, timestamp=1732985021335))
+    assert_ok(post(rx, body))
+    assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
+
+
+def test_remark_is_stored_when_there_is_no_message(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    body = notification(trade_no, "00029", remark="account closed")
+    del body["message"]
+    assert_ok(post(rx, signed(body)))
+    order = rx.ledger.get(trade_no)
+    assert order is not None and order.provider_message == "account closed"
+
+
+def test_uppercase_sign_verifies(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    body = signed(notification(trade_no))
+    body["sign"] = body["sign"].upper()
+    assert_ok(post(rx, body))
+    assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
+
+
+def test_replay_is_ok_and_changes_nothing(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    body = signed(notification(trade_no))
+    assert_ok(post(rx, body))
+    history = rx.ledger.history(trade_no)
+    for _ in range(3):
+        assert_ok(post(rx, body))
+    order = rx.ledger.get(trade_no)
+    assert order is not None
+    assert order.state == State.SUCCEEDED
+    assert order.discrepancy is None
+    assert rx.ledger.history(trade_no) == history
+    assert rx.ledger.discrepancies() == []
+
+
+def test_contradicting_a_final_state_records_a_discrepancy(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger, State.SUCCEEDED)
+    assert_ok(post(rx, signed(notification(trade_no, "00029"))))
+    order = rx.ledger.get(trade_no)
+    assert order is not None
+    assert order.state == State.SUCCEEDED
+    assert order.discrepancy == "FAILED webhook"
+    assert rx.ledger.discrepancies() == [trade_no]
+    summary = rx.ledger.batch("b1")
+    assert summary is not None and summary.discrepancies == 1
+
+
+def test_late_processing_report_after_final_changes_nothing(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger, State.SUCCEEDED)
+    assert_ok(post(rx, signed(notification(trade_no, "0015"))))
+    order = rx.ledger.get(trade_no)
+    assert order is not None
+    assert (order.state, order.discrepancy) == (State.SUCCEEDED, None)
+
+
+def test_report_for_a_requeued_order_is_applied(rx: Receiver) -> None:
+    """Back in QUEUED after a 'not found', but its earlier POST did arrive: the report wins."""
+    trade_no = new_order(rx.ledger, State.QUEUED)
+    assert_ok(post(rx, signed(notification(trade_no, "0000"))))
+    assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
+
+
+def test_unknown_trade_no_is_answered_ok(rx: Receiver) -> None:
+    assert_ok(post(rx, signed(notification("0" * 32))))
+    assert_ok(post(rx, signed(notification("not a trade no!"))))
+    assert rx.publisher.calls == []
+
+
+def test_unknown_status_publishes_a_lookup_and_sets_nothing(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    assert_ok(post(rx, signed(notification(trade_no, "0001"))))
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+    assert rx.publisher.calls == [[trade_no]]
+
+
+def test_signed_body_without_trade_no_or_status_is_400(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    for missing in ("tradeNo", "status"):
+        body = notification(trade_no)
+        del body[missing]
+        assert post(rx, signed(body)).status_code == 400
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+
+
+# --- refused notifications -------------------------------------------------------------
+
+
+def test_forged_sign_is_401_and_changes_nothing(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    response = post(rx, signed(notification(trade_no), secret="someone-elses-secret"))
+    assert response.status_code == 401
+    assert response.get_data() != b"OK"
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+
+
+def test_tampered_amount_is_401_and_changes_nothing(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    body = signed(notification(trade_no, "00029"))
+    body["amount"] = "1"
+    assert post(rx, body).status_code == 401
+    body = signed(notification(trade_no, "00029"))
+    body["status"] = "0000"
+    assert post(rx, body).status_code == 401
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+
+
+@pytest.mark.parametrize("sign_value", [None, "", 12345, ["x"]])
+def test_unsigned_or_odd_sign_is_401_by_default(rx: Receiver, sign_value: Any) -> None:
+    trade_no = new_order(rx.ledger)
+    body = notification(trade_no)
+    if sign_value is not None:
+        body["sign"] = sign_value
+    assert post(rx, body).status_code == 401
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+    assert rx.publisher.calls == []
+
+
+def test_unsigned_when_allowed_only_publishes_a_lookup(rx_unsigned: Receiver) -> None:
+    rx = rx_unsigned
+    trade_no = new_order(rx.ledger)
+    assert_ok(post(rx, notification(trade_no, "0000")))
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+    assert rx.publisher.calls == [[trade_no]]
+    # A forged sign is still refused, even when unsigned ones are allowed.
+    assert post(rx, signed(notification(trade_no), secret="nope")).status_code == 401
+
+
+def test_unsigned_when_allowed_for_unknown_or_final_orders_publishes_nothing(
+    rx_unsigned: Receiver,
+) -> None:
+    rx = rx_unsigned
+    done = new_order(rx.ledger, State.SUCCEEDED)
+    assert_ok(post(rx, notification(done, "00029")))
+    assert_ok(post(rx, notification("f" * 32)))
+    assert rx.publisher.calls == []
+    assert state_of(rx.ledger, done) == State.SUCCEEDED
+    assert post(rx, {"status": "0000"}).status_code == 400
+
+
+def test_broker_down_on_a_lookup_is_503(rx_unsigned: Receiver) -> None:
+    rx = rx_unsigned
+    trade_no = new_order(rx.ledger)
+    rx.publisher.fail = True
+    assert post(rx, notification(trade_no)).status_code == 503
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not json", b"{", b"\xff\xfe\x00", b"[" * 60000, b'{"a": NaN'],
+)
+def test_bad_json_is_400(rx: Receiver, data: bytes) -> None:
+    assert post(rx, data).status_code == 400
+
+
+@pytest.mark.parametrize("body", [[], [1, 2], "OK", 0, None, True])
+def test_json_that_is_not_an_object_is_400(rx: Receiver, body: Any) -> None:
+    assert post(rx, body).status_code == 400
+
+
+def test_oversized_body_is_413(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    body = signed(notification(trade_no, padding="x" * MAX_BODY))
+    assert post(rx, body).status_code == 413
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+
+
+def test_oversized_body_without_content_length_is_413() -> None:
+    """A chunked body (no Content-Length) is read only up to the limit."""
+    received: list[bytes] = []
+
+    class Stream(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            chunk = super().read(size)
+            received.append(chunk)
+            return chunk
+
+    ledger = Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
+    app = create_app(ledger, Settings(vexora_app_secret=SECRET), Publisher())
+    data = json.dumps({"padding": "x" * (4 * MAX_BODY)}).encode()
+    environ = EnvironBuilder(
+        "/notify", method="POST", content_type="application/json"
+    ).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": Stream(data), "wsgi.input_terminated": True})
+    _, status, _ = run_wsgi_app(app, environ)
+    assert status.startswith("413")
+    assert sum(map(len, received)) <= MAX_BODY + 1
+
+
+def test_wrong_method_is_405(rx: Receiver) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        response = rx.client.open("/notify", method=method)
+        assert response.status_code == 405
+        assert "POST" in response.headers["Allow"]
+    assert rx.client.post("/healthz").status_code == 405
+
+
+def test_unknown_path_is_404(rx: Receiver) -> None:
+    assert rx.client.get("/nope").status_code == 404
+
+
+# --- redis down, health, metrics -------------------------------------------------------
+
+
+def test_healthz(rx: Receiver) -> None:
+    response = rx.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"redis": "ok"}
+
+
+def test_healthz_with_redis_down_is_503() -> None:
+    rx = make_receiver(dead_redis())
+    response = rx.client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"redis": "unreachable"}
+
+
+def test_notify_with_redis_down_is_503_not_a_traceback() -> None:
+    rx = make_receiver(dead_redis())
+    response = post(rx, signed(notification("a" * 32)))
+    assert response.status_code == 503
+    assert b"Traceback" not in response.get_data()
+
+
+def test_metrics_with_redis_down_is_503() -> None:
+    assert make_receiver(dead_redis()).client.get("/metrics").status_code == 503
+
+
+def test_metrics_expose_names_and_count_webhook_outcomes(rx: Receiver) -> None:
+    trade_no = new_order(rx.ledger)
+    post(rx, signed(notification(trade_no)))  # accepted
+    post(rx, signed(notification(trade_no)))  # replayed
+    post(rx, signed(notification(trade_no), secret="x"))  # forged
+    post(rx, notification(trade_no))  # unsigned
+    post(rx, b"garbage")  # malformed
+    post(rx, signed(notification("e" * 32)))  # unknown order
+    response = rx.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    for name in (
+        "disburse_orders",
+        "disburse_provider_responses_total",
+        "disburse_submit_latency_seconds_bucket",
+        "disburse_limiter_wait_seconds_total",
+        "disburse_token_refreshes_total",
+        "disburse_webhooks_total",
+        "disburse_reconcile_lag_seconds",
+    ):
+        assert name in text
+    for outcome in ("accepted", "replayed", "forged", "unsigned", "malformed", "unknown_order"):
+        assert f'disburse_webhooks_total{{outcome="{outcome}"}} 1.0' in text
+    assert 'disburse_orders{state="SUCCEEDED"} 1.0' in text
+
+
+def test_importing_the_module_app_connects_to_nothing() -> None:
+    import worker.notify
+
+    assert worker.notify.app._deps is None  # type: ignore[attr-defined]
+
+
+# --- fuzz ------------------------------------------------------------------------------
+
+FIELD_NAMES = st.sampled_from(
+    ["platFormTradeNo", "tradeNo", "amount", "status", "message", "remark", "timestamp", "sign"]
+)
+VALUES = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["0000", "0015", "00029", "", "0001"]),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+)
+
+
+class Fuzz:
+    """One ledger with a few orders in every interesting state, shared by the examples."""
+
+    def __init__(self) -> None:
+        self.strict = make_receiver()
+        self.lenient = make_receiver(self.strict.ledger.redis, allow_unsigned=True)
+        self.trade_nos = [
+            new_order(self.strict.ledger, state)
+            for state in (State.QUEUED, State.PROCESSING, State.UNKNOWN, State.SUCCEEDED)
+        ]
+        self.states = self.snapshot()
+
+    def snapshot(self) -> list[State]:
+        return [state_of(self.strict.ledger, t) for t in self.trade_nos]
+
+
+@pytest.fixture(scope="module")
+def fuzz() -> Fuzz:
+    return Fuzz()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    data=st.data(),
+    body=st.dictionaries(st.one_of(FIELD_NAMES, st.text(max_size=10)), VALUES, max_size=8),
+)
+def test_fuzz_random_objects_never_500_and_never_change_state(
+    fuzz: Fuzz, data: st.DataObject, body: dict[str, Any]
+) -> None:
+    if data.draw(st.booleans(), label="use a real tradeNo"):
+        body["tradeNo"] = data.draw(st.sampled_from(fuzz.trade_nos), label="tradeNo")
+    if "sign" in body and data.draw(st.booleans(), label="sign with a wrong secret"):
+        body["sign"] = sign(body, "wrong-secret")
+    for rx in (fuzz.strict, fuzz.lenient):
+        response = rx.client.post("/notify", data=json.dumps(body), content_type="application/json")
+        assert response.status_code < 500
+        assert fuzz.snapshot() == fuzz.states
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(raw=st.binary(max_size=2048))
+def test_fuzz_random_bytes_never_500_and_never_change_state(fuzz: Fuzz, raw: bytes) -> None:
+    for rx in (fuzz.strict, fuzz.lenient):
+        response = rx.client.post("/notify", data=raw, content_type="application/json")
+        assert response.status_code < 500
+        assert fuzz.snapshot() == fuzz.states
+
+
+@pytest.mark.parametrize("amount", ["100000.00", "999", "sNaN", "abc"])
+def test_reported_amount_is_compared_but_the_state_still_applies(
+    rx: Receiver, amount: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    trade_no = new_order(rx.ledger)
+    assert_ok(post(rx, signed(notification(trade_no, amount=amount))))
+    assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
+    mismatch = [r for r in caplog.records if "reports amount" in r.getMessage()]
+    assert bool(mismatch) == (amount != "100000.00")

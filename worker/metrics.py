@@ -1,0 +1,260 @@
+"""Cluster-wide metrics: counters kept in one Redis hash, exposed by the web process.
+
+Workers run on many machines, so a per-process ``prometheus_client`` registry would
+show one process's share only. Every worker instead adds to one hash
+(``<prefix>:metrics``) with ``HINCRBY`` / ``HINCRBYFLOAT`` (one round trip per call),
+and the web process turns the hash, and the ledger's own counts, into Prometheus
+metrics with :meth:`Metrics.collector` on every scrape.
+
+The recording methods never raise into the caller: a metric is not worth failing a
+payout for. Redis errors are swallowed and logged (at most once a minute).
+
+Hash fields (``|`` separated, label values sanitised so they cannot contain it):
+
+    resp|<endpoint>|<code>    provider responses
+    lat|<le>                  submit latency, per bucket (not cumulative), ``+Inf`` last
+    lat_sum                   submit latency, total seconds
+    wait|<endpoint>           rate limiter wait, total seconds
+    waits|<endpoint>          rate limiter waits, count
+    token_refresh             OAuth token refreshes
+    webhook|<outcome>         webhook outcomes
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import redis
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from worker.states import FINAL_STATES, State
+
+if TYPE_CHECKING:
+    from worker.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+# Submit latency buckets, seconds (upper bounds; +Inf is implied).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+# Webhook outcomes always exposed (0 until seen), so alerts on them work from the start.
+WEBHOOK_OUTCOMES: tuple[str, ...] = (
+    "accepted",  # verified, state moved
+    "replayed",  # verified, the order was already in that state
+    "contradicts_final",  # verified, the order is final in another state: discrepancy
+    "out_of_order",  # verified, the move is not allowed from the order's current state
+    "unknown_order",  # no such tradeNo in the ledger
+    "unknown_status",  # verified, a status code we do not know: a lookup was published
+    "forged",  # a sign that does not verify
+    "unsigned",  # no sign, and unsigned notifications are not allowed
+    "unsigned_lookup",  # no sign, allowed: a lookup was published, no state set
+    "malformed",  # not JSON, not an object, fields missing
+    "oversized",  # body over the limit
+)
+# States whose counts come from the ledger's per-state indexes (ZCARD).
+INDEXED_STATES: tuple[State, ...] = tuple(s for s in State if s not in FINAL_STATES)
+# States whose age is the reconcile lag.
+LAG_STATES: tuple[State, ...] = (State.PROCESSING, State.UNKNOWN)
+
+_LABEL = re.compile(r"[^A-Za-z0-9_.:-]")
+_MAX_LABEL = 40
+_ERROR_LOG_EVERY = 60.0
+
+
+def _label(value: object) -> str:
+    """A label value safe to store in a field name: no ``|``, bounded length."""
+    text = _LABEL.sub("_", str(value))[:_MAX_LABEL]
+    return text or "_"
+
+
+def _bucket_name(le: float) -> str:
+    return "+Inf" if le == float("inf") else repr(float(le))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Metrics:
+    """Record metrics from any process; expose them from one with :meth:`collector`."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "disburse") -> None:
+        self.redis = client
+        self.key = f"{prefix}:metrics"
+        self._last_error = 0.0
+        self._lock = threading.Lock()
+
+    # recording (workers and the web process) -------------------------------------
+    def provider_response(self, endpoint: str, code: str) -> None:
+        """One answer from a provider, e.g. ("submit", "0015"), ("submit", "http_500")."""
+        self._incr(f"resp|{_label(endpoint)}|{_label(code)}")
+
+    def submit_latency(self, seconds: float) -> None:
+        """Duration of one submit HTTP exchange (a histogram with fixed buckets)."""
+        seconds = max(0.0, float(seconds))
+        le = next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hincrby(self.key, f"lat|{_bucket_name(le)}", 1)
+            pipe.hincrbyfloat(self.key, "lat_sum", seconds)
+            pipe.execute()
+        except Exception as exc:
+            self._failed(exc)
+
+    def limiter_wait(self, endpoint: str, seconds: float) -> None:
+        """Time one caller waited for the cluster-wide rate limiter of ``endpoint``."""
+        name = _label(endpoint)
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hincrbyfloat(self.key, f"wait|{name}", max(0.0, float(seconds)))
+            pipe.hincrby(self.key, f"waits|{name}", 1)
+            pipe.execute()
+        except Exception as exc:
+            self._failed(exc)
+
+    def token_refresh(self) -> None:
+        """The shared OAuth token was fetched anew."""
+        self._incr("token_refresh")
+
+    def webhook(self, outcome: str) -> None:
+        """One webhook notification handled, by outcome (see ``WEBHOOK_OUTCOMES``)."""
+        self._incr(f"webhook|{_label(outcome)}")
+
+    def _incr(self, field: str) -> None:
+        try:
+            self.redis.hincrby(self.key, field, 1)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_error < _ERROR_LOG_EVERY and self._last_error:
+                return
+            self._last_error = now
+        log.warning("metrics not recorded (%s: %s)", type(exc).__name__, exc)
+
+    # reading (the web process) ----------------------------------------------------
+    def snapshot(self) -> dict[str, str]:
+        """The raw hash (raises on Redis errors: a failed scrape should look failed)."""
+        raw = self.redis.hgetall(self.key)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def collector(self, ledger: Ledger) -> Collector:
+        """A Prometheus collector reading this hash and ``ledger`` on every scrape."""
+        return _RedisCollector(self, ledger)
+
+
+class _RedisCollector(Collector):
+    def __init__(self, metrics: Metrics, ledger: Ledger) -> None:
+        self.metrics = metrics
+        self.ledger = ledger
+
+    def describe(self) -> Iterable[Metric]:
+        # Registration must not touch Redis: describe without values.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        data = self.metrics.snapshot()
+        yield self._orders()
+        yield self._reconcile_lag()
+        yield from _from_hash(data)
+
+    def _orders(self) -> Metric:
+        family = GaugeMetricFamily(
+            "disburse_orders", "Payout orders by state, cluster-wide.", labels=["state"]
+        )
+        for state in INDEXED_STATES:
+            family.add_metric([str(state)], self.ledger.count(state))
+        finals = self.ledger.state_counts()
+        for state in sorted(FINAL_STATES):
+            family.add_metric([str(state)], int(finals.get(state, 0)))
+        return family
+
+    def _reconcile_lag(self) -> Metric:
+        now = self.ledger.now_ms()
+        entered = [
+            ms for state in LAG_STATES for _, ms in self.ledger.oldest(state, limit=1, now_ms=now)
+        ]
+        lag = max(0.0, (now - min(entered)) / 1000.0) if entered else 0.0
+        return GaugeMetricFamily(
+            "disburse_reconcile_lag_seconds",
+            "Age of the oldest PROCESSING or UNKNOWN order (0 when there is none).",
+            value=lag,
+        )
+
+
+def _from_hash(data: dict[str, str]) -> Iterator[Metric]:
+    responses = CounterMetricFamily(
+        "disburse_provider_responses",
+        "Provider answers by endpoint and code (http_<status> for HTTP errors).",
+        labels=["endpoint", "code"],
+    )
+    wait = CounterMetricFamily(
+        "disburse_limiter_wait_seconds",
+        "Seconds spent waiting for the cluster-wide rate limiter, by endpoint.",
+        labels=["endpoint"],
+    )
+    waits = CounterMetricFamily(
+        "disburse_limiter_waits",
+        "Number of rate limiter acquisitions, by endpoint.",
+        labels=["endpoint"],
+    )
+    webhooks: dict[str, float] = dict.fromkeys(WEBHOOK_OUTCOMES, 0.0)
+    buckets: dict[str, float] = {}
+    for field, value in sorted(data.items()):
+        kind, _, rest = field.partition("|")
+        number = float(value)
+        if kind == "resp":
+            endpoint, _, code = rest.partition("|")
+            responses.add_metric([endpoint, code], number)
+        elif kind == "wait":
+            wait.add_metric([rest], number)
+        elif kind == "waits":
+            waits.add_metric([rest], number)
+        elif kind == "webhook":
+            webhooks[rest] = number
+        elif kind == "lat":
+            buckets[rest] = number
+    yield responses
+    yield HistogramMetricFamily(
+        "disburse_submit_latency_seconds",
+        "Duration of submit HTTP exchanges with the payout provider.",
+        buckets=_cumulative(buckets),
+        sum_value=float(data.get("lat_sum", 0.0)),
+    )
+    yield wait
+    yield waits
+    yield CounterMetricFamily(
+        "disburse_token_refreshes",
+        "OAuth token refreshes by any worker.",
+        value=float(data.get("token_refresh", 0)),
+    )
+    family = CounterMetricFamily(
+        "disburse_webhooks", "Webhook notifications by outcome.", labels=["outcome"]
+    )
+    for outcome, number in sorted(webhooks.items()):
+        family.add_metric([outcome], number)
+    yield family
+
+
+def _cumulative(per_bucket: dict[str, float]) -> list[tuple[str, float]]:
+    total = 0.0
+    result: list[tuple[str, float]] = []
+    for le in (*LATENCY_BUCKETS, float("inf")):
+        name = _bucket_name(le)
+        total += per_bucket.get(name, 0.0)
+        result.append((name, total))
+    return result
