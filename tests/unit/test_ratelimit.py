@@ -53,8 +53,14 @@ def busiest_window(stamps: list[float], window: float = 1.0) -> int:
 
 
 def expected(rate: float, duration: float) -> float:
-    """Grants the limiter aims for: the rate less its headroom (behaviour, not speed)."""
+    """Grants the limiter aims for: the rate less its headroom."""
     return rate * 0.97 * duration
+
+
+# The count only shows the limiter does not throttle far below its rate (a wrong unit or
+# a doubled interval would give half). An idle machine achieves ~0.97 of `expected`; a
+# CPU-starved one wakes its sleepers late and loses slots, hence the generous bound.
+ENOUGH = 0.8
 
 
 def hammer(limiter: RateLimiter, duration: float) -> list[tuple[float, float]]:
@@ -71,10 +77,15 @@ def hammer(limiter: RateLimiter, duration: float) -> list[tuple[float, float]]:
     return grants
 
 
-def test_first_acquire_is_immediate(any_redis: redis.Redis) -> None:
+def test_first_acquire_is_immediate(
+    any_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
     limiter = RateLimiter(any_redis, "first", Rate(10))
-    assert limiter.acquire() < 0.05
-    assert RateLimiter(any_redis, "first-try", Rate(10)).try_acquire() == 0.0
+    assert limiter.try_acquire() == 0.0
+    assert RateLimiter(any_redis, "first-acquire", Rate(10)).acquire() >= 0
+    assert slept == []  # granted on the first ask, without sleeping
 
 
 def test_second_try_waits_about_one_interval_and_takes_nothing(any_redis: redis.Redis) -> None:
@@ -127,7 +138,7 @@ def test_threads_with_own_clients_never_exceed_the_rate(
     grants = [grant for result in results for grant in result]
     assert busiest_window([server for server, _ in grants]) <= rate
     assert busiest_window([wall for _, wall in grants]) <= rate
-    assert len(grants) >= 0.9 * expected(rate, duration)
+    assert len(grants) >= ENOUGH * expected(rate, duration)
     assert all(results), "every thread got slots"
 
 
@@ -159,7 +170,7 @@ def test_processes_never_exceed_the_rate(
     grants = [grant for result in results for grant in result]
     assert busiest_window([server for server, _ in grants]) <= rate
     assert busiest_window([wall for _, wall in grants]) <= rate
-    assert len(grants) >= 0.9 * expected(rate, duration)
+    assert len(grants) >= ENOUGH * expected(rate, duration)
     assert all(results), "every process got slots"
 
 
@@ -209,14 +220,16 @@ def test_key_expires_when_idle(any_redis: redis.Redis) -> None:
 
 def test_schedule_is_in_server_microseconds(any_redis: redis.Redis) -> None:
     limiter = RateLimiter(any_redis, "units", Rate(50))
-    limiter.acquire()
     seconds, micros = any_redis.time()
-    server_now = seconds * 1_000_000 + micros
+    before = seconds * 1_000_000 + micros
+    limiter.acquire()
+    assert limiter.last_grant is not None
+    granted = round(limiter.last_grant * 1_000_000)
+    assert granted >= before
     stored = any_redis.get(limiter.key)
     assert isinstance(stored, str) and stored.isdigit()  # whole microseconds, no exponent
-    tat = int(stored)
-    assert 0 < tat - server_now <= limiter.interval * 1_000_000 + 1
-    assert limiter.last_grant == pytest.approx(server_now / 1_000_000, abs=0.05)
+    # The next slot is one interval after the grant, on the server's clock.
+    assert abs(int(stored) - granted - limiter.interval * 1_000_000) <= 2
 
 
 def test_client_clock_is_not_used(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
