@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 
 from worker import runtime
@@ -9,14 +11,19 @@ from worker.app import app
 from worker.config import get_settings
 from worker.publish import publish_lookups
 
+log = logging.getLogger(__name__)
+
 
 @app.task(name="disburse.reconcile")
 def reconcile_pass() -> str:
+    """One pass (beat runs it every RECONCILE_EVERY s); a no-op while another one runs."""
     return str(runtime.reconciler().run_pass())
 
 
 @app.task(
     name="disburse.lookup",
+    # Only a lost Redis connection is retried here: provider failures are handled per
+    # order inside (the order stays pending and the next pass asks again).
     autoretry_for=(redis.ConnectionError, redis.TimeoutError),
     retry_backoff=True,
     retry_backoff_max=60,
@@ -24,5 +31,9 @@ def reconcile_pass() -> str:
 )
 def lookup_orders(trade_nos: list[str]) -> dict[str, int]:
     report = runtime.reconciler().lookup_many(trade_nos, budget=get_settings().submit_budget)
+    # Still marked as having a lookup outstanding: the pass leaves them to this message.
     publish_lookups(report.leftover)
-    return {"errors": report.errors, "requeued": len(report.requeued), **report.moved}
+    summary = report.as_dict()
+    if report.errors or report.review or report.discrepancies:
+        log.warning("lookups: %s", summary)
+    return summary

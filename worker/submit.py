@@ -84,6 +84,12 @@ class Submitter:
         deadline = time.monotonic() + budget
         report = ChunkReport()
         for index, trade_no in enumerate(trade_nos):
+            if index and time.monotonic() >= deadline:
+                # Checked before each claim, not only in the rate-limit wait: orders
+                # that are skipped, or recovered by a lookup, spend the budget too, and
+                # the task's time limit (and so the claim lease) is derived from it.
+                report.leftover = list(trade_nos[index:])
+                break
             outcome = self.submit(trade_no, deadline)
             if outcome.step is Step.PAUSED:
                 report.paused = True
