@@ -1,0 +1,91 @@
+"""``python -m bench [--quick] [--json PATH] [case ...]``: the benchmarks and their baselines.
+
+Every case starts its own private Redis, sandbox provider and worker processes
+(``worker.cluster.LocalCluster``), runs ours and the baseline side by side in the
+same run, and stops everything again. One table of all results is printed at the
+end; progress goes to stderr. ``--quick`` shrinks every size for a smoke run (its
+numbers are not comparable with the targets, which are set for the full sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType, ModuleType
+
+from bench.common import Context, Result, say, table
+
+# In the order they run: the short, Redis-only cases first.
+CASES = ("accept", "ledger", "latency", "throughput", "ratelimit", "memory")
+# Cases other modules may provide: run when present and shaped like the others.
+OPTIONAL = ("reconcile",)
+
+
+def _load(name: str) -> ModuleType | None:
+    try:
+        module = importlib.import_module(f"bench.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"bench.{name}":
+            return None
+        raise
+    return module if callable(getattr(module, "run", None)) else None
+
+
+def _run_case(name: str, run: Callable[[Context], list[Result]], ctx: Context) -> list[Result]:
+    started = time.monotonic()
+    say(f"=== {name} ===")
+    try:
+        results = run(ctx)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        results = [Result(case=name, ours=f"ERROR: {type(exc).__name__}: {exc}"[:120])]
+    say(f"=== {name}: {time.monotonic() - started:.0f} s ===")
+    return results
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so every case's clean-up stops the processes it started
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    available = [name for name in OPTIONAL if _load(name) is not None]
+    choices = [*CASES, *available]
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("cases", nargs="*", metavar="case", help=f"any of: {', '.join(choices)}")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write every result (and raw numbers) here")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.cases if name not in choices]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(choices)}")
+    selected = tuple(args.cases) or tuple(choices)
+    ctx = Context(quick=args.quick, selected=selected)
+
+    results: list[Result] = []
+    for name in selected:
+        module = _load(name)
+        assert module is not None
+        results += _run_case(name, module.run, ctx)
+
+    print(table(results))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"quick": args.quick, "results": [r.as_dict() for r in results]}, indent=2)
+            + "\n"
+        )
+    # A missed target is a result; only a case that could not run fails the command.
+    return 1 if any(r.ours.startswith("ERROR") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
