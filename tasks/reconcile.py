@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from worker import runtime
 from worker.app import app
 from worker.config import get_settings
 from worker.publish import publish_lookups
+from worker.retry import REDIS_OUTAGE_RETRY
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +21,7 @@ def reconcile_pass() -> str:
 
 @app.task(
     name="disburse.lookup",
-    # Only a lost Redis connection is retried here: provider failures are handled per
-    # order inside (the order stays pending and the next pass asks again).
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=10,
+    **REDIS_OUTAGE_RETRY,
 )
 def lookup_orders(trade_nos: list[str]) -> dict[str, int]:
     report = runtime.reconciler().lookup_many(trade_nos, budget=get_settings().submit_budget)

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import redis
-
 from worker import runtime
 from worker.app import app
 from worker.config import get_settings
 from worker.publish import publish_lookups, publish_submissions
-from worker.retry import QUERY_DELAY
+from worker.retry import QUERY_DELAY, REDIS_OUTAGE_RETRY
 
 
 @app.task(
     name="disburse.submit",
-    # Only a lost Redis connection is retried here: provider failures are classified
-    # per order inside, never by a blanket retry.
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=10,
+    **REDIS_OUTAGE_RETRY,
 )
 def submit_orders(trade_nos: list[str]) -> dict[str, int]:
     report = runtime.submitter().run(trade_nos, budget=get_settings().submit_budget)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+from typing import Any
+
+import redis
 
 # Claims of one order (each a POST attempt that certainly never arrived) before a
 # person looks at it: the provider has been unreachable for this order for minutes.
@@ -25,3 +28,12 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = MAX_DELAY) -> float
 # An UNKNOWN order is asked about this long after its POST: long enough for the
 # provider to have recorded a request that did arrive.
 QUERY_DELAY = 5.0
+
+# Celery options for every task: only a lost Redis connection is retried by Celery.
+# Provider failures are classified per order inside the tasks, never by a blanket retry.
+REDIS_OUTAGE_RETRY: dict[str, Any] = {
+    "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": 10,
+}
