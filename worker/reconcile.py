@@ -57,8 +57,6 @@ PAGE = 500  # index entries read per round trip
 # After the details API could not be used (no token, or our credentials refused), no
 # process tries it again for this long: lookups must not hammer the token endpoint.
 DETAILS_HOLD = 5.0
-# A lookup outstanding for this long is assumed lost (its order can be published again).
-MIN_IN_FLIGHT = 600.0
 # Orders published per pass, by the state they were found in, in this order.
 _KINDS = (State.SUBMITTING, State.UNKNOWN, State.PROCESSING)
 
@@ -269,9 +267,14 @@ class Reconciler:
             low = last
 
     def _in_flight_ttl(self, backlog: int) -> int:
-        """Milliseconds a lookup may stay outstanding: the time to drain ``backlog``, twice."""
+        """Milliseconds a lookup may stay outstanding before it is taken as lost.
+
+        Waiting in the queue is covered by twice the time to drain ``backlog``, running by
+        the task time limit (Celery kills it then). Past both, its message died with a
+        worker; a second lookup is harmless, as transitions are idempotent.
+        """
         drain = backlog / self.limiter.rate.per_second
-        seconds = max(MIN_IN_FLIGHT, self.settings.reconcile_every * 10, 2 * drain)
+        seconds = max(self.settings.task_time_limit, self.settings.reconcile_every * 3, 2 * drain)
         return math.ceil(seconds * 1000)
 
     def _mark_in_flight(self, trade_nos: Sequence[str], backlog: int | None = None) -> list[str]:
