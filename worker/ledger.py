@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
+from redis.client import Pipeline
 
 from worker.states import SETTLED_STATES, State
 
@@ -214,10 +215,19 @@ class Ledger:
 
     def payload(self, trade_no: str) -> dict[str, str]:
         """The exact fields to send for this order (without tradeNo, timestamp, sign)."""
-        raw = self.redis.get(self.payload_key(trade_no))
-        if raw is None:
+        return self.payload_reply(trade_no, self.redis.get(self.payload_key(trade_no)))
+
+    def queue_payload(self, pipe: Pipeline, trade_no: str) -> None:
+        """Add a :meth:`payload` read to ``pipe``; read its reply with :meth:`payload_reply`."""
+        pipe.get(self.payload_key(trade_no))
+
+    @staticmethod
+    def payload_reply(trade_no: str, reply: Any) -> dict[str, str]:
+        if isinstance(reply, Exception):
+            raise reply
+        if reply is None:
             raise KeyError(trade_no)
-        return dict(json.loads(raw))
+        return dict(json.loads(reply))
 
     def history(self, trade_no: str) -> list[tuple[int, str]]:
         entries = self.redis.lrange(self.history_key(trade_no), 0, -1)
@@ -364,8 +374,37 @@ class Ledger:
             "reason": reason,
         }
         keys, args = self._transition_args(trade_no, target, expect, note, report, facts)
-        outcome, previous = self._transition(keys=keys, args=args)
+        return self.transition_reply(self._transition(keys=keys, args=args))
+
+    def queue_transition(
+        self,
+        pipe: Pipeline,
+        trade_no: str,
+        target: State,
+        *,
+        expect: Iterable[State] = (),
+        note: str = "",
+    ) -> None:
+        """Add a :meth:`transition` to ``pipe``; read its reply with :meth:`transition_reply`.
+
+        A plain EVALSHA (see ``RateLimiter.queue_try``): if the server lost its script
+        cache, the reply is a ``NoScriptError`` and the order did not move; call
+        :meth:`load_scripts` and try again.
+        """
+        keys, args = self._transition_args(trade_no, target, expect, note, False, {})
+        pipe.evalsha(self._transition.sha, len(keys), *keys, *args)
+
+    @staticmethod
+    def transition_reply(reply: Any) -> Transition:
+        if isinstance(reply, Exception):
+            raise reply
+        outcome, previous = reply
         return Transition(str(outcome), State(previous) if previous else None)
+
+    def load_scripts(self) -> None:
+        """Put the ledger's scripts in the server's cache (after a restart flushed it)."""
+        for script in (self._create, self._transition):
+            self.redis.script_load(script.script)
 
     def transition_many(
         self,
@@ -381,7 +420,4 @@ class Ledger:
         for trade_no in trade_nos:
             keys, args = self._transition_args(trade_no, target, expect, note, False, {})
             self._transition(keys=keys, args=args, client=pipe)
-        return [
-            Transition(str(outcome), State(previous) if previous else None)
-            for outcome, previous in pipe.execute()
-        ]
+        return [self.transition_reply(reply) for reply in pipe.execute()]

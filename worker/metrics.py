@@ -2,9 +2,15 @@
 
 Workers run on many machines, so a per-process ``prometheus_client`` registry would
 show one process's share only. Every worker instead adds to one hash
-(``<prefix>:metrics``) with ``HINCRBY`` / ``HINCRBYFLOAT`` (one round trip per call),
-and the web process turns the hash, and the ledger's own counts, into Prometheus
-metrics with :meth:`Metrics.collector` on every scrape.
+(``<prefix>:metrics``) with ``HINCRBY`` / ``HINCRBYFLOAT``, and the web process turns
+the hash, and the ledger's own counts, into Prometheus metrics with
+:meth:`Metrics.collector` on every scrape.
+
+Submit workers record several values per payout; writing each at once cost a fifth
+of a payout's time. They use ``flush_every=1.0``: values add up in the process and
+go to Redis in one round trip at most once a second (and on :meth:`Metrics.flush`
+at the end of every task), so a scrape may lag by that second, and a killed worker
+loses at most its last second of metrics, never a payout.
 
 The recording methods never raise into the caller: a metric is not worth failing a
 payout for. Redis errors are swallowed and logged (at most once a minute).
@@ -26,6 +32,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -90,51 +97,67 @@ def _text(value: str | bytes) -> str:
 class Metrics:
     """Record metrics from any process; expose them from one with :meth:`collector`."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "disburse") -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str = "disburse", *, flush_every: float = 0.0
+    ) -> None:
         self.redis = client
         self.key = f"{prefix}:metrics"
+        self.flush_every = flush_every
+        self._counts: Counter[str] = Counter()
+        self._sums: defaultdict[str, float] = defaultdict(float)
+        self._flushed = time.monotonic()
         self._last_error = 0.0
         self._lock = threading.Lock()
 
     # recording (workers and the web process) -------------------------------------
     def provider_response(self, endpoint: str, code: str) -> None:
         """One answer from a provider, e.g. ("submit", "0015"), ("submit", "http_500")."""
-        self._incr(f"resp|{_label(endpoint)}|{_label(code)}")
+        self._add({f"resp|{_label(endpoint)}|{_label(code)}": 1})
 
     def submit_latency(self, seconds: float) -> None:
         """Duration of one submit HTTP exchange (a histogram with fixed buckets)."""
         seconds = max(0.0, float(seconds))
         le = next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
-        try:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hincrby(self.key, f"lat|{_bucket_name(le)}", 1)
-            pipe.hincrbyfloat(self.key, "lat_sum", seconds)
-            pipe.execute()
-        except Exception as exc:
-            self._failed(exc)
+        self._add({f"lat|{_bucket_name(le)}": 1}, {"lat_sum": seconds})
 
     def limiter_wait(self, endpoint: str, seconds: float) -> None:
         """Time one caller waited for the cluster-wide rate limiter of ``endpoint``."""
         name = _label(endpoint)
-        try:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hincrbyfloat(self.key, f"wait|{name}", max(0.0, float(seconds)))
-            pipe.hincrby(self.key, f"waits|{name}", 1)
-            pipe.execute()
-        except Exception as exc:
-            self._failed(exc)
+        self._add({f"waits|{name}": 1}, {f"wait|{name}": max(0.0, float(seconds))})
 
     def token_refresh(self) -> None:
         """The shared OAuth token was fetched anew."""
-        self._incr("token_refresh")
+        self._add({"token_refresh": 1})
 
     def webhook(self, outcome: str) -> None:
         """One webhook notification handled, by outcome (see ``WEBHOOK_OUTCOMES``)."""
-        self._incr(f"webhook|{_label(outcome)}")
+        self._add({f"webhook|{_label(outcome)}": 1})
 
-    def _incr(self, field: str) -> None:
+    def _add(self, counts: dict[str, int], sums: dict[str, float] | None = None) -> None:
+        with self._lock:
+            self._counts.update(counts)
+            for field, value in (sums or {}).items():
+                self._sums[field] += value
+            due = time.monotonic() - self._flushed >= self.flush_every
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what this process recorded since the last flush, in one round trip."""
+        with self._lock:
+            counts, sums = self._counts, self._sums
+            self._counts, self._sums = Counter(), defaultdict(float)
+            self._flushed = time.monotonic()
+        if not counts and not sums:
+            return
         try:
-            self.redis.hincrby(self.key, field, 1)
+            # One transaction, so a scrape never sees half of a histogram's update.
+            pipe = self.redis.pipeline(transaction=True)
+            for field, count in counts.items():
+                pipe.hincrby(self.key, field, count)
+            for field, total in sums.items():
+                pipe.hincrbyfloat(self.key, field, total)
+            pipe.execute()
         except Exception as exc:
             self._failed(exc)
 

@@ -1,13 +1,17 @@
 """The cluster-wide stop switch for submissions (``disburse pause`` / ``resume``).
 
-Workers check it right before every claim and right before every POST, so within a
-request's time of ``pause`` no worker sends another payout. A systemic rejection
+Workers read it in the same round trip as every claim, and again before the POST
+when they had to wait for the rate limiter, so within a request's time of
+``pause`` no worker sends another payout. A systemic rejection
 (bad signature, unknown merchant, IP not allowed) throws the same switch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+from redis.client import Pipeline
 
 
 class PauseSwitch:
@@ -24,5 +28,14 @@ class PauseSwitch:
 
     def reason(self) -> str | None:
         """Why submissions are paused, or None while they run."""
-        value = self.redis.get(self.key)
-        return str(value) if value is not None else None
+        return self.reason_reply(self.redis.get(self.key))
+
+    def queue_reason(self, pipe: Pipeline) -> None:
+        """Add a :meth:`reason` read to ``pipe``; read its reply with :meth:`reason_reply`."""
+        pipe.get(self.key)
+
+    @staticmethod
+    def reason_reply(reply: Any) -> str | None:
+        if isinstance(reply, Exception):
+            raise reply
+        return str(reply) if reply is not None else None

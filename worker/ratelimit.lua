@@ -1,12 +1,16 @@
--- Cluster-wide rate limiter: GCRA (generic cell rate algorithm) with a burst
--- tolerance of zero, so grants are spaced at least one emission interval apart.
+-- Cluster-wide rate limiter: GCRA (generic cell rate algorithm). Slots are due one
+-- emission interval apart on a fixed schedule; a caller may take a due slot up to
+-- `tolerance` early, so a grant landing a little late does not shift every later
+-- slot (the schedule advances from the slot, not from the late caller's clock).
 --
 -- KEYS[1]  the limiter's key; holds the theoretical arrival time (TAT): the
---          earliest server time, in microseconds, at which the next slot may be
---          granted.
+--          server time, in microseconds, at which the next slot is due.
 -- ARGV[1]  emission interval in microseconds (positive integer).
 -- ARGV[2]  penalty in microseconds. 0: try to take a slot. > 0: a provider 429,
 --          so push the schedule to at least now + penalty (no slot is taken).
+-- ARGV[3]  tolerance in microseconds (0 <= tolerance <= interval): how early a
+--          slot may be taken. Any n grants then span at least
+--          (n - 1) * interval - tolerance, which bounds the busiest window.
 --
 -- Returns {wait_us, now_us}: wait_us is 0 when a slot was taken (or the penalty
 -- recorded), else the microseconds until the next slot (nothing taken); now_us is
@@ -20,8 +24,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local penalty = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
 
--- A missing (expired) or unreadable key means nothing is scheduled ahead of now.
+-- A missing (expired) or unreadable key means nothing is scheduled ahead of now;
+-- a slot left unused in the past is gone (no saving up for a burst).
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then
     tat = now
@@ -33,10 +39,10 @@ if penalty > 0 then
     -- pause of `penalty`, not N of them.
     new_tat = math.max(tat, now + penalty)
 else
-    if tat > now then
-        return {tat - now, now}
+    if tat - tolerance > now then
+        return {tat - tolerance - now, now}
     end
-    new_tat = now + interval
+    new_tat = tat + interval
 end
 
 -- The key only has to outlive the TAT (once it has passed, an absent key means

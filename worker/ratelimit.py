@@ -2,10 +2,11 @@
 
 Every worker process, on every machine, asks the same Redis key for a slot, and the
 Lua script (``ratelimit.lua``) decides by the Redis server's clock, so N workers
-together never exceed the configured rate (DESIGN.md rule 5). The burst tolerance
-is zero: grants are at least one emission interval apart, so no one-second window
-holds more than the rate. A provider 429 pushes the shared schedule forward, which
-slows every worker down, not just the one that saw it.
+together never exceed the configured rate (DESIGN.md rule 5). Slots are due on a
+fixed schedule one emission interval apart and may be taken a little early (the
+tolerance), never saved up: no one-second window holds more than the rate. A
+provider 429 pushes the shared schedule forward, which slows every worker down, not
+just the one that saw it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from redis import Redis
+from redis.client import Pipeline
 
 from worker.config import Rate, Settings
 
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 _SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text(encoding="utf-8")
 
 Endpoint = Literal["submit", "details"]
+# How early a due slot may be taken: enough to absorb a late wake-up (typically well
+# under a millisecond, a few under load) without letting slots bunch up.
+MAX_TOLERANCE = 0.003
 
 
 class RateLimitTimeout(TimeoutError):
@@ -40,8 +45,15 @@ class RateLimiter:
     scheduling jitter between the grant and the request), and a strict limiter on
     their side would count one too many in some window; a 3% margin keeps the
     busiest one-second window at or under the limit and costs only 3% of the rate.
-    (Measured on a local Redis with several workers: 0.94-0.96 of the limit
-    achieved; the rest is lost to wake-ups that land just after a slot.)
+
+    A worker told to wait wakes a little late (scheduler jitter, the round trip).
+    Were the next slot counted from that late grant, every wake-up would push the
+    whole schedule back and the cluster would run at ~0.93 of the rate. So the next
+    slot is counted from the slot itself, and a slot may be taken up to
+    ``tolerance`` early: any ``n`` grants then lie at least
+    ``(n - 1) * interval - tolerance`` apart, and keeping the tolerance under the
+    headroom's share of a second (``1/headroom - 1`` s) keeps every one-second
+    window at or under the rate.
     """
 
     def __init__(
@@ -52,6 +64,7 @@ class RateLimiter:
         *,
         prefix: str = "disburse",
         headroom: float = 0.97,
+        tolerance: float = MAX_TOLERANCE,
     ) -> None:
         if not 0 < headroom <= 1:
             raise ValueError(f"headroom must be in (0, 1], got {headroom!r}")
@@ -63,6 +76,8 @@ class RateLimiter:
         # Whole microseconds, rounded up so rounding never exceeds the rate (the
         # epsilon keeps float noise such as 100000.00000000001 from adding one).
         self._interval_us = max(1, math.ceil(self.interval * 1_000_000 - 1e-6))
+        self.tolerance = min(self.interval, tolerance, 0.8 * (1 / headroom - 1))
+        self._tolerance_us = int(self.tolerance * 1_000_000)
         self._script = redis.register_script(_SCRIPT)
         # Server time (seconds) of this instance's latest grant: for metrics and tests.
         self.last_grant: float | None = None
@@ -78,13 +93,27 @@ class RateLimiter:
             raise ValueError(f"unknown endpoint {endpoint!r}: expected 'submit' or 'details'")
         return cls(redis, endpoint, rate, prefix=settings.key_prefix)
 
-    def _call(self, penalty_us: int) -> tuple[int, int]:
-        wait_us, now_us = self._script(keys=[self.key], args=[self._interval_us, penalty_us])
-        return int(wait_us), int(now_us)
+    def _args(self, penalty_us: int) -> list[int]:
+        return [self._interval_us, penalty_us, self._tolerance_us]
 
     def try_acquire(self) -> float:
         """Take a slot now and return 0.0, or return the seconds to wait (nothing taken)."""
-        wait_us, now_us = self._call(0)
+        return self.try_reply(self._script(keys=[self.key], args=self._args(0)))
+
+    def queue_try(self, pipe: Pipeline) -> None:
+        """Add a :meth:`try_acquire` to ``pipe``; read its reply with :meth:`try_reply`.
+
+        A plain EVALSHA: a pipeline holding registered scripts first asks the server
+        whether they exist, which would cost the round trip the pipeline saves. If the
+        script is not cached (a restarted Redis), the reply is a ``NoScriptError``.
+        """
+        pipe.evalsha(self._script.sha, 1, self.key, *self._args(0))
+
+    def try_reply(self, reply: Any) -> float:
+        """What a try's reply means, as :meth:`try_acquire` returns it (errors raise)."""
+        if isinstance(reply, Exception):
+            raise reply
+        wait_us, now_us = int(reply[0]), int(reply[1])
         if wait_us == 0:
             self.last_grant = now_us / 1_000_000
             return 0.0
@@ -109,8 +138,8 @@ class RateLimiter:
                     f"(next in {wait:.3f}s at {self.rate})"
                 )
             # A little jitter so that workers told the same wait do not all reach
-            # Redis in the same instant. Kept well under a millisecond: a slot
-            # nobody claims on time is lost (strict spacing), so lateness costs rate.
+            # Redis in the same instant. Kept well inside the tolerance: a slot
+            # nobody claims by its due time is lost, so lateness costs rate.
             time.sleep(wait + random.uniform(0, min(self.interval * 0.01, 0.0005)))
 
     def penalize(self, seconds: float) -> None:
@@ -121,7 +150,7 @@ class RateLimiter:
         """
         if seconds <= 0:
             return
-        self._call(max(1, math.ceil(seconds * 1_000_000)))
+        self._script(keys=[self.key], args=self._args(max(1, math.ceil(seconds * 1_000_000))))
         log.warning(
             "rate limit %r: provider said 429, pausing everyone for %.2fs", self.name, seconds
         )

@@ -83,7 +83,8 @@ def submitter() -> Submitter:
         pause_switch(),
         claim_lease=settings.claim_lease,
         recover=lambda trade_no: reconciler().lookup(trade_no),
-        metrics=metrics(),
+        # Several values a payout: batched, flushed at least once a second and per task.
+        metrics=Metrics(redis_client(), prefix=settings.key_prefix, flush_every=1.0),
     )
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from redis.exceptions import NoScriptError
+
 from worker.exceptions import (
     ConfigurationRejected,
     NotSent,
@@ -20,7 +22,7 @@ from worker.exceptions import (
     RateLimited,
     Rejected,
 )
-from worker.ledger import Ledger
+from worker.ledger import Ledger, Transition
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
@@ -44,6 +46,16 @@ class Step(Enum):
 class Outcome:
     step: Step
     delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Ticket:
+    """What the claim's round trip found."""
+
+    paused: bool
+    claim: Transition
+    payload: dict[str, str]  # empty unless claimed
+    slot_taken: bool
 
 
 @dataclass
@@ -81,7 +93,13 @@ class Submitter:
 
     def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport:
         """Submit each order in turn until done, paused, or ``budget`` seconds are spent."""
-        deadline = time.monotonic() + budget
+        try:
+            return self._run(trade_nos, time.monotonic() + budget)
+        finally:
+            if self.metrics:
+                self.metrics.flush()
+
+    def _run(self, trade_nos: Sequence[str], deadline: float) -> ChunkReport:
         report = ChunkReport()
         for index, trade_no in enumerate(trade_nos):
             if index and time.monotonic() >= deadline:
@@ -106,29 +124,61 @@ class Submitter:
         return report
 
     def submit(self, trade_no: str, deadline: float) -> Outcome:
-        if self.pause.reason() is not None:
+        ticket = self._claim(trade_no)
+        if ticket.paused:
+            if ticket.claim.moved:
+                self._unclaim(trade_no, "paused")
             return Outcome(Step.PAUSED)
-        claim = self.ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED])
-        if not claim.moved:
-            if claim.previous is State.SUBMITTING and self._claim_expired(trade_no):
+        if not ticket.claim.moved:
+            if ticket.claim.previous is State.SUBMITTING and self._claim_expired(trade_no):
                 self.recover(trade_no)
             return Outcome(Step.SKIPPED)
-        try:
-            waited = self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
-        except RateLimitTimeout:
-            self._unclaim(trade_no, "rate limit wait outlasted the task budget")
-            return Outcome(Step.OUT_OF_TIME)
+        waited = 0.0
+        if not ticket.slot_taken:
+            try:
+                waited = self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            except RateLimitTimeout:
+                self._unclaim(trade_no, "rate limit wait outlasted the task budget")
+                return Outcome(Step.OUT_OF_TIME)
+            # Time has passed since the claim: someone may have paused meanwhile.
+            if self.pause.reason() is not None:
+                self._unclaim(trade_no, "paused")
+                return Outcome(Step.PAUSED)
         if self.metrics:
             self.metrics.limiter_wait("submit", waited)
-        if self.pause.reason() is not None:
-            self._unclaim(trade_no, "paused")
-            return Outcome(Step.PAUSED)
-        return self._post(trade_no)
+        return self._post(trade_no, ticket.payload)
 
-    def _post(self, trade_no: str) -> Outcome:
+    def _claim(self, trade_no: str) -> _Ticket:
+        """One round trip: the pause switch, the claim, the payload and a rate-limit try.
+
+        Commands run in this order on the server, so the pause switch is read before
+        the claim is made, and a slot is taken even when the claim fails (rare: a
+        duplicate delivery); the slot then goes unused, which only costs rate.
+        """
+        for attempt in range(2):
+            pipe = self.ledger.redis.pipeline(transaction=False)
+            self.pause.queue_reason(pipe)
+            self.ledger.queue_transition(pipe, trade_no, State.SUBMITTING, expect=[State.QUEUED])
+            self.ledger.queue_payload(pipe, trade_no)
+            self.limiter.queue_try(pipe)
+            paused, claim, payload, slot = pipe.execute(raise_on_error=False)
+            if isinstance(claim, NoScriptError) and attempt == 0:
+                self.ledger.load_scripts()  # Redis restarted: the order did not move
+                continue
+            claim = self.ledger.transition_reply(claim)
+            break
+        return _Ticket(
+            paused=self.pause.reason_reply(paused) is not None,
+            claim=claim,
+            payload=self.ledger.payload_reply(trade_no, payload) if claim.moved else {},
+            # An error here (the limiter's script not cached) just means: wait for one.
+            slot_taken=not isinstance(slot, Exception) and self.limiter.try_reply(slot) == 0.0,
+        )
+
+    def _post(self, trade_no: str, payload: dict[str, str]) -> Outcome:
         started = time.monotonic()
         try:
-            result = self.client.submit(self.ledger.payload(trade_no), trade_no)
+            result = self.client.submit(payload, trade_no)
         except ProviderError as exc:
             self._measure(started, exc.code or type(exc).__name__)
             return self._classify_failure(trade_no, exc)

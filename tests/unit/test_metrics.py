@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -160,6 +161,30 @@ def test_shared_across_processes_by_redis(any_redis: redis.Redis, ledger: Ledger
     assert (
         scrape(Metrics(any_redis, prefix="t"), ledger)[("disburse_token_refreshes_total", ())] == 2
     )
+
+
+def test_buffered_metrics_reach_redis_only_when_flushed(
+    any_redis: redis.Redis, ledger: Ledger
+) -> None:
+    buffered = Metrics(any_redis, prefix="t", flush_every=3600)
+    for _ in range(3):
+        buffered.submit_latency(0.003)
+        buffered.limiter_wait("submit", 0.25)
+    assert buffered.snapshot() == {}  # nothing written yet
+    buffered.flush()
+    written = buffered.snapshot()
+    assert float(written.pop("lat_sum")) == pytest.approx(0.009)
+    assert written == {"lat|0.005": "3", "waits|submit": "3", "wait|submit": "0.75"}
+    buffered.flush()  # nothing new: nothing written, nothing doubled
+    assert buffered.snapshot()["waits|submit"] == "3"
+
+
+def test_buffered_metrics_flush_themselves_when_due(any_redis: redis.Redis) -> None:
+    buffered = Metrics(any_redis, prefix="t", flush_every=0.05)
+    buffered.webhook("accepted")
+    time.sleep(0.06)
+    buffered.webhook("accepted")  # due: both go out
+    assert buffered.snapshot() == {"webhook|accepted": "2"}
 
 
 def test_recording_never_raises_when_redis_is_down(caplog: pytest.LogCaptureFixture) -> None:

@@ -93,7 +93,7 @@ def test_second_try_waits_about_one_interval_and_takes_nothing(any_redis: redis.
     assert limiter.interval == pytest.approx(1 / (10 * 0.97))
     assert limiter.try_acquire() == 0.0
     first_wait = limiter.try_acquire()
-    assert limiter.interval - 0.05 < first_wait <= limiter.interval
+    assert limiter.interval - 0.05 < first_wait <= limiter.interval - limiter.tolerance
     # Nothing was taken by asking: the wait only shrinks as time passes.
     assert 0 < limiter.try_acquire() <= first_wait
 
@@ -230,6 +230,43 @@ def test_schedule_is_in_server_microseconds(any_redis: redis.Redis) -> None:
     assert isinstance(stored, str) and stored.isdigit()  # whole microseconds, no exponent
     # The next slot is one interval after the grant, on the server's clock.
     assert abs(int(stored) - granted - limiter.interval * 1_000_000) <= 2
+
+
+def _server_us(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+def test_a_due_slot_may_be_taken_early_without_moving_the_schedule(
+    any_redis: redis.Redis,
+) -> None:
+    limiter = RateLimiter(any_redis, "early", Rate(1), tolerance=0.02)
+    assert limiter.tolerance == 0.02
+    due = _server_us(any_redis) + 15_000  # within the tolerance: granted now
+    any_redis.set(limiter.key, due)
+    assert limiter.try_acquire() == 0.0
+    # The next slot counts from the slot taken, not from the (earlier) grant.
+    assert int(any_redis.get(limiter.key)) == due + limiter._interval_us  # type: ignore[arg-type]
+
+
+def test_a_slot_beyond_the_tolerance_waits_for_its_early_edge(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "not-yet", Rate(1), tolerance=0.02)
+    due = _server_us(any_redis) + 200_000
+    any_redis.set(limiter.key, due)
+    assert 0.15 < limiter.try_acquire() <= 0.18  # 0.2 s less the 0.02 s tolerance
+    assert int(any_redis.get(limiter.key)) == due  # type: ignore[arg-type]  # nothing taken
+
+
+def test_tolerance_stays_inside_the_headroom_and_one_interval(fake_redis: redis.Redis) -> None:
+    assert RateLimiter(fake_redis, "x", Rate(100)).tolerance == 0.003
+    # At 1,000/s the interval (1.03 ms) caps it: never two slots at once.
+    fast = RateLimiter(fake_redis, "x", Rate(1000))
+    assert fast.tolerance == pytest.approx(fast.interval)
+    # Without headroom any early grant could put rate + 1 into one second.
+    assert RateLimiter(fake_redis, "x", Rate(100), headroom=1).tolerance == 0
+    assert RateLimiter(fake_redis, "x", Rate(1), tolerance=1).tolerance == pytest.approx(
+        0.8 * (1 / 0.97 - 1)
+    )
 
 
 def test_client_clock_is_not_used(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:

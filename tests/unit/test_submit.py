@@ -7,8 +7,10 @@ from decimal import Decimal
 
 import fakeredis
 import pytest
+from redis.client import Pipeline
 
 from schemas import Payout
+from worker.config import Rate
 from worker.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
@@ -18,8 +20,9 @@ from worker.exceptions import (
     Rejected,
 )
 from worker.ledger import Ledger
+from worker.metrics import Metrics
 from worker.pause import PauseSwitch
-from worker.ratelimit import RateLimitTimeout
+from worker.ratelimit import RateLimiter, RateLimitTimeout
 from worker.retry import MAX_SUBMIT_ATTEMPTS
 from worker.states import State
 from worker.submit import Submitter
@@ -39,16 +42,29 @@ class FakeProvider:
 
 
 class FakeLimiter:
-    def __init__(self, timeout: bool = False) -> None:
+    """Grants the slot tried with the claim, unless told to make callers wait."""
+
+    def __init__(
+        self, *, wait: bool = False, timeout: bool = False, on_acquire: Callable[[], None] = list
+    ) -> None:
+        self.wait = wait or timeout
         self.timeout = timeout
+        self.on_acquire = on_acquire
         self.acquired = 0
         self.penalties: list[float] = []
+
+    def queue_try(self, pipe: Pipeline) -> None:
+        pipe.ping()
+
+    def try_reply(self, reply: object) -> float:
+        return 0.5 if self.wait else 0.0
 
     def acquire(self, timeout: float | None = None) -> float:
         if self.timeout:
             raise RateLimitTimeout("budget")
+        self.on_acquire()
         self.acquired += 1
-        return 0.0
+        return 0.5
 
     def penalize(self, seconds: float) -> None:
         self.penalties.append(seconds)
@@ -72,7 +88,10 @@ def ledger() -> Ledger:
 
 
 def make(
-    ledger: Ledger, answer: Callable[[str], PayoutResult], limiter: FakeLimiter | None = None
+    ledger: Ledger,
+    answer: Callable[[str], PayoutResult],
+    limiter: FakeLimiter | RateLimiter | None = None,
+    metrics: Metrics | None = None,
 ) -> tuple[Submitter, FakeProvider, list[str]]:
     provider = FakeProvider(answer)
     recovered: list[str] = []
@@ -83,6 +102,7 @@ def make(
         PauseSwitch(ledger.redis, prefix="t"),
         claim_lease=60.0,
         recover=recovered.append,
+        metrics=metrics,
     )
     return submitter, provider, recovered
 
@@ -223,3 +243,46 @@ def test_budget_spent_leaves_the_rest_queued(ledger: Ledger) -> None:
     assert report.leftover == trade_nos
     assert provider.posts == []
     assert {state(ledger, t) for t in trade_nos} == {State.QUEUED}
+
+
+def test_pause_during_the_rate_limit_wait_sends_nothing(ledger: Ledger) -> None:
+    switch = PauseSwitch(ledger.redis, prefix="t")
+    limiter = FakeLimiter(wait=True, on_acquire=lambda: switch.pause("operator"))
+    submitter, provider, _ = make(ledger, accepted(), limiter)
+    (t,) = new_orders(ledger)
+    assert submitter.run([t], budget=10).paused
+    assert limiter.acquired == 1
+    assert provider.posts == []
+    assert state(ledger, t) is State.QUEUED  # the claim was given back
+
+
+def test_a_slot_taken_with_the_claim_needs_no_second_trip(ledger: Ledger) -> None:
+    limiter = FakeLimiter()
+    submitter, provider, _ = make(ledger, accepted(), limiter)
+    trade_nos = new_orders(ledger, 3)
+    assert submitter.run(trade_nos, budget=10).done == 3
+    assert limiter.acquired == 0  # never had to wait
+    assert [t for t, _ in provider.posts] == trade_nos
+
+
+def test_scripts_lost_by_a_redis_restart_are_reloaded(ledger: Ledger) -> None:
+    # A real limiter on the same server: its script is flushed too.
+    limiter = RateLimiter(ledger.redis, "submit", Rate(1000), prefix="t")
+    submitter, provider, _ = make(ledger, accepted(), limiter)
+    trade_nos = new_orders(ledger, 2)
+    ledger.redis.script_flush()
+    assert submitter.run(trade_nos, budget=10).done == 2
+    assert [t for t, _ in provider.posts] == trade_nos  # each claimed and posted once
+    assert {state(ledger, t) for t in trade_nos} == {State.PROCESSING}
+    attempts = [order.attempts for order in ledger.get_many(trade_nos) if order]
+    assert attempts == [1, 1]
+
+
+def test_metrics_are_written_once_per_task(ledger: Ledger) -> None:
+    metrics = Metrics(ledger.redis, prefix="t", flush_every=3600)
+    submitter, _, _ = make(ledger, accepted(), metrics=metrics)
+    submitter.run(new_orders(ledger, 3), budget=10)
+    recorded = metrics.snapshot()
+    assert recorded["resp|submit|0015"] == "3"
+    assert recorded["waits|submit"] == "3"
+    assert sum(int(v) for k, v in recorded.items() if k.startswith("lat|")) == 3
