@@ -5,7 +5,7 @@ from __future__ import annotations
 from worker import runtime
 from worker.app import app
 from worker.config import get_settings
-from worker.publish import publish_lookups, publish_submissions
+from worker.publish import publish_submissions
 from worker.retry import QUERY_DELAY, REDIS_OUTAGE_RETRY
 
 
@@ -18,5 +18,6 @@ def submit_orders(trade_nos: list[str]) -> dict[str, int]:
     publish_submissions(report.leftover)
     for trade_no, delay in report.retry:
         publish_submissions([trade_no], countdown=delay)
-    publish_lookups(report.query, countdown=QUERY_DELAY)
+    # Through the reconciler: marked as outstanding, so a pass does not ask twice.
+    runtime.reconciler().request_lookups(report.query, countdown=QUERY_DELAY)
     return {"done": report.done, "retry": len(report.retry), "query": len(report.query)}

@@ -1,4 +1,5 @@
-"""Shared fixtures: a private real Redis server for the session, and fakeredis for unit tests."""
+"""Shared fixtures: a private real Redis server for the session (also as the Celery
+broker), and fakeredis for unit tests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import fakeredis
 import pytest
 import redis
 
+from worker import runtime
 from worker.redis_server import RedisServer
 
 
@@ -38,3 +40,16 @@ def any_redis(request: pytest.FixtureRequest) -> redis.Redis:
     if request.param == "fakeredis":
         return request.getfixturevalue("fake_redis")
     return request.getfixturevalue("real_redis")
+
+
+@pytest.fixture
+def broker(
+    real_redis: redis.Redis, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[redis.Redis]:
+    """The app publishing to the session's own Redis (emptied by ``real_redis``)."""
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    runtime.reset()
+    yield real_redis
+    monkeypatch.undo()
+    runtime.reset()

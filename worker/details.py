@@ -8,6 +8,8 @@ failure happened (:mod:`worker.exceptions`) so callers can tell "try later" from
 Bearer tokens come from a :class:`TokenProvider`: in production the Redis-shared
 cache (``worker.token``), whose refresh calls :meth:`DetailsClient.fetch_token`.
 On a 401 the failed token is invalidated and the call retried once with a fresh one.
+A caller under a rate limit passes ``throttle``: it runs before every request,
+including that retry and every further page, so none of them escapes the limit.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ DETAILS_PATH = "/api/v1.0/disbursements/{account_id}/{transaction_id}"
 LIST_PATH = "/api/v1.0/disbursement/{account_id}"
 DEFAULT_PER_PAGE = 25  # PROVIDERS.md: 25 rows a page
 MAX_PAGES = 10_000  # a hard stop, so a provider that never says "last page" cannot loop us
+# Runs before each request: a rate limiter's acquire (it may raise to give up).
+Throttle = Callable[[], object]
+
+
+def _unthrottled() -> None:
+    return None
+
+
 DEFAULT_EXPIRES_IN = 300.0  # when a token answer carries no expires_in at all
 
 STATES: Mapping[str, State] = {
@@ -377,7 +387,9 @@ class DetailsClient:
 
     # -- reads ----------------------------------------------------------------------
 
-    def details(self, transaction_id: str, page: int | None = None) -> Disbursement:
+    def details(
+        self, transaction_id: str, page: int | None = None, *, throttle: Throttle = _unthrottled
+    ) -> Disbursement:
         """One disbursement by the provider's id (our ``platFormTradeNo``); NotFound on 404."""
         path = self.details_path.format(
             account_id=quote(self.account_id, safe=""),
@@ -385,7 +397,7 @@ class DetailsClient:
         )
         what = f"details {str(transaction_id)[:64]}"
         params = {"page": str(page)} if page is not None else None
-        body = self._authorized_get(path, what, params)
+        body = self._authorized_get(path, what, params, throttle)
         row = _unwrap(body)
         if row is None:
             raise OutcomeUnknown(f"{what}: no disbursement in the answer")
@@ -394,7 +406,9 @@ class DetailsClient:
             raise OutcomeUnknown(f"{what}: the answer is about another transaction")
         return found
 
-    def list(self, start_page: int = 1) -> Iterator[Disbursement]:
+    def list(
+        self, start_page: int = 1, *, throttle: Throttle = _unthrottled
+    ) -> Iterator[Disbursement]:
         """Every disbursement from ``start_page`` on, following the pagination.
 
         Keeps going while the current page is below the last page when the answer
@@ -407,7 +421,7 @@ class DetailsClient:
         previous_ids: list[str] | None = None
         for _ in range(self.max_pages):
             what = f"list page {page}"
-            answer = _page(self._authorized_get(path, what, {"page": str(page)}))
+            answer = _page(self._authorized_get(path, what, {"page": str(page)}, throttle))
             if not answer.rows:
                 return
             if answer.current is not None and answer.current != page:
@@ -429,11 +443,12 @@ class DetailsClient:
     # -- plumbing -------------------------------------------------------------------
 
     def _authorized_get(
-        self, path: str, what: str, params: Mapping[str, str] | None
+        self, path: str, what: str, params: Mapping[str, str] | None, throttle: Throttle
     ) -> dict[str, Any]:
         """GET with the bearer token; on a 401 invalidate it and retry once with a fresh one."""
         for attempt in (1, 2):
             token = self.tokens.get()
+            throttle()
             response = self._send(
                 "GET", path, what, params=params, headers={"Authorization": f"Bearer {token}"}
             )

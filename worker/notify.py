@@ -134,6 +134,8 @@ class NotifyApp:
         return self._deps
 
     def _resolve(self) -> _Deps:
+        from worker import runtime
+
         ledger, settings, publish_lookups, metrics = self._given
         if self._configure_logs:
             from worker.logs import configure_logging
@@ -144,13 +146,10 @@ class NotifyApp:
 
             settings = get_settings()
         if ledger is None:
-            from worker import runtime
-
             ledger = runtime.ledger()
         if publish_lookups is None:
-            from worker.publish import publish_lookups as publish
-
-            publish_lookups = publish
+            # Marked as outstanding, so a reconcile pass does not ask twice.
+            publish_lookups = runtime.reconciler().request_lookups
         metrics = metrics or Metrics(ledger.redis, prefix=ledger.prefix)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics.collector(ledger))

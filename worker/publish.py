@@ -32,9 +32,20 @@ def publish_lookups(trade_nos: Sequence[str], *, countdown: float | None = None)
 
 
 def submit_queue_length() -> int:
-    """Messages waiting in the submit queue (works for Redis and RabbitMQ brokers)."""
+    """Messages waiting in the submit queue (works for Redis and RabbitMQ brokers).
+
+    A queue the broker does not have is empty: Redis deletes an empty list, and a
+    passive declare of it then fails with ``NOT_FOUND`` (RabbitMQ answers 404 for a
+    queue never declared). Any other failure raises: the length is unknown.
+    """
     with app.connection_for_read() as connection:
-        return int(connection.default_channel.queue_declare("submit", passive=True).message_count)
+        try:
+            declared = connection.default_channel.queue_declare("submit", passive=True)
+        except connection.channel_errors as exc:
+            if "NOT_FOUND" in str(exc) or getattr(exc, "reply_code", None) == 404:
+                return 0
+            raise
+        return int(declared.message_count)
 
 
 def _publish(task: str, arg_lists: list[list[str]], countdown: float | None) -> int:

@@ -321,7 +321,7 @@ class Reconciler:
             report.sweep_skipped = "submissions are paused; QUEUED orders wait for resume"
             return
         try:
-            waiting = self._submit_backlog()
+            waiting = self.submit_queue_length()
         except Exception as exc:
             log.warning("sweeper skipped: submit queue length unknown (%s)", type(exc).__name__)
             report.sweep_skipped = f"submit queue length unknown ({type(exc).__name__})"
@@ -342,22 +342,6 @@ class Reconciler:
         self.publish_submissions(lost)
         report.swept = len(lost)
         log.warning("republished %d QUEUED orders whose messages were lost", len(lost))
-
-    def _submit_backlog(self) -> int:
-        """Messages waiting in the submit queue; a queue the broker does not have is empty.
-
-        Redis deletes an empty list, and a passive declare of it then fails with
-        ``NOT_FOUND`` (RabbitMQ answers 404 for a queue never declared).
-        """
-        try:
-            return self.submit_queue_length()
-        except Exception as exc:
-            if "NOT_FOUND" in str(exc) or 404 in (
-                getattr(exc, "code", None),
-                getattr(exc, "reply_code", None),
-            ):
-                return 0
-            raise
 
     # lookups -------------------------------------------------------------------
     def lookup_many(
@@ -457,9 +441,10 @@ class Reconciler:
             held = self.redis.get(self._key("details-hold"))
             if held is not None:
                 raise _DetailsDown(str(held))
-            self._slot(deadline)
             try:
-                found = self.details.details(order.platform_trade_no)
+                found = self.details.details(
+                    order.platform_trade_no, throttle=lambda: self._slot(deadline)
+                )
             except NotFound:
                 pass  # the details API may lag behind the payout API: ask by tradeNo
             except (TokenUnavailable, AuthenticationFailed) as exc:

@@ -117,6 +117,8 @@ def reset() -> None:
     """Forget every cached object and re-read the environment (tests, demo, benchmarks)."""
     import importlib
 
+    import kombu.pools
+
     import celeryconfig
     from worker.app import app
 
@@ -129,3 +131,6 @@ def reset() -> None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+    # kombu keeps producer pools per broker URL: one for the same URL would still
+    # hold the connections just closed.
+    kombu.pools.reset()

@@ -408,12 +408,19 @@ def test_default_token_provider_caches_and_refreshes_on_401(provider: FakeProvid
         client_secret=CLIENT_SECRET,
         account_id=ACCOUNT,
     )
-    client.details("5")
-    client.details("5")
-    client.details("5")  # t1 now gets a 401: fetch t2, retry
+    slots: list[int] = []
+
+    def throttle() -> None:  # a rate limiter's acquire: before every details request
+        slots.append(len(provider.seen))
+
+    client.details("5", throttle=throttle)
+    client.details("5", throttle=throttle)
+    client.details("5", throttle=throttle)  # t1 now gets a 401: fetch t2, retry
     paths = [s.path.rsplit("/", 1)[-1] for s in provider.seen]
     assert paths == ["b2b", "5", "5", "5", "b2b", "5"]
     assert provider.seen[-1].headers["Authorization"] == "Bearer t2"
+    # The retry after the 401 took its own slot, right before it was sent.
+    assert slots == [1, 2, 3, 5]
 
 
 @pytest.mark.parametrize(
@@ -522,6 +529,18 @@ def test_list_pagination_snake_case(provider: FakeProvider) -> None:
     serve_pages(provider, {1: page(1, 2), 2: page(2, 1), 3: page(3, 2), 4: page(4, 2)})
     assert listed(provider) == ["p1-0", "p1-1", "p2-0", "p3-0", "p3-1"]
     assert provider.pages_requested() == [1, 2, 3]
+
+
+def test_list_throttles_every_page(provider: FakeProvider) -> None:
+    def page(n: int) -> dict[str, Any]:
+        meta = {"current_page": n, "total_pages": 3, "per_page": 1}
+        return {"status": 200, "success": True, "data": rows(f"p{n}-", 1), "pagination": meta}
+
+    serve_pages(provider, {n: page(n) for n in (1, 2, 3)})
+    slots: list[int] = []
+    found = make_client(provider).list(throttle=lambda: slots.append(len(provider.seen)))
+    assert [d.transaction_id for d in found] == ["p1-0", "p2-0", "p3-0"]
+    assert slots == [0, 1, 2]  # one slot right before each page
 
 
 def test_list_pagination_meta_camel_case_inside_data(provider: FakeProvider) -> None:

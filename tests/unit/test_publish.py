@@ -1,0 +1,38 @@
+"""Messages to the workers, through a real Redis broker: chunked, tradeNos only."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import redis
+
+from worker import runtime
+from worker.publish import CHUNK, publish_submissions, submit_queue_length
+from worker.redis_server import free_port
+
+
+def test_a_queue_the_broker_never_had_is_empty(broker: redis.Redis) -> None:
+    assert not broker.exists("submit")  # Redis has no such list: a passive declare fails
+    assert submit_queue_length() == 0
+
+
+def test_submissions_go_out_a_chunk_per_message(broker: redis.Redis) -> None:
+    trade_nos = [f"{i:032x}" for i in range(CHUNK * 2 + 1)]
+    assert publish_submissions(trade_nos) == 3
+    assert submit_queue_length() == 3
+    messages = [json.loads(raw) for raw in broker.lrange("submit", 0, -1)]
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
+    sent = sorted(t for args, _, _ in bodies for t in args[0])
+    assert sent == trade_nos
+    assert all(m["headers"]["task"] == "disburse.submit" for m in messages)
+
+
+def test_the_queue_length_of_an_unreachable_broker_is_an_error(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    runtime.reset()
+    with pytest.raises(Exception, match=r"(?i)connect|refused"):
+        submit_queue_length()
