@@ -37,8 +37,9 @@ from worker.exceptions import (
     parse_retry_after,
     redact,
 )
+from worker.http_client import DEFAULT_TIMEOUTS, HttpClient, json_object
 from worker.states import State
-from worker.vexora import DEFAULT_TIMEOUTS, json_object, pooled_session, to_decimal
+from worker.vexora import to_decimal
 
 __all__ = [
     "DEFAULT_PER_PAGE",
@@ -283,12 +284,10 @@ def _validation_errors(body: Mapping[str, Any] | None) -> str:
 # --- the client ------------------------------------------------------------------------
 
 
-class DetailsClient:
-    """Disbursement-details API client. ``timeouts`` is (connect, read), used on every call.
+class DetailsClient(HttpClient):
+    """Disbursement-details API client; the session and timeouts are :class:`HttpClient`'s.
 
-    A ``session`` passed in is the caller's: it is used as given and :meth:`close`
-    leaves it open. Without a ``token_provider`` a per-process cache calling
-    :meth:`fetch_token` is used.
+    Without a ``token_provider`` a per-process cache calling :meth:`fetch_token` is used.
     """
 
     max_pages = MAX_PAGES
@@ -307,16 +306,13 @@ class DetailsClient:
         session: requests.Session | None = None,
         token_provider: TokenProvider | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, timeouts=timeouts, session=session)
         self._api_key = api_key
         self.client_id = client_id
         self._client_secret = client_secret
         self.account_id = account_id
         self.details_path = details_path
         self.list_path = list_path
-        self.timeouts = (float(timeouts[0]), float(timeouts[1]))
-        self._owns_session = session is None
-        self._session = session if session is not None else pooled_session()
         self.tokens: TokenProvider = (
             token_provider if token_provider is not None else _LocalTokens(self.fetch_token)
         )
@@ -339,16 +335,6 @@ class DetailsClient:
 
     def __repr__(self) -> str:
         return f"DetailsClient(base_url={self.base_url!r}, account_id={self.account_id!r})"
-
-    def __enter__(self) -> DetailsClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_session:
-            self._session.close()
 
     # -- token ----------------------------------------------------------------------
 

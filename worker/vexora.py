@@ -24,8 +24,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from worker.config import Settings
 from worker.exceptions import (
@@ -40,6 +38,7 @@ from worker.exceptions import (
     parse_retry_after,
     redact,
 )
+from worker.http_client import DEFAULT_TIMEOUTS, HttpClient, json_object
 from worker.signing import SIGN_FIELD, sign
 from worker.states import State
 
@@ -99,7 +98,6 @@ SUBMIT_PATH = "/v1/vexora/disbursements"
 QUERY_PATH = "/v1/vexora/queryPayOutResult"
 BALANCE_PATH = "/v1/vexora/queryBalance"
 
-DEFAULT_TIMEOUTS = (3.05, 15.0)
 _TRADE_NO = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _RESERVED = frozenset({SIGN_FIELD, "timestamp"})
 
@@ -128,22 +126,6 @@ class Balance:
 # --- small shared helpers (also used by worker.details) --------------------------------
 
 
-def pooled_session(pool_size: int = 10) -> requests.Session:
-    """A ``requests.Session`` with a connection pool of ``pool_size`` and NO retries.
-
-    ``Retry(0, read=False)`` is requests' own default, kept explicit: it makes
-    urllib3 raise the error shapes :func:`worker.exceptions.never_sent` relies on.
-    Redirects are refused per call (``allow_redirects=False``), never followed.
-    """
-    session = requests.Session()
-    adapter = HTTPAdapter(
-        pool_connections=4, pool_maxsize=pool_size, max_retries=Retry(0, read=False)
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 def to_decimal(value: Any) -> Decimal | None:
     """A money value as Decimal (``Decimal(str(x))``); None when absent or empty.
 
@@ -160,15 +142,6 @@ def to_decimal(value: Any) -> Decimal | None:
     if not amount.is_finite():
         raise ValueError("not a finite amount")
     return amount
-
-
-def json_object(response: requests.Response) -> dict[str, Any] | None:
-    """The response body as a JSON object (numbers with a fraction as Decimal), else None."""
-    try:
-        body = json.loads(response.content, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _text(value: Any) -> str | None:
@@ -340,12 +313,8 @@ def classify(
 # --- the client -------------------------------------------------------------------------
 
 
-class VexoraClient:
-    """Payout API client. ``timeouts`` is (connect, read) in seconds, used on every call.
-
-    A ``session`` passed in is the caller's: it is used as given (no adapter is
-    mounted) and :meth:`close` leaves it open.
-    """
+class VexoraClient(HttpClient):
+    """Payout API client; the session and timeouts are :class:`HttpClient`'s."""
 
     def __init__(
         self,
@@ -357,12 +326,9 @@ class VexoraClient:
         session: requests.Session | None = None,
         pool_size: int = 10,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, timeouts=timeouts, session=session, pool_size=pool_size)
         self.merchant_no = merchant_no
         self._app_secret = app_secret
-        self.timeouts = (float(timeouts[0]), float(timeouts[1]))
-        self._owns_session = session is None
-        self._session = session if session is not None else pooled_session(pool_size)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VexoraClient:
@@ -375,16 +341,6 @@ class VexoraClient:
 
     def __repr__(self) -> str:
         return f"VexoraClient(base_url={self.base_url!r}, merchant_no={self.merchant_no!r})"
-
-    def __enter__(self) -> VexoraClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._owns_session:
-            self._session.close()
 
     # -- requests -------------------------------------------------------------------
 
