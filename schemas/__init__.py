@@ -126,13 +126,39 @@ def validate_rows(
     *,
     notify_url: str | None = None,
 ) -> tuple[list[tuple[int, Payout]], list[RowError]]:
-    """Validate every ``(row number, row)``; returns the valid payouts and every row's errors."""
+    """Validate every ``(row number, row)``; returns the valid payouts and every row's errors.
+
+    A reference is one payout: a row repeating the reference of an earlier row (valid
+    or not) is an error naming that row, since nobody can tell which of the two was
+    meant. Each row's reference is compared once it is well formed.
+    """
     schema = _schema(market)
     valid: list[tuple[int, Payout]] = []
     errors: list[RowError] = []
+    first_rows: dict[str, int] = {}  # reference -> the row it first appeared in
     for number, row in rows:
+        payout: Payout | None = None
+        messages: dict[str, list[str]] = {}
         try:
-            valid.append((number, _load(schema, row, notify_url)))
+            payout = _load(schema, row, notify_url)
+            reference = payout.reference
         except ValidationError as exc:
-            errors.append(RowError(number, _messages(exc)))
+            messages = _messages(exc)
+            reference = _loaded_reference(exc)
+        if reference in first_rows:
+            message = f"Same reference as row {first_rows[reference]}."
+            messages.setdefault("reference", []).append(message)
+        elif reference is not None:
+            first_rows[reference] = number
+        if payout is not None and not messages:
+            valid.append((number, payout))
+        else:
+            errors.append(RowError(number, messages))
     return valid, errors
+
+
+def _loaded_reference(error: ValidationError) -> str | None:
+    """The reference of a row that failed on other fields (None if it is itself bad)."""
+    loaded = error.valid_data
+    reference = loaded.get("reference") if isinstance(loaded, dict) else None
+    return reference if isinstance(reference, str) else None

@@ -32,10 +32,10 @@ class InvalidPayout(ValueError):
 @dataclass
 class BatchResult:
     batch_id: str | None  # None when nothing was enqueued
-    accepted: int  # orders now in the batch (new, or existing ones found by reference)
+    accepted: int  # orders this batch created (rows found by reference are ``existing``)
     rejected: list[RowError] = field(default_factory=list)
     trade_nos: list[str] = field(default_factory=list)
-    existing: int = 0  # rows whose reference was already enqueued earlier
+    existing: int = 0  # rows whose reference an earlier batch enqueued: its order is kept
     held: bool = False
     dry_run: bool = False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import fakeredis
@@ -85,6 +86,68 @@ def test_reference_enqueued_twice_returns_the_existing_order(
     assert published == [first.trade_nos, []]
 
 
+def test_same_reference_twice_in_one_batch_rejects_it_naming_both_rows(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    rows = sample_rows("ID", 5)
+    rows[4] |= {"reference": rows[2]["reference"], "amount": "990000", "bankAccountNo": "77"}
+    result = make_producer.enqueue_batch("ID", numbered(rows))
+    assert result.batch_id is None and result.accepted == 0
+    assert [(e.row, e.errors) for e in result.rejected] == [
+        (5, {"reference": ["Same reference as row 3."]})
+    ]
+    assert published == [] and ledger.state_counts() == {}
+
+
+def test_skip_invalid_keeps_the_first_of_a_repeated_reference(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    rows = sample_rows("ID", 4)
+    rows[1]["reference"] = rows[3]["reference"] = rows[0]["reference"]
+    rows[3]["amount"] = "990000"
+    result = make_producer.enqueue_batch("ID", numbered(rows), skip_invalid=True)
+    assert result.accepted == 2 and result.existing == 0
+    assert [(e.row, e.errors["reference"]) for e in result.rejected] == [
+        (2, ["Same reference as row 1."]),
+        (4, ["Same reference as row 1."]),
+    ]
+    kept = ledger.trade_no_for(rows[0]["reference"])
+    assert kept == result.trade_nos[0] and published == [result.trade_nos]
+    order = ledger.get(kept)
+    assert order is not None and order.amount == Decimal(rows[0]["amount"])
+
+
+def test_a_repeated_reference_is_reported_even_when_its_first_row_is_invalid(
+    make_producer: Producer, published: list[list[str]]
+) -> None:
+    rows = sample_rows("ID", 3)
+    rows[0]["amount"] = "12.5"
+    rows[2]["reference"] = rows[0]["reference"]
+    result = make_producer.enqueue_batch("ID", numbered(rows), skip_invalid=True)
+    assert [(e.row, sorted(e.errors)) for e in result.rejected] == [
+        (1, ["amount"]),
+        (3, ["reference"]),
+    ]
+    assert result.accepted == 1 and published == [result.trade_nos]
+
+
+def test_public_enqueue_batch_numbers_the_repeated_rows_from_1(
+    monkeypatch: pytest.MonkeyPatch, make_producer: Producer, published: list[list[str]]
+) -> None:
+    from worker import enqueue_batch, runtime
+
+    monkeypatch.setattr(runtime, "producer", lambda: make_producer)
+    rows = sample_rows("AR", 2)
+    rows[1]["reference"] = rows[0]["reference"]
+    result = enqueue_batch("AR", rows)
+    assert result.to_dict() == {
+        "batch_id": None,
+        "accepted": 0,
+        "rejected": [{"row": 2, "errors": {"reference": ["Same reference as row 1."]}}],
+    }
+    assert published == []
+
+
 def test_hold_persists_without_publishing(
     make_producer: Producer, ledger: Ledger, published: list[list[str]]
 ) -> None:
@@ -156,6 +219,30 @@ def test_cli_enqueue_json_reports_rows_and_exits_1(
     assert published == []
     rows, _ = read_rows(path)
     assert len(rows) == 1
+
+
+def test_cli_enqueue_prints_both_rows_of_a_repeated_reference(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    make_producer: Producer,
+    ledger: Ledger,
+    published: list[list[str]],
+) -> None:
+    from worker import runtime
+
+    monkeypatch.setattr(runtime, "producer", lambda: make_producer)
+    path = tmp_path / "batch.csv"
+    path.write_text(
+        "reference,amount,customerName,mobile,email,bankAccountNo,bankCode\n"
+        "inv-1,100000,A,0812345678,a@b.co,1111,0002\n"
+        "inv-1,250000,B,0812345679,b@b.co,2222,0002\n"
+    )
+    assert cli.main(["enqueue", str(path), "--market", "ID"]) == 1
+    captured = capsys.readouterr()
+    assert "row 3: reference: Same reference as row 2." in captured.err
+    assert "1 already enqueued" not in captured.out + captured.err
+    assert published == [] and ledger.state_counts() == {}
 
 
 def test_cli_reports_a_missing_file_without_a_trace(
