@@ -25,6 +25,7 @@ EXPORT_COLUMNS = [
     "createdMs",
     "updatedMs",
 ]
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def batch_orders(ledger: Ledger, batch_id: str) -> Iterator[Order]:
@@ -93,6 +94,17 @@ def batch_progress(summary: BatchSummary) -> str:
     return progress_bar(settled_count(summary), summary.total, suffix=counts)
 
 
+def export_cell(value: object) -> str:
+    """``value`` as an export cell that a spreadsheet shows as text and never evaluates.
+
+    A cell starting with ``= + - @``, a tab or a carriage return is a formula to a
+    spreadsheet (CSV injection, OWASP), and references and provider messages may start
+    so: such a cell gets a leading ``'``. Amounts are positive, so they stay numbers.
+    """
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def export_csv(ledger: Ledger, batch_ids: Sequence[str], out: IO[str]) -> int:
     """One CSV row per payout of the batches; returns the number of rows."""
     writer = csv.writer(out)
@@ -100,22 +112,21 @@ def export_csv(ledger: Ledger, batch_ids: Sequence[str], out: IO[str]) -> int:
     rows = 0
     orders = (order for batch_id in batch_ids for order in batch_orders(ledger, batch_id))
     for order in orders:
-        writer.writerow(
-            [
-                order.reference or "",
-                order.trade_no,
-                order.market,
-                order.currency,
-                order.amount,
-                order.state,
-                order.platform_trade_no or "",
-                order.provider_status or "",
-                order.provider_message or "",
-                order.reason or "",
-                order.attempts,
-                order.created_ms,
-                order.updated_ms,
-            ]
+        cells = (
+            order.reference,
+            order.trade_no,
+            order.market,
+            order.currency,
+            order.amount,
+            order.state,
+            order.platform_trade_no,
+            order.provider_status,
+            order.provider_message,
+            order.reason,
+            order.attempts,
+            order.created_ms,
+            order.updated_ms,
         )
+        writer.writerow([export_cell(cell) for cell in cells])
         rows += 1
     return rows
