@@ -69,6 +69,7 @@ WEBHOOK_OUTCOMES: tuple[str, ...] = (
     "unsigned_lookup",  # no sign, allowed: a lookup was published, no state set
     "malformed",  # not JSON, not an object, fields missing
     "oversized",  # body over the limit
+    "unknown_path",  # a POST to a path the receiver does not serve (see NOTIFY_URL)
 )
 # States whose counts come from the ledger's per-state indexes (ZCARD).
 INDEXED_STATES: tuple[State, ...] = tuple(s for s in State if s not in FINAL_STATES)

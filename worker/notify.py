@@ -2,8 +2,9 @@
 
 Routes:
 
-``POST /notify``
-    The provider's asynchronous notification (PROVIDERS.md): a JSON object with
+``POST <the path of NOTIFY_URL>`` and ``POST /notify``
+    The provider's asynchronous notification (PROVIDERS.md), sent to the ``notifyUrl``
+    of each payout, which is ``NOTIFY_URL`` unless the row gives its own: a JSON object with
     ``platFormTradeNo, tradeNo, amount, status, message/remark, timestamp, sign``. The
     ``sign`` is verified (constant time) before anything touches state. A verified
     notification moves the order with one ledger transition marked as a provider
@@ -17,7 +18,9 @@ Routes:
 
     Malformed input is a 4xx, never a 500: bad JSON or not an object 400, over
     ``MAX_BODY`` 413, wrong method 405, a signed body without tradeNo/status 400. Redis
-    (or the broker) down is a 503, which the provider retries.
+    (or the broker) down is a 503, which the provider retries. A POST to a path
+    nothing is served on is a 404, logged (the path only) and counted (outcome
+    ``unknown_path``): notifications refused unnoticed leave payouts to reconcile alone.
 
 ``GET /healthz``
     ``{"redis": "ok"}`` (200) or ``{"redis": "unreachable"}`` (503).
@@ -32,6 +35,7 @@ import json
 import logging
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -66,6 +70,8 @@ STATUS_STATES: Mapping[str, State] = {
 # Our tradeNos: 32 hex characters; the provider allows up to 32 alphanumerics.
 _TRADE_NO = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _MAX_FACT = 64
+NOTIFY_PATH = "/notify"
+_MAX_LOGGED_PATH = 200
 
 PublishLookups = Callable[[Sequence[str]], Any]
 
@@ -81,6 +87,13 @@ class _Deps:
     publish_lookups: PublishLookups
     metrics: Metrics
     registry: CollectorRegistry
+    notify_paths: tuple[str, ...]
+
+
+def notify_paths(notify_url: str) -> tuple[str, ...]:
+    """The paths notifications are served on: the path of ``notify_url``, and ``/notify``."""
+    path = urllib.parse.unquote(urllib.parse.urlsplit(notify_url).path) or "/"
+    return tuple(dict.fromkeys((path, NOTIFY_PATH)))
 
 
 def _text(value: Any) -> str | None:
@@ -102,9 +115,10 @@ def _fact(value: Any) -> str | None:
 class NotifyApp:
     """The WSGI app. Dependencies are resolved on the first request, not at import."""
 
+    # The notification paths are matched in ``_endpoint``, not here: they come from
+    # NOTIFY_URL, and a werkzeug rule would read ``<...>`` in them as a variable.
     url_map = Map(
         [
-            Rule("/notify", endpoint="notify", methods=["POST"]),
             Rule("/healthz", endpoint="healthz", methods=["GET"]),
             Rule("/metrics", endpoint="metrics", methods=["GET"]),
         ]
@@ -153,7 +167,9 @@ class NotifyApp:
         metrics = metrics or Metrics(ledger.redis, prefix=ledger.prefix)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics.collector(ledger))
-        return _Deps(ledger, settings, publish_lookups, metrics, registry)
+        paths = notify_paths(settings.notify_url)
+        log.info("webhook receiver: notifications are served on %s", ", ".join(paths))
+        return _Deps(ledger, settings, publish_lookups, metrics, registry, paths)
 
     # WSGI ---------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -163,17 +179,18 @@ class NotifyApp:
 
     def dispatch(self, request: Request) -> Response:
         try:
-            endpoint, _ = self.url_map.bind_to_environ(request.environ).match()
             handler = {
                 "notify": self.notify,
                 "healthz": self.healthz,
                 "metrics": self.metrics,
-            }[str(endpoint)]
+            }[self._endpoint(request)]
             return handler(request)
         except MethodNotAllowed as exc:
             allow = ", ".join(exc.valid_methods or ())
             return _plain(405, "method not allowed", headers={"Allow": allow})
         except NotFound:
+            if request.method == "POST":
+                self._unknown_path(request)
             return _plain(404, "not found")
         except HTTPException as exc:
             return _plain(exc.code or 400, exc.name)
@@ -183,6 +200,24 @@ class NotifyApp:
         except Exception:
             log.exception("webhook receiver failed")
             return _plain(500, "error")
+
+    def _endpoint(self, request: Request) -> str:
+        if request.path in self.deps.notify_paths:
+            if request.method != "POST":
+                raise MethodNotAllowed(valid_methods=["POST"])
+            return "notify"
+        endpoint, _ = self.url_map.bind_to_environ(request.environ).match()
+        return str(endpoint)
+
+    def _unknown_path(self, request: Request) -> None:
+        """A notification sent where none is served, e.g. a proxy rewrote NOTIFY_URL's path."""
+        deps = self.deps
+        deps.metrics.webhook("unknown_path")
+        log.warning(
+            "webhook refused: POST to %r, notifications are served on %s",
+            request.path[:_MAX_LOGGED_PATH],
+            ", ".join(deps.notify_paths),
+        )
 
     # /healthz -----------------------------------------------------------------------
     def healthz(self, request: Request) -> Response:

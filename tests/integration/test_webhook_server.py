@@ -30,6 +30,8 @@ from worker.states import State
 pytestmark = pytest.mark.integration
 
 SECRET = "integration-webhook-secret"
+# Behind a proxy that forwards the public path as it is: served besides /notify.
+NOTIFY_URL = "https://payouts.example.com/notify/vexora"
 PREFIX = "disburse"
 PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 TIMEOUT = (3.05, 10.0)
@@ -41,11 +43,11 @@ class WebServer:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def post(self, body: Any, **kwargs: Any) -> requests.Response:
+    def post(self, body: Any, path: str = "/notify", **kwargs: Any) -> requests.Response:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         return requests.post(
-            f"{self.url}/notify", data=data, headers=headers, timeout=TIMEOUT, **kwargs
+            f"{self.url}{path}", data=data, headers=headers, timeout=TIMEOUT, **kwargs
         )
 
     def output(self) -> str:
@@ -120,7 +122,7 @@ def stop_web(server: WebServer) -> None:
 @pytest.fixture(scope="module")
 def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     redis_server.client().flushdb()
-    server = start_web(redis_server.url, tmp_path_factory.mktemp("web"))
+    server = start_web(redis_server.url, tmp_path_factory.mktemp("web"), NOTIFY_URL=NOTIFY_URL)
     try:
         yield server
     finally:
@@ -195,6 +197,21 @@ def test_valid_notifications_move_orders(web: WebServer, ledger: Ledger) -> None
     order = ledger.get(failed)
     assert order is not None
     assert (order.state, order.provider_message) == (State.FAILED, "REJECTED_TRANSACTION")
+
+
+def test_the_path_of_notify_url_is_served_and_others_are_counted(
+    web: WebServer, ledger: Ledger
+) -> None:
+    trade_no = new_order(ledger)
+    missed = web.post(signed(notification(trade_no)), path="/notify/vexor")
+    assert missed.status_code == 404 and state_of(ledger, trade_no) == State.PROCESSING
+    assert_ok(web.post(signed(notification(trade_no)), path="/notify/vexora"))
+    assert state_of(ledger, trade_no) == State.SUCCEEDED
+    text = requests.get(f"{web.url}/metrics", timeout=TIMEOUT).text
+    assert re.search(r'^disburse_webhooks_total\{outcome="unknown_path"\} [1-9]', text, re.M)
+    records = [json.loads(line) for line in web.output().splitlines() if line.startswith("{")]
+    refused = [r for r in records if "'/notify/vexor'" in r["message"]]
+    assert [r["level"] for r in refused] == ["WARNING"]
 
 
 def test_processing_then_final(web: WebServer, ledger: Ledger) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,7 +23,7 @@ from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from schemas import Payout
 from worker.config import Settings
 from worker.ledger import Ledger
-from worker.notify import MAX_BODY, create_app
+from worker.notify import MAX_BODY, create_app, notify_paths
 from worker.redis_server import free_port
 from worker.signing import sign
 from worker.states import State
@@ -50,10 +52,17 @@ class Receiver:
     publisher: Publisher
 
 
-def make_receiver(client: redis.Redis | None = None, *, allow_unsigned: bool = False) -> Receiver:
+def make_receiver(
+    client: redis.Redis | None = None,
+    *,
+    allow_unsigned: bool = False,
+    notify_url: str = Settings.notify_url,
+) -> Receiver:
     ledger = Ledger(client or fakeredis.FakeRedis(decode_responses=True), prefix="t")
     publisher = Publisher()
-    config = Settings(vexora_app_secret=SECRET, allow_unsigned_webhooks=allow_unsigned)
+    config = Settings(
+        vexora_app_secret=SECRET, allow_unsigned_webhooks=allow_unsigned, notify_url=notify_url
+    )
     app = create_app(ledger=ledger, settings=config, publish_lookups=publisher)
     return Receiver(Client(app), ledger, publisher)
 
@@ -109,9 +118,9 @@ def signed(body: dict[str, Any], secret: str = SECRET) -> dict[str, Any]:
     return {**body, "sign": sign(body, secret)}
 
 
-def post(rx: Receiver, body: Any) -> TestResponse:
+def post(rx: Receiver, body: Any, path: str = "/notify") -> TestResponse:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return rx.client.post("/notify", data=data, content_type="application/json")
+    return rx.client.post(path, data=data, content_type="application/json")
 
 
 def state_of(ledger: Ledger, trade_no: str) -> State:
@@ -355,6 +364,69 @@ def test_wrong_method_is_405(rx: Receiver) -> None:
 
 def test_unknown_path_is_404(rx: Receiver) -> None:
     assert rx.client.get("/nope").status_code == 404
+
+
+# --- the path of NOTIFY_URL ------------------------------------------------------------
+
+CONFIGURED = "https://payouts.example.com/notify/vexora"
+
+
+@pytest.mark.parametrize(
+    ("url", "paths"),
+    [
+        (CONFIGURED, ("/notify/vexora", "/notify")),
+        ("https://127.0.0.1:8701/notify", ("/notify",)),
+        ("https://payouts.example.com", ("/", "/notify")),
+        ("https://h.example/hooks/in/?token=1#x", ("/hooks/in/", "/notify")),
+        ("https://h.example/pay%20outs", ("/pay outs", "/notify")),
+    ],
+)
+def test_notifications_are_served_on_the_path_of_notify_url(
+    url: str, paths: tuple[str, ...]
+) -> None:
+    assert notify_paths(url) == paths
+
+
+@pytest.mark.parametrize("path", ["/notify/vexora", "/notify"])
+def test_a_notification_to_the_configured_path_moves_the_order(
+    fake_redis: redis.Redis, path: str
+) -> None:
+    rx = make_receiver(fake_redis, notify_url=CONFIGURED)
+    trade_no = new_order(rx.ledger)
+    assert_ok(post(rx, signed(notification(trade_no)), path=path))
+    assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
+    response = rx.client.get(path)
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("path", ["/h/<int:x>", "/pay outs"])
+def test_a_path_that_is_not_a_plain_rule_is_served_as_it_is(
+    fake_redis: redis.Redis, path: str
+) -> None:
+    rx = make_receiver(fake_redis, notify_url="https://h.example" + urllib.parse.quote(path))
+    trade_no = new_order(rx.ledger)
+    assert_ok(post(rx, signed(notification(trade_no)), path=urllib.parse.quote(path)))
+    assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
+    assert rx.client.get("/healthz").status_code == 200
+
+
+def test_a_notification_to_an_unknown_path_is_counted_and_logged(
+    fake_redis: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    rx = make_receiver(fake_redis, notify_url=CONFIGURED)
+    trade_no = new_order(rx.ledger)
+    with caplog.at_level(logging.WARNING, logger="worker.notify"):
+        response = post(rx, signed(notification(trade_no)), path="/notify/other?k=v")
+        assert rx.client.get("/favicon.ico").status_code == 404  # not a notification
+    assert response.status_code == 404
+    assert state_of(rx.ledger, trade_no) == State.PROCESSING
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "'/notify/other'" in message and "/notify/vexora" in message
+    assert trade_no not in message and "k=v" not in message
+    text = rx.client.get("/metrics").get_data(as_text=True)
+    assert 'disburse_webhooks_total{outcome="unknown_path"} 1.0' in text
 
 
 # --- redis down, health, metrics -------------------------------------------------------
