@@ -1,0 +1,208 @@
+"""The PostgreSQL foundation: migrations, the schema's own rules, the pool across restarts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import PoolTimeout
+
+from worker.config import ConfigError
+from worker.db import migrate
+from worker.db.pool import open_pool
+from worker.postgres_server import PostgresServer
+from worker.states import FINAL_STATES, State
+
+ALL_VERSIONS = [migration.version for migration in migrate.migrations()]
+
+
+@pytest.fixture
+def ledger_database(empty_database: str) -> str:
+    migrate.upgrade(empty_database)
+    return empty_database
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    assert list(range(1, len(ALL_VERSIONS) + 1)) == ALL_VERSIONS
+
+
+def test_upgrade_applies_every_migration_then_nothing(empty_database: str) -> None:
+    assert migrate.current_version(empty_database) == 0
+
+    assert migrate.upgrade(empty_database) == ALL_VERSIONS
+    assert migrate.upgrade(empty_database) == []
+
+    assert migrate.current_version(empty_database) == ALL_VERSIONS[-1]
+    with psycopg.connect(empty_database) as conn:
+        tables = {
+            name
+            for (name,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        }
+    assert {"batches", "batch_totals", "orders", "order_events", "schema_migrations"} <= tables
+
+
+def test_concurrent_upgrades_apply_each_migration_once(empty_database: str) -> None:
+    start = threading.Barrier(4)
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def upgrade() -> None:
+        start.wait()
+        try:
+            results.append(migrate.upgrade(empty_database))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(version for applied in results for version in applied) == ALL_VERSIONS
+    with psycopg.connect(empty_database) as conn:
+        rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    assert [version for (version,) in rows] == ALL_VERSIONS
+
+
+def test_check_names_the_upgrade_command_until_upgraded(empty_database: str) -> None:
+    with pytest.raises(migrate.SchemaBehind) as raised:
+        migrate.check(empty_database)
+    assert "disburse db upgrade" in str(raised.value)
+    assert raised.value.missing == ALL_VERSIONS
+    # The CLI reports configuration errors without a traceback.
+    assert isinstance(raised.value, ConfigError)
+
+    migrate.upgrade(empty_database)
+    migrate.check(empty_database)
+
+
+def test_check_lists_only_the_missing_migrations(ledger_database: str) -> None:
+    with psycopg.connect(ledger_database) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE version = %s", (ALL_VERSIONS[-1],))
+    with pytest.raises(migrate.SchemaBehind) as raised:
+        migrate.check(ledger_database)
+    assert raised.value.missing == [ALL_VERSIONS[-1]]
+
+
+# --- the schema's own rules ---------------------------------------------------------------
+
+
+def _batch(conn: psycopg.Connection, batch_id: str = "b1") -> None:
+    conn.execute(
+        "INSERT INTO batches (id, market, row_count) VALUES (%s, 'ID', 1) ON CONFLICT DO NOTHING",
+        (batch_id,),
+    )
+
+
+def _order(conn: psycopg.Connection, **values: Any) -> None:
+    row: dict[str, Any] = {
+        "trade_no": "t1",
+        "batch_id": "b1",
+        "row_no": 1,
+        "market": "ID",
+        "currency": "IDR",
+        "amount": "10000",
+        "reference": "ref-1",
+        "state": "QUEUED",
+        "payload": Jsonb({"bankAccountNo": "0543408094832"}),
+        "masked": Jsonb({"bankAccountNo": "****4832"}),
+        **values,
+    }
+    _batch(conn, row["batch_id"])
+    insert = sql.SQL("INSERT INTO orders ({}) VALUES ({})").format(
+        sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(map(sql.Placeholder, row))
+    )
+    conn.execute(insert, row)
+
+
+@pytest.fixture
+def conn(ledger_database: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(ledger_database, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.mark.parametrize("state", sorted({*State, "REVERSED"}))
+def test_orders_take_every_state_of_the_code(conn: psycopg.Connection, state: str) -> None:
+    final = state in FINAL_STATES or state == "REVERSED"
+    _order(conn, state=state, payload=None if final else Jsonb({}))
+    assert conn.execute("SELECT state FROM orders").fetchone() == (state,)
+
+
+def test_orders_reject_an_unknown_state(conn: psycopg.Connection) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation):
+        _order(conn, state="SENT")
+
+
+def test_an_event_rejects_an_unknown_state(conn: psycopg.Connection) -> None:
+    _order(conn)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(
+            "INSERT INTO order_events (trade_no, source, from_state, to_state) "
+            "VALUES ('t1', 'submit', 'QUEUED', 'SENT')"
+        )
+
+
+def test_one_order_per_reference(conn: psycopg.Connection) -> None:
+    _order(conn, trade_no="t1", reference="same")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        _order(conn, trade_no="t2", reference="same")
+    # Orders without a reference do not collide.
+    _order(conn, trade_no="t3", reference=None)
+    _order(conn, trade_no="t4", reference=None)
+
+
+def test_a_final_order_keeps_no_personal_data(conn: psycopg.Connection) -> None:
+    _order(conn, state="SUBMITTING")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("UPDATE orders SET state = 'SUCCEEDED' WHERE trade_no = 't1'")
+    conn.execute("UPDATE orders SET state = 'SUCCEEDED', payload = NULL WHERE trade_no = 't1'")
+
+
+def test_event_ids_follow_insertion_order(conn: psycopg.Connection) -> None:
+    _order(conn)
+    for to_state in ("QUEUED", "SUBMITTING", "PROCESSING"):
+        conn.execute(
+            "INSERT INTO order_events (trade_no, source, to_state) VALUES ('t1', 'submit', %s)",
+            (to_state,),
+        )
+    rows = conn.execute("SELECT to_state FROM order_events ORDER BY id").fetchall()
+    assert [state for (state,) in rows] == ["QUEUED", "SUBMITTING", "PROCESSING"]
+
+
+def test_amounts_keep_every_digit(conn: psycopg.Connection) -> None:
+    _order(conn, currency="USD", amount="463.86")
+    (amount,) = conn.execute("SELECT amount FROM orders").fetchone() or (None,)
+    assert str(amount) == "463.86"
+
+
+# --- the pool and the server ---------------------------------------------------------------
+
+
+def test_the_pool_reconnects_after_a_restart_and_a_crash() -> None:
+    with PostgresServer(durable=False) as server:
+        migrate.upgrade(server.url)
+        with open_pool(server.url, timeout=5) as pool:
+            with pool.connection() as conn:
+                _order(conn)
+
+            server.stop()
+            with pytest.raises(PoolTimeout), pool.connection(timeout=1):
+                pass
+
+            server.start()
+            with pool.connection() as conn:
+                assert conn.execute("SELECT count(*) FROM orders").fetchone() == (1,)
+
+            server.kill()  # committed data survives a crash
+            server.start()
+            with pool.connection() as conn:
+                assert conn.execute("SELECT trade_no FROM orders").fetchone() == ("t1",)

@@ -1,0 +1,1 @@
+"""PostgreSQL plumbing of the ledger: schema migrations and the per-process pool."""
