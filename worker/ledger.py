@@ -390,17 +390,18 @@ class Ledger:
         keys, args = self._transition_args(trade_no, target, expect, note, report, facts)
         return self.transition_reply(self._transition(keys=keys, args=args))
 
-    def note_unseen(self, order: Order, at_ms: int) -> bool:
+    def note_unseen(self, order: Order, at_ms: int) -> None:
         """Note that a lookup at ``at_ms`` showed no record of ``order``'s latest POST.
 
-        Stored only while the order is in the state it was read in, and read back only
-        while no later POST was made (see :attr:`Order.unseen_ms`). True when stored.
+        Stored only while the order is in the state it was read in (the transition
+        script's ``same`` outcome), and read back only while no later POST was made
+        (see :attr:`Order.unseen_ms`).
         """
         facts = {"unseen": f"{order.attempts}:{at_ms}"}
         keys, args = self._transition_args(
             order.trade_no, order.state, [order.state], "", False, facts
         )
-        return self.transition_reply(self._transition(keys=keys, args=args)).outcome == "same"
+        self.transition_reply(self._transition(keys=keys, args=args))
 
     def queue_transition(
         self,

@@ -17,9 +17,9 @@ the answer through the ledger's transitions:
 success / 0000                         SUCCEEDED
 failed / 00029                         FAILED
 pending / 0015                         PROCESSING (stays)
-no record, UNKNOWN or stale claim      asked again; no record again 30 s later: QUEUED
-                                       and resubmitted with the same tradeNo (REVIEW
-                                       after 3 such rounds)
+no record, UNKNOWN or stale claim      asked again; no record again NO_RECORD_GRACE s
+                                       later: QUEUED and resubmitted with the same
+                                       tradeNo (REVIEW after MAX_NO_RECORD_RESUBMITS)
 no record, anything else               unchanged (asked again on the next pass)
 contradicts a final state              discrepancy recorded; the final state stays
 error, no token, 429, out of budget    unchanged (asked again later)
@@ -489,8 +489,6 @@ class Reconciler:
             report.count(f"not found, {order.state} asked again later")
             self._leave(order, report, "provider has no record")
             return
-        # Only from the state this lookup saw: an order requeued and claimed again by
-        # someone else meanwhile (a fresh SUBMITTING) is not pulled back.
         if order.resubmits >= MAX_NO_RECORD_RESUBMITS:
             target, why = (
                 State.REVIEW,
@@ -498,6 +496,8 @@ class Reconciler:
             )
         else:
             target, why = State.QUEUED, "provider has no record"
+        # Only from the state this lookup saw: an order requeued and claimed again by
+        # someone else meanwhile (a fresh SUBMITTING) is not pulled back.
         moved = self.ledger.transition(
             order.trade_no,
             target,
