@@ -29,12 +29,14 @@ _HERE = Path(__file__).parent
 CREATE_CHUNK = 500
 # Hash values over 64 bytes turn Redis's compact listpack into a full hashtable.
 _MAX_TEXT = 60
-# Provider facts stored with a transition, by their short hash field names.
-_PROVIDER_FIELDS = {
+# Facts stored with a transition, by their short hash field names.
+_FACT_FIELDS = {
     "platform_trade_no": "ptn",
     "provider_status": "pstatus",
     "provider_message": "pmsg",
     "reason": "reason",
+    "unseen": "unseen",
+    "resubmits": "resub",
 }
 
 
@@ -64,9 +66,16 @@ class Order:
     provider_message: str | None = None
     reason: str | None = None
     discrepancy: str | None = None
+    # When a lookup first showed no record of the payout's latest POST (Redis server ms),
+    # and how often it was resubmitted for that: see Reconciler._not_found.
+    unseen_ms: int | None = None
+    resubmits: int = 0
 
     @classmethod
     def from_hash(cls, trade_no: str, h: Mapping[str, str]) -> Order:
+        attempts = int(h.get("attempts", 0))
+        # Stored as "<attempt>:<ms>": a mark left on an earlier POST is no mark.
+        unseen_attempt, _, unseen_ms = h.get("unseen", "").partition(":")
         return cls(
             trade_no=trade_no,
             batch_id=h["batch"],
@@ -77,12 +86,14 @@ class Order:
             state=State(h["state"]),
             created_ms=int(h["created"]),
             updated_ms=int(h["updated"]),
-            attempts=int(h.get("attempts", 0)),
+            attempts=attempts,
             platform_trade_no=h.get("ptn") or None,
             provider_status=h.get("pstatus") or None,
             provider_message=h.get("pmsg") or None,
             reason=h.get("reason") or None,
             discrepancy=h.get("discrepancy") or None,
+            unseen_ms=int(unseen_ms) if unseen_attempt == str(attempts) else None,
+            resubmits=int(h.get("resub") or 0),
         )
 
 
@@ -333,7 +344,7 @@ class Ledger:
         expect: Iterable[State],
         note: str,
         report: bool,
-        facts: Mapping[str, str | None],
+        facts: Mapping[str, str | int | None],
     ) -> tuple[list[str], list[str]]:
         args = [
             self.prefix,
@@ -345,7 +356,7 @@ class Ledger:
         ]
         for name, value in facts.items():
             if value is not None:
-                args += [_PROVIDER_FIELDS[name], str(value)[:_MAX_TEXT]]
+                args += [_FACT_FIELDS[name], str(value)[:_MAX_TEXT]]
         return [self.order_key(trade_no), self.history_key(trade_no)], args
 
     def transition(
@@ -360,21 +371,37 @@ class Ledger:
         provider_status: str | None = None,
         provider_message: str | None = None,
         reason: str | None = None,
+        resubmits: int | None = None,
     ) -> Transition:
         """Move the order to ``target`` if the table allows it (and it is in ``expect``).
 
         ``report=True`` says the target comes from the provider: if the order is already
         final in another state, that is recorded as a discrepancy and nothing changes.
-        The provider's ids, status code and message, and a reason, are stored with it.
+        The provider's ids, status code and message, a reason, and the number of
+        resubmissions because the provider had no record are stored with it.
         """
         facts = {
             "platform_trade_no": platform_trade_no,
             "provider_status": provider_status,
             "provider_message": provider_message,
             "reason": reason,
+            "resubmits": resubmits,
         }
         keys, args = self._transition_args(trade_no, target, expect, note, report, facts)
         return self.transition_reply(self._transition(keys=keys, args=args))
+
+    def note_unseen(self, order: Order, at_ms: int) -> None:
+        """Note that a lookup at ``at_ms`` showed no record of ``order``'s latest POST.
+
+        Stored only while the order is in the state it was read in (the transition
+        script's ``same`` outcome), and read back only while no later POST was made
+        (see :attr:`Order.unseen_ms`).
+        """
+        facts = {"unseen": f"{order.attempts}:{at_ms}"}
+        keys, args = self._transition_args(
+            order.trade_no, order.state, [order.state], "", False, facts
+        )
+        self.transition_reply(self._transition(keys=keys, args=args))
 
     def queue_transition(
         self,

@@ -17,8 +17,10 @@ the answer through the ledger's transitions:
 success / 0000                         SUCCEEDED
 failed / 00029                         FAILED
 pending / 0015                         PROCESSING (stays)
-not found, UNKNOWN or stale claim      QUEUED and resubmitted with the same tradeNo
-not found, anything else               unchanged (asked again on the next pass)
+no record, UNKNOWN or stale claim      asked again; no record again NO_RECORD_GRACE s
+                                       later: QUEUED and resubmitted with the same
+                                       tradeNo (REVIEW after MAX_NO_RECORD_RESUBMITS)
+no record, anything else               unchanged (asked again on the next pass)
 contradicts a final state              discrepancy recorded; the final state stays
 error, no token, 429, out of budget    unchanged (asked again later)
 =====================================  =============================================
@@ -47,6 +49,7 @@ from worker.exceptions import AuthenticationFailed, NotFound, ProviderError, Rat
 from worker.ledger import Ledger, Order
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
+from worker.retry import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.states import FINAL_STATES, PENDING_STATES, State
 from worker.token import TokenUnavailable
 from worker.vexora import VexoraClient
@@ -462,11 +465,15 @@ class Reconciler:
         return ProviderReport(result.state, result.platform_trade_no, result.status, result.message)
 
     def _not_found(self, order: Order, report: LookupReport) -> None:
-        """The provider has no payout with this tradeNo.
+        """The provider answered without a record of a payout with this tradeNo.
 
-        For an UNKNOWN order, or a claim whose holder is certainly gone, the POST never
-        arrived: resubmit with the same tradeNo (a repeat would be refused, never paid).
-        An order with a provider id was accepted once: it stays as it is.
+        An order with a provider id was accepted once: it stays as it is. For one whose
+        POST may have arrived or not (UNKNOWN, or a claim whose holder is certainly gone),
+        a single such answer is not believed, as the request may still be on its way at
+        the provider: the first is noted on the order; one at least ``NO_RECORD_GRACE``
+        seconds later resubmits it with the same tradeNo (a repeat would be refused,
+        never paid); after ``MAX_NO_RECORD_RESUBMITS`` such rounds it goes to REVIEW.
+        Lookups that failed (transport, 5xx, 429) never get here: they count for nothing.
         """
         if order.state not in (State.UNKNOWN, State.SUBMITTING) or order.platform_trade_no:
             report.count(f"not found, {order.state} unchanged")
@@ -475,16 +482,38 @@ class Reconciler:
         if order.state is State.SUBMITTING and not self._claim_expired(order.trade_no):
             report.count("claim is live")
             return
+        now = self.ledger.now_ms()
+        if order.unseen_ms is None or now - order.unseen_ms < NO_RECORD_GRACE * 1000:
+            if order.unseen_ms is None:
+                self.ledger.note_unseen(order, now)
+            report.count(f"not found, {order.state} asked again later")
+            self._leave(order, report, "provider has no record")
+            return
+        if order.resubmits >= MAX_NO_RECORD_RESUBMITS:
+            target, why = (
+                State.REVIEW,
+                f"provider has no record after {order.resubmits} resubmissions",
+            )
+        else:
+            target, why = State.QUEUED, "provider has no record"
         # Only from the state this lookup saw: an order requeued and claimed again by
         # someone else meanwhile (a fresh SUBMITTING) is not pulled back.
         moved = self.ledger.transition(
-            order.trade_no, State.QUEUED, expect=[order.state], note="provider has no record"
+            order.trade_no,
+            target,
+            expect=[order.state],
+            note=why,
+            reason=why if target is State.REVIEW else None,
+            resubmits=order.resubmits + 1 if target is State.QUEUED else None,
         )
-        if moved.moved:
+        if not moved.moved:
+            report.count(f"{moved.outcome} {moved.previous}")
+        elif target is State.QUEUED:
             report.requeued.append(order.trade_no)
             report.count(f"{order.state}->QUEUED")
         else:
-            report.count(f"{moved.outcome} {moved.previous}")
+            report.review.append(order.trade_no)
+            log.warning("%s: moved to REVIEW", why, extra={"trade_no": order.trade_no})
 
     def _claim_expired(self, trade_no: str) -> bool:
         """True when the order's SUBMITTING claim is older than any worker can live."""

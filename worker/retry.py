@@ -1,4 +1,5 @@
-"""The retry policy for payouts that were certainly not sent, in one place."""
+"""The retry policy, in one place: payouts certainly not sent, and payouts the provider
+shows no record of."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = MAX_DELAY) -> float
 # An UNKNOWN order is asked about this long after its POST: long enough for the
 # provider to have recorded a request that did arrive.
 QUERY_DELAY = 5.0
+
+# A POST that may have arrived (UNKNOWN, or a claim whose worker is gone) is resubmitted
+# with the same tradeNo once two lookups at least this many seconds apart both showed
+# no record of it: a request still in flight at the provider may not show at first.
+# The resubmission is safe because the provider refuses a repeated tradeNo.
+NO_RECORD_GRACE = 30.0
+# Resubmission rounds of an order the provider keeps showing no record of, before a
+# person looks at it (REVIEW).
+MAX_NO_RECORD_RESUBMITS = 3
 
 # Celery options for every task: only a lost Redis connection is retried by Celery.
 # Provider failures are classified per order inside the tasks, never by a blanket retry.

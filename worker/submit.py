@@ -213,6 +213,23 @@ class Submitter:
                 self.pause.pause(reason)
                 self._unclaim(trade_no, "configuration rejected")
                 return Outcome(Step.PAUSED)
+            case Rejected(code=code, message=message) if self._may_repeat(trade_no):
+                # A refusal of a POST that may repeat an earlier one can be the provider
+                # refusing the repeat of a payout it has (even paid): never FAILED on
+                # that alone. Ask the provider and take its state.
+                log.warning(
+                    "attempt after the first rejected (code %s), will query",
+                    code,
+                    extra={"trade_no": trade_no},
+                )
+                self.ledger.transition(
+                    trade_no,
+                    State.UNKNOWN,
+                    note=f"rejected {code} on a repeat attempt",
+                    provider_status=code,
+                    provider_message=message,
+                )
+                return Outcome(Step.QUERY)
             case Rejected(code=code, message=message):
                 self.ledger.transition(
                     trade_no,
@@ -231,6 +248,11 @@ class Submitter:
                 )
                 self.ledger.transition(trade_no, State.UNKNOWN, note=type(error).__name__)
                 return Outcome(Step.QUERY)
+
+    def _may_repeat(self, trade_no: str) -> bool:
+        """True when this POST is not the order's first (a resubmission, a retry)."""
+        order = self.ledger.get(trade_no)
+        return order is None or order.attempts > 1
 
     def _not_sent(self, trade_no: str, why: str, delay: float | None = None) -> Outcome:
         order = self.ledger.get(trade_no)

@@ -81,7 +81,7 @@ CODE_REQUEST_FAILED = "8000"  # request failed (invalid parameters etc.) -> Reje
 CODE_BAD_SIGN = "4001"  # systemic -> ConfigurationRejected
 CODE_UNKNOWN_MERCHANT = "4002"  # systemic
 CODE_IP_NOT_ALLOWED = "4003"  # systemic
-CODE_ORDER_NOT_FOUND = "4004"  # query of an unknown tradeNo -> NotFound
+CODE_ORDER_NOT_FOUND = "4004"  # query of an unknown tradeNo -> NotFound (so is any refusal)
 CODE_DUPLICATE_TRADE_NO = "4005"  # tradeNo already used -> AlreadySubmitted
 SYSTEMIC_CODES = frozenset({CODE_BAD_SIGN, CODE_UNKNOWN_MERCHANT, CODE_IP_NOT_ALLOWED})
 # Deliberately NOT done: guessing "systemic" from a message that mentions "sign",
@@ -187,15 +187,18 @@ def _refusal(
         )
     if operation == "submit" and code == CODE_REQUEST_FAILED:
         return Rejected(code, message, status_code=status_code)
-    if operation == "query" and code == CODE_ORDER_NOT_FOUND:
+    if operation == "query" and code != CODE_SYSTEM_ERROR:
+        # The provider's code for an unknown tradeNo is not documented: whatever refusal
+        # it answers (4004 in our sandbox, 8000, anything else) shows no record of the
+        # payout. It says nothing final: the reconciler believes it only when two
+        # lookups a grace period apart agree, and then resubmits the same tradeNo.
         return NotFound(
-            f"{what}: the provider has no such order (code {code}: {message})",
+            f"{what}: the provider shows no such order (code {code}: {message})",
             status_code=status_code,
             code=code,
         )
-    # CODE_SYSTEM_ERROR, any code we do not know, and codes that make no sense for
-    # this operation (e.g. 8000 on a query refuses the QUERY; it says nothing final
-    # about the payout, so it must never read as a payout failure).
+    # CODE_SYSTEM_ERROR ("retry later": the provider did not look) and, on a submit or
+    # a balance call, any code we do not know.
     return OutcomeUnknown(
         f"{what}: outcome unknown (code {code}: {message})", status_code=status_code, code=code
     )
@@ -299,9 +302,11 @@ def classify(
     body not a JSON object                     OutcomeUnknown
     code 4001 / 4002 / 4003                    ConfigurationRejected (systemic)
     code 4005 (submit)                         AlreadySubmitted -> query
-    code 8000 (submit)                         Rejected (final)
-    code 4004 (query)                          NotFound
-    code 5000, any other code                  OutcomeUnknown
+    code 8000 (submit)                         Rejected (final; the submitter
+                                               queries instead on a repeat attempt)
+    code 5000                                  OutcomeUnknown
+    any other code (query)                     NotFound (no record shown)
+    any other code (submit)                    OutcomeUnknown
     code 0000, data.status 0015 / 0000 / 00029  PROCESSING / SUCCEEDED / FAILED
     code 0000, any other data.status           OutcomeUnknown
     =========================================  ==========================================

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,6 +18,7 @@ from worker.exceptions import AuthenticationFailed, NotFound, OutcomeUnknown, Ra
 from worker.ledger import Ledger
 from worker.ratelimit import RateLimitTimeout
 from worker.reconcile import PAGE, PassReport, Reconciler
+from worker.retry import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.states import State
 from worker.token import TokenUnavailable
 from worker.vexora import PayoutResult, payout_result
@@ -259,21 +261,148 @@ def test_unrecognised_details_status_is_confirmed_by_query(world: World) -> None
     assert world.state(trade_no) is State.FAILED
 
 
-# --- not found -------------------------------------------------------------------------
+# --- not found: a grace period, resubmission rounds, then REVIEW -----------------------
 
 
-def test_not_found_for_unknown_requeues_and_republishes_same_trade_no(world: World) -> None:
+def look(world: World, trade_no: str, monkeypatch: pytest.MonkeyPatch, at: float) -> Any:
+    """One lookup of ``trade_no`` with the reconciler's clock ``at`` seconds ahead of now."""
+    now_ms = functools.partial(Ledger.now_ms, world.ledger)
+    monkeypatch.setattr(world.ledger, "now_ms", lambda: now_ms() + int(at * 1000))
+    return world.reconciler.lookup_many([trade_no], budget=5)
+
+
+def resubmitted(world: World, trade_no: str, error: str = "OutcomeUnknown") -> None:
+    """The resubmission is claimed and its POST's outcome is unknown again."""
+    assert world.ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED]).moved
+    assert world.ledger.transition(trade_no, State.UNKNOWN, note=error).moved
+
+
+def test_one_no_record_answer_is_not_believed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The POST may still be on its way at the provider: a plain not-found only starts
+    # the grace period.
     trade_no = order_in(world, State.UNKNOWN)
-    report = world.reconciler.lookup_many([trade_no], budget=5)
+    report = look(world, trade_no, monkeypatch, 0)
+    assert world.state(trade_no) is State.UNKNOWN
+    assert report.requeued == [] and world.submissions == []
+    assert report.moved == {"not found, UNKNOWN asked again later": 1}
+    order = world.ledger.get(trade_no)
+    assert order is not None and order.unseen_ms is not None and order.resubmits == 0
+
+
+def test_no_record_twice_within_the_grace_period_still_waits(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trade_no = order_in(world, State.UNKNOWN)
+    look(world, trade_no, monkeypatch, 0)
+    first = world.ledger.get(trade_no)
+    look(world, trade_no, monkeypatch, 29)
+    assert world.state(trade_no) is State.UNKNOWN and world.submissions == []
+    assert world.ledger.get(trade_no) == first  # the first miss still counts from its time
+
+
+def test_no_record_twice_30s_apart_resubmits_the_same_trade_no(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trade_no = order_in(world, State.UNKNOWN)
+    look(world, trade_no, monkeypatch, 0)
+    report = look(world, trade_no, monkeypatch, 30)
     assert world.state(trade_no) is State.QUEUED
     assert report.requeued == [trade_no]
     assert world.published_submissions() == [trade_no]
-    history = world.ledger.history(trade_no)
-    assert history[-1][1] == "QUEUED provider has no record"
+    assert world.ledger.history(trade_no)[-1][1] == "QUEUED provider has no record"
+    order = world.ledger.get(trade_no)
+    assert order is not None and order.resubmits == 1
+
+
+@pytest.mark.parametrize(
+    "undocumented",
+    [NotFound("query: the provider shows no such order (code 9001: unknown order)", code="9001")],
+)
+def test_an_undocumented_refusal_counts_like_not_found(
+    world: World, monkeypatch: pytest.MonkeyPatch, undocumented: NotFound
+) -> None:
+    # What the client makes of any refusal of the query (test_vexora): no record shown.
+    trade_no = order_in(world, State.UNKNOWN)
+    world.vexora.answers[trade_no] = undocumented
+    look(world, trade_no, monkeypatch, 0)
+    look(world, trade_no, monkeypatch, 31)
+    assert world.state(trade_no) is State.QUEUED
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OutcomeUnknown("query: outcome unknown (HTTP 502)", status_code=502),
+        OutcomeUnknown("query: connection reset"),
+        RateLimited(retry_after=1.0),
+    ],
+)
+def test_a_failed_lookup_is_no_answer_and_does_not_count(
+    world: World, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    trade_no = order_in(world, State.UNKNOWN)
+    world.vexora.answers[trade_no] = failure
+    look(world, trade_no, monkeypatch, 0)
+    del world.vexora.answers[trade_no]  # the provider answers not-found from now on
+    look(world, trade_no, monkeypatch, 40)  # the first real answer: the grace starts
+    assert world.state(trade_no) is State.UNKNOWN
+    world.vexora.answers[trade_no] = failure
+    look(world, trade_no, monkeypatch, 80)  # fails again: neither counts nor resets
+    del world.vexora.answers[trade_no]
+    look(world, trade_no, monkeypatch, 81)
+    assert world.state(trade_no) is State.QUEUED
+
+
+def test_a_lookup_that_shows_the_payout_takes_its_state(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trade_no = order_in(world, State.UNKNOWN)
+    look(world, trade_no, monkeypatch, 0)
+    world.vexora.status(trade_no, "0000", platform_trade_no="p-late")
+    look(world, trade_no, monkeypatch, 45)
+    assert world.state(trade_no) is State.SUCCEEDED and world.submissions == []
+
+
+def test_each_resubmission_gets_its_own_grace_period(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trade_no = order_in(world, State.UNKNOWN)
+    look(world, trade_no, monkeypatch, 0)
+    look(world, trade_no, monkeypatch, 30)
+    resubmitted(world, trade_no)
+    # The miss noted for the first POST says nothing about the second.
+    look(world, trade_no, monkeypatch, 120)
+    assert world.state(trade_no) is State.UNKNOWN
+    look(world, trade_no, monkeypatch, 150)
+    assert world.state(trade_no) is State.QUEUED
+    order = world.ledger.get(trade_no)
+    assert order is not None and order.resubmits == 2
+
+
+def test_no_record_after_the_last_round_goes_to_review_with_the_reason(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trade_no = order_in(world, State.UNKNOWN)
+    at = 0.0
+    for _ in range(MAX_NO_RECORD_RESUBMITS):
+        look(world, trade_no, monkeypatch, at)
+        look(world, trade_no, monkeypatch, at + NO_RECORD_GRACE)
+        assert world.state(trade_no) is State.QUEUED
+        resubmitted(world, trade_no)
+        at += 100
+    look(world, trade_no, monkeypatch, at)
+    report = look(world, trade_no, monkeypatch, at + NO_RECORD_GRACE)
+    assert report.review == [trade_no]
+    order = world.ledger.get(trade_no)
+    assert order is not None and order.state is State.REVIEW
+    assert order.reason == "provider has no record after 3 resubmissions"
+    assert len(world.published_submissions()) == MAX_NO_RECORD_RESUBMITS
 
 
 def test_expired_claim_is_looked_up_and_requeued_when_the_provider_has_no_record(
-    make_world: Callable[..., World],
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = make_world()
     lease = world.reconciler.settings.claim_lease
@@ -283,6 +412,9 @@ def test_expired_claim_is_looked_up_and_requeued_when_the_provider_has_no_record
     assert report.published == {State.SUBMITTING: 1} and report.stale_claims == 1
     assert world.published_lookups() == [expired]
     world.reconciler.lookup_many(world.published_lookups(), budget=5)
+    # The same grace period as for UNKNOWN: the dead worker's POST may be on its way.
+    assert world.state(expired) is State.SUBMITTING and world.submissions == []
+    look(world, expired, monkeypatch, 30)
     assert world.state(expired) is State.QUEUED
     assert world.published_submissions() == [expired]
     assert world.state(live) is State.SUBMITTING
@@ -300,8 +432,13 @@ def test_claim_taken_again_since_the_pass_is_left_to_its_worker(world: World) ->
     assert world.state(trade_no) is State.SUBMITTING and world.submissions == []
 
 
-def test_not_found_does_not_pull_back_an_order_claimed_again_meanwhile(world: World) -> None:
+def test_not_found_does_not_pull_back_an_order_claimed_again_meanwhile(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trade_no = order_in(world, State.UNKNOWN)
+    look(world, trade_no, monkeypatch, 0)
+    look(world, trade_no, monkeypatch, 10)  # the miss, 10 s later
+    later(world, monkeypatch, 20)  # and 30 s after the first, this lookup's
 
     def requeued_and_claimed_elsewhere() -> NotFound:
         # Another lookup requeued it and a worker claimed it while this query was out.
@@ -313,6 +450,8 @@ def test_not_found_does_not_pull_back_an_order_claimed_again_meanwhile(world: Wo
     report = world.reconciler.lookup_many([trade_no], budget=5)
     assert world.state(trade_no) is State.SUBMITTING
     assert report.requeued == [] and world.submissions == []
+    order = world.ledger.get(trade_no)
+    assert order is not None and order.unseen_ms is None  # nothing noted on the new POST
 
 
 def test_expired_claim_the_provider_knows_takes_the_provider_state(world: World) -> None:

@@ -421,6 +421,69 @@ def test_error_ratio_answers_500_before_or_after_recording(
     assert sandbox.stats()["payouts"] == len(trade_nos)
 
 
+@pytest.mark.parametrize(("share", "recorded"), [(0.0, 0), (1.0, 12)])
+def test_error_after_record_share_says_which_500s_come_after_recording(
+    make_sandbox: Callable[..., Sandbox], share: float, recorded: int
+) -> None:
+    sandbox = make_sandbox(seed=7, error_ratio=1.0, error_after_record_share=share)
+    client = Api(sandbox)
+    for i in range(12):
+        assert client.submit("ID", f"share{i}").status_code == 500
+    assert len(sandbox.payouts()) == recorded
+    assert sandbox.stats()["errors_before_record"] == 12 - recorded
+
+
+def test_query_of_an_unknown_trade_no_can_answer_an_undocumented_code(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(not_found_code="9001")
+    client = Api(sandbox)
+    answer = client.query("never-sent")
+    assert (answer["code"], answer["success"], answer["data"]) == ("9001", False, None)
+    assert sandbox.stats()["query_not_found"] == 1
+    assert client.submit("ID", "sent1").json()["code"] == ACCEPTED
+    assert client.query("sent1")["code"] == ACCEPTED
+
+
+def test_a_repeated_trade_no_can_be_answered_8000_and_is_still_paid_once(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(repeat_code=CODE_REQUEST_FAILED)
+    client = Api(sandbox)
+    assert client.submit("ID", "paid1").json()["code"] == ACCEPTED
+    wait_for(lambda: sandbox.stats()["succeeded"] == 1)
+    again = client.submit("ID", "paid1").json()
+    assert (again["code"], again["data"]) == (CODE_REQUEST_FAILED, None)
+    record = sandbox.payouts()["paid1"]
+    assert (record["accepted_count"], record["post_count"]) == (1, 2)
+    assert record["status"] == STATUS_SUCCEEDED
+
+
+def test_query_lag_hides_a_recorded_payout_from_the_query_for_a_while(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(query_lag=0.5, not_found_code="9001")
+    client = Api(sandbox)
+    assert client.submit("ID", "lag1").json()["code"] == ACCEPTED
+    assert client.query("lag1")["code"] == "9001"
+    assert "lag1" in sandbox.payouts()
+    wait_for(lambda: client.query("lag1")["code"] == ACCEPTED)
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"repeat_code": ACCEPTED},
+        {"not_found_code": ""},
+        {"query_lag": -1},
+        {"error_after_record_share": 1.5},
+    ],
+)
+def test_fault_knobs_are_validated(knobs: dict[str, Any]) -> None:
+    with pytest.raises(SandboxConfigError):
+        SandboxConfig(**knobs)
+
+
 def test_hang_records_the_payout_but_never_answers(make_sandbox: Callable[..., Sandbox]) -> None:
     sandbox = make_sandbox(hang_ratio=1.0, hang_seconds=0.4)
     client = Api(sandbox)
@@ -814,9 +877,19 @@ def test_cli_arguments_map_to_knobs() -> None:
             "9",
             "--pagination-style",
             "meta",
+            "--error-after-record-share",
+            "0",
+            "--not-found-code",
+            "9001",
+            "--repeat-code",
+            "8000",
+            "--query-lag",
+            "40",
         ]
     )
     config = config_from_args(args)
+    assert (config.error_after_record_share, config.query_lag) == (0.0, 40.0)
+    assert (config.not_found_code, config.repeat_code) == ("9001", "8000")
     assert (config.failure_ratio, config.settle_delay, config.webhooks) == (0.3, (1.0, 2.0), False)
     assert (config.rate_ceiling, config.seed, config.pagination_style) == (15.0, 9, "meta")
     assert parser.parse_args([]).port == 8700

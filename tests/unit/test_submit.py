@@ -176,13 +176,41 @@ def test_maybe_sent_becomes_unknown_and_is_queried(ledger: Ledger, exc: Exceptio
     assert state(ledger, t) is State.UNKNOWN
 
 
-def test_documented_rejection_fails_the_payout(ledger: Ledger) -> None:
+def test_documented_rejection_of_the_first_attempt_fails_the_payout(ledger: Ledger) -> None:
     submitter, _, _ = make(ledger, raising(Rejected("8000", "bad account")))
     (t,) = new_orders(ledger)
     submitter.run([t], budget=10)
     order = ledger.get(t)
     assert order is not None
-    assert (order.state, order.provider_status) == (State.FAILED, "8000")
+    assert (order.state, order.provider_status, order.attempts) == (State.FAILED, "8000", 1)
+
+
+def first_post_not_sent(ledger: Ledger, trade_no: str) -> None:
+    """The order's first POST certainly never arrived: it is back in QUEUED."""
+    submitter, _, _ = make(ledger, raising(NotSent("refused")))
+    assert submitter.run([trade_no], budget=10).retry
+
+
+def test_rejection_of_a_repeat_attempt_is_queried_not_failed(ledger: Ledger) -> None:
+    # Any attempt after the first may repeat a POST the provider has (and paid): a
+    # top-level refusal may be its answer to the repeated tradeNo.
+    (t,) = new_orders(ledger)
+    first_post_not_sent(ledger, t)
+    submitter, provider, _ = make(ledger, raising(Rejected("8000", "request failed")))
+    report = submitter.run([t], budget=10)
+    assert report.query == [t] and report.done == 0
+    order = ledger.get(t)
+    assert order is not None
+    assert (order.state, order.attempts, order.provider_status) == (State.UNKNOWN, 2, "8000")
+    assert len(provider.posts) == 1
+
+
+def test_systemic_rejection_of_a_repeat_attempt_still_pauses(ledger: Ledger) -> None:
+    (t,) = new_orders(ledger)
+    first_post_not_sent(ledger, t)
+    submitter, _, _ = make(ledger, raising(ConfigurationRejected("4001", "sign error")))
+    assert submitter.run([t], budget=10).paused
+    assert state(ledger, t) is State.QUEUED
 
 
 def test_configuration_rejection_pauses_the_cluster_and_keeps_orders_queued(

@@ -682,13 +682,38 @@ def test_query_of_unknown_trade_no_is_not_found(
     assert caught.value.code == "4004"
 
 
-def test_a_refused_query_never_reads_as_a_failed_payout(
+@pytest.mark.parametrize("code", [vexora.CODE_REQUEST_FAILED, "1001", "9999", 4010])
+def test_a_query_refused_with_any_other_code_shows_no_record(
+    client: VexoraClient, provider: FakeProvider, code: str | int
+) -> None:
+    # The provider's code for an unknown tradeNo is not documented: any refusal of the
+    # query is an answer without a record of the payout, never a failed payout.
+    provider.reply(refusal(code, "order does not exist"))  # type: ignore[arg-type]
+    with pytest.raises(NotFound) as caught:
+        client.query(TRADE_NO)
+    assert caught.value.code == str(code)
+    assert not isinstance(caught.value, Rejected)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (refusal(vexora.CODE_ORDER_NOT_FOUND), 500),  # a 5xx is no answer, whatever it says
+        (refusal(vexora.CODE_SYSTEM_ERROR), 200),  # "retry later": the provider did not look
+        ("<html>Not Found</html>", 404),  # not the provider's JSON
+    ],
+)
+def test_a_query_that_failed_is_not_a_missing_record(
+    client: VexoraClient, provider: FakeProvider, body: Any, status: int
+) -> None:
+    provider.reply(body, status=status)
+    with pytest.raises(OutcomeUnknown):
+        client.query(TRADE_NO)
+
+
+def test_a_systemic_refusal_of_a_query_is_a_configuration_fault(
     client: VexoraClient, provider: FakeProvider
 ) -> None:
-    provider.reply(refusal(vexora.CODE_REQUEST_FAILED, "bad request"))
-    with pytest.raises(OutcomeUnknown) as caught:
-        client.query(TRADE_NO)
-    assert not isinstance(caught.value, Rejected)
     provider.reply(refusal(vexora.CODE_BAD_SIGN, "sign error"))
     with pytest.raises(ConfigurationRejected):
         client.query(TRADE_NO)

@@ -59,7 +59,7 @@ def fault(config: SandboxConfig, nonce: str, trade_no: str, attempt: int) -> str
     if config.error_ratio <= 0 and config.hang_ratio <= 0:
         return FAULT_NONE
     draw = generator(config.seed, nonce, trade_no, "post", attempt).random()
-    if draw < config.error_ratio / 2:
+    if draw < config.error_ratio * (1 - config.error_after_record_share):
         return FAULT_ERROR_BEFORE
     if draw < config.error_ratio:
         return FAULT_ERROR_AFTER

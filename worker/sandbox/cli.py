@@ -20,8 +20,12 @@ _KNOBS = (
     "settle_delay",
     "latency",
     "error_ratio",
+    "error_after_record_share",
     "hang_ratio",
     "hang_seconds",
+    "not_found_code",
+    "repeat_code",
+    "query_lag",
     "drop_webhook_ratio",
     "duplicate_webhook_ratio",
     "webhook_target",
@@ -52,10 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds from acceptance to settlement, uniform (default 0.2 1.0)",
     )
     add("--latency", type=float, help="seconds added before answering any API call")
+    add("--error-ratio", type=float, help="share of payout POSTs answered HTTP 500")
     add(
-        "--error-ratio",
+        "--error-after-record-share",
         type=float,
-        help="share of payout POSTs answered HTTP 500 (half after recording the payout)",
+        help="share of those HTTP 500s sent after recording the payout (default 0.5)",
     )
     add(
         "--hang-ratio",
@@ -63,6 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of payout POSTs recorded but never answered (connection closed later)",
     )
     add("--hang-seconds", type=float, help="how long a hung request is held (default 30)")
+    add(
+        "--not-found-code",
+        metavar="CODE",
+        help="top-level code answering a query for an unknown tradeNo (default 4004)",
+    )
+    add(
+        "--repeat-code",
+        metavar="CODE",
+        help="top-level code answering a POST that repeats a known tradeNo (default 4005)",
+    )
+    add(
+        "--query-lag",
+        type=float,
+        metavar="SECONDS",
+        help="queryPayOutResult shows a payout only this long after recording it",
+    )
     add("--drop-webhook-ratio", type=float, help="share of payouts whose webhook is never sent")
     add(
         "--duplicate-webhook-ratio",

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.config import load_settings
+from worker.vexora import ACCEPTED, CODE_DUPLICATE_TRADE_NO, CODE_ORDER_NOT_FOUND
 
 PAGINATION_STYLES = ("pagination", "meta", "empty", "none")
 SECRET_KNOBS = frozenset({"app_secret", "api_key", "client_secret"})
 RATIO_KNOBS = (
     "failure_ratio",
     "error_ratio",
+    "error_after_record_share",
     "hang_ratio",
     "drop_webhook_ratio",
     "duplicate_webhook_ratio",
@@ -67,9 +69,15 @@ class SandboxConfig:
     settle_delay: tuple[float, float] = (0.2, 1.0)  # uniform(a, b) seconds after acceptance
     failure_ratio: float = 0.1  # share of payouts settling to 00029 instead of 0000
     latency: float = 0.0  # seconds added before answering any API call
-    error_ratio: float = 0.0  # payout POSTs answered HTTP 500 (half after recording)
+    error_ratio: float = 0.0  # payout POSTs answered HTTP 500
+    error_after_record_share: float = 0.5  # of those 500s, the share sent after recording
     hang_ratio: float = 0.0  # payout recorded, answer never sent (connection closed later)
     hang_seconds: float = 30.0
+    # The provider documents neither code: a query for a tradeNo it never recorded, and a
+    # POST repeating a recorded tradeNo, can be answered with any top-level code.
+    not_found_code: str = CODE_ORDER_NOT_FOUND
+    repeat_code: str = CODE_DUPLICATE_TRADE_NO
+    query_lag: float = 0.0  # seconds after recording before queryPayOutResult shows a payout
     drop_webhook_ratio: float = 0.0  # payouts whose webhook is never sent
     duplicate_webhook_ratio: float = 0.0  # payouts whose webhook is delivered twice
     webhooks: bool = True  # False: no webhooks at all
@@ -197,6 +205,10 @@ _COERCE: dict[str, Any] = {
     "error_ratio": _number,
     "hang_ratio": _number,
     "hang_seconds": _number,
+    "error_after_record_share": _number,
+    "not_found_code": _text,
+    "repeat_code": _text,
+    "query_lag": _number,
     "drop_webhook_ratio": _number,
     "duplicate_webhook_ratio": _number,
     "webhooks": _flag,
@@ -224,7 +236,10 @@ def _validate(values: Mapping[str, Any]) -> None:
     low, high = values["settle_delay"]
     if low < 0 or high < low:
         raise SandboxConfigError("settle_delay must be [min, max] with 0 <= min <= max")
-    for name in ("latency", "hang_seconds", "webhook_time_scale"):
+    for name in ("not_found_code", "repeat_code"):
+        if not values[name].strip() or values[name] == ACCEPTED:
+            raise SandboxConfigError(f"{name} must be a top-level error code, not {ACCEPTED}")
+    for name in ("latency", "hang_seconds", "webhook_time_scale", "query_lag"):
         if values[name] < 0:
             raise SandboxConfigError(f"{name} must not be negative")
     for name in ("token_lifetime", "webhook_timeout"):

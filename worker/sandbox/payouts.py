@@ -1,7 +1,9 @@
 """The payout API: disbursements, queryPayOutResult, queryBalance (seeds 000/001/002/004).
 
 Every answer is HTTP 200 with the provider's two-layer JSON, except the faults the
-knobs ask for (HTTP 429 over the rate ceiling, HTTP 500, an answer never sent).
+knobs ask for (HTTP 429 over the rate ceiling, HTTP 500, an answer never sent). The
+codes for a repeated tradeNo and for a query of an unknown one are knobs too: the
+provider documents neither.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from worker.sandbox.state import Payout, State
 from worker.signing import SIGN_FIELD, verify
 from worker.vexora import (
     CODE_BAD_SIGN,
-    CODE_DUPLICATE_TRADE_NO,
-    CODE_ORDER_NOT_FOUND,
     CODE_REQUEST_FAILED,
     CODE_SYSTEM_ERROR,
     CODE_UNKNOWN_MERCHANT,
@@ -132,7 +132,7 @@ class PayoutAPI:
             fate=chance.fate(config, self._nonce, trade_no),
         )
         if not state.accept(payout):
-            return vexora_error(CODE_DUPLICATE_TRADE_NO, "tradeNo already exists")
+            return vexora_error(config.repeat_code, "tradeNo already exists")
         self._settlement.schedule(payout, generation)
 
         if fault == chance.FAULT_ERROR_AFTER:
@@ -165,8 +165,9 @@ class PayoutAPI:
         if not isinstance(trade_no, str) or not trade_no:
             return self._invalid("tradeNo is required")
         payout = self._state.get(trade_no)
-        if payout is None:
-            return vexora_error(CODE_ORDER_NOT_FOUND, "order not found")
+        if payout is None or time.time() - payout.received_at < self._config.query_lag:
+            self._state.count("query_not_found")
+            return vexora_error(self._config.not_found_code, "order not found")
         return vexora_ok(query_data(payout))
 
     # --- POST /v1/vexora/queryBalance -----------------------------------------------------

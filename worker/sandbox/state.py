@@ -37,6 +37,7 @@ COUNTERS = (
     "details_lookups",
     "list_requests",
     "query_requests",
+    "query_not_found",
     "balance_requests",
     "rate_limited",
     "bad_sign",
