@@ -2,20 +2,22 @@
 provider account (thrown by a systemic rejection: bad signature, unknown merchant, IP
 not allowed).
 
-Every switch is a field of one Redis hash, so an account's switch reads its own field
-and the cluster-wide one in one command. Workers read it in the same round trip as
-every claim, and again before the POST when they had to wait for the rate limiter, so
-within a request's time of a pause no worker sends another payout on that account.
+The cluster-wide switch is the key ``{prefix}:paused``, an account's is
+``{prefix}:paused:{account}``, so an account's switch reads both in one MGET. Workers
+read it in the same round trip as every claim, and again before the POST when they had
+to wait for the rate limiter, so within a request's time of a pause no worker sends
+another payout on that account.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 
-# The cluster-wide switch's field; account fields are account names (markets, e.g. "AR").
+# What paused() calls the cluster-wide switch; account switches go by account name.
 ALL = "all"
 
 
@@ -30,27 +32,27 @@ class PauseSwitch:
         self, client: redis.Redis, prefix: str = "disburse", account: str | None = None
     ) -> None:
         self.redis = client
-        self.key = f"{prefix}:pause"
         self.account = account
-        self._field = account or ALL
-        self._fields = [ALL] if account is None else [ALL, account]
+        self._cluster_key = f"{prefix}:paused"
+        self._account_prefix = f"{prefix}:paused:"
+        self.key = self._cluster_key if account is None else self._account_prefix + account
+        self._keys = [self._cluster_key] if account is None else [self._cluster_key, self.key]
 
     def pause(self, reason: str) -> None:
-        self.redis.hset(self.key, self._field, reason or "paused")
+        self.redis.set(self.key, reason or "paused")
 
     def resume(self) -> bool:
         """Clear the switch (the cluster-wide one: every switch); True if one was set."""
-        if self.account is None:
-            return bool(self.redis.delete(self.key))
-        return bool(self.redis.hdel(self.key, self._field))
+        keys = [self.key] if self.account is not None else [self.key, *self._account_keys()]
+        return bool(self.redis.delete(*keys))
 
     def reason(self) -> str | None:
         """Why submissions are paused (cluster-wide first), or None while they run."""
-        return self.reason_reply(self.redis.hmget(self.key, self._fields))
+        return self.reason_reply(self.redis.mget(self._keys))
 
     def queue_reason(self, pipe: Pipeline) -> None:
         """Add a :meth:`reason` read to ``pipe``; read its reply with :meth:`reason_reply`."""
-        pipe.hmget(self.key, self._fields)
+        pipe.mget(self._keys)
 
     @staticmethod
     def reason_reply(reply: Any) -> str | None:
@@ -60,4 +62,13 @@ class PauseSwitch:
 
     def paused(self) -> dict[str, str]:
         """Every switch that is set: ``{"all": reason, "<account>": reason, ...}``."""
-        return {str(k): str(v) for k, v in self.redis.hgetall(self.key).items()}
+        keys = [self._cluster_key, *self._account_keys()]
+        names = [ALL, *(key[len(self._account_prefix) :] for key in keys[1:])]
+        reasons = self.redis.mget(keys)
+        return {n: str(r) for n, r in zip(names, reasons, strict=True) if r is not None}
+
+    def _account_keys(self) -> list[str]:
+        # An operator's command, not a hot path: SCAN finds switches of accounts that
+        # a change of configuration has since renamed, too.
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._account_prefix) + "*"
+        return sorted(str(key) for key in self.redis.scan_iter(match=pattern, count=1000))

@@ -51,3 +51,8 @@ def test_the_reason_is_read_in_a_pipeline(redis: fakeredis.FakeRedis) -> None:
     ar.queue_reason(pipe)
     (reply,) = pipe.execute()
     assert ar.reason_reply(reply) == "paused"
+
+
+def test_a_pause_set_before_the_upgrade_still_holds(redis: fakeredis.FakeRedis) -> None:
+    redis.set("t:paused", "operator, before the deploy")  # the key the older version wrote
+    assert PauseSwitch(redis, "t", account="ID+JP+KH").reason() == "operator, before the deploy"
