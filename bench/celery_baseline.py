@@ -44,7 +44,7 @@ app.conf.update(
 
 @functools.cache
 def client() -> VexoraClient:
-    return VexoraClient.from_settings(load_settings())
+    return VexoraClient.from_settings(load_settings(), "ID")
 
 
 @app.task(name=TASK, rate_limit=RATE_LIMIT)

@@ -78,7 +78,7 @@ def make_pending(count: int, threads: int = 8) -> str:
     payouts = [payout for _, payout in valid]
     batch_id = new_batch_id()
     trade_nos = [t for t, _ in ledger.create_orders(payouts, batch_id=batch_id, market=MARKET)]
-    client = runtime.vexora()
+    client = runtime.vexora(MARKET)
     started = time.monotonic()
 
     def send(index: int) -> None:

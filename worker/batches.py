@@ -29,11 +29,11 @@ class BatchControls:
     def __init__(
         self,
         ledger: Ledger,
-        balance: Callable[[], Balance],
+        balance: Callable[[str], Balance],
         publish_submissions: Callable[[Sequence[str]], object],
     ) -> None:
         self.ledger = ledger
-        self.balance = balance
+        self.balance = balance  # market -> the balance of its provider account
         self.publish_submissions = publish_submissions
 
     def approve(self, batch_id: str, *, check_balance: bool = True) -> ControlResult:
@@ -45,7 +45,7 @@ class BatchControls:
         if not held:
             return ControlResult(batch_id, 0, "nothing is held in this batch")
         if check_balance:
-            shortfall = self._shortfall(held)
+            shortfall = self._shortfall(summary.market, held)
             if shortfall:
                 self.ledger.set_batch_note(batch_id, HELD_NOTE, shortfall)
                 return ControlResult(batch_id, 0, f"still held: {shortfall}")
@@ -71,13 +71,13 @@ class BatchControls:
             cancelled += sum(r.moved for r in results)
         return ControlResult(batch_id, cancelled, f"cancelled {cancelled} unsent payouts")
 
-    def _shortfall(self, held: dict[str, Decimal]) -> str | None:
-        """Why the balance cannot cover ``held``, or None when it can."""
+    def _shortfall(self, market: str, held: dict[str, Decimal]) -> str | None:
+        """Why the balance of ``market``'s account cannot cover ``held``, or None when it can."""
         if len(held) != 1:
             return None  # one balance, several currencies: the provider decides per payout
         ((currency, needed),) = held.items()
         try:
-            available = self.balance().available
+            available = self.balance(market).available
         except ProviderError as exc:
             return f"could not read the provider balance ({type(exc).__name__}); try again"
         if available < needed:

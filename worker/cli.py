@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -67,11 +68,34 @@ def _status(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
             summary = ledger.batch(args.batch) or summary
     data = report.status_dict(ledger, summary, details=not args.counts_only)
+    data["paused"] = _pause_of(summary.market)
     if args.json:
         print(json.dumps(data))
     elif not args.watch:
         print(report.status_text(data))
+    if data["paused"] and not args.json:
+        print(f"PAUSED: {_pause_text(data['paused']['account'], data['paused']['reason'])}")
     return 0
+
+
+def _pause_of(market: str) -> dict[str, str] | None:
+    """What stops the submissions of ``market``: the cluster-wide or its account's switch."""
+    from worker import runtime
+    from worker.config import get_settings
+    from worker.pause import ALL
+
+    paused = runtime.pause_switch().paused()
+    names = [ALL]
+    # A market this configuration does not know has only the cluster-wide switch.
+    with contextlib.suppress(ValueError):
+        names.append(get_settings().account(market).name)
+    return next(({"account": n, "reason": paused[n]} for n in names if n in paused), None)
+
+
+def _pause_text(name: str, reason: str) -> str:
+    from worker.pause import ALL
+
+    return f"{'every provider account' if name == ALL else f'provider account {name}'}: {reason}"
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -120,8 +144,11 @@ def _cancel(args: argparse.Namespace) -> int:
 def _pause(args: argparse.Namespace) -> int:
     from worker import runtime
 
-    runtime.pause_switch().pause(args.reason)
+    switch = runtime.pause_switch()
+    switch.pause(args.reason)
     print("submissions paused cluster-wide; `disburse resume` restarts them")
+    for name, reason in switch.paused().items():
+        print(f"  paused: {_pause_text(name, reason)}")
     return 0
 
 
@@ -130,12 +157,17 @@ def _resume(args: argparse.Namespace) -> int:
     from worker.publish import publish_submissions
     from worker.states import State
 
-    was = runtime.pause_switch().reason()
-    runtime.pause_switch().resume()
+    switch = runtime.pause_switch()
+    was = switch.paused()
+    switch.resume()  # every switch: the cluster-wide one and each account's
     # Paused workers left their orders QUEUED and dropped the messages: publish again.
     queued = [t for t, _ in runtime.ledger().oldest(State.QUEUED, limit=10_000_000)]
     publish_submissions(queued)
-    print(f"resumed (was: {was or 'not paused'}); {len(queued)} queued payouts published")
+    print(f"resumed; {len(queued)} queued payouts published")
+    for name, reason in was.items():
+        print(f"  was paused: {_pause_text(name, reason)}")
+    if not was:
+        print("  (nothing was paused)")
     return 0
 
 
@@ -193,10 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("batch")
     p.set_defaults(run=_cancel)
 
-    p = sub.add_parser("pause", help="stop all submissions, cluster-wide")
+    p = sub.add_parser("pause", help="stop all submissions, cluster-wide (every account)")
     p.add_argument("--reason", default="paused by an operator")
     p.set_defaults(run=_pause)
-    sub.add_parser("resume", help="restart submissions").set_defaults(run=_resume)
+    sub.add_parser(
+        "resume", help="restart submissions (every account, also one paused by the provider)"
+    ).set_defaults(run=_resume)
     sub.add_parser("reconcile", help="one reconcile pass now").set_defaults(run=_reconcile)
 
     p = sub.add_parser("sandbox", help="the local provider simulator")

@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
+from schemas import MARKETS
+
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+# VEXORA_<MARKET>_<SETTING>: one market's own provider account.
+_MARKET_VARIABLE = re.compile(r"VEXORA_([A-Za-z0-9]+)_(BASE_URL|MERCHANT_NO|APP_SECRET|RATE_LIMIT)")
 
 
 class ConfigError(ValueError):
@@ -41,6 +46,38 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class Account:
+    """One account at the payout provider: the markets it serves, where and as whom to
+    call, and how fast.
+
+    Markets configured with the same base URL and merchant number share one Account,
+    because at the provider they are one account: one secret, one rate limit, one
+    pause switch, one balance.
+    """
+
+    markets: tuple[str, ...]
+    base_url: str
+    merchant_no: str
+    app_secret: str = field(repr=False)
+    rate_limit: Rate
+
+    @property
+    def name(self) -> str:
+        """Its markets, e.g. ``AR`` or ``ID+JP+KH``: in Redis keys, logs and the CLI."""
+        return "+".join(self.markets)
+
+
+@dataclass(frozen=True)
+class MarketAccount:
+    """What ``VEXORA_<MARKET>_*`` set for one market; None falls back to ``VEXORA_*``."""
+
+    base_url: str | None = None
+    merchant_no: str | None = None
+    app_secret: str | None = field(default=None, repr=False)
+    rate_limit: Rate | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""
@@ -50,6 +87,8 @@ class Settings:
     vexora_merchant_no: str = "M-SANDBOX"
     vexora_app_secret: str = field(default="sandbox-secret", repr=False)
     vexora_rate_limit: Rate = Rate(20)
+    # Markets with an account of their own (any VEXORA_<MARKET>_* set); see ``accounts``.
+    vexora_markets: Mapping[str, MarketAccount] = field(default_factory=dict)
 
     details_base_url: str = "http://127.0.0.1:8700"
     details_path: str = "/api/v1.0/disbursements/{account_id}/{transaction_id}"
@@ -73,6 +112,59 @@ class Settings:
     reconcile_after: float = 60.0
     review_after: float = 86400.0
     sweep_after: float = 300.0
+
+    @cached_property
+    def accounts(self) -> tuple[Account, ...]:
+        """Every provider account, each with the markets it serves (every market has one).
+
+        Raises ConfigError when two markets name the same account (base URL and
+        merchant number) with different secrets or rate limits.
+        """
+        found: dict[tuple[str, str], Account] = {}
+        for market in MARKETS:
+            own = self.vexora_markets.get(market, MarketAccount())
+            account = Account(
+                (market,),
+                own.base_url or self.vexora_base_url,
+                own.merchant_no or self.vexora_merchant_no,
+                own.app_secret or self.vexora_app_secret,
+                own.rate_limit or self.vexora_rate_limit,
+            )
+            shared = found.get((account.base_url, account.merchant_no))
+            if shared is None:
+                found[(account.base_url, account.merchant_no)] = account
+                continue
+            if account.app_secret != shared.app_secret:
+                what, setting = "app secret", "APP_SECRET"
+            elif account.rate_limit.per_second != shared.rate_limit.per_second:
+                what, setting = "rate limit", "RATE_LIMIT"
+            else:
+                found[(account.base_url, account.merchant_no)] = replace(
+                    shared, markets=(*shared.markets, market)
+                )
+                continue
+            raise ConfigError(
+                f"{self._own_variable(setting, (market, *shared.markets))}: markets {market} "
+                f"and {shared.name} have the same base URL and merchant number, so one "
+                f"provider account, but not the same {what}; give {market} its own "
+                f"VEXORA_{market}_MERCHANT_NO, or the same {what}"
+            )
+        return tuple(found.values())
+
+    def _own_variable(self, setting: str, markets: tuple[str, ...]) -> str:
+        """The first ``VEXORA_<MARKET>_<SETTING>`` set among ``markets``."""
+        attribute = setting.lower()
+        for market in markets:
+            if getattr(self.vexora_markets.get(market), attribute, None) is not None:
+                return f"VEXORA_{market}_{setting}"
+        return f"VEXORA_{setting}"
+
+    def account(self, market: str) -> Account:
+        """The provider account that pays out in ``market``."""
+        for account in self.accounts:
+            if market in account.markets:
+                return account
+        raise ValueError(f"no provider account for market {market!r}")
 
     @property
     def broker(self) -> str:
@@ -107,14 +199,48 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _rate(env: Mapping[str, str], name: str, default: Rate) -> Rate:
+def _optional_rate(env: Mapping[str, str], name: str) -> Rate | None:
     raw = env.get(name)
     if raw in (None, ""):
-        return default
+        return None
     try:
         return Rate.parse(raw)
     except ConfigError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+
+
+def _rate(env: Mapping[str, str], name: str, default: Rate) -> Rate:
+    return _optional_rate(env, name) or default
+
+
+def _optional_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The value is not repeated: a URL may carry credentials.
+        raise ConfigError(f"{name} is not an http(s) URL such as https://host/id")
+    return raw.rstrip("/")
+
+
+def _market_accounts(env: Mapping[str, str]) -> dict[str, MarketAccount]:
+    """What each market's ``VEXORA_<MARKET>_*`` set; a market that does not exist is an error."""
+    for name, value in env.items():
+        match = _MARKET_VARIABLE.fullmatch(name)
+        if match and value and match.group(1) not in MARKETS:
+            raise ConfigError(f"{name}: {match.group(1)!r} is not a market ({', '.join(MARKETS)})")
+    found: dict[str, MarketAccount] = {}
+    for market in MARKETS:
+        own = MarketAccount(
+            base_url=_optional_url(env, f"VEXORA_{market}_BASE_URL"),
+            merchant_no=env.get(f"VEXORA_{market}_MERCHANT_NO") or None,
+            app_secret=env.get(f"VEXORA_{market}_APP_SECRET") or None,
+            rate_limit=_optional_rate(env, f"VEXORA_{market}_RATE_LIMIT"),
+        )
+        if own != MarketAccount():
+            found[market] = own
+    return found
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -125,14 +251,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     def text(name: str, default: str) -> str:
         return env.get(name) or default
 
-    return Settings(
+    settings = Settings(
         redis_url=text("REDIS_URL", d.redis_url),
         broker_url=text("CELERY_BROKER_URL", ""),
         key_prefix=text("DISBURSE_KEY_PREFIX", d.key_prefix),
-        vexora_base_url=text("VEXORA_BASE_URL", d.vexora_base_url).rstrip("/"),
+        vexora_base_url=_optional_url(env, "VEXORA_BASE_URL") or d.vexora_base_url,
         vexora_merchant_no=text("VEXORA_MERCHANT_NO", d.vexora_merchant_no),
         vexora_app_secret=text("VEXORA_APP_SECRET", d.vexora_app_secret),
         vexora_rate_limit=_rate(env, "VEXORA_RATE_LIMIT", d.vexora_rate_limit),
+        vexora_markets=_market_accounts(env),
         details_base_url=text("DETAILS_BASE_URL", d.details_base_url).rstrip("/"),
         details_path=text("DETAILS_PATH", d.details_path),
         details_list_path=text("DETAILS_LIST_PATH", d.details_list_path),
@@ -151,6 +278,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         review_after=_float(env, "REVIEW_AFTER", d.review_after),
         sweep_after=_float(env, "SWEEP_AFTER", d.sweep_after),
     )
+    settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
+    return settings
 
 
 @lru_cache(maxsize=1)

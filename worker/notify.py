@@ -247,7 +247,8 @@ class NotifyApp:
         given = body.get(SIGN_FIELD)
         if given is None or given == "":
             return self._unsigned(body, deps)
-        if not verify(body, deps.settings.vexora_app_secret):
+        # Each provider account signs with its own secret; any of ours is the provider.
+        if not any(verify(body, account.app_secret) for account in deps.settings.accounts):
             deps.metrics.webhook("forged")
             log.warning(
                 "webhook refused: signature does not verify",

@@ -69,7 +69,7 @@ class Producer:
             return BatchResult(None, 0, errors)
         payouts = [payout for _, payout in valid]
         if dry_run:
-            self._sign_all(payouts)
+            self._sign_all(market.upper(), payouts)
             return BatchResult(None, len(payouts), errors, dry_run=True)
         batch_id = new_batch_id()
         created = self.ledger.create_orders(
@@ -102,9 +102,9 @@ class Producer:
         assert order is not None
         return order
 
-    def _sign_all(self, payouts: list[Payout]) -> None:
+    def _sign_all(self, market: str, payouts: list[Payout]) -> None:
         """A dry run signs every payload exactly as a worker would, and sends nothing."""
-        client = VexoraClient.from_settings(self.settings)
+        client = VexoraClient.from_settings(self.settings, market)
         for payout in payouts:
             client.signed_body(payout.fields, new_trade_no())
         client.close()

@@ -1,4 +1,4 @@
-"""The cluster-wide rate limiter: one GCRA schedule per provider endpoint, in Redis.
+"""The cluster-wide rate limiter: one GCRA schedule per provider account and endpoint, in Redis.
 
 Every worker process, on every machine, asks the same Redis key for a slot, and the
 Lua script (``ratelimit.lua``) decides by the Redis server's clock, so N workers
@@ -16,18 +16,17 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 
-from worker.config import Rate, Settings
+from worker.config import Account, Rate, Settings
 
 log = logging.getLogger(__name__)
 
 _SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text(encoding="utf-8")
 
-Endpoint = Literal["submit", "details"]
 # How early a due slot may be taken: enough to absorb a late wake-up (typically well
 # under a millisecond, a few under load) without letting slots bunch up.
 MAX_TOLERANCE = 0.003
@@ -83,15 +82,14 @@ class RateLimiter:
         self.last_grant: float | None = None
 
     @classmethod
-    def for_endpoint(cls, redis: Redis, settings: Settings, endpoint: Endpoint) -> RateLimiter:
-        """The limiter for ``submit`` (payout POSTs) or ``details`` (details and query calls)."""
-        if endpoint == "submit":
-            rate = settings.vexora_rate_limit
-        elif endpoint == "details":
-            rate = settings.details_rate_limit
-        else:
-            raise ValueError(f"unknown endpoint {endpoint!r}: expected 'submit' or 'details'")
-        return cls(redis, endpoint, rate, prefix=settings.key_prefix)
+    def for_submit(cls, redis: Redis, settings: Settings, account: Account) -> RateLimiter:
+        """The payout POSTs of one provider account, e.g. ``{prefix}:ratelimit:submit:AR``."""
+        return cls(redis, f"submit:{account.name}", account.rate_limit, prefix=settings.key_prefix)
+
+    @classmethod
+    def for_details(cls, redis: Redis, settings: Settings) -> RateLimiter:
+        """The details API calls and payout status queries (``DETAILS_RATE_LIMIT``)."""
+        return cls(redis, "details", settings.details_rate_limit, prefix=settings.key_prefix)
 
     def _args(self, penalty_us: int) -> list[int]:
         return [self._interval_us, penalty_us, self._tolerance_us]

@@ -165,7 +165,7 @@ class Reconciler:
     def __init__(
         self,
         ledger: Ledger,
-        vexora: VexoraClient,
+        vexora: Callable[[str], VexoraClient],
         details: DetailsClient,
         limiter: RateLimiter,
         settings: Settings,
@@ -175,7 +175,7 @@ class Reconciler:
         submit_queue_length: Callable[[], int],
     ) -> None:
         self.ledger = ledger
-        self.vexora = vexora
+        self.vexora = vexora  # market -> the payout API client of its provider account
         self.details = details
         self.limiter = limiter
         self.settings = settings
@@ -461,7 +461,7 @@ class Reconciler:
                 if found.state is not None:
                     return ProviderReport(found.state, order.platform_trade_no, found.status, "")
         self._slot(deadline)
-        result = self.vexora.query(order.trade_no)
+        result = self.vexora(order.market).query(order.trade_no)
         return ProviderReport(result.state, result.platform_trade_no, result.status, result.message)
 
     def _not_found(self, order: Order, report: LookupReport) -> None:

@@ -11,7 +11,7 @@ from functools import cache
 import redis
 
 from worker.batches import BatchControls
-from worker.config import get_settings
+from worker.config import Account, get_settings
 from worker.details import DetailsClient
 from worker.ledger import Ledger
 from worker.metrics import Metrics
@@ -20,7 +20,7 @@ from worker.producer import Producer
 from worker.publish import publish_lookups, publish_submissions, submit_queue_length
 from worker.ratelimit import RateLimiter
 from worker.reconcile import Reconciler
-from worker.submit import Submitter
+from worker.submit import MarketSubmitters, Submitter
 from worker.token import TokenCache
 from worker.vexora import VexoraClient
 
@@ -43,13 +43,20 @@ def ledger() -> Ledger:
 
 
 @cache
-def pause_switch() -> PauseSwitch:
-    return PauseSwitch(redis_client(), prefix=get_settings().key_prefix)
+def pause_switch(account: Account | None = None) -> PauseSwitch:
+    """The cluster-wide switch, or with ``account`` that provider account's."""
+    name = account.name if account is not None else None
+    return PauseSwitch(redis_client(), prefix=get_settings().key_prefix, account=name)
 
 
 @cache
-def vexora() -> VexoraClient:
-    return VexoraClient.from_settings(get_settings())
+def _vexora(account: Account) -> VexoraClient:
+    return VexoraClient.for_account(account, timeouts=get_settings().timeouts)
+
+
+def vexora(market: str) -> VexoraClient:
+    """The payout API client of ``market``'s provider account (one per account)."""
+    return _vexora(get_settings().account(market))
 
 
 @cache
@@ -74,18 +81,37 @@ def details() -> DetailsClient:
 
 
 @cache
-def submitter() -> Submitter:
+def _submit_metrics() -> Metrics:
+    # Several values a payout: batched, flushed at least once a second and per task.
+    return Metrics(redis_client(), prefix=get_settings().key_prefix, flush_every=1.0)
+
+
+@cache
+def _submitter(account: Account) -> Submitter:
+    """Submits the orders of one provider account: its client, limiter and pause switch."""
     settings = get_settings()
     return Submitter(
         ledger(),
-        vexora(),
-        RateLimiter.for_endpoint(redis_client(), settings, "submit"),
-        pause_switch(),
+        _vexora(account),
+        RateLimiter.for_submit(redis_client(), settings, account),
+        pause_switch(account),
         claim_lease=settings.claim_lease,
         recover=lambda trade_no: reconciler().lookup(trade_no),
-        # Several values a payout: batched, flushed at least once a second and per task.
-        metrics=Metrics(redis_client(), prefix=settings.key_prefix, flush_every=1.0),
+        metrics=_submit_metrics(),
     )
+
+
+@cache
+def submitter() -> Submitter | MarketSubmitters:
+    """Submits any orders, each through the submitter of its market's account.
+
+    With one account for every market (the plain ``VEXORA_*`` alone), that account's
+    submitter itself: no order's market needs reading.
+    """
+    accounts = get_settings().accounts
+    if len(accounts) == 1:
+        return _submitter(accounts[0])
+    return MarketSubmitters(ledger(), lambda market: _submitter(get_settings().account(market)))
 
 
 @cache
@@ -93,9 +119,9 @@ def reconciler() -> Reconciler:
     settings = get_settings()
     return Reconciler(
         ledger(),
-        vexora(),
+        vexora,
         details(),
-        RateLimiter.for_endpoint(redis_client(), settings, "details"),
+        RateLimiter.for_details(redis_client(), settings),
         settings,
         publish_lookups=publish_lookups,
         publish_submissions=publish_submissions,
@@ -110,7 +136,7 @@ def producer() -> Producer:
 
 @cache
 def batch_controls() -> BatchControls:
-    return BatchControls(ledger(), lambda: vexora().balance(), publish_submissions)
+    return BatchControls(ledger(), lambda market: vexora(market).balance(), publish_submissions)
 
 
 def reset() -> None:
@@ -123,8 +149,8 @@ def reset() -> None:
     from worker.app import app
 
     get_settings.cache_clear()
-    for built in (redis_client, ledger, pause_switch, metrics, vexora, details, submitter,
-                  reconciler, producer, batch_controls):  # fmt: skip
+    for built in (redis_client, ledger, pause_switch, metrics, _vexora, details, _submit_metrics,
+                  _submitter, submitter, reconciler, producer, batch_controls):  # fmt: skip
         built.cache_clear()
     app.config_from_object(importlib.reload(celeryconfig), force=True)
     if app._pool is not None:

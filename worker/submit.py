@@ -209,7 +209,13 @@ class Submitter:
                 return self._not_sent(trade_no, type(error).__name__)
             case ConfigurationRejected(code=code, message=message):
                 reason = f"provider rejected our configuration: code {code}: {message}"
-                log.critical("PAUSING ALL SUBMISSIONS: %s", reason, extra={"trade_no": trade_no})
+                scope = self.pause.account and f"provider account {self.pause.account}"
+                log.critical(
+                    "PAUSING SUBMISSIONS to %s: %s",
+                    scope or "every provider account",
+                    reason,
+                    extra={"trade_no": trade_no},
+                )
                 self.pause.pause(reason)
                 self._unclaim(trade_no, "configuration rejected")
                 return Outcome(Step.PAUSED)
@@ -273,3 +279,45 @@ class Submitter:
         if claimed is None:
             return False
         return self.ledger.now_ms() - claimed > self.claim_lease * 1000
+
+
+class MarketSubmitters:
+    """Submits any orders, each through the :class:`Submitter` of its market's account.
+
+    A chunk's markets are read in one round trip before anything is claimed, so every
+    claim's round trip (pause switch, claim, payload, a rate-limit slot) is already
+    that account's. Accounts run one after the other within the one budget.
+    """
+
+    def __init__(self, ledger: Ledger, for_market: Callable[[str], Submitter]) -> None:
+        self.ledger = ledger
+        self.for_market = for_market
+
+    def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport:
+        deadline = time.monotonic() + budget
+        report = ChunkReport()
+        for submitter, group in self._by_account(trade_nos):
+            if submitter.pause.reason() is not None:
+                # As a paused Submitter leaves them: QUEUED, published again on resume. Not
+                # even claimed, so a paused account's orders do not churn on every sweep.
+                report.paused = True
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                report.leftover += group
+                continue
+            part = submitter.run(group, left)
+            report.retry += part.retry
+            report.query += part.query
+            report.leftover += part.leftover
+            report.paused = report.paused or part.paused
+            report.done += part.done
+        return report
+
+    def _by_account(self, trade_nos: Sequence[str]) -> list[tuple[Submitter, list[str]]]:
+        """The orders grouped by account, in order; orders that do not exist are left out."""
+        groups: dict[Submitter, list[str]] = {}
+        for trade_no, order in zip(trade_nos, self.ledger.get_many(trade_nos), strict=True):
+            if order is not None:
+                groups.setdefault(self.for_market(order.market), []).append(trade_no)
+        return list(groups.items())

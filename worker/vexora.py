@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import requests
 
-from worker.config import Settings
+from worker.config import Account, Settings
 from worker.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
@@ -336,13 +336,15 @@ class VexoraClient(HttpClient):
         self._app_secret = app_secret
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> VexoraClient:
-        return cls(
-            settings.vexora_base_url,
-            settings.vexora_merchant_no,
-            settings.vexora_app_secret,
-            timeouts=settings.timeouts,
-        )
+    def from_settings(cls, settings: Settings, market: str) -> VexoraClient:
+        """The client of ``market``'s provider account."""
+        return cls.for_account(settings.account(market), timeouts=settings.timeouts)
+
+    @classmethod
+    def for_account(
+        cls, account: Account, *, timeouts: tuple[float, float] = DEFAULT_TIMEOUTS
+    ) -> VexoraClient:
+        return cls(account.base_url, account.merchant_no, account.app_secret, timeouts=timeouts)
 
     def __repr__(self) -> str:
         return f"VexoraClient(base_url={self.base_url!r}, merchant_no={self.merchant_no!r})"

@@ -222,7 +222,7 @@ def sandbox_with_payouts(count: int) -> Any:
     settings = dataclasses.replace(
         load_settings(), vexora_base_url=sandbox.url, details_base_url=sandbox.url
     )
-    with VexoraClient.from_settings(settings) as client:
+    with VexoraClient.from_settings(settings, "ID") as client:
         for row in sample_rows("ID", count):
             payout = validate_row("ID", row, notify_url="https://disburse.example/notify")
             client.submit(payout.fields, new_trade_no())

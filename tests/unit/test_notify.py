@@ -21,7 +21,7 @@ from redis.retry import Retry
 from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 
 from schemas import Payout
-from worker.config import Settings
+from worker.config import MarketAccount, Settings
 from worker.ledger import Ledger
 from worker.notify import MAX_BODY, create_app, notify_paths
 from worker.redis_server import free_port
@@ -563,3 +563,14 @@ def test_reported_amount_is_compared_but_the_state_still_applies(
     assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
     mismatch = [r for r in caplog.records if "reports amount" in r.getMessage()]
     assert bool(mismatch) == (amount != "100000.00")
+
+
+def test_a_notification_signed_by_a_market_own_account_verifies(fake_redis: redis.Redis) -> None:
+    ledger = Ledger(fake_redis, prefix="t")
+    ar = MarketAccount(merchant_no="M-AR", app_secret="ar-secret")
+    config = Settings(vexora_app_secret=SECRET, vexora_markets={"AR": ar})
+    rx = Receiver(Client(create_app(ledger=ledger, settings=config)), ledger, Publisher())
+    trade_no = new_order(ledger)
+    assert post(rx, signed(notification(trade_no), "another-secret")).status_code == 401
+    assert_ok(post(rx, signed(notification(trade_no), "ar-secret")))
+    assert state_of(ledger, trade_no) is State.SUCCEEDED

@@ -13,7 +13,7 @@ import fakeredis
 import pytest
 import redis
 
-from worker.config import Rate, Settings
+from worker.config import Rate, load_settings
 from worker.ratelimit import RateLimiter, RateLimitTimeout
 from worker.redis_server import RedisServer
 
@@ -280,18 +280,27 @@ def test_client_clock_is_not_used(real_redis: redis.Redis, monkeypatch: pytest.M
     assert 0 < limiter.try_acquire() <= limiter.interval
 
 
-def test_for_endpoint_uses_the_settings(any_redis: redis.Redis) -> None:
-    settings = Settings(
-        key_prefix="acme", vexora_rate_limit=Rate(20), details_rate_limit=Rate(300, 60.0)
-    )
-    submit = RateLimiter.for_endpoint(any_redis, settings, "submit")
-    details = RateLimiter.for_endpoint(any_redis, settings, "details")
-    assert submit.key == "acme:ratelimit:submit"
+def test_each_provider_account_has_its_own_schedule(any_redis: redis.Redis) -> None:
+    env = {
+        "DISBURSE_KEY_PREFIX": "acme",
+        "VEXORA_RATE_LIMIT": "20/s",
+        "VEXORA_AR_MERCHANT_NO": "M-AR",
+        "VEXORA_AR_RATE_LIMIT": "5/s",
+        "DETAILS_RATE_LIMIT": "300/m",
+    }
+    settings = load_settings(env)
+    shared = RateLimiter.for_submit(any_redis, settings, settings.account("ID"))
+    ar = RateLimiter.for_submit(any_redis, settings, settings.account("AR"))
+    details = RateLimiter.for_details(any_redis, settings)
+    assert shared.key == "acme:ratelimit:submit:ID+JP+KH"
+    assert ar.key == "acme:ratelimit:submit:AR"
     assert details.key == "acme:ratelimit:details"
-    assert submit.interval == pytest.approx(1 / (20 * 0.97))
+    assert shared.interval == pytest.approx(1 / (20 * 0.97))
+    assert ar.interval == pytest.approx(1 / (5 * 0.97))
     assert details.interval == pytest.approx(1 / (5 * 0.97))
-    with pytest.raises(ValueError):
-        RateLimiter.for_endpoint(any_redis, settings, "balance")  # type: ignore[arg-type]
+    # AR's schedule is its own: a slot taken on it leaves the shared one free.
+    assert ar.try_acquire() == 0.0 and ar.try_acquire() > 0
+    assert shared.try_acquire() == 0.0
 
 
 def test_headroom_must_be_a_fraction(fake_redis: redis.Redis) -> None:

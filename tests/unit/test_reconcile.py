@@ -42,6 +42,11 @@ class FakeDetails:
     def __init__(self) -> None:
         self.answers: dict[str, Answer] = {}
         self.calls: list[str] = []
+        self.markets: list[str] = []  # whose account's client each query was asked of
+
+    def client_of(self, market: str) -> FakeVexora:
+        self.markets.append(market)
+        return self
 
     def status(self, platform_trade_no: str, status: str) -> None:
         self.answers[platform_trade_no] = parse_disbursement(
@@ -66,6 +71,11 @@ class FakeVexora:
     def __init__(self) -> None:
         self.answers: dict[str, Answer] = {}
         self.calls: list[str] = []
+        self.markets: list[str] = []  # whose account's client each query was asked of
+
+    def client_of(self, market: str) -> FakeVexora:
+        self.markets.append(market)
+        return self
 
     def status(self, trade_no: str, status: str, platform_trade_no: str = "ptn-q") -> None:
         data = {"tradeNo": trade_no, "platFormTradeNo": platform_trade_no, "status": status}
@@ -144,7 +154,7 @@ def make_world(fake_redis: redis.Redis) -> Callable[..., World]:
         world: World
         reconciler = Reconciler(
             ledger,
-            vexora,  # type: ignore[arg-type]
+            vexora.client_of,  # type: ignore[arg-type]
             details,  # type: ignore[arg-type]
             limiter,  # type: ignore[arg-type]
             settings(**overrides),
@@ -259,6 +269,19 @@ def test_unrecognised_details_status_is_confirmed_by_query(world: World) -> None
     world.vexora.status(trade_no, "00029", platform_trade_no="p-odd")
     world.reconciler.lookup_many([trade_no], budget=5)
     assert world.state(trade_no) is State.FAILED
+
+
+def test_query_by_trade_no_uses_the_account_of_the_order_market(world: World) -> None:
+    fields = {"amount": "100", "accountNo": "880123456789012345", "firstname": "A"}
+    ((trade_no, _),) = world.ledger.create_orders(
+        [Payout("AR", "ARS", Decimal(100), None, fields)], batch_id="b-ar", market="AR"
+    )
+    assert world.ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED]).moved
+    assert world.ledger.transition(trade_no, State.UNKNOWN).moved
+    world.vexora.status(trade_no, "0000")
+    world.reconciler.lookup_many([trade_no], budget=5)
+    assert world.vexora.markets == ["AR"]
+    assert world.state(trade_no) is State.SUCCEEDED
 
 
 # --- not found: a grace period, resubmission rounds, then REVIEW -----------------------

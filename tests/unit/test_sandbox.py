@@ -916,3 +916,107 @@ def test_python_dash_m_serves_and_stops_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# --- several merchant accounts -------------------------------------------------------------
+
+AR_ACCOUNT = {"M-AR": {"app_secret": "secret-ar"}}
+
+
+def as_merchant(api: Api, merchant: str, secret: str, path: str, fields: dict[str, Any]) -> Any:
+    return api.post(path, signed(fields, secret), merchant=merchant).json()
+
+
+def test_each_merchant_account_is_checked_against_its_own_secret(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    api = Api(make_sandbox(accounts=AR_ACCOUNT))
+    default = (api.config.merchant_no, api.config.app_secret)
+    pay = "/ar/v1/vexora/disbursements"
+    assert as_merchant(api, "M-AR", "secret-ar", pay, fields_for("AR", "acct1"))["code"] == (
+        ACCEPTED
+    )
+    assert as_merchant(api, *default, pay, fields_for("AR", "acct2"))["code"] == ACCEPTED
+    crossed = [("M-AR", default[1]), (default[0], "secret-ar")]
+    for merchant, secret in crossed:
+        assert as_merchant(api, merchant, secret, pay, fields_for("AR", "x"))["code"] == (
+            CODE_BAD_SIGN
+        )
+    payouts = api.sandbox.payouts()
+    assert (payouts["acct1"]["merchant_no"], payouts["acct2"]["merchant_no"]) == (
+        "M-AR", default[0],
+    )  # fmt: skip
+
+
+def test_a_merchant_sees_only_its_own_payouts(make_sandbox: Callable[..., Sandbox]) -> None:
+    api = Api(make_sandbox(accounts=AR_ACCOUNT))
+    as_merchant(api, "M-AR", "secret-ar", "/v1/vexora/disbursements", fields_for("AR", "own1"))
+    query = {"tradeNo": "own1", "timestamp": "1"}
+    path = "/v1/vexora/queryPayOutResult"
+    assert as_merchant(api, "M-AR", "secret-ar", path, query)["data"]["tradeNo"] == "own1"
+    theirs = as_merchant(api, api.config.merchant_no, api.config.app_secret, path, query)
+    assert theirs["code"] == CODE_ORDER_NOT_FOUND
+
+
+def test_webhooks_are_signed_with_the_paying_account_secret(
+    make_sandbox: Callable[..., Sandbox], receiver: Receiver
+) -> None:
+    api = Api(make_sandbox(accounts=AR_ACCOUNT, webhooks=True))
+    fields = fields_for("AR", "whar1", notifyUrl=receiver.url)
+    as_merchant(api, "M-AR", "secret-ar", "/v1/vexora/disbursements", fields)
+    wait_for(lambda: len(receiver.calls) == 1)
+    (body,) = receiver.bodies()
+    assert verify(body, "secret-ar") and not verify(body, api.config.app_secret)
+
+
+def test_each_account_has_its_own_rate_window_and_ceiling() -> None:
+    state = State()
+    ceilings = {"M-ID": 2, "M-AR": 4}
+    allowed = {
+        m: [state.payout_post_arrived(t / 100, ceilings[m], m) for t in range(6)]
+        for m in ("M-ID", "M-AR")
+    }
+    assert allowed == {"M-ID": [True] * 2 + [False] * 4, "M-AR": [True] * 4 + [False] * 2}
+    stats = state.stats()
+    assert stats["accounts"] == {
+        "M-ID": {"payout_requests": 6, "max_payout_requests_per_second": 6},
+        "M-AR": {"payout_requests": 6, "max_payout_requests_per_second": 6},
+    }
+    assert stats["max_payout_requests_per_second"] == 12  # both accounts together
+
+
+def test_an_account_rate_ceiling_over_http(make_sandbox: Callable[..., Sandbox]) -> None:
+    sandbox = make_sandbox(accounts={"M-AR": {"app_secret": "secret-ar", "rate_ceiling": 2}})
+    api = Api(sandbox)
+    pay = "/v1/vexora/disbursements"
+    codes = [
+        api.post(pay, signed(fields_for("AR", f"c{i}"), "secret-ar"), merchant="M-AR").status_code
+        for i in range(5)
+    ]
+    assert codes[:2] == [200, 200] and 429 in codes
+    assert api.submit("ID", "other-account").status_code == 200  # its own window
+
+
+def test_accounts_default_to_the_workers_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEXORA_JP_MERCHANT_NO", "M-JP")
+    monkeypatch.setenv("VEXORA_JP_APP_SECRET", "secret-jp")
+    config = SandboxConfig()
+    assert config.secret_of("M-JP") == "secret-jp"
+    assert config.secret_of(config.merchant_no) == config.app_secret
+    assert config.secret_of("M-NOBODY") is None
+    shown = config.as_dict()["accounts"]
+    assert shown == {"M-JP": {"app_secret": "***"}}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["M-AR"],
+        {"M-AR": {}},
+        {"M-AR": {"app_secret": "s", "balance": "1"}},
+        {"M-AR": {"app_secret": "s", "rate_ceiling": 0}},
+    ],
+)
+def test_malformed_accounts_are_refused(bad: Any) -> None:
+    with pytest.raises(SandboxConfigError, match=r"accounts|rate_ceiling"):
+        SandboxConfig(accounts=bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 import fakeredis
@@ -25,7 +26,7 @@ from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
 from worker.retry import MAX_SUBMIT_ATTEMPTS
 from worker.states import State
-from worker.submit import Submitter
+from worker.submit import MarketSubmitters, Submitter
 from worker.vexora import PayoutResult
 
 FIELDS = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
@@ -92,6 +93,7 @@ def make(
     answer: Callable[[str], PayoutResult],
     limiter: FakeLimiter | RateLimiter | None = None,
     metrics: Metrics | None = None,
+    account: str | None = None,
 ) -> tuple[Submitter, FakeProvider, list[str]]:
     provider = FakeProvider(answer)
     recovered: list[str] = []
@@ -99,7 +101,7 @@ def make(
         ledger,
         provider,  # type: ignore[arg-type]
         limiter or FakeLimiter(),  # type: ignore[arg-type]
-        PauseSwitch(ledger.redis, prefix="t"),
+        PauseSwitch(ledger.redis, prefix="t", account=account),
         claim_lease=60.0,
         recover=recovered.append,
         metrics=metrics,
@@ -107,9 +109,9 @@ def make(
     return submitter, provider, recovered
 
 
-def new_orders(ledger: Ledger, n: int = 1) -> list[str]:
-    payouts = [Payout("ID", "IDR", Decimal("100000"), None, FIELDS) for _ in range(n)]
-    return [t for t, _ in ledger.create_orders(payouts, batch_id="b", market="ID")]
+def new_orders(ledger: Ledger, n: int = 1, market: str = "ID") -> list[str]:
+    payouts = [Payout(market, "IDR", Decimal("100000"), None, FIELDS) for _ in range(n)]
+    return [t for t, _ in ledger.create_orders(payouts, batch_id="b" + market, market=market)]
 
 
 def state(ledger: Ledger, trade_no: str) -> State:
@@ -314,3 +316,99 @@ def test_metrics_are_written_once_per_task(ledger: Ledger) -> None:
     assert recorded["resp|submit|0015"] == "3"
     assert recorded["waits|submit"] == "3"
     assert sum(int(v) for k, v in recorded.items() if k.startswith("lat|")) == 3
+
+
+# --- one provider account per market --------------------------------------------------
+
+
+@dataclass
+class Accounts:
+    """The ID and AR markets on two provider accounts, as the runtime builds them."""
+
+    submitters: MarketSubmitters
+    providers: dict[str, FakeProvider]
+    limiters: dict[str, FakeLimiter]
+
+
+def two_accounts(
+    ledger: Ledger,
+    *,
+    ar_answer: Callable[[str], PayoutResult] | None = None,
+    id_limiter: FakeLimiter | None = None,
+) -> Accounts:
+    limiters = {"ID": id_limiter or FakeLimiter(wait=True), "AR": FakeLimiter(wait=True)}
+    answers = {"ID": accepted(), "AR": ar_answer or accepted()}
+    by_market: dict[str, Submitter] = {}
+    providers: dict[str, FakeProvider] = {}
+    for market in ("ID", "AR"):
+        by_market[market], providers[market], _ = make(
+            ledger, answers[market], limiters[market], account=market
+        )
+    return Accounts(MarketSubmitters(ledger, by_market.__getitem__), providers, limiters)
+
+
+def interleaved(ledger: Ledger, n: int) -> tuple[list[str], list[str], list[str]]:
+    """``n`` ID and ``n`` AR orders, and one chunk holding them alternately."""
+    ids, ars = new_orders(ledger, n, "ID"), new_orders(ledger, n, "AR")
+    return ids, ars, [t for pair in zip(ids, ars, strict=True) for t in pair]
+
+
+def test_each_order_is_sent_and_limited_by_its_market_account(ledger: Ledger) -> None:
+    accounts = two_accounts(ledger)
+    ids, ars, chunk = interleaved(ledger, 3)
+    report = accounts.submitters.run([*chunk, "0" * 32], budget=10)  # one order unknown
+    assert report.done == 6
+    assert [t for t, _ in accounts.providers["ID"].posts] == ids
+    assert [t for t, _ in accounts.providers["AR"].posts] == ars
+    assert (accounts.limiters["ID"].acquired, accounts.limiters["AR"].acquired) == (3, 3)
+
+
+def test_systemic_rejection_pauses_only_that_account(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    accounts = two_accounts(ledger, ar_answer=raising(ConfigurationRejected("4001", "sign error")))
+    ids, ars, chunk = interleaved(ledger, 3)
+    report = accounts.submitters.run(chunk, budget=10)
+    assert report.paused
+    assert len(accounts.providers["AR"].posts) == 1  # the first rejection stops AR
+    assert [t for t, _ in accounts.providers["ID"].posts] == ids  # ID goes on
+    assert {state(ledger, t) for t in ars} == {State.QUEUED}
+    assert {state(ledger, t) for t in ids} == {State.PROCESSING}
+    reason = PauseSwitch(ledger.redis, prefix="t", account="AR").reason()
+    assert reason is not None and "4001" in reason
+    assert PauseSwitch(ledger.redis, prefix="t", account="ID").reason() is None
+    assert PauseSwitch(ledger.redis, prefix="t").paused() == {"AR": reason}
+    (loud,) = [r for r in caplog.records if r.levelname == "CRITICAL"]
+    assert "provider account AR" in loud.getMessage()
+
+
+def test_a_paused_account_claims_nothing_and_others_go_on(ledger: Ledger) -> None:
+    accounts = two_accounts(ledger)
+    ids, ars, chunk = interleaved(ledger, 2)
+    PauseSwitch(ledger.redis, prefix="t", account="AR").pause("bad signature")
+    report = accounts.submitters.run(chunk, budget=10)
+    assert report.paused and report.done == 2
+    assert [t for t, _ in accounts.providers["ID"].posts] == ids
+    assert accounts.providers["AR"].posts == []
+    # Not even claimed and given back: its history is its creation alone.
+    assert all(len(ledger.history(t)) == 1 for t in ars)
+    assert {state(ledger, t) for t in ars} == {State.QUEUED}
+
+
+def test_the_cluster_wide_pause_stops_every_account(ledger: Ledger) -> None:
+    accounts = two_accounts(ledger)
+    _, _, chunk = interleaved(ledger, 2)
+    cluster = PauseSwitch(ledger.redis, prefix="t")
+    cluster.pause("operator")
+    assert accounts.submitters.run(chunk, budget=10).paused
+    assert accounts.providers["ID"].posts == accounts.providers["AR"].posts == []
+    cluster.resume()
+    assert accounts.submitters.run(chunk, budget=10).done == 4
+
+
+def test_an_account_out_of_rate_does_not_hold_up_another(ledger: Ledger) -> None:
+    accounts = two_accounts(ledger, id_limiter=FakeLimiter(timeout=True))
+    ids, ars, chunk = interleaved(ledger, 2)
+    report = accounts.submitters.run(chunk, budget=10)
+    assert report.leftover == ids  # handed on, still QUEUED
+    assert [t for t, _ in accounts.providers["AR"].posts] == ars

@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from worker import vexora
-from worker.config import Settings
+from worker.config import Settings, load_settings
 from worker.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
@@ -761,7 +761,7 @@ def test_from_settings_and_repr_hide_the_secret(provider: FakeProvider) -> None:
         connect_timeout=0.5,
         read_timeout=4.0,
     )
-    c = VexoraClient.from_settings(settings)
+    c = VexoraClient.from_settings(settings, "ID")
     assert (c.base_url, c.merchant_no, c.timeouts) == (provider.url, "M-9", (0.5, 4.0))
     assert "s3cr3t" not in repr(c)
     provider.reply(answer("0015"))
@@ -769,6 +769,29 @@ def test_from_settings_and_repr_hide_the_secret(provider: FakeProvider) -> None:
     sent = provider.seen[0].json()
     assert verify(sent, "s3cr3t")
     assert provider.seen[0].headers["Merchantno"] == "M-9"
+
+
+def test_each_market_is_signed_and_sent_as_its_own_account(provider: FakeProvider) -> None:
+    env = {
+        "VEXORA_BASE_URL": provider.url,
+        "VEXORA_MERCHANT_NO": "M-ALL",
+        "VEXORA_APP_SECRET": "secret-all",
+        "VEXORA_AR_BASE_URL": provider.url + "/ar/",
+        "VEXORA_AR_MERCHANT_NO": "M-AR",
+        "VEXORA_AR_APP_SECRET": "secret-ar",
+    }
+    settings = load_settings(env)
+    for market, path, merchant, secret in [
+        ("AR", "/ar" + vexora.SUBMIT_PATH, "M-AR", "secret-ar"),
+        ("KH", vexora.SUBMIT_PATH, "M-ALL", "secret-all"),
+    ]:
+        provider.seen.clear()
+        provider.reply(answer("0015"))
+        with VexoraClient.from_settings(settings, market) as client:
+            client.submit(FIELDS, TRADE_NO)
+        (seen,) = provider.seen
+        assert (seen.path, seen.headers["Merchantno"]) == (path, merchant)
+        assert verify(seen.json(), secret)
 
 
 def test_own_session_is_pooled_without_retries_and_closed() -> None:

@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"disburse sandbox listening on {sandbox.url}", flush=True)
     print(
         f"  merchantNo={config.merchant_no} account_id={config.account_id} "
-        f"failure_ratio={config.failure_ratio} settle_delay={list(config.settle_delay)} "
+        + (f"more merchants={','.join(config.accounts)} " if config.accounts else "")
+        + f"failure_ratio={config.failure_ratio} settle_delay={list(config.settle_delay)} "
         f"webhooks={'on' if config.webhooks else 'off'}"
         + (f" webhook_target={config.webhook_target}" if config.webhook_target else ""),
         flush=True,

@@ -30,6 +30,16 @@ def _merchant_no() -> str:
     return load_settings().vexora_merchant_no
 
 
+def _accounts() -> dict[str, dict[str, Any]]:
+    """The workers' other provider accounts (VEXORA_<MARKET>_*), by merchant number."""
+    settings = load_settings()
+    return {
+        account.merchant_no: {"app_secret": account.app_secret}
+        for account in settings.accounts
+        if account.merchant_no != settings.vexora_merchant_no
+    }
+
+
 def _app_secret() -> str:
     return load_settings().vexora_app_secret
 
@@ -60,6 +70,10 @@ class SandboxConfig:
 
     merchant_no: str = field(default_factory=_merchant_no)
     app_secret: str = field(default_factory=_app_secret, repr=False)
+    # More merchant accounts: merchantNo -> {"app_secret": ..., "rate_ceiling": ...}. Each
+    # account (this one included) is checked against its own secret and has its own
+    # rate ceiling window (the top-level rate_ceiling unless it sets one).
+    accounts: dict[str, dict[str, Any]] = field(default_factory=_accounts, repr=False)
     api_key: str = field(default_factory=_api_key, repr=False)
     client_id: str = field(default_factory=_client_id)
     client_secret: str = field(default_factory=_client_secret, repr=False)
@@ -123,8 +137,26 @@ class SandboxConfig:
                 value = list(value)
             if f.name in SECRET_KNOBS and not reveal_secrets:
                 value = "***"
+            if f.name == "accounts":
+                value = {
+                    merchant: {**account, **({} if reveal_secrets else {"app_secret": "***"})}
+                    for merchant, account in value.items()
+                }
             out[f.name] = value
         return out
+
+    def secret_of(self, merchant_no: str) -> str | None:
+        """The app secret of a merchant account this provider has; None for any other."""
+        if merchant_no == self.merchant_no:
+            return self.app_secret
+        account = self.accounts.get(merchant_no)
+        return None if account is None else str(account["app_secret"])
+
+    def rate_ceiling_of(self, merchant_no: str) -> float | None:
+        """Payout POSTs/s of one merchant account above which it is answered HTTP 429."""
+        account = self.accounts.get(merchant_no, {})
+        ceiling: float | None = account.get("rate_ceiling", self.rate_ceiling)
+        return ceiling
 
 
 def _text(raw: Any) -> str:
@@ -184,6 +216,23 @@ def _numbers(raw: Any) -> tuple[float, ...]:
     return tuple(_number(item) for item in raw)
 
 
+def _accounts_knob(raw: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise TypeError("expected an object of merchantNo -> {app_secret, rate_ceiling}")
+    accounts: dict[str, dict[str, Any]] = {}
+    for merchant, account in raw.items():
+        if not isinstance(account, dict) or "app_secret" not in account:
+            raise ValueError(f"account {merchant!r} needs an app_secret")
+        unknown = sorted(set(account) - {"app_secret", "rate_ceiling"})
+        if unknown:
+            raise ValueError(f"account {merchant!r}: unknown field(s) {', '.join(unknown)}")
+        coerced: dict[str, Any] = {"app_secret": _text(account["app_secret"])}
+        if "rate_ceiling" in account:
+            coerced["rate_ceiling"] = _optional_number(account["rate_ceiling"])
+        accounts[_text(merchant)] = coerced
+    return accounts
+
+
 def _pair(raw: Any) -> tuple[float, float]:
     values = _numbers(raw)
     if len(values) != 2:
@@ -194,6 +243,7 @@ def _pair(raw: Any) -> tuple[float, float]:
 _COERCE: dict[str, Any] = {
     "merchant_no": _text,
     "app_secret": _text,
+    "accounts": _accounts_knob,
     "api_key": _text,
     "client_id": _text,
     "client_secret": _text,
@@ -247,7 +297,11 @@ def _validate(values: Mapping[str, Any]) -> None:
             raise SandboxConfigError(f"{name} must be positive")
     if any(delay < 0 for delay in values["webhook_retry_schedule"]):
         raise SandboxConfigError("webhook_retry_schedule must not hold negative delays")
-    if values["rate_ceiling"] is not None and values["rate_ceiling"] <= 0:
+    ceilings = [
+        values["rate_ceiling"],
+        *(a.get("rate_ceiling") for a in values["accounts"].values()),
+    ]
+    if any(ceiling is not None and ceiling <= 0 for ceiling in ceilings):
         raise SandboxConfigError("rate_ceiling must be positive (or null for none)")
     if values["page_size"] < 1:
         raise SandboxConfigError("page_size must be at least 1")

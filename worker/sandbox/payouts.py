@@ -59,15 +59,16 @@ class PayoutAPI:
     # --- shared checks ------------------------------------------------------------------
 
     def _refusal(self, request: Request, body: Any) -> Response | None:
-        """4002 wrong merchantNo, 8000 body not an object, 4001 bad sign; None when fine."""
-        config = self._config
-        if request.headers.get(MERCHANT_HEADER) != config.merchant_no:
+        """4002 unknown merchantNo, 8000 body not an object, 4001 not signed with that
+        merchant's secret; None when fine."""
+        secret = self._config.secret_of(_merchant(request))
+        if secret is None:
             self._state.count("unknown_merchant")
             return vexora_error(CODE_UNKNOWN_MERCHANT, "merchant does not exist")
         if not isinstance(body, dict):
             self._state.count("invalid_requests")
             return vexora_error(CODE_REQUEST_FAILED, "request body must be a JSON object")
-        if not verify(body, config.app_secret):
+        if not verify(body, secret):
             self._state.count("bad_sign")
             return vexora_error(CODE_BAD_SIGN, "sign error")
         return None
@@ -80,7 +81,11 @@ class PayoutAPI:
 
     def disburse(self, request: Request, market: str | None = None) -> Response:
         config, state = self._config, self._state
-        allowed = state.payout_post_arrived(time.monotonic(), config.rate_ceiling)
+        merchant = _merchant(request)
+        account = merchant if config.secret_of(merchant) is not None else ""
+        allowed = state.payout_post_arrived(
+            time.monotonic(), config.rate_ceiling_of(account), account
+        )
         self._pause(config.latency)
         if not allowed:
             return json_response(
@@ -130,6 +135,7 @@ class PayoutAPI:
             fields=fields,
             received_at=time.time(),
             fate=chance.fate(config, self._nonce, trade_no),
+            merchant_no=merchant,
         )
         if not state.accept(payout):
             return vexora_error(config.repeat_code, "tradeNo already exists")
@@ -165,7 +171,9 @@ class PayoutAPI:
         if not isinstance(trade_no, str) or not trade_no:
             return self._invalid("tradeNo is required")
         payout = self._state.get(trade_no)
-        if payout is None or time.time() - payout.received_at < self._config.query_lag:
+        stale = payout is not None and time.time() - payout.received_at < self._config.query_lag
+        # Another merchant's payout is not this merchant's to see.
+        if payout is None or stale or payout.merchant_no != _merchant(request):
             self._state.count("query_not_found")
             return vexora_error(self._config.not_found_code, "order not found")
         return vexora_ok(query_data(payout))
@@ -180,6 +188,10 @@ class PayoutAPI:
         if refusal is not None:
             return refusal
         return vexora_ok(balance_data(self._config, self._state))
+
+
+def _merchant(request: Request) -> str:
+    return request.headers.get(MERCHANT_HEADER) or ""
 
 
 def query_data(payout: Payout) -> dict[str, Any]:

@@ -73,6 +73,7 @@ class Payout:
     fields: dict[str, str]  # what was received, minus sign
     received_at: float  # Unix seconds
     fate: Fate
+    merchant_no: str = ""  # the merchant account it was paid from
     status: str = STATUS_PROCESSING
     settled_at: float | None = None  # Unix seconds
     accepted_count: int = 1
@@ -94,6 +95,7 @@ class Payout:
             "amount": self.amount,
             "currency": self.currency,
             "fields": dict(self.fields),
+            "merchant_no": self.merchant_no,
             "received_at": self.received_at,
             "status": self.status,
             "message": self.message,
@@ -120,8 +122,8 @@ class State:
         self._posts: Counter[str] = Counter()  # tradeNo -> POSTs that carried it
         self._counters: Counter[str] = Counter()
         self._arrivals: deque[float] = deque()  # payout POST arrivals in the last WINDOW
-        self._admitted: deque[float] = deque()  # ... that were not rate limited
         self._max_per_window = 0
+        self._accounts: dict[str, _Window] = {}  # the same, per merchant account
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._succeeded_total = Decimal(0)
         self._pending_total = Decimal(0)
@@ -139,18 +141,18 @@ class State:
         with self._lock:
             self._counters[name] += n
 
-    def payout_post_arrived(self, now: float, ceiling: float | None) -> bool:
-        """Note a payout POST at monotonic ``now``; False when it is over the rate ceiling."""
+    def payout_post_arrived(self, now: float, ceiling: float | None, account: str = "") -> bool:
+        """Note a payout POST at monotonic ``now`` to ``account`` (a merchantNo); False
+        when it is over that account's rate ceiling."""
         with self._lock:
             self._counters["payout_requests"] += 1
-            arrivals = self._arrivals
-            while arrivals and arrivals[0] <= now - WINDOW:
-                arrivals.popleft()
-            arrivals.append(now)
-            self._max_per_window = max(self._max_per_window, len(arrivals))
+            self._max_per_window = max(self._max_per_window, _arrive(self._arrivals, now))
+            window = self._accounts.setdefault(account, _Window())
+            window.requests += 1
+            window.max_per_window = max(window.max_per_window, _arrive(window.arrivals, now))
             if ceiling is None:
                 return True
-            admitted = self._admitted
+            admitted = window.admitted
             while admitted and admitted[0] <= now - WINDOW:
                 admitted.popleft()
             if len(admitted) + 1 > ceiling:
@@ -273,5 +275,30 @@ class State:
                 pending=statuses[STATUS_PROCESSING],
                 duplicate_payments=sum(1 for p in self._payouts.values() if p.accepted_count > 1),
                 max_payout_requests_per_second=self._max_per_window,
+                accounts={
+                    account: {
+                        "payout_requests": window.requests,
+                        "max_payout_requests_per_second": window.max_per_window,
+                    }
+                    for account, window in self._accounts.items()
+                },
             )
             return out
+
+
+@dataclass
+class _Window:
+    """One merchant account's payout POSTs: the sliding second, its busiest, its ceiling."""
+
+    arrivals: deque[float] = dataclasses.field(default_factory=deque)
+    admitted: deque[float] = dataclasses.field(default_factory=deque)  # not rate limited
+    requests: int = 0
+    max_per_window: int = 0
+
+
+def _arrive(arrivals: deque[float], now: float) -> int:
+    """Add an arrival at ``now``; how many lie in the sliding second ending at it."""
+    while arrivals and arrivals[0] <= now - WINDOW:
+        arrivals.popleft()
+    arrivals.append(now)
+    return len(arrivals)

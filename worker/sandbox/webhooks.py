@@ -106,16 +106,14 @@ class WebhookSender:
             self._state.count("webhooks_dropped")
             return
         notify_url = payout.fields.get("notifyUrl", "")
+        # Signed with the secret of the merchant account that paid it.
+        secret = config.secret_of(payout.merchant_no) or config.app_secret
         self._submit(
-            Delivery(
-                payout.trade_no, generation, notify_url, webhook_body(payout, config.app_secret)
-            )
+            Delivery(payout.trade_no, generation, notify_url, webhook_body(payout, secret))
         )
         if payout.fate.duplicate_webhook:
             self._state.count("webhooks_duplicated")
-            second = Delivery(
-                payout.trade_no, generation, notify_url, webhook_body(payout, config.app_secret)
-            )
+            second = Delivery(payout.trade_no, generation, notify_url, webhook_body(payout, secret))
             first_retry = config.webhook_retry_schedule[:1] or (2.0,)
             self._scheduler.call_later(
                 first_retry[0] * config.webhook_time_scale, lambda: self._submit(second)

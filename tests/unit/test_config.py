@@ -1,0 +1,127 @@
+"""Settings from the environment: the provider accounts, one per market or shared."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from worker.config import Account, ConfigError, Rate, Settings, load_settings
+
+PLAIN = {
+    "VEXORA_BASE_URL": "https://pay.example/",
+    "VEXORA_MERCHANT_NO": "M-ALL",
+    "VEXORA_APP_SECRET": "secret-all",
+    "VEXORA_RATE_LIMIT": "20/s",
+}
+AR = {
+    "VEXORA_AR_BASE_URL": "https://pay.example/ar",
+    "VEXORA_AR_MERCHANT_NO": "M-AR",
+    "VEXORA_AR_APP_SECRET": "secret-ar",
+    "VEXORA_AR_RATE_LIMIT": "300/m",
+}
+
+
+def test_the_plain_values_alone_make_one_account_for_every_market() -> None:
+    settings = load_settings(PLAIN)
+    (account,) = settings.accounts
+    assert account == Account(
+        ("ID", "AR", "JP", "KH"), "https://pay.example", "M-ALL", "secret-all", Rate(20)
+    )
+    assert account.name == "ID+AR+JP+KH"
+    assert all(settings.account(m) is account for m in ("ID", "AR", "JP", "KH"))
+
+
+def test_a_market_with_its_own_values_is_its_own_account() -> None:
+    settings = load_settings({**PLAIN, **AR})
+    ar = settings.account("AR")
+    assert (ar.markets, ar.base_url, ar.merchant_no, ar.app_secret) == (
+        ("AR",), "https://pay.example/ar", "M-AR", "secret-ar",
+    )  # fmt: skip
+    assert ar.rate_limit.per_second == 5
+    shared = settings.account("ID")
+    assert shared.markets == ("ID", "JP", "KH") and shared.app_secret == "secret-all"
+
+
+def test_what_a_market_does_not_set_falls_back_to_the_plain_value() -> None:
+    env = {**PLAIN, "VEXORA_JP_MERCHANT_NO": "M-JP", "VEXORA_JP_APP_SECRET": "secret-jp"}
+    jp = load_settings(env).account("JP")
+    assert (jp.base_url, jp.merchant_no, jp.app_secret, jp.rate_limit) == (
+        "https://pay.example", "M-JP", "secret-jp", Rate(20),
+    )  # fmt: skip
+
+
+def test_markets_configured_alike_share_one_account() -> None:
+    own = {"BASE_URL": "https://pay.example/asia", "MERCHANT_NO": "M-ASIA", "APP_SECRET": "s-a"}
+    env = {**PLAIN, **{f"VEXORA_{m}_{k}": v for m in ("JP", "KH") for k, v in own.items()}}
+    settings = load_settings(env)
+    assert [a.name for a in settings.accounts] == ["ID+AR", "JP+KH"]
+    assert settings.account("JP") is settings.account("KH")
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "what"),
+    [
+        ({"VEXORA_AR_APP_SECRET": "other"}, "VEXORA_AR_APP_SECRET", "app secret"),
+        ({"VEXORA_KH_RATE_LIMIT": "5/s"}, "VEXORA_KH_RATE_LIMIT", "rate limit"),
+    ],
+)
+def test_one_account_configured_two_ways_is_refused(
+    env: dict[str, str], variable: str, what: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**PLAIN, **env})
+    message = str(caught.value)
+    assert message.startswith(f"{variable}: ") and f"not the same {what}" in message
+    assert "\n" not in message and "other" not in message  # one line, no secret
+
+
+def test_the_variable_that_differs_is_named_even_on_the_first_market() -> None:
+    with pytest.raises(ConfigError, match=r"^VEXORA_ID_APP_SECRET: "):
+        load_settings({**PLAIN, "VEXORA_ID_APP_SECRET": "other"})
+
+
+def test_the_same_rate_written_differently_is_the_same_rate() -> None:
+    settings = load_settings({**PLAIN, "VEXORA_ID_RATE_LIMIT": "1200/m"})
+    assert len(settings.accounts) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("VEXORA_AR_RATE_LIMIT", "fast", "^VEXORA_AR_RATE_LIMIT: rate 'fast'"),
+        ("VEXORA_JP_BASE_URL", "pay.example/jp", "^VEXORA_JP_BASE_URL is not an http"),
+        ("VEXORA_BASE_URL", "ftp://pay.example", "^VEXORA_BASE_URL is not an http"),
+        ("VEXORA_IDN_MERCHANT_NO", "M-1", "^VEXORA_IDN_MERCHANT_NO: 'IDN' is not a market"),
+        ("VEXORA_id_APP_SECRET", "s", "^VEXORA_id_APP_SECRET: 'id' is not a market"),
+    ],
+)
+def test_a_malformed_value_names_its_variable(name: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_settings({**PLAIN, name: value})
+
+
+def test_a_url_is_not_repeated_in_the_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"VEXORA_ID_BASE_URL": "user:hunter2@pay.example"})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_empty_market_values_fall_back() -> None:
+    settings = load_settings({**PLAIN, "VEXORA_AR_MERCHANT_NO": "", "VEXORA_AR_BASE_URL": ""})
+    assert len(settings.accounts) == 1
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    settings = load_settings({**PLAIN, **AR})
+    assert "secret-" not in repr(settings)
+    assert "secret-" not in repr(settings.accounts)
+
+
+def test_settings_built_in_code_derive_their_accounts_from_their_own_values() -> None:
+    settings = dataclasses.replace(load_settings({**PLAIN, **AR}), vexora_base_url="http://x")
+    assert settings.account("ID").base_url == "http://x"
+    assert settings.account("AR").base_url == "https://pay.example/ar"
+    assert Settings().account("KH").merchant_no == "M-SANDBOX"
+    with pytest.raises(ValueError, match="no provider account for market 'XX'"):
+        Settings().account("XX")
