@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from redis.client import Pipeline
 
-from worker.states import SETTLED_STATES, State
+from worker.states import FINAL_STATES, SETTLED_STATES, Outcome, State
 
 if TYPE_CHECKING:
     from schemas import Payout
+    from worker.vexora import ProviderReport
 
 _HERE = Path(__file__).parent
 CREATE_CHUNK = 500
@@ -402,6 +403,36 @@ class Ledger:
             order.trade_no, order.state, [order.state], "", False, facts
         )
         self.transition_reply(self._transition(keys=keys, args=args))
+
+    def apply_report(self, trade_no: str, report: ProviderReport, *, source: str) -> Outcome:
+        """Apply what the provider said about an order: the one rule for every source.
+
+        ``source`` (submit, webhook, lookup) goes into the order's history. The report
+        moves the order when the transition table allows it; a report of a final state
+        that contradicts the order's own final state is recorded as a discrepancy and
+        never applied; anything else (a late PROCESSING, a report for an unsent order)
+        changes nothing.
+        """
+        result = self.transition(
+            trade_no,
+            report.state,
+            report=True,
+            note=source,
+            platform_trade_no=report.platform_trade_no,
+            provider_status=report.status,
+            provider_message=report.message,
+        )
+        match result.outcome:
+            case "ok":
+                return Outcome.MOVED
+            case "same":
+                return Outcome.SAME
+            case "missing":
+                return Outcome.MISSING
+            case "final" if report.state in FINAL_STATES:
+                return Outcome.DISCREPANCY
+            case _:
+                return Outcome.IGNORED
 
     def queue_transition(
         self,

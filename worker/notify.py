@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,8 +48,8 @@ from werkzeug.wrappers import Request, Response
 
 from worker.metrics import Metrics
 from worker.signing import SIGN_FIELD, verify
-from worker.states import FINAL_STATES, State
-from worker.vexora import STATUS_FAILED, STATUS_PROCESSING, STATUS_SUCCEEDED
+from worker.states import FINAL_STATES, Outcome
+from worker.vexora import PAYOUT_STATES, ProviderReport, is_trade_no
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -62,13 +61,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 OK = "OK"
-STATUS_STATES: Mapping[str, State] = {
-    STATUS_SUCCEEDED: State.SUCCEEDED,
-    STATUS_FAILED: State.FAILED,
-    STATUS_PROCESSING: State.PROCESSING,
-}
-# Our tradeNos: 32 hex characters; the provider allows up to 32 alphanumerics.
-_TRADE_NO = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _MAX_FACT = 64
 NOTIFY_PATH = "/notify"
 _MAX_LOGGED_PATH = 200
@@ -262,43 +254,37 @@ class NotifyApp:
             deps.metrics.webhook("malformed")
             log.warning("webhook refused: signed, but tradeNo or status missing")
             return _plain(400, "tradeNo and status are required")
-        if not _TRADE_NO.match(trade_no):
+        if not is_trade_no(trade_no):
             deps.metrics.webhook("unknown_order")
             log.warning("webhook for a tradeNo that cannot be ours: %r", trade_no[:40])
             return _ok()
 
-        state = STATUS_STATES.get(status)
+        state = PAYOUT_STATES.get(status)
         if state is None:
             return self._unknown_status(trade_no, status, deps)
 
         message = _fact(body.get("message")) or _fact(body.get("remark"))
-        result = deps.ledger.transition(
-            trade_no,
-            state,
-            report=True,
-            note="webhook",
-            platform_trade_no=_fact(body.get("platFormTradeNo")),
-            provider_status=status[:_MAX_FACT],
-            provider_message=message,
+        report = ProviderReport(
+            state, _fact(body.get("platFormTradeNo")), status[:_MAX_FACT], message or ""
         )
+        outcome = deps.ledger.apply_report(trade_no, report, source="webhook")
         extra = {"trade_no": trade_no}
-        if result.outcome != "missing":
+        if outcome is not Outcome.MISSING:
             self._check_amount(trade_no, body.get("amount"), deps)
-        if result.outcome == "ok":
+        if outcome is Outcome.MOVED:
             deps.metrics.webhook("accepted")
-            log.info("webhook: %s -> %s", result.previous, state, extra=extra)
-        elif result.outcome == "same":
+            log.info("webhook: -> %s", state, extra=extra)
+        elif outcome is Outcome.SAME:
             deps.metrics.webhook("replayed")
             log.info("webhook replayed: already %s", state, extra=extra)
-        elif result.outcome == "missing":
+        elif outcome is Outcome.MISSING:
             deps.metrics.webhook("unknown_order")
             log.warning("webhook for an unknown tradeNo", extra=extra)
-        elif result.outcome == "final" and state in FINAL_STATES:
+        elif outcome is Outcome.DISCREPANCY:
             deps.metrics.webhook("contradicts_final")
             log.error(
-                "webhook says %s but the order is final in %s: discrepancy recorded",
+                "webhook says %s but the order is final in another state: discrepancy recorded",
                 state,
-                result.previous,
                 extra=extra,
             )
         else:
@@ -306,14 +292,7 @@ class NotifyApp:
             # or a report for an order we have not sent (QUEUED): nothing changes.
             deps.metrics.webhook("out_of_order")
             level = logging.ERROR if state in FINAL_STATES else logging.INFO
-            log.log(
-                level,
-                "webhook says %s, order is %s: not applied (%s)",
-                state,
-                result.previous,
-                result.outcome,
-                extra=extra,
-            )
+            log.log(level, "webhook says %s: not applied to the order's state", state, extra=extra)
         return _ok()
 
     def _unsigned(self, body: Mapping[str, Any], deps: _Deps) -> Response:
@@ -330,7 +309,7 @@ class NotifyApp:
             return _plain(400, "tradeNo is required")
         # Unauthenticated input: it may only make us ask the provider about one of our
         # own orders that is still open, never set a state.
-        order = deps.ledger.get(trade_no) if _TRADE_NO.match(trade_no) else None
+        order = deps.ledger.get(trade_no) if is_trade_no(trade_no) else None
         if order is None:
             deps.metrics.webhook("unknown_order")
             log.warning("unsigned webhook for an unknown tradeNo")
@@ -424,7 +403,7 @@ def _read_body(request: Request) -> tuple[dict[str, Any] | None, _BodyError | No
 
 def _safe_trade_no(value: Any) -> str | None:
     text = _text(value)
-    return text if text and _TRADE_NO.match(text) else None
+    return text if is_trade_no(text) else None
 
 
 def _ok() -> Response:

@@ -50,9 +50,9 @@ from worker.ledger import Ledger, Order
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
 from worker.retry import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
-from worker.states import FINAL_STATES, PENDING_STATES, State
+from worker.states import FINAL_STATES, PENDING_STATES, Outcome, State
 from worker.token import TokenUnavailable
-from worker.vexora import VexoraClient
+from worker.vexora import ProviderReport, VexoraClient
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,6 @@ _KIND_NAMES = {
     State.UNKNOWN: "UNKNOWN",
     State.PROCESSING: "PROCESSING",
 }
-
-
-@dataclass(frozen=True)
-class ProviderReport:
-    """What the provider says about one payout."""
-
-    state: State
-    platform_trade_no: str | None
-    status: str
-    message: str
 
 
 @dataclass
@@ -409,30 +399,20 @@ class Reconciler:
             log.warning("lookup failed: %s", type(exc).__name__, extra={"trade_no": trade_no})
             self._leave(order, report, f"lookup failed: {type(exc).__name__}")
             return
-        result = self.ledger.transition(
-            trade_no,
-            answer.state,
-            report=True,
-            note="reconcile",
-            platform_trade_no=answer.platform_trade_no,
-            provider_status=answer.status,
-            provider_message=answer.message,
-        )
-        if result.moved:
-            report.count(f"{result.previous}->{answer.state}")
-        elif result.outcome == "final" and answer.state in FINAL_STATES:
-            # The ledger recorded it (history, batch count, discrepancy index).
+        outcome = self.ledger.apply_report(trade_no, answer, source="lookup")
+        if outcome is Outcome.MOVED:
+            report.count(f"{order.state}->{answer.state}")
+        elif outcome is Outcome.DISCREPANCY:
             report.discrepancies += 1
             log.error(
-                "provider says %s but the order is final as %s: discrepancy recorded",
+                "provider says %s but the order is final in another state: discrepancy recorded",
                 answer.state,
-                result.previous,
                 extra={"trade_no": trade_no},
             )
             return
         else:
-            report.count(f"{result.outcome} {result.previous}")
-        if answer.state not in FINAL_STATES and result.outcome in ("ok", "same"):
+            report.count(f"{outcome} {order.state}")
+        if answer.state not in FINAL_STATES and outcome in (Outcome.MOVED, Outcome.SAME):
             self._leave(order, report, f"provider says {answer.status or answer.state}")
 
     def _slot(self, deadline: float) -> None:
@@ -462,7 +442,7 @@ class Reconciler:
                     return ProviderReport(found.state, order.platform_trade_no, found.status, "")
         self._slot(deadline)
         result = self.vexora(order.market).query(order.trade_no)
-        return ProviderReport(result.state, result.platform_trade_no, result.status, result.message)
+        return result.report
 
     def _not_found(self, order: Order, report: LookupReport) -> None:
         """The provider answered without a record of a payout with this tradeNo.

@@ -1,4 +1,4 @@
-"""The states of a payout order and which ones are final."""
+"""The states of a payout order, which ones are final, and what a provider report did."""
 
 from __future__ import annotations
 
@@ -21,3 +21,13 @@ FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
 # Where a payout's journey ends for the automation (REVIEW waits for a person).
 SETTLED_STATES = FINAL_STATES | {State.REVIEW}
 PENDING_STATES = frozenset({State.SUBMITTING, State.PROCESSING, State.UNKNOWN})
+
+
+class Outcome(StrEnum):
+    """What applying one provider report (submit answer, webhook, lookup) did to an order."""
+
+    MOVED = "moved"  # the order took the reported state
+    SAME = "same"  # it was already there (a replay): the provider's facts are refreshed
+    DISCREPANCY = "discrepancy"  # contradicts a final state: recorded, never applied
+    IGNORED = "ignored"  # not applicable now, e.g. PROCESSING after the order became final
+    MISSING = "missing"  # no order has this tradeNo

@@ -183,15 +183,7 @@ class Submitter:
             self._measure(started, exc.code or type(exc).__name__)
             return self._classify_failure(trade_no, exc)
         self._measure(started, result.status)
-        self.ledger.transition(
-            trade_no,
-            result.state,
-            report=True,
-            note="submit",
-            platform_trade_no=result.platform_trade_no,
-            provider_status=result.status,
-            provider_message=result.message,
-        )
+        self.ledger.apply_report(trade_no, result.report, source="submit")
         return Outcome(Step.DONE)
 
     def _measure(self, started: float, code: str) -> None:

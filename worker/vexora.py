@@ -57,8 +57,10 @@ __all__ = [
     "SYSTEMIC_CODES",
     "Balance",
     "PayoutResult",
+    "ProviderReport",
     "VexoraClient",
     "classify",
+    "is_trade_no",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,10 +100,21 @@ SUBMIT_PATH = "/v1/vexora/disbursements"
 QUERY_PATH = "/v1/vexora/queryPayOutResult"
 BALANCE_PATH = "/v1/vexora/queryBalance"
 
-_TRADE_NO = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# DESIGN.md: at most 32 characters, alphanumeric (ours are 32 hex characters).
+_TRADE_NO = re.compile(r"[A-Za-z0-9]{1,32}")
 _RESERVED = frozenset({SIGN_FIELD, "timestamp"})
 
 Operation = Literal["submit", "query", "balance"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReport:
+    """What the provider says about one payout, from any source: what the ledger applies."""
+
+    state: State
+    platform_trade_no: str | None
+    status: str  # the provider's own word, e.g. "0015" or "success"
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,10 @@ class PayoutResult:
     message: str  # data.desc or data.message (both spellings exist), or ""
     state: State  # PROCESSING (0015), SUCCEEDED (0000) or FAILED (00029)
     amount: Decimal | None  # query answers: amount, else orderAmount, else payAmount
+
+    @property
+    def report(self) -> ProviderReport:
+        return ProviderReport(self.state, self.platform_trade_no, self.status, self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +458,11 @@ class VexoraClient(HttpClient):
         return response
 
 
+def is_trade_no(value: object) -> bool:
+    """True for a string that can be one of our tradeNos."""
+    return isinstance(value, str) and _TRADE_NO.fullmatch(value) is not None
+
+
 def _check_trade_no(trade_no: str) -> None:
-    if not isinstance(trade_no, str) or not _TRADE_NO.fullmatch(trade_no):
-        raise ValueError("tradeNo must be 1-32 characters of A-Z, a-z, 0-9, '_' or '-'")
+    if not is_trade_no(trade_no):
+        raise ValueError("tradeNo must be 1-32 characters of A-Z, a-z or 0-9")

@@ -11,7 +11,8 @@ import redis
 from schemas import Payout
 from worker.ledger import Ledger
 from worker.redis_server import RedisServer
-from worker.states import State
+from worker.states import Outcome, State
+from worker.vexora import ProviderReport
 
 
 def payout(amount: str = "100000", reference: str | None = None, currency: str = "IDR") -> Payout:
@@ -207,3 +208,65 @@ def test_provider_report_wins_over_a_requeued_order(ledger: Ledger) -> None:
     assert not ledger.transition(t, State.SUBMITTING, expect=[State.QUEUED]).moved
     order = ledger.get(t)
     assert order is not None and order.state is State.SUCCEEDED
+
+
+# --- apply_report: the one rule for every provider report --------------------------------
+
+
+def report(state: State, status: str = "0000") -> ProviderReport:
+    return ProviderReport(state, "P-1", status, "")
+
+
+def sent(ledger: Ledger) -> str:
+    (trade_no,) = create(ledger, payout())
+    assert ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED]).moved
+    return trade_no
+
+
+def test_a_report_moves_a_pending_order_and_stores_the_provider_facts(ledger: Ledger) -> None:
+    trade_no = sent(ledger)
+    assert ledger.apply_report(trade_no, report(State.PROCESSING, "0015"), source="submit") == (
+        Outcome.MOVED
+    )
+    order = ledger.get(trade_no)
+    assert order is not None
+    assert (order.state, order.platform_trade_no, order.provider_status) == (
+        State.PROCESSING, "P-1", "0015",
+    )  # fmt: skip
+    assert ledger.history(trade_no)[-1][1] == "PROCESSING submit"
+
+
+def test_a_replayed_report_is_same_and_changes_nothing(ledger: Ledger) -> None:
+    trade_no = sent(ledger)
+    ledger.apply_report(trade_no, report(State.SUCCEEDED), source="webhook")
+    assert ledger.apply_report(trade_no, report(State.SUCCEEDED), source="webhook") == (
+        Outcome.SAME
+    )
+    summary = ledger.batch("b1")
+    assert summary is not None and summary.counts == {State.SUCCEEDED: 1}
+
+
+def test_a_report_contradicting_a_final_state_is_a_discrepancy_never_applied(
+    ledger: Ledger,
+) -> None:
+    trade_no = sent(ledger)
+    ledger.apply_report(trade_no, report(State.SUCCEEDED), source="webhook")
+    outcome = ledger.apply_report(trade_no, report(State.FAILED, "00029"), source="lookup")
+    assert outcome is Outcome.DISCREPANCY
+    order = ledger.get(trade_no)
+    assert order is not None and order.state is State.SUCCEEDED
+    assert ledger.discrepancies() == [trade_no]
+
+
+def test_a_late_processing_report_after_a_final_state_is_ignored(ledger: Ledger) -> None:
+    trade_no = sent(ledger)
+    ledger.apply_report(trade_no, report(State.FAILED, "00029"), source="submit")
+    outcome = ledger.apply_report(trade_no, report(State.PROCESSING, "0015"), source="webhook")
+    assert outcome is Outcome.IGNORED
+    assert ledger.discrepancies() == []
+
+
+def test_a_report_for_an_unknown_trade_no_is_missing(ledger: Ledger) -> None:
+    assert ledger.apply_report("nosuch", report(State.SUCCEEDED), source="webhook") == (
+        Outcome.MISSING
+    )
