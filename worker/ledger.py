@@ -71,6 +71,12 @@ class Order:
     # and how often it was resubmitted for that: see Reconciler._not_found.
     unseen_ms: int | None = None
     resubmits: int = 0
+    # Kept by the PostgreSQL ledger (worker/pgledger.py) only.
+    row_no: int = 0  # the order's row in its batch
+    state_entered_ms: int | None = None
+    fee: Decimal | None = None  # from the details API
+    total_debited: Decimal | None = None  # from the details API
+    masked: Mapping[str, str] | None = None  # the fields sent, masked for display
 
     @classmethod
     def from_hash(cls, trade_no: str, h: Mapping[str, str]) -> Order:

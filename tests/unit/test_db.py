@@ -152,12 +152,19 @@ def test_an_event_rejects_an_unknown_state(conn: psycopg.Connection) -> None:
 
 
 def test_one_order_per_reference(conn: psycopg.Connection) -> None:
-    _order(conn, trade_no="t1", reference="same")
+    _order(conn, trade_no="t1", reference="same", row_no=1)
     with pytest.raises(psycopg.errors.UniqueViolation):
-        _order(conn, trade_no="t2", reference="same")
+        _order(conn, trade_no="t2", reference="same", row_no=2)
     # Orders without a reference do not collide.
-    _order(conn, trade_no="t3", reference=None)
-    _order(conn, trade_no="t4", reference=None)
+    _order(conn, trade_no="t3", reference=None, row_no=3)
+    _order(conn, trade_no="t4", reference=None, row_no=4)
+
+
+def test_one_order_per_row_of_a_batch(conn: psycopg.Connection) -> None:
+    _order(conn, trade_no="t1", reference=None, row_no=1)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        _order(conn, trade_no="t2", reference=None, row_no=1)
+    _order(conn, trade_no="t3", reference=None, row_no=1, batch_id="b2")
 
 
 def test_a_final_order_keeps_no_personal_data(conn: psycopg.Connection) -> None:

@@ -2,7 +2,7 @@
 -- exact fields sent to the provider. Money is numeric, time is timestamptz.
 -- Fixed-width columns come first in each table, so rows carry no alignment padding.
 
--- The states of worker/states.py, plus REVERSED (SUCCEEDED, then failed after all).
+-- The states of worker/states.py.
 CREATE DOMAIN order_state AS text CHECK (VALUE IN (
     'HELD', 'QUEUED', 'SUBMITTING', 'PROCESSING', 'UNKNOWN',
     'SUCCEEDED', 'FAILED', 'CANCELLED', 'REVIEW', 'REVERSED'
@@ -32,8 +32,12 @@ CREATE TABLE orders (
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     state_entered_at   timestamptz NOT NULL DEFAULT now(),
+    -- When a lookup first showed no record of the latest POST; cleared by the next claim.
+    unseen_at          timestamptz,
     row_no             integer NOT NULL,  -- the row of the batch's input it came from
     attempts           integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    -- Resubmissions because the provider had no record of the payout.
+    resubmits          integer NOT NULL DEFAULT 0 CHECK (resubmits >= 0),
     -- ours, sent as the provider's tradeNo: made once, reused on every attempt
     trade_no           text PRIMARY KEY CHECK (trade_no ~ '^[A-Za-z0-9]{1,32}$'),
     batch_id           text NOT NULL REFERENCES batches (id),
@@ -46,10 +50,12 @@ CREATE TABLE orders (
     provider_status    text,
     provider_message   text,
     reason             text,
+    discrepancy        text,  -- the latest provider report contradicting a final state
     fee                numeric,  -- from the details API
     total_debited      numeric,  -- from the details API
     payload            jsonb,  -- the exact fields to send: the only full personal data
     masked             jsonb NOT NULL,  -- the same fields masked, for display and export
+    UNIQUE (batch_id, row_no),  -- a batch's orders in row order, and its counts per state
     -- Personal data is kept only while the payout may still be sent or queried.
     CONSTRAINT orders_final_without_payload CHECK (
         payload IS NULL OR state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'REVERSED')
@@ -75,12 +81,13 @@ CREATE TABLE order_events (
 -- The hot queries. A partial index serves a query only when the query spells the
 -- same states as literals (not as a bound parameter).
 
--- Reconcile: pending orders, oldest first.
-CREATE INDEX orders_pending ON orders (state_entered_at)
-    WHERE state IN ('SUBMITTING', 'PROCESSING', 'UNKNOWN');
--- The sweeper: QUEUED orders whose message may have been lost, oldest first.
-CREATE INDEX orders_queued ON orders (state_entered_at) WHERE state = 'QUEUED';
--- A batch's counts per state (index-only), and its orders.
-CREATE INDEX orders_batch_state ON orders (batch_id, state);
+-- Orders still on their way (or waiting for a person), per state, oldest first: the
+-- reconcile pass, the sweeper, counts of open orders. Final orders leave it, so it stays
+-- the size of the work in progress however long the ledger grows. tradeNo breaks ties
+-- (a whole batch enters QUEUED at one instant) for scans that page by key.
+CREATE INDEX orders_open ON orders (state, state_entered_at, trade_no)
+    WHERE state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'REVERSED');
 -- An order's history.
 CREATE INDEX order_events_trade_no ON order_events (trade_no);
+-- Reports recorded but not applied because they contradict a final state (rare).
+CREATE INDEX order_events_discrepancy ON order_events (id) WHERE facts ? 'discrepancy';

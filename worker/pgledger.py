@@ -1,0 +1,658 @@
+"""The order ledger in PostgreSQL: the system of record for where every payout stands.
+
+Tables (``worker/db/migrations``): ``batches``, ``orders`` (one row per payout, with
+its exact fields to send in ``payload`` until it is final, and a masked copy for
+good) and ``order_events`` (append-only, one row per change). Every change of state
+is one statement, hence one transaction and one round trip: lock the orders, update
+those whose state the transition table (:data:`worker.states.TRANSITIONS`) lets
+move, and insert their event rows. Times come from the server's clock; amounts are
+``numeric`` and come back as ``Decimal``.
+
+Connections come from a :class:`psycopg_pool.ConnectionPool`, each checked out for
+one short exchange and put in autocommit (a lone statement is its own transaction:
+no extra round trips for BEGIN and COMMIT). None is held while a caller waits on
+anything else, such as an HTTP call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from worker.exceptions import redact
+from worker.ledger import BatchSummary, Order, Transition, new_trade_no
+from worker.states import ALLOWED_FROM, FINAL_STATES, Outcome, State
+
+if TYPE_CHECKING:
+    from schemas import Payout
+    from worker.vexora import ProviderReport
+
+# Who made a change, as ``order_events.source`` records it.
+Source = Literal["producer", "submit", "webhook", "lookup", "reconcile", "operator", "sweeper"]
+
+# Batch notes and the column that keeps each.
+_BATCH_NOTES = {"held": "hold_reason"}
+PAGE = 1000  # rows per page of a scan
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+_ORDER_COLUMNS = sql.SQL(
+    "trade_no, batch_id, market, currency, amount, reference, state, created_at, updated_at, "
+    "attempts, platform_trade_no, provider_status, provider_message, reason, discrepancy, "
+    "unseen_at, resubmits, row_no, state_entered_at, fee, total_debited, masked"
+)
+
+# One statement per change of state, for one order or many: lock the orders (in one
+# order, so two such statements never deadlock), decide each one's action from its
+# state, apply it, and record an event for every move and every discrepancy. The
+# actions: ``move`` (the table allows it), ``refresh`` (already there: the provider's
+# facts are stored), ``discrepancy`` (a provider report contradicting a final state:
+# recorded on the order and as an event, never applied). A row without an action is
+# left alone; the caller names why from its state.
+_MOVE = """
+WITH old AS (
+    SELECT trade_no, state FROM orders WHERE trade_no = ANY(%(trade_nos)s::text[])
+    ORDER BY trade_no FOR UPDATE
+), act AS (
+    SELECT trade_no, state AS before, CASE
+        WHEN state = ANY(%(allowed)s::text[]) THEN 'move'
+        WHEN state = %(target)s AND %(refresh)s THEN 'refresh'
+        WHEN state = ANY(%(discrepant)s::text[]) THEN 'discrepancy'
+    END AS act
+    FROM old
+), changed AS (
+    UPDATE orders o SET
+        state = CASE WHEN a.act = 'move' THEN %(target)s ELSE o.state END,
+        updated_at = CASE WHEN a.act = 'move' THEN now() ELSE o.updated_at END,
+        state_entered_at = CASE WHEN a.act = 'move' THEN now() ELSE o.state_entered_at END,
+        attempts = o.attempts + CASE WHEN a.act = 'move' AND %(claim)s THEN 1 ELSE 0 END,
+        -- A mark left on an earlier POST is no mark.
+        unseen_at = CASE WHEN a.act = 'move' AND %(claim)s THEN NULL ELSE o.unseen_at END,
+        -- Personal data goes in the same update that makes the order final.
+        payload = CASE WHEN a.act = 'move' AND %(erase)s THEN NULL ELSE o.payload END,
+        platform_trade_no = CASE WHEN a.act = 'discrepancy' THEN o.platform_trade_no
+            ELSE coalesce(%(platform_trade_no)s, o.platform_trade_no) END,
+        provider_status = CASE WHEN a.act = 'discrepancy' THEN o.provider_status
+            ELSE coalesce(%(provider_status)s, o.provider_status) END,
+        provider_message = CASE WHEN a.act = 'discrepancy' THEN o.provider_message
+            ELSE coalesce(%(provider_message)s, o.provider_message) END,
+        reason = CASE WHEN a.act = 'discrepancy' THEN o.reason
+            ELSE coalesce(%(reason)s, o.reason) END,
+        resubmits = CASE WHEN a.act = 'discrepancy' THEN o.resubmits
+            ELSE coalesce(%(resubmits)s, o.resubmits) END,
+        discrepancy = CASE WHEN a.act = 'discrepancy' THEN %(discrepancy)s
+            ELSE o.discrepancy END
+    FROM act a
+    WHERE o.trade_no = a.trade_no AND a.act IS NOT NULL
+    RETURNING o.trade_no, a.act, a.before, {payload}
+), events AS (
+    INSERT INTO order_events (trade_no, source, from_state, to_state, facts)
+    SELECT trade_no, %(source)s, before,
+        CASE WHEN act = 'move' THEN %(target)s ELSE before END,
+        CASE WHEN act = 'move' THEN %(facts)s::jsonb ELSE %(discrepancy_facts)s::jsonb END
+    FROM changed WHERE act <> 'refresh'
+)
+SELECT a.trade_no, a.before, c.act = 'move', c.payload
+FROM act a LEFT JOIN changed c USING (trade_no)
+"""
+_TRANSITION = _MOVE.format(payload="NULL::jsonb AS payload")
+# The claim also returns the fields to send: no second round trip for them.
+_CLAIM = _MOVE.format(payload="o.payload")
+
+# Enqueue: orders from the rows COPYed into ``incoming``, their batch, its totals and
+# the creation events, in one statement. The unique reference decides which order a
+# reference maps to, also against a concurrent enqueue of the same reference (which
+# waits for this one's outcome). Rows go in by reference, so that two enqueues of
+# overlapping references wait on each other in one order and never deadlock.
+_INCOMING = """
+CREATE TEMP TABLE incoming (
+    row_no     integer NOT NULL,
+    trade_no   text NOT NULL,
+    market     text NOT NULL,
+    currency   text NOT NULL,
+    amount     numeric NOT NULL,
+    reference  text,
+    payload    jsonb NOT NULL,
+    masked     jsonb NOT NULL
+) ON COMMIT DROP
+"""
+_CREATE = """
+WITH created AS (
+    INSERT INTO orders (trade_no, batch_id, row_no, market, currency, amount, reference,
+                        state, payload, masked)
+    SELECT trade_no, %(batch)s, row_no, market, currency, amount, reference, %(state)s,
+           payload, masked
+    FROM incoming ORDER BY reference, row_no
+    ON CONFLICT (reference) DO NOTHING
+    RETURNING trade_no, row_no, currency, amount
+), batch AS (
+    INSERT INTO batches (id, market, row_count)
+    SELECT %(batch)s, %(market)s, count(*) FROM created
+), totals AS (
+    INSERT INTO batch_totals (batch_id, currency, row_count, amount)
+    SELECT %(batch)s, currency, count(*), sum(amount) FROM created GROUP BY currency
+), events AS (
+    INSERT INTO order_events (trade_no, source, to_state)
+    SELECT trade_no, 'producer', %(state)s FROM created
+)
+SELECT row_no, trade_no FROM created
+"""
+
+# A page of the orders in one state since before some time, oldest first, after a key
+# (entered, tradeNo). The state is spelled as a literal: the partial index orders_open
+# serves only such a query.
+_PAGE = """
+SELECT trade_no, state_entered_at FROM orders
+WHERE state = {state} AND state_entered_at < %(before)s
+  AND (state_entered_at, trade_no) > (%(after_at)s, %(after)s)
+ORDER BY state_entered_at, trade_no
+LIMIT %(limit)s
+"""
+
+
+def _ms(at: datetime) -> int:
+    """Milliseconds since the epoch, exactly (no float rounding)."""
+    return (at - _EPOCH) // _MS
+
+
+def _at(ms: int) -> datetime:
+    return _EPOCH + ms * _MS
+
+
+def _masked(fields: Mapping[str, str]) -> dict[str, str]:
+    """The fields with account and phone numbers cut to their last four digits."""
+    return {name: redact(value) for name, value in fields.items()}
+
+
+def _order(row: Sequence[Any]) -> Order:
+    (
+        trade_no, batch_id, market, currency, amount, reference, state, created_at,
+        updated_at, attempts, platform_trade_no, provider_status, provider_message, reason,
+        discrepancy, unseen_at, resubmits, row_no, state_entered_at, fee, total_debited,
+        masked,
+    ) = row  # fmt: skip
+    return Order(
+        trade_no=trade_no,
+        batch_id=batch_id,
+        market=market,
+        currency=currency,
+        amount=amount,
+        reference=reference,
+        state=State(state),
+        created_ms=_ms(created_at),
+        updated_ms=_ms(updated_at),
+        attempts=attempts,
+        platform_trade_no=platform_trade_no,
+        provider_status=provider_status,
+        provider_message=provider_message,
+        reason=reason,
+        discrepancy=discrepancy,
+        unseen_ms=_ms(unseen_at) if unseen_at is not None else None,
+        resubmits=resubmits,
+        row_no=row_no,
+        state_entered_ms=_ms(state_entered_at),
+        fee=fee,
+        total_debited=total_debited,
+        masked=masked,
+    )
+
+
+def _outcome(before: State, target: State, expect: Collection[State]) -> str:
+    """Why an order in ``before`` did not move to ``target`` (ledger_transition.lua's words)."""
+    if before is target:
+        return "same"
+    if expect and before not in expect:
+        return "unexpected"
+    if before in FINAL_STATES:
+        return "final"
+    return "forbidden"
+
+
+class PgLedger:
+    """Orders, transitions, batch counts and pending scans, in PostgreSQL."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            yield conn
+
+    # creation ---------------------------------------------------------------
+    def create_orders(
+        self, payouts: Sequence[Payout], *, batch_id: str, market: str, hold: bool = False
+    ) -> list[tuple[str, bool]]:
+        """Persist ``payouts`` as one batch; returns (tradeNo, created) in input order.
+
+        One transaction: the orders (COPYed in), the batch, its totals and the
+        creation events are committed together before this returns. A payout whose
+        reference already has an order (from an earlier batch, a concurrent one, or
+        an earlier row of this one) is not created again: that order's tradeNo comes
+        back with ``created=False``.
+        """
+        state = State.HELD if hold else State.QUEUED
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(_INCOMING)
+            with cur.copy(
+                "COPY incoming (row_no, trade_no, market, currency, amount, reference, "
+                "payload, masked) FROM STDIN"
+            ) as copy:
+                for row_no, payout in enumerate(payouts, start=1):
+                    copy.write_row(
+                        (
+                            row_no,
+                            new_trade_no(),
+                            payout.market,
+                            payout.currency,
+                            payout.amount,
+                            payout.reference,
+                            json.dumps(payout.fields, ensure_ascii=False),
+                            json.dumps(_masked(payout.fields), ensure_ascii=False),
+                        )
+                    )
+            cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
+            created: dict[int, str] = dict(cur.fetchall())
+            existing: dict[int, str] = {}
+            if len(created) < len(payouts):
+                cur.execute(
+                    "SELECT i.row_no, o.trade_no FROM incoming i JOIN orders o USING (reference) "
+                    "WHERE NOT (i.row_no = ANY(%s::integer[]))",
+                    (list(created),),
+                )
+                existing = dict(cur.fetchall())
+        return [
+            (created[row_no], True) if row_no in created else (existing[row_no], False)
+            for row_no in range(1, len(payouts) + 1)
+        ]
+
+    # reading ----------------------------------------------------------------
+    def get(self, trade_no: str) -> Order | None:
+        query = sql.SQL("SELECT {} FROM orders WHERE trade_no = %s").format(_ORDER_COLUMNS)
+        with self._connection() as conn:
+            row = conn.execute(query, (trade_no,)).fetchone()
+        return _order(row) if row is not None else None
+
+    def get_many(self, trade_nos: Sequence[str]) -> list[Order | None]:
+        """The orders of ``trade_nos`` in that order (None for an unknown tradeNo)."""
+        query = sql.SQL("SELECT {} FROM orders WHERE trade_no = ANY(%s)").format(_ORDER_COLUMNS)
+        with self._connection() as conn:
+            found = {row[0]: _order(row) for row in conn.execute(query, (list(trade_nos),))}
+        return [found.get(trade_no) for trade_no in trade_nos]
+
+    def payload(self, trade_no: str) -> dict[str, str]:
+        """The exact fields to send for this order (without tradeNo, timestamp, sign).
+
+        KeyError when there is no such order, or it is final and its fields are erased.
+        """
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT payload FROM orders WHERE trade_no = %s", (trade_no,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            raise KeyError(trade_no)
+        return dict(row[0])
+
+    def history(self, trade_no: str) -> list[tuple[int, str]]:
+        """The order's events, oldest first: (ms, "STATE source note") or, for a report
+        recorded but not applied, (ms, "DISCREPANCY <reported state> source note")."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT at, to_state, source, facts ->> 'discrepancy', facts ->> 'note' "
+                "FROM order_events WHERE trade_no = %s ORDER BY id",
+                (trade_no,),
+            ).fetchall()
+        return [
+            (
+                _ms(at),
+                " ".join(
+                    part
+                    for part in (
+                        f"DISCREPANCY {reported}" if reported else to_state,
+                        source,
+                        note,
+                    )
+                    if part
+                ),
+            )
+            for at, to_state, source, reported, note in rows
+        ]
+
+    def trade_no_for(self, reference: str) -> str | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT trade_no FROM orders WHERE reference = %s", (reference,)
+            ).fetchone()
+        return row[0] if row is not None else None
+
+    def batch(self, batch_id: str) -> BatchSummary | None:
+        """The batch's counts and amounts per state and currency, and its discrepancies
+        (reports recorded but not applied), counted from its orders as they are now."""
+        with self._connection() as conn:
+            head = conn.execute(
+                "SELECT b.row_count, b.created_at, b.market, b.hold_reason, "
+                "  (SELECT count(*) FROM order_events e JOIN orders o USING (trade_no) "
+                "   WHERE e.facts ? 'discrepancy' AND o.batch_id = b.id) "
+                "FROM batches b WHERE b.id = %s",
+                (batch_id,),
+            ).fetchone()
+            if head is None:
+                return None
+            rows = conn.execute(
+                "SELECT state, currency, count(*), sum(amount) FROM orders "
+                "WHERE batch_id = %s GROUP BY state, currency",
+                (batch_id,),
+            ).fetchall()
+        total, created_at, market, held_reason, discrepancies = head
+        counts: dict[State, int] = {}
+        amounts: dict[State, dict[str, Decimal]] = {}
+        for state, currency, n, amount in rows:
+            counts[State(state)] = counts.get(State(state), 0) + n
+            amounts.setdefault(State(state), {})[currency] = amount
+        return BatchSummary(
+            batch_id=batch_id,
+            total=total,
+            counts=counts,
+            amounts=amounts,
+            discrepancies=discrepancies,
+            created_ms=_ms(created_at),
+            market=market,
+            held_reason=held_reason,
+        )
+
+    def set_batch_note(self, batch_id: str, name: str, value: str | None) -> None:
+        """Store (or with None clear) a note on the batch: ``held``, why it is still held."""
+        if name not in _BATCH_NOTES:
+            raise ValueError(f"unknown batch note {name!r}: expected one of {sorted(_BATCH_NOTES)}")
+        query = sql.SQL("UPDATE batches SET {} = %s WHERE id = %s").format(
+            sql.Identifier(_BATCH_NOTES[name])
+        )
+        with self._connection() as conn:
+            conn.execute(query, (value, batch_id))
+
+    def iter_batch(self, batch_id: str, page: int = PAGE) -> Iterator[list[str]]:
+        """The batch's tradeNos in row order, a page (one short query) at a time."""
+        after = 0
+        while True:
+            with self._connection() as conn:
+                rows = conn.execute(
+                    "SELECT row_no, trade_no FROM orders WHERE batch_id = %s AND row_no > %s "
+                    "ORDER BY row_no LIMIT %s",
+                    (batch_id, after, page),
+                ).fetchall()
+            if not rows:
+                return
+            yield [trade_no for _, trade_no in rows]
+            after = rows[-1][0]
+
+    def now_ms(self) -> int:
+        """The database server's clock, which times every state (never the worker's)."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        return _ms(row[0])
+
+    def oldest(
+        self,
+        state: State,
+        *,
+        older_than: float = 0.0,
+        limit: int = 100,
+        now_ms: int | None = None,
+    ) -> list[tuple[str, int]]:
+        """Up to ``limit`` (tradeNo, entered ms) in ``state`` for ``older_than`` s, oldest first."""
+        now = now_ms if now_ms is not None else self.now_ms()
+        rows = self._page(state, now - int(older_than * 1000), None, limit)
+        return [(trade_no, _ms(at)) for trade_no, at in rows]
+
+    def scan(self, state: State, *, older_than: float, now_ms: int) -> Iterator[tuple[str, int]]:
+        """Every (tradeNo, entered ms) in ``state`` for ``older_than`` s at ``now_ms``,
+        oldest first, read in pages by key: an order that leaves the state while it is
+        read makes the scan skip no other, and one entering it now is too young."""
+        cutoff = now_ms - int(older_than * 1000)
+        after: tuple[str, datetime] | None = None
+        while True:
+            page = self._page(state, cutoff, after, PAGE)
+            yield from ((trade_no, _ms(at)) for trade_no, at in page)
+            if len(page) < PAGE:
+                return
+            after = page[-1]
+
+    def _page(
+        self,
+        state: State,
+        cutoff_ms: int,
+        after: tuple[str, datetime] | None,
+        limit: int,
+    ) -> list[tuple[str, datetime]]:
+        query = sql.SQL(_PAGE).format(state=sql.Literal(str(state)))
+        params = {
+            # Entered at most at cutoff_ms, in whole milliseconds as the callers count.
+            "before": _at(cutoff_ms + 1),
+            "after": after[0] if after else "",
+            "after_at": after[1] if after else _EPOCH,
+            "limit": limit,
+        }
+        with self._connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    def entered_ms(self, trade_no: str, state: State) -> int | None:
+        """When the order entered ``state`` (if it is in that state now)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT state_entered_at FROM orders WHERE trade_no = %s AND state = %s",
+                (trade_no, str(state)),
+            ).fetchone()
+        return _ms(row[0]) if row is not None else None
+
+    def state_counts(self) -> dict[State, int]:
+        """Orders per state across every batch (a count over the whole table)."""
+        with self._connection() as conn:
+            rows = conn.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
+        return {State(state): n for state, n in rows}
+
+    def count(self, state: State) -> int:
+        query = sql.SQL("SELECT count(*) FROM orders WHERE state = {}").format(
+            sql.Literal(str(state))
+        )
+        with self._connection() as conn:
+            row = conn.execute(query).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def discrepancies(self, limit: int = 100) -> list[str]:
+        """Orders with a report recorded but not applied, the latest first."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT trade_no FROM order_events WHERE facts ? 'discrepancy' "
+                "GROUP BY trade_no ORDER BY max(id) DESC LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [trade_no for (trade_no,) in rows]
+
+    # transitions ------------------------------------------------------------
+    def _move(
+        self,
+        trade_nos: Sequence[str],
+        target: State,
+        *,
+        source: Source,
+        expect: Iterable[State] = (),
+        note: str = "",
+        report: bool = False,
+        claim: bool = False,
+        facts: Mapping[str, str | int | None] | None = None,
+    ) -> dict[str, tuple[Transition, dict[str, str] | None]]:
+        """One statement moving ``trade_nos``: each one's Transition (and with ``claim``,
+        the fields to send of a claimed order), keyed by tradeNo; unknown ones absent."""
+        expected = frozenset(expect)
+        allowed = ALLOWED_FROM[target] & expected if expected else ALLOWED_FROM[target]
+        discrepant: frozenset[State] = frozenset()
+        if report and target in FINAL_STATES:
+            discrepant = (FINAL_STATES & expected if expected else FINAL_STATES) - {target}
+        given = {name: value for name, value in (facts or {}).items() if value is not None}
+        said = f"{target} {source} {note}".rstrip()
+        seen = {**given, "note": note} if note else given
+        params = {
+            "trade_nos": list(trade_nos),
+            "target": str(target),
+            "allowed": [str(s) for s in allowed],
+            "discrepant": [str(s) for s in discrepant],
+            "refresh": bool(given),
+            "claim": target is State.SUBMITTING,
+            "erase": target in FINAL_STATES,
+            "source": source,
+            "facts": Jsonb(seen) if seen else None,
+            "discrepancy": said,
+            "discrepancy_facts": Jsonb({**seen, "discrepancy": str(target)}),
+            "platform_trade_no": given.get("platform_trade_no"),
+            "provider_status": given.get("provider_status"),
+            "provider_message": given.get("provider_message"),
+            "reason": given.get("reason"),
+            "resubmits": given.get("resubmits"),
+        }
+        with self._connection() as conn:
+            rows = conn.execute(_CLAIM if claim else _TRANSITION, params).fetchall()
+        result: dict[str, tuple[Transition, dict[str, str] | None]] = {}
+        for trade_no, before, moved, payload in rows:
+            previous = State(before)
+            outcome = "ok" if moved else _outcome(previous, target, expected)
+            result[trade_no] = (Transition(outcome, previous), payload)
+        return result
+
+    def transition(
+        self,
+        trade_no: str,
+        target: State,
+        *,
+        source: Source,
+        expect: Iterable[State] = (),
+        note: str = "",
+        report: bool = False,
+        platform_trade_no: str | None = None,
+        provider_status: str | None = None,
+        provider_message: str | None = None,
+        reason: str | None = None,
+        resubmits: int | None = None,
+    ) -> Transition:
+        """Move the order to ``target`` if the table allows it (and it is in ``expect``).
+
+        Outcomes as ledger_transition.lua names them: ok, same (already there: the
+        facts given are stored), unexpected (not in ``expect``), final (the order is
+        final and stays so), forbidden (the table disallows it), missing.
+        ``report=True`` says the target comes from the provider: if the order is
+        already final in another state, that is recorded as a discrepancy (on the
+        order and as an event) and nothing else changes. The provider's ids, status
+        code and message, a reason, and the number of resubmissions because the
+        provider had no record are stored with the move.
+        """
+        found = self._move(
+            [trade_no],
+            target,
+            source=source,
+            expect=expect,
+            note=note,
+            report=report,
+            facts={
+                "platform_trade_no": platform_trade_no,
+                "provider_status": provider_status,
+                "provider_message": provider_message,
+                "reason": reason,
+                "resubmits": resubmits,
+            },
+        )
+        return found[trade_no][0] if trade_no in found else Transition("missing", None)
+
+    def transition_many(
+        self,
+        trade_nos: Sequence[str],
+        target: State,
+        *,
+        source: Source,
+        expect: Iterable[State] = (),
+        note: str = "",
+    ) -> list[Transition]:
+        """The same move for many orders, each atomic, all in one statement."""
+        found = self._move(trade_nos, target, source=source, expect=expect, note=note)
+        missing = Transition("missing", None)
+        return [found[t][0] if t in found else missing for t in trade_nos]
+
+    def claim(self, trade_no: str) -> tuple[Transition, dict[str, str] | None]:
+        """QUEUED -> SUBMITTING (one more attempt) and the fields to send, in one round
+        trip; the fields are None unless this call claimed the order."""
+        found = self._move(
+            [trade_no], State.SUBMITTING, source="submit", expect=[State.QUEUED], claim=True
+        )
+        if trade_no not in found:
+            return Transition("missing", None), None
+        claimed, payload = found[trade_no]
+        return claimed, dict(payload) if claimed.moved and payload is not None else None
+
+    def note_unseen(self, order: Order, at_ms: int) -> None:
+        """Note that a lookup at ``at_ms`` showed no record of ``order``'s latest POST.
+
+        Stored only while the order is in the state it was read in and no later POST
+        was made (the next claim clears it); see :attr:`Order.unseen_ms`.
+        """
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE orders SET unseen_at = %s "
+                "WHERE trade_no = %s AND state = %s AND attempts = %s",
+                (_at(at_ms), order.trade_no, str(order.state), order.attempts),
+            )
+
+    def restart_queued(self, trade_nos: Sequence[str]) -> list[str]:
+        """Restart the QUEUED clock of orders whose message the sweeper publishes again,
+        so the next pass does not republish them; returns those still QUEUED."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "WITH swept AS ("
+                "  UPDATE orders SET state_entered_at = now() "
+                "  WHERE trade_no = ANY(%s) AND state = 'QUEUED' RETURNING trade_no"
+                ") INSERT INTO order_events (trade_no, source, from_state, to_state, facts) "
+                "SELECT trade_no, 'sweeper', 'QUEUED', 'QUEUED', %s FROM swept "
+                "RETURNING trade_no",
+                (list(trade_nos), Jsonb({"note": "republished"})),
+            ).fetchall()
+        return [trade_no for (trade_no,) in rows]
+
+    def apply_report(self, trade_no: str, report: ProviderReport, *, source: Source) -> Outcome:
+        """Apply what the provider said about an order: the one rule for every source.
+
+        ``source`` (submit, webhook, lookup) goes into the order's history. The report
+        moves the order when the transition table allows it; a report of a final state
+        that contradicts the order's own final state is recorded as a discrepancy and
+        never applied; anything else (a late PROCESSING, a report for an unsent order)
+        changes nothing.
+        """
+        result = self.transition(
+            trade_no,
+            report.state,
+            source=source,
+            report=True,
+            platform_trade_no=report.platform_trade_no,
+            provider_status=report.status,
+            provider_message=report.message,
+        )
+        match result.outcome:
+            case "ok":
+                return Outcome.MOVED
+            case "same":
+                return Outcome.SAME
+            case "missing":
+                return Outcome.MISSING
+            case "final" if report.state in FINAL_STATES:
+                return Outcome.DISCREPANCY
+            case _:
+                return Outcome.IGNORED
