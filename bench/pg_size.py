@@ -57,11 +57,11 @@ def measure(n: int) -> Sizes:
             _fill(conn, payouts)
             seconds = time.perf_counter() - started
             conn.execute("VACUUM ANALYZE")
-            pending = _sizes(conn)
+            pending = relation_sizes(conn)
             say("pg_size: settling every order, erasing payloads, VACUUM FULL")
             _settle(conn)
             conn.execute("VACUUM FULL ANALYZE")
-            settled = _sizes(conn)
+            settled = relation_sizes(conn)
     return Sizes(n, seconds, pending, settled)
 
 
@@ -184,7 +184,7 @@ def _settle(conn: psycopg.Connection) -> None:
         )
 
 
-def _sizes(conn: psycopg.Connection) -> dict[str, int]:
+def relation_sizes(conn: psycopg.Connection) -> dict[str, int]:
     """Bytes of each ledger table (heap, TOAST, maps) and of each of its indexes."""
     sizes: dict[str, int] = {}
     for name in TABLES:

@@ -435,6 +435,41 @@ def test_concurrent_claims_only_one_wins(ledger: PgLedger) -> None:
     assert [h for _, h in ledger.history(t)] == ["QUEUED producer", "SUBMITTING submit"]
 
 
+def test_a_claim_racing_a_cancel_one_wins_and_the_other_sees_its_state(
+    ledger: PgLedger, database: str
+) -> None:
+    trade_nos = create(ledger, *[payout() for _ in range(200)])
+    together = threading.Barrier(2)
+
+    def each(move: Callable[[str], pgledger.Transition]) -> list[pgledger.Transition]:
+        results = []
+        for trade_no in trade_nos:
+            together.wait()  # both threads go at each order at the same moment
+            results.append(move(trade_no))
+        return results
+
+    def claim(trade_no: str) -> pgledger.Transition:
+        return ledger.claim(trade_no)[0]
+
+    def cancel(trade_no: str) -> pgledger.Transition:
+        return ledger.transition(
+            trade_no, State.CANCELLED, source="operator", expect=[State.QUEUED]
+        )
+
+    with ThreadPoolExecutor(2) as threads:
+        claiming, cancelling = threads.submit(each, claim), threads.submit(each, cancel)
+        claimed, cancelled = claiming.result(), cancelling.result()
+    for trade_no, by_claim, by_cancel in zip(trade_nos, claimed, cancelled, strict=True):
+        order = ledger.get(trade_no)
+        assert order is not None
+        assert by_claim.moved != by_cancel.moved
+        winner, loser = (by_claim, by_cancel) if by_claim.moved else (by_cancel, by_claim)
+        assert winner.previous is State.QUEUED
+        # The loser saw the order as the winner left it, never a stale QUEUED.
+        assert (loser.outcome, loser.previous) == ("unexpected", order.state)
+    assert rows(database, "SELECT count(*) FROM order_events") == [(400,)]
+
+
 def test_concurrent_enqueues_of_one_reference_make_one_order(
     ledger: PgLedger, database: str
 ) -> None:

@@ -1,0 +1,231 @@
+"""The PostgreSQL ledger (worker/pgledger.py): ``python -m bench.pg_ledger [options]``.
+
+On a private server (durable unless ``--not-durable``: fsync on, as payouts need):
+
+1. create: ``create_orders`` of N validated sample payouts (the four markets in turn)
+   in one batch; the Python part alone (tradeNos, JSON of the fields and of their
+   masked copy) is timed too, and a baseline of one ``create_orders([payout])`` per
+   order. Validation is timed for reference (the accept path is validate + create +
+   publish).
+2. claim+apply: the submit path's two ledger round trips per payout, ``claim`` then
+   ``apply_report`` of the provider's acceptance (PROCESSING), from 1 and 2 threads
+   (each with its own pooled connection), then every order settled by a webhook's
+   report (SUCCEEDED: the payload is erased).
+3. bytes per order once every order is settled: every table (with TOAST and maps)
+   and index, after VACUUM (the files as they stay) and after VACUUM FULL (what a
+   settled order keeps for the years of retention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bench.pg_size import MARKETS, NOTIFY_URL, relation_sizes
+
+if TYPE_CHECKING:
+    from schemas import Payout
+    from worker.pgledger import PgLedger
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, case: str, value: str, note: str = "") -> None:
+        self.rows.append((case, value, note))
+        print(f"  {case}: {value}  {note}", flush=True)
+
+    def table(self) -> str:
+        rows = [("case", "result", "notes"), *self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = [
+            " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+        ]
+        lines.insert(1, "-+-".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def sample_payouts(n: int) -> tuple[list[Payout], float]:
+    """``n`` valid payouts, the four markets in turn, and the seconds validation took."""
+    from schemas import validate_rows
+    from worker.samples import sample_rows
+
+    per_market = -(-n // len(MARKETS))
+    payouts: list[Payout] = []
+    spent = 0.0
+    for market in MARKETS:
+        rows = list(enumerate(sample_rows(market, per_market, seed=11), start=1))
+        started = time.perf_counter()
+        valid, errors = validate_rows(market, rows, notify_url=NOTIFY_URL)
+        spent += time.perf_counter() - started
+        assert not errors, errors[:3]
+        payouts += [payout for _, payout in valid]
+    return payouts[:n], spent
+
+
+def python_part(payouts: Sequence[Payout]) -> float:
+    """Seconds for what ``create_orders`` computes per row before the COPY sends it."""
+    from worker.ledger import new_trade_no
+    from worker.pgledger import _masked
+
+    started = time.perf_counter()
+    for payout in payouts:
+        new_trade_no()
+        json.dumps(payout.fields, ensure_ascii=False)
+        json.dumps(_masked(payout.fields), ensure_ascii=False)
+    return time.perf_counter() - started
+
+
+def in_threads(work: Callable[[Sequence[str]], None], trade_nos: list[str], threads: int) -> float:
+    """Seconds for ``threads`` threads to run ``work`` over equal shares of ``trade_nos``."""
+    shares = [trade_nos[i::threads] for i in range(threads)]
+    start = threading.Barrier(threads + 1)
+
+    def run(share: Sequence[str]) -> None:
+        start.wait()
+        work(share)
+
+    workers = [threading.Thread(target=run, args=(share,)) for share in shares]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - started
+
+
+def submit_path(ledger: PgLedger) -> Callable[[Sequence[str]], None]:
+    from worker.states import State
+    from worker.vexora import ProviderReport
+
+    accepted = ProviderReport(State.PROCESSING, None, "0015", "Request accepted")
+
+    def work(trade_nos: Sequence[str]) -> None:
+        for index, trade_no in enumerate(trade_nos):
+            claimed, payload = ledger.claim(trade_no)
+            assert claimed.moved and payload is not None
+            report = ProviderReport(State.PROCESSING, f"P{index}", "0015", accepted.message)
+            ledger.apply_report(trade_no, report, source="submit")
+
+    return work
+
+
+def settle(ledger: PgLedger) -> Callable[[Sequence[str]], None]:
+    from worker.states import Outcome, State
+    from worker.vexora import ProviderReport
+
+    def work(trade_nos: Sequence[str]) -> None:
+        for trade_no in trade_nos:
+            report = ProviderReport(State.SUCCEEDED, None, "0000", "Success")
+            assert ledger.apply_report(trade_no, report, source="webhook") is Outcome.MOVED
+
+    return work
+
+
+def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
+    import psycopg
+
+    from worker.db.migrate import upgrade
+    from worker.db.pool import open_pool
+    from worker.ledger import new_batch_id
+    from worker.pgledger import PgLedger
+    from worker.postgres_server import PostgresServer
+    from worker.states import State
+
+    report = Report()
+    assert 3 * per_thread <= n, "claim+apply takes its orders from the bulk batch"
+    payouts, validating = sample_payouts(n + baseline)
+    report.add(
+        "validate (for reference)",
+        f"{validating:.2f} s",
+        f"{len(payouts):,} rows: {len(payouts) / validating:,.0f}/s",
+    )
+    prep = python_part(payouts[:n])
+    with PostgresServer(durable=durable) as server:
+        upgrade(server.url)
+        with open_pool(server.url, max_size=3) as pool:
+            ledger = PgLedger(pool)
+            started = time.perf_counter()
+            created = ledger.create_orders(payouts[:n], batch_id=new_batch_id(), market="ID")
+            bulk = time.perf_counter() - started
+            assert len(created) == n and all(is_new for _, is_new in created)
+            report.add(
+                f"create_orders, {n:,} rows in one batch",
+                f"{bulk:.2f} s = {n / bulk:,.0f}/s",
+                f"of which Python (tradeNos, JSON, masking) {prep:.2f} s",
+            )
+            started = time.perf_counter()
+            for payout in payouts[n : n + baseline]:
+                ledger.create_orders([payout], batch_id=new_batch_id(), market="ID")
+            one = (time.perf_counter() - started) / baseline
+            report.add(
+                "baseline: one create_orders call per row",
+                f"{1 / one:,.0f}/s",
+                f"{baseline:,} rows; bulk is {one * n / bulk:.1f}x faster",
+            )
+            with pool.connection() as conn:
+                conn.autocommit = True
+                conn.execute("VACUUM ANALYZE")
+            queued = [trade_no for trade_no, _ in created]
+            done: list[str] = []
+            for threads in (1, 2):
+                chunk, queued = queued[: threads * per_thread], queued[threads * per_thread :]
+                seconds = in_threads(submit_path(ledger), chunk, threads)
+                report.add(
+                    f"claim + apply_report(PROCESSING), {threads} thread(s)",
+                    f"{len(chunk) / seconds:,.0f} payouts/s",
+                    f"{len(chunk):,} payouts, {seconds / len(chunk) * 1000:.2f} ms each",
+                )
+                done += chunk
+            seconds = in_threads(settle(ledger), done, 2)
+            report.add(
+                "apply_report(SUCCEEDED) from webhooks, 2 threads",
+                f"{len(done) / seconds:,.0f}/s",
+                "the payload erased in the same update",
+            )
+            # Only settled orders remain for the size: the rest are cancelled (payload erased).
+            rest = [t for t, _ in ledger.scan(State.QUEUED, older_than=0, now_ms=ledger.now_ms())]
+            for start in range(0, len(rest), 1000):
+                ledger.transition_many(
+                    rest[start : start + 1000], State.CANCELLED, source="operator"
+                )
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            (orders,) = conn.execute("SELECT count(*) FROM orders").fetchone() or (0,)
+            conn.execute("VACUUM ANALYZE")
+            kept = sum(relation_sizes(conn).values()) / orders
+            conn.execute("VACUUM FULL ANALYZE")
+            compact = relation_sizes(conn)
+        report.add(
+            f"bytes per settled order ({orders:,})",
+            f"{sum(compact.values()) / orders:,.0f} B after VACUUM FULL",
+            f"{kept:,.0f} B after VACUUM; "
+            + ", ".join(
+                f"{name} {size / orders:,.0f}"
+                for name, size in sorted(compact.items(), key=lambda kv: -kv[1])[:4]
+            ),
+        )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pg_ledger", description=__doc__)
+    parser.add_argument("--orders", type=int, default=100_000, help="created in one batch")
+    parser.add_argument("--per-thread", type=int, default=5_000, help="claim+apply per thread")
+    parser.add_argument("--baseline", type=int, default=2_000, help="created one call each")
+    parser.add_argument("--not-durable", action="store_true", help="fsync off (faster, unsafe)")
+    args = parser.parse_args(argv)
+    report = run(args.orders, args.per_thread, args.baseline, durable=not args.not_durable)
+    print()
+    print(report.table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
