@@ -75,9 +75,9 @@ WITH old AS (
         state = CASE WHEN a.act = 'move' THEN %(target)s ELSE o.state END,
         updated_at = CASE WHEN a.act = 'move' THEN now() ELSE o.updated_at END,
         state_entered_at = CASE WHEN a.act = 'move' THEN now() ELSE o.state_entered_at END,
-        attempts = o.attempts + CASE WHEN a.act = 'move' AND %(claim)s THEN 1 ELSE 0 END,
+        attempts = o.attempts + CASE WHEN a.act = 'move' AND %(attempt)s THEN 1 ELSE 0 END,
         -- A mark left on an earlier POST is no mark.
-        unseen_at = CASE WHEN a.act = 'move' AND %(claim)s THEN NULL ELSE o.unseen_at END,
+        unseen_at = CASE WHEN a.act = 'move' AND %(attempt)s THEN NULL ELSE o.unseen_at END,
         -- Personal data goes in the same update that makes the order final.
         payload = CASE WHEN a.act = 'move' AND %(erase)s THEN NULL ELSE o.payload END,
         platform_trade_no = CASE WHEN a.act = 'discrepancy' THEN o.platform_trade_no
@@ -491,11 +491,12 @@ class PgLedger:
         expect: Iterable[State] = (),
         note: str = "",
         report: bool = False,
-        claim: bool = False,
+        with_payload: bool = False,
         facts: Mapping[str, str | int | None] | None = None,
     ) -> dict[str, tuple[Transition, dict[str, str] | None]]:
-        """One statement moving ``trade_nos``: each one's Transition (and with ``claim``,
-        the fields to send of a claimed order), keyed by tradeNo; unknown ones absent."""
+        """One statement moving ``trade_nos``: each one's Transition (and with
+        ``with_payload``, a moved order's fields to send), keyed by tradeNo; unknown
+        tradeNos are absent."""
         expected = frozenset(expect)
         allowed = ALLOWED_FROM[target] & expected if expected else ALLOWED_FROM[target]
         discrepant: frozenset[State] = frozenset()
@@ -510,7 +511,7 @@ class PgLedger:
             "allowed": [str(s) for s in allowed],
             "discrepant": [str(s) for s in discrepant],
             "refresh": bool(given),
-            "claim": target is State.SUBMITTING,
+            "attempt": target is State.SUBMITTING,  # a claim: one more attempt
             "erase": target in FINAL_STATES,
             "source": source,
             "facts": Jsonb(seen) if seen else None,
@@ -523,7 +524,7 @@ class PgLedger:
             "resubmits": given.get("resubmits"),
         }
         with self._connection() as conn:
-            rows = conn.execute(_CLAIM if claim else _TRANSITION, params).fetchall()
+            rows = conn.execute(_CLAIM if with_payload else _TRANSITION, params).fetchall()
         result: dict[str, tuple[Transition, dict[str, str] | None]] = {}
         for trade_no, before, moved, payload in rows:
             previous = State(before)
@@ -592,7 +593,7 @@ class PgLedger:
         """QUEUED -> SUBMITTING (one more attempt) and the fields to send, in one round
         trip; the fields are None unless this call claimed the order."""
         found = self._move(
-            [trade_no], State.SUBMITTING, source="submit", expect=[State.QUEUED], claim=True
+            [trade_no], State.SUBMITTING, source="submit", expect=[State.QUEUED], with_payload=True
         )
         if trade_no not in found:
             return Transition("missing", None), None

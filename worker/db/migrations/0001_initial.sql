@@ -62,8 +62,9 @@ CREATE TABLE orders (
     )
 );
 
--- Append-only: one row per change of an order (or per report that was recorded but
--- not applied: from_state = to_state). The id is the cursor of the application's
+-- Append-only: one row per change of an order (from_state = to_state for a report
+-- recorded but not applied, its facts holding 'discrepancy', and for a message the
+-- sweeper republished). The id is the cursor of the application's
 -- event feed. Ids are drawn at insert, not at commit: a feed reader must not move
 -- its cursor past an id whose transaction may still be in flight.
 CREATE TABLE order_events (
