@@ -470,32 +470,36 @@ def test_a_claim_racing_a_cancel_one_wins_and_the_other_sees_its_state(
     assert rows(database, "SELECT count(*) FROM order_events") == [(400,)]
 
 
-def test_concurrent_enqueues_of_one_reference_make_one_order(
-    ledger: PgLedger, database: str
-) -> None:
-    start = threading.Barrier(6)
+def test_concurrent_enqueues_of_one_reference_make_one_order(database: str) -> None:
+    # Every thread's connection is open before they start: their enqueues overlap.
+    with ConnectionPool(database, min_size=4, max_size=4) as pool:
+        pool.wait()
+        enqueue_concurrently(PgLedger(pool), database)
+
+
+def enqueue_concurrently(ledger: PgLedger, database: str) -> None:
+    start = threading.Barrier(4)
+    shared = ["shared-first", "shared-last"]
 
     def enqueue(n: int) -> list[tuple[str, tuple[str, bool]]]:
-        # Overlapping references in opposite orders: must not deadlock either.
-        refs = ["shared", *(f"own-{n}-{i}" for i in range(50)), "also-shared"]
+        refs = [shared[0], *(f"own-{n}-{i}" for i in range(1000)), shared[1]]
         if n % 2:
-            refs.reverse()
+            refs.reverse()  # the same references in the opposite order: no deadlock either
+        payouts = [payout(reference=r) for r in refs]
         start.wait()
-        created = ledger.create_orders(
-            [payout(reference=r) for r in refs], batch_id=f"b{n}", market="ID"
-        )
+        created = ledger.create_orders(payouts, batch_id=f"b{n}", market="ID")
         return list(zip(refs, created, strict=True))
 
-    with ThreadPoolExecutor(6) as threads:
-        results = [pair for result in threads.map(enqueue, range(6)) for pair in result]
-    for ref in ("shared", "also-shared"):
+    with ThreadPoolExecutor(4) as threads:
+        results = [pair for result in threads.map(enqueue, range(4)) for pair in result]
+    for ref in shared:
         found = [answer for r, answer in results if r == ref]
-        assert len(found) == 6
+        assert len(found) == 4
         assert len({trade_no for trade_no, _ in found}) == 1
         assert sum(created for _, created in found) == 1
         assert ledger.trade_no_for(ref) == found[0][0]
-    assert rows(database, "SELECT count(*) FROM orders") == [(2 + 6 * 50,)]
-    assert rows(database, "SELECT sum(row_count) FROM batches") == [(2 + 6 * 50,)]
+    assert rows(database, "SELECT count(*) FROM orders") == [(2 + 4 * 1000,)]
+    assert rows(database, "SELECT sum(row_count) FROM batches") == [(2 + 4 * 1000,)]
 
 
 def test_provider_report_wins_over_a_requeued_order(ledger: PgLedger) -> None:
