@@ -33,11 +33,15 @@ from worker.exceptions import (
     OutcomeUnknown,
     ProviderError,
     RateLimited,
-    from_transport_error,
-    parse_retry_after,
-    redact,
 )
-from worker.http_client import DEFAULT_TIMEOUTS, HttpClient, json_object
+from worker.http_client import (
+    DEFAULT_TIMEOUTS,
+    HttpClient,
+    from_transport_error,
+    json_object,
+    parse_retry_after,
+)
+from worker.redact import redact
 from worker.states import State
 from worker.vexora import to_decimal
 
