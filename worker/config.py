@@ -10,12 +10,10 @@ from functools import lru_cache
 
 from dotenv import load_dotenv
 
+from worker.exceptions import ConfigError
+
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class ConfigError(ValueError):
-    """A setting in the environment is missing or malformed."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,23 @@
-"""Every error the provider clients raise, named after WHERE the failure happened.
+"""Every error disburse raises on purpose, named after what went wrong and where.
 
-The question a caller must answer after a failed payout call is "could money have
-moved?". The hierarchy answers it by type:
+One base, :class:`DisburseError`, so an application can catch everything of ours in
+one clause. Below it, two questions tell the branches apart:
+
+* was it something WE were handed (the caller's input, the operator's settings)?
+  Then nothing happened, and a person fixes the input or the setting;
+* or did talking to a PROVIDER fail? Then the type answers "could money have moved?".
+
+::
 
     DisburseError
+    ├── InputError                 what the caller handed us is wrong; nothing was changed
+    │   ├── InvalidPayout          a payout's fields (``errors``: field -> messages)  [ValueError]
+    │   ├── UnknownMarket          not a market code we pay out in                  [ValueError]
+    │   ├── InvalidFile            a rows file that cannot be used as a whole       [ValueError]
+    │   └── BatchNotFound          no batch with this id                           [LookupError]
+    ├── ConfigError                a setting is missing or malformed: fix it, restart [ValueError]
+    │   └── SchemaBehind           the database lacks migrations this code needs
+    ├── RateLimitTimeout           our own limiter had no slot in time: nothing sent [TimeoutError]
     └── ProviderError              something went wrong talking to a provider
         ├── NotSent                certainly never processed: retry with the same tradeNo
         │   └── RateLimited        HTTP 429 (``retry_after`` seconds, when given)
@@ -12,29 +26,44 @@ moved?". The hierarchy answers it by type:
         ├── Rejected               a documented, final refusal (``code``, ``message``)
         │   └── ConfigurationRejected  bad signature / unknown merchant / IP not allowed:
         │                              operators must fix the config; not a payout failure
-        ├── AuthenticationFailed   the details API refused our token (401, twice)
+        ├── AuthenticationFailed   the details API refused our credentials or token
+        ├── TokenUnavailable       no details-API token right now (fetch failed, backing
+        │                          off, or timed out); details calls are reads: nothing moved
         └── NotFound               the provider does not know this transaction
 
-Messages never carry secrets, request bodies, full account numbers or mobiles:
-text that comes from a provider goes through :func:`worker.redact.redact` first.
-Mapping transport failures onto this tree is :mod:`worker.http_client`'s job.
+A second base in brackets is kept where callers catch the built-in kind.
+
+Messages never carry secrets, request bodies, full account numbers or mobiles: text
+that comes from a provider goes through :func:`worker.redact.redact` first. This
+module holds the hierarchy only: mapping transport failures onto it is
+:mod:`worker.http_client`'s job.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 __all__ = [
     "AlreadySubmitted",
     "AuthenticationFailed",
+    "BatchNotFound",
+    "ConfigError",
     "ConfigurationRejected",
     "DisburseError",
+    "InputError",
+    "InvalidFile",
+    "InvalidPayout",
     "NotFound",
     "NotSent",
     "OutcomeUnknown",
     "ProviderError",
+    "RateLimitTimeout",
     "RateLimited",
     "Rejected",
+    "SchemaBehind",
+    "TokenUnavailable",
+    "UnknownMarket",
 ]
 
 
@@ -52,6 +81,77 @@ class DisburseError(Exception):
         # Subclasses take their own constructor arguments; rebuild from state so
         # pickling (Celery result backends, multiprocessing) works for all of them.
         return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+# --- what we were handed ----------------------------------------------------------------
+
+
+class InputError(DisburseError):
+    """What the caller handed us is wrong; nothing was enqueued or changed."""
+
+
+class InvalidPayout(InputError, ValueError):
+    """A payout failed validation; ``errors`` maps each field to its messages."""
+
+    def __init__(self, errors: Mapping[str, Any]) -> None:
+        self.errors = dict(errors)
+        detail = "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in errors.items())
+        super().__init__(f"invalid payout: {detail}")
+
+
+class UnknownMarket(InputError, ValueError):
+    """The market code is not one we pay out in; the message lists the ones we do."""
+
+    def __init__(self, market: object, known: Iterable[str]) -> None:
+        super().__init__(f"unknown market {market!r}: expected one of {', '.join(sorted(known))}")
+        self.market = market
+
+
+class InvalidFile(InputError, ValueError):
+    """A rows file cannot be used as a whole (unreadable, not UTF-8, no rows, a bad header).
+
+    A problem with one row is that row's error, not this.
+    """
+
+
+class BatchNotFound(InputError, LookupError):
+    """No batch with this id."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"no batch {batch_id}")
+        self.batch_id = batch_id
+
+
+# --- the operator's settings ------------------------------------------------------------
+
+
+class ConfigError(DisburseError, ValueError):
+    """A setting in the environment is missing or malformed."""
+
+
+class SchemaBehind(ConfigError):
+    """The database lacks migrations this code needs; the message names the command."""
+
+    def __init__(self, missing: Collection[int], upgrade_command: str) -> None:
+        self.missing = sorted(missing)
+        listed = ", ".join(f"{version:04d}" for version in self.missing)
+        super().__init__(
+            f"the database schema is behind this version of disburse (missing migrations "
+            f"{listed}): run `{upgrade_command}`"
+        )
+
+
+# --- our own limits ---------------------------------------------------------------------
+
+
+class RateLimitTimeout(DisburseError, TimeoutError):
+    """No slot of the cluster-wide rate limit could be taken before the caller's timeout.
+
+    Nothing was sent: the request waits for a later slot.
+    """
+
+
+# --- talking to a provider --------------------------------------------------------------
 
 
 class ProviderError(DisburseError):
@@ -137,7 +237,12 @@ class ConfigurationRejected(Rejected):
 
 
 class AuthenticationFailed(ProviderError):
-    """The details API refused our credentials or token (401 after one refresh)."""
+    """The details API refused our credentials (token fetch) or a fresh token (401 twice)."""
+
+
+class TokenUnavailable(ProviderError):
+    """No details-API token can be had right now: the fetch failed, the cluster is backing
+    off after a failure, or no token arrived in time. No details request was sent."""
 
 
 class NotFound(ProviderError):

@@ -23,6 +23,8 @@ from redis import Redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from worker.exceptions import TokenUnavailable
+
 log = logging.getLogger(__name__)
 
 _INVALIDATE = Path(__file__).with_name("token.lua").read_text(encoding="utf-8")
@@ -31,10 +33,6 @@ _INVALIDATE = Path(__file__).with_name("token.lua").read_text(encoding="utf-8")
 # trip), then at most this often.
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.05
-
-
-class TokenUnavailable(Exception):
-    """No OAuth token can be had right now: the fetch failed, is backing off, or timed out."""
 
 
 def _text(value: str | bytes) -> str:
