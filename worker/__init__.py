@@ -15,22 +15,30 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from worker.exceptions import (
+    BatchNotFound,
+    ConfigError,
     ConfigurationRejected,
     DisburseError,
+    InputError,
+    InvalidPayout,
     NotSent,
     OutcomeUnknown,
     ProviderError,
     Rejected,
+    UnknownMarket,
 )
 from worker.ledger import BatchSummary, Order
-from worker.producer import BatchResult, InvalidPayout
+from worker.producer import BatchResult
 from worker.states import State
 
 __all__ = [
+    "BatchNotFound",
     "BatchResult",
     "BatchSummary",
+    "ConfigError",
     "ConfigurationRejected",
     "DisburseError",
+    "InputError",
     "InvalidPayout",
     "NotSent",
     "Order",
@@ -38,6 +46,7 @@ __all__ = [
     "ProviderError",
     "Rejected",
     "State",
+    "UnknownMarket",
     "batch_summary",
     "enqueue",
     "enqueue_batch",
@@ -46,7 +55,10 @@ __all__ = [
 
 
 def enqueue(market: str, payout: Mapping[str, Any], *, hold: bool = False) -> Order:
-    """Validate, persist and publish one payout; raises InvalidPayout naming each bad field."""
+    """Validate, persist and publish one payout.
+
+    Raises InvalidPayout naming each bad field, UnknownMarket for a bad market code.
+    """
     from worker import runtime
 
     return runtime.producer().enqueue(market, payout, hold=hold)
@@ -62,7 +74,8 @@ def enqueue_batch(
 ) -> BatchResult:
     """Validate every row, then persist and publish all of them, or (by default) none.
 
-    Rows are numbered from 1 in the errors of ``BatchResult.rejected``.
+    Rows are numbered from 1 in the errors of ``BatchResult.rejected``. Raises
+    UnknownMarket for a bad market code.
     """
     from worker import runtime
 

@@ -6,16 +6,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from worker.exceptions import ProviderError
+from worker.exceptions import BatchNotFound, ProviderError
 from worker.ledger import Ledger
 from worker.states import State
 from worker.vexora import Balance
 
 HELD_NOTE = "held"
-
-
-class BatchNotFound(LookupError):
-    pass
 
 
 @dataclass(frozen=True)

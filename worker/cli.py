@@ -12,13 +12,12 @@ from pathlib import Path
 
 import redis
 
-from worker.config import ConfigError
+from worker.exceptions import BatchNotFound, ConfigError, InputError
 
 
 def _enqueue(args: argparse.Namespace) -> int:
-    from schemas import UnknownMarket
     from worker import runtime
-    from worker.rows import InputError, read_rows
+    from worker.rows import read_rows
 
     try:
         rows, parse_errors = read_rows(Path(args.file))
@@ -30,7 +29,7 @@ def _enqueue(args: argparse.Namespace) -> int:
             hold=args.hold,
             dry_run=args.dry_run,
         )
-    except (InputError, UnknownMarket) as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -116,7 +115,6 @@ def _export(args: argparse.Namespace) -> int:
 
 def _approve(args: argparse.Namespace) -> int:
     from worker import runtime
-    from worker.batches import BatchNotFound
 
     try:
         result = runtime.batch_controls().approve(
@@ -131,7 +129,6 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from worker import runtime
-    from worker.batches import BatchNotFound
 
     try:
         print(runtime.batch_controls().cancel(args.batch).message)

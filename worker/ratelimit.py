@@ -22,6 +22,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from worker.config import Account, Rate, Settings
+from worker.exceptions import RateLimitTimeout
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,6 @@ _SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text(encoding="utf-8")
 # How early a due slot may be taken: enough to absorb a late wake-up (typically well
 # under a millisecond, a few under load) without letting slots bunch up.
 MAX_TOLERANCE = 0.003
-
-
-class RateLimitTimeout(TimeoutError):
-    """No slot could be taken before the caller's timeout."""
 
 
 class RateLimiter:

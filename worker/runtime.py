@@ -21,7 +21,7 @@ from worker.publish import publish_lookups, publish_submissions, submit_queue_le
 from worker.ratelimit import RateLimiter
 from worker.reconcile import Reconciler
 from worker.submit import MarketSubmitters, Submitter
-from worker.token import TokenCache
+from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
 
 
@@ -68,16 +68,14 @@ def metrics() -> Metrics:
 def details() -> DetailsClient:
     """The details client, its bearer token shared by the whole cluster through Redis."""
     settings = get_settings()
-    client = DetailsClient.from_settings(settings)
+    fetch = TokenFetcher.from_settings(settings)
 
     def fetch_token() -> tuple[str, float]:
         metrics().token_refresh()
-        return client.fetch_token()
+        return fetch()
 
-    client.tokens = TokenCache(
-        redis_client(), fetch_token, key=f"{settings.key_prefix}:oauth:token"
-    )
-    return client
+    tokens = TokenCache(redis_client(), fetch_token, key=f"{settings.key_prefix}:oauth:token")
+    return DetailsClient.from_settings(settings, tokens)
 
 
 @cache
