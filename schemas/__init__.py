@@ -23,7 +23,6 @@ from schemas.kh import CambodiaSchema
 
 __all__ = [
     "MARKETS",
-    "MARKET_CURRENCIES",
     "Payout",
     "RowError",
     "ValidationError",
@@ -40,9 +39,6 @@ _SCHEMA_CLASSES: tuple[type[PayoutSchema], ...] = (
 )
 
 MARKETS: dict[str, type[marshmallow.Schema]] = {cls.market: cls for cls in _SCHEMA_CLASSES}
-MARKET_CURRENCIES: dict[str, tuple[str, ...]] = {
-    cls.market: cls.currencies() for cls in _SCHEMA_CLASSES
-}
 # One instance per market, built once: marshmallow schemas keep no per-load state.
 _SCHEMAS: dict[str, PayoutSchema] = {cls.market: cls() for cls in _SCHEMA_CLASSES}
 

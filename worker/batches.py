@@ -19,6 +19,7 @@ class ControlResult:
     batch_id: str
     moved: int
     message: str
+    still_held: bool = False  # approve refused: the balance cannot cover it (or is unknown)
 
 
 class BatchControls:
@@ -44,7 +45,7 @@ class BatchControls:
             shortfall = self._shortfall(summary.market, held)
             if shortfall:
                 self.ledger.set_batch_note(batch_id, HELD_NOTE, shortfall)
-                return ControlResult(batch_id, 0, f"still held: {shortfall}")
+                return ControlResult(batch_id, 0, f"still held: {shortfall}", still_held=True)
         moved: list[str] = []
         for page in self.ledger.iter_batch(batch_id):
             results = self.ledger.transition_many(

@@ -124,7 +124,7 @@ def _approve(args: argparse.Namespace) -> int:
         print(f"error: no batch {args.batch}", file=sys.stderr)
         return 1
     print(result.message)
-    return 0 if result.moved or "nothing" in result.message else 2
+    return 2 if result.still_held else 0
 
 
 def _cancel(args: argparse.Namespace) -> int:

@@ -70,7 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # --- provider codes -------------------------------------------------------------------
-# The sandbox simulator imports these, so both sides agree.
+# The sandbox writes its own (worker/sandbox/protocol.py); test_client_vs_sandbox checks both agree.
 
 ACCEPTED = "0000"  # top-level code: the request was accepted (NOT the payout's state)
 
