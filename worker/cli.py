@@ -116,7 +116,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _approve(args: argparse.Namespace) -> int:
     from worker import runtime
-    from worker.batches import BatchNotFound
+    from worker.controls import BatchNotFound
 
     try:
         result = runtime.batch_controls().approve(
@@ -131,7 +131,7 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from worker import runtime
-    from worker.batches import BatchNotFound
+    from worker.controls import BatchNotFound
 
     try:
         print(runtime.batch_controls().cancel(args.batch).message)

@@ -10,8 +10,8 @@ from functools import cache
 
 import redis
 
-from worker.batches import BatchControls
 from worker.config import Account, get_settings
+from worker.controls import BatchControls
 from worker.details import DetailsClient
 from worker.ledger import Ledger
 from worker.metrics import Metrics

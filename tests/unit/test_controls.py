@@ -8,7 +8,7 @@ from decimal import Decimal
 import fakeredis
 
 from schemas import Payout
-from worker.batches import BatchControls
+from worker.controls import BatchControls
 from worker.ledger import Ledger
 from worker.states import State
 from worker.vexora import Balance
