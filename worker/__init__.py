@@ -7,6 +7,15 @@ The public API::
     order = worker.enqueue("JP", {...})              # one payout -> Order
     worker.get_order(order.trade_no)                 # Order | None
     worker.batch_summary(result.batch_id)            # BatchSummary | None
+    worker.approve(batch_id)                         # ControlResult(moved, message, held)
+    worker.cancel(batch_id)                          # ControlResult
+    worker.pause("reason")                           # Paused(switches)
+    worker.resume()                                  # Resumed(was_paused, published)
+
+The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
+``BatchNotFound`` (approve, cancel), ``ConfigError`` (the settings), and
+``DisburseError``. The workers' errors about the provider stay in
+:mod:`worker.exceptions`.
 """
 
 from __future__ import annotations
@@ -14,17 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from worker.controls import ControlResult, Paused, Resumed
 from worker.exceptions import (
     BatchNotFound,
     ConfigError,
-    ConfigurationRejected,
     DisburseError,
     InputError,
     InvalidPayout,
-    NotSent,
-    OutcomeUnknown,
-    ProviderError,
-    Rejected,
     UnknownMarket,
 )
 from worker.ledger import BatchSummary, Order
@@ -36,21 +41,23 @@ __all__ = [
     "BatchResult",
     "BatchSummary",
     "ConfigError",
-    "ConfigurationRejected",
+    "ControlResult",
     "DisburseError",
     "InputError",
     "InvalidPayout",
-    "NotSent",
     "Order",
-    "OutcomeUnknown",
-    "ProviderError",
-    "Rejected",
+    "Paused",
+    "Resumed",
     "State",
     "UnknownMarket",
+    "approve",
     "batch_summary",
+    "cancel",
     "enqueue",
     "enqueue_batch",
     "get_order",
+    "pause",
+    "resume",
 ]
 
 
@@ -95,3 +102,33 @@ def batch_summary(batch_id: str) -> BatchSummary | None:
     from worker import runtime
 
     return runtime.ledger().batch(batch_id)
+
+
+def approve(batch_id: str, *, check_balance: bool = True) -> ControlResult:
+    """Release a HELD batch, unless its account's balance cannot cover it (then
+    ``held`` says why and nothing moves); raises BatchNotFound."""
+    from worker import runtime
+
+    return runtime.batch_controls().approve(batch_id, check_balance=check_balance)
+
+
+def cancel(batch_id: str) -> ControlResult:
+    """Cancel every order of the batch not yet sent (HELD or QUEUED); raises BatchNotFound."""
+    from worker import runtime
+
+    return runtime.batch_controls().cancel(batch_id)
+
+
+def pause(reason: str) -> Paused:
+    """Stop every submission, cluster-wide, until :func:`resume`."""
+    from worker import runtime
+
+    return runtime.batch_controls().pause(reason)
+
+
+def resume() -> Resumed:
+    """Restart submissions: clear every stop switch, also one a provider account's
+    systemic rejection set, and publish the QUEUED orders again."""
+    from worker import runtime
+
+    return runtime.batch_controls().resume()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from worker.exceptions import BatchNotFound, ConfigError, InputError
+from worker.exceptions import ConfigError, InputError
 
 
 def _enqueue(args: argparse.Namespace) -> int:
@@ -114,56 +114,46 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
-    from worker import runtime
+    import worker
 
     try:
-        result = runtime.batch_controls().approve(
-            args.batch, check_balance=not args.no_balance_check
-        )
-    except BatchNotFound:
+        result = worker.approve(args.batch, check_balance=not args.no_balance_check)
+    except worker.BatchNotFound:
         print(f"error: no batch {args.batch}", file=sys.stderr)
         return 1
     print(result.message)
-    return 2 if result.still_held else 0
+    return 0 if result.held is None else 2
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from worker import runtime
+    import worker
 
     try:
-        print(runtime.batch_controls().cancel(args.batch).message)
-    except BatchNotFound:
+        print(worker.cancel(args.batch).message)
+    except worker.BatchNotFound:
         print(f"error: no batch {args.batch}", file=sys.stderr)
         return 1
     return 0
 
 
 def _pause(args: argparse.Namespace) -> int:
-    from worker import runtime
+    import worker
 
-    switch = runtime.pause_switch()
-    switch.pause(args.reason)
+    paused = worker.pause(args.reason)
     print("submissions paused cluster-wide; `disburse resume` restarts them")
-    for name, reason in switch.paused().items():
+    for name, reason in paused.switches.items():
         print(f"  paused: {_pause_text(name, reason)}")
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from worker import runtime
-    from worker.publish import publish_submissions
-    from worker.states import State
+    import worker
 
-    switch = runtime.pause_switch()
-    was = switch.paused()
-    switch.resume()  # every switch: the cluster-wide one and each account's
-    # Paused workers left their orders QUEUED and dropped the messages: publish again.
-    queued = [t for t, _ in runtime.ledger().oldest(State.QUEUED, limit=10_000_000)]
-    publish_submissions(queued)
-    print(f"resumed; {len(queued)} queued payouts published")
-    for name, reason in was.items():
+    resumed = worker.resume()
+    print(f"resumed; {resumed.published} queued payouts published")
+    for name, reason in resumed.was_paused.items():
         print(f"  was paused: {_pause_text(name, reason)}")
-    if not was:
+    if not resumed.was_paused:
         print("  (nothing was paused)")
     return 0
 

@@ -10,8 +10,8 @@ from functools import cache
 
 import redis
 
-from worker.batches import BatchControls
 from worker.config import Account, get_settings
+from worker.controls import Controls
 from worker.details import DetailsClient
 from worker.ledger import Ledger
 from worker.metrics import Metrics
@@ -133,8 +133,11 @@ def producer() -> Producer:
 
 
 @cache
-def batch_controls() -> BatchControls:
-    return BatchControls(ledger(), lambda market: vexora(market).balance(), publish_submissions)
+def batch_controls() -> Controls:
+    """Approve, cancel, pause and resume, on the cluster-wide pause switch."""
+    return Controls(
+        ledger(), lambda market: vexora(market).balance(), publish_submissions, pause_switch()
+    )
 
 
 def reset() -> None:
