@@ -121,7 +121,7 @@ def _payouts(n: int) -> Iterator[tuple[int, Any]]:
 
 
 def _masked(fields: dict[str, str]) -> str:
-    from worker.exceptions import redact
+    from worker.redact import redact
 
     return json.dumps({key: redact(value) for key, value in fields.items()}, ensure_ascii=False)
 

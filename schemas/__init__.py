@@ -23,11 +23,10 @@ from schemas.kh import CambodiaSchema
 
 __all__ = [
     "MARKETS",
-    "MARKET_CURRENCIES",
     "Payout",
     "RowError",
-    "UnknownMarket",
     "ValidationError",
+    "market_code",
     "validate_row",
     "validate_rows",
 ]
@@ -40,9 +39,6 @@ _SCHEMA_CLASSES: tuple[type[PayoutSchema], ...] = (
 )
 
 MARKETS: dict[str, type[marshmallow.Schema]] = {cls.market: cls for cls in _SCHEMA_CLASSES}
-MARKET_CURRENCIES: dict[str, tuple[str, ...]] = {
-    cls.market: cls.currencies() for cls in _SCHEMA_CLASSES
-}
 # One instance per market, built once: marshmallow schemas keep no per-load state.
 _SCHEMAS: dict[str, PayoutSchema] = {cls.market: cls() for cls in _SCHEMA_CLASSES}
 
@@ -66,21 +62,21 @@ class RowError:
     errors: dict[str, list[str]]
 
 
-class UnknownMarket(ValueError):
-    """The market code is not one of ``MARKETS``."""
+def market_code(market: object) -> str | None:
+    """``market`` as a key of ``MARKETS`` (any case, spaces around ignored); None if none.
 
-    def __init__(self, market: object) -> None:
-        codes = ", ".join(sorted(MARKETS))
-        super().__init__(f"unknown market {market!r}: expected one of {codes}")
-        self.market = market
+    Callers check the code with this first and raise their own error for a bad one
+    (``worker.exceptions.UnknownMarket``: this package sits below ``worker``).
+    """
+    code = market.strip().upper() if isinstance(market, str) else None
+    return code if code in _SCHEMAS else None
 
 
 def _schema(market: str) -> PayoutSchema:
-    code = market.strip().upper() if isinstance(market, str) else market
-    try:
-        return _SCHEMAS[code]
-    except (KeyError, TypeError):
-        raise UnknownMarket(market) from None
+    code = market_code(market)
+    if code is None:
+        raise ValueError(f"unknown market {market!r}: check it with market_code() first")
+    return _SCHEMAS[code]
 
 
 def _blank(value: object) -> bool:
@@ -105,7 +101,7 @@ def validate_row(
 
     ``notify_url`` is sent as ``notifyUrl`` when the row has none. Raises
     ``marshmallow.ValidationError`` (``.messages`` maps field -> messages) for a bad
-    row and :class:`UnknownMarket` for a bad market code.
+    row and ``ValueError`` for a market code :func:`market_code` does not know.
     """
     return _load(_schema(market), row, notify_url)
 

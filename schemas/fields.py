@@ -298,10 +298,6 @@ class PayoutSchema(Schema):
     notifyUrl = NotifyUrl(required=True)  # field names are the provider's, camelCase
     remark = Remark()
 
-    @classmethod
-    def currencies(cls) -> tuple[str, ...]:
-        return tuple(cls.amount_rules)
-
     def clean(self, row: Mapping[Any, Any]) -> dict[str, Any]:
         """Trim keys and strings; drop empty values of known fields (unknown ones stay, to be
         refused by name)."""

@@ -7,6 +7,15 @@ The public API::
     order = worker.enqueue("JP", {...})              # one payout -> Order
     worker.get_order(order.trade_no)                 # Order | None
     worker.batch_summary(result.batch_id)            # BatchSummary | None
+    worker.approve(batch_id)                         # ControlResult(moved, message, held)
+    worker.cancel(batch_id)                          # ControlResult
+    worker.pause("reason")                           # Paused(switches)
+    worker.resume()                                  # Resumed(was_paused, published)
+
+The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
+``BatchNotFound`` (approve, cancel), ``ConfigError`` (the settings), and
+``DisburseError``. The workers' errors about the provider stay in
+:mod:`worker.exceptions`.
 """
 
 from __future__ import annotations
@@ -14,39 +23,49 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from worker.controls import ControlResult, Paused, Resumed
 from worker.exceptions import (
-    ConfigurationRejected,
+    BatchNotFound,
+    ConfigError,
     DisburseError,
-    NotSent,
-    OutcomeUnknown,
-    ProviderError,
-    Rejected,
+    InputError,
+    InvalidPayout,
+    UnknownMarket,
 )
 from worker.ledger import BatchSummary, Order
-from worker.producer import BatchResult, InvalidPayout
+from worker.producer import BatchResult
 from worker.states import State
 
 __all__ = [
+    "BatchNotFound",
     "BatchResult",
     "BatchSummary",
-    "ConfigurationRejected",
+    "ConfigError",
+    "ControlResult",
     "DisburseError",
+    "InputError",
     "InvalidPayout",
-    "NotSent",
     "Order",
-    "OutcomeUnknown",
-    "ProviderError",
-    "Rejected",
+    "Paused",
+    "Resumed",
     "State",
+    "UnknownMarket",
+    "approve",
     "batch_summary",
+    "cancel",
     "enqueue",
     "enqueue_batch",
     "get_order",
+    "pause",
+    "resume",
 ]
 
 
 def enqueue(market: str, payout: Mapping[str, Any], *, hold: bool = False) -> Order:
-    """Validate, persist and publish one payout; raises InvalidPayout naming each bad field."""
+    """Validate, persist and publish one payout.
+
+    Raises InvalidPayout naming each bad field, UnknownMarket for a bad market code.
+    """
     from worker import runtime
 
     return runtime.producer().enqueue(market, payout, hold=hold)
@@ -62,7 +81,8 @@ def enqueue_batch(
 ) -> BatchResult:
     """Validate every row, then persist and publish all of them, or (by default) none.
 
-    Rows are numbered from 1 in the errors of ``BatchResult.rejected``.
+    Rows are numbered from 1 in the errors of ``BatchResult.rejected``. Raises
+    UnknownMarket for a bad market code.
     """
     from worker import runtime
 
@@ -82,3 +102,33 @@ def batch_summary(batch_id: str) -> BatchSummary | None:
     from worker import runtime
 
     return runtime.ledger().batch(batch_id)
+
+
+def approve(batch_id: str, *, check_balance: bool = True) -> ControlResult:
+    """Release a HELD batch, unless its account's balance cannot cover it (then
+    ``held`` says why and nothing moves); raises BatchNotFound."""
+    from worker import runtime
+
+    return runtime.batch_controls().approve(batch_id, check_balance=check_balance)
+
+
+def cancel(batch_id: str) -> ControlResult:
+    """Cancel every order of the batch not yet sent (HELD or QUEUED); raises BatchNotFound."""
+    from worker import runtime
+
+    return runtime.batch_controls().cancel(batch_id)
+
+
+def pause(reason: str) -> Paused:
+    """Stop every submission, cluster-wide, until :func:`resume`."""
+    from worker import runtime
+
+    return runtime.batch_controls().pause(reason)
+
+
+def resume() -> Resumed:
+    """Restart submissions: clear every stop switch, also one a provider account's
+    systemic rejection set, and publish the QUEUED orders again."""
+    from worker import runtime
+
+    return runtime.batch_controls().resume()

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import redis
 
-from worker.config import ConfigError
+from worker.exceptions import ConfigError, InputError
 
 
 def _enqueue(args: argparse.Namespace) -> int:
-    from schemas import UnknownMarket
     from worker import runtime
-    from worker.rows import InputError, read_rows
+    from worker.rows import read_rows
 
     try:
         rows, parse_errors = read_rows(Path(args.file))
@@ -30,7 +29,7 @@ def _enqueue(args: argparse.Namespace) -> int:
             hold=args.hold,
             dry_run=args.dry_run,
         )
-    except (InputError, UnknownMarket) as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -115,58 +114,46 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
-    from worker import runtime
-    from worker.batches import BatchNotFound
+    import worker
 
     try:
-        result = runtime.batch_controls().approve(
-            args.batch, check_balance=not args.no_balance_check
-        )
-    except BatchNotFound:
+        result = worker.approve(args.batch, check_balance=not args.no_balance_check)
+    except worker.BatchNotFound:
         print(f"error: no batch {args.batch}", file=sys.stderr)
         return 1
     print(result.message)
-    return 0 if result.moved or "nothing" in result.message else 2
+    return 0 if result.held is None else 2
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from worker import runtime
-    from worker.batches import BatchNotFound
+    import worker
 
     try:
-        print(runtime.batch_controls().cancel(args.batch).message)
-    except BatchNotFound:
+        print(worker.cancel(args.batch).message)
+    except worker.BatchNotFound:
         print(f"error: no batch {args.batch}", file=sys.stderr)
         return 1
     return 0
 
 
 def _pause(args: argparse.Namespace) -> int:
-    from worker import runtime
+    import worker
 
-    switch = runtime.pause_switch()
-    switch.pause(args.reason)
+    paused = worker.pause(args.reason)
     print("submissions paused cluster-wide; `disburse resume` restarts them")
-    for name, reason in switch.paused().items():
+    for name, reason in paused.switches.items():
         print(f"  paused: {_pause_text(name, reason)}")
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from worker import runtime
-    from worker.publish import publish_submissions
-    from worker.states import State
+    import worker
 
-    switch = runtime.pause_switch()
-    was = switch.paused()
-    switch.resume()  # every switch: the cluster-wide one and each account's
-    # Paused workers left their orders QUEUED and dropped the messages: publish again.
-    queued = [t for t, _ in runtime.ledger().oldest(State.QUEUED, limit=10_000_000)]
-    publish_submissions(queued)
-    print(f"resumed; {len(queued)} queued payouts published")
-    for name, reason in was.items():
+    resumed = worker.resume()
+    print(f"resumed; {resumed.published} queued payouts published")
+    for name, reason in resumed.was_paused.items():
         print(f"  was paused: {_pause_text(name, reason)}")
-    if not was:
+    if not resumed.was_paused:
         print("  (nothing was paused)")
     return 0
 

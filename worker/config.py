@@ -12,15 +12,12 @@ from urllib.parse import urlsplit
 from dotenv import load_dotenv
 
 from schemas import MARKETS
+from worker.exceptions import ConfigError
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 # VEXORA_<MARKET>_<SETTING>: one market's own provider account.
 _MARKET_VARIABLE = re.compile(r"VEXORA_([A-Za-z0-9]+)_(BASE_URL|MERCHANT_NO|APP_SECRET|RATE_LIMIT)")
-
-
-class ConfigError(ValueError):
-    """A setting in the environment is missing or malformed."""
 
 
 @dataclass(frozen=True)

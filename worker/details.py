@@ -1,23 +1,24 @@
-"""The disbursement-details client (seed 003): OAuth token, one disbursement, the paged list.
+"""The disbursement-details client (seed 003): one disbursement, the paged list.
 
 Used by reconciliation to learn what became of payouts the provider accepted. All
 calls are reads, so nothing here can move money; the exceptions still say where a
 failure happened (:mod:`worker.exceptions`) so callers can tell "try later" from
 "fix the configuration".
 
-Bearer tokens come from a :class:`TokenProvider`: in production the Redis-shared
-cache (``worker.token``), whose refresh calls :meth:`DetailsClient.fetch_token`.
-On a 401 the failed token is invalidated and the call retried once with a fresh one.
-A caller under a rate limit passes ``throttle``: it runs before every request,
-including that retry and every further page, so none of them escapes the limit.
+:class:`DetailsApi` is what every request to this API shares (the partner key header,
+transport failures mapped, :func:`check_answer` for the answer): the reads here and
+the token fetch in :mod:`worker.token`. Bearer tokens come from the
+:class:`TokenProvider` the client is built with: in production the Redis-shared
+cache (:class:`worker.token.TokenCache`). On a 401 the failed token is invalidated
+and the call retried once with a fresh one; a fresh token refused too puts the token
+provider into its cluster-wide back-off. A caller under a rate limit passes
+``throttle``: it runs before every request, including that retry and every further
+page, so none of them escapes the limit.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,26 +34,30 @@ from worker.exceptions import (
     OutcomeUnknown,
     ProviderError,
     RateLimited,
-    from_transport_error,
-    parse_retry_after,
-    redact,
 )
-from worker.http_client import DEFAULT_TIMEOUTS, HttpClient, json_object
+from worker.http_client import (
+    DEFAULT_TIMEOUTS,
+    HttpClient,
+    from_transport_error,
+    json_object,
+    parse_retry_after,
+)
+from worker.redact import redact
 from worker.states import State
 from worker.vexora import to_decimal
 
 __all__ = [
     "DEFAULT_PER_PAGE",
     "MAX_PAGES",
-    "TOKEN_PATH",
+    "DetailsApi",
     "DetailsClient",
     "Disbursement",
     "TokenProvider",
+    "check_answer",
 ]
 
 log = logging.getLogger(__name__)
 
-TOKEN_PATH = "/api/v1.0/access-token/b2b"  # noqa: S105 (a URL path, not a secret)
 DETAILS_PATH = "/api/v1.0/disbursements/{account_id}/{transaction_id}"
 LIST_PATH = "/api/v1.0/disbursement/{account_id}"
 DEFAULT_PER_PAGE = 25  # PROVIDERS.md: 25 rows a page
@@ -65,8 +70,6 @@ def _unthrottled() -> None:
     return None
 
 
-DEFAULT_EXPIRES_IN = 300.0  # when a token answer carries no expires_in at all
-
 STATES: Mapping[str, State] = {
     "success": State.SUCCEEDED,
     "failed": State.FAILED,
@@ -76,11 +79,15 @@ STATES: Mapping[str, State] = {
 
 class TokenProvider(Protocol):
     def get(self) -> str:
-        """The current bearer token (from a shared cache; may call fetch_token)."""
+        """The current bearer token (from a shared cache, or freshly fetched)."""
         ...
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` (it just got a 401), unless it was already replaced."""
+        ...
+
+    def back_off(self, token: str) -> None:
+        """A fresh ``token`` got a 401 too: forget it and stop fetching for a while."""
         ...
 
 
@@ -96,30 +103,6 @@ class Disbursement:
     posted_at_ms: int | None
     processed_at_ms: int | None
     notes: str | None
-
-
-class _LocalTokens:
-    """A per-process token cache: fine for tests and one-off scripts."""
-
-    def __init__(self, fetch: Callable[[], tuple[str, float]], margin: float = 30.0) -> None:
-        self._fetch = fetch
-        self._margin = margin
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires = 0.0
-
-    def get(self) -> str:
-        with self._lock:
-            if self._token is None or time.monotonic() >= self._expires:
-                token, expires_in = self._fetch()
-                self._token = token
-                self._expires = time.monotonic() + max(0.0, expires_in - self._margin)
-            return self._token
-
-    def invalidate(self, token: str) -> None:
-        with self._lock:
-            if self._token == token:
-                self._token = None
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -281,14 +264,118 @@ def _validation_errors(body: Mapping[str, Any] | None) -> str:
     return ""
 
 
+# --- the API's plumbing -----------------------------------------------------------------
+
+
+class DetailsApi(HttpClient):
+    """One request to the details API: the partner key (``X-PARTNER-ID``) on every call,
+    redirects refused, transport failures raised as NotSent / OutcomeUnknown.
+
+    The base of :class:`DetailsClient` and of :class:`worker.token.TokenFetcher`; the
+    session and timeouts are :class:`HttpClient`'s.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str,
+        timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
+        session: requests.Session | None = None,
+    ) -> None:
+        super().__init__(base_url, timeouts=timeouts, session=session)
+        self._api_key = api_key
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> requests.Response:
+        all_headers = {"X-PARTNER-ID": self._api_key, "Accept": "application/json", **headers}
+        try:
+            return self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                json=json,
+                headers=all_headers,
+                timeout=self.timeouts,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            error = from_transport_error(exc, what)
+            log.warning("details %s: %s", what, error)
+            raise error from exc
+
+
+def _status(response: requests.Response, body: Mapping[str, Any] | None) -> int:
+    """The HTTP status, or the error status some APIs put in the body of an HTTP 200."""
+    status = response.status_code
+    in_body = body.get("status") if body is not None else None
+    if (
+        200 <= status < 300
+        and isinstance(in_body, int)
+        and not isinstance(in_body, bool)
+        and in_body >= 400
+    ):
+        return in_body
+    return status
+
+
+def check_answer(
+    response: requests.Response, body: dict[str, Any] | None, what: str
+) -> dict[str, Any]:
+    """``body`` (the answer as a JSON object, or None) of a successful answer, or raise.
+
+    429 -> RateLimited; 401 -> AuthenticationFailed; 403 -> ProviderError (IP not
+    registered?); 404 -> NotFound; 422 -> ProviderError listing ``error.errors``;
+    5xx or an unparseable 2xx body -> OutcomeUnknown; any other status -> ProviderError.
+    """
+    status = _status(response, body)
+    message = _error_message(body)
+    suffix = f": {message}" if message else ""
+    if status == 429:
+        raise RateLimited(
+            f"{what}: rate limited (HTTP 429)",
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status == 401:
+        raise AuthenticationFailed(f"{what}: unauthorized (HTTP 401){suffix}", status_code=status)
+    if status == 403:
+        raise ProviderError(
+            f"{what}: forbidden (HTTP 403): is this server's IP registered with the "
+            f"provider?{suffix}",
+            status_code=status,
+        )
+    if status == 404:
+        raise NotFound(f"{what}: not found (HTTP 404){suffix}", status_code=status)
+    if status == 422:
+        errors = _validation_errors(body)
+        raise ProviderError(
+            f"{what}: invalid request (HTTP 422){suffix}" + (f" [{errors}]" if errors else ""),
+            status_code=status,
+        )
+    if status >= 500:
+        raise OutcomeUnknown(f"{what}: provider error (HTTP {status}){suffix}", status_code=status)
+    if not 200 <= status < 300:
+        raise ProviderError(f"{what}: HTTP {status}{suffix}", status_code=status)
+    if body is None:
+        raise OutcomeUnknown(f"{what}: body is not a JSON object", status_code=status)
+    if body.get("success") in (False, "false"):
+        raise ProviderError(f"{what}: success=false{suffix}", status_code=status)
+    return body
+
+
 # --- the client ------------------------------------------------------------------------
 
 
-class DetailsClient(HttpClient):
-    """Disbursement-details API client; the session and timeouts are :class:`HttpClient`'s.
-
-    Without a ``token_provider`` a per-process cache calling :meth:`fetch_token` is used.
-    """
+class DetailsClient(DetailsApi):
+    """Disbursement-details API client: reads with a bearer token from ``tokens``."""
 
     max_pages = MAX_PAGES
 
@@ -297,79 +384,33 @@ class DetailsClient(HttpClient):
         base_url: str,
         *,
         api_key: str,
-        client_id: str,
-        client_secret: str,
         account_id: str,
+        tokens: TokenProvider,
         details_path: str = DETAILS_PATH,
         list_path: str = LIST_PATH,
         timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
         session: requests.Session | None = None,
-        token_provider: TokenProvider | None = None,
     ) -> None:
-        super().__init__(base_url, timeouts=timeouts, session=session)
-        self._api_key = api_key
-        self.client_id = client_id
-        self._client_secret = client_secret
+        super().__init__(base_url, api_key=api_key, timeouts=timeouts, session=session)
         self.account_id = account_id
+        self.tokens = tokens
         self.details_path = details_path
         self.list_path = list_path
-        self.tokens: TokenProvider = (
-            token_provider if token_provider is not None else _LocalTokens(self.fetch_token)
-        )
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, token_provider: TokenProvider | None = None
-    ) -> DetailsClient:
+    def from_settings(cls, settings: Settings, tokens: TokenProvider) -> DetailsClient:
         return cls(
             settings.details_base_url,
             api_key=settings.details_api_key,
-            client_id=settings.details_client_id,
-            client_secret=settings.details_client_secret,
             account_id=settings.details_account_id,
+            tokens=tokens,
             details_path=settings.details_path,
             list_path=settings.details_list_path,
             timeouts=settings.timeouts,
-            token_provider=token_provider,
         )
 
     def __repr__(self) -> str:
         return f"DetailsClient(base_url={self.base_url!r}, account_id={self.account_id!r})"
-
-    # -- token ----------------------------------------------------------------------
-
-    def fetch_token(self) -> tuple[str, float]:
-        """A new access token and its lifetime in seconds (``expires_in`` arrives as a string).
-
-        401 -> AuthenticationFailed (wrong client id/secret or API key); connect
-        failures -> NotSent; anything else -> ProviderError (the call is idempotent,
-        so callers simply try again later).
-        """
-        what = "access token"
-        basic = base64.b64encode(f"{self.client_id}:{self._client_secret}".encode()).decode()
-        response = self._send(
-            "POST",
-            TOKEN_PATH,
-            what,
-            headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"},
-            json={"grant_type": "client_credentials"},
-        )
-        body = _check(response, json_object(response), what)
-        data = body.get("data")
-        source: Mapping[str, Any] = data if isinstance(data, dict) else body
-        token = source.get("access_token", source.get("accessToken"))
-        if not isinstance(token, str) or not token:
-            raise ProviderError(f"{what}: no access_token in the answer")
-        raw_expiry = source.get("expires_in", source.get("expiresIn"))
-        if raw_expiry is None:
-            return token, DEFAULT_EXPIRES_IN
-        try:
-            expires_in = float(str(raw_expiry).strip())
-        except ValueError:
-            raise ProviderError(f"{what}: expires_in is not a number of seconds") from None
-        if not 0 < expires_in < float("inf"):
-            raise ProviderError(f"{what}: expires_in must be positive")
-        return token, expires_in
 
     # -- reads ----------------------------------------------------------------------
 
@@ -431,7 +472,10 @@ class DetailsClient(HttpClient):
     def _authorized_get(
         self, path: str, what: str, params: Mapping[str, str] | None, throttle: Throttle
     ) -> dict[str, Any]:
-        """GET with the bearer token; on a 401 invalidate it and retry once with a fresh one."""
+        """GET with the bearer token; on a 401 invalidate it and retry once with a fresh one.
+
+        A second 401 raises AuthenticationFailed and backs the token provider off.
+        """
         for attempt in (1, 2):
             token = self.tokens.get()
             throttle()
@@ -439,94 +483,14 @@ class DetailsClient(HttpClient):
                 "GET", path, what, params=params, headers={"Authorization": f"Bearer {token}"}
             )
             body = json_object(response)
-            if attempt == 1 and _status(response, body) == 401:
-                log.info("details %s: 401, refreshing the token once", what)
-                self.tokens.invalidate(token)
-                continue
-            # A second 401 raises AuthenticationFailed. The fresh token is not
-            # invalidated again: that would only double the token fetches of every
-            # caller while the provider refuses us.
-            return _check(response, body, what)
+            if _status(response, body) == 401:
+                if attempt == 1:
+                    log.info("details %s: 401, refreshing the token once", what)
+                    self.tokens.invalidate(token)
+                    continue
+                # A fresh token refused too: our credentials are no good right now. Left
+                # alone, every caller would fetch a token per call while the provider
+                # refuses them all; the token provider backs off cluster-wide instead.
+                self.tokens.back_off(token)
+            return check_answer(response, body, what)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _send(
-        self,
-        method: str,
-        path: str,
-        what: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-    ) -> requests.Response:
-        all_headers = {"X-PARTNER-ID": self._api_key, "Accept": "application/json", **headers}
-        try:
-            return self._session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                json=json,
-                headers=all_headers,
-                timeout=self.timeouts,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            error = from_transport_error(exc, what)
-            log.warning("details %s: %s", what, error)
-            raise error from exc
-
-
-def _status(response: requests.Response, body: Mapping[str, Any] | None) -> int:
-    """The HTTP status, or the error status some APIs put in the body of an HTTP 200."""
-    status = response.status_code
-    in_body = body.get("status") if body is not None else None
-    if (
-        200 <= status < 300
-        and isinstance(in_body, int)
-        and not isinstance(in_body, bool)
-        and in_body >= 400
-    ):
-        return in_body
-    return status
-
-
-def _check(response: requests.Response, body: dict[str, Any] | None, what: str) -> dict[str, Any]:
-    """``body`` of a successful answer, or the exception for the failure.
-
-    429 -> RateLimited; 401 -> AuthenticationFailed; 403 -> ProviderError (IP not
-    registered?); 404 -> NotFound; 422 -> ProviderError listing ``error.errors``;
-    5xx or an unparseable 2xx body -> OutcomeUnknown; any other status -> ProviderError.
-    """
-    status = _status(response, body)
-    message = _error_message(body)
-    suffix = f": {message}" if message else ""
-    if status == 429:
-        raise RateLimited(
-            f"{what}: rate limited (HTTP 429)",
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
-    if status == 401:
-        raise AuthenticationFailed(f"{what}: unauthorized (HTTP 401){suffix}", status_code=status)
-    if status == 403:
-        raise ProviderError(
-            f"{what}: forbidden (HTTP 403): is this server's IP registered with the "
-            f"provider?{suffix}",
-            status_code=status,
-        )
-    if status == 404:
-        raise NotFound(f"{what}: not found (HTTP 404){suffix}", status_code=status)
-    if status == 422:
-        errors = _validation_errors(body)
-        raise ProviderError(
-            f"{what}: invalid request (HTTP 422){suffix}" + (f" [{errors}]" if errors else ""),
-            status_code=status,
-        )
-    if status >= 500:
-        raise OutcomeUnknown(f"{what}: provider error (HTTP {status}){suffix}", status_code=status)
-    if not 200 <= status < 300:
-        raise ProviderError(f"{what}: HTTP {status}{suffix}", status_code=status)
-    if body is None:
-        raise OutcomeUnknown(f"{what}: body is not a JSON object", status_code=status)
-    if body.get("success") in (False, "false"):
-        raise ProviderError(f"{what}: success=false{suffix}", status_code=status)
-    return body

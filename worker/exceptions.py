@@ -1,9 +1,23 @@
-"""Every error the provider clients raise, named after WHERE the failure happened.
+"""Every error disburse raises on purpose, named after what went wrong and where.
 
-The question a caller must answer after a failed payout call is "could money have
-moved?". The hierarchy answers it by type:
+One base, :class:`DisburseError`, so an application can catch everything of ours in
+one clause. Below it, two questions tell the branches apart:
+
+* was it something WE were handed (the caller's input, the operator's settings)?
+  Then nothing happened, and a person fixes the input or the setting;
+* or did talking to a PROVIDER fail? Then the type answers "could money have moved?".
+
+::
 
     DisburseError
+    ├── InputError                 what the caller handed us is wrong; nothing was changed
+    │   ├── InvalidPayout          a payout's fields (``errors``: field -> messages)  [ValueError]
+    │   ├── UnknownMarket          not a market code we pay out in                  [ValueError]
+    │   ├── InvalidFile            a rows file that cannot be used as a whole       [ValueError]
+    │   └── BatchNotFound          no batch with this id                           [LookupError]
+    ├── ConfigError                a setting is missing or malformed: fix it, restart [ValueError]
+    │   └── SchemaBehind           the database lacks migrations this code needs
+    ├── RateLimitTimeout           our own limiter had no slot in time: nothing sent [TimeoutError]
     └── ProviderError              something went wrong talking to a provider
         ├── NotSent                certainly never processed: retry with the same tradeNo
         │   └── RateLimited        HTTP 429 (``retry_after`` seconds, when given)
@@ -12,54 +26,45 @@ moved?". The hierarchy answers it by type:
         ├── Rejected               a documented, final refusal (``code``, ``message``)
         │   └── ConfigurationRejected  bad signature / unknown merchant / IP not allowed:
         │                              operators must fix the config; not a payout failure
-        ├── AuthenticationFailed   the details API refused our token (401, twice)
+        ├── AuthenticationFailed   the details API refused our credentials or token
+        ├── TokenUnavailable       no details-API token right now (fetch failed, backing
+        │                          off, or timed out); details calls are reads: nothing moved
         └── NotFound               the provider does not know this transaction
 
-Messages never carry secrets, request bodies, full account numbers or mobiles:
-text that comes from a provider goes through :func:`redact` first.
+A second base in brackets is kept where callers catch the built-in kind.
+
+Messages never carry secrets, request bodies, full account numbers or mobiles: text
+that comes from a provider goes through :func:`worker.redact.redact` first. This
+module holds the hierarchy only: mapping transport failures onto it is
+:mod:`worker.http_client`'s job.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from email.utils import parsedate_to_datetime
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
-
-import requests
-from urllib3.exceptions import ConnectTimeoutError
 
 __all__ = [
     "AlreadySubmitted",
     "AuthenticationFailed",
+    "BatchNotFound",
+    "ConfigError",
     "ConfigurationRejected",
     "DisburseError",
+    "InputError",
+    "InvalidFile",
+    "InvalidPayout",
     "NotFound",
     "NotSent",
     "OutcomeUnknown",
     "ProviderError",
+    "RateLimitTimeout",
     "RateLimited",
     "Rejected",
-    "from_transport_error",
-    "never_sent",
-    "parse_retry_after",
-    "redact",
+    "SchemaBehind",
+    "TokenUnavailable",
+    "UnknownMarket",
 ]
-
-# Runs of 7+ digits (account numbers, mobiles) keep only their last 4 digits.
-_LONG_DIGITS = re.compile(r"\d{7,}")
-_MAX_TEXT = 300
-
-
-def redact(text: Any, limit: int = _MAX_TEXT) -> str:
-    """Provider-supplied text made safe for messages and logs.
-
-    Long digit runs (account numbers, phone numbers) are masked to their last four
-    digits and the text is cut to ``limit`` characters. Providers sometimes echo the
-    request back in their error messages; this keeps it out of our logs.
-    """
-    value = _LONG_DIGITS.sub(lambda m: "*" * 4 + m.group(0)[-4:], str(text))
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def _restore(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -76,6 +81,77 @@ class DisburseError(Exception):
         # Subclasses take their own constructor arguments; rebuild from state so
         # pickling (Celery result backends, multiprocessing) works for all of them.
         return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+# --- what we were handed ----------------------------------------------------------------
+
+
+class InputError(DisburseError):
+    """What the caller handed us is wrong; nothing was enqueued or changed."""
+
+
+class InvalidPayout(InputError, ValueError):
+    """A payout failed validation; ``errors`` maps each field to its messages."""
+
+    def __init__(self, errors: Mapping[str, Any]) -> None:
+        self.errors = dict(errors)
+        detail = "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in errors.items())
+        super().__init__(f"invalid payout: {detail}")
+
+
+class UnknownMarket(InputError, ValueError):
+    """The market code is not one we pay out in; the message lists the ones we do."""
+
+    def __init__(self, market: object, known: Iterable[str]) -> None:
+        super().__init__(f"unknown market {market!r}: expected one of {', '.join(sorted(known))}")
+        self.market = market
+
+
+class InvalidFile(InputError, ValueError):
+    """A rows file cannot be used as a whole (unreadable, not UTF-8, no rows, a bad header).
+
+    A problem with one row is that row's error, not this.
+    """
+
+
+class BatchNotFound(InputError, LookupError):
+    """No batch with this id."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"no batch {batch_id}")
+        self.batch_id = batch_id
+
+
+# --- the operator's settings ------------------------------------------------------------
+
+
+class ConfigError(DisburseError, ValueError):
+    """A setting in the environment is missing or malformed."""
+
+
+class SchemaBehind(ConfigError):
+    """The database lacks migrations this code needs; the message names the command."""
+
+    def __init__(self, missing: Collection[int], upgrade_command: str) -> None:
+        self.missing = sorted(missing)
+        listed = ", ".join(f"{version:04d}" for version in self.missing)
+        super().__init__(
+            f"the database schema is behind this version of disburse (missing migrations "
+            f"{listed}): run `{upgrade_command}`"
+        )
+
+
+# --- our own limits ---------------------------------------------------------------------
+
+
+class RateLimitTimeout(DisburseError, TimeoutError):
+    """No slot of the cluster-wide rate limit could be taken before the caller's timeout.
+
+    Nothing was sent: the request waits for a later slot.
+    """
+
+
+# --- talking to a provider --------------------------------------------------------------
 
 
 class ProviderError(DisburseError):
@@ -161,100 +237,13 @@ class ConfigurationRejected(Rejected):
 
 
 class AuthenticationFailed(ProviderError):
-    """The details API refused our credentials or token (401 after one refresh)."""
+    """The details API refused our credentials (token fetch) or a fresh token (401 twice)."""
+
+
+class TokenUnavailable(ProviderError):
+    """No details-API token can be had right now: the fetch failed, the cluster is backing
+    off after a failure, or no token arrived in time. No details request was sent."""
 
 
 class NotFound(ProviderError):
     """The provider does not know this transaction (details 404, query of an unknown tradeNo)."""
-
-
-# --- mapping transport failures -------------------------------------------------------
-
-# Raised by requests before a connection exists: the request cannot have been sent.
-_BEFORE_CONNECT = (
-    requests.exceptions.URLRequired,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.InvalidURL,
-)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and everything it wraps: args[0], urllib3's ``reason``, __cause__/__context__."""
-    found: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or any(current is seen for seen in found) or len(found) > 20:
-            continue
-        found.append(current)
-        first = current.args[0] if current.args else None
-        reason = getattr(current, "reason", None)
-        todo.extend(
-            candidate if isinstance(candidate, BaseException) else None
-            for candidate in (first, reason, current.__cause__, current.__context__)
-        )
-    return found
-
-
-def never_sent(exc: requests.RequestException) -> bool:
-    """True when ``exc`` certainly happened before any byte of the request left.
-
-    How requests/urllib3 report the cases (requests' default adapter has
-    ``Retry(0, read=False)``):
-
-    - connection refused, DNS failure: ``requests.ConnectionError`` wrapping
-      ``MaxRetryError(reason=NewConnectionError)`` (NameResolutionError is a subclass);
-    - connect timeout: ``requests.ConnectTimeout`` wrapping
-      ``MaxRetryError(reason=ConnectTimeoutError)``;
-    - read timeout: ``requests.ReadTimeout`` (from urllib3's ``ReadTimeoutError``);
-    - reset / closed after the request was written: ``requests.ConnectionError``
-      wrapping ``ProtocolError("Connection aborted.", ConnectionResetError |
-      RemoteDisconnected)``;
-    - body cut short: ``requests.exceptions.ChunkedEncodingError``.
-
-    ``NewConnectionError`` subclasses ``ConnectTimeoutError`` in urllib3 2, so one
-    isinstance check covers both connect-phase failures.
-    """
-    if isinstance(exc, (requests.ConnectTimeout, *_BEFORE_CONNECT)):
-        return True
-    if isinstance(exc, (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError)):
-        return False
-    if isinstance(exc, requests.ConnectionError):
-        return any(isinstance(cause, ConnectTimeoutError) for cause in _causes(exc))
-    return False
-
-
-def from_transport_error(exc: requests.RequestException, what: str) -> ProviderError:
-    """The :class:`ProviderError` for a failed HTTP exchange; ``what`` names the call.
-
-    Connect-phase failures become :class:`NotSent`; everything else (read timeout,
-    reset after sending, truncated body, anything unrecognised) :class:`OutcomeUnknown`.
-    The message names the failure class only, never the URL's query or any body.
-    """
-    kind = type(exc).__name__
-    if never_sent(exc):
-        return NotSent(f"{what}: not sent ({kind}: could not connect)")
-    if isinstance(exc, requests.ReadTimeout):
-        return OutcomeUnknown(f"{what}: outcome unknown (read timeout after sending)")
-    return OutcomeUnknown(f"{what}: outcome unknown ({kind} after the request may have been sent)")
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN / inf
-        return None
-    return max(0.0, seconds)

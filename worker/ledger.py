@@ -284,10 +284,6 @@ class Ledger:
             extra=extra,
         )
 
-    def batch_ids(self, limit: int = 50) -> list[str]:
-        """The most recent batches, newest first."""
-        return list(self.redis.zrevrange(f"{self.prefix}:batches", 0, limit - 1))  # type: ignore[arg-type]
-
     def set_batch_note(self, batch_id: str, name: str, value: str | None) -> None:
         """Store (or with None clear) a note on the batch, such as why it is held."""
         if value is None:

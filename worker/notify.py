@@ -3,24 +3,16 @@
 Routes:
 
 ``POST <the path of NOTIFY_URL>`` and ``POST /notify``
-    The provider's asynchronous notification (PROVIDERS.md), sent to the ``notifyUrl``
-    of each payout, which is ``NOTIFY_URL`` unless the row gives its own: a JSON object with
-    ``platFormTradeNo, tradeNo, amount, status, message/remark, timestamp, sign``. The
-    ``sign`` is verified (constant time) before anything touches state. A verified
-    notification moves the order with one ledger transition marked as a provider
-    report, so replays are harmless (``same``/``final``) and a report that contradicts
-    a final state is recorded as a discrepancy, never applied. Accepted notifications
-    are answered with exactly ``OK`` (text/plain), fast: no provider call is made here.
-
-    Unsigned notifications are refused (401) unless ``ALLOW_UNSIGNED_WEBHOOKS`` is on;
-    then they only publish an immediate lookup of the order, which asks the provider,
-    and never set a state themselves.
+    The provider's asynchronous notification, sent to the ``notifyUrl`` of each payout,
+    which is ``NOTIFY_URL`` unless the row gives its own. Its rules (the signature, the
+    effect on the order, the answer) are :mod:`worker.webhook`'s; this module reads the
+    body, answers, counts and logs what that module replies.
 
     Malformed input is a 4xx, never a 500: bad JSON or not an object 400, over
-    ``MAX_BODY`` 413, wrong method 405, a signed body without tradeNo/status 400. Redis
-    (or the broker) down is a 503, which the provider retries. A POST to a path
-    nothing is served on is a 404, logged (the path only) and counted (outcome
-    ``unknown_path``): notifications refused unnoticed leave payouts to reconcile alone.
+    ``MAX_BODY`` 413, wrong method 405. Redis (or the broker) down is a 503, which the
+    provider retries. A POST to a path nothing is served on is a 404, logged (the path
+    only) and counted (outcome ``unknown_path``): notifications refused unnoticed leave
+    payouts to reconcile alone.
 
 ``GET /healthz``
     ``{"redis": "ok"}`` (200) or ``{"redis": "unreachable"}`` (503).
@@ -35,9 +27,8 @@ import json
 import logging
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -47,9 +38,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from worker.metrics import Metrics
-from worker.signing import SIGN_FIELD, verify
-from worker.states import FINAL_STATES, Outcome
-from worker.vexora import PAYOUT_STATES, ProviderReport, is_trade_no
+from worker.webhook import LogLine, Reply, RequestLookups, Unavailable, WebhookHandler
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -60,23 +49,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-OK = "OK"
-_MAX_FACT = 64
 NOTIFY_PATH = "/notify"
 _MAX_LOGGED_PATH = 200
-
-PublishLookups = Callable[[Sequence[str]], Any]
-
-
-class Unavailable(Exception):
-    """Redis or the broker cannot be reached: answer 503 so the provider retries."""
 
 
 @dataclass(frozen=True)
 class _Deps:
     ledger: Ledger
-    settings: Settings
-    publish_lookups: PublishLookups
+    webhooks: WebhookHandler
     metrics: Metrics
     registry: CollectorRegistry
     notify_paths: tuple[str, ...]
@@ -86,22 +66,6 @@ def notify_paths(notify_url: str) -> tuple[str, ...]:
     """The paths notifications are served on: the path of ``notify_url``, and ``/notify``."""
     path = urllib.parse.unquote(urllib.parse.urlsplit(notify_url).path) or "/"
     return tuple(dict.fromkeys((path, NOTIFY_PATH)))
-
-
-def _text(value: Any) -> str | None:
-    """A top-level field as text: strings as they are, numbers tolerated, others None."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    return None
-
-
-def _fact(value: Any) -> str | None:
-    text = _text(value)
-    return text[:_MAX_FACT] if text else None
 
 
 class NotifyApp:
@@ -120,7 +84,7 @@ class NotifyApp:
         self,
         ledger: Ledger | None = None,
         settings: Settings | None = None,
-        publish_lookups: PublishLookups | None = None,
+        publish_lookups: RequestLookups | None = None,
         metrics: Metrics | None = None,
         *,
         configure_logs: bool = False,
@@ -156,12 +120,18 @@ class NotifyApp:
         if publish_lookups is None:
             # Marked as outstanding, so a reconcile pass does not ask twice.
             publish_lookups = runtime.reconciler().request_lookups
+        webhooks = WebhookHandler(
+            ledger,
+            secrets=tuple(account.app_secret for account in settings.accounts),
+            request_lookups=publish_lookups,
+            allow_unsigned=settings.allow_unsigned_webhooks,
+        )
         metrics = metrics or Metrics(ledger.redis, prefix=ledger.prefix)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics.collector(ledger))
         paths = notify_paths(settings.notify_url)
         log.info("webhook receiver: notifications are served on %s", ", ".join(paths))
-        return _Deps(ledger, settings, publish_lookups, metrics, registry, paths)
+        return _Deps(ledger, webhooks, metrics, registry, paths)
 
     # WSGI ---------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -182,7 +152,7 @@ class NotifyApp:
             return _plain(405, "method not allowed", headers={"Allow": allow})
         except NotFound:
             if request.method == "POST":
-                self._unknown_path(request)
+                return self._answer(self._unknown_path(request))
             return _plain(404, "not found")
         except HTTPException as exc:
             return _plain(exc.code or 400, exc.name)
@@ -201,15 +171,21 @@ class NotifyApp:
         endpoint, _ = self.url_map.bind_to_environ(request.environ).match()
         return str(endpoint)
 
-    def _unknown_path(self, request: Request) -> None:
+    def _unknown_path(self, request: Request) -> Reply:
         """A notification sent where none is served, e.g. a proxy rewrote NOTIFY_URL's path."""
-        deps = self.deps
-        deps.metrics.webhook("unknown_path")
-        log.warning(
+        refused = LogLine(
+            logging.WARNING,
             "webhook refused: POST to %r, notifications are served on %s",
-            request.path[:_MAX_LOGGED_PATH],
-            ", ".join(deps.notify_paths),
+            (request.path[:_MAX_LOGGED_PATH], ", ".join(self.deps.notify_paths)),
         )
+        return Reply(404, "not found", "unknown_path", (refused,))
+
+    def _answer(self, reply: Reply) -> Response:
+        """Count and log what the receiver did with a notification, and answer it."""
+        self.deps.metrics.webhook(reply.outcome)
+        for line in reply.logs:
+            log.log(line.level, line.message, *line.args, extra={"trade_no": reply.trade_no})
+        return _plain(reply.status, reply.text)
 
     # /healthz -----------------------------------------------------------------------
     def healthz(self, request: Request) -> Response:
@@ -228,147 +204,16 @@ class NotifyApp:
 
     # /notify ------------------------------------------------------------------------
     def notify(self, request: Request) -> Response:
-        deps = self.deps
-        body, error = _read_body(request)
-        if error is not None:
-            deps.metrics.webhook(error.outcome)
-            log.warning("webhook refused: %s", error.reason)
-            return _plain(error.status, error.reason)
-        assert body is not None
-
-        given = body.get(SIGN_FIELD)
-        if given is None or given == "":
-            return self._unsigned(body, deps)
-        # Each provider account signs with its own secret; any of ours is the provider.
-        if not any(verify(body, account.app_secret) for account in deps.settings.accounts):
-            deps.metrics.webhook("forged")
-            log.warning(
-                "webhook refused: signature does not verify",
-                extra={"trade_no": _safe_trade_no(body.get("tradeNo"))},
-            )
-            return _plain(401, "bad signature")
-
-        trade_no = _text(body.get("tradeNo"))
-        status = _text(body.get("status"))
-        if not trade_no or not status:
-            deps.metrics.webhook("malformed")
-            log.warning("webhook refused: signed, but tradeNo or status missing")
-            return _plain(400, "tradeNo and status are required")
-        if not is_trade_no(trade_no):
-            deps.metrics.webhook("unknown_order")
-            log.warning("webhook for a tradeNo that cannot be ours: %r", trade_no[:40])
-            return _ok()
-
-        state = PAYOUT_STATES.get(status)
-        if state is None:
-            return self._unknown_status(trade_no, status, deps)
-
-        message = _fact(body.get("message")) or _fact(body.get("remark"))
-        report = ProviderReport(
-            state, _fact(body.get("platFormTradeNo")), status[:_MAX_FACT], message or ""
-        )
-        outcome = deps.ledger.apply_report(trade_no, report, source="webhook")
-        extra = {"trade_no": trade_no}
-        if outcome is not Outcome.MISSING:
-            self._check_amount(trade_no, body.get("amount"), deps)
-        if outcome is Outcome.MOVED:
-            deps.metrics.webhook("accepted")
-            log.info("webhook: -> %s", state, extra=extra)
-        elif outcome is Outcome.SAME:
-            deps.metrics.webhook("replayed")
-            log.info("webhook replayed: already %s", state, extra=extra)
-        elif outcome is Outcome.MISSING:
-            deps.metrics.webhook("unknown_order")
-            log.warning("webhook for an unknown tradeNo", extra=extra)
-        elif outcome is Outcome.DISCREPANCY:
-            deps.metrics.webhook("contradicts_final")
-            log.error(
-                "webhook says %s but the order is final in another state: discrepancy recorded",
-                state,
-                extra=extra,
-            )
-        else:
-            # e.g. PROCESSING after the order is already final (a late notification),
-            # or a report for an order we have not sent (QUEUED): nothing changes.
-            deps.metrics.webhook("out_of_order")
-            level = logging.ERROR if state in FINAL_STATES else logging.INFO
-            log.log(level, "webhook says %s: not applied to the order's state", state, extra=extra)
-        return _ok()
-
-    def _unsigned(self, body: Mapping[str, Any], deps: _Deps) -> Response:
-        if not deps.settings.allow_unsigned_webhooks:
-            deps.metrics.webhook("unsigned")
-            log.warning(
-                "webhook refused: unsigned",
-                extra={"trade_no": _safe_trade_no(body.get("tradeNo"))},
-            )
-            return _plain(401, "signature required")
-        trade_no = _text(body.get("tradeNo"))
-        if not trade_no:
-            deps.metrics.webhook("malformed")
-            return _plain(400, "tradeNo is required")
-        # Unauthenticated input: it may only make us ask the provider about one of our
-        # own orders that is still open, never set a state.
-        order = deps.ledger.get(trade_no) if is_trade_no(trade_no) else None
-        if order is None:
-            deps.metrics.webhook("unknown_order")
-            log.warning("unsigned webhook for an unknown tradeNo")
-            return _ok()
-        if order.state not in FINAL_STATES:
-            self._publish_lookup(trade_no, deps)
-        deps.metrics.webhook("unsigned_lookup")
-        log.info("unsigned webhook: lookup requested", extra={"trade_no": trade_no})
-        return _ok()
-
-    def _unknown_status(self, trade_no: str, status: str, deps: _Deps) -> Response:
-        order = deps.ledger.get(trade_no)
-        if order is None:
-            deps.metrics.webhook("unknown_order")
-            log.warning("webhook for an unknown tradeNo", extra={"trade_no": trade_no})
-            return _ok()
-        deps.metrics.webhook("unknown_status")
-        log.warning(
-            "webhook with unknown status %r: lookup requested",
-            status[:20],
-            extra={"trade_no": trade_no},
-        )
-        if order.state not in FINAL_STATES:
-            self._publish_lookup(trade_no, deps)
-        return _ok()
-
-    @staticmethod
-    def _check_amount(trade_no: str, reported: Any, deps: _Deps) -> None:
-        """A verified report of another amount than ours is applied, but said loudly."""
-        text = _text(reported)
-        if not text:
-            return
-        order = deps.ledger.get(trade_no)
-        if order is None:
-            return
-        try:
-            same = Decimal(text) == order.amount
-        except ArithmeticError:  # not a number, or a signalling NaN
-            same = False
-        if not same:
-            log.error(
-                "webhook reports amount %r, the order has %s",
-                text[:_MAX_FACT],
-                order.amount,
-                extra={"trade_no": trade_no},
-            )
-
-    @staticmethod
-    def _publish_lookup(trade_no: str, deps: _Deps) -> None:
-        try:
-            deps.publish_lookups([trade_no])
-        except Exception as exc:
-            raise Unavailable(f"could not publish a lookup ({type(exc).__name__})") from exc
+        body = _read_body(request)
+        if isinstance(body, Reply):
+            return self._answer(body)
+        return self._answer(self.deps.webhooks.handle(body))
 
 
 def create_app(
     ledger: Ledger | None = None,
     settings: Settings | None = None,
-    publish_lookups: PublishLookups | None = None,
+    publish_lookups: RequestLookups | None = None,
     metrics: Metrics | None = None,
     *,
     configure_logs: bool = False,
@@ -377,37 +222,27 @@ def create_app(
     return NotifyApp(ledger, settings, publish_lookups, metrics, configure_logs=configure_logs)
 
 
-@dataclass(frozen=True)
-class _BodyError:
-    status: int
-    reason: str
-    outcome: str
-
-
-def _read_body(request: Request) -> tuple[dict[str, Any] | None, _BodyError | None]:
-    """The JSON object in the body, or why not (never raises)."""
+def _read_body(request: Request) -> dict[str, Any] | Reply:
+    """The JSON object in the body, or the reply refusing it (never raises)."""
     length = request.content_length
     if length is not None and length > MAX_BODY:
-        return None, _BodyError(413, "body too large", "oversized")
+        return _refused(413, "body too large", "oversized")
     raw = request.stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        return None, _BodyError(413, "body too large", "oversized")
+        return _refused(413, "body too large", "oversized")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
-        return None, _BodyError(400, "body is not JSON", "malformed")
+        return _refused(400, "body is not JSON", "malformed")
     if not isinstance(body, dict):
-        return None, _BodyError(400, "body is not a JSON object", "malformed")
-    return body, None
+        return _refused(400, "body is not a JSON object", "malformed")
+    return body
 
 
-def _safe_trade_no(value: Any) -> str | None:
-    text = _text(value)
-    return text if is_trade_no(text) else None
-
-
-def _ok() -> Response:
-    return Response(OK, status=200, content_type="text/plain")
+def _refused(status: int, reason: str, outcome: str) -> Reply:
+    return Reply(
+        status, reason, outcome, (LogLine(logging.WARNING, "webhook refused: %s", (reason,)),)
+    )
 
 
 def _plain(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:

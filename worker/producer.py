@@ -13,20 +13,12 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from schemas import Payout, RowError, validate_row, validate_rows
+from schemas import MARKETS, Payout, RowError, market_code, validate_row, validate_rows
 from worker.config import Settings
+from worker.exceptions import InvalidPayout, UnknownMarket
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
 from worker.publish import publish_submissions
 from worker.vexora import VexoraClient
-
-
-class InvalidPayout(ValueError):
-    """A payout failed validation; ``errors`` maps each field to its messages."""
-
-    def __init__(self, errors: Mapping[str, Any]) -> None:
-        self.errors = dict(errors)
-        detail = "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in errors.items())
-        super().__init__(f"invalid payout: {detail}")
 
 
 @dataclass
@@ -62,7 +54,11 @@ class Producer:
         dry_run: bool = False,
         parse_errors: Iterable[RowError] = (),
     ) -> BatchResult:
-        """Validate all rows; unless every one is valid (or ``skip_invalid``), enqueue none."""
+        """Validate all rows; unless every one is valid (or ``skip_invalid``), enqueue none.
+
+        Raises UnknownMarket for a market code we do not pay out in.
+        """
+        market = _market(market)
         valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
         errors = sorted([*errors, *parse_errors], key=lambda e: e.row)
         if (errors and not skip_invalid) or not valid:
@@ -72,9 +68,7 @@ class Producer:
             self._sign_all(market.upper(), payouts)
             return BatchResult(None, len(payouts), errors, dry_run=True)
         batch_id = new_batch_id()
-        created = self.ledger.create_orders(
-            payouts, batch_id=batch_id, market=market.upper(), hold=hold
-        )
+        created = self.ledger.create_orders(payouts, batch_id=batch_id, market=market, hold=hold)
         new = [trade_no for trade_no, is_new in created if is_new]
         if not hold:
             publish_submissions(new)
@@ -88,9 +82,12 @@ class Producer:
         )
 
     def enqueue(self, market: str, row: Mapping[str, Any], *, hold: bool = False) -> Order:
-        """One payout; returns its order (the existing one if its reference is known)."""
+        """One payout; returns its order (the existing one if its reference is known).
+
+        Raises UnknownMarket for a bad market code, InvalidPayout for a bad payout.
+        """
         try:
-            payout = validate_row(market, row, notify_url=self.settings.notify_url)
+            payout = validate_row(_market(market), row, notify_url=self.settings.notify_url)
         except ValidationError as exc:
             raise InvalidPayout(exc.messages_dict) from None
         ((trade_no, is_new),) = self.ledger.create_orders(
@@ -108,3 +105,11 @@ class Producer:
         for payout in payouts:
             client.signed_body(payout.fields, new_trade_no())
         client.close()
+
+
+def _market(market: str) -> str:
+    """The market's code (``MARKETS``' spelling), or UnknownMarket."""
+    code = market_code(market)
+    if code is None:
+        raise UnknownMarket(market, MARKETS)
+    return code

@@ -22,6 +22,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from worker.config import Account, Rate, Settings
+from worker.exceptions import RateLimitTimeout
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,6 @@ _SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text(encoding="utf-8")
 # How early a due slot may be taken: enough to absorb a late wake-up (typically well
 # under a millisecond, a few under load) without letting slots bunch up.
 MAX_TOLERANCE = 0.003
-
-
-class RateLimitTimeout(TimeoutError):
-    """No slot could be taken before the caller's timeout."""
 
 
 class RateLimiter:
@@ -78,8 +75,6 @@ class RateLimiter:
         self.tolerance = min(self.interval, tolerance, 0.8 * (1 / headroom - 1))
         self._tolerance_us = int(self.tolerance * 1_000_000)
         self._script = redis.register_script(_SCRIPT)
-        # Server time (seconds) of this instance's latest grant: for metrics and tests.
-        self.last_grant: float | None = None
 
     @classmethod
     def for_submit(cls, redis: Redis, settings: Settings, account: Account) -> RateLimiter:
@@ -111,11 +106,7 @@ class RateLimiter:
         """What a try's reply means, as :meth:`try_acquire` returns it (errors raise)."""
         if isinstance(reply, Exception):
             raise reply
-        wait_us, now_us = int(reply[0]), int(reply[1])
-        if wait_us == 0:
-            self.last_grant = now_us / 1_000_000
-            return 0.0
-        return wait_us / 1_000_000
+        return int(reply[0]) / 1_000_000
 
     def acquire(self, timeout: float | None = None) -> float:
         """Block until a slot is taken; return the seconds waited.

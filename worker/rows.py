@@ -1,7 +1,8 @@
 """Reading payout rows from CSV or JSON Lines files, with clean per-row errors.
 
-Any bytes in, never a crash out: a file that cannot be read at all raises
-``InputError`` with the reason; a row that cannot be parsed becomes that row's error.
+Any bytes in, never a crash out: a file that cannot be used as a whole (unreadable,
+not UTF-8, no rows, a bad CSV header) raises ``InvalidFile`` with the reason; a row
+that cannot be parsed becomes that row's error.
 Rows are numbered by their line in the file (the CSV header is line 1).
 """
 
@@ -15,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas import RowError
+from worker.exceptions import InvalidFile
 
 ParsedRow = tuple[int, dict[str, Any]]
-
-
-class InputError(ValueError):
-    """The input file as a whole cannot be read (not a row problem)."""
 
 
 def detect_format(path: Path, text: str) -> str:
@@ -36,7 +34,7 @@ def read_rows(path: Path) -> tuple[list[ParsedRow], list[RowError]]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InvalidFile(f"cannot read {path}: {exc.strerror or exc}") from None
     return parse_rows(raw, detect_format(path, raw[:64].decode("utf-8", "replace")))
 
 
@@ -45,7 +43,7 @@ def parse_rows(raw: bytes, fmt: str) -> tuple[list[ParsedRow], list[RowError]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"line {line}: the file is not UTF-8 text") from None
+        raise InvalidFile(f"line {line}: the file is not UTF-8 text") from None
     rows = _jsonl(text) if fmt == "jsonl" else _csv(text)
     parsed: list[ParsedRow] = []
     errors: list[RowError] = []
@@ -55,7 +53,7 @@ def parse_rows(raw: bytes, fmt: str) -> tuple[list[ParsedRow], list[RowError]]:
         else:
             parsed.append((number, row))
     if not parsed and not errors:
-        raise InputError("the file has no rows")
+        raise InvalidFile("the file has no rows")
     return parsed, errors
 
 
@@ -81,13 +79,13 @@ def _csv(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     except StopIteration:
         return
     except csv.Error as exc:
-        raise InputError(f"line 1: unreadable CSV header: {exc}") from None
+        raise InvalidFile(f"line 1: unreadable CSV header: {exc}") from None
     header = [h.strip() for h in header]
     if not any(header):
-        raise InputError("line 1: the CSV header is empty")
+        raise InvalidFile("line 1: the CSV header is empty")
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
-        raise InputError(f"line 1: repeated column(s): {', '.join(duplicates)}")
+        raise InvalidFile(f"line 1: repeated column(s): {', '.join(duplicates)}")
     while True:
         try:
             cells = next(reader)

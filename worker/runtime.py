@@ -10,8 +10,8 @@ from functools import cache
 
 import redis
 
-from worker.batches import BatchControls
 from worker.config import Account, get_settings
+from worker.controls import Controls
 from worker.details import DetailsClient
 from worker.ledger import Ledger
 from worker.metrics import Metrics
@@ -21,7 +21,7 @@ from worker.publish import publish_lookups, publish_submissions, submit_queue_le
 from worker.ratelimit import RateLimiter
 from worker.reconcile import Reconciler
 from worker.submit import MarketSubmitters, Submitter
-from worker.token import TokenCache
+from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
 
 
@@ -68,16 +68,14 @@ def metrics() -> Metrics:
 def details() -> DetailsClient:
     """The details client, its bearer token shared by the whole cluster through Redis."""
     settings = get_settings()
-    client = DetailsClient.from_settings(settings)
+    fetch = TokenFetcher.from_settings(settings)
 
     def fetch_token() -> tuple[str, float]:
         metrics().token_refresh()
-        return client.fetch_token()
+        return fetch()
 
-    client.tokens = TokenCache(
-        redis_client(), fetch_token, key=f"{settings.key_prefix}:oauth:token"
-    )
-    return client
+    tokens = TokenCache(redis_client(), fetch_token, key=f"{settings.key_prefix}:oauth:token")
+    return DetailsClient.from_settings(settings, tokens)
 
 
 @cache
@@ -135,8 +133,11 @@ def producer() -> Producer:
 
 
 @cache
-def batch_controls() -> BatchControls:
-    return BatchControls(ledger(), lambda market: vexora(market).balance(), publish_submissions)
+def batch_controls() -> Controls:
+    """Approve, cancel, pause and resume, on the cluster-wide pause switch."""
+    return Controls(
+        ledger(), lambda market: vexora(market).balance(), publish_submissions, pause_switch()
+    )
 
 
 def reset() -> None:

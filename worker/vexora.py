@@ -34,11 +34,15 @@ from worker.exceptions import (
     ProviderError,
     RateLimited,
     Rejected,
-    from_transport_error,
-    parse_retry_after,
-    redact,
 )
-from worker.http_client import DEFAULT_TIMEOUTS, HttpClient, json_object
+from worker.http_client import (
+    DEFAULT_TIMEOUTS,
+    HttpClient,
+    from_transport_error,
+    json_object,
+    parse_retry_after,
+)
+from worker.redact import redact
 from worker.signing import SIGN_FIELD, sign
 from worker.states import State
 
@@ -66,7 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # --- provider codes -------------------------------------------------------------------
-# The sandbox simulator imports these, so both sides agree.
+# The sandbox writes its own (worker/sandbox/protocol.py); test_client_vs_sandbox checks both agree.
 
 ACCEPTED = "0000"  # top-level code: the request was accepted (NOT the payout's state)
 
@@ -439,6 +443,8 @@ class VexoraClient(HttpClient):
             "Content-Type": "application/json",
             "Accept": "application/json",
         }
+        # The tradeNo in its own log field: in the text, its digit runs are masked.
+        ids = {"trade_no": body.get("tradeNo")}
         started = time.monotonic()
         try:
             response = self._session.post(
@@ -450,10 +456,20 @@ class VexoraClient(HttpClient):
             )
         except requests.RequestException as exc:
             error = from_transport_error(exc, what)
-            log.warning("vexora %s failed after %.3fs: %s", path, time.monotonic() - started, error)
+            log.warning(
+                "vexora %s failed after %.3fs: %s",
+                path,
+                time.monotonic() - started,
+                error,
+                extra=ids,
+            )
             raise error from exc
         log.debug(
-            "vexora %s: HTTP %s in %.3fs", what, response.status_code, time.monotonic() - started
+            "vexora %s: HTTP %s in %.3fs",
+            what,
+            response.status_code,
+            time.monotonic() - started,
+            extra=ids,
         )
         return response
 

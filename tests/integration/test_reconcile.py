@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import fakeredis
 import pytest
 
 import worker
@@ -22,6 +23,7 @@ from worker.ledger import Order, new_batch_id, new_trade_no
 from worker.samples import sample_rows
 from worker.sandbox import Sandbox, SandboxConfig
 from worker.states import State
+from worker.token import TokenCache, TokenFetcher
 from worker.vexora import STATUS_PROCESSING, VexoraClient
 
 pytestmark = pytest.mark.integration
@@ -242,7 +244,8 @@ def test_list_follows_every_pagination_spelling(listing_sandbox: Any, style: str
     sandbox.configure(pagination_style=style)
     newest_first = [p["platFormTradeNo"] for p in reversed(sandbox.payouts().values())]
     before = sandbox.stats()["list_requests"]
-    with DetailsClient.from_settings(settings) as client:
+    tokens = TokenCache(fakeredis.FakeRedis(), TokenFetcher.from_settings(settings))
+    with DetailsClient.from_settings(settings, tokens) as client:
         listed = list(client.list())
     assert len(listed) == count
     assert [d.transaction_id for d in listed] == newest_first  # every row once, in order

@@ -12,9 +12,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 
-from worker.config import ConfigError
 from worker.db import migrate
 from worker.db.pool import open_pool
+from worker.exceptions import ConfigError, SchemaBehind
 from worker.postgres_server import PostgresServer
 from worker.states import FINAL_STATES, State
 
@@ -74,7 +74,7 @@ def test_concurrent_upgrades_apply_each_migration_once(empty_database: str) -> N
 
 
 def test_check_names_the_upgrade_command_until_upgraded(empty_database: str) -> None:
-    with pytest.raises(migrate.SchemaBehind) as raised:
+    with pytest.raises(SchemaBehind) as raised:
         migrate.check(empty_database)
     assert "disburse db upgrade" in str(raised.value)
     assert raised.value.missing == ALL_VERSIONS
@@ -88,7 +88,7 @@ def test_check_names_the_upgrade_command_until_upgraded(empty_database: str) -> 
 def test_check_lists_only_the_missing_migrations(ledger_database: str) -> None:
     with psycopg.connect(ledger_database) as conn:
         conn.execute("DELETE FROM schema_migrations WHERE version = %s", (ALL_VERSIONS[-1],))
-    with pytest.raises(migrate.SchemaBehind) as raised:
+    with pytest.raises(SchemaBehind) as raised:
         migrate.check(ledger_database)
     assert raised.value.missing == [ALL_VERSIONS[-1]]
 

@@ -1,37 +1,43 @@
-"""DetailsClient against a real local HTTP server (werkzeug): token, details, paged list."""
+"""DetailsClient against a real local HTTP server (werkzeug): details, paged list, and the
+bearer token's use (its fetch and shared cache are tests/unit/test_token.py's)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import fakeredis
 import pytest
 import requests
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
+from werkzeug.wrappers import Response
 
+from tests.unit.fake_details_api import (
+    ACCOUNT,
+    API_KEY,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FakeProvider,
+    Seen,
+    SpySession,
+    error,
+    json_response,
+    serving,
+)
 from worker.config import Settings
 from worker.details import DetailsClient, Disbursement
 from worker.exceptions import (
     AuthenticationFailed,
     NotFound,
-    NotSent,
     OutcomeUnknown,
     ProviderError,
     RateLimited,
+    TokenUnavailable,
 )
 from worker.states import State
-
-API_KEY = "b3ed7d4b-a96c-6c08-b3c7-12c3124242d9"
-CLIENT_ID = "client-1"
-CLIENT_SECRET = "very-secret"
-ACCOUNT = "acct-9"
+from worker.token import TokenCache, TokenFetcher
 
 # Seed 003's own example answer: data nested inside data.
 SEED_ANSWER = {
@@ -59,64 +65,10 @@ SEED_ANSWER = {
 # --- a fake provider on a real port ---------------------------------------------------
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    args: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    raw_uri: str = ""
-
-
-@dataclass
-class FakeProvider:
-    url: str = ""
-    seen: list[Seen] = field(default_factory=list)
-    replies: list[Response] = field(default_factory=list)
-    handler: Callable[[Seen], Response] | None = None
-
-    def __call__(self, environ: Any, start_response: Any) -> Any:
-        request = Request(environ)
-        seen = Seen(
-            request.method,
-            request.path,
-            dict(request.args),
-            dict(request.headers),
-            request.get_data(),
-            environ.get("REQUEST_URI") or environ.get("RAW_URI", ""),
-        )
-        self.seen.append(seen)
-        if self.handler is not None:
-            response = self.handler(seen)
-        elif self.replies:
-            response = self.replies.pop(0)
-        else:
-            response = Response("no reply scripted", status=599)
-        return response(environ, start_response)
-
-    def reply(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        self.replies.append(json_response(body, status, headers))
-
-    def pages_requested(self) -> list[int]:
-        return [int(s.args["page"]) for s in self.seen if s.method == "GET"]
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    text = body if isinstance(body, str) else json.dumps(body)
-    return Response(text, status=status, headers=headers, content_type="application/json")
-
-
 @pytest.fixture
 def provider() -> Iterator[FakeProvider]:
-    fake = FakeProvider()
-    server = make_server("127.0.0.1", 0, fake, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_port}"
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with serving() as fake:
+        yield fake
 
 
 class FakeTokens:
@@ -127,6 +79,7 @@ class FakeTokens:
         self.current = self.queue.pop(0)
         self.gets = 0
         self.invalidated: list[str] = []
+        self.backed_off: list[str] = []
 
     def get(self) -> str:
         self.gets += 1
@@ -137,28 +90,27 @@ class FakeTokens:
         if token == self.current and self.queue:
             self.current = self.queue.pop(0)
 
-
-class SpySession(requests.Session):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[dict[str, Any]] = []
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        self.sent.append(kwargs)
-        return super().send(request, **kwargs)
+    def back_off(self, token: str) -> None:
+        self.backed_off.append(token)
 
 
 def make_client(provider: FakeProvider, tokens: Any = None, **kwargs: Any) -> DetailsClient:
     return DetailsClient(
         provider.url,
         api_key=API_KEY,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
         account_id=ACCOUNT,
         timeouts=(1.0, 2.0),
-        token_provider=tokens if tokens is not None else FakeTokens("tok-1", "tok-2", "tok-3"),
+        tokens=tokens if tokens is not None else FakeTokens("tok-1", "tok-2", "tok-3"),
         **kwargs,
     )
+
+
+def shared_tokens(url: str) -> TokenCache:
+    """The production token provider: a TokenCache (on fakeredis) over a TokenFetcher."""
+    fetch = TokenFetcher(
+        url, api_key=API_KEY, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, timeouts=(1.0, 2.0)
+    )
+    return TokenCache(fakeredis.FakeRedis(decode_responses=True), fetch)
 
 
 def row(tid: str, status: str = "pending", value: str = "10.00") -> dict[str, Any]:
@@ -178,97 +130,6 @@ def rows(prefix: str, count: int) -> list[dict[str, Any]]:
 
 def ids(prefix: str, count: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(count)]
-
-
-def error(status: int, message: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "status": status,
-        "success": False,
-        "error": {"code": status, "message": message, **extra},
-    }
-
-
-# --- token ----------------------------------------------------------------------------
-
-
-def test_fetch_token_request_shape(provider: FakeProvider) -> None:
-    provider.reply(
-        {
-            "status": 200,
-            "success": True,
-            "data": {"access_token": "abc.def", "token_type": "Bearer", "expires_in": "3600"},
-        }
-    )
-    spy = SpySession()
-    client = make_client(provider, session=spy)
-    assert client.fetch_token() == ("abc.def", 3600.0)
-    (seen,) = provider.seen
-    assert (seen.method, seen.path) == ("POST", "/api/v1.0/access-token/b2b")
-    assert seen.headers["X-Partner-Id"] == API_KEY
-    expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-    assert seen.headers["Authorization"] == f"Basic {expected}"
-    assert seen.headers["Content-Type"] == "application/json"
-    assert json.loads(seen.body) == {"grant_type": "client_credentials"}
-    assert [kw["timeout"] for kw in spy.sent] == [(1.0, 2.0)]
-
-
-@pytest.mark.parametrize(
-    ("answer", "expected"),
-    [
-        ({"data": {"access_token": "t", "expires_in": "216000"}}, ("t", 216000.0)),
-        ({"data": {"access_token": "t", "expires_in": 60}}, ("t", 60.0)),
-        ({"accessToken": "t", "tokenType": "Bearer", "expiresIn": "900"}, ("t", 900.0)),
-        ({"data": {"access_token": "t"}}, ("t", 300.0)),
-    ],
-)
-def test_fetch_token_answer_spellings(
-    provider: FakeProvider, answer: dict[str, Any], expected: tuple[str, float]
-) -> None:
-    provider.reply({"status": 200, "success": True, **answer})
-    assert make_client(provider).fetch_token() == expected
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "error_type"),
-    [
-        (401, error(401, "Unauthorized partner, please sign in"), AuthenticationFailed),
-        (200, {"success": True, "data": {"expires_in": "3600"}}, ProviderError),
-        (
-            200,
-            {"success": True, "data": {"access_token": "t", "expires_in": "soon"}},
-            ProviderError,
-        ),
-        (200, {"success": True, "data": {"access_token": "t", "expires_in": "0"}}, ProviderError),
-        (403, error(403, "IP not registered"), ProviderError),
-        (500, "oops", OutcomeUnknown),
-    ],
-)
-def test_fetch_token_errors(
-    provider: FakeProvider, status: int, body: Any, error_type: type[Exception]
-) -> None:
-    provider.reply(body, status=status)
-    with pytest.raises(error_type) as caught:
-        make_client(provider).fetch_token()
-    assert type(caught.value) is error_type
-    assert CLIENT_SECRET not in f"{caught.value} {caught.value!r}"
-
-
-def test_fetch_token_connection_refused_is_not_sent() -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    client = DetailsClient(
-        f"http://127.0.0.1:{port}",
-        api_key=API_KEY,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        account_id=ACCOUNT,
-    )
-    with pytest.raises(NotSent):
-        client.fetch_token()
-    with pytest.raises(NotSent):
-        client.details("1")  # the default token provider fetches first
 
 
 # --- details --------------------------------------------------------------------------
@@ -388,10 +249,34 @@ def test_401_twice_is_authentication_failed(provider: FakeProvider) -> None:
         make_client(provider, tokens).details("4565456565")
     assert caught.value.status_code == 401
     assert tokens.invalidated == ["old"]
+    # The fresh token refused too: the token provider backs off (cluster-wide).
+    assert tokens.backed_off == ["new"]
     assert len(provider.seen) == 2
 
 
-def test_default_token_provider_caches_and_refreshes_on_401(provider: FakeProvider) -> None:
+def test_a_refused_fresh_token_stops_every_caller_until_the_back_off_ends(
+    provider: FakeProvider,
+) -> None:
+    """With the shared cache: two 401s back off the cluster; no request, no fetch, after."""
+
+    def handler(seen: Seen) -> Response:
+        if seen.path.endswith("/access-token/b2b"):
+            return json_response({"data": {"access_token": "t", "expires_in": "3600"}})
+        return json_response(error(401, "Unauthorized partner"), 401)
+
+    provider.handler = handler
+    client = make_client(provider, shared_tokens(provider.url))
+    with pytest.raises(AuthenticationFailed):
+        client.details("5")
+    paths = [s.path.rsplit("/", 1)[-1] for s in provider.seen]
+    assert paths == ["b2b", "5", "b2b", "5"]
+    for _ in range(3):
+        with pytest.raises(TokenUnavailable, match="a fresh token was refused"):
+            client.details("5")
+    assert len(provider.seen) == 4
+
+
+def test_shared_token_is_cached_and_refreshed_on_401(provider: FakeProvider) -> None:
     def handler(seen: Seen) -> Response:
         if seen.path.endswith("/access-token/b2b"):
             number = sum(s.path.endswith("/b2b") for s in provider.seen)
@@ -401,13 +286,7 @@ def test_default_token_provider_caches_and_refreshes_on_401(provider: FakeProvid
         return json_response({"status": 200, "data": row("5")})
 
     provider.handler = handler
-    client = DetailsClient(
-        provider.url,
-        api_key=API_KEY,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        account_id=ACCOUNT,
-    )
+    client = make_client(provider, shared_tokens(provider.url))
     slots: list[int] = []
 
     def throttle() -> None:  # a rate limiter's acquire: before every details request
@@ -467,11 +346,9 @@ def test_details_read_timeout_is_outcome_unknown() -> None:
         client = DetailsClient(
             f"http://127.0.0.1:{listener.getsockname()[1]}",
             api_key=API_KEY,
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
             account_id=ACCOUNT,
             timeouts=(1.0, 0.2),
-            token_provider=FakeTokens("tok"),
+            tokens=FakeTokens("tok"),
         )
         with pytest.raises(OutcomeUnknown) as caught:
             client.details("1")
@@ -493,7 +370,7 @@ def test_from_settings(provider: FakeProvider) -> None:
         read_timeout=3.5,
     )
     tokens = FakeTokens("tk")
-    client = DetailsClient.from_settings(settings, token_provider=tokens)
+    client = DetailsClient.from_settings(settings, tokens)
     assert client.timeouts == (0.7, 3.5)
     assert "csecret-x" not in repr(client) and "key-x" not in repr(client)
     provider.reply({"data": row("9")})

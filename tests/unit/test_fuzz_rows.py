@@ -1,6 +1,6 @@
 """Fuzzing the input edge: CSV / JSON Lines bytes -> rows -> schemas -> one whole batch or none.
 
-Any bytes in: ``parse_rows`` raises only ``InputError`` (the file as a whole) or returns
+Any bytes in: ``parse_rows`` raises only ``InvalidFile`` (the file as a whole) or returns
 clean per-row ``RowError``s; ``validate_rows`` never raises for any parsed row in any
 market and accounts for every row; and a batch with any bad row creates no order and
 publishes nothing.
@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 from schemas import MARKETS, Payout, RowError, validate_rows
 from worker import producer
 from worker.config import load_settings
+from worker.exceptions import InvalidFile
 from worker.ledger import Ledger
 from worker.producer import Producer
-from worker.rows import InputError, parse_rows
+from worker.rows import parse_rows
 from worker.samples import sample_rows
 
 FORMATS = ("csv", "jsonl")
@@ -116,8 +117,8 @@ def parse(raw: bytes, fmt: str) -> tuple[list[tuple[int, dict[str, Any]]], list[
     """``parse_rows``, with the one exception it may raise turned into None."""
     try:
         return parse_rows(raw, fmt)
-    except InputError as exc:
-        assert str(exc), "an InputError must say why"
+    except InvalidFile as exc:
+        assert str(exc), "an InvalidFile must say why"
         return None
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from worker import cli, producer
 from worker.config import load_settings
+from worker.exceptions import InvalidFile, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger
-from worker.producer import InvalidPayout, Producer
-from worker.rows import InputError, parse_rows, read_rows
+from worker.producer import Producer
+from worker.rows import parse_rows, read_rows
 from worker.samples import sample_rows
 from worker.states import State
 
@@ -173,6 +174,29 @@ def test_single_enqueue_names_each_bad_field(make_producer: Producer) -> None:
     assert set(caught.value.errors) == {"bankCode", "email"}
 
 
+@pytest.mark.parametrize("code", ["XX", "", "IDN", "indonesia", "I D"])
+def test_unknown_market_is_refused_with_the_valid_codes(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]], code: str
+) -> None:
+    with pytest.raises(UnknownMarket) as caught:
+        make_producer.enqueue(code, sample_rows("ID", 1)[0])
+    assert isinstance(caught.value, ValueError) and caught.value.market == code
+    for valid in ("AR", "ID", "JP", "KH"):
+        assert valid in str(caught.value)
+    with pytest.raises(UnknownMarket):
+        make_producer.enqueue_batch(code, [])  # even without rows
+    assert published == [] and ledger.state_counts() == {}
+
+
+def test_a_batch_is_stored_under_the_markets_own_code(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    result = make_producer.enqueue_batch(" id ", numbered(sample_rows("ID", 2)))
+    summary = ledger.batch(result.batch_id or "")
+    assert summary is not None and summary.market == "ID"
+    assert {o.market for o in ledger.get_many(result.trade_nos) if o is not None} == {"ID"}
+
+
 def test_csv_rows_are_numbered_by_line_and_broken_lines_reported() -> None:
     raw = b"amount,bankCode\n100000,0002\n1,2,3\n\n200000,0003\n"
     rows, errors = parse_rows(raw, "csv")
@@ -194,7 +218,7 @@ def test_jsonl_keeps_amounts_exact_and_reports_bad_lines() -> None:
     [(b"\xff\xfe\x00", "not UTF-8"), (b"", "no rows"), (b"a,a\n1,2\n", "repeated column")],
 )
 def test_unreadable_files_are_one_clear_error(raw: bytes, message: str) -> None:
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InvalidFile, match=message):
         parse_rows(raw, "csv")
 
 

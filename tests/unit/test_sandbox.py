@@ -1,11 +1,15 @@
 """The sandbox provider over real HTTP (in-process, free port), with plain ``requests``.
 
-Only worker.signing and the provider codes of worker.vexora are shared with the
-application: everything else is checked against the seeds' shapes directly.
+Nothing of the client is used: the codes and the signature are the sandbox's own
+(worker.sandbox.protocol, checked here against PROVIDERS.md), everything else is
+checked against the seeds' shapes directly. test_client_vs_sandbox.py runs the
+client against the sandbox.
 """
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import json
 import os
 import signal
@@ -24,10 +28,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
 from worker.sandbox import Sandbox, SandboxConfig, SandboxConfigError, add_arguments
-from worker.sandbox.state import State
-from worker.sandbox.webhooks import check_url
-from worker.signing import sign, verify
-from worker.vexora import (
+from worker.sandbox.protocol import (
     ACCEPTED,
     CODE_BAD_SIGN,
     CODE_DUPLICATE_TRADE_NO,
@@ -37,7 +38,12 @@ from worker.vexora import (
     STATUS_FAILED,
     STATUS_PROCESSING,
     STATUS_SUCCEEDED,
+    sign,
+    sign_text,
+    verify,
 )
+from worker.sandbox.state import State
+from worker.sandbox.webhooks import check_url
 
 REPO = Path(__file__).resolve().parents[2]
 FAST: dict[str, Any] = {"settle_delay": (0.02, 0.05), "failure_ratio": 0.0, "webhooks": False}
@@ -204,6 +210,81 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.stop()
+
+
+# --- the provider's vocabulary, from the documents ------------------------------------------
+
+# PROVIDERS.md's vector (computed from the documented rule with secret TEST_SECRET).
+VECTOR_TEXT = (
+    "amount=100000bankAccountNo=5464438554636bankCode=0002customerName=jack"
+    "email=user@gmail.commobile=6281245907765notifyUrl=https://google.com"
+    "timestamp=1732985021335tradeNo=39fa354542824ee789faf526f27c024f"
+)
+VECTOR_SIGN = "59083b685db195fb3e07cadd11d4b50f"
+VECTOR_BODY: dict[str, Any] = {
+    "tradeNo": "39fa354542824ee789faf526f27c024f",
+    "timestamp": "1732985021335",
+    "notifyUrl": "https://google.com",
+    "mobile": "6281245907765",
+    "email": "user@gmail.com",
+    "customerName": "jack",
+    "bankCode": "0002",
+    "bankAccountNo": "5464438554636",
+    "amount": "100000",
+}
+
+
+def test_the_sandbox_signs_the_providers_test_vector() -> None:
+    assert sign_text(VECTOR_BODY) == VECTOR_TEXT
+    assert sign(VECTOR_BODY, "TEST_SECRET") == VECTOR_SIGN
+    # sign and empty values are left out; numbers are signed as the provider prints them
+    # (seed 000's example sends amount and timestamp as JSON numbers).
+    extras = {"sign": "x", "remark": "", "accountId": None}
+    numbers = {"amount": 100000, "timestamp": 1732985021335}
+    assert sign({**VECTOR_BODY, **extras, **numbers}, "TEST_SECRET") == VECTOR_SIGN
+    assert verify({**VECTOR_BODY, "sign": VECTOR_SIGN}, "TEST_SECRET")
+    assert verify({**VECTOR_BODY, "sign": VECTOR_SIGN.upper()}, "TEST_SECRET")
+    assert not verify({**VECTOR_BODY, "sign": VECTOR_SIGN}, "OTHER_SECRET")
+    assert not verify({**VECTOR_BODY, "amount": "100001", "sign": VECTOR_SIGN}, "TEST_SECRET")
+    assert not verify(VECTOR_BODY, "TEST_SECRET")
+
+
+def test_the_documented_codes_and_statuses() -> None:
+    assert ACCEPTED == "0000"  # top-level code: the request was accepted
+    # data.status (PROVIDERS.md's table)
+    assert (STATUS_SUCCEEDED, STATUS_PROCESSING, STATUS_FAILED) == ("0000", "0015", "00029")
+
+
+SANDBOX_DIR = REPO / "worker" / "sandbox"
+CLIENT_VOCABULARY = ("worker.vexora", "worker.signing")
+
+
+def _sandbox_imports() -> dict[str, set[str]]:
+    """Every module of worker/sandbox/ -> the modules it imports (TYPE_CHECKING too)."""
+    modules = {path.stem: path for path in SANDBOX_DIR.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+                # "from worker.sandbox import chance" imports the submodule chance
+                imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[f"worker.sandbox.{name}"] = imported
+    return graph
+
+
+def test_the_sandbox_imports_no_client_vocabulary_and_no_cycle() -> None:
+    graph = _sandbox_imports()
+    for module, imported in graph.items():
+        assert not imported & set(CLIENT_VOCABULARY), module
+    inside = {
+        module: {name for name in imported if name in graph and name != module}
+        for module, imported in graph.items()
+    }
+    graphlib.TopologicalSorter(inside).prepare()  # CycleError names the cycle
 
 
 # --- payout API: happy path -------------------------------------------------------------

@@ -1,16 +1,38 @@
-"""The shared OAuth token: one fetch for the cluster, one refresh per 401, backoff on failure."""
+"""The details API's OAuth token: the fetch (against a fake API on a real port), and the
+shared cache: one fetch for the cluster, one refresh per 401, one back-off on failure."""
 
 from __future__ import annotations
 
+import base64
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import fakeredis
 import pytest
 import redis
 
-from worker.token import TokenCache, TokenUnavailable
+from tests.unit.fake_details_api import (
+    API_KEY,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FakeProvider,
+    SpySession,
+    error,
+    serving,
+)
+from worker.config import Settings
+from worker.exceptions import (
+    AuthenticationFailed,
+    NotSent,
+    OutcomeUnknown,
+    ProviderError,
+    TokenUnavailable,
+)
+from worker.token import TokenCache, TokenFetcher
 
 ClientFactory = Callable[..., redis.Redis]
 SECRET = "client-secret-hunter2"
@@ -257,3 +279,161 @@ def test_the_token_never_shows_in_repr(any_redis: redis.Redis) -> None:
     cache = TokenCache(any_redis, Provider())
     token = cache.get()
     assert token not in repr(cache)
+
+
+# --- the shared back-off --------------------------------------------------------------
+
+
+def test_a_fresh_token_refused_backs_off_cluster_wide(
+    any_redis: redis.Redis, new_client: ClientFactory
+) -> None:
+    provider = Provider()
+    mine = TokenCache(any_redis, provider, failure_backoff=0.3)
+    theirs = TokenCache(new_client(), provider, failure_backoff=0.3)
+    token = mine.get()
+    mine.back_off(token)
+    for cache in (theirs, mine):
+        with pytest.raises(TokenUnavailable, match="a fresh token was refused"):
+            cache.get()
+    assert provider.calls == 1  # nobody fetched during the back-off
+    time.sleep(0.3)
+    assert theirs.get() == "tok-2"
+
+
+def test_back_off_leaves_a_newer_token_alone(any_redis: redis.Redis) -> None:
+    provider = Provider()
+    cache = TokenCache(any_redis, provider)
+    old = cache.get()
+    cache.invalidate(old)
+    newer = cache.get()
+    cache.back_off(old)  # a late verdict on a token already replaced
+    assert cache.get() == newer
+    assert provider.calls == 2
+
+
+def test_a_wait_that_times_out_backs_off_the_other_waiters(any_redis: redis.Redis) -> None:
+    provider = Provider()
+    cache = TokenCache(any_redis, provider, wait_timeout=0.1, failure_backoff=10)
+    any_redis.set(f"{cache.key}:lock", "stuck-worker", px=10_000)
+    with pytest.raises(TokenUnavailable, match=r"within 0\.1s"):
+        cache.get()
+    with pytest.raises(TokenUnavailable, match="cluster-wide back-off"):
+        TokenCache(any_redis, provider, wait_timeout=5).get()  # at once, not after 5 s
+    # A token stored meanwhile (the stuck worker finishing) is served despite the back-off.
+    any_redis.set(cache.key, "late-token", px=10_000)
+    assert cache.get() == "late-token"
+    assert provider.calls == 0
+
+
+# --- the fetch ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api() -> Iterator[FakeProvider]:
+    with serving() as fake:
+        yield fake
+
+
+def make_fetcher(url: str, **kwargs: Any) -> TokenFetcher:
+    return TokenFetcher(
+        url,
+        api_key=API_KEY,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        timeouts=(1.0, 2.0),
+        **kwargs,
+    )
+
+
+def test_fetch_request_shape(api: FakeProvider) -> None:
+    api.reply(
+        {
+            "status": 200,
+            "success": True,
+            "data": {"access_token": "abc.def", "token_type": "Bearer", "expires_in": "3600"},
+        }
+    )
+    spy = SpySession()
+    assert make_fetcher(api.url, session=spy)() == ("abc.def", 3600.0)
+    (seen,) = api.seen
+    assert (seen.method, seen.path) == ("POST", "/api/v1.0/access-token/b2b")
+    assert seen.headers["X-Partner-Id"] == API_KEY
+    expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    assert seen.headers["Authorization"] == f"Basic {expected}"
+    assert seen.headers["Content-Type"] == "application/json"
+    assert json.loads(seen.body) == {"grant_type": "client_credentials"}
+    assert [kw["timeout"] for kw in spy.sent] == [(1.0, 2.0)]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"data": {"access_token": "t", "expires_in": "216000"}}, ("t", 216000.0)),
+        ({"data": {"access_token": "t", "expires_in": 60}}, ("t", 60.0)),
+        ({"accessToken": "t", "tokenType": "Bearer", "expiresIn": "900"}, ("t", 900.0)),
+        ({"data": {"access_token": "t"}}, ("t", 300.0)),
+    ],
+)
+def test_fetch_answer_spellings(
+    api: FakeProvider, answer: dict[str, Any], expected: tuple[str, float]
+) -> None:
+    api.reply({"status": 200, "success": True, **answer})
+    assert make_fetcher(api.url)() == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_type"),
+    [
+        (401, error(401, "Unauthorized partner, please sign in"), AuthenticationFailed),
+        (200, {"success": True, "data": {"expires_in": "3600"}}, ProviderError),
+        (
+            200,
+            {"success": True, "data": {"access_token": "t", "expires_in": "soon"}},
+            ProviderError,
+        ),
+        (200, {"success": True, "data": {"access_token": "t", "expires_in": "0"}}, ProviderError),
+        (403, error(403, "IP not registered"), ProviderError),
+        (500, "oops", OutcomeUnknown),
+    ],
+)
+def test_fetch_errors(
+    api: FakeProvider, status: int, body: Any, error_type: type[Exception]
+) -> None:
+    api.reply(body, status=status)
+    with pytest.raises(error_type) as caught:
+        make_fetcher(api.url)()
+    assert type(caught.value) is error_type
+    assert CLIENT_SECRET not in f"{caught.value} {caught.value!r}"
+
+
+def test_fetch_connection_refused_is_not_sent_and_the_cache_backs_off() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    fetch = make_fetcher(f"http://127.0.0.1:{port}")
+    with pytest.raises(NotSent):
+        fetch()
+    cache = TokenCache(fakeredis.FakeRedis(), fetch)
+    with pytest.raises(TokenUnavailable, match="NotSent") as caught:
+        cache.get()
+    assert isinstance(caught.value.__cause__, NotSent)
+
+
+def test_fetcher_from_settings_never_shows_the_secret(api: FakeProvider) -> None:
+    settings = Settings(
+        details_base_url=api.url,
+        details_api_key="key-x",
+        details_client_id="cid-x",
+        details_client_secret="csecret-x",
+        connect_timeout=0.7,
+        read_timeout=3.5,
+    )
+    fetch = TokenFetcher.from_settings(settings)
+    assert fetch.timeouts == (0.7, 3.5)
+    assert "csecret-x" not in repr(fetch) and "key-x" not in repr(fetch)
+    api.reply({"data": {"access_token": "t", "expires_in": "60"}})
+    assert fetch() == ("t", 60.0)
+    assert api.seen[0].headers["X-Partner-Id"] == "key-x"
+    basic = base64.b64encode(b"cid-x:csecret-x").decode()
+    assert api.seen[0].headers["Authorization"] == f"Basic {basic}"

@@ -10,14 +10,13 @@ itself (no BEGIN/COMMIT, no CREATE INDEX CONCURRENTLY).
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
 import psycopg
 
-from worker.config import ConfigError
+from worker.exceptions import SchemaBehind
 
 UPGRADE_COMMAND = "disburse db upgrade"
 # The advisory lock key every upgrade takes: any constant unlikely to be used elsewhere.
@@ -30,18 +29,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-class SchemaBehind(ConfigError):
-    """The database lacks migrations this code needs."""
-
-    def __init__(self, missing: Collection[int]) -> None:
-        self.missing = sorted(missing)
-        listed = ", ".join(f"{version:04d}" for version in self.missing)
-        super().__init__(
-            f"the database schema is behind this version of disburse (missing migrations "
-            f"{listed}): run `{UPGRADE_COMMAND}`"
-        )
 
 
 @dataclass(frozen=True)
@@ -103,7 +90,7 @@ def check(conninfo: str) -> None:
         done = _applied(conn)
     missing = [migration.version for migration in migrations() if migration.version not in done]
     if missing:
-        raise SchemaBehind(missing)
+        raise SchemaBehind(missing, UPGRADE_COMMAND)
 
 
 def _applied(conn: psycopg.Connection) -> set[int]:

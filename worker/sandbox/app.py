@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from worker.sandbox.config import SandboxConfigError
+from worker.sandbox.config import SandboxConfig, SandboxConfigError
+from worker.sandbox.details import DetailsAPI
+from worker.sandbox.payouts import PayoutAPI
 from worker.sandbox.responses import details_error, json_body, json_response
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
-
-    from worker.sandbox.server import Sandbox
 
 _MARKET = "<any(id,ar,jp,kh,ID,AR,JP,KH):market>"
 _PAYOUT_ENDPOINTS = {
@@ -55,13 +55,29 @@ def _rules() -> list[Rule]:
     return rules
 
 
+class Controls(Protocol):
+    """What the ``/_sandbox/`` endpoints show and change (the Sandbox provides it)."""
+
+    @property
+    def config(self) -> SandboxConfig: ...
+
+    def configure(self, **knobs: Any) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def settle_now(self) -> int: ...
+
+    def payouts(self) -> dict[str, dict[str, Any]]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
 class SandboxApp:
     """WSGI callable; usable with ``werkzeug.test.Client`` without starting a server."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
-        self._sandbox = sandbox
+    def __init__(self, payouts: PayoutAPI, details: DetailsAPI, controls: Controls) -> None:
+        self._controls = controls
         self.url_map = Map(_rules())
-        payouts, details = sandbox.payout_api, sandbox.details_api
         self._endpoints: dict[str, Callable[..., Response]] = {
             "disburse": payouts.disburse,
             "query": payouts.query,
@@ -100,27 +116,27 @@ class SandboxApp:
         return json_response({"ok": True})
 
     def _payouts(self, request: Request) -> Response:
-        return json_response(self._sandbox.payouts())
+        return json_response(self._controls.payouts())
 
     def _stats(self, request: Request) -> Response:
-        return json_response(self._sandbox.stats())
+        return json_response(self._controls.stats())
 
     def _get_config(self, request: Request) -> Response:
-        return json_response(self._sandbox.config.as_dict())
+        return json_response(self._controls.config.as_dict())
 
     def _set_config(self, request: Request) -> Response:
         knobs: Any = json_body(request)
         if not isinstance(knobs, dict):
             return details_error(400, "expected a JSON object of knob -> value")
         try:
-            self._sandbox.configure(**knobs)
+            self._controls.configure(**knobs)
         except SandboxConfigError as exc:
             return details_error(400, str(exc))
-        return json_response(self._sandbox.config.as_dict())
+        return json_response(self._controls.config.as_dict())
 
     def _reset(self, request: Request) -> Response:
-        self._sandbox.reset()
+        self._controls.reset()
         return json_response({"ok": True})
 
     def _settle(self, request: Request) -> Response:
-        return json_response({"settled": self._sandbox.settle_now()})
+        return json_response({"settled": self._controls.settle_now()})

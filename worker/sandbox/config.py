@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.config import load_settings
-from worker.vexora import ACCEPTED, CODE_DUPLICATE_TRADE_NO, CODE_ORDER_NOT_FOUND
+from worker.sandbox.protocol import ACCEPTED, CODE_DUPLICATE_TRADE_NO, CODE_ORDER_NOT_FOUND
 
 PAGINATION_STYLES = ("pagination", "meta", "empty", "none")
 SECRET_KNOBS = frozenset({"app_secret", "api_key", "client_secret"})

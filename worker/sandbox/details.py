@@ -14,17 +14,12 @@ from werkzeug.wrappers import Request, Response
 from worker.sandbox import markets
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.payouts import available_balance
+from worker.sandbox.protocol import DETAILS_PENDING, DETAILS_STATUSES
 from worker.sandbox.responses import details_error, json_body, json_response, ms_text
 from worker.sandbox.state import Payout, State
-from worker.vexora import STATUS_FAILED, STATUS_PROCESSING, STATUS_SUCCEEDED
 
 PARTNER_HEADER = "X-PARTNER-ID"
 UNAUTHORIZED = "Unauthorized partner, please sign in"
-DETAILS_STATUS = {
-    STATUS_PROCESSING: "pending",
-    STATUS_SUCCEEDED: "success",
-    STATUS_FAILED: "failed",
-}
 
 
 def _lifetime_text(seconds: float) -> str:
@@ -165,7 +160,7 @@ def detail_row(payout: Payout, config: SandboxConfig) -> dict[str, Any]:
     currency = payout.currency
     return {
         "transaction_id": payout.platform_trade_no,
-        "status": DETAILS_STATUS.get(payout.status, "pending"),
+        "status": DETAILS_STATUSES.get(payout.status, DETAILS_PENDING),
         "amount": _money(amount, currency),
         "fees": [{"name": "transfer service fee", **_money(fee, currency)}],
         "total_amount": _money(amount + fee, currency),

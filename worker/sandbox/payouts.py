@@ -17,6 +17,19 @@ from werkzeug.wrappers import Request, Response
 
 from worker.sandbox import chance, markets
 from worker.sandbox.config import SandboxConfig
+from worker.sandbox.protocol import (
+    CODE_BAD_SIGN,
+    CODE_RATE_LIMITED,
+    CODE_REQUEST_FAILED,
+    CODE_SYSTEM_ERROR,
+    CODE_UNKNOWN_MERCHANT,
+    MERCHANT_HEADER,
+    SIGN_FIELD,
+    STATUS_MESSAGES,
+    STATUS_PROCESSING,
+    STATUS_SUCCEEDED,
+    verify,
+)
 from worker.sandbox.responses import (
     DropConnection,
     json_body,
@@ -28,17 +41,6 @@ from worker.sandbox.responses import (
 )
 from worker.sandbox.settlement import Settlement
 from worker.sandbox.state import Payout, State
-from worker.signing import SIGN_FIELD, verify
-from worker.vexora import (
-    CODE_BAD_SIGN,
-    CODE_REQUEST_FAILED,
-    CODE_SYSTEM_ERROR,
-    CODE_UNKNOWN_MERCHANT,
-    STATUS_PROCESSING,
-    STATUS_SUCCEEDED,
-)
-
-MERCHANT_HEADER = "merchantNo"
 
 
 class PayoutAPI:
@@ -91,7 +93,7 @@ class PayoutAPI:
             return json_response(
                 {
                     "msg": "Too Many Requests",
-                    "code": "429",
+                    "code": CODE_RATE_LIMITED,
                     "success": False,
                     "timestamp": now_ms(),
                     "data": None,
@@ -153,7 +155,7 @@ class PayoutAPI:
             "tradeNo": trade_no,
             "platFormTradeNo": payout.platform_trade_no,
             "status": STATUS_PROCESSING,
-            ("desc" if market_code == "ID" else "message"): "Processing",
+            ("desc" if market_code == "ID" else "message"): STATUS_MESSAGES[STATUS_PROCESSING],
             "remark": payout.remark,
         }
         return vexora_ok(data)

@@ -8,7 +8,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from worker.vexora import ACCEPTED
+from worker.sandbox.protocol import ACCEPTED
 
 
 class DropConnection(ConnectionAbortedError):

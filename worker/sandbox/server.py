@@ -191,7 +191,7 @@ class Sandbox:
             self.config, self.state, self._settlement, self._nonce, self._pause
         )
         self.details_api = DetailsAPI(self.config, self.state, self._pause)
-        self.app = SandboxApp(self)
+        self.app = SandboxApp(self.payout_api, self.details_api, self)
         self.url = ""
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None

@@ -17,17 +17,16 @@ from decimal import Decimal
 from typing import Any
 
 from worker.sandbox.chance import Fate
-from worker.vexora import STATUS_FAILED, STATUS_PROCESSING, STATUS_SUCCEEDED
+from worker.sandbox.protocol import (
+    STATUS_FAILED,
+    STATUS_MESSAGES,
+    STATUS_PROCESSING,
+    STATUS_SUCCEEDED,
+)
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 PLATFORM_ID_LENGTH = 16
 WINDOW = 1.0  # seconds: the sliding window of the rate ceiling and of the busiest-second stat
-
-MESSAGES = {
-    STATUS_PROCESSING: "Processing",
-    STATUS_SUCCEEDED: "SUCCESS",
-    STATUS_FAILED: "REJECTED_TRANSACTION",
-}
 
 # Counters that always appear in stats, even at zero.
 COUNTERS = (
@@ -82,7 +81,7 @@ class Payout:
 
     @property
     def message(self) -> str:
-        return MESSAGES.get(self.status, "")
+        return STATUS_MESSAGES.get(self.status, "")
 
     @property
     def remark(self) -> str:

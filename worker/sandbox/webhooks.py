@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 import requests
 
 from worker.sandbox.config import SandboxConfig
+from worker.sandbox.protocol import SIGN_FIELD, sign
 from worker.sandbox.scheduler import Scheduler
 from worker.sandbox.state import Payout, State
-from worker.signing import SIGN_FIELD, sign
 
 log = logging.getLogger(__name__)
 

@@ -1,40 +1,66 @@
-"""Batch controls: approve a held batch (after a balance check) and cancel what is unsent."""
+"""Operator controls, each returning what it did as a value: approve a held batch (after a
+balance check), cancel what is unsent, pause and resume submissions cluster-wide."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from worker.exceptions import ProviderError
+from worker.exceptions import BatchNotFound, ProviderError
 from worker.ledger import Ledger
+from worker.pause import PauseSwitch
 from worker.states import State
 from worker.vexora import Balance
 
 HELD_NOTE = "held"
-
-
-class BatchNotFound(LookupError):
-    pass
+# Resume publishes every QUEUED order again, in one read of the index.
+_EVERY_ORDER = 10_000_000
 
 
 @dataclass(frozen=True)
 class ControlResult:
+    """What approve or cancel did to a batch: ``moved`` orders, said in ``message``.
+
+    ``held`` is why an approved batch stays held (its balance check did not pass); None
+    when the batch was released or nothing in it was held.
+    """
+
     batch_id: str
     moved: int
     message: str
+    held: str | None = None
 
 
-class BatchControls:
+@dataclass(frozen=True)
+class Paused:
+    """Every stop switch now set, by name: ``{"all": reason, "<account>": reason, ...}``."""
+
+    switches: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The stop switches that were set (all now cleared), and the QUEUED orders published."""
+
+    was_paused: Mapping[str, str]
+    published: int
+
+
+class Controls:
+    """``pause_switch`` is the cluster-wide switch: ``resume`` clears every account's too."""
+
     def __init__(
         self,
         ledger: Ledger,
         balance: Callable[[str], Balance],
         publish_submissions: Callable[[Sequence[str]], object],
+        pause_switch: PauseSwitch,
     ) -> None:
         self.ledger = ledger
         self.balance = balance  # market -> the balance of its provider account
         self.publish_submissions = publish_submissions
+        self.pause_switch = pause_switch
 
     def approve(self, batch_id: str, *, check_balance: bool = True) -> ControlResult:
         """Release a HELD batch, unless the provider balance cannot cover it."""
@@ -48,7 +74,7 @@ class BatchControls:
             shortfall = self._shortfall(summary.market, held)
             if shortfall:
                 self.ledger.set_batch_note(batch_id, HELD_NOTE, shortfall)
-                return ControlResult(batch_id, 0, f"still held: {shortfall}")
+                return ControlResult(batch_id, 0, f"still held: {shortfall}", held=shortfall)
         moved: list[str] = []
         for page in self.ledger.iter_batch(batch_id):
             results = self.ledger.transition_many(
@@ -70,6 +96,21 @@ class BatchControls:
             )
             cancelled += sum(r.moved for r in results)
         return ControlResult(batch_id, cancelled, f"cancelled {cancelled} unsent payouts")
+
+    def pause(self, reason: str) -> Paused:
+        """Stop every submission, cluster-wide, within a request's time."""
+        self.pause_switch.pause(reason)
+        return Paused(self.pause_switch.paused())
+
+    def resume(self) -> Resumed:
+        """Clear every stop switch (also an account's the provider's rejection set) and
+        publish the QUEUED orders again."""
+        was = self.pause_switch.paused()
+        self.pause_switch.resume()
+        # Paused workers left their orders QUEUED and dropped the messages: publish again.
+        queued = [t for t, _ in self.ledger.oldest(State.QUEUED, limit=_EVERY_ORDER)]
+        self.publish_submissions(queued)
+        return Resumed(was, len(queued))
 
     def _shortfall(self, market: str, held: dict[str, Decimal]) -> str | None:
         """Why the balance of ``market``'s account cannot cover ``held``, or None when it can."""

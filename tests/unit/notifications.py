@@ -1,0 +1,68 @@
+"""Provider notifications and orders to receive them, shared by test_webhook and test_notify."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from schemas import Payout
+from worker.ledger import Ledger
+from worker.signing import sign
+from worker.states import State
+
+SECRET = "webhook-test-secret"
+
+
+@dataclass
+class Publisher:
+    """A fake publish_lookups that records what it was asked to publish."""
+
+    calls: list[list[str]] = field(default_factory=list)
+    fail: bool = False
+
+    def __call__(self, trade_nos: Sequence[str]) -> int:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.calls.append(list(trade_nos))
+        return 1
+
+
+def new_order(ledger: Ledger, state: State = State.PROCESSING) -> str:
+    fields = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
+    payout = Payout("ID", "IDR", Decimal("100000"), None, fields)
+    ((trade_no, _),) = ledger.create_orders([payout], batch_id="b1", market="ID")
+    path = {
+        State.QUEUED: [],
+        State.SUBMITTING: [State.SUBMITTING],
+        State.PROCESSING: [State.SUBMITTING, State.PROCESSING],
+        State.UNKNOWN: [State.SUBMITTING, State.UNKNOWN],
+        State.SUCCEEDED: [State.SUBMITTING, State.PROCESSING, State.SUCCEEDED],
+    }[state]
+    for target in path:
+        assert ledger.transition(trade_no, target).moved
+    return trade_no
+
+
+def notification(trade_no: str, status: str = "0000", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "platFormTradeNo": "PT20241130000123",
+        "tradeNo": trade_no,
+        "amount": "100000",
+        "status": status,
+        "message": "success",
+        "timestamp": "1732985021335",
+    }
+    body.update(extra)
+    return body
+
+
+def signed(body: dict[str, Any], secret: str = SECRET) -> dict[str, Any]:
+    return {**body, "sign": sign(body, secret)}
+
+
+def state_of(ledger: Ledger, trade_no: str) -> State:
+    order = ledger.get(trade_no)
+    assert order is not None
+    return order.state

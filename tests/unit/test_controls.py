@@ -1,0 +1,250 @@
+"""Operator controls (worker.controls) on fakeredis: approve, cancel, pause and resume, as
+the public API and the ``disburse`` commands reach them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import fakeredis
+import pytest
+
+import worker
+from schemas import Payout
+from worker import cli, runtime
+from worker.controls import BatchNotFound, Controls
+from worker.exceptions import NotSent
+from worker.ledger import Ledger
+from worker.pause import PauseSwitch
+from worker.states import State
+from worker.vexora import Balance
+
+FIELDS = {"amount": "500", "accountNo": "880123456789012345"}
+
+
+@dataclass
+class Provider:
+    """The balance of each market's account, and the submissions published."""
+
+    balances: dict[str, Decimal] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    down: bool = False
+
+    def balance(self, market: str) -> Balance:
+        self.asked.append(market)
+        if self.down:
+            raise NotSent("connection refused")
+        return Balance(self.balances[market], Decimal(0), Decimal(0))
+
+    def publish(self, trade_nos: Sequence[str]) -> None:
+        self.published.extend(trade_nos)
+
+
+@dataclass
+class Fixture:
+    ledger: Ledger
+    provider: Provider
+    controls: Controls
+
+
+@pytest.fixture
+def fx() -> Fixture:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    ledger = Ledger(client, prefix="t")
+    provider = Provider({"AR": Decimal(10**9)})
+    controls = Controls(ledger, provider.balance, provider.publish, PauseSwitch(client, "t"))
+    return Fixture(ledger, provider, controls)
+
+
+def batch(ledger: Ledger, market: str, n: int, *, hold: bool = True) -> str:
+    payouts = [Payout(market, "ARS", Decimal(500), None, FIELDS) for _ in range(n)]
+    ledger.create_orders(payouts, batch_id="b-" + market, market=market, hold=hold)
+    return "b-" + market
+
+
+def counts(ledger: Ledger, batch_id: str) -> dict[State, int]:
+    summary = ledger.batch(batch_id)
+    assert summary is not None
+    return summary.counts
+
+
+# --- approve and cancel ----------------------------------------------------------------
+
+
+def test_the_balance_asked_is_that_of_the_batch_market_account(fx: Fixture) -> None:
+    fx.provider.balances.update({"AR": Decimal(1200), "ID": Decimal(10**9)})
+    batch_id = batch(fx.ledger, "AR", 3)  # 1500 ARS
+    result = fx.controls.approve(batch_id)
+    assert fx.provider.asked == ["AR"]
+    assert result.moved == 0 and "balance 1200 ARS does not cover" in result.message
+    assert result.held is not None and "balance 1200 ARS" in result.held
+    fx.provider.balances["AR"] = Decimal(1500)
+    released = fx.controls.approve(batch_id)
+    assert (released.moved, released.held) == (3, None)
+    assert counts(fx.ledger, batch_id) == {State.QUEUED: 3}
+    assert len(fx.provider.published) == 3
+
+
+def test_a_balance_that_cannot_be_read_keeps_the_batch_held(fx: Fixture) -> None:
+    fx.provider.down = True
+    batch_id = batch(fx.ledger, "AR", 2)
+    result = fx.controls.approve(batch_id)
+    assert result.moved == 0
+    assert result.held is not None and "could not read the provider balance" in result.held
+    summary = fx.ledger.batch(batch_id)
+    assert summary is not None and summary.held_reason == result.held
+    assert fx.provider.published == []
+
+
+def test_approve_without_the_balance_check_asks_no_balance(fx: Fixture) -> None:
+    fx.provider.down = True
+    batch_id = batch(fx.ledger, "AR", 2)
+    result = fx.controls.approve(batch_id, check_balance=False)
+    assert (result.moved, result.held) == (2, None)
+    assert fx.provider.asked == []
+
+
+def test_approving_a_batch_with_nothing_held_moves_nothing(fx: Fixture) -> None:
+    batch_id = batch(fx.ledger, "AR", 2, hold=False)
+    result = fx.controls.approve(batch_id)
+    assert (result.moved, result.held) == (0, None)
+    assert result.message == "nothing is held in this batch"
+    assert fx.provider.published == []
+
+
+def test_cancel_moves_only_what_is_unsent(fx: Fixture) -> None:
+    batch_id = batch(fx.ledger, "AR", 3, hold=False)
+    sent = fx.ledger.oldest(State.QUEUED, limit=1)[0][0]
+    assert fx.ledger.transition(sent, State.SUBMITTING).moved
+    result = fx.controls.cancel(batch_id)
+    assert (result.moved, result.held) == (2, None)
+    assert counts(fx.ledger, batch_id) == {State.CANCELLED: 2, State.SUBMITTING: 1}
+
+
+def test_an_unknown_batch_is_batch_not_found(fx: Fixture) -> None:
+    with pytest.raises(BatchNotFound):
+        fx.controls.approve("nope")
+    with pytest.raises(BatchNotFound):
+        fx.controls.cancel("nope")
+
+
+# --- pause and resume ------------------------------------------------------------------
+
+
+def test_pause_says_every_switch_that_is_set(fx: Fixture) -> None:
+    PauseSwitch(fx.ledger.redis, "t", account="AR").pause("code 4001: sign error")
+    paused = fx.controls.pause("maintenance")
+    assert paused.switches == {"all": "maintenance", "AR": "code 4001: sign error"}
+    assert PauseSwitch(fx.ledger.redis, "t", account="JP").reason() == "maintenance"
+
+
+def test_resume_clears_every_switch_and_publishes_the_queued_orders(fx: Fixture) -> None:
+    held = batch(fx.ledger, "AR", 2)
+    queued = batch(fx.ledger, "ID", 3, hold=False)
+    PauseSwitch(fx.ledger.redis, "t", account="AR").pause("code 4001: sign error")
+    fx.controls.pause("maintenance")
+    resumed = fx.controls.resume()
+    assert resumed.was_paused == {"all": "maintenance", "AR": "code 4001: sign error"}
+    assert resumed.published == 3
+    assert sorted(fx.provider.published) == sorted(
+        t for t, _ in fx.ledger.oldest(State.QUEUED, limit=10)
+    )
+    assert counts(fx.ledger, queued) == {State.QUEUED: 3}
+    assert counts(fx.ledger, held) == {State.HELD: 2}
+    assert PauseSwitch(fx.ledger.redis, "t").paused() == {}
+    again = fx.controls.resume()
+    assert again.was_paused == {} and again.published == 3
+
+
+# --- the public API and the commands ---------------------------------------------------
+
+
+@pytest.fixture
+def runtime_controls(fx: Fixture, monkeypatch: pytest.MonkeyPatch) -> Fixture:
+    """The process's controls are the fixture's (fakeredis, a fake provider)."""
+    monkeypatch.setattr(runtime, "batch_controls", lambda: fx.controls)
+    return fx
+
+
+def test_the_public_api_reaches_the_controls(runtime_controls: Fixture) -> None:
+    fx = runtime_controls
+    batch_id = batch(fx.ledger, "AR", 2)
+    assert worker.pause("maintenance").switches == {"all": "maintenance"}
+    assert worker.approve(batch_id).moved == 2
+    assert worker.cancel(batch_id).moved == 2
+    assert worker.resume().was_paused == {"all": "maintenance"}
+    with pytest.raises(worker.BatchNotFound):
+        worker.approve("nope")
+
+
+def test_disburse_approve_exits_by_what_approve_did(
+    runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fx = runtime_controls
+    fx.provider.balances["AR"] = Decimal(100)
+    batch_id = batch(fx.ledger, "AR", 2)
+    assert cli.main(["approve", batch_id]) == 2
+    assert "still held: balance 100 ARS does not cover" in capsys.readouterr().out
+    assert cli.main(["approve", batch_id, "--no-balance-check"]) == 0
+    assert capsys.readouterr().out == "released 2 payouts\n"
+    assert cli.main(["approve", batch_id]) == 0
+    assert capsys.readouterr().out == "nothing is held in this batch\n"
+    assert cli.main(["approve", "nope"]) == 1
+    assert capsys.readouterr().err == "error: no batch nope\n"
+
+
+def test_disburse_cancel(runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
+    batch_id = batch(runtime_controls.ledger, "AR", 2)
+    assert cli.main(["cancel", batch_id]) == 0
+    assert capsys.readouterr().out == "cancelled 2 unsent payouts\n"
+    assert cli.main(["cancel", "nope"]) == 1
+
+
+def test_disburse_pause_and_resume(
+    runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch(runtime_controls.ledger, "ID", 3, hold=False)
+    assert cli.main(["pause", "--reason", "maintenance"]) == 0
+    out = capsys.readouterr().out
+    assert "submissions paused cluster-wide" in out
+    assert "paused: every provider account: maintenance" in out
+    assert cli.main(["resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed; 3 queued payouts published" in out
+    assert "was paused: every provider account: maintenance" in out
+    assert cli.main(["resume"]) == 0
+    assert "(nothing was paused)" in capsys.readouterr().out
+
+
+def test_the_package_exports_what_an_application_sees() -> None:
+    errors = {"DisburseError", "InvalidPayout", "UnknownMarket", "BatchNotFound", "ConfigError"}
+    assert errors <= set(worker.__all__)
+    workers_own = {
+        "NotSent",
+        "OutcomeUnknown",
+        "Rejected",
+        "ConfigurationRejected",
+        "ProviderError",
+    }
+    assert not workers_own & set(worker.__all__)
+    assert {"approve", "cancel", "pause", "resume"} <= set(worker.__all__)
+    assert all(hasattr(worker, name) for name in worker.__all__)
+
+
+def test_a_batch_cancelled_while_approve_reads_the_balance_is_not_held() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    ledger = Ledger(client, prefix="t")
+    payouts = [Payout("AR", "ARS", Decimal(500), None, {"amount": "500"}) for _ in range(2)]
+    ledger.create_orders(payouts, batch_id="b-AR", market="AR", hold=True)
+
+    def balance(market: str) -> Balance:
+        controls.cancel("b-AR")  # another operator, at the same moment
+        return Balance(Decimal(10**9), Decimal(0), Decimal(0))
+
+    controls = Controls(ledger, balance, lambda trade_nos: None, PauseSwitch(client, prefix="t"))
+    result = controls.approve("b-AR")
+    assert result.moved == 0 and result.held is None
+    again = controls.approve("b-AR")  # the same, one after the other
+    assert again.moved == 0 and again.held is None

@@ -1,0 +1,93 @@
+"""The one masking rule for logs, error messages and exports (DESIGN.md rule 10).
+
+Secrets, full account numbers and phone numbers never leave the process in text we
+write. :func:`mask_text` applies the rule to a string:
+
+* ``key=value`` / ``key: value`` pairs (also quoted, as in JSON) whose key looks like
+  a secret (secret, token, password, sign, authorization, api key, credential,
+  cookie), and ``Bearer``/``Basic`` credentials, have their value replaced by ``***``;
+* every run of 6 or more digits (of any script) keeps only its last 4, the others
+  become ``*``: ``5464438554636`` -> ``*********4636``. This holds wherever the run
+  stands, also glued to letters (``ACC5464438554636`` -> ``ACC*********4636``):
+  account numbers and mobiles arrive with prefixes (``ACC``, ``msisdn``, IBAN country
+  letters), and nothing in a string tells such a prefix from an id. The price is that
+  an id of ours whose hex happens to hold 6+ digits in a row (tradeNo
+  ``39fa354542824ee7...``) shows masked in free text; log lines carry ``trade_no`` and
+  ``batch_id`` in their own, unmasked fields, and exports in their own columns, so
+  nothing is lost. Short runs (bank codes, years, HTTP statuses) stay readable.
+
+:func:`mask_value` applies it to structured values (a log line's ``extra`` fields):
+values under a secret-looking key become ``***`` whatever they are, and numbers big
+enough to be an account or phone number are masked as text. :func:`redact` is the rule
+for text a provider sends us (messages, echoed requests): masked, then cut to a length
+fit for an error message.
+
+The rule is idempotent: masked text masks to itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["MASK", "mask_digits", "mask_text", "mask_value", "redact"]
+
+MASK = "***"
+# What a key that holds a secret contains (case-insensitive): by name, in structured
+# values and in ``key=value`` text alike.
+_SENSITIVE_NAMES = r"secret|token|passw|pwd|sign|authori[sz]ation|api[-_]?key|credential|cookie"
+_SECRET_KEY = re.compile(_SENSITIVE_NAMES, re.I)
+_SECRET_PAIR = re.compile(
+    rf"(?P<key>\b[\w-]*(?:{_SENSITIVE_NAMES})[\w-]*[\"']?\s*[:=]\s*[\"']?)"
+    r"(?:(?:Bearer|Basic)\s+)?(?P<value>[^\s\"',;&}]+)",
+    re.I,
+)
+_CREDENTIALS = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
+_DIGITS = re.compile(r"\d{6,}")
+# Provider text in an error message: enough to diagnose, not a whole echoed request.
+MAX_PROVIDER_TEXT = 300
+
+
+def mask_digits(text: str) -> str:
+    """Keep the last 4 of every run of 6+ digits, wherever it stands."""
+    return _DIGITS.sub(lambda m: "*" * (len(m.group()) - 4) + m.group()[-4:], text)
+
+
+def mask_text(text: str) -> str:
+    """Mask secrets in ``key=value`` pairs and credentials, then long digit runs."""
+    text = _SECRET_PAIR.sub(lambda m: m.group("key") + MASK, text)
+    text = _CREDENTIALS.sub(lambda m: m.group("scheme") + " " + MASK, text)
+    return mask_digits(text)
+
+
+def mask_value(value: Any, key: str = "") -> Any:
+    """``value`` masked for output: secrets by ``key`` name, text by :func:`mask_text`.
+
+    Dicts, lists, tuples and sets are masked item by item (a dict's keys name their
+    values); booleans, None and small numbers stay as they are.
+    """
+    if key and _SECRET_KEY.search(key) and value not in (None, ""):
+        return MASK
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        # A number big enough to be an account or phone number is masked as text.
+        return mask_text(str(value)) if abs(value) >= 100_000 else value
+    if isinstance(value, dict):
+        return {str(k): mask_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [mask_value(v) for v in value]
+    return mask_text(str(value))
+
+
+def redact(text: Any, limit: int = MAX_PROVIDER_TEXT) -> str:
+    """Provider-supplied text made safe for messages, logs and the ledger.
+
+    Providers sometimes echo the request back in their error messages: the text is
+    masked by :func:`mask_text`, then cut to ``limit`` characters (masking first, so
+    a cut can never leave the head of a number unmasked).
+    """
+    value = mask_text(str(text))
+    return value if len(value) <= limit else value[: limit - 1] + "…"
