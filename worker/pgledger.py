@@ -28,8 +28,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from worker.exceptions import redact
 from worker.ledger import BatchSummary, Order, Transition, new_trade_no
+from worker.redact import mask_value
 from worker.states import ALLOWED_FROM, FINAL_STATES, Outcome, State
 
 if TYPE_CHECKING:
@@ -170,8 +170,10 @@ def _at(ms: int) -> datetime:
 
 
 def _masked(fields: Mapping[str, str]) -> dict[str, str]:
-    """The fields with account and phone numbers cut to their last four digits."""
-    return {name: redact(value) for name, value in fields.items()}
+    """The fields for display, by the one masking rule (worker/redact.py): account and
+    phone numbers (any run of digits long enough to be one) keep their last 4 digits."""
+    masked: dict[str, str] = mask_value(dict(fields))
+    return masked
 
 
 def _order(row: Sequence[Any]) -> Order:
