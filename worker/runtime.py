@@ -17,7 +17,12 @@ from worker.ledger import Ledger
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.producer import Producer
-from worker.publish import publish_lookups, publish_submissions, submit_queue_length
+from worker.publish import (
+    publish_lookups,
+    publish_resubmissions,
+    publish_submissions,
+    submit_queue_length,
+)
 from worker.ratelimit import RateLimiter
 from worker.reconcile import Reconciler
 from worker.submit import Submitter
@@ -98,7 +103,8 @@ def reconciler() -> Reconciler:
         RateLimiter.for_endpoint(redis_client(), settings, "details"),
         settings,
         publish_lookups=publish_lookups,
-        publish_submissions=publish_submissions,
+        # Everything the reconciler publishes is a submission again (swept, requeued).
+        publish_submissions=publish_resubmissions,
         submit_queue_length=submit_queue_length,
     )
 
