@@ -12,10 +12,10 @@ import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
 from worker.app import app
-from worker.cluster import LocalCluster
+from worker.dev.cluster import LocalCluster
+from worker.dev.samples import sample_rows
 from worker.ledger import Ledger
 from worker.publish import submit_queue_length
-from worker.samples import sample_rows
 from worker.states import State
 
 pytestmark = pytest.mark.integration

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from worker import runtime
+from worker.dev.redis_server import free_port
 from worker.publish import (
     CHUNK,
     RESUBMIT_CHUNK,
@@ -16,7 +17,6 @@ from worker.publish import (
     publish_submissions,
     submit_queue_length,
 )
-from worker.redis_server import free_port
 
 
 def test_a_queue_the_broker_never_had_is_empty(broker: redis.Redis) -> None:

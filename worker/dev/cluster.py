@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from worker.redis_server import RedisServer, free_port
+from worker.dev.redis_server import RedisServer, free_port
 from worker.sandbox import Sandbox, SandboxConfig
 
-PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 
 
 def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
