@@ -48,9 +48,10 @@ def _post_loop(
     """One baseline process: sign and POST each payload once, as fast as it answers."""
     import requests
 
+    from worker.config import Settings
     from worker.vexora import SUBMIT_PATH, VexoraClient
 
-    client = VexoraClient(base_url, merchant_no, secret)
+    client = VexoraClient(base_url, merchant_no, secret, timeouts=Settings().timeouts)
     session = requests.Session()
     url = base_url + SUBMIT_PATH
     headers = {

@@ -99,6 +99,8 @@ class Settings:
     notify_url: str = "https://127.0.0.1:8701/notify"
     allow_unsigned_webhooks: bool = False
 
+    # (connect, read) seconds of every HTTP call (``timeouts``): the connect timeout just
+    # over a multiple of 3 s, TCP's default packet retransmission window.
     connect_timeout: float = 3.05
     read_timeout: float = 15.0
 
