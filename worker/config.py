@@ -14,6 +14,9 @@ from dotenv import load_dotenv
 from schemas import MARKETS
 from worker.exceptions import ConfigError
 
+# The first part of every Redis key this system writes (DISBURSE_KEY_PREFIX sets another).
+KEY_PREFIX = "disburse"
+
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 # VEXORA_<MARKET>_<SETTING>: one market's own provider account.
@@ -78,7 +81,7 @@ class MarketAccount:
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""
-    key_prefix: str = "disburse"
+    key_prefix: str = KEY_PREFIX
 
     vexora_base_url: str = "http://127.0.0.1:8700"
     vexora_merchant_no: str = "M-SANDBOX"

@@ -26,6 +26,8 @@ from types import TracebackType
 
 import redis
 
+from worker.config import KEY_PREFIX
+
 log = logging.getLogger(__name__)
 
 # Seconds a lease lasts unless renewed, and how often a live task renews it: two
@@ -41,7 +43,7 @@ class Leases:
         self,
         client: redis.Redis,
         *,
-        prefix: str = "disburse",
+        prefix: str = KEY_PREFIX,
         ttl: float = TTL,
         renew_every: float = RENEW_EVERY,
     ) -> None:

@@ -32,7 +32,7 @@ from redis import Redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from worker.config import Settings
+from worker.config import KEY_PREFIX, Settings
 from worker.details import DetailsApi, check_answer
 from worker.exceptions import ProviderError, TokenUnavailable
 from worker.http_client import json_object
@@ -136,7 +136,7 @@ class TokenCache:
         redis: Redis,
         fetch: Callable[[], tuple[str, float]],
         *,
-        key: str = "disburse:oauth:token",
+        key: str = f"{KEY_PREFIX}:oauth:token",
         refresh_margin: float = 30.0,
         lock_timeout: float = 15.0,
         wait_timeout: float = 20.0,
