@@ -1,10 +1,19 @@
-"""Every Celery setting, in one place, derived from the environment (worker.config)."""
+"""Every Celery setting, in one place, from the settings (worker.config) and the names of
+the tasks and queues (worker.queues)."""
 
 from kombu import Queue
 
 from worker.config import get_settings
-from worker.publish import RESUBMIT_QUEUE, SUBMIT_QUEUE
-from worker.retry import MAX_DELAY, PUBLISH_RETRY_POLICY
+from worker.queues import (
+    DEFAULT_QUEUE,
+    LOOKUP_TASK,
+    RECONCILE_QUEUE,
+    RECONCILE_TASK,
+    RESUBMIT_QUEUE,
+    SUBMIT_QUEUE,
+    SUBMIT_TASK,
+)
+from worker.retry import PUBLISH_RETRY_POLICY
 
 _settings = get_settings()
 
@@ -25,14 +34,8 @@ worker_prefetch_multiplier = 1
 task_time_limit = int(_settings.task_time_limit)
 task_soft_time_limit = int(_settings.task_time_limit) - 10
 
-# A message the Redis broker handed to a worker comes back to the queue when no ack
-# came within this long: its worker died, or the ack could not reach a Redis that was
-# down. So it must outlast the longest a message is held by a live worker: a countdown
-# (at most retry.MAX_DELAY), a wait for a free process (at most one task) and its own
-# run (at most the time limit), with a minute to spare; and it should not be much
-# longer, as it bounds how long such a message waits. Orders of a dead submit task are
-# taken up sooner, through their leases (worker.leases). Celery reads it in both places.
-_visibility = {"visibility_timeout": int(MAX_DELAY + 2 * task_time_limit + 60)}
+# Celery reads the visibility timeout in both places.
+_visibility = {"visibility_timeout": _settings.visibility_timeout}
 broker_transport_options = _visibility
 result_backend_transport_options = _visibility
 broker_connection_retry_on_startup = True
@@ -42,12 +45,14 @@ task_publish_retry_policy = PUBLISH_RETRY_POLICY
 # may be in the middle of a POST, and its ack finds Redis again once it is back.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-task_default_queue = "default"
-task_queues = (Queue(SUBMIT_QUEUE), Queue(RESUBMIT_QUEUE), Queue("reconcile"), Queue("default"))
+task_default_queue = DEFAULT_QUEUE
+task_queues = tuple(
+    Queue(name) for name in (SUBMIT_QUEUE, RESUBMIT_QUEUE, RECONCILE_QUEUE, DEFAULT_QUEUE)
+)
 task_routes = {
-    "disburse.submit": {"queue": SUBMIT_QUEUE},
-    "disburse.lookup": {"queue": "reconcile"},
-    "disburse.reconcile": {"queue": "reconcile"},
+    SUBMIT_TASK: {"queue": SUBMIT_QUEUE},
+    LOOKUP_TASK: {"queue": RECONCILE_QUEUE},
+    RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
 }
 imports = ("tasks.submit", "tasks.reconcile")
 
@@ -68,7 +73,7 @@ task_send_sent_event = True
 # expire only so that a cluster down for a long time does not find hundreds queued.
 beat_schedule = {
     "reconcile": {
-        "task": "disburse.reconcile",
+        "task": RECONCILE_TASK,
         "schedule": _settings.reconcile_every,
         "options": {"expires": 10 * _settings.reconcile_every},
     },

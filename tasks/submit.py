@@ -10,10 +10,11 @@ from worker.app import app
 from worker.config import get_settings
 from worker.leases import Leases
 from worker.publish import publish_resubmissions
+from worker.queues import SUBMIT_TASK
 from worker.retry import QUERY_DELAY
 
 
-@app.task(name="disburse.submit")
+@app.task(name=SUBMIT_TASK)
 def submit_orders(trade_nos: list[str]) -> dict[str, int]:
     settings = get_settings()
     try:

@@ -83,7 +83,7 @@ def _lease_received_submission(request: Any = None, **_: Any) -> None:
     from worker import runtime
     from worker.config import get_settings
     from worker.leases import Leases
-    from worker.publish import SUBMIT_TASK
+    from worker.queues import SUBMIT_TASK
 
     if request is None or request.name != SUBMIT_TASK:
         return

@@ -5,23 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from worker.app import app
+from worker.queues import LOOKUP_TASK, RESUBMIT_QUEUE, SUBMIT_QUEUE, SUBMIT_TASK
 
-SUBMIT_TASK = "disburse.submit"
-LOOKUP_TASK = "disburse.lookup"
-RECONCILE_TASK = "disburse.reconcile"
 # One message per this many orders: a worker works through them under the shared rate
 # limit, and 100,000 orders cost 1,000 messages instead of 100,000.
 CHUNK = 100
 LOOKUP_CHUNK = 50
-# First submissions wait their turn in ``submit``, in row order. Every order a task
-# took up before (the rest of a chunk handed on, a retry, an order whose task died, one
-# the provider has no record of) goes to ``resubmit``, which every worker consumes
-# beside it: the broker serves a worker's queues in turn, so such an order never waits
-# behind a big batch still queued. Smaller chunks there: a task works through its chunk
-# at its share of the rate limit, and a short chunk is done before its budget runs out,
-# by several workers at once.
-SUBMIT_QUEUE = "submit"
-RESUBMIT_QUEUE = "resubmit"
+# Smaller chunks for orders taken up before (worker.queues): a task works through its
+# chunk at its share of the rate limit, and a short chunk is done before its budget
+# runs out, by several workers at once.
 RESUBMIT_CHUNK = 25
 
 

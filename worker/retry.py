@@ -13,8 +13,8 @@ from redis.retry import Retry
 # or two (the delays between them add up to 64-127 s, see ``backoff``).
 MAX_SUBMIT_ATTEMPTS = 8
 # Retries wait at most this long (Submitter caps a provider's Retry-After to it): the
-# broker's visibility timeout is derived from it (celeryconfig), or Redis would deliver
-# a delayed message a second time.
+# broker's visibility timeout is derived from it (Settings.visibility_timeout), or Redis
+# would deliver a delayed message a second time.
 MAX_DELAY = 300.0
 
 
