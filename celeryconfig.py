@@ -1,8 +1,19 @@
-"""Every Celery setting, in one place, derived from the environment (worker.config)."""
+"""Every Celery setting, in one place, from the settings (worker.config) and the names of
+the tasks and queues (worker.queues)."""
 
 from kombu import Queue
 
 from worker.config import get_settings
+from worker.queues import (
+    DEFAULT_QUEUE,
+    LOOKUP_TASK,
+    RECONCILE_QUEUE,
+    RECONCILE_TASK,
+    RESUBMIT_QUEUE,
+    SUBMIT_QUEUE,
+    SUBMIT_TASK,
+)
+from worker.retry import PUBLISH_RETRY_POLICY
 
 _settings = get_settings()
 
@@ -23,19 +34,25 @@ worker_prefetch_multiplier = 1
 task_time_limit = int(_settings.task_time_limit)
 task_soft_time_limit = int(_settings.task_time_limit) - 10
 
-# Longer than any task runs or any retry waits (retry.MAX_DELAY), or Redis would hand an
-# unacknowledged message to a second worker. Celery reads it in both places.
-_visibility = {"visibility_timeout": 4 * 3600}
+# Celery reads the visibility timeout in both places.
+_visibility = {"visibility_timeout": _settings.visibility_timeout}
 broker_transport_options = _visibility
 result_backend_transport_options = _visibility
 broker_connection_retry_on_startup = True
+# A task's publishes ride through a Redis restart of a few seconds (retry.py).
+task_publish_retry_policy = PUBLISH_RETRY_POLICY
+# On a lost broker connection running tasks go on (Celery 6 will cancel them): a submit
+# may be in the middle of a POST, and its ack finds Redis again once it is back.
+worker_cancel_long_running_tasks_on_connection_loss = False
 
-task_default_queue = "default"
-task_queues = (Queue("submit"), Queue("reconcile"), Queue("default"))
+task_default_queue = DEFAULT_QUEUE
+task_queues = tuple(
+    Queue(name) for name in (SUBMIT_QUEUE, RESUBMIT_QUEUE, RECONCILE_QUEUE, DEFAULT_QUEUE)
+)
 task_routes = {
-    "disburse.submit": {"queue": "submit"},
-    "disburse.lookup": {"queue": "reconcile"},
-    "disburse.reconcile": {"queue": "reconcile"},
+    SUBMIT_TASK: {"queue": SUBMIT_QUEUE},
+    LOOKUP_TASK: {"queue": RECONCILE_QUEUE},
+    RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
 }
 imports = ("tasks.submit", "tasks.reconcile")
 
@@ -48,10 +65,16 @@ worker_max_tasks_per_child = 10000
 worker_send_task_events = True
 task_send_sent_event = True
 
+# While a big batch keeps every process busy with submit tasks, pass messages wait in
+# the reconcile queue, and a worker takes the oldest first: were they to expire within
+# one interval, every one taken would have expired, and no pass would run until the
+# batch is done. A pass works on the state it finds, so an old message is as good as a
+# new one, and one taken less than an interval after the last pass does nothing; they
+# expire only so that a cluster down for a long time does not find hundreds queued.
 beat_schedule = {
     "reconcile": {
-        "task": "disburse.reconcile",
+        "task": RECONCILE_TASK,
         "schedule": _settings.reconcile_every,
-        "options": {"expires": _settings.reconcile_every},
+        "options": {"expires": 10 * _settings.reconcile_every},
     },
 }

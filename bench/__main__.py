@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--json PATH] [case ...]``: the benchmarks and their baselines.
 
 Every case starts its own private Redis, sandbox provider and worker processes
-(``worker.cluster.LocalCluster``), runs ours and the baseline side by side in the
+(``worker.dev.cluster.LocalCluster``), runs ours and the baseline side by side in the
 same run, and stops everything again. One table of all results is printed at the
 end; progress goes to stderr. ``--quick`` shrinks every size for a smoke run (its
 numbers are not comparable with the targets, which are set for the full sizes).

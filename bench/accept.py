@@ -56,7 +56,7 @@ def _queued_messages() -> int:
 
 
 def run(ctx: Context) -> list[Result]:
-    from worker.samples import sample_rows
+    from worker.dev.samples import sample_rows
 
     n = ctx.size(100_000, 10_000)
     n_base = ctx.size(10_000, 1_000)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from worker.cluster import LocalCluster
+    from worker.dev.cluster import LocalCluster
+    from worker.dev.redis_server import RedisServer
     from worker.ledger import Ledger
-    from worker.redis_server import RedisServer
     from worker.sandbox import SandboxConfig
 
 N = TypeVar("N", int, float)
@@ -208,7 +208,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 @contextlib.contextmanager
 def private_redis() -> Iterator[RedisServer]:
     """A fresh Redis of our own, with this process's settings pointed at it."""
-    from worker.redis_server import RedisServer
+    from worker.dev.redis_server import RedisServer
 
     server = RedisServer().start()
     try:
@@ -234,7 +234,7 @@ def cluster(
     Beat and the webhook receiver are off by default: a benchmark measures submission
     and must not share the workers with reconcile sweeps it did not ask for.
     """
-    from worker.cluster import LocalCluster
+    from worker.dev.cluster import LocalCluster
 
     settings = {"VEXORA_RATE_LIMIT": rate_limit, **(env or {})}
     local = LocalCluster(

@@ -41,8 +41,8 @@ def fill(n: int, n_base: int) -> Fill:
     from schemas import validate_rows
     from worker import runtime
     from worker.config import get_settings
+    from worker.dev.samples import sample_rows
     from worker.ledger import new_batch_id
-    from worker.samples import sample_rows
 
     rows = list(enumerate(sample_rows(MARKET, n), start=1))
     valid, errors = validate_rows(MARKET, rows, notify_url=get_settings().notify_url)

@@ -46,7 +46,7 @@ class Sizes:
 
 def measure(n: int) -> Sizes:
     from worker.db.migrate import upgrade
-    from worker.postgres_server import PostgresServer
+    from worker.dev.postgres_server import PostgresServer
 
     with PostgresServer(durable=False) as server:
         upgrade(server.url)
@@ -110,7 +110,7 @@ def report(sizes: Sizes) -> str:
 
 def _payouts(n: int) -> Iterator[tuple[int, Any]]:
     from schemas import validate_rows
-    from worker.samples import sample_rows
+    from worker.dev.samples import sample_rows
 
     per_market = -(-n // len(MARKETS))
     for market in MARKETS:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from bench.common import MARKET, Context, Result, busiest_window, cluster, say, wait_handed_over
 
 if TYPE_CHECKING:
-    from worker.cluster import LocalCluster
+    from worker.dev.cluster import LocalCluster
 
 NAME = "ratelimit"
 LIMIT = 100.0
@@ -134,7 +134,7 @@ def _text(m: dict[str, float]) -> str:
 def run(ctx: Context) -> list[Result]:
     from schemas import validate_rows
     from worker.config import get_settings
-    from worker.samples import sample_rows
+    from worker.dev.samples import sample_rows
 
     n = ctx.size(2_000, 300)
     warm = 20

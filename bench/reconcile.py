@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from bench.common import Context, Result, busiest_window, say, table
 
 if TYPE_CHECKING:
-    from worker.cluster import LocalCluster
+    from worker.dev.cluster import LocalCluster
 
 NAME = "reconcile"
 MARKET = "ID"
@@ -65,8 +65,8 @@ def make_pending(count: int, threads: int = 8) -> str:
     """``count`` PROCESSING orders the sandbox really accepted; returns their batch id."""
     from schemas import validate_rows
     from worker import runtime
+    from worker.dev.samples import sample_rows
     from worker.ledger import new_batch_id
-    from worker.samples import sample_rows
     from worker.states import State
 
     settings = runtime.get_settings()
@@ -102,7 +102,7 @@ def make_pending(count: int, threads: int = 8) -> str:
 
 def measure(orders: int, limit: float, workers: int = 2, concurrency: int = 4) -> dict[str, Any]:
     from worker import runtime
-    from worker.cluster import LocalCluster
+    from worker.dev.cluster import LocalCluster
     from worker.sandbox import SandboxConfig
     from worker.states import FINAL_STATES, State
 

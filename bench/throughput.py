@@ -30,7 +30,7 @@ from bench.common import (
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
 
-    from worker.cluster import LocalCluster
+    from worker.dev.cluster import LocalCluster
 
 NAME = "throughput"
 PROCESSES = 2
@@ -48,9 +48,10 @@ def _post_loop(
     """One baseline process: sign and POST each payload once, as fast as it answers."""
     import requests
 
+    from worker.config import Settings
     from worker.vexora import SUBMIT_PATH, VexoraClient
 
-    client = VexoraClient(base_url, merchant_no, secret)
+    client = VexoraClient(base_url, merchant_no, secret, timeouts=Settings().timeouts)
     session = requests.Session()
     url = base_url + SUBMIT_PATH
     headers = {
@@ -153,7 +154,7 @@ def warm_up(rows: list[dict[str, Any]]) -> None:
 def run(ctx: Context) -> list[Result]:
     from schemas import validate_rows
     from worker.config import get_settings
-    from worker.samples import sample_rows
+    from worker.dev.samples import sample_rows
 
     n = ctx.size(20_000, 2_000)
     warm = 400

@@ -8,21 +8,20 @@ from worker import runtime
 from worker.app import app
 from worker.config import get_settings
 from worker.publish import publish_lookups
-from worker.retry import REDIS_OUTAGE_RETRY
+from worker.queues import LOOKUP_TASK, RECONCILE_TASK
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="disburse.reconcile")
+@app.task(name=RECONCILE_TASK)
 def reconcile_pass() -> str:
     """One pass (beat runs it every RECONCILE_EVERY s); a no-op while another one runs."""
     return str(runtime.reconciler().run_pass())
 
 
-@app.task(
-    name="disburse.lookup",
-    **REDIS_OUTAGE_RETRY,
-)
+# No retry on a Redis outage: an order whose lookup failed keeps its "lookup outstanding"
+# marker only until it expires, and the next pass asks again.
+@app.task(name=LOOKUP_TASK)
 def lookup_orders(trade_nos: list[str]) -> dict[str, int]:
     report = runtime.reconciler().lookup_many(trade_nos, budget=get_settings().submit_budget)
     # Still marked as having a lookup outstanding: the pass leaves them to this message.

@@ -1,23 +1,36 @@
-"""The submit task: thin; the work is in worker.submit."""
+"""The submit task: thin; the work is in worker.submit, the lease in worker.leases."""
 
 from __future__ import annotations
+
+import redis
+from celery.exceptions import Reject
 
 from worker import runtime
 from worker.app import app
 from worker.config import get_settings
-from worker.publish import publish_submissions
-from worker.retry import QUERY_DELAY, REDIS_OUTAGE_RETRY
+from worker.leases import Leases
+from worker.publish import publish_resubmissions
+from worker.queues import SUBMIT_TASK
+from worker.retry import QUERY_DELAY
 
 
-@app.task(
-    name="disburse.submit",
-    **REDIS_OUTAGE_RETRY,
-)
+@app.task(name=SUBMIT_TASK)
 def submit_orders(trade_nos: list[str]) -> dict[str, int]:
-    report = runtime.submitter().run(trade_nos, budget=get_settings().submit_budget)
-    publish_submissions(report.leftover)
-    for trade_no, delay in report.retry:
-        publish_submissions([trade_no], countdown=delay)
-    # Through the reconciler: marked as outstanding, so a pass does not ask twice.
-    runtime.reconciler().request_lookups(report.query, countdown=QUERY_DELAY)
+    settings = get_settings()
+    try:
+        lease = Leases(runtime.redis_client(), prefix=settings.key_prefix).take(trade_nos)
+    except redis.RedisError as exc:
+        # Nothing done, and nothing says this task has the orders: the message goes back
+        # to its queue (if Redis is still away, the broker redelivers it after the
+        # visibility timeout).
+        raise Reject(exc, requeue=True) from exc
+    # Leased while this runs: if the task dies or fails, the orders it has not handed on
+    # are published again by the reconcile pass once the lease expires.
+    with lease:
+        report = runtime.submitter().run(trade_nos, budget=settings.submit_budget)
+        publish_resubmissions(report.leftover)
+        for trade_no, delay in report.retry:
+            publish_resubmissions([trade_no], countdown=delay)
+        # Through the reconciler: marked as outstanding, so a pass does not ask twice.
+        runtime.reconciler().request_lookups(report.query, countdown=QUERY_DELAY)
     return {"done": report.done, "retry": len(report.retry), "query": len(report.query)}

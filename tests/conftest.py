@@ -14,8 +14,8 @@ import redis
 from psycopg import sql
 
 from worker import runtime
-from worker.postgres_server import PostgresServer
-from worker.redis_server import RedisServer
+from worker.dev.postgres_server import PostgresServer
+from worker.dev.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """The Celery application; every setting lives in ``celeryconfig``.
 
 Signal hookups: our JSON, masked logging replaces Celery's own (worker and beat),
-and the Redis pre-flight checks run when a worker or beat starts.
+the Redis pre-flight checks run when a worker or beat starts, the orders of a submit
+message are leased as soon as a worker receives it, and the processes that run tasks
+ride through a Redis restart of a few seconds.
 """
 
 from __future__ import annotations
@@ -9,8 +11,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import Celery
-from celery.signals import beat_init, setup_logging, worker_ready
+from celery.signals import (
+    beat_init,
+    setup_logging,
+    task_received,
+    worker_process_init,
+    worker_ready,
+)
 
 app = Celery("disburse")
 app.config_from_object("celeryconfig")
@@ -49,3 +58,39 @@ def _preflight(**_: Any) -> None:
             client.close()
     except Exception:
         log.warning("!!! Redis pre-flight checks did not run", exc_info=True)
+
+
+@worker_process_init.connect
+def _ride_through_redis_restarts(**_: Any) -> None:
+    """Each pool process retries its Redis commands through a short outage (retry.py)."""
+    from worker import runtime
+    from worker.retry import REDIS_RETRY
+
+    runtime.redis_client().set_retry(REDIS_RETRY)
+
+
+@task_received.connect
+def _lease_received_submission(request: Any = None, **_: Any) -> None:
+    """Lease the orders of a submit message from the moment this worker holds it.
+
+    Its task renews the lease once it runs (worker.leases); should the worker die before
+    that (the message waiting for a free process, or for its countdown), the lease runs
+    out and the reconcile pass publishes the orders again, long before the broker would
+    give the message back. Should Redis be away, the task leases them when it starts.
+    """
+    from celery.utils.time import maybe_iso8601
+
+    from worker import runtime
+    from worker.config import get_settings
+    from worker.leases import Leases
+    from worker.queues import SUBMIT_TASK
+
+    if request is None or request.name != SUBMIT_TASK:
+        return
+    leases = Leases(runtime.redis_client(), prefix=get_settings().key_prefix)
+    try:
+        leases.received(request.args[0], due=maybe_iso8601(request.eta))
+    except redis.RedisError as exc:
+        logging.getLogger("worker.leases").warning(
+            "submit lease not recorded on receipt: %s", type(exc).__name__
+        )

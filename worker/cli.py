@@ -172,7 +172,7 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from worker import demo
+    from worker.dev import demo
 
     return demo.run(args)
 

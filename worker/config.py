@@ -1,7 +1,13 @@
-"""Every setting, read from the environment (and an optional ``.env``) into one typed object."""
+"""Every setting, read from the environment (and an optional ``.env``) into one typed object.
+
+This is the one place settings are read: no other module looks at the environment
+(only the dev tooling, building the environment of the processes it starts), and the
+defaults and the limits derived from them are here.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -13,6 +19,10 @@ from dotenv import load_dotenv
 
 from schemas import MARKETS
 from worker.exceptions import ConfigError
+from worker.retry import MAX_DELAY
+
+# The first part of every Redis key this system writes (DISBURSE_KEY_PREFIX sets another).
+KEY_PREFIX = "disburse"
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -78,7 +88,7 @@ class MarketAccount:
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""
-    key_prefix: str = "disburse"
+    key_prefix: str = KEY_PREFIX
 
     vexora_base_url: str = "http://127.0.0.1:8700"
     vexora_merchant_no: str = "M-SANDBOX"
@@ -99,6 +109,8 @@ class Settings:
     notify_url: str = "https://127.0.0.1:8701/notify"
     allow_unsigned_webhooks: bool = False
 
+    # (connect, read) seconds of every HTTP call (``timeouts``): the connect timeout just
+    # over a multiple of 3 s, TCP's default packet retransmission window.
     connect_timeout: float = 3.05
     read_timeout: float = 15.0
 
@@ -176,6 +188,19 @@ class Settings:
     def claim_lease(self) -> float:
         """After this long a SUBMITTING order's worker is certainly gone (killed at the limit)."""
         return self.task_time_limit + 10.0
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Whole seconds after which the Redis broker hands an unacknowledged message out again.
+
+        Such a message's worker died, or its ack could not reach a Redis that was down.
+        So it must outlast the longest a live worker holds a message: its countdown (at
+        most retry.MAX_DELAY), a wait for a free process (at most one task) and its own
+        run (at most the time limit), with a minute to spare. It should not be much
+        longer, as it bounds how long such a message waits; the orders of a dead submit
+        task are taken up sooner, through their leases (worker.leases).
+        """
+        return math.ceil(MAX_DELAY + 2 * self.task_time_limit + 60.0)
 
     @property
     def timeouts(self) -> tuple[float, float]:

@@ -36,7 +36,6 @@ from worker.exceptions import (
     RateLimited,
 )
 from worker.http_client import (
-    DEFAULT_TIMEOUTS,
     HttpClient,
     from_transport_error,
     json_object,
@@ -58,8 +57,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DETAILS_PATH = "/api/v1.0/disbursements/{account_id}/{transaction_id}"
-LIST_PATH = "/api/v1.0/disbursement/{account_id}"
 DEFAULT_PER_PAGE = 25  # PROVIDERS.md: 25 rows a page
 MAX_PAGES = 10_000  # a hard stop, so a provider that never says "last page" cannot loop us
 # Runs before each request: a rate limiter's acquire (it may raise to give up).
@@ -280,7 +277,7 @@ class DetailsApi(HttpClient):
         base_url: str,
         *,
         api_key: str,
-        timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
+        timeouts: tuple[float, float],
         session: requests.Session | None = None,
     ) -> None:
         super().__init__(base_url, timeouts=timeouts, session=session)
@@ -386,9 +383,9 @@ class DetailsClient(DetailsApi):
         api_key: str,
         account_id: str,
         tokens: TokenProvider,
-        details_path: str = DETAILS_PATH,
-        list_path: str = LIST_PATH,
-        timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
+        details_path: str,
+        list_path: str,
+        timeouts: tuple[float, float],
         session: requests.Session | None = None,
     ) -> None:
         super().__init__(base_url, api_key=api_key, timeouts=timeouts, session=session)

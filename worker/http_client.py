@@ -21,9 +21,6 @@ from urllib3.util.retry import Retry
 
 from worker.exceptions import NotSent, OutcomeUnknown, ProviderError
 
-# (connect, read) seconds: a connect timeout just over a TCP retransmit window.
-DEFAULT_TIMEOUTS = (3.05, 15.0)
-
 
 def pooled_session(pool_size: int = 10) -> requests.Session:
     """A ``requests.Session`` with a connection pool of ``pool_size`` and NO retries.
@@ -141,7 +138,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 class HttpClient:
-    """A base URL, (connect, read) ``timeouts`` used on every call, and a session.
+    """A base URL, (connect, read) ``timeouts`` used on every call (``Settings.timeouts``
+    in production), and a session.
 
     A ``session`` passed in is the caller's: it is used as given (no adapter is
     mounted) and :meth:`close` leaves it open.
@@ -151,7 +149,7 @@ class HttpClient:
         self,
         base_url: str,
         *,
-        timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
+        timeouts: tuple[float, float],
         session: requests.Session | None = None,
         pool_size: int = 10,
     ) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from redis.client import Pipeline
 
+from worker.config import KEY_PREFIX
 from worker.states import FINAL_STATES, SETTLED_STATES, Outcome, State
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class BatchSummary:
 class Ledger:
     """Orders, transitions, indexes and batch counts; ``client`` must decode responses."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "disburse") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
         self.redis = client
         self.prefix = prefix
         self._create = client.register_script((_HERE / "ledger_create.lua").read_text())

@@ -17,6 +17,8 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from worker.config import KEY_PREFIX
+
 # What paused() calls the cluster-wide switch; account switches go by account name.
 ALL = "all"
 
@@ -29,7 +31,7 @@ class PauseSwitch:
     """
 
     def __init__(
-        self, client: redis.Redis, prefix: str = "disburse", account: str | None = None
+        self, client: redis.Redis, prefix: str = KEY_PREFIX, account: str | None = None
     ) -> None:
         self.redis = client
         self.account = account

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from worker.app import app
+from worker.queues import LOOKUP_TASK, RESUBMIT_QUEUE, SUBMIT_QUEUE, SUBMIT_TASK
 
-SUBMIT_TASK = "disburse.submit"
-LOOKUP_TASK = "disburse.lookup"
-RECONCILE_TASK = "disburse.reconcile"
 # One message per this many orders: a worker works through them under the shared rate
 # limit, and 100,000 orders cost 1,000 messages instead of 100,000.
 CHUNK = 100
 LOOKUP_CHUNK = 50
+# Smaller chunks for orders taken up before (worker.queues): a task works through its
+# chunk at its share of the rate limit, and a short chunk is done before its budget
+# runs out, by several workers at once.
+RESUBMIT_CHUNK = 25
 
 
 def chunks(items: Sequence[str], size: int) -> list[list[str]]:
@@ -26,34 +28,51 @@ def publish_submissions(
     return _publish(SUBMIT_TASK, chunks(trade_nos, chunk), countdown)
 
 
+def publish_resubmissions(trade_nos: Sequence[str], *, countdown: float | None = None) -> int:
+    """Publish orders taken up before, to ``resubmit`` (after ``countdown`` seconds)."""
+    return _publish(SUBMIT_TASK, chunks(trade_nos, RESUBMIT_CHUNK), countdown, queue=RESUBMIT_QUEUE)
+
+
 def publish_lookups(trade_nos: Sequence[str], *, countdown: float | None = None) -> int:
     """Ask the provider about these orders (after ``countdown`` seconds)."""
     return _publish(LOOKUP_TASK, chunks(trade_nos, LOOKUP_CHUNK), countdown)
 
 
 def submit_queue_length() -> int:
-    """Messages waiting in the submit queue (works for Redis and RabbitMQ brokers).
+    """Messages waiting in both submit queues (works for Redis and RabbitMQ brokers).
 
     A queue the broker does not have is empty: Redis deletes an empty list, and a
     passive declare of it then fails with ``NOT_FOUND`` (RabbitMQ answers 404 for a
     queue never declared). Any other failure raises: the length is unknown.
     """
+    waiting = 0
     with app.connection_for_read() as connection:
-        try:
-            declared = connection.default_channel.queue_declare("submit", passive=True)
-        except connection.channel_errors as exc:
-            if "NOT_FOUND" in str(exc) or getattr(exc, "reply_code", None) == 404:
-                return 0
-            raise
-        return int(declared.message_count)
+        for queue in (SUBMIT_QUEUE, RESUBMIT_QUEUE):
+            # A channel per declare: on RabbitMQ a failed passive declare closes it.
+            with connection.channel() as channel:
+                try:
+                    declared = channel.queue_declare(queue, passive=True)
+                except connection.channel_errors as exc:
+                    if "NOT_FOUND" in str(exc) or getattr(exc, "reply_code", None) == 404:
+                        continue
+                    raise
+                waiting += int(declared.message_count)
+    return waiting
 
 
-def _publish(task: str, arg_lists: list[list[str]], countdown: float | None) -> int:
+def _publish(
+    task: str, arg_lists: list[list[str]], countdown: float | None, queue: str | None = None
+) -> int:
     if not arg_lists:
         return 0
     with app.producer_or_acquire() as producer:
         for args in arg_lists:
             app.send_task(
-                task, args=(args,), countdown=countdown, producer=producer, ignore_result=True
+                task,
+                args=(args,),
+                countdown=countdown,
+                producer=producer,
+                ignore_result=True,
+                queue=queue,
             )
     return len(arg_lists)

@@ -21,7 +21,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from worker.config import Account, Rate, Settings
+from worker.config import KEY_PREFIX, Account, Rate, Settings
 from worker.exceptions import RateLimitTimeout
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class RateLimiter:
         name: str,
         rate: Rate,
         *,
-        prefix: str = "disburse",
+        prefix: str = KEY_PREFIX,
         headroom: float = 0.97,
         tolerance: float = MAX_TOLERANCE,
     ) -> None:

@@ -26,8 +26,10 @@ error, no token, 429, out of budget    unchanged (asked again later)
 =====================================  =============================================
 
 An order still pending ``REVIEW_AFTER`` seconds after it was first sent goes to
-REVIEW with its reason. The sweeper republishes QUEUED orders whose broker message
-was lost; the claim makes a duplicate harmless.
+REVIEW with its reason. The sweeper republishes QUEUED orders whose submit task died
+(their lease expired: worker.leases), whatever the length of the submit queues, and,
+once the queues are empty, QUEUED orders whose broker message was lost; the claim
+makes a duplicate harmless.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from redis.lock import Lock
 from worker.config import Settings
 from worker.details import DetailsClient
 from worker.exceptions import AuthenticationFailed, NotFound, ProviderError, RateLimited
+from worker.leases import Leases
 from worker.ledger import Ledger, Order
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
@@ -73,6 +76,7 @@ class PassReport:
     # Orders sent to lookup, by the state they were in (SUBMITTING: an expired claim).
     published: dict[State, int] = field(default_factory=dict)
     skipped_in_flight: int = 0
+    abandoned: int = 0  # QUEUED orders whose submit task died, published again
     swept: int = 0
     sweep_skipped: str = ""
 
@@ -100,6 +104,8 @@ class PassReport:
             lines.append("  no pending order is due for a lookup")
         if self.skipped_in_flight:
             lines.append(f"  {self.skipped_in_flight} orders skipped: a lookup is already queued")
+        if self.abandoned:
+            lines.append(f"  {self.abandoned} QUEUED orders republished (their submit task died)")
         if self.swept:
             lines.append(f"  {self.swept} QUEUED orders republished (their messages were lost)")
         elif self.sweep_skipped:
@@ -173,6 +179,7 @@ class Reconciler:
         self.publish_submissions = publish_submissions
         self.submit_queue_length = submit_queue_length
         self.pause = PauseSwitch(ledger.redis, prefix=ledger.prefix)
+        self.leases = Leases(ledger.redis, prefix=ledger.prefix)
 
     @property
     def redis(self) -> redis.Redis:
@@ -309,10 +316,12 @@ class Reconciler:
         return len(fresh)
 
     def _sweep(self, report: PassReport) -> None:
-        """Republish QUEUED orders whose message was lost; the claim makes a copy harmless."""
+        """Republish QUEUED orders whose task died or whose message was lost; the claim
+        makes a copy harmless."""
         if self.pause.reason() is not None:
             report.sweep_skipped = "submissions are paused; QUEUED orders wait for resume"
             return
+        self._republish_abandoned(report)
         try:
             waiting = self.submit_queue_length()
         except Exception as exc:
@@ -335,6 +344,31 @@ class Reconciler:
         self.publish_submissions(lost)
         report.swept = len(lost)
         log.warning("republished %d QUEUED orders whose messages were lost", len(lost))
+
+    def _republish_abandoned(self, report: PassReport) -> None:
+        """Publish again the QUEUED orders whose submit task stopped renewing its lease.
+
+        However long the submit queues are: the broker would give a dead worker's
+        message back only after its visibility timeout. Orders claimed or final since
+        are left alone. A lease taken here but not acted on is put back for the next
+        pass.
+        """
+        now = self.ledger.now_ms()
+        expired = self.leases.take_expired(now)
+        queued: list[str] = []
+        try:
+            for start in range(0, len(expired), PAGE):
+                page = expired[start : start + PAGE]
+                orders = self.ledger.get_many(page)
+                queued += [o.trade_no for o in orders if o and o.state is State.QUEUED]
+            if queued:
+                self.publish_submissions(queued)
+        except BaseException:
+            self.leases.restore(expired, now)
+            raise
+        if queued:
+            report.abandoned = len(queued)
+            log.warning("republished %d QUEUED orders whose submit task died", len(queued))
 
     # lookups -------------------------------------------------------------------
     def lookup_many(

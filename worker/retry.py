@@ -4,16 +4,17 @@ shows no record of."""
 from __future__ import annotations
 
 import random
-from typing import Any
 
-import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 # Claims of one order (each a POST attempt that certainly never arrived) before a
 # person looks at it: the provider has been unreachable for this order for a minute
 # or two (the delays between them add up to 64-127 s, see ``backoff``).
 MAX_SUBMIT_ATTEMPTS = 8
-# Retries wait at most this long; it must stay far below the broker's visibility
-# timeout, or Redis would deliver the delayed message a second time.
+# Retries wait at most this long (Submitter caps a provider's Retry-After to it): the
+# broker's visibility timeout is derived from it (Settings.visibility_timeout), or Redis
+# would deliver a delayed message a second time.
 MAX_DELAY = 300.0
 
 
@@ -44,11 +45,19 @@ NO_RECORD_GRACE = 30.0
 # person looks at it (REVIEW).
 MAX_NO_RECORD_RESUBMITS = 3
 
-# Celery options for every task: only a lost Redis connection is retried by Celery.
-# Provider failures are classified per order inside the tasks, never by a blanket retry.
-REDIS_OUTAGE_RETRY: dict[str, Any] = {
-    "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
-    "retry_backoff": True,
-    "retry_backoff_max": 60,
-    "max_retries": 10,
+# Every Redis command of a task (worker.app sets it in each pool process) is retried on
+# a lost connection for about 25 s (0.2, 0.4, 0.8, 1.6, then 2 s apart): a Redis
+# restart of a few seconds stalls the tasks instead of failing them. A transition run
+# twice (its reply lost) is harmless: each is a compare-and-set. Past that a task
+# fails; what it held is recovered by the submit leases, the claim lease and the
+# lookup markers. The webhook receiver and the CLI keep redis-py's short default and
+# answer at once that Redis is away.
+REDIS_RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=15)
+# Publishing (celeryconfig) rides through about as long: kombu waits 0.2 s, then
+# 0.4 s longer each time, up to 1.8 s.
+PUBLISH_RETRY_POLICY: dict[str, float] = {
+    "max_retries": 15,
+    "interval_start": 0.2,
+    "interval_step": 0.4,
+    "interval_max": 2.0,
 }

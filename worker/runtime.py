@@ -17,7 +17,12 @@ from worker.ledger import Ledger
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.producer import Producer
-from worker.publish import publish_lookups, publish_submissions, submit_queue_length
+from worker.publish import (
+    publish_lookups,
+    publish_resubmissions,
+    publish_submissions,
+    submit_queue_length,
+)
 from worker.ratelimit import RateLimiter
 from worker.reconcile import Reconciler
 from worker.submit import MarketSubmitters, Submitter
@@ -122,7 +127,8 @@ def reconciler() -> Reconciler:
         RateLimiter.for_details(redis_client(), settings),
         settings,
         publish_lookups=publish_lookups,
-        publish_submissions=publish_submissions,
+        # Everything the reconciler publishes is a submission again (swept, requeued).
+        publish_submissions=publish_resubmissions,
         submit_queue_length=submit_queue_length,
     )
 

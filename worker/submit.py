@@ -26,7 +26,7 @@ from worker.ledger import Ledger, Transition
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
-from worker.retry import MAX_SUBMIT_ATTEMPTS, backoff
+from worker.retry import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
 from worker.states import State
 from worker.vexora import VexoraClient
 
@@ -116,7 +116,8 @@ class Submitter:
                 report.leftover = list(trade_nos[index:])
                 break
             if outcome.step is Step.RETRY:
-                report.retry.append((trade_no, outcome.delay))
+                # A provider's Retry-After may ask for longer than retries ever wait.
+                report.retry.append((trade_no, min(outcome.delay, MAX_DELAY)))
             elif outcome.step is Step.QUERY:
                 report.query.append(trade_no)
             elif outcome.step is Step.DONE:

@@ -32,10 +32,10 @@ from redis import Redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from worker.config import Settings
+from worker.config import KEY_PREFIX, Settings
 from worker.details import DetailsApi, check_answer
 from worker.exceptions import ProviderError, TokenUnavailable
-from worker.http_client import DEFAULT_TIMEOUTS, json_object
+from worker.http_client import json_object
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class TokenFetcher(DetailsApi):
         api_key: str,
         client_id: str,
         client_secret: str,
-        timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
+        timeouts: tuple[float, float],
         session: requests.Session | None = None,
     ) -> None:
         super().__init__(base_url, api_key=api_key, timeouts=timeouts, session=session)
@@ -136,7 +136,7 @@ class TokenCache:
         redis: Redis,
         fetch: Callable[[], tuple[str, float]],
         *,
-        key: str = "disburse:oauth:token",
+        key: str = f"{KEY_PREFIX}:oauth:token",
         refresh_margin: float = 30.0,
         lock_timeout: float = 15.0,
         wait_timeout: float = 20.0,

@@ -36,7 +36,6 @@ from worker.exceptions import (
     Rejected,
 )
 from worker.http_client import (
-    DEFAULT_TIMEOUTS,
     HttpClient,
     from_transport_error,
     json_object,
@@ -348,7 +347,7 @@ class VexoraClient(HttpClient):
         merchant_no: str,
         app_secret: str,
         *,
-        timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
+        timeouts: tuple[float, float],
         session: requests.Session | None = None,
         pool_size: int = 10,
     ) -> None:
@@ -362,9 +361,7 @@ class VexoraClient(HttpClient):
         return cls.for_account(settings.account(market), timeouts=settings.timeouts)
 
     @classmethod
-    def for_account(
-        cls, account: Account, *, timeouts: tuple[float, float] = DEFAULT_TIMEOUTS
-    ) -> VexoraClient:
+    def for_account(cls, account: Account, *, timeouts: tuple[float, float]) -> VexoraClient:
         return cls(account.base_url, account.merchant_no, account.app_secret, timeouts=timeouts)
 
     def __repr__(self) -> str:

@@ -35,9 +35,9 @@ import redis
 import worker
 from tests.integration.conftest import fast_sandbox, running_cluster
 from worker import runtime
-from worker.cluster import LocalCluster
+from worker.dev.cluster import LocalCluster
+from worker.dev.samples import sample_rows
 from worker.ledger import Ledger, Order
-from worker.samples import sample_rows
 from worker.states import SETTLED_STATES, State
 
 pytestmark = pytest.mark.chaos

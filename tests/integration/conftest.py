@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from worker import runtime
-from worker.cluster import LocalCluster
+from worker.dev.cluster import LocalCluster
 from worker.ledger import Ledger
 from worker.sandbox import SandboxConfig
 from worker.states import SETTLED_STATES

@@ -14,7 +14,7 @@ import pytest
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
-from worker.samples import sample_rows
+from worker.dev.samples import sample_rows
 from worker.states import State
 
 pytestmark = pytest.mark.integration

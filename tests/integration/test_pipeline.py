@@ -10,8 +10,8 @@ import pytest
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
-from worker.cluster import LocalCluster
-from worker.samples import sample_rows
+from worker.dev.cluster import LocalCluster
+from worker.dev.samples import sample_rows
 from worker.states import State
 
 pytestmark = pytest.mark.integration

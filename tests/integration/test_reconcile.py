@@ -16,11 +16,11 @@ import pytest
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
-from worker.cluster import LocalCluster
 from worker.config import get_settings, load_settings
 from worker.details import DetailsClient
+from worker.dev.cluster import LocalCluster
+from worker.dev.samples import sample_rows
 from worker.ledger import Order, new_batch_id, new_trade_no
-from worker.samples import sample_rows
 from worker.sandbox import Sandbox, SandboxConfig
 from worker.states import State
 from worker.token import TokenCache, TokenFetcher

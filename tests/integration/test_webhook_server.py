@@ -22,8 +22,8 @@ import redis
 import requests
 
 from schemas import Payout
+from worker.dev.redis_server import RedisServer, free_port
 from worker.ledger import Ledger
-from worker.redis_server import RedisServer, free_port
 from worker.signing import sign
 from worker.states import State
 

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from worker.config import Account, ConfigError, Rate, Settings, load_settings
+from worker.retry import MAX_DELAY
 
 PLAIN = {
     "VEXORA_BASE_URL": "https://pay.example/",
@@ -125,3 +126,28 @@ def test_settings_built_in_code_derive_their_accounts_from_their_own_values() ->
     assert Settings().account("KH").merchant_no == "M-SANDBOX"
     with pytest.raises(ValueError, match="no provider account for market 'XX'"):
         Settings().account("XX")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"SUBMIT_BUDGET": "120"}, {"HTTP_CONNECT_TIMEOUT": "9.5", "HTTP_READ_TIMEOUT": "61"}],
+)
+def test_the_broker_gives_a_message_back_only_after_a_live_worker_would_have_acked_it(
+    env: dict[str, str],
+) -> None:
+    """Longest held by a live worker: a retry's countdown, a wait for a free process
+    (one task) and its own run (one task); a minute more, and not much more than that."""
+    settings = load_settings(env)
+    longest_held = MAX_DELAY + 2 * settings.task_time_limit
+    assert longest_held + 60 <= settings.visibility_timeout < longest_held + 61
+    assert isinstance(settings.visibility_timeout, int)
+
+
+def test_celery_is_given_the_visibility_timeout_for_broker_and_results() -> None:
+    import celeryconfig
+
+    for options in (
+        celeryconfig.broker_transport_options,
+        celeryconfig.result_backend_transport_options,
+    ):
+        assert options["visibility_timeout"] >= MAX_DELAY + 2 * celeryconfig.task_time_limit + 60

@@ -14,8 +14,8 @@ from psycopg_pool import PoolTimeout
 
 from worker.db import migrate
 from worker.db.pool import open_pool
+from worker.dev.postgres_server import PostgresServer
 from worker.exceptions import ConfigError, SchemaBehind
-from worker.postgres_server import PostgresServer
 from worker.states import FINAL_STATES, State
 
 ALL_VERSIONS = [migration.version for migration in migrate.migrations()]

@@ -39,6 +39,9 @@ from worker.exceptions import (
 from worker.states import State
 from worker.token import TokenCache, TokenFetcher
 
+# The paths every client here asks for: the defaults, from the one place they are set.
+DEFAULTS = Settings()
+
 # Seed 003's own example answer: data nested inside data.
 SEED_ANSWER = {
     "status": 200,
@@ -95,13 +98,15 @@ class FakeTokens:
 
 
 def make_client(provider: FakeProvider, tokens: Any = None, **kwargs: Any) -> DetailsClient:
+    """A client of ``provider`` on the configured paths (``kwargs`` override)."""
+    paths = {"details_path": DEFAULTS.details_path, "list_path": DEFAULTS.details_list_path}
     return DetailsClient(
         provider.url,
         api_key=API_KEY,
         account_id=ACCOUNT,
         timeouts=(1.0, 2.0),
         tokens=tokens if tokens is not None else FakeTokens("tok-1", "tok-2", "tok-3"),
-        **kwargs,
+        **{**paths, **kwargs},
     )
 
 
@@ -347,6 +352,8 @@ def test_details_read_timeout_is_outcome_unknown() -> None:
             f"http://127.0.0.1:{listener.getsockname()[1]}",
             api_key=API_KEY,
             account_id=ACCOUNT,
+            details_path=DEFAULTS.details_path,
+            list_path=DEFAULTS.details_list_path,
             timeouts=(1.0, 0.2),
             tokens=FakeTokens("tok"),
         )

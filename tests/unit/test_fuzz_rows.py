@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from schemas import MARKETS, Payout, RowError, validate_rows
 from worker import producer
 from worker.config import load_settings
+from worker.dev.samples import sample_rows
 from worker.exceptions import InvalidFile
 from worker.ledger import Ledger
 from worker.producer import Producer
 from worker.rows import parse_rows
-from worker.samples import sample_rows
 
 FORMATS = ("csv", "jsonl")
 MARKET_CODES = sorted(MARKETS)

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from schemas import Payout
+from worker.dev.redis_server import RedisServer
 from worker.ledger import Ledger
-from worker.redis_server import RedisServer
 from worker.states import Outcome, State
 from worker.vexora import ProviderReport
 

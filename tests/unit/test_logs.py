@@ -227,7 +227,7 @@ def test_preflight_when_redis_is_down_does_not_raise() -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from worker.redis_server import free_port
+    from worker.dev.redis_server import free_port
 
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     (warning,) = check_redis(dead)

@@ -13,9 +13,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from schemas import Payout
+from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
 from worker.metrics import LATENCY_BUCKETS, WEBHOOK_OUTCOMES, Metrics
-from worker.redis_server import free_port
 from worker.states import State
 
 

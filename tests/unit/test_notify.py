@@ -28,9 +28,9 @@ from tests.unit.notifications import (
     state_of,
 )
 from worker.config import MarketAccount, Settings
+from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
 from worker.notify import MAX_BODY, create_app, notify_paths
-from worker.redis_server import free_port
 from worker.states import State
 
 

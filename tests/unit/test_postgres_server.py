@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from worker.postgres_server import PostgresServer
+from worker.dev.postgres_server import PostgresServer
 
 
 def test_it_never_mistakes_another_server_for_its_own(postgres_server: PostgresServer) -> None:

@@ -11,11 +11,11 @@ import pytest
 
 from worker import cli, producer
 from worker.config import load_settings
+from worker.dev.samples import sample_rows
 from worker.exceptions import InvalidFile, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger
 from worker.producer import Producer
 from worker.rows import parse_rows, read_rows
-from worker.samples import sample_rows
 from worker.states import State
 
 

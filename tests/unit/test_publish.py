@@ -9,8 +9,14 @@ import pytest
 import redis
 
 from worker import runtime
-from worker.publish import CHUNK, publish_submissions, submit_queue_length
-from worker.redis_server import free_port
+from worker.dev.redis_server import free_port
+from worker.publish import (
+    CHUNK,
+    RESUBMIT_CHUNK,
+    publish_resubmissions,
+    publish_submissions,
+    submit_queue_length,
+)
 
 
 def test_a_queue_the_broker_never_had_is_empty(broker: redis.Redis) -> None:
@@ -36,3 +42,16 @@ def test_the_queue_length_of_an_unreachable_broker_is_an_error(
     runtime.reset()
     with pytest.raises(Exception, match=r"(?i)connect|refused"):
         submit_queue_length()
+
+
+def test_resubmissions_go_to_their_own_queue_and_count_as_waiting(broker: redis.Redis) -> None:
+    assert publish_submissions(["a" * 32]) == 1
+    again = [f"{i:032x}" for i in range(RESUBMIT_CHUNK + 1)]
+    assert publish_resubmissions(again, countdown=5) == 2
+    assert broker.llen("submit") == 1 and broker.llen("resubmit") == 2
+    messages = [json.loads(raw) for raw in broker.lrange("resubmit", 0, -1)]
+    assert all(m["headers"]["task"] == "disburse.submit" for m in messages)
+    assert all(m["headers"]["eta"] is not None for m in messages)
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
+    assert sorted(t for args, _, _ in bodies for t in args[0]) == again
+    assert submit_queue_length() == 3

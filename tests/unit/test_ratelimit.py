@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from worker.config import Rate, load_settings
+from worker.dev.redis_server import RedisServer
 from worker.ratelimit import RateLimiter, RateLimitTimeout
-from worker.redis_server import RedisServer
 
 ClientFactory = Callable[[], redis.Redis]
 

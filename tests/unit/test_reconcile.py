@@ -742,6 +742,63 @@ def test_sweeper_waits_while_submissions_are_paused(world: World) -> None:
     assert world.next_pass().swept == 1
 
 
+def expire_lease(world: World, *trade_nos: str) -> None:
+    """Lease the orders as a submit task would, and let the leases run out (it died)."""
+    world.reconciler.leases.take(trade_nos)
+    world.redis.zadd(world.reconciler.leases.key, dict.fromkeys(trade_nos, 1), xx=True)
+
+
+def test_queued_orders_of_a_dead_task_are_republished_however_long_the_queue(
+    world: World,
+) -> None:
+    stranded = new_orders(world, 3)
+    claimed, done = stranded[1], stranded[2]
+    assert world.ledger.transition(claimed, State.SUBMITTING).moved
+    assert world.ledger.transition(done, State.CANCELLED).moved
+    expire_lease(world, *stranded)
+    world.queue_length[0] = 1000  # a big batch still queued
+    report = world.reconciler.run_pass()
+    assert report.abandoned == 1 and report.swept == 0
+    assert "1 QUEUED orders republished (their submit task died)" in str(report)
+    # Only the one still QUEUED: the claim lease and a lookup recover the claimed one.
+    assert world.published_submissions() == [stranded[0]]
+    assert world.next_pass().abandoned == 0  # taken once, not on every pass
+    assert world.published_submissions() == [stranded[0]]
+
+
+def test_orders_of_a_live_task_are_left_alone(world: World) -> None:
+    orders = new_orders(world, 2)
+    world.reconciler.leases.take(orders)  # renewed by its task
+    world.queue_length[0] = 1000
+    assert world.reconciler.run_pass().abandoned == 0
+    assert world.submissions == []
+
+
+def test_orders_of_a_dead_task_wait_while_paused_and_go_out_after_resume(world: World) -> None:
+    (order,) = new_orders(world)
+    expire_lease(world, order)
+    world.reconciler.pause.pause("operator")
+    assert world.reconciler.run_pass().abandoned == 0 and world.submissions == []
+    world.reconciler.pause.resume()
+    assert world.next_pass().abandoned == 1
+    assert world.published_submissions() == [order]
+
+
+def test_orders_of_a_dead_task_not_published_are_taken_up_by_the_next_pass(world: World) -> None:
+    (order,) = new_orders(world)
+    expire_lease(world, order)
+
+    def broker_down(trade_nos: object) -> None:
+        raise ConnectionError("broker unreachable")
+
+    world.reconciler.publish_submissions = broker_down
+    with pytest.raises(ConnectionError):
+        world.reconciler.run_pass()
+    world.reconciler.publish_submissions = lambda ts: world.submissions.append(list(ts))
+    assert world.next_pass().abandoned == 1
+    assert world.published_submissions() == [order]
+
+
 # --- failures during lookups -----------------------------------------------------------
 
 

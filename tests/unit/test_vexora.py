@@ -146,7 +146,7 @@ def refusal(code: str, msg: str = "nope") -> dict[str, Any]:
 
 
 def test_signed_body_matches_the_providers_vector() -> None:
-    c = VexoraClient("http://x", MERCHANT, SECRET)
+    c = VexoraClient("http://x", MERCHANT, SECRET, timeouts=(1.0, 2.0))
     body = c.signed_body(FIELDS, TRADE_NO, timestamp_ms=1732985021335)
     assert body == {
         **FIELDS,
@@ -158,7 +158,7 @@ def test_signed_body_matches_the_providers_vector() -> None:
 
 
 def test_signed_body_drops_empty_values_and_refuses_non_strings_and_reserved_keys() -> None:
-    c = VexoraClient("http://x", MERCHANT, SECRET)
+    c = VexoraClient("http://x", MERCHANT, SECRET, timeouts=(1.0, 2.0))
     body = c.signed_body({**FIELDS, "remark": ""}, TRADE_NO, timestamp_ms=1732985021335)
     assert "remark" not in body
     assert body["sign"] == "59083b685db195fb3e07cadd11d4b50f"
@@ -773,7 +773,7 @@ def test_each_market_is_signed_and_sent_as_its_own_account(provider: FakeProvide
 
 
 def test_own_session_is_pooled_without_retries_and_closed() -> None:
-    c = VexoraClient("http://x", MERCHANT, SECRET, pool_size=17)
+    c = VexoraClient("http://x", MERCHANT, SECRET, timeouts=(1.0, 2.0), pool_size=17)
     adapter = c._session.get_adapter("https://x")
     assert isinstance(adapter, requests.adapters.HTTPAdapter)
     assert adapter._pool_maxsize == 17  # type: ignore[attr-defined]
@@ -786,5 +786,5 @@ def test_own_session_is_pooled_without_retries_and_closed() -> None:
 
     mine = requests.Session()
     mine.close = lambda: closed.append(False)  # type: ignore[method-assign]
-    VexoraClient("http://x", MERCHANT, SECRET, session=mine).close()
+    VexoraClient("http://x", MERCHANT, SECRET, timeouts=(1.0, 2.0), session=mine).close()
     assert closed == [True]  # a session passed in stays open

@@ -31,7 +31,7 @@ _BROKEN = [
 
 
 def _write_samples(directory: Path, per_market: int) -> dict[str, Path]:
-    from worker.samples import sample_rows
+    from worker.dev.samples import sample_rows
 
     files = {}
     for market in MARKETS:
@@ -53,7 +53,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.cluster import LocalCluster
+    from worker.dev.cluster import LocalCluster
 
     signal.signal(signal.SIGTERM, _terminate)
     sandbox = SandboxConfig(

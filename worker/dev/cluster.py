@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from worker.redis_server import RedisServer, free_port
+from worker.dev.redis_server import RedisServer, free_port
 from worker.sandbox import Sandbox, SandboxConfig
 
-PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 
 
 def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
@@ -125,6 +125,25 @@ class LocalCluster:
             _signal_group(process, signal.SIGKILL)
             process.wait()
         self.workers[index] = None
+
+    def restart_redis(self, down_for: float = 0.0) -> None:
+        """Stop Redis (SIGTERM: AOF flushed), keep it down ``down_for`` s, start it again."""
+        self.redis.stop()
+        time.sleep(down_for)
+        self.redis.start()
+
+    def exited(self) -> dict[str, int | None]:
+        """Processes of this cluster that are not running: name -> exit code (None: never
+        started, or killed by :meth:`kill_worker` and not started again)."""
+        processes = [(f"worker{i}", w) for i, w in enumerate(self.workers)]
+        processes += [(f"beat{i}", b) for i, b in enumerate(self.beats)]
+        if self.with_web:
+            processes.append(("web", self.web))
+        return {
+            name: None if p is None else p.returncode
+            for name, p in processes
+            if p is None or p.poll() is not None
+        }
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until every worker answers a ping."""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from worker.redis_server import free_port
+from worker.dev.redis_server import free_port
 
 if TYPE_CHECKING:
     import psutil

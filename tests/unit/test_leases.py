@@ -1,0 +1,82 @@
+"""Submit leases on a real Redis: what a task holds, gives up, and leaves to expire."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from worker.leases import Leases
+
+
+def deadlines(leases: Leases) -> dict[str, int]:
+    return {str(t): int(s) for t, s in leases.redis.zrange(leases.key, 0, -1, withscores=True)}
+
+
+@pytest.fixture
+def leases(real_redis: redis.Redis) -> Leases:
+    return Leases(real_redis, prefix="t", ttl=10.0, renew_every=0.05)
+
+
+def test_a_task_holds_its_orders_and_gives_them_up_when_it_ends(leases: Leases) -> None:
+    before = leases.now_ms()
+    lease = leases.take(["a", "b", "c"])
+    held = deadlines(leases)
+    assert set(held) == {"a", "b", "c"}
+    assert all(before + 10_000 <= d <= leases.now_ms() + 10_000 for d in held.values())
+    with lease:
+        pass
+    assert deadlines(leases) == {}
+
+
+def test_a_received_message_is_leased_until_its_countdown_is_over(leases: Leases) -> None:
+    now = leases.now_ms()
+    leases.received(["a"])
+    leases.received(["b"], due=datetime.now(UTC) + timedelta(seconds=120))
+    held = deadlines(leases)
+    assert now + 10_000 <= held["a"] <= now + 11_000
+    assert now + 129_000 <= held["b"] <= now + 131_000  # its countdown, then the TTL
+
+
+def test_a_task_that_fails_leaves_its_leases_to_expire(leases: Leases) -> None:
+    with pytest.raises(RuntimeError), leases.take(["a", "b"]):
+        raise RuntimeError("the task failed")
+    assert leases.take_expired(leases.now_ms()) == []
+    assert sorted(leases.take_expired(leases.now_ms() + 10_001)) == ["a", "b"]
+
+
+def test_a_live_task_keeps_renewing(real_redis: redis.Redis) -> None:
+    leases = Leases(real_redis, prefix="t", ttl=0.5, renew_every=0.05)
+    with leases.take(["a"]):
+        time.sleep(1.5)  # three TTLs
+        assert leases.take_expired(leases.now_ms()) == []
+    assert deadlines(leases) == {}
+
+
+def test_a_dead_task_stops_renewing(leases: Leases) -> None:
+    leases.take(["a", "b"])  # its task never got to run the block: killed
+    assert leases.take_expired(leases.now_ms()) == []
+    assert sorted(leases.take_expired(leases.now_ms() + 10_001)) == ["a", "b"]
+    assert deadlines(leases) == {}  # taken: the next pass does not see them again
+
+
+def test_renewal_does_not_lease_again_what_the_pass_took_back(leases: Leases) -> None:
+    leases.take(["a", "b"])
+    leases.redis.zadd(leases.key, {"a": 0})  # expired; the pass takes it
+    assert leases.take_expired(leases.now_ms()) == ["a"]
+    leases.extend({"a": 0.0, "b": 0.0}, only_held=True)
+    assert list(deadlines(leases)) == ["b"]
+
+
+def test_only_expired_leases_are_taken_and_a_restored_one_is_taken_again(
+    leases: Leases,
+) -> None:
+    leases.take(["live"])
+    leases.redis.zadd(leases.key, {"dead": 1})
+    now = leases.now_ms()
+    assert leases.take_expired(now) == ["dead"]
+    leases.restore(["dead", "live"], now)  # "live" was never taken: left as it is
+    assert deadlines(leases)["live"] > now
+    assert leases.take_expired(now) == ["dead"]

@@ -1,0 +1,24 @@
+"""The task and queue names: every task is routed, and every queue routed to is consumed."""
+
+from __future__ import annotations
+
+import celeryconfig
+from tasks.reconcile import lookup_orders, reconcile_pass
+from tasks.submit import submit_orders
+from worker.dev.cluster import procfile_commands
+from worker.queues import RESUBMIT_QUEUE
+
+
+def test_every_task_is_routed() -> None:
+    registered = {task.name for task in (submit_orders, lookup_orders, reconcile_pass)}
+    assert registered == set(celeryconfig.task_routes)
+    assert {entry["task"] for entry in celeryconfig.beat_schedule.values()} <= registered
+
+
+def test_the_procfile_worker_consumes_every_queue_a_message_is_sent_to() -> None:
+    command = procfile_commands()["worker"]
+    consumed = set(command[command.index("-Q") + 1].split(","))
+    routed = {route["queue"] for route in celeryconfig.task_routes.values()}
+    # worker.publish sends orders taken up before to the resubmit queue explicitly.
+    assert routed | {RESUBMIT_QUEUE} <= consumed
+    assert consumed <= {queue.name for queue in celeryconfig.task_queues}

@@ -1,0 +1,139 @@
+"""Submit leases: which QUEUED orders a worker holds in a submit message, and until when.
+
+A submit message carries up to 100 tradeNos. When a worker receives it, their lease is
+recorded (worker.app; for a message with a countdown, until it is due), by the Redis
+server's clock. While its task works through them, a thread of the task renews the
+lease every few seconds; when the task ends normally it gives them up, having claimed
+them or handed them on in a new message. A worker that dies (SIGKILLed, out of memory,
+its machine gone) stops renewing, and ``TTL`` seconds later its orders' leases have
+expired: the reconcile pass publishes the ones still QUEUED again, however long the
+submit queues are. The broker alone would give the dead worker's messages back only
+after their visibility timeout. A task that fails leaves its leases to expire the same
+way. Orders in a message still waiting in a queue have no lease: they are not lost.
+
+Publishing an order whose task is in fact alive (a renewal came late) is harmless: the
+claim (QUEUED -> SUBMITTING) lets exactly one delivery send it. Claimed orders are not
+the lease's business: the claim lease and a lookup recover those.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+
+import redis
+
+from worker.config import KEY_PREFIX
+
+log = logging.getLogger(__name__)
+
+# Seconds a lease lasts unless renewed, and how often a live task renews it: two
+# renewals may be missed (a starved thread on a busy machine) before it expires.
+TTL = 15.0
+RENEW_EVERY = 5.0
+
+
+class Leases:
+    """The sorted set ``{prefix}:submit:leases``: tradeNo -> lease deadline (server ms)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = KEY_PREFIX,
+        ttl: float = TTL,
+        renew_every: float = RENEW_EVERY,
+    ) -> None:
+        self.redis = client
+        self.key = f"{prefix}:submit:leases"
+        self.ttl = ttl
+        self.renew_every = renew_every
+
+    def take(self, trade_nos: Sequence[str]) -> Lease:
+        """Lease ``trade_nos`` for ``ttl`` s; use the result as a context manager to keep
+        them leased while the block runs. Raises ``RedisError`` when nothing could be
+        recorded (then nothing is held)."""
+        self.extend(dict.fromkeys(trade_nos, 0.0))
+        return Lease(self, trade_nos)
+
+    def received(self, trade_nos: Sequence[str], *, due: datetime | None = None) -> None:
+        """Lease the orders of a message a worker has just received: until ``ttl`` after
+        it is ``due`` (a countdown), or after now."""
+        wait = (due - datetime.now(UTC)).total_seconds() if due and due.tzinfo else 0.0
+        self.extend(dict.fromkeys(trade_nos, max(0.0, wait)))
+
+    def extend(self, seconds: Mapping[str, float], *, only_held: bool = False) -> None:
+        """Lease each tradeNo until its ``seconds`` + ``ttl`` from now (``only_held``: only
+        the ones still leased, so an order the pass has taken back is not leased again)."""
+        if not seconds:
+            return
+        now = self.now_ms()
+        deadlines = {t: now + int((s + self.ttl) * 1000) for t, s in seconds.items()}
+        self.redis.zadd(self.key, deadlines, xx=only_held)
+
+    def release(self, trade_nos: Sequence[str]) -> None:
+        if trade_nos:
+            self.redis.zrem(self.key, *trade_nos)
+
+    def take_expired(self, now_ms: int) -> list[str]:
+        """Remove and return every order whose lease expired by ``now_ms``.
+
+        One MULTI: a lease renewed meanwhile has a deadline past ``now_ms`` (every
+        renewal is counted from a later server time), so it is neither read nor removed.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrangebyscore(self.key, "-inf", now_ms)
+        pipe.zremrangebyscore(self.key, "-inf", now_ms)
+        expired, _ = pipe.execute()
+        return [str(t) for t in expired]
+
+    def restore(self, trade_nos: Sequence[str], now_ms: int) -> None:
+        """Put back expired leases the caller took but could not act on (the next pass
+        takes them again); a lease renewed meanwhile is left as it is."""
+        if trade_nos:
+            self.redis.zadd(self.key, dict.fromkeys(trade_nos, now_ms), nx=True)
+
+    def now_ms(self) -> int:
+        seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+
+class Lease:
+    """One task's lease on its orders: renewed by a thread while the ``with`` block runs.
+
+    On a normal exit every order is released: claimed, or handed on in a message (which
+    is leased again by the worker that receives it). On an exception none is: they
+    expire, and the pass publishes the ones still QUEUED.
+    """
+
+    def __init__(self, leases: Leases, trade_nos: Sequence[str]) -> None:
+        self.leases = leases
+        self.trade_nos = list(trade_nos)
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="submit-lease", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._renewer.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._renewer.join()
+        if exc_type is None:
+            self.leases.release(self.trade_nos)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.leases.renew_every):
+            try:
+                self.leases.extend(dict.fromkeys(self.trade_nos, 0.0), only_held=True)
+            except redis.RedisError as exc:
+                # Expired meanwhile, they are published again: harmless, the claim decides.
+                log.warning("submit lease not renewed: %s", type(exc).__name__)
