@@ -54,7 +54,7 @@ class Report:
 def sample_payouts(n: int) -> tuple[list[Payout], float]:
     """``n`` valid payouts, the four markets in turn, and the seconds validation took."""
     from schemas import validate_rows
-    from worker.samples import sample_rows
+    from worker.dev.samples import sample_rows
 
     per_market = -(-n // len(MARKETS))
     payouts: list[Payout] = []
@@ -134,9 +134,9 @@ def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
 
     from worker.db.migrate import upgrade
     from worker.db.pool import open_pool
+    from worker.dev.postgres_server import PostgresServer
     from worker.ledger import new_batch_id
     from worker.pgledger import PgLedger
-    from worker.postgres_server import PostgresServer
     from worker.states import State
 
     report = Report()

@@ -18,8 +18,8 @@ from schemas import Payout, validate_rows
 from worker import pgledger
 from worker.db import migrate
 from worker.db.pool import open_pool
+from worker.dev.samples import sample_rows
 from worker.pgledger import PgLedger
-from worker.samples import sample_rows
 from worker.states import FINAL_STATES, TRANSITIONS, Outcome, State
 from worker.vexora import ProviderReport
 
