@@ -33,7 +33,7 @@ task_soft_time_limit = int(_settings.task_time_limit) - 10
 # longer, as it bounds how long such a message waits. Orders of a dead submit task are
 # taken up sooner, through their leases (worker.leases). Celery reads it in both places.
 _visibility = {"visibility_timeout": int(MAX_DELAY + 2 * task_time_limit + 60)}
-broker_transport_options = _visibility
+broker_transport_options = {**_visibility, "queue_order_strategy": "worker.publish:ResubmitFirst"}
 result_backend_transport_options = _visibility
 broker_connection_retry_on_startup = True
 # A task's publishes ride through a Redis restart of a few seconds (retry.py).

@@ -1,4 +1,4 @@
-"""Submit leases: which QUEUED orders a worker holds in a submit message, and until when.
+"""Leases: which QUEUED orders a worker holds in a submit message, and until when.
 
 A submit message carries up to 100 tradeNos. When a worker receives it, their lease is
 recorded (worker.app; for a message with a countdown, until it is due), by the Redis
@@ -10,6 +10,8 @@ expired: the reconcile pass publishes the ones still QUEUED again, however long 
 submit queues are. The broker alone would give the dead worker's messages back only
 after their visibility timeout. A task that fails leaves its leases to expire the same
 way. Orders in a message still waiting in a queue have no lease: they are not lost.
+A lookup task holds its orders the same way, as it may put some back to QUEUED and
+publishes them only when it is done.
 
 Publishing an order whose task is in fact alive (a renewal came late) is harmless: the
 claim (QUEUED -> SUBMITTING) lets exactly one delivery send it. Claimed orders are not

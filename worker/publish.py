@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kombu.utils.scheduling import round_robin_cycle
+
 from worker.app import app
 
 SUBMIT_TASK = "disburse.submit"
@@ -16,13 +18,23 @@ LOOKUP_CHUNK = 50
 # First submissions wait their turn in ``submit``, in row order. Every order a task
 # took up before (the rest of a chunk handed on, a retry, an order whose task died, one
 # the provider has no record of) goes to ``resubmit``, which every worker consumes
-# beside it: the broker serves a worker's queues in turn, so such an order never waits
-# behind a big batch still queued. Smaller chunks there: a task works through its chunk
-# at its share of the rate limit, and a short chunk is done before its budget runs out,
-# by several workers at once.
+# first (ResubmitFirst), so such an order never waits behind a big batch still queued.
+# Its inflow is bounded by what the workers took up, so ``submit`` is never starved.
+# Smaller chunks there: a task works through its chunk at its share of the rate limit,
+# and a short chunk is done before its budget runs out, by several workers at once.
 SUBMIT_QUEUE = "submit"
 RESUBMIT_QUEUE = "resubmit"
 RESUBMIT_CHUNK = 25
+
+
+class ResubmitFirst(round_robin_cycle):
+    """The order a worker names its queues in when it waits on the Redis broker
+    (celeryconfig's ``queue_order_strategy``): ``resubmit`` first, then the others in
+    turn, so that a reconcile pass is not starved either. RabbitMQ serves a worker's
+    queues in turn."""
+
+    def consume(self, n: int) -> list[str]:
+        return sorted(super().consume(n), key=lambda queue: queue != RESUBMIT_QUEUE)
 
 
 def chunks(items: Sequence[str], size: int) -> list[list[str]]:
