@@ -36,7 +36,7 @@ task_soft_time_limit = int(_settings.task_time_limit) - 10
 
 # Celery reads the visibility timeout in both places.
 _visibility = {"visibility_timeout": _settings.visibility_timeout}
-broker_transport_options = _visibility
+broker_transport_options = {**_visibility, "queue_order_strategy": "worker.publish:ResubmitFirst"}
 result_backend_transport_options = _visibility
 broker_connection_retry_on_startup = True
 # A task's publishes ride through a Redis restart of a few seconds (retry.py).

@@ -23,9 +23,12 @@ def reconcile_pass() -> str:
 # marker only until it expires, and the next pass asks again.
 @app.task(name=LOOKUP_TASK)
 def lookup_orders(trade_nos: list[str]) -> dict[str, int]:
-    report = runtime.reconciler().lookup_many(trade_nos, budget=get_settings().submit_budget)
-    # Still marked as having a lookup outstanding: the pass leaves them to this message.
-    publish_lookups(report.leftover)
+    # Leased while this runs: an order put back to QUEUED is published when the lookups
+    # are done; should the task die first, the pass publishes it once the lease expires.
+    with runtime.leases().take(trade_nos):
+        report = runtime.reconciler().lookup_many(trade_nos, budget=get_settings().submit_budget)
+        # Still marked as having a lookup outstanding: the pass leaves them to this message.
+        publish_lookups(report.leftover)
     summary = report.as_dict()
     if report.errors or report.review or report.discrepancies:
         log.warning("lookups: %s", summary)

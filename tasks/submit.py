@@ -8,7 +8,6 @@ from celery.exceptions import Reject
 from worker import runtime
 from worker.app import app
 from worker.config import get_settings
-from worker.leases import Leases
 from worker.publish import publish_resubmissions
 from worker.queues import SUBMIT_TASK
 from worker.retry import QUERY_DELAY
@@ -16,9 +15,8 @@ from worker.retry import QUERY_DELAY
 
 @app.task(name=SUBMIT_TASK)
 def submit_orders(trade_nos: list[str]) -> dict[str, int]:
-    settings = get_settings()
     try:
-        lease = Leases(runtime.redis_client(), prefix=settings.key_prefix).take(trade_nos)
+        lease = runtime.leases().take(trade_nos)
     except redis.RedisError as exc:
         # Nothing done, and nothing says this task has the orders: the message goes back
         # to its queue (if Redis is still away, the broker redelivers it after the
@@ -27,7 +25,7 @@ def submit_orders(trade_nos: list[str]) -> dict[str, int]:
     # Leased while this runs: if the task dies or fails, the orders it has not handed on
     # are published again by the reconcile pass once the lease expires.
     with lease:
-        report = runtime.submitter().run(trade_nos, budget=settings.submit_budget)
+        report = runtime.submitter().run(trade_nos, budget=get_settings().submit_budget)
         publish_resubmissions(report.leftover)
         for trade_no, delay in report.retry:
             publish_resubmissions([trade_no], countdown=delay)

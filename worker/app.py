@@ -81,15 +81,12 @@ def _lease_received_submission(request: Any = None, **_: Any) -> None:
     from celery.utils.time import maybe_iso8601
 
     from worker import runtime
-    from worker.config import get_settings
-    from worker.leases import Leases
     from worker.queues import SUBMIT_TASK
 
     if request is None or request.name != SUBMIT_TASK:
         return
-    leases = Leases(runtime.redis_client(), prefix=get_settings().key_prefix)
     try:
-        leases.received(request.args[0], due=maybe_iso8601(request.eta))
+        runtime.leases().received(request.args[0], due=maybe_iso8601(request.eta))
     except redis.RedisError as exc:
         logging.getLogger("worker.leases").warning(
             "submit lease not recorded on receipt: %s", type(exc).__name__

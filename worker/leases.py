@@ -1,4 +1,4 @@
-"""Submit leases: which QUEUED orders a worker holds in a submit message, and until when.
+"""Leases: which QUEUED orders a worker holds in a submit message, and until when.
 
 A submit message carries up to 100 tradeNos. When a worker receives it, their lease is
 recorded (worker.app; for a message with a countdown, until it is due), by the Redis
@@ -10,6 +10,8 @@ expired: the reconcile pass publishes the ones still QUEUED again, however long 
 submit queues are. The broker alone would give the dead worker's messages back only
 after their visibility timeout. A task that fails leaves its leases to expire the same
 way. Orders in a message still waiting in a queue have no lease: they are not lost.
+A lookup task holds its orders the same way, as it may put some back to QUEUED and
+publishes them only when it is done.
 
 Publishing an order whose task is in fact alive (a renewal came late) is harmless: the
 claim (QUEUED -> SUBMITTING) lets exactly one delivery send it. Claimed orders are not
@@ -78,23 +80,15 @@ class Leases:
         if trade_nos:
             self.redis.zrem(self.key, *trade_nos)
 
-    def take_expired(self, now_ms: int) -> list[str]:
-        """Remove and return every order whose lease expired by ``now_ms``.
+    def expired(self, now_ms: int) -> list[str]:
+        """Every order whose lease expired by ``now_ms``."""
+        return [str(t) for t in self.redis.zrangebyscore(self.key, "-inf", now_ms)]
 
-        One MULTI: a lease renewed meanwhile has a deadline past ``now_ms`` (every
-        renewal is counted from a later server time), so it is neither read nor removed.
-        """
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zrangebyscore(self.key, "-inf", now_ms)
-        pipe.zremrangebyscore(self.key, "-inf", now_ms)
-        expired, _ = pipe.execute()
-        return [str(t) for t in expired]
-
-    def restore(self, trade_nos: Sequence[str], now_ms: int) -> None:
-        """Put back expired leases the caller took but could not act on (the next pass
-        takes them again); a lease renewed meanwhile is left as it is."""
-        if trade_nos:
-            self.redis.zadd(self.key, dict.fromkeys(trade_nos, now_ms), nx=True)
+    def forget_expired(self, now_ms: int) -> None:
+        """Remove the leases :meth:`expired` returned for the same ``now_ms``, once acted
+        on. A lease renewed or taken since has a deadline past ``now_ms`` (each is counted
+        from a later server time): it stays."""
+        self.redis.zremrangebyscore(self.key, "-inf", now_ms)
 
     def now_ms(self) -> int:
         seconds, micros = self.redis.time()

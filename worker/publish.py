@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kombu.utils.scheduling import round_robin_cycle
+
 from worker.app import app
 from worker.queues import LOOKUP_TASK, RESUBMIT_QUEUE, SUBMIT_QUEUE, SUBMIT_TASK
 
@@ -15,6 +17,16 @@ LOOKUP_CHUNK = 50
 # chunk at its share of the rate limit, and a short chunk is done before its budget
 # runs out, by several workers at once.
 RESUBMIT_CHUNK = 25
+
+
+class ResubmitFirst(round_robin_cycle):
+    """The order a worker names its queues in when it waits on the Redis broker
+    (celeryconfig's ``queue_order_strategy``): ``resubmit`` first, then the others in
+    turn, so that a reconcile pass is not starved either. RabbitMQ serves a worker's
+    queues in turn."""
+
+    def consume(self, n: int) -> list[str]:
+        return sorted(super().consume(n), key=lambda queue: queue != RESUBMIT_QUEUE)
 
 
 def chunks(items: Sequence[str], size: int) -> list[list[str]]:

@@ -12,8 +12,9 @@ RECONCILE_TASK = "disburse.reconcile"
 # First submissions wait their turn in ``submit``, in row order. Every order a task
 # took up before (the rest of a chunk handed on, a retry, an order whose task died, one
 # the provider has no record of) goes to ``resubmit``, which every worker consumes
-# beside it: the broker serves a worker's queues in turn, so such an order never waits
-# behind a big batch still queued.
+# first (worker.publish.ResubmitFirst), so such an order never waits behind a big batch
+# still queued. Its inflow is bounded by what the workers took up, so ``submit`` is
+# never starved.
 SUBMIT_QUEUE = "submit"
 RESUBMIT_QUEUE = "resubmit"
 # The reconcile pass and the lookups, which likewise never wait behind a big batch.

@@ -13,6 +13,7 @@ import redis
 from worker.config import Account, get_settings
 from worker.controls import Controls
 from worker.details import DetailsClient
+from worker.leases import Leases
 from worker.ledger import Ledger
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
@@ -45,6 +46,11 @@ def redis_client() -> redis.Redis:
 @cache
 def ledger() -> Ledger:
     return Ledger(redis_client(), prefix=get_settings().key_prefix)
+
+
+@cache
+def leases() -> Leases:
+    return Leases(redis_client(), prefix=get_settings().key_prefix)
 
 
 @cache
@@ -156,8 +162,9 @@ def reset() -> None:
     from worker.app import app
 
     get_settings.cache_clear()
-    for built in (redis_client, ledger, pause_switch, metrics, _vexora, details, _submit_metrics,
-                  _submitter, submitter, reconciler, producer, batch_controls):  # fmt: skip
+    for built in (redis_client, ledger, leases, pause_switch, metrics, _vexora, details,
+                  _submit_metrics, _submitter, submitter, reconciler, producer,
+                  batch_controls):  # fmt: skip
         built.cache_clear()
     app.config_from_object(importlib.reload(celeryconfig), force=True)
     if app._pool is not None:

@@ -5,9 +5,10 @@ ends SUCCEEDED, FAILED or REVIEW, with the provider's own final state.
 
 A real Redis server with AOF on, the sandbox over HTTP with its faults on (5xx,
 accept-then-hang, dropped and duplicated webhooks, a short-lived OAuth token), three
-real ``celery worker`` processes plus ``celery beat`` from the Procfile. 2,000 payouts
-across the four markets; while they are worked through, one worker is SIGKILLed every
-one to two seconds and started again, and Redis is restarted once. Then everything must
+real ``celery worker`` processes plus ``celery beat`` from the Procfile, with the
+settings a user gets. 2,000 payouts across the four markets; while they are worked
+through, one worker is SIGKILLed every one to two seconds and started again, and Redis
+is down for five seconds once. No worker may exit on its own. Then everything must
 settle and the ledger must agree with the sandbox and with itself.
 
 The run is driven by one seed, printed at the start; replay a failure with
@@ -35,6 +36,7 @@ import redis
 import worker
 from tests.integration.conftest import fast_sandbox, running_cluster
 from worker import runtime
+from worker.config import Settings
 from worker.dev.cluster import LocalCluster
 from worker.dev.samples import sample_rows
 from worker.ledger import Ledger, Order
@@ -45,19 +47,32 @@ pytestmark = pytest.mark.chaos
 SEED = int(os.environ.get("CHAOS_SEED") or 20250607)
 MARKETS = ("ID", "AR", "JP", "KH")
 PER_MARKET = 500
-CHAOS_SECONDS = 60.0  # SIGKILLs (and the Redis restart) for this long
-SETTLE_TIMEOUT = 140.0  # then everything must be final (or REVIEW) within this
+CHAOS_SECONDS = 60.0  # SIGKILLs (and the Redis outage) for this long
+REDIS_DOWN = 5.0  # seconds Redis is away, once, mid-way
+# Then everything must be final (or REVIEW) within this: a claim lost to the last kill
+# is looked up after the claim lease (72.5 s here) and the next pass (30 s), and may be
+# resubmitted and looked up again; the slowest recovery path with the defaults.
+SETTLE_TIMEOUT = 300.0
 WORKERS = 3
 
-# Small timeouts and budgets so that stale claims recover within a minute
-# (Settings.claim_lease = budget + connect + read + 40 s) and passes come often.
+# The settings a user gets (Settings' defaults: the cluster's own test settings are
+# undone here), except these, each scaled with the sandbox, not with our recovery:
+_USER = Settings()
 ENV = {
+    "SUBMIT_BUDGET": str(_USER.submit_budget),
+    "RECONCILE_EVERY": str(_USER.reconcile_every),
+    "SWEEP_AFTER": str(_USER.sweep_after),
+    "REVIEW_AFTER": str(_USER.review_after),
+    # The sandbox answers on loopback in milliseconds, and its accept-then-hang fault
+    # (hang_seconds) must outlast the read timeout to leave an outcome unknown: 1.5 s is
+    # as long against its latency as the default 15 s against a real provider's.
     "HTTP_CONNECT_TIMEOUT": "1",
     "HTTP_READ_TIMEOUT": "1.5",
-    "SUBMIT_BUDGET": "3",
-    "RECONCILE_EVERY": "2",
-    "RECONCILE_AFTER": "3",
-    "SWEEP_AFTER": "8",
+    # The sandbox settles a payout within a second and retries a webhook after a
+    # fraction of one (its schedule scaled by 0.02): 5 s is as long against that as the
+    # default 60 s against a real provider's.
+    "RECONCILE_AFTER": "5",
+    # The provider account's limits, not timers of ours: 2,000 payouts in about 35 s.
     "VEXORA_RATE_LIMIT": "60/s",
     "DETAILS_RATE_LIMIT": "100/s",
 }
@@ -102,6 +117,10 @@ def sandbox_config() -> Any:
         drop_webhook_ratio=0.05,
         duplicate_webhook_ratio=0.10,
         token_lifetime=5.0,  # the details API's token expires many times in a run
+        # Issue 11 items 2 and 3 (the sandbox knobs come with that change) go here:
+        # - a POST answered 5xx before the provider stores it, and the status query
+        #   then answering with an undocumented error code;
+        # - a repeated tradeNo answered with the top-level code 8000.
     )
 
 
@@ -120,26 +139,44 @@ def progress(ledger: Ledger) -> str:
     return " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
 
 
-def unleash(cluster: LocalCluster, rng: random.Random, ledger: Ledger) -> dict[str, int]:
-    """SIGKILL a worker every 1-2 s and start it again; restart Redis once, mid-way."""
+def unleash(cluster: LocalCluster, rng: random.Random, ledger: Ledger) -> dict[str, Any]:
+    """SIGKILL a worker every 1-2 s and start it again; take Redis away once, mid-way.
+
+    A worker found exited before its turn to be killed died on its own (of the Redis
+    outage): that is recorded, and it is started again so the run goes on.
+    """
     start = time.monotonic()
     restart_at = start + CHAOS_SECONDS * rng.uniform(0.35, 0.65)
     kills = restarts = 0
+    died: list[str] = []
     next_report = start + 10
     while time.monotonic() - start < CHAOS_SECONDS:
         time.sleep(rng.uniform(1.0, 2.0))
+        died += [f"worker{i} ({code})" for i, code in sorted(worker_exits(cluster).items())]
         index = rng.randrange(cluster.worker_count)
         cluster.kill_worker(index)
         cluster.start_worker(index)
         kills += 1
         if not restarts and time.monotonic() >= restart_at:
-            say(f"restarting Redis at {time.monotonic() - start:.0f} s")
-            cluster.redis.restart()
+            say(f"Redis down for {REDIS_DOWN:g} s at {time.monotonic() - start:.0f} s")
+            cluster.restart_redis(down_for=REDIS_DOWN)
             restarts += 1
         if time.monotonic() >= next_report:
             say(f"{time.monotonic() - start:.0f} s, {kills} kills: {progress(ledger)}")
             next_report += 10
-    return {"kills": kills, "redis_restarts": restarts}
+    return {"kills": kills, "redis_restarts": restarts, "died_on_their_own": died}
+
+
+def worker_exits(cluster: LocalCluster) -> dict[int, int | None]:
+    """Workers that exited without being killed; each is started again."""
+    exited = {
+        i: w.returncode
+        for i, w in enumerate(cluster.workers)
+        if w is not None and w.poll() is not None
+    }
+    for index in exited:
+        cluster.start_worker(index)
+    return exited
 
 
 def wait_settled(ledger: Ledger, batch_ids: list[str], timeout: float) -> None:
@@ -282,20 +319,17 @@ def recovery_paths(ledger: Ledger, orders: list[Order]) -> Counter[str]:
     return paths
 
 
-def assert_processes_alive(cluster: LocalCluster) -> None:
-    """Workers and beat survived the Redis restart (a worker that exited is a bug)."""
-    processes = [(f"worker{i}", w) for i, w in enumerate(cluster.workers)]
-    processes += [(f"beat{i}", b) for i, b in enumerate(cluster.beats)]
-    processes += [("web", cluster.web)]
-    exited = {
-        name: None if p is None else p.returncode
-        for name, p in processes
-        if p is None or p.poll() is not None
-    }
-    assert exited == {}, f"processes exited during the run: {exited}"
+def republished_of_dead_tasks(cluster: LocalCluster) -> int:
+    """Orders the reconcile passes published again because their submit task died."""
+    found = 0
+    for log in cluster.log_dir.glob("worker*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "whose submit task died" in line and '"worker.reconcile"' in line:
+                found += int(line.split("republished ", 1)[1].split(" ", 1)[0])
+    return found
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(720)
 def test_sigkills_redis_restart_and_provider_faults_never_pay_twice_or_lose_a_payout() -> None:
     say(f"replay with CHAOS_SEED={SEED}")
     rng = random.Random(SEED)
@@ -319,7 +353,8 @@ def test_sigkills_redis_restart_and_provider_faults_never_pay_twice_or_lose_a_pa
             say(f"settled after {time.monotonic() - started:.0f} s")
 
             assert chaos["redis_restarts"] == 1 and chaos["kills"] >= CHAOS_SECONDS / 2.5
-            assert_processes_alive(cluster)
+            assert chaos["died_on_their_own"] == [], "workers exited on the Redis outage"
+            assert cluster.exited() == {}, "processes exited during the run"
             paid = assert_paid_at_most_once(cluster)
             by_batch = all_orders(ledger, batch_ids)
             orders = [o for batch in by_batch.values() for o in batch]
@@ -332,6 +367,11 @@ def test_sigkills_redis_restart_and_provider_faults_never_pay_twice_or_lose_a_pa
                 + paths["claim lost after the POST: provider's state taken"]
                 > 0
             ), "no claim was ever recovered: the kills missed every POST"
+            # Orders a killed worker had not claimed yet came back through their leases
+            # (the sweeper waits for empty queues and SWEEP_AFTER, 300 s).
+            republished = republished_of_dead_tasks(cluster)
+            say(f"orders of killed submit tasks published again: {republished}")
+            assert republished > 0, "no killed submit task left an order to republish"
 
             stats = cluster.sandbox.stats()
             # The faults did happen (otherwise this test proves nothing).

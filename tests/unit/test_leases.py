@@ -43,40 +43,41 @@ def test_a_received_message_is_leased_until_its_countdown_is_over(leases: Leases
 def test_a_task_that_fails_leaves_its_leases_to_expire(leases: Leases) -> None:
     with pytest.raises(RuntimeError), leases.take(["a", "b"]):
         raise RuntimeError("the task failed")
-    assert leases.take_expired(leases.now_ms()) == []
-    assert sorted(leases.take_expired(leases.now_ms() + 10_001)) == ["a", "b"]
+    assert leases.expired(leases.now_ms()) == []
+    assert sorted(leases.expired(leases.now_ms() + 10_001)) == ["a", "b"]
 
 
 def test_a_live_task_keeps_renewing(real_redis: redis.Redis) -> None:
     leases = Leases(real_redis, prefix="t", ttl=0.5, renew_every=0.05)
     with leases.take(["a"]):
         time.sleep(1.5)  # three TTLs
-        assert leases.take_expired(leases.now_ms()) == []
+        assert leases.expired(leases.now_ms()) == []
     assert deadlines(leases) == {}
 
 
 def test_a_dead_task_stops_renewing(leases: Leases) -> None:
     leases.take(["a", "b"])  # its task never got to run the block: killed
-    assert leases.take_expired(leases.now_ms()) == []
-    assert sorted(leases.take_expired(leases.now_ms() + 10_001)) == ["a", "b"]
-    assert deadlines(leases) == {}  # taken: the next pass does not see them again
+    assert leases.expired(leases.now_ms()) == []
+    later = leases.now_ms() + 10_001
+    assert sorted(leases.expired(later)) == ["a", "b"]
+    leases.forget_expired(later)  # acted on: the next pass does not see them again
+    assert deadlines(leases) == {}
 
 
-def test_renewal_does_not_lease_again_what_the_pass_took_back(leases: Leases) -> None:
+def test_renewal_does_not_lease_again_what_the_pass_dropped(leases: Leases) -> None:
     leases.take(["a", "b"])
-    leases.redis.zadd(leases.key, {"a": 0})  # expired; the pass takes it
-    assert leases.take_expired(leases.now_ms()) == ["a"]
+    leases.redis.zadd(leases.key, {"a": 0})  # expired
+    leases.forget_expired(leases.now_ms())
     leases.extend({"a": 0.0, "b": 0.0}, only_held=True)
     assert list(deadlines(leases)) == ["b"]
 
 
-def test_only_expired_leases_are_taken_and_a_restored_one_is_taken_again(
+def test_a_lease_taken_after_the_pass_read_the_expired_ones_is_not_forgotten(
     leases: Leases,
 ) -> None:
-    leases.take(["live"])
-    leases.redis.zadd(leases.key, {"dead": 1})
+    leases.redis.zadd(leases.key, {"dead": 1, "again": 1})
     now = leases.now_ms()
-    assert leases.take_expired(now) == ["dead"]
-    leases.restore(["dead", "live"], now)  # "live" was never taken: left as it is
-    assert deadlines(leases)["live"] > now
-    assert leases.take_expired(now) == ["dead"]
+    assert sorted(leases.expired(now)) == ["again", "dead"]
+    leases.take(["again"])  # a worker received a message with it meanwhile
+    leases.forget_expired(now)
+    assert list(deadlines(leases)) == ["again"]

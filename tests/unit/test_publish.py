@@ -13,6 +13,7 @@ from worker.dev.redis_server import free_port
 from worker.publish import (
     CHUNK,
     RESUBMIT_CHUNK,
+    ResubmitFirst,
     publish_resubmissions,
     publish_submissions,
     submit_queue_length,
@@ -55,3 +56,13 @@ def test_resubmissions_go_to_their_own_queue_and_count_as_waiting(broker: redis.
     bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
     assert sorted(t for args, _, _ in bodies for t in args[0]) == again
     assert submit_queue_length() == 3
+
+
+def test_a_worker_waits_on_resubmit_first_and_on_the_others_in_turn() -> None:
+    cycle = ResubmitFirst()
+    cycle.update(["submit", "resubmit", "reconcile"])
+    assert cycle.consume(3) == ["resubmit", "submit", "reconcile"]
+    cycle.rotate("submit")  # a message came from submit: reconcile is next after resubmit
+    assert cycle.consume(3) == ["resubmit", "reconcile", "submit"]
+    cycle.rotate("resubmit")
+    assert cycle.consume(3)[0] == "resubmit"

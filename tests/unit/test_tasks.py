@@ -13,6 +13,7 @@ import redis
 from celery.exceptions import Reject
 from celery.signals import task_received
 
+from tasks.reconcile import lookup_orders
 from tasks.submit import submit_orders
 from worker import runtime
 from worker.config import get_settings
@@ -138,3 +139,19 @@ def test_a_submit_task_that_cannot_record_its_lease_gives_its_message_back(
         submit_orders(["a" * 32])
     assert rejected.value.requeue is True
     assert stub.ran == []  # nothing was done
+
+
+class FailingReconciler:
+    def lookup_many(self, trade_nos: list[str], budget: float) -> None:
+        raise redis.ConnectionError("Redis went away for good")
+
+
+def test_a_lookup_task_that_dies_leaves_its_orders_to_the_reconcile_pass(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup puts orders the provider has no record of back to QUEUED and publishes
+    them at its end: leased meanwhile, so none is stranded if it dies before that."""
+    monkeypatch.setattr(runtime, "reconciler", FailingReconciler)
+    with pytest.raises(redis.ConnectionError):
+        lookup_orders(["a" * 32])
+    assert list(leased()) == ["a" * 32]
