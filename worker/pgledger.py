@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from worker.ledger import BatchSummary, Order, Transition, new_trade_no
-from worker.redact import mask_value
+from worker.redact import mask_personal
 from worker.states import ALLOWED_FROM, FINAL_STATES, Outcome, State
 
 if TYPE_CHECKING:
@@ -169,13 +169,6 @@ def _at(ms: int) -> datetime:
     return _EPOCH + ms * _MS
 
 
-def _masked(fields: Mapping[str, str]) -> dict[str, str]:
-    """The fields for display, by the one masking rule (worker/redact.py): account and
-    phone numbers (any run of digits long enough to be one) keep their last 4 digits."""
-    masked: dict[str, str] = mask_value(dict(fields))
-    return masked
-
-
 def _order(row: Sequence[Any]) -> Order:
     (
         trade_no, batch_id, market, currency, amount, reference, state, created_at,
@@ -261,7 +254,7 @@ class PgLedger:
                             payout.amount,
                             payout.reference,
                             json.dumps(payout.fields, ensure_ascii=False),
-                            json.dumps(_masked(payout.fields), ensure_ascii=False),
+                            json.dumps(mask_personal(payout.fields), ensure_ascii=False),
                         )
                     )
             cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})

@@ -28,6 +28,7 @@ The rule is idempotent: masked text masks to itself.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["MASK", "mask_digits", "mask_text", "mask_value", "redact"]
@@ -91,3 +92,28 @@ def redact(text: Any, limit: int = MAX_PROVIDER_TEXT) -> str:
     """
     value = mask_text(str(text))
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+# A payout's fields that say nothing about the person paid.
+_NOT_PERSONAL = frozenset({"amount", "currency", "bankCode", "channelCode", "wayCode", "notifyUrl"})
+
+
+def mask_personal(fields: Mapping[str, str]) -> dict[str, str]:
+    """A payout's fields for display, kept after its payload is erased.
+
+    Account and phone numbers keep their last 4 digits (:func:`mask_digits`); every
+    other personal value (names, emails, user ids) keeps its first character only, and
+    an email its domain. Amount, currency and the bank or channel codes stay as they are.
+    """
+    masked: dict[str, str] = {}
+    for key, value in fields.items():
+        if key in _NOT_PERSONAL:
+            masked[key] = value
+        elif _DIGITS.search(value):
+            masked[key] = mask_digits(value)
+        elif "@" in value:
+            local, _, domain = value.rpartition("@")
+            masked[key] = f"{local[:1]}{MASK}@{domain}"
+        else:
+            masked[key] = f"{value[:1]}{MASK}" if value else value
+    return masked

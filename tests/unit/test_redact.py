@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from worker.redact import MASK, mask_digits, mask_text, mask_value, redact
+from worker.redact import MASK, mask_digits, mask_personal, mask_text, mask_value, redact
 
 TRADE_NO = "39fa354542824ee789faf526f27c024f"
 FULL_WIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
@@ -140,3 +140,30 @@ def test_masking_is_idempotent(text: str) -> None:
     once = mask_text(text)
     assert mask_text(once) == once
     assert redact(redact(text)) == redact(text)
+
+
+def test_a_payouts_personal_fields_are_masked_for_display() -> None:
+    fields = {
+        "amount": "100000",
+        "bankCode": "0002",
+        "bankAccountNo": "5464438554636",
+        "mobile": "6281245907765",
+        "customerName": "Jack Smith",
+        "email": "jack.smith@example.com",
+        "userId": "u-77",
+        "notifyUrl": "https://payouts.example.com/notify",
+    }
+    masked = mask_personal(fields)
+    assert masked == {
+        "amount": "100000",
+        "bankCode": "0002",
+        "bankAccountNo": "*********4636",
+        "mobile": "*********7765",
+        "customerName": "J***",
+        "email": "j***@example.com",
+        "userId": "u***",
+        "notifyUrl": "https://payouts.example.com/notify",
+    }
+    shown = " ".join(masked.values())
+    for secret in ("5464438554636", "6281245907765", "Jack", "Smith", "jack.smith"):
+        assert secret not in shown
