@@ -72,13 +72,13 @@ def sample_payouts(n: int) -> tuple[list[Payout], float]:
 def python_part(payouts: Sequence[Payout]) -> float:
     """Seconds for what ``create_orders`` computes per row before the COPY sends it."""
     from worker.ledger import new_trade_no
-    from worker.pgledger import _masked
+    from worker.redact import mask_personal
 
     started = time.perf_counter()
     for payout in payouts:
         new_trade_no()
         json.dumps(payout.fields, ensure_ascii=False)
-        json.dumps(_masked(payout.fields), ensure_ascii=False)
+        json.dumps(mask_personal(payout.fields), ensure_ascii=False)
     return time.perf_counter() - started
 
 
