@@ -125,3 +125,14 @@ def test_settings_built_in_code_derive_their_accounts_from_their_own_values() ->
     assert Settings().account("KH").merchant_no == "M-SANDBOX"
     with pytest.raises(ValueError, match="no provider account for market 'XX'"):
         Settings().account("XX")
+
+
+def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
+    default = load_settings({})
+    assert default.lookup_budget == default.submit_budget == 30.0
+    settings = load_settings({"LOOKUP_BUDGET": "120", "SUBMIT_BUDGET": "20"})
+    assert (settings.lookup_budget, settings.submit_budget) == (120.0, 20.0)
+    assert settings.task_time_limit > 120.0 + sum(settings.timeouts)
+    assert settings.claim_lease > settings.task_time_limit
+    with pytest.raises(ConfigError, match=r"^LOOKUP_BUDGET=.* is not a number"):
+        load_settings({"LOOKUP_BUDGET": "soon"})
