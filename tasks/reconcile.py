@@ -1,16 +1,28 @@
-"""The reconcile beat task and the lookup task: thin; the work is in worker.reconcile."""
+"""The reconcile beat task and the lookup task: thin; the work is in worker.reconcile
+(the pass) and worker.lookup (the lookups)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
 from worker import runtime
 from worker.app import app
 from worker.config import get_settings
-from worker.publish import publish_lookups
+from worker.inflight import InFlightLookups
+from worker.leases import Leases
+from worker.lookup import LookupReport
+from worker.metrics import Metrics
 from worker.queues import LOOKUP_TASK, RECONCILE_TASK
 
 log = logging.getLogger(__name__)
+
+
+class LooksUp(Protocol):
+    """Lookups (worker.lookup)."""
+
+    def run(self, trade_nos: Sequence[str], budget: float) -> LookupReport: ...
 
 
 @app.task(name=RECONCILE_TASK)
@@ -23,12 +35,35 @@ def reconcile_pass() -> str:
 # marker only until it expires, and the next pass asks again.
 @app.task(name=LOOKUP_TASK)
 def lookup_orders(trade_nos: list[str]) -> dict[str, int]:
+    return lookup_chunk(
+        trade_nos,
+        runtime.lookups(),
+        runtime.leases(),
+        runtime.in_flight(),
+        runtime.metrics(),
+        budget=get_settings().lookup_budget,
+    )
+
+
+def lookup_chunk(
+    trade_nos: list[str],
+    lookups: LooksUp,
+    leases: Leases,
+    in_flight: InFlightLookups,
+    metrics: Metrics,
+    *,
+    budget: float,
+) -> dict[str, int]:
+    """The lookup task's work, its dependencies passed in."""
     # Leased while this runs: an order put back to QUEUED is published when the lookups
     # are done; should the task die first, the pass publishes it once the lease expires.
-    with runtime.leases().take(trade_nos):
-        report = runtime.reconciler().lookup_many(trade_nos, budget=get_settings().submit_budget)
-        # Still marked as having a lookup outstanding: the pass leaves them to this message.
-        publish_lookups(report.leftover)
+    try:
+        with leases.take(trade_nos):
+            report = lookups.run(trade_nos, budget=budget)
+            # Still marked as having a lookup outstanding: the pass leaves them to this message.
+            in_flight.publish_marked(report.leftover)
+    finally:
+        metrics.flush()  # e.g. a token refresh, counted by the details client
     summary = report.as_dict()
     if report.errors or report.review or report.discrepancies:
         log.warning("lookups: %s", summary)

@@ -2,21 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import redis
 from celery.exceptions import Reject
 
 from worker import runtime
 from worker.app import app
 from worker.config import get_settings
+from worker.inflight import InFlightLookups
+from worker.leases import Leases
 from worker.publish import publish_resubmissions
 from worker.queues import SUBMIT_TASK
 from worker.retry import QUERY_DELAY
+from worker.submit import ChunkReport
+
+
+class Submits(Protocol):
+    """A Submitter, or MarketSubmitters (worker.submit)."""
+
+    def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport: ...
 
 
 @app.task(name=SUBMIT_TASK)
 def submit_orders(trade_nos: list[str]) -> dict[str, int]:
+    return submit_chunk(
+        trade_nos,
+        runtime.submitter(),
+        runtime.leases(),
+        runtime.in_flight(),
+        budget=get_settings().submit_budget,
+    )
+
+
+def submit_chunk(
+    trade_nos: list[str],
+    submitter: Submits,
+    leases: Leases,
+    in_flight: InFlightLookups,
+    *,
+    budget: float,
+) -> dict[str, int]:
+    """The submit task's work, its dependencies passed in."""
     try:
-        lease = runtime.leases().take(trade_nos)
+        lease = leases.take(trade_nos)
     except redis.RedisError as exc:
         # Nothing done, and nothing says this task has the orders: the message goes back
         # to its queue (if Redis is still away, the broker redelivers it after the
@@ -25,10 +55,10 @@ def submit_orders(trade_nos: list[str]) -> dict[str, int]:
     # Leased while this runs: if the task dies or fails, the orders it has not handed on
     # are published again by the reconcile pass once the lease expires.
     with lease:
-        report = runtime.submitter().run(trade_nos, budget=get_settings().submit_budget)
+        report = submitter.run(trade_nos, budget=budget)
         publish_resubmissions(report.leftover)
         for trade_no, delay in report.retry:
             publish_resubmissions([trade_no], countdown=delay)
-        # Through the reconciler: marked as outstanding, so a pass does not ask twice.
-        runtime.reconciler().request_lookups(report.query, countdown=QUERY_DELAY)
+        # Marked as outstanding, so a reconcile pass does not ask twice.
+        in_flight.request_lookups(report.query, countdown=QUERY_DELAY)
     return {"done": report.done, "retry": len(report.retry), "query": len(report.query)}

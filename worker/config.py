@@ -121,6 +121,7 @@ class Settings:
     reconcile_after: float = 60.0
     review_after: float = 86400.0
     sweep_after: float = 300.0
+    lookup_budget: float = 30.0  # as submit_budget, for a lookup task (LOOKUP_BUDGET)
 
     @cached_property
     def accounts(self) -> tuple[Account, ...]:
@@ -181,8 +182,8 @@ class Settings:
 
     @property
     def task_time_limit(self) -> float:
-        """Hard limit for any task: its budget, one more HTTP call, and margin."""
-        return self.submit_budget + self.connect_timeout + self.read_timeout + 30.0
+        """Hard limit for any task: the longer budget, one more HTTP call, and margin."""
+        return max(self.submit_budget, self.lookup_budget) + sum(self.timeouts) + 30.0
 
     @property
     def claim_lease(self) -> float:
@@ -299,6 +300,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_after=_float(env, "RECONCILE_AFTER", d.reconcile_after),
         review_after=_float(env, "REVIEW_AFTER", d.review_after),
         sweep_after=_float(env, "SWEEP_AFTER", d.sweep_after),
+        lookup_budget=_float(env, "LOOKUP_BUDGET", d.lookup_budget),
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings

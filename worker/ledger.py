@@ -69,7 +69,7 @@ class Order:
     reason: str | None = None
     discrepancy: str | None = None
     # When a lookup first showed no record of the payout's latest POST (Redis server ms),
-    # and how often it was resubmitted for that: see Reconciler._not_found.
+    # and how often it was resubmitted for that: see Lookups._not_found.
     unseen_ms: int | None = None
     resubmits: int = 0
     # Kept by the PostgreSQL ledger (worker/pgledger.py) only.
@@ -130,9 +130,14 @@ class BatchSummary:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
+    def settled_count(self) -> int:
+        """Orders no longer on their way: final, or in REVIEW."""
+        return sum(n for s, n in self.counts.items() if s in SETTLED_STATES)
+
+    @property
     def settled(self) -> bool:
         """True when no order is still on its way (every one final or in REVIEW)."""
-        return sum(n for s, n in self.counts.items() if s in SETTLED_STATES) == self.total
+        return self.settled_count == self.total
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -328,6 +333,14 @@ class Ledger:
         """When the order entered ``state`` (if it is in that indexed state now)."""
         score = self.redis.zscore(self.state_key(state), trade_no)
         return int(score) if score is not None else None
+
+    def stale_claim(self, trade_no: str, lease: float) -> bool:
+        """True when the order is SUBMITTING and was claimed more than ``lease`` s ago:
+        its worker is certainly gone (killed at its time limit, if not before)."""
+        claimed = self.entered_ms(trade_no, State.SUBMITTING)
+        if claimed is None:
+            return False
+        return self.now_ms() - claimed > lease * 1000
 
     def state_counts(self) -> dict[State, int]:
         """Orders per state across every batch, kept by the same scripts that move them."""

@@ -7,9 +7,10 @@ the hash, and the ledger's own counts, into Prometheus metrics with
 :meth:`Metrics.collector` on every scrape.
 
 Submit workers record several values per payout; writing each at once cost a fifth
-of a payout's time. They use ``flush_every=1.0``: values add up in the process and
-go to Redis in one round trip at most once a second (and on :meth:`Metrics.flush`
-at the end of every task), so a scrape may lag by that second, and a killed worker
+of a payout's time. So each process has one ``Metrics`` (worker.runtime) with
+``flush_every=1.0``: values add up in the process and go to Redis in one round trip
+at most once a second, and on :meth:`Metrics.flush` at the end of every task and
+after every webhook answer. A scrape may lag by that second, and a killed worker
 loses at most its last second of metrics, never a payout.
 
 The recording methods never raise into the caller: a metric is not worth failing a

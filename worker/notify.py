@@ -119,14 +119,14 @@ class NotifyApp:
             ledger = runtime.ledger()
         if publish_lookups is None:
             # Marked as outstanding, so a reconcile pass does not ask twice.
-            publish_lookups = runtime.reconciler().request_lookups
+            publish_lookups = runtime.in_flight().request_lookups
         webhooks = WebhookHandler(
             ledger,
             secrets=tuple(account.app_secret for account in settings.accounts),
             request_lookups=publish_lookups,
             allow_unsigned=settings.allow_unsigned_webhooks,
         )
-        metrics = metrics or Metrics(ledger.redis, prefix=ledger.prefix)
+        metrics = metrics or runtime.metrics()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics.collector(ledger))
         paths = notify_paths(settings.notify_url)
@@ -183,6 +183,7 @@ class NotifyApp:
     def _answer(self, reply: Reply) -> Response:
         """Count and log what the receiver did with a notification, and answer it."""
         self.deps.metrics.webhook(reply.outcome)
+        self.deps.metrics.flush()  # the process's Metrics batches: this one goes now
         for line in reply.logs:
             log.log(line.level, line.message, *line.args, extra={"trade_no": reply.trade_no})
         return _plain(reply.status, reply.text)

@@ -7,7 +7,7 @@ be lost (the sweeper republishes) but never point at a payout that is not record
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +17,12 @@ from schemas import MARKETS, Payout, RowError, market_code, validate_row, valida
 from worker.config import Settings
 from worker.exceptions import InvalidPayout, UnknownMarket
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
-from worker.publish import publish_submissions
-from worker.vexora import VexoraClient
+
+# Publishes submit messages for orders (worker.publish.publish_submissions).
+Publish = Callable[[Sequence[str]], object]
+# Signs one payout's fields with a tradeNo exactly as a worker would
+# (VexoraClient.signed_body of the market's account).
+Sign = Callable[[Mapping[str, str], str], object]
 
 
 @dataclass
@@ -40,9 +44,15 @@ class BatchResult:
 
 
 class Producer:
-    def __init__(self, ledger: Ledger, settings: Settings) -> None:
+    """``sign`` gives the signer of a market's account, for dry runs."""
+
+    def __init__(
+        self, ledger: Ledger, settings: Settings, *, publish: Publish, sign: Callable[[str], Sign]
+    ) -> None:
         self.ledger = ledger
         self.settings = settings
+        self.publish = publish
+        self.sign = sign
 
     def enqueue_batch(
         self,
@@ -71,7 +81,7 @@ class Producer:
         created = self.ledger.create_orders(payouts, batch_id=batch_id, market=market, hold=hold)
         new = [trade_no for trade_no, is_new in created if is_new]
         if not hold:
-            publish_submissions(new)
+            self.publish(new)
         return BatchResult(
             batch_id,
             len(new),
@@ -94,17 +104,16 @@ class Producer:
             [payout], batch_id=new_batch_id(), market=payout.market, hold=hold
         )
         if is_new and not hold:
-            publish_submissions([trade_no])
+            self.publish([trade_no])
         order = self.ledger.get(trade_no)
         assert order is not None
         return order
 
     def _sign_all(self, market: str, payouts: list[Payout]) -> None:
         """A dry run signs every payload exactly as a worker would, and sends nothing."""
-        client = VexoraClient.from_settings(self.settings, market)
+        sign = self.sign(market)
         for payout in payouts:
-            client.signed_body(payout.fields, new_trade_no())
-        client.close()
+            sign(payout.fields, new_trade_no())
 
 
 def _market(market: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from worker.ledger import BatchSummary, Ledger, Order
-from worker.states import SETTLED_STATES, State
+from worker.states import State
 
 EXPORT_COLUMNS = [
     "reference",
@@ -80,10 +80,6 @@ def status_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def settled_count(summary: BatchSummary) -> int:
-    return sum(n for state, n in summary.counts.items() if state in SETTLED_STATES)
-
-
 def progress_bar(done: int, total: int, width: int = 40, suffix: str = "") -> str:
     filled = int(width * done / max(total, 1))
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {suffix}"
@@ -91,7 +87,7 @@ def progress_bar(done: int, total: int, width: int = 40, suffix: str = "") -> st
 
 def batch_progress(summary: BatchSummary) -> str:
     counts = " ".join(f"{s.value}:{n}" for s, n in summary.counts.items() if n)
-    return progress_bar(settled_count(summary), summary.total, suffix=counts)
+    return progress_bar(summary.settled_count, summary.total, suffix=counts)
 
 
 def export_cell(value: object) -> str:

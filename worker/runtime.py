@@ -12,9 +12,12 @@ import redis
 
 from worker.config import Account, get_settings
 from worker.controls import Controls
+from worker.deadline import ReviewDeadline
 from worker.details import DetailsClient
+from worker.inflight import InFlightLookups
 from worker.leases import Leases
 from worker.ledger import Ledger
+from worker.lookup import Lookups
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.producer import Producer
@@ -72,7 +75,10 @@ def vexora(market: str) -> VexoraClient:
 
 @cache
 def metrics() -> Metrics:
-    return Metrics(redis_client(), prefix=get_settings().key_prefix)
+    """The process's one Metrics: it batches what it records (worker.metrics) and
+    writes it out a second after its last write, at the end of every task and after
+    every webhook answer."""
+    return Metrics(redis_client(), prefix=get_settings().key_prefix, flush_every=1.0)
 
 
 @cache
@@ -90,9 +96,27 @@ def details() -> DetailsClient:
 
 
 @cache
-def _submit_metrics() -> Metrics:
-    # Several values a payout: batched, flushed at least once a second and per task.
-    return Metrics(redis_client(), prefix=get_settings().key_prefix, flush_every=1.0)
+def in_flight() -> InFlightLookups:
+    """The lookup-in-flight markers, and the one way to request lookups."""
+    return InFlightLookups.from_settings(redis_client(), publish_lookups, get_settings())
+
+
+@cache
+def lookups() -> Lookups:
+    settings = get_settings()
+    return Lookups(
+        ledger(),
+        vexora,
+        details(),
+        RateLimiter.for_details(redis_client(), settings),
+        in_flight(),
+        ReviewDeadline(ledger(), settings.review_after),
+        claim_lease=settings.claim_lease,
+        # Recovery runs inside a submit task, whose time limit derives from its budget.
+        recover_budget=settings.submit_budget,
+        # An order a lookup puts back to QUEUED is a submission again.
+        publish_submissions=publish_resubmissions,
+    )
 
 
 @cache
@@ -105,8 +129,8 @@ def _submitter(account: Account) -> Submitter:
         RateLimiter.for_submit(redis_client(), settings, account),
         pause_switch(account),
         claim_lease=settings.claim_lease,
-        recover=lambda trade_no: reconciler().lookup(trade_no),
-        metrics=_submit_metrics(),
+        recover=lookups().recover,
+        metrics=metrics(),
     )
 
 
@@ -128,12 +152,11 @@ def reconciler() -> Reconciler:
     settings = get_settings()
     return Reconciler(
         ledger(),
-        vexora,
-        details(),
-        RateLimiter.for_details(redis_client(), settings),
+        in_flight(),
+        pause_switch(),
+        leases(),
         settings,
-        publish_lookups=publish_lookups,
-        # Everything the reconciler publishes is a submission again (swept, requeued).
+        # Everything the sweeper publishes is a submission again.
         publish_submissions=publish_resubmissions,
         submit_queue_length=submit_queue_length,
     )
@@ -141,7 +164,12 @@ def reconciler() -> Reconciler:
 
 @cache
 def producer() -> Producer:
-    return Producer(ledger(), get_settings())
+    return Producer(
+        ledger(),
+        get_settings(),
+        publish=publish_submissions,
+        sign=lambda market: vexora(market).signed_body,
+    )
 
 
 @cache
@@ -162,8 +190,8 @@ def reset() -> None:
     from worker.app import app
 
     get_settings.cache_clear()
-    for built in (redis_client, ledger, leases, pause_switch, metrics, _vexora, details,
-                  _submit_metrics, _submitter, submitter, reconciler, producer,
+    for built in (redis_client, ledger, pause_switch, metrics, _vexora, details, leases,
+                  in_flight, lookups, _submitter, submitter, reconciler, producer,
                   batch_controls):  # fmt: skip
         built.cache_clear()
     app.config_from_object(importlib.reload(celeryconfig), force=True)

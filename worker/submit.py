@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, Protocol
 
+from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from worker.exceptions import (
@@ -25,12 +27,30 @@ from worker.exceptions import (
 from worker.ledger import Ledger, Transition
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
-from worker.ratelimit import RateLimiter, RateLimitTimeout
+from worker.ratelimit import RateLimitTimeout
 from worker.retry import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
 from worker.states import State
-from worker.vexora import VexoraClient
+from worker.vexora import PayoutResult
 
 log = logging.getLogger(__name__)
+
+
+class PayoutApi(Protocol):
+    """What a submit asks of a payout API client (worker.vexora.VexoraClient)."""
+
+    def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult: ...
+
+
+class Limiter(Protocol):
+    """An account's submit rate limit (worker.ratelimit.RateLimiter)."""
+
+    def queue_try(self, pipe: Pipeline) -> None: ...
+
+    def try_reply(self, reply: Any) -> float: ...
+
+    def acquire(self, timeout: float | None = None) -> float: ...
+
+    def penalize(self, seconds: float) -> None: ...
 
 
 class Step(Enum):
@@ -43,13 +63,15 @@ class Step(Enum):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Next:
+    """What comes next for one order after a submit: a step, and a delay for RETRY."""
+
     step: Step
     delay: float = 0.0
 
 
 @dataclass(frozen=True)
-class _Ticket:
+class Ticket:
     """What the claim's round trip found."""
 
     paused: bool
@@ -73,8 +95,8 @@ class Submitter:
     def __init__(
         self,
         ledger: Ledger,
-        client: VexoraClient,
-        limiter: RateLimiter,
+        client: PayoutApi,
+        limiter: Limiter,
         pause: PauseSwitch,
         *,
         claim_lease: float,
@@ -86,8 +108,8 @@ class Submitter:
         self.limiter = limiter
         self.pause = pause
         self.claim_lease = claim_lease
-        # Asks the provider about an order whose claim holder is gone (the reconciler's
-        # lookup): a duplicate delivery never POSTs again.
+        # Asks the provider about an order whose claim holder is gone (Lookups.recover):
+        # a duplicate delivery never POSTs again.
         self.recover = recover
         self.metrics = metrics
 
@@ -108,49 +130,54 @@ class Submitter:
                 # the task's time limit (and so the claim lease) is derived from it.
                 report.leftover = list(trade_nos[index:])
                 break
-            outcome = self.submit(trade_no, deadline)
-            if outcome.step is Step.PAUSED:
+            then = self.submit(trade_no, deadline)
+            if then.step is Step.PAUSED:
                 report.paused = True
                 break
-            if outcome.step is Step.OUT_OF_TIME:
+            if then.step is Step.OUT_OF_TIME:
                 report.leftover = list(trade_nos[index:])
                 break
-            if outcome.step is Step.RETRY:
+            if then.step is Step.RETRY:
                 # A provider's Retry-After may ask for longer than retries ever wait.
-                report.retry.append((trade_no, min(outcome.delay, MAX_DELAY)))
-            elif outcome.step is Step.QUERY:
+                report.retry.append((trade_no, min(then.delay, MAX_DELAY)))
+            elif then.step is Step.QUERY:
                 report.query.append(trade_no)
-            elif outcome.step is Step.DONE:
+            elif then.step is Step.DONE:
                 report.done += 1
         return report
 
-    def submit(self, trade_no: str, deadline: float) -> Outcome:
-        ticket = self._claim(trade_no)
+    def submit(self, trade_no: str, deadline: float) -> Next:
+        ticket = self.claim(trade_no)
         if ticket.paused:
             if ticket.claim.moved:
                 self._unclaim(trade_no, "paused")
-            return Outcome(Step.PAUSED)
+            return Next(Step.PAUSED)
         if not ticket.claim.moved:
-            if ticket.claim.previous is State.SUBMITTING and self._claim_expired(trade_no):
+            if ticket.claim.previous is State.SUBMITTING and self.ledger.stale_claim(
+                trade_no, self.claim_lease
+            ):
                 self.recover(trade_no)
-            return Outcome(Step.SKIPPED)
+            return Next(Step.SKIPPED)
         waited = 0.0
         if not ticket.slot_taken:
             try:
                 waited = self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
             except RateLimitTimeout:
                 self._unclaim(trade_no, "rate limit wait outlasted the task budget")
-                return Outcome(Step.OUT_OF_TIME)
+                return Next(Step.OUT_OF_TIME)
             # Time has passed since the claim: someone may have paused meanwhile.
             if self.pause.reason() is not None:
                 self._unclaim(trade_no, "paused")
-                return Outcome(Step.PAUSED)
+                return Next(Step.PAUSED)
         if self.metrics:
             self.metrics.limiter_wait("submit", waited)
         return self._post(trade_no, ticket.payload)
 
-    def _claim(self, trade_no: str) -> _Ticket:
-        """One round trip: the pause switch, the claim, the payload and a rate-limit try.
+    def claim(self, trade_no: str) -> Ticket:
+        """The claim, QUEUED -> SUBMITTING: of every delivery of an order, only the one
+        that makes it sends the order.
+
+        One round trip: the pause switch, the claim, the payload and a rate-limit try.
 
         Commands run in this order on the server, so the pause switch is read before
         the claim is made, and a slot is taken even when the claim fails (rare: a
@@ -168,7 +195,7 @@ class Submitter:
                 continue
             claim = self.ledger.transition_reply(claim)
             break
-        return _Ticket(
+        return Ticket(
             paused=self.pause.reason_reply(paused) is not None,
             claim=claim,
             payload=self.ledger.payload_reply(trade_no, payload) if claim.moved else {},
@@ -176,7 +203,7 @@ class Submitter:
             slot_taken=not isinstance(slot, Exception) and self.limiter.try_reply(slot) == 0.0,
         )
 
-    def _post(self, trade_no: str, payload: dict[str, str]) -> Outcome:
+    def _post(self, trade_no: str, payload: dict[str, str]) -> Next:
         started = time.monotonic()
         try:
             result = self.client.submit(payload, trade_no)
@@ -185,14 +212,14 @@ class Submitter:
             return self._classify_failure(trade_no, exc)
         self._measure(started, result.status)
         self.ledger.apply_report(trade_no, result.report, source="submit")
-        return Outcome(Step.DONE)
+        return Next(Step.DONE)
 
     def _measure(self, started: float, code: str) -> None:
         if self.metrics:
             self.metrics.submit_latency(time.monotonic() - started)
             self.metrics.provider_response("submit", code)
 
-    def _classify_failure(self, trade_no: str, error: ProviderError) -> Outcome:
+    def _classify_failure(self, trade_no: str, error: ProviderError) -> Next:
         """Where the failure happened decides what the order becomes (DESIGN rule 3)."""
         match error:
             case RateLimited(retry_after=retry_after):
@@ -211,7 +238,7 @@ class Submitter:
                 )
                 self.pause.pause(reason)
                 self._unclaim(trade_no, "configuration rejected")
-                return Outcome(Step.PAUSED)
+                return Next(Step.PAUSED)
             case Rejected(code=code, message=message) if self._may_repeat(trade_no):
                 # A refusal of a POST that may repeat an earlier one can be the provider
                 # refusing the repeat of a payout it has (even paid): never FAILED on
@@ -228,7 +255,7 @@ class Submitter:
                     provider_status=code,
                     provider_message=message,
                 )
-                return Outcome(Step.QUERY)
+                return Next(Step.QUERY)
             case Rejected(code=code, message=message):
                 self.ledger.transition(
                     trade_no,
@@ -238,7 +265,7 @@ class Submitter:
                     provider_status=code,
                     provider_message=message,
                 )
-                return Outcome(Step.DONE)
+                return Next(Step.DONE)
             case _:  # OutcomeUnknown, or anything unforeseen: it may have been sent
                 log.warning(
                     "payout outcome unknown (%s), will query",
@@ -246,32 +273,26 @@ class Submitter:
                     extra={"trade_no": trade_no},
                 )
                 self.ledger.transition(trade_no, State.UNKNOWN, note=type(error).__name__)
-                return Outcome(Step.QUERY)
+                return Next(Step.QUERY)
 
     def _may_repeat(self, trade_no: str) -> bool:
         """True when this POST is not the order's first (a resubmission, a retry)."""
         order = self.ledger.get(trade_no)
         return order is None or order.attempts > 1
 
-    def _not_sent(self, trade_no: str, why: str, delay: float | None = None) -> Outcome:
+    def _not_sent(self, trade_no: str, why: str, delay: float | None = None) -> Next:
         order = self.ledger.get(trade_no)
         attempts = order.attempts if order else MAX_SUBMIT_ATTEMPTS
         if attempts >= MAX_SUBMIT_ATTEMPTS:
             self.ledger.transition(
                 trade_no, State.REVIEW, reason=f"not sent after {attempts} attempts: {why}"
             )
-            return Outcome(Step.DONE)
+            return Next(Step.DONE)
         self._unclaim(trade_no, f"not sent: {why}")
-        return Outcome(Step.RETRY, delay if delay is not None else backoff(attempts))
+        return Next(Step.RETRY, delay if delay is not None else backoff(attempts))
 
     def _unclaim(self, trade_no: str, why: str) -> None:
         self.ledger.transition(trade_no, State.QUEUED, expect=[State.SUBMITTING], note=why)
-
-    def _claim_expired(self, trade_no: str) -> bool:
-        claimed = self.ledger.entered_ms(trade_no, State.SUBMITTING)
-        if claimed is None:
-            return False
-        return self.ledger.now_ms() - claimed > self.claim_lease * 1000
 
 
 class MarketSubmitters:

@@ -151,3 +151,14 @@ def test_celery_is_given_the_visibility_timeout_for_broker_and_results() -> None
         celeryconfig.result_backend_transport_options,
     ):
         assert options["visibility_timeout"] >= MAX_DELAY + 2 * celeryconfig.task_time_limit + 60
+
+
+def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
+    default = load_settings({})
+    assert default.lookup_budget == default.submit_budget == 30.0
+    settings = load_settings({"LOOKUP_BUDGET": "120", "SUBMIT_BUDGET": "20"})
+    assert (settings.lookup_budget, settings.submit_budget) == (120.0, 20.0)
+    assert settings.task_time_limit > 120.0 + sum(settings.timeouts)
+    assert settings.claim_lease > settings.task_time_limit
+    with pytest.raises(ConfigError, match=r"^LOOKUP_BUDGET=.* is not a number"):
+        load_settings({"LOOKUP_BUDGET": "soon"})

@@ -14,20 +14,19 @@ import json
 import random
 from collections.abc import Mapping
 from typing import Any
-from unittest import mock
 
 import fakeredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import MARKETS, Payout, RowError, validate_rows
-from worker import producer
 from worker.config import load_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import InvalidFile
 from worker.ledger import Ledger
 from worker.producer import Producer
 from worker.rows import parse_rows
+from worker.vexora import VexoraClient
 
 FORMATS = ("csv", "jsonl")
 MARKET_CODES = sorted(MARKETS)
@@ -178,10 +177,13 @@ def enqueue(
 ) -> tuple[Any, fakeredis.FakeRedis, list[list[str]]]:
     client = fakeredis.FakeRedis(decode_responses=True)
     published: list[list[str]] = []
-    with mock.patch.object(producer, "publish_submissions", lambda t: published.append(list(t))):
-        result = Producer(Ledger(client, prefix="fz"), SETTINGS).enqueue_batch(
-            market, rows, parse_errors=parse_errors
-        )
+    producer = Producer(
+        Ledger(client, prefix="fz"),
+        SETTINGS,
+        publish=lambda trade_nos: published.append(list(trade_nos)),
+        sign=lambda market: VexoraClient.from_settings(SETTINGS, market).signed_body,
+    )
+    result = producer.enqueue_batch(market, rows, parse_errors=parse_errors)
     return result, client, published
 
 

@@ -30,6 +30,7 @@ from tests.unit.notifications import (
 from worker.config import MarketAccount, Settings
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
+from worker.metrics import Metrics
 from worker.notify import MAX_BODY, create_app, notify_paths
 from worker.states import State
 
@@ -52,7 +53,7 @@ def make_receiver(
     config = Settings(
         vexora_app_secret=SECRET, allow_unsigned_webhooks=allow_unsigned, notify_url=notify_url
     )
-    app = create_app(ledger=ledger, settings=config, publish_lookups=publisher)
+    app = create_app(ledger, config, publisher, Metrics(ledger.redis, prefix="t"))
     return Receiver(Client(app), ledger, publisher)
 
 
@@ -121,7 +122,9 @@ def test_a_notification_signed_by_a_market_own_account_verifies(fake_redis: redi
     ledger = Ledger(fake_redis, prefix="t")
     ar = MarketAccount(merchant_no="M-AR", app_secret="ar-secret")
     config = Settings(vexora_app_secret=SECRET, vexora_markets={"AR": ar})
-    rx = Receiver(Client(create_app(ledger=ledger, settings=config)), ledger, Publisher())
+    publisher = Publisher()
+    app = create_app(ledger, config, publisher, Metrics(ledger.redis, prefix="t"))
+    rx = Receiver(Client(app), ledger, publisher)
     trade_no = new_order(ledger)
     assert post(rx, signed(notification(trade_no), "another-secret")).status_code == 401
     assert_ok(post(rx, signed(notification(trade_no), "ar-secret")))
@@ -173,7 +176,8 @@ def test_oversized_body_without_content_length_is_413() -> None:
             return chunk
 
     ledger = Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
-    app = create_app(ledger, Settings(vexora_app_secret=SECRET), Publisher())
+    metrics = Metrics(ledger.redis, prefix="t")
+    app = create_app(ledger, Settings(vexora_app_secret=SECRET), Publisher(), metrics)
     data = json.dumps({"padding": "x" * (4 * MAX_BODY)}).encode()
     environ = EnvironBuilder(
         "/notify", method="POST", content_type="application/json"
@@ -312,6 +316,16 @@ def test_metrics_expose_names_and_count_webhook_outcomes(rx: Receiver) -> None:
     for outcome in ("accepted", "replayed", "forged", "unsigned", "malformed", "unknown_order"):
         assert f'disburse_webhooks_total{{outcome="{outcome}"}} 1.0' in text
     assert 'disburse_orders{state="SUCCEEDED"} 1.0' in text
+
+
+def test_each_webhook_is_counted_before_it_is_answered(fake_redis: redis.Redis) -> None:
+    # The process's one Metrics batches its values (for the submit workers).
+    ledger = Ledger(fake_redis, prefix="t")
+    batching = Metrics(fake_redis, prefix="t", flush_every=3600)
+    app = create_app(ledger, Settings(vexora_app_secret=SECRET), Publisher(), batching)
+    rx = Receiver(Client(app), ledger, Publisher())
+    assert_ok(post(rx, signed(notification(new_order(ledger)))))
+    assert Metrics(fake_redis, prefix="t").snapshot() == {"webhook|accepted": "1"}
 
 
 def test_importing_the_module_app_connects_to_nothing() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 
 import fakeredis
 import pytest
 
-from worker import cli, producer
+from worker import cli
 from worker.config import load_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import InvalidFile, InvalidPayout, UnknownMarket
@@ -17,13 +18,12 @@ from worker.ledger import Ledger
 from worker.producer import Producer
 from worker.rows import parse_rows, read_rows
 from worker.states import State
+from worker.vexora import VexoraClient
 
 
 @pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    sent: list[list[str]] = []
-    monkeypatch.setattr(producer, "publish_submissions", lambda t: sent.append(list(t)))
-    return sent
+def published() -> list[list[str]]:
+    return []
 
 
 @pytest.fixture
@@ -32,8 +32,14 @@ def ledger() -> Ledger:
 
 
 @pytest.fixture
-def make_producer(ledger: Ledger) -> Producer:
-    return Producer(ledger, load_settings({"NOTIFY_URL": "https://merchant.example/notify"}))
+def make_producer(ledger: Ledger, published: list[list[str]]) -> Producer:
+    settings = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
+    return Producer(
+        ledger,
+        settings,
+        publish=lambda trade_nos: published.append(list(trade_nos)),
+        sign=lambda market: VexoraClient.from_settings(settings, market).signed_body,
+    )
 
 
 def numbered(rows: list[dict[str, str]]) -> list[tuple[int, dict[str, str]]]:
@@ -165,6 +171,20 @@ def test_dry_run_validates_and_signs_without_enqueuing(
     result = make_producer.enqueue_batch("ID", numbered(sample_rows("ID", 4)), dry_run=True)
     assert result.dry_run and result.accepted == 4 and result.batch_id is None
     assert published == [] and ledger.state_counts() == {}
+
+
+def test_dry_run_signs_each_payout_with_its_market_account(ledger: Ledger) -> None:
+    signed: list[tuple[str, Mapping[str, str], str]] = []
+
+    def signer(market: str) -> Callable[[Mapping[str, str], str], None]:
+        return lambda fields, trade_no: signed.append((market, fields, trade_no))
+
+    producer = Producer(ledger, load_settings({}), publish=list, sign=signer)
+    rows = sample_rows("AR", 3)
+    producer.enqueue_batch(" ar ", numbered(rows), dry_run=True)
+    assert [market for market, _, _ in signed] == ["AR"] * 3
+    assert [fields["amount"] for _, fields, _ in signed] == [row["amount"] for row in rows]
+    assert len({trade_no for _, _, trade_no in signed}) == 3  # a fresh tradeNo each
 
 
 def test_single_enqueue_names_each_bad_field(make_producer: Producer) -> None:

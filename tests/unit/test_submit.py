@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -37,7 +37,7 @@ class FakeProvider:
         self.answer = answer
         self.posts: list[tuple[str, dict[str, str]]] = []
 
-    def submit(self, fields: dict[str, str], trade_no: str) -> PayoutResult:
+    def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
         self.posts.append((trade_no, dict(fields)))
         return self.answer(trade_no)
 
@@ -46,7 +46,7 @@ class FakeLimiter:
     """Grants the slot tried with the claim, unless told to make callers wait."""
 
     def __init__(
-        self, *, wait: bool = False, timeout: bool = False, on_acquire: Callable[[], None] = list
+        self, *, wait: bool = False, timeout: bool = False, on_acquire: Callable[[], object] = list
     ) -> None:
         self.wait = wait or timeout
         self.timeout = timeout
@@ -99,8 +99,8 @@ def make(
     recovered: list[str] = []
     submitter = Submitter(
         ledger,
-        provider,  # type: ignore[arg-type]
-        limiter or FakeLimiter(),  # type: ignore[arg-type]
+        provider,
+        limiter or FakeLimiter(),
         PauseSwitch(ledger.redis, prefix="t", account=account),
         claim_lease=60.0,
         recover=recovered.append,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -12,12 +13,17 @@ import pytest
 import redis
 from celery.exceptions import Reject
 from celery.signals import task_received
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from tasks.reconcile import lookup_orders
-from tasks.submit import submit_orders
+from tasks.reconcile import lookup_chunk
+from tasks.submit import submit_chunk
 from worker import runtime
 from worker.config import get_settings
+from worker.dev.redis_server import free_port
 from worker.leases import Leases
+from worker.lookup import LookupReport
+from worker.metrics import Metrics
 from worker.retry import QUERY_DELAY
 from worker.submit import ChunkReport
 
@@ -37,12 +43,23 @@ class ReportingSubmitter:
         self.ran: list[list[str]] = []
         self.leased_while_running: set[str] = set()
 
-    def run(self, trade_nos: list[str], budget: float) -> ChunkReport:
-        self.ran.append(trade_nos)
+    def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport:
+        self.ran.append(list(trade_nos))
         self.leased_while_running = set(leased())
         if isinstance(self.report, Exception):
             raise self.report
         return self.report
+
+
+def submit_orders(trade_nos: list[str], submitter: ReportingSubmitter) -> dict[str, int]:
+    """The submit task, with ``submitter`` and the runtime's other pieces."""
+    return submit_chunk(
+        trade_nos,
+        submitter,
+        runtime.leases(),
+        runtime.in_flight(),
+        budget=get_settings().submit_budget,
+    )
 
 
 def leased() -> dict[str, int]:
@@ -61,16 +78,13 @@ def queued(broker: redis.Redis, queue: str) -> list[tuple[list[str], str | None]
     return found
 
 
-def test_submit_task_publishes_retries_leftovers_and_marked_lookups(
-    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_submit_task_publishes_retries_leftovers_and_marked_lookups(broker: redis.Redis) -> None:
     unknown, retry, leftover = "a" * 32, "b" * 32, "c" * 32
     stub = ReportingSubmitter(
         ChunkReport(retry=[(retry, 2.0)], query=[unknown], leftover=[leftover], done=4)
     )
-    monkeypatch.setattr(runtime, "submitter", lambda: stub)
 
-    assert submit_orders([unknown, retry, leftover]) == {"done": 4, "retry": 1, "query": 1}
+    assert submit_orders([unknown, retry, leftover], stub) == {"done": 4, "retry": 1, "query": 1}
 
     assert stub.ran == [[unknown, retry, leftover]]
     # Neither the rest of the chunk nor a retry waits behind a big batch still queued.
@@ -83,17 +97,16 @@ def test_submit_task_publishes_retries_leftovers_and_marked_lookups(
     assert lookup == [unknown] and eta is not None  # after QUERY_DELAY
     assert QUERY_DELAY > 0
     # Marked as outstanding: the next reconcile pass (or anyone) does not ask again.
-    assert runtime.reconciler().request_lookups([unknown]) == 0
+    assert runtime.in_flight().request_lookups([unknown]) == 0
     assert len(queued(broker, "reconcile")) == 1
 
 
 def test_submit_task_holds_its_orders_while_it_runs_and_gives_them_up_when_done(
-    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    broker: redis.Redis,
 ) -> None:
     done, retry, leftover = "a" * 32, "b" * 32, "c" * 32
     stub = ReportingSubmitter(ChunkReport(retry=[(retry, 60.0)], leftover=[leftover], done=1))
-    monkeypatch.setattr(runtime, "submitter", lambda: stub)
-    submit_orders([done, retry, leftover])
+    submit_orders([done, retry, leftover], stub)
     assert stub.leased_while_running == {done, retry, leftover}
     # Claimed, or in a message again: leased anew by the worker that receives it.
     assert leased() == {}
@@ -114,44 +127,77 @@ def test_a_worker_leases_a_submit_message_as_soon_as_it_receives_it(broker: redi
 
 
 def test_a_failed_submit_task_leaves_its_orders_to_the_reconcile_pass(
-    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    broker: redis.Redis,
 ) -> None:
     chunk = ["a" * 32, "b" * 32]
     stub = ReportingSubmitter(redis.ConnectionError("Redis went away for good"))
-    monkeypatch.setattr(runtime, "submitter", lambda: stub)
     with pytest.raises(redis.ConnectionError):
-        submit_orders(chunk)
+        submit_orders(chunk, stub)
     assert set(leased()) == set(chunk)  # they expire, and the pass publishes them again
     assert queued(broker, "submit") == queued(broker, "resubmit") == []
 
 
 def test_a_submit_task_that_cannot_record_its_lease_gives_its_message_back(
-    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    broker: redis.Redis,
 ) -> None:
     stub = ReportingSubmitter(ChunkReport())
-    monkeypatch.setattr(runtime, "submitter", lambda: stub)
-
-    def redis_away(*args: object, **kwargs: object) -> None:
-        raise redis.ConnectionError("Connection refused")
-
-    monkeypatch.setattr(Leases, "now_ms", redis_away)
+    away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     with pytest.raises(Reject) as rejected:
-        submit_orders(["a" * 32])
+        submit_chunk(
+            ["a" * 32], stub, Leases(away), runtime.in_flight(), budget=get_settings().submit_budget
+        )
     assert rejected.value.requeue is True
     assert stub.ran == []  # nothing was done
 
 
-class FailingReconciler:
-    def lookup_many(self, trade_nos: list[str], budget: float) -> None:
+class FailingLookups:
+    def run(self, trade_nos: Sequence[str], budget: float) -> LookupReport:
         raise redis.ConnectionError("Redis went away for good")
 
 
 def test_a_lookup_task_that_dies_leaves_its_orders_to_the_reconcile_pass(
-    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    broker: redis.Redis,
 ) -> None:
     """A lookup puts orders the provider has no record of back to QUEUED and publishes
     them at its end: leased meanwhile, so none is stranded if it dies before that."""
-    monkeypatch.setattr(runtime, "reconciler", FailingReconciler)
     with pytest.raises(redis.ConnectionError):
-        lookup_orders(["a" * 32])
+        lookup_chunk(
+            ["a" * 32],
+            FailingLookups(),
+            runtime.leases(),
+            runtime.in_flight(),
+            runtime.metrics(),
+            budget=5,
+        )
     assert list(leased()) == ["a" * 32]
+
+
+class ReportingLookups:
+    def __init__(self, report: LookupReport) -> None:
+        self.report = report
+        self.ran: list[list[str]] = []
+
+    def run(self, trade_nos: Sequence[str], budget: float) -> LookupReport:
+        self.ran.append(list(trade_nos))
+        return self.report
+
+
+def test_lookup_task_hands_on_what_its_budget_left_and_flushes_the_metrics(
+    broker: redis.Redis,
+) -> None:
+    done, left = "a" * 32, "b" * 32
+    in_flight = runtime.in_flight()
+    assert in_flight.mark([done, left]) == [done, left]
+    # The process's Metrics batches what it records (a token refresh, say).
+    metrics = Metrics(runtime.redis_client(), prefix=get_settings().key_prefix, flush_every=3600)
+    metrics.token_refresh()
+    stub = ReportingLookups(LookupReport(moved={"PROCESSING->SUCCEEDED": 1}, leftover=[left]))
+
+    summary = lookup_chunk([done, left], stub, runtime.leases(), in_flight, metrics, budget=5)
+
+    assert stub.ran == [[done, left]]
+    assert summary["leftover"] == 1 and summary["PROCESSING->SUCCEEDED"] == 1
+    ((lookup, eta),) = queued(broker, "reconcile")
+    assert lookup == [left] and eta is None
+    assert in_flight.request_lookups([left]) == 0  # still marked: its message is out
+    assert metrics.snapshot() == {"token_refresh": "1"}

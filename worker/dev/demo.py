@@ -105,7 +105,7 @@ def _run_batches(cluster: Any, args: argparse.Namespace) -> int:
     while True:
         summaries = {m: ledger.batch(b) for m, b in batches.items()}
         total = sum(s.total for s in summaries.values() if s)
-        done = sum(report.settled_count(s) for s in summaries.values() if s)
+        done = sum(s.settled_count for s in summaries.values() if s)
         print("\r" + report.progress_bar(done, total, suffix="final"), end="", flush=True)
         if done == total:
             break

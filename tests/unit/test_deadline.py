@@ -1,0 +1,41 @@
+"""The REVIEW deadline (worker.deadline) on fakeredis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.unit.pending_orders import DAY, World, make_world, order_in
+from worker.deadline import ReviewDeadline
+from worker.states import State
+
+
+@pytest.fixture
+def world(fake_redis: redis.Redis) -> World:
+    return make_world(fake_redis)
+
+
+def test_deadline_counts_from_the_first_send_not_from_creation(world: World) -> None:
+    # Created (say, held for approval) long ago, but only sent a moment ago.
+    trade_no = order_in(world, State.PROCESSING, ptn="p-held")
+    world.redis.hset(
+        world.ledger.order_key(trade_no), "created", world.ledger.now_ms() - int(3 * DAY * 1000)
+    )
+    world.fake_details.status("p-held", "pending")
+    world.later(3600)
+    world.lookups.run([trade_no], budget=5)
+    assert world.state(trade_no) is State.PROCESSING
+
+
+def test_an_order_past_its_deadline_goes_to_review_once_with_the_reason(world: World) -> None:
+    trade_no = order_in(world, State.UNKNOWN)
+    deadline = ReviewDeadline(world.ledger, review_after=DAY)
+    order = world.ledger.get(trade_no)
+    assert order is not None
+    assert not deadline.enforce(order, "still unknown")
+    world.later(DAY + 1)
+    assert deadline.enforce(order, "still unknown")
+    assert not deadline.enforce(order, "still unknown")  # already there
+    moved = world.ledger.get(trade_no)
+    assert moved is not None and moved.state is State.REVIEW
+    assert moved.reason is not None and moved.reason.endswith(": still unknown")

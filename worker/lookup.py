@@ -1,0 +1,298 @@
+"""Lookups: ask the provider about orders and apply the answers.
+
+Each lookup takes a slot of the cluster-wide ``DETAILS_RATE_LIMIT`` per provider call,
+asks the details API by the provider's transaction id (``queryPayOutResult`` by our
+tradeNo when there is none, or the details API does not know it) and applies the answer
+through the ledger (``apply_report``, source ``lookup``):
+
+=====================================  =============================================
+success / 0000                         SUCCEEDED
+failed / 00029                         FAILED
+pending / 0015                         PROCESSING (stays)
+no record, UNKNOWN or stale claim      asked again; no record again NO_RECORD_GRACE s
+                                       later: QUEUED and resubmitted with the same
+                                       tradeNo (REVIEW after MAX_NO_RECORD_RESUBMITS)
+no record, anything else               unchanged (asked again on the next pass)
+contradicts a final state              discrepancy recorded; the final state stays
+error, no token, 429, out of budget    unchanged (asked again later)
+=====================================  =============================================
+
+An order a lookup leaves pending is held to its REVIEW deadline (worker.deadline).
+Lookups run in lookup tasks (published through worker.inflight by the reconcile pass,
+a submit task or the webhook receiver), and in a submit task that finds a claim whose
+holder is gone (:meth:`Lookups.recover`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from worker.deadline import ReviewDeadline
+from worker.details import Disbursement, Throttle
+from worker.exceptions import (
+    AuthenticationFailed,
+    NotFound,
+    ProviderError,
+    RateLimited,
+    RateLimitTimeout,
+    TokenUnavailable,
+)
+from worker.inflight import InFlightLookups
+from worker.ledger import Ledger, Order
+from worker.retry import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
+from worker.states import FINAL_STATES, PENDING_STATES, Outcome, State
+from worker.vexora import PayoutResult, ProviderReport
+
+log = logging.getLogger(__name__)
+
+
+class PayoutQueries(Protocol):
+    """What a lookup asks of a payout API client (worker.vexora.VexoraClient)."""
+
+    def query(self, trade_no: str) -> PayoutResult: ...
+
+
+class DetailsReads(Protocol):
+    """What a lookup asks of the details client (worker.details.DetailsClient)."""
+
+    def details(self, transaction_id: str, *, throttle: Throttle) -> Disbursement: ...
+
+
+class Limiter(Protocol):
+    """The shared details/query rate limit (worker.ratelimit.RateLimiter)."""
+
+    def acquire(self, timeout: float | None = None) -> float: ...
+
+    def penalize(self, seconds: float) -> None: ...
+
+
+@dataclass
+class LookupReport:
+    """What one batch of lookups did; the lookup task publishes ``leftover`` again."""
+
+    moved: dict[str, int] = field(default_factory=dict)  # "PROCESSING->SUCCEEDED": n, ...
+    requeued: list[str] = field(default_factory=list)  # back to QUEUED: resubmit these
+    review: list[str] = field(default_factory=list)  # moved to REVIEW past their deadline
+    discrepancies: int = 0  # answers contradicting a final state
+    errors: int = 0  # provider errors, 429s: asked again on a later pass
+    # Not asked: the details API cannot be used now (no token, our credentials refused).
+    # Asked again on a later pass.
+    deferred: int = 0
+    leftover: list[str] = field(default_factory=list)  # the rate-limit wait outlasted the budget
+
+    def count(self, what: str) -> None:
+        self.moved[what] = self.moved.get(what, 0) + 1
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            **self.moved,
+            "requeued": len(self.requeued),
+            "review": len(self.review),
+            "discrepancies": self.discrepancies,
+            "errors": self.errors,
+            "deferred": self.deferred,
+            "leftover": len(self.leftover),
+        }
+
+
+class _DetailsDown(Exception):
+    """The details API cannot be used now (no token; credentials refused)."""
+
+
+class Lookups:
+    """Asks the provider about orders, each through its market's account, and applies
+    the answers.
+
+    ``claim_lease``: past it a SUBMITTING order's worker is certainly gone.
+    ``recover_budget``: the rate-limit wait allowed to :meth:`recover`.
+    ``publish_submissions`` publishes the orders a lookup put back to QUEUED.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        vexora: Callable[[str], PayoutQueries],
+        details: DetailsReads,
+        limiter: Limiter,
+        in_flight: InFlightLookups,
+        deadline: ReviewDeadline,
+        *,
+        claim_lease: float,
+        recover_budget: float,
+        publish_submissions: Callable[[Sequence[str]], object],
+    ) -> None:
+        self.ledger = ledger
+        self.vexora = vexora  # market -> the payout API client of its provider account
+        self.details = details
+        self.limiter = limiter
+        self.in_flight = in_flight
+        self.deadline = deadline
+        self.claim_lease = claim_lease
+        self.recover_budget = recover_budget
+        self.publish_submissions = publish_submissions
+
+    def run(self, trade_nos: Sequence[str], budget: float) -> LookupReport:
+        """Ask the provider about each order in turn, within ``budget`` seconds of waiting.
+
+        Orders the rate limit cannot fit in the budget come back in ``leftover`` (still
+        marked as having a lookup outstanding); every other order's marker is cleared,
+        so the next pass takes up again whatever is still pending.
+        """
+        return self._run(trade_nos, budget, clear_in_flight=True)
+
+    def recover(self, trade_no: str) -> LookupReport:
+        """Ask the provider about one order now (a claim whose holder is gone).
+
+        Leaves a pass's "lookup outstanding" marker alone: that lookup clears it.
+        """
+        return self._run([trade_no], self.recover_budget, clear_in_flight=False)
+
+    def _run(
+        self, trade_nos: Sequence[str], budget: float, *, clear_in_flight: bool
+    ) -> LookupReport:
+        deadline = time.monotonic() + budget
+        report = LookupReport()
+        for index, trade_no in enumerate(trade_nos):
+            try:
+                self._lookup_one(trade_no, report, deadline)
+            except RateLimitTimeout:
+                report.leftover = list(trade_nos[index:])
+                break
+            if clear_in_flight:
+                self.in_flight.clear([trade_no])
+        if report.requeued:
+            self.publish_submissions(report.requeued)
+        return report
+
+    def _lookup_one(self, trade_no: str, report: LookupReport, deadline: float) -> None:
+        order = self.ledger.get(trade_no)
+        if order is None:
+            report.count("missing")
+            return
+        if order.state not in PENDING_STATES:
+            report.count(f"already {order.state}")
+            return
+        if order.state is State.SUBMITTING and not self.ledger.stale_claim(
+            trade_no, self.claim_lease
+        ):
+            # Claimed again since the pass saw it: that worker is sending it now.
+            report.count("claim is live")
+            return
+        try:
+            answer = self._ask_provider(order, deadline)
+        except RateLimitTimeout:
+            raise
+        except NotFound:
+            self._not_found(order, report)
+            return
+        except _DetailsDown as exc:
+            report.deferred += 1
+            self._leave(order, report, f"no details API: {exc}")
+            return
+        except ProviderError as exc:
+            report.errors += 1
+            if isinstance(exc, RateLimited):
+                self.limiter.penalize(exc.retry_after or 1.0)
+            log.warning("lookup failed: %s", type(exc).__name__, extra={"trade_no": trade_no})
+            self._leave(order, report, f"lookup failed: {type(exc).__name__}")
+            return
+        outcome = self.ledger.apply_report(trade_no, answer, source="lookup")
+        if outcome is Outcome.MOVED:
+            report.count(f"{order.state}->{answer.state}")
+        elif outcome is Outcome.DISCREPANCY:
+            report.discrepancies += 1
+            log.error(
+                "provider says %s but the order is final in another state: discrepancy recorded",
+                answer.state,
+                extra={"trade_no": trade_no},
+            )
+            return
+        else:
+            report.count(f"{outcome} {order.state}")
+        if answer.state not in FINAL_STATES and outcome in (Outcome.MOVED, Outcome.SAME):
+            self._leave(order, report, f"provider says {answer.status or answer.state}")
+
+    def _slot(self, deadline: float) -> None:
+        """One slot of the shared details/query budget; RateLimitTimeout past the deadline."""
+        self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _ask_provider(self, order: Order, deadline: float) -> ProviderReport:
+        if order.platform_trade_no:
+            try:
+                found = self.details.details(
+                    order.platform_trade_no, throttle=lambda: self._slot(deadline)
+                )
+            except NotFound:
+                pass  # the details API may lag behind the payout API: ask by tradeNo
+            except (TokenUnavailable, AuthenticationFailed) as exc:
+                # The token cache is in its cluster-wide back-off (worker.token): later
+                # details calls fail at once, without a request, until it ends.
+                raise _DetailsDown(type(exc).__name__) from exc
+            else:
+                if found.state is not None:
+                    return ProviderReport(found.state, order.platform_trade_no, found.status, "")
+        self._slot(deadline)
+        result = self.vexora(order.market).query(order.trade_no)
+        return result.report
+
+    def _not_found(self, order: Order, report: LookupReport) -> None:
+        """The provider answered without a record of a payout with this tradeNo.
+
+        An order with a provider id was accepted once: it stays as it is. For one whose
+        POST may have arrived or not (UNKNOWN, or a claim whose holder is certainly gone),
+        a single such answer is not believed, as the request may still be on its way at
+        the provider: the first is noted on the order; one at least ``NO_RECORD_GRACE``
+        seconds later resubmits it with the same tradeNo (a repeat would be refused,
+        never paid); after ``MAX_NO_RECORD_RESUBMITS`` such rounds it goes to REVIEW.
+        Lookups that failed (transport, 5xx, 429) never get here: they count for nothing.
+        """
+        if order.state not in (State.UNKNOWN, State.SUBMITTING) or order.platform_trade_no:
+            report.count(f"not found, {order.state} unchanged")
+            self._leave(order, report, "provider has no record")
+            return
+        if order.state is State.SUBMITTING and not self.ledger.stale_claim(
+            order.trade_no, self.claim_lease
+        ):
+            report.count("claim is live")
+            return
+        now = self.ledger.now_ms()
+        if order.unseen_ms is None or now - order.unseen_ms < NO_RECORD_GRACE * 1000:
+            if order.unseen_ms is None:
+                self.ledger.note_unseen(order, now)
+            report.count(f"not found, {order.state} asked again later")
+            self._leave(order, report, "provider has no record")
+            return
+        if order.resubmits >= MAX_NO_RECORD_RESUBMITS:
+            target, why = (
+                State.REVIEW,
+                f"provider has no record after {order.resubmits} resubmissions",
+            )
+        else:
+            target, why = State.QUEUED, "provider has no record"
+        # Only from the state this lookup saw: an order requeued and claimed again by
+        # someone else meanwhile (a fresh SUBMITTING) is not pulled back.
+        moved = self.ledger.transition(
+            order.trade_no,
+            target,
+            expect=[order.state],
+            note=why,
+            reason=why if target is State.REVIEW else None,
+            resubmits=order.resubmits + 1 if target is State.QUEUED else None,
+        )
+        if not moved.moved:
+            report.count(f"{moved.outcome} {moved.previous}")
+        elif target is State.QUEUED:
+            report.requeued.append(order.trade_no)
+            report.count(f"{order.state}->QUEUED")
+        else:
+            report.review.append(order.trade_no)
+            log.warning("%s: moved to REVIEW", why, extra={"trade_no": order.trade_no})
+
+    def _leave(self, order: Order, report: LookupReport, why: str) -> None:
+        """The order stays pending: past its deadline it goes to REVIEW, with ``why``."""
+        if self.deadline.enforce(order, why):
+            report.review.append(order.trade_no)
