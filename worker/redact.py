@@ -5,7 +5,9 @@ write. :func:`mask_text` applies the rule to a string:
 
 * ``key=value`` / ``key: value`` pairs (also quoted, as in JSON) whose key looks like
   a secret (secret, token, password, sign, authorization, api key, credential,
-  cookie), and ``Bearer``/``Basic`` credentials, have their value replaced by ``***``;
+  cookie), ``Bearer``/``Basic`` credentials, and the password of a URL
+  (``postgresql://user:***@host/db``, ``redis://:***@host``) have their value
+  replaced by ``***``;
 * every run of 6 or more digits (of any script) keeps only its last 4, the others
   become ``*``: ``5464438554636`` -> ``*********4636``. This holds wherever the run
   stands, also glued to letters (``ACC5464438554636`` -> ``ACC*********4636``):
@@ -44,6 +46,8 @@ _SECRET_PAIR = re.compile(
     re.I,
 )
 _CREDENTIALS = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
+# scheme://user:password@host: the password ends at the last "@" before the host.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s/]*@", re.I)
 _DIGITS = re.compile(r"\d{6,}")
 # Provider text in an error message: enough to diagnose, not a whole echoed request.
 MAX_PROVIDER_TEXT = 300
@@ -55,9 +59,10 @@ def mask_digits(text: str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Mask secrets in ``key=value`` pairs and credentials, then long digit runs."""
+    """Mask secrets in ``key=value`` pairs, credentials and URLs, then long digit runs."""
     text = _SECRET_PAIR.sub(lambda m: m.group("key") + MASK, text)
     text = _CREDENTIALS.sub(lambda m: m.group("scheme") + " " + MASK, text)
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
     return mask_digits(text)
 
 

@@ -70,6 +70,17 @@ def test_secrets_in_text_are_masked() -> None:
     assert mask_text("token refresh failed") == "token refresh failed"  # no value: no mask
 
 
+def test_the_password_of_a_url_is_masked() -> None:
+    assert mask_text("at postgresql://payouts:pw@db:5432/ledger") == (
+        "at postgresql://payouts:***@db:5432/ledger"
+    )
+    assert mask_text("redis://:pw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert mask_text("postgresql://u:p@ss%40@db/x") == "postgresql://u:***@db/x"  # to the last @
+    assert mask_text("host=db password=pw dbname=x") == "host=db password=*** dbname=x"
+    unchanged = ["postgresql://payouts@db:5432/ledger", "https://example.com:8443/a@b"]
+    assert [mask_text(text) for text in unchanged] == unchanged
+
+
 def test_provider_text_gets_the_secret_rule_too() -> None:
     # The old provider-text rule masked digits only: an echoed signature went through.
     echoed = 'bad {"sign": "59083b685db195fb3e07cadd11d4b50f", "bankAccountNo": "5464438554636"}'
@@ -133,6 +144,7 @@ def test_values_are_masked_by_key_and_by_content() -> None:
         "ACC5464438554636 sign=abc Bearer eyJ.x",
         "Authorization: Bearer eyJ.abc.def",
         "card 4111111111111111",
+        "postgresql://u:p@ss@db/x and redis://:pw@h",
         TRADE_NO,
     ],
 )
