@@ -10,9 +10,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
 import redis
 
-from worker.exceptions import ConfigError, InputError
+from worker.exceptions import ConfigError, InputError, SchemaBehind
+from worker.redact import mask_text
 
 
 def _enqueue(args: argparse.Namespace) -> int:
@@ -171,6 +173,37 @@ def _sandbox(args: argparse.Namespace) -> int:
     return sandbox.run(args)
 
 
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from worker.config import get_settings
+    from worker.db import migrate
+
+    url = get_settings().database_url
+    applied = set(migrate.upgrade(url))
+    for migration in migrate.migrations():
+        if migration.version in applied:
+            print(f"applied {migration.version:04d}_{migration.name}")
+    if not applied:
+        print(f"up to date: {mask_text(url)}")
+    return 0
+
+
+def _db_status(args: argparse.Namespace) -> int:
+    from worker.config import get_settings
+    from worker.db import migrate
+
+    url = get_settings().database_url
+    current = migrate.current_version(url)
+    newest = max((migration.version for migration in migrate.migrations()), default=0)
+    print(f"{mask_text(url)}: schema version {current:04d}, this code's {newest:04d}")
+    try:
+        migrate.check(url)
+    except SchemaBehind as exc:
+        print(f"behind: {exc}")
+        return 1
+    print("up to date" if current == newest else "up to date (the schema is newer than this code)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from worker.dev import demo
 
@@ -226,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(run=_sandbox)
 
+    p = sub.add_parser("db", help="the ledger's database schema (DATABASE_URL)")
+    db = p.add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply every pending schema migration").set_defaults(
+        run=_db_upgrade
+    )
+    db.add_parser("status", help="the schema's version against this code's").set_defaults(
+        run=_db_status
+    )
+
     p = sub.add_parser("demo", help="the whole system end to end on this machine")
     p.add_argument("--payouts", type=int, default=2000)
     p.add_argument("--workers", type=int, default=2)
@@ -244,7 +286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except redis.ConnectionError:
         from worker.config import get_settings
 
-        print(f"error: cannot reach Redis at {get_settings().redis_url}", file=sys.stderr)
+        print(
+            f"error: cannot reach Redis at {mask_text(get_settings().redis_url)}", file=sys.stderr
+        )
+        return 2
+    except psycopg.OperationalError as exc:  # psycopg_pool.PoolTimeout too
+        from worker.config import get_settings
+        from worker.db.readiness import unreachable
+
+        print(f"error: {unreachable(get_settings().database_url, exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,121 @@
+"""``disburse db upgrade`` and ``disburse db status`` against the session's private
+PostgreSQL, and what the CLI says about a server it cannot reach."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from worker import cli
+from worker.config import get_settings
+from worker.db import migrate
+from worker.dev.redis_server import free_port
+
+NEWEST = migrate.migrations()[-1]
+
+
+@pytest.fixture
+def settings_from_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Settings re-read from the environment ``use`` sets, and forgotten afterwards."""
+    yield monkeypatch
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def use(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
+def test_upgrade_applies_every_migration_then_says_up_to_date(
+    empty_database: str,
+    settings_from_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    use(settings_from_env, DATABASE_URL=empty_database)
+
+    assert cli.main(["db", "upgrade"]) == 0
+    out = capsys.readouterr().out
+    for migration in migrate.migrations():
+        assert f"applied {migration.version:04d}_{migration.name}" in out
+    migrate.check(empty_database)
+
+    assert cli.main(["db", "upgrade"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("up to date")
+    assert "applied" not in out
+
+
+def test_status_says_behind_until_upgraded(
+    empty_database: str,
+    settings_from_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    use(settings_from_env, DATABASE_URL=empty_database)
+
+    assert cli.main(["db", "status"]) == 1
+    out = capsys.readouterr().out
+    assert f"schema version 0000, this code's {NEWEST.version:04d}" in out
+    assert "behind" in out
+    assert "`disburse db upgrade`" in out
+
+    migrate.upgrade(empty_database)
+    assert cli.main(["db", "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"schema version {NEWEST.version:04d}, this code's {NEWEST.version:04d}" in out
+    assert out.splitlines()[-1] == "up to date"
+
+
+def test_status_accepts_a_schema_newer_than_the_code(
+    empty_database: str,
+    settings_from_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Mid-deployment: the schema is upgraded first, then the processes.
+    migrate.upgrade(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'later')")
+    use(settings_from_env, DATABASE_URL=empty_database)
+
+    assert cli.main(["db", "status"]) == 0
+    assert "newer than this code" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["upgrade", "status"])
+def test_a_server_it_cannot_reach_is_one_line_with_the_password_masked(
+    command: str,
+    settings_from_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_port()  # nothing listens there
+    use(settings_from_env, DATABASE_URL=f"postgresql://payouts:hunter2-pw@127.0.0.1:{port}/ledger")
+
+    assert cli.main(["db", command]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith(
+        f"error: cannot reach PostgreSQL at postgresql://payouts:***@127.0.0.1:{port}/ledger: "
+    )
+    assert "hunter2" not in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_a_redis_it_cannot_reach_is_named_with_the_password_masked(
+    settings_from_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker import runtime
+
+    port = free_port()
+    use(settings_from_env, REDIS_URL=f"redis://:hunter2-pw@127.0.0.1:{port}/0")
+    runtime.reset()
+    try:
+        assert cli.main(["pause"]) == 2
+    finally:
+        settings_from_env.undo()
+        runtime.reset()
+    err = capsys.readouterr().err
+    assert err == f"error: cannot reach Redis at redis://:***@127.0.0.1:{port}/0\n"
