@@ -1,6 +1,7 @@
 """The Celery application; every setting lives in ``celeryconfig``.
 
 Signal hookups: our JSON, masked logging replaces Celery's own (worker and beat),
+a worker or beat refuses to start on a database whose schema is behind this code,
 the Redis pre-flight checks run when a worker or beat starts, the orders of a submit
 message are leased as soon as a worker receives it, and the processes that run tasks
 ride through a Redis restart of a few seconds.
@@ -9,12 +10,14 @@ ride through a Redis restart of a few seconds.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import redis
 from celery import Celery
 from celery.signals import (
     beat_init,
+    celeryd_after_setup,
     setup_logging,
     task_received,
     worker_process_init,
@@ -33,6 +36,37 @@ def _setup_logging(loglevel: int | str | None = None, logfile: str | None = None
     from worker.logs import configure_logging
 
     configure_logging(loglevel or "INFO", logfile=logfile or None)
+
+
+@celeryd_after_setup.connect
+@beat_init.connect
+def _require_current_schema(**_: Any) -> None:
+    """Exit (EX_CONFIG) before taking any work when the database lacks migrations this
+    code needs; the error names `disburse db upgrade`.
+
+    A worker checks once its logging is set up and before its pool and consumer start
+    (``celeryd_after_setup``), beat before its first tick. A server that cannot be
+    reached now is no reason to refuse: the tasks retry until it is back.
+    """
+    import psycopg
+
+    from worker.config import get_settings
+    from worker.db.readiness import check_schema, unreachable
+    from worker.exceptions import SchemaBehind
+    from worker.redact import mask_text
+
+    url = get_settings().database_url
+    try:
+        check_schema(url)
+    except SchemaBehind as exc:
+        logging.getLogger("worker.db").error(
+            "refusing to start: %s (DATABASE_URL %s)", exc, mask_text(url)
+        )
+        raise SystemExit(os.EX_CONFIG) from None
+    except psycopg.OperationalError as exc:
+        logging.getLogger("worker.db").warning(
+            "schema not checked at start: %s", unreachable(url, exc)
+        )
 
 
 @worker_ready.connect

@@ -9,16 +9,20 @@ Routes:
     body, answers, counts and logs what that module replies.
 
     Malformed input is a 4xx, never a 500: bad JSON or not an object 400, over
-    ``MAX_BODY`` 413, wrong method 405. Redis (or the broker) down is a 503, which the
-    provider retries. A POST to a path nothing is served on is a 404, logged (the path
-    only) and counted (outcome ``unknown_path``): notifications refused unnoticed leave
-    payouts to reconcile alone.
+    ``MAX_BODY`` 413, wrong method 405. Redis (or the broker) or PostgreSQL down is a
+    503, which the provider retries. A POST to a path nothing is served on is a 404,
+    logged (the path only) and counted (outcome ``unknown_path``): notifications
+    refused unnoticed leave payouts to reconcile alone.
 
 ``GET /healthz``
     ``{"redis": "ok"}`` (200) or ``{"redis": "unreachable"}`` (503).
 
 ``GET /metrics``
     Prometheus text of the cluster-wide metrics (:mod:`worker.metrics`).
+
+Until the database holds every migration of this code, every request is answered
+503 with the error naming ``disburse db upgrade``; the check is made again on the
+next request, so the receiver serves as soon as the schema is upgraded.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from worker.db.readiness import check_schema
+from worker.exceptions import SchemaBehind
 from worker.metrics import Metrics
 from worker.webhook import LogLine, Reply, RequestLookups, Unavailable, WebhookHandler
 
@@ -116,6 +123,10 @@ class NotifyApp:
 
             settings = get_settings()
         if ledger is None:
+            # The process's own ledger, so its schema must be current (a ledger handed
+            # in is its giver's to vouch for). Raising here resolves nothing: the next
+            # request checks again.
+            check_schema(settings.database_url)
             ledger = runtime.ledger()
         if publish_lookups is None:
             # Marked as outstanding, so a reconcile pass does not ask twice.
@@ -156,6 +167,12 @@ class NotifyApp:
             return _plain(404, "not found")
         except HTTPException as exc:
             return _plain(exc.code or 400, exc.name)
+        except SchemaBehind as exc:
+            log.error("webhook receiver: %s", exc)
+            return _plain(503, str(exc))
+        except psycopg.OperationalError as exc:
+            log.error("webhook receiver cannot reach PostgreSQL: %s", exc)
+            return _plain(503, "unavailable")
         except (Unavailable, redis.RedisError) as exc:
             log.error("webhook receiver cannot reach Redis or the broker: %s", exc)
             return _plain(503, "unavailable")

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,11 +18,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 import requests
+from psycopg import sql
 
 from schemas import Payout
+from worker.db import migrate
+from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
 from worker.ledger import Ledger
 from worker.signing import sign
@@ -120,9 +125,27 @@ def stop_web(server: WebServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+def ledger_database(postgres_server: PostgresServer) -> str:
+    """A database of the session's server with the schema upgraded, for this module."""
+    name = f"webhook_server_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = postgres_server.database_url(name)
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def web(
+    redis_server: RedisServer, ledger_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebServer]:
     redis_server.client().flushdb()
-    server = start_web(redis_server.url, tmp_path_factory.mktemp("web"), NOTIFY_URL=NOTIFY_URL)
+    server = start_web(
+        redis_server.url,
+        tmp_path_factory.mktemp("web"),
+        NOTIFY_URL=NOTIFY_URL,
+        DATABASE_URL=ledger_database,
+    )
     try:
         yield server
     finally:
@@ -131,10 +154,13 @@ def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def lenient_web(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer, ledger_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebServer]:
     server = start_web(
-        redis_server.url, tmp_path_factory.mktemp("web-lenient"), ALLOW_UNSIGNED_WEBHOOKS="1"
+        redis_server.url,
+        tmp_path_factory.mktemp("web-lenient"),
+        ALLOW_UNSIGNED_WEBHOOKS="1",
+        DATABASE_URL=ledger_database,
     )
     try:
         yield server

@@ -247,8 +247,11 @@ def test_preflight_runs_on_worker_ready_and_beat_init(monkeypatch: pytest.Monkey
     from celery.signals import beat_init, worker_ready
 
     import worker.app
+    import worker.db.readiness
     import worker.preflight
 
+    # beat_init also checks the database's schema (test_readiness): not under test here.
+    monkeypatch.setattr(worker.db.readiness, "check_schema", lambda url: None)
     calls: list[object] = []
     monkeypatch.setattr(worker.preflight, "log_warnings", lambda client, log: calls.append(client))
     worker_ready.send(sender=None)
