@@ -1,7 +1,10 @@
-"""A whole disburse system on this machine: private Redis, the sandbox provider, the
-webhook receiver, and real ``celery worker`` / ``celery beat`` processes started from
-the Procfile's own lines. The demo, the integration and chaos tests and the benchmarks
-all run on it.
+"""A whole disburse system on this machine: private Redis and PostgreSQL, the sandbox
+provider, the webhook receiver, and real ``celery worker`` / ``celery beat`` processes
+started from the Procfile's own lines. The demo, the integration and chaos tests and
+the benchmarks all run on it.
+
+The database's schema is upgraded before any process starts (the processes only
+check it, see :mod:`worker.db.readiness`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from worker.db import migrate
+from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
 from worker.sandbox import Sandbox, SandboxConfig
 
@@ -34,6 +39,9 @@ def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
 
 
 class LocalCluster:
+    """``database_url`` None: a private PostgreSQL (``postgres``, restartable through
+    :meth:`restart_postgres`); given: that database, upgraded at start, never stopped."""
+
     def __init__(
         self,
         *,
@@ -42,6 +50,7 @@ class LocalCluster:
         beat: bool = True,
         web: bool = True,
         appendonly: bool = False,
+        database_url: str | None = None,
         sandbox: SandboxConfig | None = None,
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
@@ -51,6 +60,12 @@ class LocalCluster:
         self.with_beat = beat
         self.with_web = web
         self.redis = RedisServer(appendonly=appendonly)
+        self.postgres: PostgresServer | None = None
+        if database_url is None:
+            # Not durable (fsync off): its data survives the server's crash, not the machine's.
+            self.postgres = PostgresServer(durable=False)
+            database_url = self.postgres.url
+        self.database_url = database_url
         self.sandbox = Sandbox(sandbox or SandboxConfig())
         self.extra_env = dict(env or {})
         self._tmp = tempfile.TemporaryDirectory(prefix="disburse-cluster-")
@@ -69,6 +84,7 @@ class LocalCluster:
         """The environment every process of this cluster reads its settings from."""
         env = {
             "REDIS_URL": self.redis.url,
+            "DATABASE_URL": self.database_url,
             "VEXORA_BASE_URL": self.sandbox.url,
             "DETAILS_BASE_URL": self.sandbox.url,
             # JP and KH require HTTPS: the public URL stays HTTPS; the sandbox delivers
@@ -94,17 +110,25 @@ class LocalCluster:
         )
 
     def start(self) -> LocalCluster:
-        self.redis.start()
-        if self.with_web:
-            self.sandbox.config.webhook_target = self.receiver_url
-        self.sandbox.start()
-        if self.with_web:
-            self.web = self._spawn("web", [], "web.log")
-        for index in range(self.worker_count):
-            self.workers.append(None)
-            self.start_worker(index)
-        if self.with_beat:
-            self.start_beat()
+        """Start everything; should any part fail, stop what started, then raise."""
+        try:
+            self.redis.start()
+            if self.postgres is not None:
+                self.postgres.start()
+            migrate.upgrade(self.database_url)
+            if self.with_web:
+                self.sandbox.config.webhook_target = self.receiver_url
+            self.sandbox.start()
+            if self.with_web:
+                self.web = self._spawn("web", [], "web.log")
+            for index in range(self.worker_count):
+                self.workers.append(None)
+                self.start_worker(index)
+            if self.with_beat:
+                self.start_beat()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def start_worker(self, index: int) -> None:
@@ -131,6 +155,18 @@ class LocalCluster:
         self.redis.stop()
         time.sleep(down_for)
         self.redis.start()
+
+    def restart_postgres(self, down_for: float = 0.0, *, crash: bool = False) -> None:
+        """Stop the private PostgreSQL (a fast shutdown, or SIGKILL with ``crash``: recovery
+        from the WAL at start), keep it down ``down_for`` s, start it again."""
+        if self.postgres is None:
+            raise RuntimeError("this cluster runs on a given DATABASE_URL: not its to restart")
+        if crash:
+            self.postgres.kill()
+        else:
+            self.postgres.stop()
+        time.sleep(down_for)
+        self.postgres.start()
 
     def exited(self) -> dict[str, int | None]:
         """Processes of this cluster that are not running: name -> exit code (None: never
@@ -170,6 +206,8 @@ class LocalCluster:
         self.workers, self.beats, self.web = [], [], None
         self.sandbox.stop()
         self.redis.close()
+        if self.postgres is not None:
+            self.postgres.close()
 
     def close(self) -> None:
         self.stop()

@@ -1,9 +1,11 @@
 """``disburse demo``: the main job, end to end, on this machine.
 
-Starts a private Redis, the sandbox provider, the webhook receiver, worker processes
-and beat; enqueues a sample batch in each market (with a few invalid rows, reported
-and not sent) through the same CSV import the CLI uses; shows progress until every
-payout is final; prints a summary; writes a results CSV; stops everything it started.
+Starts a private Redis, a private PostgreSQL (or uses the one ``DATABASE_URL`` names;
+either way its schema is upgraded first), the sandbox provider, the webhook receiver,
+worker processes and beat; enqueues a sample batch in each market (with a few invalid
+rows, reported and not sent) through the same CSV import the CLI uses; shows progress
+until every payout is final; prints a summary; writes a results CSV; stops everything
+it started.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from worker.redact import mask_text
 from worker.sandbox import SandboxConfig
 
 MARKETS = ("ID", "AR", "JP", "KH")
@@ -60,9 +63,15 @@ def run(args: argparse.Namespace) -> int:
         settle_delay=(0.3, 2.0), failure_ratio=0.05, seed=2026, webhook_time_scale=0.05
     )
     env = {"VEXORA_RATE_LIMIT": "250/s", "DETAILS_RATE_LIMIT": "100/s"}
-    print("starting: private Redis, sandbox provider, webhook receiver, "
+    database_url = os.environ.get("DATABASE_URL") or None
+    database = (
+        "private PostgreSQL" if database_url is None else f"PostgreSQL at {mask_text(database_url)}"
+    )
+    print(f"starting: private Redis, {database}, sandbox provider, webhook receiver, "
           f"{args.workers} workers, beat ...", flush=True)  # fmt: skip
-    cluster = LocalCluster(workers=args.workers, sandbox=sandbox, env=env)
+    cluster = LocalCluster(
+        workers=args.workers, database_url=database_url, sandbox=sandbox, env=env
+    )
     try:
         cluster.start()
         os.environ.update(cluster.env())
