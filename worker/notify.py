@@ -171,7 +171,7 @@ class NotifyApp:
             log.error("webhook receiver: %s", exc)
             return _plain(503, str(exc))
         except psycopg.OperationalError as exc:
-            log.error("webhook receiver cannot reach PostgreSQL: %s", exc)
+            log.error("webhook receiver cannot connect to PostgreSQL: %s", exc)
             return _plain(503, "unavailable")
         except (Unavailable, redis.RedisError) as exc:
             log.error("webhook receiver cannot reach Redis or the broker: %s", exc)

@@ -98,7 +98,7 @@ def test_a_server_it_cannot_reach_is_one_line_with_the_password_masked(
     assert captured.out == ""
     (line,) = captured.err.splitlines()
     assert line.startswith(
-        f"error: cannot reach PostgreSQL at postgresql://payouts:***@127.0.0.1:{port}/ledger: "
+        f"error: cannot connect to PostgreSQL at postgresql://payouts:***@127.0.0.1:{port}/ledger: "
     )
     assert "hunter2" not in captured.err
     assert "Traceback" not in captured.err

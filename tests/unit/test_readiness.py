@@ -88,7 +88,7 @@ def test_a_server_it_cannot_reach_at_start_is_a_warning_not_a_refusal(
     (record,) = [r for r in caplog.records if r.name == "worker.db"]
     assert record.levelno == logging.WARNING
     message = record.getMessage()
-    assert message.startswith("schema not checked at start: cannot reach PostgreSQL at ")
+    assert message.startswith("schema not checked at start: cannot connect to PostgreSQL at ")
     assert "postgresql://payouts:***@127.0.0.1" in message
     assert "hunter2" not in message
 

@@ -32,4 +32,4 @@ def check_schema(url: str) -> None:
 def unreachable(url: str, error: psycopg.OperationalError) -> str:
     """One line saying which server failed and why, the URL's password masked."""
     reason = next(iter(str(error).splitlines()), "").strip() or type(error).__name__
-    return mask_text(f"cannot reach PostgreSQL at {url}: {reason}")
+    return mask_text(f"cannot connect to PostgreSQL at {url}: {reason}")
