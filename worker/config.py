@@ -86,9 +86,10 @@ class MarketAccount:
 
 @dataclass(frozen=True)
 class Settings:
+    # The ledger. Out of reprs: a URL may carry the password.
+    database_url: str = field(default="postgresql://127.0.0.1:5432/disburse", repr=False)
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""
-    database_url: str = "postgresql://127.0.0.1:5432/disburse"
     key_prefix: str = KEY_PREFIX
 
     vexora_base_url: str = "http://127.0.0.1:8700"
@@ -276,9 +277,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return env.get(name) or default
 
     settings = Settings(
+        database_url=text("DATABASE_URL", d.database_url),
         redis_url=text("REDIS_URL", d.redis_url),
         broker_url=text("CELERY_BROKER_URL", ""),
-        database_url=text("DATABASE_URL", d.database_url),
         key_prefix=text("DISBURSE_KEY_PREFIX", d.key_prefix),
         vexora_base_url=_optional_url(env, "VEXORA_BASE_URL") or d.vexora_base_url,
         vexora_merchant_no=text("VEXORA_MERCHANT_NO", d.vexora_merchant_no),
