@@ -9,10 +9,10 @@ Routes:
     body, answers, counts and logs what that module replies.
 
     Malformed input is a 4xx, never a 500: bad JSON or not an object 400, over
-    ``MAX_BODY`` 413, wrong method 405. Redis (or the broker) or PostgreSQL down is a
-    503, which the provider retries. A POST to a path nothing is served on is a 404,
-    logged (the path only) and counted (outcome ``unknown_path``): notifications
-    refused unnoticed leave payouts to reconcile alone.
+    ``MAX_BODY`` 413, wrong method 405. Redis (or the broker) down is a 503, which the
+    provider retries. A POST to a path nothing is served on is a 404, logged (the path
+    only) and counted (outcome ``unknown_path``): notifications refused unnoticed leave
+    payouts to reconcile alone.
 
 ``GET /healthz``
     ``{"redis": "ok"}`` (200) or ``{"redis": "unreachable"}`` (503).
@@ -158,6 +158,9 @@ class NotifyApp:
                 "metrics": self.metrics,
             }[self._endpoint(request)]
             return handler(request)
+        except SchemaBehind as exc:
+            log.error("webhook receiver: %s", exc)
+            return _plain(503, str(exc))
         except MethodNotAllowed as exc:
             allow = ", ".join(exc.valid_methods or ())
             return _plain(405, "method not allowed", headers={"Allow": allow})
@@ -167,14 +170,14 @@ class NotifyApp:
             return _plain(404, "not found")
         except HTTPException as exc:
             return _plain(exc.code or 400, exc.name)
-        except SchemaBehind as exc:
-            log.error("webhook receiver: %s", exc)
-            return _plain(503, str(exc))
-        except psycopg.OperationalError as exc:
-            log.error("webhook receiver cannot connect to PostgreSQL: %s", exc)
-            return _plain(503, "unavailable")
-        except (Unavailable, redis.RedisError) as exc:
-            log.error("webhook receiver cannot reach Redis or the broker: %s", exc)
+        except (Unavailable, redis.RedisError, psycopg.OperationalError) as exc:
+            # psycopg's OperationalError covers the pool's PoolTimeout: no server came back
+            # within the pool's wait (the provider retries; meanwhile nothing was applied).
+            log.error(
+                "webhook receiver cannot reach PostgreSQL, Redis or the broker: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
             return _plain(503, "unavailable")
         except Exception:
             log.exception("webhook receiver failed")
