@@ -114,7 +114,6 @@ def test_the_web_receiver_answers_503_naming_the_command_until_upgraded(
     migrate.upgrade(empty_database)
     answer = client.get("/healthz")  # checked again: serves without a restart
     assert answer.status_code == 200
-    assert answer.get_json() == {"redis": "ok"}
 
 
 def test_the_web_receiver_answers_503_while_the_server_cannot_be_reached(
