@@ -12,11 +12,11 @@ write. :func:`mask_text` applies the rule to a string:
   become ``*``: ``5464438554636`` -> ``*********4636``. This holds wherever the run
   stands, also glued to letters (``ACC5464438554636`` -> ``ACC*********4636``):
   account numbers and mobiles arrive with prefixes (``ACC``, ``msisdn``, IBAN country
-  letters), and nothing in a string tells such a prefix from an id. The price is that
-  an id of ours whose hex happens to hold 6+ digits in a row (tradeNo
-  ``39fa354542824ee7...``) shows masked in free text; log lines carry ``trade_no`` and
-  ``batch_id`` in their own, unmasked fields, and exports in their own columns, so
-  nothing is lost. Short runs (bank codes, years, HTTP statuses) stay readable.
+  letters), and nothing in a string tells such a prefix from an id. The exceptions are
+  the ids this system makes itself, which carry no personal data and which operators
+  search logs for: a tradeNo (32 lowercase hex characters, at least one a letter), a
+  batch id (``b`` and 15 hex) and a task id (a dashed UUID), standing alone, are left
+  whole. Short runs (bank codes, years, HTTP statuses) stay readable.
 
 :func:`mask_value` applies it to structured values (a log line's ``extra`` fields):
 values under a secret-looking key become ``***`` whatever they are, and numbers big
@@ -48,14 +48,25 @@ _SECRET_PAIR = re.compile(
 _CREDENTIALS = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
 # scheme://user:password@host: the password ends at the last "@" before the host.
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s/]*@", re.I)
-_DIGITS = re.compile(r"\d{6,}")
+# Our own ids (left whole) or a run of 6+ digits (masked): one pass, ids first.
+_DIGITS = re.compile(
+    r"(?<![0-9A-Za-z])(?P<id>(?=[0-9]*[a-f])[0-9a-f]{32}|b[0-9a-f]{15}"
+    r"|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})(?![0-9A-Za-z])"
+    r"|(?P<digits>\d{6,})"
+)
+_LONG_RUN = re.compile(r"\d{6,}")
 # Provider text in an error message: enough to diagnose, not a whole echoed request.
 MAX_PROVIDER_TEXT = 300
 
 
 def mask_digits(text: str) -> str:
-    """Keep the last 4 of every run of 6+ digits, wherever it stands."""
-    return _DIGITS.sub(lambda m: "*" * (len(m.group()) - 4) + m.group()[-4:], text)
+    """Keep the last 4 of every run of 6+ digits, wherever it stands, but in our own ids."""
+    return _DIGITS.sub(_mask_run, text)
+
+
+def _mask_run(match: re.Match[str]) -> str:
+    run = match.group("digits")
+    return match.group() if run is None else "*" * (len(run) - 4) + run[-4:]
 
 
 def mask_text(text: str) -> str:
@@ -114,7 +125,7 @@ def mask_personal(fields: Mapping[str, str]) -> dict[str, str]:
     for key, value in fields.items():
         if key in _NOT_PERSONAL:
             masked[key] = value
-        elif _DIGITS.search(value):
+        elif _LONG_RUN.search(value):
             masked[key] = mask_digits(value)
         elif "@" in value:
             local, _, domain = value.rpartition("@")

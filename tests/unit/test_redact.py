@@ -44,7 +44,6 @@ def test_long_digit_runs_keep_their_last_four(text: str, masked: str) -> None:
         ("5464438554636x", "*********4636x"),
         ("msisdn6281245907765", "msisdn*********7765"),
         # Our own ids are masked in free text too (they have fields of their own).
-        (TRADE_NO, "39fa*****2824ee789faf526f27c024f"),
         # Six digits: logs' old rule masked them, the provider-text rule (7+) did not.
         ("account 123456 invalid", "account **3456 invalid"),
         # Digits of any script: the provider-text rule's \d masked them, logs' [0-9] did not.
@@ -179,3 +178,28 @@ def test_a_payouts_personal_fields_are_masked_for_display() -> None:
     shown = " ".join(masked.values())
     for secret in ("5464438554636", "6281245907765", "Jack", "Smith", "jack.smith"):
         assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        TRADE_NO,
+        "b3f2a1c0d9e8f7a6",  # a batch id
+        "0f8fad5b-d9cb-469f-a165-70867728950e",  # a task id
+        f"tradeNo={TRADE_NO},",
+    ],
+)
+def test_our_own_ids_stay_whole(text: str) -> None:
+    assert mask_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("12345678901234567890123456789012", "****************************9012"),  # no letter
+        (f"ACC{TRADE_NO}", "ACC39fa*****2824ee789faf526f27c024f"),  # not standing alone
+        ("acct 5464438554636 for b3f2a1c0d9e8f7a6", "acct *********4636 for b3f2a1c0d9e8f7a6"),
+    ],
+)
+def test_only_a_whole_id_is_exempt(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
