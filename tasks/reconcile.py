@@ -24,8 +24,9 @@ def reconcile_pass() -> str:
 def lookup_orders(trade_nos: list[str]) -> dict[str, int]:
     # Leased while this runs: an order put back to QUEUED is published when the lookups
     # are done; should the task die first, the pass publishes it once the lease expires.
-    with runtime.leases().take(trade_nos):
+    with runtime.leases().take(trade_nos) as lease:
         report = runtime.reconciler().lookup_many(trade_nos, budget=get_settings().submit_budget)
+        lease.hand_on(report.requeued)  # published by lookup_many
         # Still marked as having a lookup outstanding: the pass leaves them to this message.
         publish_lookups(report.leftover)
     summary = report.as_dict()

@@ -26,8 +26,10 @@ def submit_orders(trade_nos: list[str]) -> dict[str, int]:
     with lease:
         report = runtime.submitter().run(trade_nos, budget=get_settings().submit_budget)
         publish_resubmissions(report.leftover)
+        lease.hand_on(report.leftover)
         for trade_no, delay in report.retry:
             publish_resubmissions([trade_no], countdown=delay)
+            lease.hand_on([trade_no], due_in=delay)
         # Through the reconciler: marked as outstanding, so a pass does not ask twice.
         runtime.reconciler().request_lookups(report.query, countdown=QUERY_DELAY)
     return {"done": report.done, "retry": len(report.retry), "query": len(report.query)}

@@ -18,6 +18,7 @@ from tasks.submit import submit_orders
 from worker import runtime
 from worker.config import get_settings
 from worker.leases import Leases
+from worker.reconcile import LookupReport
 from worker.retry import QUERY_DELAY
 from worker.submit import ChunkReport
 
@@ -87,7 +88,7 @@ def test_submit_task_publishes_retries_leftovers_and_marked_lookups(
     assert len(queued(broker, "reconcile")) == 1
 
 
-def test_submit_task_holds_its_orders_while_it_runs_and_gives_them_up_when_done(
+def test_submit_task_holds_its_orders_while_it_runs_and_hands_on_the_rest(
     broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done, retry, leftover = "a" * 32, "b" * 32, "c" * 32
@@ -95,8 +96,13 @@ def test_submit_task_holds_its_orders_while_it_runs_and_gives_them_up_when_done(
     monkeypatch.setattr(runtime, "submitter", lambda: stub)
     submit_orders([done, retry, leftover])
     assert stub.leased_while_running == {done, retry, leftover}
-    # Claimed, or in a message again: leased anew by the worker that receives it.
-    assert leased() == {}
+    # Claimed: given up. In a message again: left to the worker that receives it, the
+    # retry until its countdown is over.
+    now = runtime.ledger().now_ms()
+    held = leased()
+    assert set(held) == {retry, leftover}
+    assert now < held[leftover] <= now + 20_000
+    assert now + 60_000 < held[retry] <= now + 80_000
 
 
 def test_a_worker_leases_a_submit_message_as_soon_as_it_receives_it(broker: redis.Redis) -> None:
@@ -154,4 +160,17 @@ def test_a_lookup_task_that_dies_leaves_its_orders_to_the_reconcile_pass(
     monkeypatch.setattr(runtime, "reconciler", FailingReconciler)
     with pytest.raises(redis.ConnectionError):
         lookup_orders(["a" * 32])
+    assert list(leased()) == ["a" * 32]
+
+
+class RequeuingReconciler:
+    def lookup_many(self, trade_nos: list[str], budget: float) -> LookupReport:
+        return LookupReport(requeued=trade_nos[:1])
+
+
+def test_a_lookup_task_leaves_an_order_it_requeued_to_the_worker_that_gets_it(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "reconciler", RequeuingReconciler)
+    lookup_orders(["a" * 32, "b" * 32])
     assert list(leased()) == ["a" * 32]
