@@ -58,8 +58,9 @@ def lookup_chunk(
     # Leased while this runs: an order put back to QUEUED is published when the lookups
     # are done; should the task die first, the pass publishes it once the lease expires.
     try:
-        with leases.take(trade_nos):
+        with leases.take(trade_nos) as lease:
             report = lookups.run(trade_nos, budget=budget)
+            lease.hand_on(report.requeued)  # published by the lookups
             # Still marked as having a lookup outstanding: the pass leaves them to this message.
             in_flight.publish_marked(report.leftover)
     finally:

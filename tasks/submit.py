@@ -57,8 +57,10 @@ def submit_chunk(
     with lease:
         report = submitter.run(trade_nos, budget=budget)
         publish_resubmissions(report.leftover)
+        lease.hand_on(report.leftover)
         for trade_no, delay in report.retry:
             publish_resubmissions([trade_no], countdown=delay)
+            lease.hand_on([trade_no], due_in=delay)
         # Marked as outstanding, so a reconcile pass does not ask twice.
         in_flight.request_lookups(report.query, countdown=QUERY_DELAY)
     return {"done": report.done, "retry": len(report.retry), "query": len(report.query)}

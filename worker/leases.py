@@ -2,14 +2,15 @@
 
 A submit message carries up to 100 tradeNos. When a worker receives it, their lease is
 recorded (worker.app; for a message with a countdown, until it is due), by the Redis
-server's clock. While its task works through them, a thread of the task renews the
-lease every few seconds; when the task ends normally it gives them up, having claimed
-them or handed them on in a new message. A worker that dies (SIGKILLed, out of memory,
-its machine gone) stops renewing, and ``TTL`` seconds later its orders' leases have
-expired: the reconcile pass publishes the ones still QUEUED again, however long the
-submit queues are. The broker alone would give the dead worker's messages back only
-after their visibility timeout. A task that fails leaves its leases to expire the same
-way. Orders in a message still waiting in a queue have no lease: they are not lost.
+server's clock. While its task works through them, a thread of the task renews the lease
+every few seconds; when the task ends normally it gives up those it claimed, and leaves
+those it handed on in a new message to the worker that receives it. A worker that dies
+(SIGKILLed, out of memory, its machine gone) stops renewing, and ``TTL`` seconds later
+its orders' leases have expired: the reconcile pass publishes the ones still QUEUED
+again, however long the submit queues are. The broker alone would give the dead worker's
+messages back only after their visibility timeout. A task that fails leaves its leases
+to expire the same way. Orders in a message still waiting in a queue have no lease: they
+are not lost.
 A lookup task holds its orders the same way, as it may put some back to QUEUED and
 publishes them only when it is done.
 
@@ -98,16 +99,24 @@ class Leases:
 class Lease:
     """One task's lease on its orders: renewed by a thread while the ``with`` block runs.
 
-    On a normal exit every order is released: claimed, or handed on in a message (which
-    is leased again by the worker that receives it). On an exception none is: they
-    expire, and the pass publishes the ones still QUEUED.
+    On a normal exit the orders are released, except those :meth:`hand_on`-ed: their
+    lease is left to the worker that receives their new message (it leases them again,
+    and may have done so already: releasing them would undo that). On an exception none
+    is released: they expire, and the pass publishes the ones still QUEUED.
     """
 
     def __init__(self, leases: Leases, trade_nos: Sequence[str]) -> None:
         self.leases = leases
         self.trade_nos = list(trade_nos)
+        self._handed_on: dict[str, float] = {}
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name="submit-lease", daemon=True)
+
+    def hand_on(self, trade_nos: Sequence[str], *, due_in: float = 0.0) -> None:
+        """These orders were published again, their message due in ``due_in`` s (a
+        retry's countdown): keep them leased until then, plus the TTL, for the worker
+        that receives the message to take over."""
+        self._handed_on.update(dict.fromkeys(trade_nos, due_in))
 
     def __enter__(self) -> Lease:
         self._renewer.start()
@@ -122,7 +131,8 @@ class Lease:
         self._stop.set()
         self._renewer.join()
         if exc_type is None:
-            self.leases.release(self.trade_nos)
+            self.leases.release([t for t in self.trade_nos if t not in self._handed_on])
+            self.leases.extend(self._handed_on)
 
     def _renew(self) -> None:
         while not self._stop.wait(self.leases.renew_every):

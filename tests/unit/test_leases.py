@@ -40,6 +40,18 @@ def test_a_received_message_is_leased_until_its_countdown_is_over(leases: Leases
     assert now + 129_000 <= held["b"] <= now + 131_000  # its countdown, then the TTL
 
 
+def test_orders_handed_on_are_left_to_the_worker_that_receives_them(leases: Leases) -> None:
+    with leases.take(["done", "again", "retry"]) as lease:
+        lease.hand_on(["again"])
+        leases.received(["again"])  # another worker has the new message already
+        lease.hand_on(["retry"], due_in=120.0)
+    now = leases.now_ms()
+    held = deadlines(leases)
+    assert set(held) == {"again", "retry"}  # "again" not released under the other worker
+    assert now < held["again"] <= now + 10_000
+    assert now + 129_000 <= held["retry"] <= now + 130_000
+
+
 def test_a_task_that_fails_leaves_its_leases_to_expire(leases: Leases) -> None:
     with pytest.raises(RuntimeError), leases.take(["a", "b"]):
         raise RuntimeError("the task failed")

@@ -101,15 +101,20 @@ def test_submit_task_publishes_retries_leftovers_and_marked_lookups(broker: redi
     assert len(queued(broker, "reconcile")) == 1
 
 
-def test_submit_task_holds_its_orders_while_it_runs_and_gives_them_up_when_done(
+def test_submit_task_holds_its_orders_while_it_runs_and_hands_on_the_rest(
     broker: redis.Redis,
 ) -> None:
     done, retry, leftover = "a" * 32, "b" * 32, "c" * 32
     stub = ReportingSubmitter(ChunkReport(retry=[(retry, 60.0)], leftover=[leftover], done=1))
     submit_orders([done, retry, leftover], stub)
     assert stub.leased_while_running == {done, retry, leftover}
-    # Claimed, or in a message again: leased anew by the worker that receives it.
-    assert leased() == {}
+    # Claimed: given up. In a message again: left to the worker that receives it, the
+    # retry until its countdown is over.
+    now = runtime.ledger().now_ms()
+    held = leased()
+    assert set(held) == {retry, leftover}
+    assert now < held[leftover] <= now + 20_000
+    assert now + 60_000 < held[retry] <= now + 80_000
 
 
 def test_a_worker_leases_a_submit_message_as_soon_as_it_receives_it(broker: redis.Redis) -> None:
@@ -201,3 +206,18 @@ def test_lookup_task_hands_on_what_its_budget_left_and_flushes_the_metrics(
     assert lookup == [left] and eta is None
     assert in_flight.request_lookups([left]) == 0  # still marked: its message is out
     assert metrics.snapshot() == {"token_refresh": "1"}
+
+
+def test_a_lookup_task_leaves_an_order_it_requeued_to_the_worker_that_gets_it(
+    broker: redis.Redis,
+) -> None:
+    stub = ReportingLookups(LookupReport(requeued=["a" * 32]))
+    lookup_chunk(
+        ["a" * 32, "b" * 32],
+        stub,
+        runtime.leases(),
+        runtime.in_flight(),
+        runtime.metrics(),
+        budget=5,
+    )
+    assert list(leased()) == ["a" * 32]
