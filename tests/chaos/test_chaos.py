@@ -111,16 +111,21 @@ def sandbox_config() -> Any:
         seed=SEED,
         settle_delay=(0.1, 1.0),
         failure_ratio=0.1,
-        error_ratio=0.10,  # HTTP 500, half of them after recording the payout
+        # HTTP 500, half of them before the payout is recorded: those must be found
+        # unknown to the provider and resubmitted after the no-record grace period.
+        error_ratio=0.10,
+        error_after_record_share=0.5,
+        # A query of a tradeNo the provider never stored answers an undocumented code,
+        # not the one the client maps to "not found".
+        not_found_code="9001",
+        # A repeated tradeNo is refused at the API layer with 8000: a resubmission of a
+        # payout that did arrive must end in the provider's state, never FAILED.
+        repeat_code="8000",
         hang_ratio=0.05,  # recorded, then no answer for longer than HTTP_READ_TIMEOUT
         hang_seconds=2.5,
         drop_webhook_ratio=0.05,
         duplicate_webhook_ratio=0.10,
         token_lifetime=5.0,  # the details API's token expires many times in a run
-        # Issue 11 items 2 and 3 (the sandbox knobs come with that change) go here:
-        # - a POST answered 5xx before the provider stores it, and the status query
-        #   then answering with an undocumented error code;
-        # - a repeated tradeNo answered with the top-level code 8000.
     )
 
 
