@@ -86,6 +86,8 @@ class MarketAccount:
 
 @dataclass(frozen=True)
 class Settings:
+    # The ledger. Out of reprs: a URL may carry the password.
+    database_url: str = field(default="postgresql://127.0.0.1:5432/disburse", repr=False)
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str = ""
     key_prefix: str = KEY_PREFIX
@@ -275,6 +277,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return env.get(name) or default
 
     settings = Settings(
+        database_url=text("DATABASE_URL", d.database_url),
         redis_url=text("REDIS_URL", d.redis_url),
         broker_url=text("CELERY_BROKER_URL", ""),
         key_prefix=text("DISBURSE_KEY_PREFIX", d.key_prefix),
