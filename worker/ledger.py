@@ -17,8 +17,10 @@ anything else, such as an HTTP call.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,9 +30,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from worker.ledger import BatchSummary, Order, Transition, new_trade_no
 from worker.redact import mask_personal
-from worker.states import ALLOWED_FROM, FINAL_STATES, Outcome, State
+from worker.states import ALLOWED_FROM, FINAL_STATES, SETTLED_STATES, Outcome, State
 
 if TYPE_CHECKING:
     from schemas import Payout
@@ -159,6 +160,98 @@ ORDER BY state_entered_at, trade_no
 LIMIT %(limit)s
 """
 
+# Open orders per state, and the oldest's entry: served by the partial index orders_open,
+# whose predicate it spells (with literals), so it reads work in progress only.
+_OPEN_STATES = sql.SQL(
+    "SELECT state, count(*), min(state_entered_at) FROM orders "
+    "WHERE state NOT IN ({}) GROUP BY state"
+).format(sql.SQL(", ").join(sql.Literal(str(state)) for state in sorted(FINAL_STATES)))
+
+
+def new_trade_no() -> str:
+    """32 lowercase hex characters: within the provider's 32-character alphanumeric limit."""
+    return uuid.uuid4().hex
+
+
+def new_batch_id() -> str:
+    return "b" + uuid.uuid4().hex[:15]
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    trade_no: str
+    batch_id: str
+    market: str
+    currency: str
+    amount: Decimal
+    reference: str | None
+    state: State
+    created_ms: int
+    updated_ms: int
+    attempts: int
+    platform_trade_no: str | None = None
+    provider_status: str | None = None
+    provider_message: str | None = None
+    reason: str | None = None
+    discrepancy: str | None = None
+    # When a lookup first showed no record of the payout's latest POST (server ms),
+    # and how often it was resubmitted for that: see Lookups._not_found.
+    unseen_ms: int | None = None
+    resubmits: int = 0
+    row_no: int = 0  # the order's row in its batch
+    state_entered_ms: int | None = None
+    fee: Decimal | None = None  # from the details API
+    total_debited: Decimal | None = None  # from the details API
+    masked: Mapping[str, str] | None = None  # the fields sent, masked for display
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What a transition found: ``moved`` only when this call changed the state."""
+
+    outcome: str  # ok | same | unexpected | forbidden | final | missing
+    previous: State | None
+
+    @property
+    def moved(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch_id: str
+    total: int
+    counts: dict[State, int]
+    amounts: dict[State, dict[str, Decimal]]
+    discrepancies: int
+    created_ms: int
+    market: str
+    held_reason: str | None = None
+
+    @property
+    def settled_count(self) -> int:
+        """Orders no longer on their way: final, or in REVIEW."""
+        return sum(n for s, n in self.counts.items() if s in SETTLED_STATES)
+
+    @property
+    def settled(self) -> bool:
+        """True when no order is still on its way (every one final or in REVIEW)."""
+        return self.settled_count == self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "market": self.market,
+            "total": self.total,
+            "counts": {str(s): n for s, n in self.counts.items()},
+            "amounts": {
+                str(s): {cur: str(v) for cur, v in by_cur.items()}
+                for s, by_cur in self.amounts.items()
+            },
+            "discrepancies": self.discrepancies,
+            "held_reason": self.held_reason,
+        }
+
 
 def _ms(at: datetime) -> int:
     """Milliseconds since the epoch, exactly (no float rounding)."""
@@ -203,7 +296,7 @@ def _order(row: Sequence[Any]) -> Order:
 
 
 def _outcome(before: State, target: State, expect: Collection[State]) -> str:
-    """Why an order in ``before`` did not move to ``target`` (ledger_transition.lua's words)."""
+    """Why an order in ``before`` did not move to ``target``."""
     if before is target:
         return "same"
     if expect and before not in expect:
@@ -213,11 +306,18 @@ def _outcome(before: State, target: State, expect: Collection[State]) -> str:
     return "forbidden"
 
 
-class PgLedger:
-    """Orders, transitions, batch counts and pending scans, in PostgreSQL."""
+class Ledger:
+    """Orders, transitions, batch counts and pending scans, in PostgreSQL.
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    ``on_final(state, n)`` is told of every ``n`` orders a transition made final in
+    ``state`` (the metrics count them: worker.metrics).
+    """
+
+    def __init__(
+        self, pool: ConnectionPool, *, on_final: Callable[[State, int], None] | None = None
+    ) -> None:
         self.pool = pool
+        self.on_final = on_final
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -398,19 +498,6 @@ class PgLedger:
         assert row is not None
         return _ms(row[0])
 
-    def oldest(
-        self,
-        state: State,
-        *,
-        older_than: float = 0.0,
-        limit: int = 100,
-        now_ms: int | None = None,
-    ) -> list[tuple[str, int]]:
-        """Up to ``limit`` (tradeNo, entered ms) in ``state`` for ``older_than`` s, oldest first."""
-        now = now_ms if now_ms is not None else self.now_ms()
-        rows = self._page(state, now - int(older_than * 1000), None, limit)
-        return [(trade_no, _ms(at)) for trade_no, at in rows]
-
     def scan(self, state: State, *, older_than: float, now_ms: int) -> Iterator[tuple[str, int]]:
         """Every (tradeNo, entered ms) in ``state`` for ``older_than`` s at ``now_ms``,
         oldest first, read in pages by key: an order that leaves the state while it is
@@ -451,8 +538,33 @@ class PgLedger:
             ).fetchone()
         return _ms(row[0]) if row is not None else None
 
+    def stale_claim(self, trade_no: str, lease: float) -> bool:
+        """True when the order is SUBMITTING and was claimed more than ``lease`` s ago:
+        its worker is certainly gone (killed at its time limit, if not before)."""
+        claimed = self.entered_ms(trade_no, State.SUBMITTING)
+        if claimed is None:
+            return False
+        return self.now_ms() - claimed > lease * 1000
+
+    def first_claimed_ms(self, trade_no: str) -> int | None:
+        """When the order was first claimed for sending (None if never), from its events."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT min(at) FROM order_events WHERE trade_no = %s AND to_state = 'SUBMITTING'",
+                (trade_no,),
+            ).fetchone()
+        return _ms(row[0]) if row is not None and row[0] is not None else None
+
+    def open_states(self) -> dict[State, tuple[int, int]]:
+        """For every state orders are open in (not final): how many, and when the oldest
+        entered it (ms). One query on the index of open orders, however many are final."""
+        with self._connection() as conn:
+            rows = conn.execute(_OPEN_STATES).fetchall()
+        return {State(state): (n, _ms(oldest)) for state, n, oldest in rows}
+
     def state_counts(self) -> dict[State, int]:
-        """Orders per state across every batch (a count over the whole table)."""
+        """Orders per state across every batch: a count over the whole table, for tools
+        and tests (the metrics read :meth:`open_states` and count the finals as they go)."""
         with self._connection() as conn:
             rows = conn.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
         return {State(state): n for state, n in rows}
@@ -475,6 +587,12 @@ class PgLedger:
                 (limit,),
             ).fetchall()
         return [trade_no for (trade_no,) in rows]
+
+    def ping(self) -> None:
+        """One round trip to the server; raises ``psycopg.OperationalError`` (a
+        ``PoolTimeout`` too) when it cannot be reached."""
+        with self._connection() as conn:
+            conn.execute("SELECT 1")
 
     # transitions ------------------------------------------------------------
     def _move(
@@ -525,6 +643,10 @@ class PgLedger:
             previous = State(before)
             outcome = "ok" if moved else _outcome(previous, target, expected)
             result[trade_no] = (Transition(outcome, previous), payload)
+        if self.on_final is not None and target in FINAL_STATES:
+            made_final = sum(1 for _, _, moved, _ in rows if moved)
+            if made_final:
+                self.on_final(target, made_final)
         return result
 
     def transition(
@@ -544,7 +666,7 @@ class PgLedger:
     ) -> Transition:
         """Move the order to ``target`` if the table allows it (and it is in ``expect``).
 
-        Outcomes as ledger_transition.lua names them: ok, same (already there: the
+        Outcomes: ok, same (already there: the
         facts given are stored), unexpected (not in ``expect``), final (the order is
         final and stays so), forbidden (the table disallows it), missing.
         ``report=True`` says the target comes from the provider: if the order is

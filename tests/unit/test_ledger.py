@@ -1,10 +1,11 @@
-"""The PostgreSQL ledger, on the session's private server with a fresh database per test."""
+"""The ledger, on the session's private PostgreSQL server (its ledger database, emptied
+before each test)."""
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -15,11 +16,12 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from schemas import Payout, validate_rows
-from worker import pgledger
-from worker.db import migrate
+from tests.unit.ledger_sql import backdate
+from worker import ledger as ledger_module
 from worker.db.pool import open_pool
+from worker.dev.redis_server import free_port
 from worker.dev.samples import sample_rows
-from worker.pgledger import PgLedger
+from worker.ledger import Ledger, Transition
 from worker.states import FINAL_STATES, TRANSITIONS, Outcome, State
 from worker.vexora import ProviderReport
 
@@ -37,23 +39,12 @@ def payout(
 
 
 @pytest.fixture
-def database(empty_database: str) -> str:
-    migrate.upgrade(empty_database)
-    return empty_database
+def database(ledger: Ledger, ledger_url: str) -> str:
+    """The URL of the ledger's database (emptied by ``ledger``), to read it directly."""
+    return ledger_url
 
 
-@pytest.fixture
-def pool(database: str) -> Iterator[ConnectionPool]:
-    with open_pool(database, max_size=8) as pool:
-        yield pool
-
-
-@pytest.fixture
-def ledger(pool: ConnectionPool) -> PgLedger:
-    return PgLedger(pool)
-
-
-def create(ledger: PgLedger, *payouts: Payout, batch: str = "b1", hold: bool = False) -> list[str]:
+def create(ledger: Ledger, *payouts: Payout, batch: str = "b1", hold: bool = False) -> list[str]:
     return [
         t for t, _ in ledger.create_orders(list(payouts), batch_id=batch, market="ID", hold=hold)
     ]
@@ -64,7 +55,7 @@ def rows(database: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(query, params).fetchall()
 
 
-def test_create_persists_order_payload_history_and_counts(ledger: PgLedger) -> None:
+def test_create_persists_order_payload_history_and_counts(ledger: Ledger) -> None:
     (trade_no,) = create(ledger, payout("250000", reference="inv-1"))
     order = ledger.get(trade_no)
     assert order is not None
@@ -84,7 +75,7 @@ def test_create_persists_order_payload_history_and_counts(ledger: PgLedger) -> N
     assert summary.amounts == {State.QUEUED: {"IDR": Decimal("250000")}}
 
 
-def test_same_reference_returns_the_existing_order(ledger: PgLedger) -> None:
+def test_same_reference_returns_the_existing_order(ledger: Ledger) -> None:
     first = ledger.create_orders([payout(reference="r-1")], batch_id="b1", market="ID")
     again = ledger.create_orders(
         [payout(reference="r-1"), payout(reference="r-2")], batch_id="b2", market="ID"
@@ -97,7 +88,7 @@ def test_same_reference_returns_the_existing_order(ledger: PgLedger) -> None:
     assert b2 is not None and b2.total == 1 and b2.counts == {State.QUEUED: 1}
 
 
-def test_duplicate_reference_inside_one_batch_creates_one_order(ledger: PgLedger) -> None:
+def test_duplicate_reference_inside_one_batch_creates_one_order(ledger: Ledger) -> None:
     result = ledger.create_orders(
         [payout(reference="x"), payout(reference="x")], batch_id="b", market="ID"
     )
@@ -105,13 +96,13 @@ def test_duplicate_reference_inside_one_batch_creates_one_order(ledger: PgLedger
     assert [created for _, created in result] == [True, False]
 
 
-def test_orders_without_a_reference_are_all_created(ledger: PgLedger) -> None:
+def test_orders_without_a_reference_are_all_created(ledger: Ledger) -> None:
     result = ledger.create_orders([payout(), payout()], batch_id="b", market="ID")
     assert [created for _, created in result] == [True, True]
     assert result[0][0] != result[1][0]
 
 
-def test_bulk_create_pages_in_row_order(ledger: PgLedger) -> None:
+def test_bulk_create_pages_in_row_order(ledger: Ledger) -> None:
     payouts = [payout(str(10000 + i), reference=f"r-{1202 - i:05d}") for i in range(1203)]
     trade_nos = create(ledger, *payouts)
     assert len(set(trade_nos)) == 1203
@@ -122,7 +113,7 @@ def test_bulk_create_pages_in_row_order(ledger: PgLedger) -> None:
     assert [o.amount if o else None for o in orders] == [Decimal(10002), None, Decimal(10000)]
 
 
-def test_amounts_are_exact_decimals(ledger: PgLedger) -> None:
+def test_amounts_are_exact_decimals(ledger: Ledger) -> None:
     create(ledger, payout("463.86", currency="USD"), payout("0.01", currency="USD"))
     summary = ledger.batch("b1")
     assert summary is not None
@@ -130,7 +121,7 @@ def test_amounts_are_exact_decimals(ledger: PgLedger) -> None:
     assert str(summary.amounts[State.QUEUED]["USD"]) == "463.87"
 
 
-def test_a_failed_enqueue_leaves_nothing(ledger: PgLedger, database: str) -> None:
+def test_a_failed_enqueue_leaves_nothing(ledger: Ledger, database: str) -> None:
     create(ledger, payout(reference="a"), batch="b1")
     with pytest.raises(psycopg.errors.UniqueViolation):
         create(ledger, payout(reference="b"), batch="b1")  # the batch id is taken
@@ -138,7 +129,7 @@ def test_a_failed_enqueue_leaves_nothing(ledger: PgLedger, database: str) -> Non
     assert rows(database, "SELECT count(*) FROM order_events") == [(1,)]
 
 
-def test_transition_moves_counts_amounts_and_scans(ledger: PgLedger) -> None:
+def test_transition_moves_counts_amounts_and_scans(ledger: Ledger) -> None:
     a, b = create(ledger, payout("10000"), payout("20000"))
     assert ledger.transition(a, State.SUBMITTING, source="submit", expect=[State.QUEUED]).moved
     assert ledger.transition(
@@ -151,8 +142,9 @@ def test_transition_moves_counts_amounts_and_scans(ledger: PgLedger) -> None:
     )  # fmt: skip
     assert ledger.entered_ms(a, State.PROCESSING) == order.state_entered_ms
     assert ledger.entered_ms(a, State.QUEUED) is None
-    assert [t for t, _ in ledger.oldest(State.PROCESSING)] == [a]
-    assert [t for t, _ in ledger.oldest(State.QUEUED)] == [b]
+    now = ledger.now_ms()
+    assert [t for t, _ in ledger.scan(State.PROCESSING, older_than=0, now_ms=now)] == [a]
+    assert [t for t, _ in ledger.scan(State.QUEUED, older_than=0, now_ms=now)] == [b]
     summary = ledger.batch("b1")
     assert summary is not None
     assert summary.counts == {State.QUEUED: 1, State.PROCESSING: 1}
@@ -166,9 +158,7 @@ def test_transition_moves_counts_amounts_and_scans(ledger: PgLedger) -> None:
     ]
 
 
-def test_claim_is_a_compare_and_set_that_returns_the_payload(
-    ledger: PgLedger, database: str
-) -> None:
+def test_claim_is_a_compare_and_set_that_returns_the_payload(ledger: Ledger, database: str) -> None:
     (t,) = create(ledger, payout())
     claimed, payload = ledger.claim(t)
     assert (claimed.outcome, claimed.previous) == ("ok", State.QUEUED)
@@ -185,12 +175,12 @@ def test_claim_is_a_compare_and_set_that_returns_the_payload(
     ledger.transition(t, State.UNKNOWN, source="submit")
     late, payload = ledger.claim(t)
     assert (late.outcome, late.previous, payload) == ("unexpected", State.UNKNOWN, None)
-    assert ledger.claim("nope") == (pgledger.Transition("missing", None), None)
+    assert ledger.claim("nope") == (Transition("missing", None), None)
     order = ledger.get(t)
     assert order is not None and order.attempts == 1
 
 
-def test_a_requeued_order_is_claimed_again_as_a_new_attempt(ledger: PgLedger) -> None:
+def test_a_requeued_order_is_claimed_again_as_a_new_attempt(ledger: Ledger) -> None:
     (t,) = create(ledger, payout())
     ledger.claim(t)
     ledger.transition(t, State.QUEUED, source="submit", expect=[State.SUBMITTING], note="paused")
@@ -213,7 +203,7 @@ def test_a_requeued_order_is_claimed_again_as_a_new_attempt(ledger: PgLedger) ->
     ],
 )
 def test_forbidden_transitions_change_nothing(
-    ledger: PgLedger, database: str, path: list[State], target: State
+    ledger: Ledger, database: str, path: list[State], target: State
 ) -> None:
     (t,) = create(ledger, payout())
     for state in path:
@@ -243,7 +233,7 @@ def path_to(state: State) -> list[State]:
     return paths[state]
 
 
-def test_every_pair_of_states_moves_exactly_as_the_table_says(ledger: PgLedger) -> None:
+def test_every_pair_of_states_moves_exactly_as_the_table_says(ledger: Ledger) -> None:
     pairs = [(source, target) for source in State for target in State if source is not target]
     trade_nos: dict[tuple[State, State], str] = {}
     for source in State:
@@ -277,7 +267,7 @@ def test_the_schema_knows_the_final_states_of_the_code(database: str) -> None:
 
 @pytest.mark.parametrize("final", [State.SUCCEEDED, State.FAILED])
 def test_final_states_never_change_and_contradictions_are_recorded(
-    ledger: PgLedger, database: str, final: State
+    ledger: Ledger, database: str, final: State
 ) -> None:
     (t,) = create(ledger, payout())
     ledger.transition(t, State.SUBMITTING, source="submit")
@@ -315,7 +305,7 @@ def test_final_states_never_change_and_contradictions_are_recorded(
     assert summary is not None and summary.discrepancies == 1
 
 
-def test_discrepancies_list_the_latest_first(ledger: PgLedger) -> None:
+def test_discrepancies_list_the_latest_first(ledger: Ledger) -> None:
     a, b = create(ledger, payout(), payout())
     for t in (a, b):
         ledger.transition(t, State.SUBMITTING, source="submit")
@@ -328,7 +318,7 @@ def test_discrepancies_list_the_latest_first(ledger: PgLedger) -> None:
     assert summary is not None and summary.discrepancies == 3  # reports, as they came
 
 
-def test_held_batch_released_or_cancelled(ledger: PgLedger) -> None:
+def test_held_batch_released_or_cancelled(ledger: Ledger) -> None:
     trade_nos = create(ledger, payout(), payout(), payout(), hold=True)
     summary = ledger.batch("b1")
     assert summary is not None and summary.counts == {State.HELD: 3}
@@ -348,7 +338,7 @@ def test_held_batch_released_or_cancelled(ledger: PgLedger) -> None:
         ledger.payload(trade_nos[0])  # final: erased
 
 
-def test_the_held_note(ledger: PgLedger) -> None:
+def test_the_held_note(ledger: Ledger) -> None:
     create(ledger, payout(), hold=True)
     ledger.set_batch_note("b1", "held", "balance 50000 IDR short")
     summary = ledger.batch("b1")
@@ -360,22 +350,21 @@ def test_the_held_note(ledger: PgLedger) -> None:
         ledger.set_batch_note("b1", "colour", "red")
 
 
-def test_oldest_pages_by_age(ledger: PgLedger) -> None:
+def test_a_scan_takes_the_orders_in_the_state_for_long_enough(ledger: Ledger) -> None:
     trade_nos = create(ledger, *[payout() for _ in range(5)])
     now = ledger.now_ms()
-    assert len(ledger.oldest(State.QUEUED, limit=3)) == 3
-    assert ledger.oldest(State.QUEUED, older_than=3600, now_ms=now) == []
-    found = ledger.oldest(State.QUEUED, now_ms=now + 1)
+    assert list(ledger.scan(State.QUEUED, older_than=3600, now_ms=now)) == []
+    found = list(ledger.scan(State.QUEUED, older_than=0, now_ms=now + 1))
     assert {t for t, _ in found} == set(trade_nos)
     order = ledger.get(trade_nos[0])
     assert order is not None and {ms for _, ms in found} == {order.state_entered_ms}
 
 
 def test_a_scan_reads_oldest_first_and_skips_nothing_that_stays(
-    ledger: PgLedger, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pages by key, not offset: orders leaving the state mid-scan shift nothing."""
-    monkeypatch.setattr(pgledger, "PAGE", 10)
+    monkeypatch.setattr(ledger_module, "PAGE", 10)
     first = create(ledger, *[payout() for _ in range(25)], batch="b1")  # one instant: ties
     second = create(ledger, *[payout() for _ in range(15)], batch="b2")
     now = ledger.now_ms()
@@ -397,7 +386,7 @@ def test_a_scan_reads_oldest_first_and_skips_nothing_that_stays(
     assert set(read) - stayed <= left
 
 
-def test_the_sweeper_restarts_the_queued_clock(ledger: PgLedger) -> None:
+def test_the_sweeper_restarts_the_queued_clock(ledger: Ledger) -> None:
     a, b = create(ledger, payout(), payout())
     ledger.claim(b)
     before = ledger.entered_ms(a, State.QUEUED)
@@ -409,7 +398,63 @@ def test_the_sweeper_restarts_the_queued_clock(ledger: PgLedger) -> None:
     assert order is not None and order.state is State.QUEUED
 
 
-def test_unknown_order(ledger: PgLedger) -> None:
+def test_a_claim_is_stale_only_past_its_lease(ledger: Ledger, database: str) -> None:
+    queued, claimed = create(ledger, payout(), payout())
+    ledger.claim(claimed)
+    assert not ledger.stale_claim(claimed, lease=60)
+    backdate(ledger, claimed, 61)
+    assert ledger.stale_claim(claimed, lease=60)
+    assert not ledger.stale_claim(queued, lease=0)  # not claimed at all
+    assert not ledger.stale_claim("nope", lease=0)
+
+
+def test_the_first_claim_is_read_from_the_events(ledger: Ledger, database: str) -> None:
+    (t,) = create(ledger, payout())
+    assert ledger.first_claimed_ms(t) is None
+    ledger.claim(t)
+    backdate(ledger, t, 3600)
+    ledger.transition(t, State.QUEUED, source="submit", expect=[State.SUBMITTING])
+    ledger.claim(t)  # a second attempt: the first one counts
+    first, last = [ms for ms, entry in ledger.history(t) if entry.startswith("SUBMITTING")]
+    assert ledger.first_claimed_ms(t) == first and last - first >= 3_600_000
+
+
+def test_open_states_count_the_orders_not_final_and_their_oldest(
+    ledger: Ledger, database: str
+) -> None:
+    old, young, done, held = create(ledger, payout(), payout(), payout(), payout())
+    for t in (old, young, done):
+        ledger.claim(t)
+        ledger.transition(t, State.UNKNOWN, source="submit")
+    ledger.transition(done, State.FAILED, source="lookup")
+    ledger.transition(held, State.CANCELLED, source="operator")
+    backdate(ledger, old, 90)
+    entered = {t: ledger.entered_ms(t, State.UNKNOWN) for t in (old, young)}
+    assert ledger.open_states() == {State.UNKNOWN: (2, entered[old])}
+    # The partial index can serve it (a table this small is read whole otherwise).
+    with psycopg.connect(database) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = conn.execute(sql.SQL("EXPLAIN ") + ledger_module._OPEN_STATES).fetchall()
+    assert "orders_open" in str(plan)
+
+
+def test_orders_made_final_are_reported_as_they_go(ledger: Ledger) -> None:
+    finals: list[tuple[State, int]] = []
+    counting = Ledger(ledger.pool, on_final=lambda state, n: finals.append((state, n)))
+    a, b, c = create(counting, payout(), payout(), payout())
+    counting.transition_many([a, b, c], State.CANCELLED, source="operator", expect=[State.QUEUED])
+    counting.transition_many([a, b], State.CANCELLED, source="operator")  # already: no move
+    assert finals == [(State.CANCELLED, 3)]
+
+
+def test_ping_says_whether_the_server_answers(ledger: Ledger) -> None:
+    ledger.ping()
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/ledger"
+    with open_pool(nobody, timeout=0.5) as down, pytest.raises(psycopg.OperationalError):
+        Ledger(down).ping()
+
+
+def test_unknown_order(ledger: Ledger) -> None:
     assert ledger.get("nope") is None
     assert ledger.transition("nope", State.SUBMITTING, source="submit").outcome == "missing"
     assert ledger.batch("nope") is None
@@ -418,7 +463,7 @@ def test_unknown_order(ledger: PgLedger) -> None:
         ledger.payload("nope")
 
 
-def test_concurrent_claims_only_one_wins(ledger: PgLedger) -> None:
+def test_concurrent_claims_only_one_wins(ledger: Ledger) -> None:
     (t,) = create(ledger, payout())
     start = threading.Barrier(8)
 
@@ -437,22 +482,22 @@ def test_concurrent_claims_only_one_wins(ledger: PgLedger) -> None:
 
 
 def test_a_claim_racing_a_cancel_one_wins_and_the_other_sees_its_state(
-    ledger: PgLedger, database: str
+    ledger: Ledger, database: str
 ) -> None:
     trade_nos = create(ledger, *[payout() for _ in range(200)])
     together = threading.Barrier(2)
 
-    def each(move: Callable[[str], pgledger.Transition]) -> list[pgledger.Transition]:
+    def each(move: Callable[[str], Transition]) -> list[Transition]:
         results = []
         for trade_no in trade_nos:
             together.wait()  # both threads go at each order at the same moment
             results.append(move(trade_no))
         return results
 
-    def claim(trade_no: str) -> pgledger.Transition:
+    def claim(trade_no: str) -> Transition:
         return ledger.claim(trade_no)[0]
 
-    def cancel(trade_no: str) -> pgledger.Transition:
+    def cancel(trade_no: str) -> Transition:
         return ledger.transition(
             trade_no, State.CANCELLED, source="operator", expect=[State.QUEUED]
         )
@@ -475,10 +520,10 @@ def test_concurrent_enqueues_of_one_reference_make_one_order(database: str) -> N
     # Every thread's connection is open before they start: their enqueues overlap.
     with ConnectionPool(database, min_size=4, max_size=4) as pool:
         pool.wait()
-        enqueue_concurrently(PgLedger(pool), database)
+        enqueue_concurrently(Ledger(pool), database)
 
 
-def enqueue_concurrently(ledger: PgLedger, database: str) -> None:
+def enqueue_concurrently(ledger: Ledger, database: str) -> None:
     start = threading.Barrier(4)
     shared = ["shared-first", "shared-last"]
 
@@ -503,7 +548,7 @@ def enqueue_concurrently(ledger: PgLedger, database: str) -> None:
     assert rows(database, "SELECT sum(row_count) FROM batches") == [(2 + 4 * 1000,)]
 
 
-def test_provider_report_wins_over_a_requeued_order(ledger: PgLedger) -> None:
+def test_provider_report_wins_over_a_requeued_order(ledger: Ledger) -> None:
     """An order put back in QUEUED whose earlier POST did arrive after all."""
     (t,) = create(ledger, payout())
     ledger.transition(t, State.SUBMITTING, source="submit")
@@ -515,7 +560,7 @@ def test_provider_report_wins_over_a_requeued_order(ledger: PgLedger) -> None:
     assert order is not None and order.state is State.SUCCEEDED
 
 
-def test_the_no_record_mark_lasts_until_the_next_claim(ledger: PgLedger) -> None:
+def test_the_no_record_mark_lasts_until_the_next_claim(ledger: Ledger) -> None:
     (t,) = create(ledger, payout())
     ledger.claim(t)
     ledger.transition(t, State.UNKNOWN, source="submit")
@@ -545,14 +590,14 @@ def report(state: State, status: str = "0000") -> ProviderReport:
     return ProviderReport(state, "P-1", status, "")
 
 
-def sent(ledger: PgLedger) -> str:
+def sent(ledger: Ledger) -> str:
     (trade_no,) = create(ledger, payout())
     assert ledger.claim(trade_no)[0].moved
     return trade_no
 
 
 def test_a_report_moves_a_pending_order_and_stores_the_provider_facts(
-    ledger: PgLedger, database: str
+    ledger: Ledger, database: str
 ) -> None:
     trade_no = sent(ledger)
     assert ledger.apply_report(trade_no, report(State.PROCESSING, "0015"), source="submit") == (
@@ -569,7 +614,7 @@ def test_a_report_moves_a_pending_order_and_stores_the_provider_facts(
     ]
 
 
-def test_a_replayed_report_is_same_and_refreshes_only_the_facts(ledger: PgLedger) -> None:
+def test_a_replayed_report_is_same_and_refreshes_only_the_facts(ledger: Ledger) -> None:
     trade_no = sent(ledger)
     ledger.apply_report(trade_no, report(State.PROCESSING, "0015"), source="submit")
     before = ledger.get(trade_no)
@@ -589,7 +634,7 @@ def test_a_replayed_report_is_same_and_refreshes_only_the_facts(ledger: PgLedger
 
 
 def test_a_report_contradicting_a_final_state_is_a_discrepancy_never_applied(
-    ledger: PgLedger,
+    ledger: Ledger,
 ) -> None:
     trade_no = sent(ledger)
     ledger.apply_report(trade_no, report(State.SUCCEEDED), source="webhook")
@@ -601,7 +646,7 @@ def test_a_report_contradicting_a_final_state_is_a_discrepancy_never_applied(
     assert ledger.discrepancies() == [trade_no]
 
 
-def test_a_late_processing_report_after_a_final_state_is_ignored(ledger: PgLedger) -> None:
+def test_a_late_processing_report_after_a_final_state_is_ignored(ledger: Ledger) -> None:
     trade_no = sent(ledger)
     ledger.apply_report(trade_no, report(State.FAILED, "00029"), source="submit")
     outcome = ledger.apply_report(trade_no, report(State.PROCESSING, "0015"), source="webhook")
@@ -609,13 +654,13 @@ def test_a_late_processing_report_after_a_final_state_is_ignored(ledger: PgLedge
     assert ledger.discrepancies() == []
 
 
-def test_a_report_for_an_unknown_trade_no_is_missing(ledger: PgLedger) -> None:
+def test_a_report_for_an_unknown_trade_no_is_missing(ledger: Ledger) -> None:
     assert ledger.apply_report("nosuch", report(State.SUCCEEDED), source="webhook") == (
         Outcome.MISSING
     )
 
 
-def test_a_success_reverses(ledger: PgLedger) -> None:
+def test_a_success_reverses(ledger: Ledger) -> None:
     trade_no = sent(ledger)
     ledger.apply_report(trade_no, report(State.SUCCEEDED), source="webhook")
     assert ledger.apply_report(trade_no, report(State.REVERSED), source="lookup") == (Outcome.MOVED)
@@ -656,7 +701,7 @@ def text_in_the_database(database: str) -> str:
 
 
 def test_settled_orders_leave_no_account_or_phone_number_in_the_database(
-    ledger: PgLedger, database: str
+    ledger: Ledger, database: str
 ) -> None:
     payouts = sample_payouts(5)
     numbers = {p.fields[name] for p in payouts for name in PERSONAL if name in p.fields}
