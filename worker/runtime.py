@@ -230,6 +230,7 @@ def reset() -> None:
 
     if pool.cache_info().currsize:
         pool().close()
+    atexit.unregister(_flush_at_exit)  # what the forgotten Metrics holds is dropped
     get_settings.cache_clear()
     _forget_built()
     app.config_from_object(importlib.reload(celeryconfig), force=True)

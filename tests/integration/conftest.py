@@ -1,5 +1,5 @@
-"""Integration fixtures: a whole local cluster (real Redis, sandbox over HTTP, real
-``celery worker`` / ``beat`` processes from the Procfile) per test."""
+"""Integration fixtures: a whole local cluster (real Redis and PostgreSQL, sandbox over
+HTTP, real ``celery worker`` / ``beat`` processes from the Procfile) per test."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from worker import runtime
+from worker.db import migrate
 from worker.dev.cluster import LocalCluster
+from worker.dev.postgres_server import PostgresServer
 from worker.ledger import Ledger
 from worker.sandbox import SandboxConfig
 from worker.states import SETTLED_STATES
@@ -22,8 +24,17 @@ ClusterFactory = Callable[..., Any]
 
 @contextmanager
 def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
+    # Its own PostgreSQL, migrated, for the processes and this one (DATABASE_URL).
+    with PostgresServer(durable=False) as database:
+        migrate.upgrade(database.url)
+        env = {"DATABASE_URL": database.url, **(kwargs.pop("env", None) or {})}
+        with _running(LocalCluster(env=env, **kwargs)) as cluster:
+            yield cluster
+
+
+@contextmanager
+def _running(cluster: LocalCluster) -> Iterator[LocalCluster]:
     saved = dict(os.environ)
-    cluster = LocalCluster(**kwargs)
     try:
         cluster.start()
         os.environ.update(cluster.env())
