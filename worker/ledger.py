@@ -570,6 +570,7 @@ class Ledger:
         return {State(state): n for state, n in rows}
 
     def count(self, state: State) -> int:
+        """Orders in ``state``: an index read for an open state (spelled as a literal)."""
         query = sql.SQL("SELECT count(*) FROM orders WHERE state = {}").format(
             sql.Literal(str(state))
         )
