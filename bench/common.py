@@ -1,9 +1,10 @@
 """Shared helpers for the benchmarks: results, the table, private clusters, timing, RSS.
 
 A case module exposes ``NAME: str`` and ``run(ctx: Context) -> list[Result]``; each
-starts whatever it needs (a private Redis, or a whole ``LocalCluster``) and stops it
-before returning, so cases never share state. Progress goes to stderr; the table of
-every case's results is printed once, at the end, by ``bench.__main__``.
+starts whatever it needs (a private Redis and PostgreSQL, or a whole ``LocalCluster``
+on a private PostgreSQL) and stops it before returning, so cases never share state.
+Progress goes to stderr; the table of every case's results is printed once, at the
+end, by ``bench.__main__``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from worker.dev.cluster import LocalCluster
+    from worker.dev.postgres_server import PostgresServer
     from worker.dev.redis_server import RedisServer
     from worker.ledger import Ledger
     from worker.sandbox import SandboxConfig
@@ -206,16 +208,38 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def private_redis() -> Iterator[RedisServer]:
-    """A fresh Redis of our own, with this process's settings pointed at it."""
+def private_postgres() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL of our own, durable (fsync on, as payouts need), migrated."""
+    from worker.db import migrate
+    from worker.dev.postgres_server import PostgresServer
+
+    with PostgresServer(durable=True) as server:
+        migrate.upgrade(server.url)
+        yield server
+
+
+@contextlib.contextmanager
+def private_servers() -> Iterator[RedisServer]:
+    """A fresh Redis and PostgreSQL of our own, with this process's settings pointed at
+    them; yields the Redis (see :func:`empty_servers`)."""
     from worker.dev.redis_server import RedisServer
 
-    server = RedisServer().start()
-    try:
-        with _environment({"REDIS_URL": server.url}):
-            yield server
-    finally:
-        server.close()
+    with private_postgres() as database:
+        server = RedisServer().start()
+        try:
+            with _environment({"REDIS_URL": server.url, "DATABASE_URL": database.url}):
+                yield server
+        finally:
+            server.close()
+
+
+def empty_servers() -> None:
+    """Every key of the private Redis and every row of the ledger gone, as if fresh."""
+    from worker import runtime
+
+    runtime.redis_client().flushall()
+    with runtime.pool().connection() as conn:
+        conn.execute("TRUNCATE order_events, orders, batch_totals, batches")
 
 
 @contextlib.contextmanager
@@ -236,40 +260,46 @@ def cluster(
     """
     from worker.dev.cluster import LocalCluster
 
-    settings = {"VEXORA_RATE_LIMIT": rate_limit, **(env or {})}
-    local = LocalCluster(
-        workers=workers,
-        concurrency=concurrency,
-        beat=beat,
-        web=web,
-        sandbox=sandbox or quiet_sandbox(),
-        env=settings,
-    )
-    try:
-        local.start()
-        with _environment(local.env()):
-            local.wait_ready(timeout=60)
-            yield local
-    except BaseException:
-        say(f"cluster failed; logs in {local.log_dir}")
-        for log in sorted(local.log_dir.glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-20:]
-            print(f"--- {log.name} (tail)\n" + "\n".join(tail), file=sys.stderr)
-        raise
-    finally:
-        local.close()
+    with private_postgres() as database:
+        settings = {
+            "VEXORA_RATE_LIMIT": rate_limit,
+            "DATABASE_URL": database.url,
+            **(env or {}),
+        }
+        local = LocalCluster(
+            workers=workers,
+            concurrency=concurrency,
+            beat=beat,
+            web=web,
+            sandbox=sandbox or quiet_sandbox(),
+            env=settings,
+        )
+        try:
+            local.start()
+            with _environment(local.env()):
+                local.wait_ready(timeout=60)
+                yield local
+        except BaseException:
+            say(f"cluster failed; logs in {local.log_dir}")
+            for log in sorted(local.log_dir.glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-20:]
+                print(f"--- {log.name} (tail)\n" + "\n".join(tail), file=sys.stderr)
+            raise
+        finally:
+            local.close()
 
 
 def open_states(ledger: Ledger) -> int:
-    """Orders not yet handed to the provider (QUEUED or SUBMITTING), from the counts hash."""
+    """Orders not yet handed to the provider (QUEUED or SUBMITTING): two reads of the
+    ledger's index of open orders, cheap enough to poll while workers run."""
     from worker.states import State
 
-    counts = ledger.state_counts()
-    return counts.get(State.QUEUED, 0) + counts.get(State.SUBMITTING, 0)
+    return ledger.count(State.QUEUED) + ledger.count(State.SUBMITTING)
 
 
 def handed_over(ledger: Ledger) -> int:
-    """Orders the provider has answered for (PROCESSING, UNKNOWN, REVIEW or final)."""
+    """Orders the provider has answered for (PROCESSING, UNKNOWN, REVIEW or final): a
+    count of the whole table, not to poll."""
     from worker.states import State
 
     counts = ledger.state_counts()
@@ -277,9 +307,13 @@ def handed_over(ledger: Ledger) -> int:
 
 
 def wait_handed_over(ledger: Ledger, total: int, timeout: float, interval: float = 0.02) -> float:
-    """Until ``total`` orders have left QUEUED/SUBMITTING; the monotonic time seen."""
+    """Until ``total`` orders have left QUEUED/SUBMITTING; the monotonic time seen.
+
+    Polls the open orders only (an enqueue commits every order before it returns), and
+    counts the whole table once they are none.
+    """
     return wait_until(
-        lambda: handed_over(ledger) >= total and open_states(ledger) == 0,
+        lambda: open_states(ledger) == 0 and handed_over(ledger) >= total,
         timeout,
         interval,
         f"{total} orders to reach the provider",

@@ -24,8 +24,8 @@ from bench.common import (
     Context,
     Result,
     cluster,
-    handed_over,
     megabytes,
+    open_states,
     process_tree_rss,
     say,
     used_memory,
@@ -51,8 +51,8 @@ def run(ctx: Context) -> list[Result]:
     return results
 
 
-def _caught_up(ledger: Ledger, enqueued: int, batch: int) -> bool:
-    return enqueued - handed_over(ledger) <= batch
+def _caught_up(ledger: Ledger, batch: int) -> bool:
+    return open_states(ledger) <= batch
 
 
 def _rss(ctx: Context) -> list[Result]:
@@ -82,7 +82,7 @@ def _rss(ctx: Context) -> list[Result]:
         while enqueued < total and time.monotonic() - started < cap:
             # Keep at most two batches ahead of the workers, as a steady producer would.
             wait_until(
-                functools.partial(_caught_up, ledger, enqueued + warm, batch),
+                functools.partial(_caught_up, ledger, batch),
                 timeout=600,
                 interval=0.2,
                 what="the workers to catch up",

@@ -1,4 +1,4 @@
-"""The PostgreSQL ledger (worker/pgledger.py): ``python -m bench.pg_ledger [options]``.
+"""The PostgreSQL ledger (worker/ledger.py): ``python -m bench.pg_ledger [options]``.
 
 On a private server (durable unless ``--not-durable``: fsync on, as payouts need):
 
@@ -30,7 +30,7 @@ from bench.pg_size import MARKETS, NOTIFY_URL, relation_sizes
 
 if TYPE_CHECKING:
     from schemas import Payout
-    from worker.pgledger import PgLedger
+    from worker.ledger import Ledger
 
 
 @dataclass
@@ -101,7 +101,7 @@ def in_threads(work: Callable[[Sequence[str]], None], trade_nos: list[str], thre
     return time.perf_counter() - started
 
 
-def submit_path(ledger: PgLedger) -> Callable[[Sequence[str]], None]:
+def submit_path(ledger: Ledger) -> Callable[[Sequence[str]], None]:
     from worker.states import State
     from worker.vexora import ProviderReport
 
@@ -117,7 +117,7 @@ def submit_path(ledger: PgLedger) -> Callable[[Sequence[str]], None]:
     return work
 
 
-def settle(ledger: PgLedger) -> Callable[[Sequence[str]], None]:
+def settle(ledger: Ledger) -> Callable[[Sequence[str]], None]:
     from worker.states import Outcome, State
     from worker.vexora import ProviderReport
 
@@ -135,8 +135,7 @@ def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
     from worker.db.migrate import upgrade
     from worker.db.pool import open_pool
     from worker.dev.postgres_server import PostgresServer
-    from worker.ledger import new_batch_id
-    from worker.pgledger import PgLedger
+    from worker.ledger import Ledger, new_batch_id
     from worker.states import State
 
     report = Report()
@@ -151,7 +150,7 @@ def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
     with PostgresServer(durable=durable) as server:
         upgrade(server.url)
         with open_pool(server.url, max_size=3) as pool:
-            ledger = PgLedger(pool)
+            ledger = Ledger(pool)
             started = time.perf_counter()
             created = ledger.create_orders(payouts[:n], batch_id=new_batch_id(), market="ID")
             bulk = time.perf_counter() - started

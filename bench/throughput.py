@@ -120,7 +120,8 @@ def baseline(local: LocalCluster, payloads: list[dict[str, str]], processes: int
 
 def ours(local: LocalCluster, rows: list[dict[str, Any]]) -> tuple[float, float]:
     """Orders/s from ``enqueue_batch`` until every order reached the provider, and the
-    Redis commands each order cost (everything the server processed meanwhile)."""
+    Redis commands each order cost (everything the server processed meanwhile: the
+    broker, the limiter, the pause switch, the leases)."""
     import worker
     from worker import runtime
 
@@ -183,7 +184,8 @@ def run(ctx: Context) -> list[Result]:
                 f"throughput: {PROCESSES} celery worker processes (concurrency 1 each), "
                 f"sandbox in this process, zero latency, no webhooks; ours includes the "
                 f"enqueue_batch call; both after a warm-up. Redis ran {commands:.1f} commands "
-                f"per order meanwhile, counting those inside Lua scripts (the baseline: none)."
+                f"per order meanwhile, counting those inside Lua scripts (the baseline: none). "
+                f"The ledger: a private PostgreSQL, durable (fsync on)."
             ],
             raw={
                 "orders": n,

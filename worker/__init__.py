@@ -1,4 +1,4 @@
-"""disburse: bulk payouts through a payout provider, on Celery and Redis.
+"""disburse: bulk payouts through a payout provider, on Celery, PostgreSQL and Redis.
 
 The public API::
 

@@ -14,8 +14,6 @@ from worker.states import State
 from worker.vexora import Balance
 
 HELD_NOTE = "held"
-# Resume publishes every QUEUED order again, in one read of the index.
-_EVERY_ORDER = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Controls:
         moved: list[str] = []
         for page in self.ledger.iter_batch(batch_id):
             results = self.ledger.transition_many(
-                page, State.QUEUED, expect=[State.HELD], note="approved"
+                page, State.QUEUED, source="operator", expect=[State.HELD], note="approved"
             )
             moved += [t for t, r in zip(page, results, strict=True) if r.moved]
         self.ledger.set_batch_note(batch_id, HELD_NOTE, None)
@@ -92,7 +90,11 @@ class Controls:
         cancelled = 0
         for page in self.ledger.iter_batch(batch_id):
             results = self.ledger.transition_many(
-                page, State.CANCELLED, expect=[State.HELD, State.QUEUED], note="cancelled"
+                page,
+                State.CANCELLED,
+                source="operator",
+                expect=[State.HELD, State.QUEUED],
+                note="cancelled",
             )
             cancelled += sum(r.moved for r in results)
         return ControlResult(batch_id, cancelled, f"cancelled {cancelled} unsent payouts")
@@ -108,7 +110,8 @@ class Controls:
         was = self.pause_switch.paused()
         self.pause_switch.resume()
         # Paused workers left their orders QUEUED and dropped the messages: publish again.
-        queued = [t for t, _ in self.ledger.oldest(State.QUEUED, limit=_EVERY_ORDER)]
+        now = self.ledger.now_ms()
+        queued = [t for t, _ in self.ledger.scan(State.QUEUED, older_than=0, now_ms=now)]
         self.publish_submissions(queued)
         return Resumed(was, len(queued))
 

@@ -31,13 +31,17 @@ class ReviewDeadline:
         limit_ms = self.review_after * 1000
         if now - order.created_ms <= limit_ms:
             return False  # cheap: not even created that long ago
-        sent = self._first_sent_ms(order)
+        sent = self.ledger.first_claimed_ms(order.trade_no)
+        if sent is None:
+            sent = order.created_ms  # never claimed
         if now - sent <= limit_ms:
             return False  # e.g. held for approval for days, sent recently
         age = int((now - sent) / 1000)
         result = self.ledger.transition(
             order.trade_no,
             State.REVIEW,
+            # The reconcile pass's rule, applied by the lookups it publishes.
+            source="reconcile",
             expect=PENDING_STATES,
             note="deadline",
             reason=f"not final after {age}s: {why}",
@@ -50,10 +54,3 @@ class ReviewDeadline:
                 extra={"trade_no": order.trade_no},
             )
         return result.moved
-
-    def _first_sent_ms(self, order: Order) -> int:
-        """When the order was first claimed for sending (its creation, if never)."""
-        for ms, entry in self.ledger.history(order.trade_no):
-            if entry.split(" ", 1)[0] == State.SUBMITTING:
-                return ms
-        return order.created_ms

@@ -1,45 +1,171 @@
-"""The order ledger in Redis: the one source of truth for where every payout stands.
+"""The order ledger in PostgreSQL: the system of record for where every payout stands.
 
-Per order: a small hash (kept small so Redis stores it as a compact listpack), the
-exact fields to send as one JSON string, and a history list. Per state: a sorted set
-of tradeNos scored by the time they entered it (final states are not indexed). Per
-batch: a hash of counts and amounts per state, moved atomically with each order, and
-the list of its tradeNos in row order. Every change of state is one Lua script run.
+Tables (``worker/db/migrations``): ``batches``, ``orders`` (one row per payout, with
+its exact fields to send in ``payload`` until it is final, and a masked copy for
+good) and ``order_events`` (append-only, one row per change). Every change of state
+is one statement, hence one transaction and one round trip: lock the orders, update
+those whose state the transition table (:data:`worker.states.TRANSITIONS`) lets
+move, and insert their event rows. Times come from the server's clock; amounts are
+``numeric`` and come back as ``Decimal``.
+
+Connections come from a :class:`psycopg_pool.ConnectionPool`, each checked out for
+one short exchange and put in autocommit (a lone statement is its own transaction:
+no extra round trips for BEGIN and COMMIT). None is held while a caller waits on
+anything else, such as an HTTP call.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal
 
-import redis
-from redis.client import Pipeline
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
-from worker.config import KEY_PREFIX
-from worker.states import FINAL_STATES, SETTLED_STATES, Outcome, State
+from worker.redact import mask_personal
+from worker.states import ALLOWED_FROM, FINAL_STATES, SETTLED_STATES, Outcome, State
 
 if TYPE_CHECKING:
     from schemas import Payout
     from worker.vexora import ProviderReport
 
-_HERE = Path(__file__).parent
-CREATE_CHUNK = 500
-# Hash values over 64 bytes turn Redis's compact listpack into a full hashtable.
-_MAX_TEXT = 60
-# Facts stored with a transition, by their short hash field names.
-_FACT_FIELDS = {
-    "platform_trade_no": "ptn",
-    "provider_status": "pstatus",
-    "provider_message": "pmsg",
-    "reason": "reason",
-    "unseen": "unseen",
-    "resubmits": "resub",
-}
+# Who made a change, as ``order_events.source`` records it.
+Source = Literal["producer", "submit", "webhook", "lookup", "reconcile", "operator", "sweeper"]
+
+# Batch notes and the column that keeps each.
+_BATCH_NOTES = {"held": "hold_reason"}
+PAGE = 1000  # rows per page of a scan
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+_ORDER_COLUMNS = sql.SQL(
+    "trade_no, batch_id, market, currency, amount, reference, state, created_at, updated_at, "
+    "attempts, platform_trade_no, provider_status, provider_message, reason, discrepancy, "
+    "unseen_at, resubmits, row_no, state_entered_at, fee, total_debited, masked"
+)
+
+# One statement per change of state, for one order or many: lock the orders (in one
+# order, so two such statements never deadlock), decide each one's action from its
+# state, apply it, and record an event for every move and every discrepancy. The
+# actions: ``move`` (the table allows it), ``refresh`` (already there: the provider's
+# facts are stored), ``discrepancy`` (a provider report contradicting a final state:
+# recorded on the order and as an event, never applied). A row without an action is
+# left alone; the caller names why from its state.
+_MOVE = """
+WITH old AS (
+    SELECT trade_no, state FROM orders WHERE trade_no = ANY(%(trade_nos)s::text[])
+    ORDER BY trade_no FOR UPDATE
+), act AS (
+    SELECT trade_no, state AS before, CASE
+        WHEN state = ANY(%(allowed)s::text[]) THEN 'move'
+        WHEN state = %(target)s AND %(refresh)s THEN 'refresh'
+        WHEN state = ANY(%(discrepant)s::text[]) THEN 'discrepancy'
+    END AS act
+    FROM old
+), changed AS (
+    UPDATE orders o SET
+        state = CASE WHEN a.act = 'move' THEN %(target)s ELSE o.state END,
+        updated_at = CASE WHEN a.act = 'move' THEN now() ELSE o.updated_at END,
+        state_entered_at = CASE WHEN a.act = 'move' THEN now() ELSE o.state_entered_at END,
+        attempts = o.attempts + CASE WHEN a.act = 'move' AND %(attempt)s THEN 1 ELSE 0 END,
+        -- A mark left on an earlier POST is no mark.
+        unseen_at = CASE WHEN a.act = 'move' AND %(attempt)s THEN NULL ELSE o.unseen_at END,
+        -- Personal data goes in the same update that makes the order final.
+        payload = CASE WHEN a.act = 'move' AND %(erase)s THEN NULL ELSE o.payload END,
+        platform_trade_no = CASE WHEN a.act = 'discrepancy' THEN o.platform_trade_no
+            ELSE coalesce(%(platform_trade_no)s, o.platform_trade_no) END,
+        provider_status = CASE WHEN a.act = 'discrepancy' THEN o.provider_status
+            ELSE coalesce(%(provider_status)s, o.provider_status) END,
+        provider_message = CASE WHEN a.act = 'discrepancy' THEN o.provider_message
+            ELSE coalesce(%(provider_message)s, o.provider_message) END,
+        reason = CASE WHEN a.act = 'discrepancy' THEN o.reason
+            ELSE coalesce(%(reason)s, o.reason) END,
+        resubmits = CASE WHEN a.act = 'discrepancy' THEN o.resubmits
+            ELSE coalesce(%(resubmits)s, o.resubmits) END,
+        discrepancy = CASE WHEN a.act = 'discrepancy' THEN %(discrepancy)s
+            ELSE o.discrepancy END
+    FROM act a
+    WHERE o.trade_no = a.trade_no AND a.act IS NOT NULL
+    RETURNING o.trade_no, a.act, a.before, {payload}
+), events AS (
+    INSERT INTO order_events (trade_no, source, from_state, to_state, facts)
+    SELECT trade_no, %(source)s, before,
+        CASE WHEN act = 'move' THEN %(target)s ELSE before END,
+        CASE WHEN act = 'move' THEN %(facts)s::jsonb ELSE %(discrepancy_facts)s::jsonb END
+    FROM changed WHERE act <> 'refresh'
+)
+SELECT a.trade_no, a.before, c.act = 'move', c.payload
+FROM act a LEFT JOIN changed c USING (trade_no)
+"""
+_TRANSITION = _MOVE.format(payload="NULL::jsonb AS payload")
+# The claim also returns the fields to send: no second round trip for them.
+_CLAIM = _MOVE.format(payload="o.payload")
+
+# Enqueue: orders from the rows COPYed into ``incoming``, their batch, its totals and
+# the creation events, in one statement. The unique reference decides which order a
+# reference maps to, also against a concurrent enqueue of the same reference (which
+# waits for this one's outcome). Rows go in by reference, so that two enqueues of
+# overlapping references wait on each other in one order and never deadlock.
+_INCOMING = """
+CREATE TEMP TABLE incoming (
+    row_no     integer NOT NULL,
+    trade_no   text NOT NULL,
+    market     text NOT NULL,
+    currency   text NOT NULL,
+    amount     numeric NOT NULL,
+    reference  text,
+    payload    jsonb NOT NULL,
+    masked     jsonb NOT NULL
+) ON COMMIT DROP
+"""
+_CREATE = """
+WITH created AS (
+    INSERT INTO orders (trade_no, batch_id, row_no, market, currency, amount, reference,
+                        state, payload, masked)
+    SELECT trade_no, %(batch)s, row_no, market, currency, amount, reference, %(state)s,
+           payload, masked
+    FROM incoming ORDER BY reference, row_no
+    ON CONFLICT (reference) DO NOTHING
+    RETURNING trade_no, row_no, currency, amount
+), batch AS (
+    INSERT INTO batches (id, market, row_count)
+    SELECT %(batch)s, %(market)s, count(*) FROM created
+), totals AS (
+    INSERT INTO batch_totals (batch_id, currency, row_count, amount)
+    SELECT %(batch)s, currency, count(*), sum(amount) FROM created GROUP BY currency
+), events AS (
+    INSERT INTO order_events (trade_no, source, to_state)
+    SELECT trade_no, 'producer', %(state)s FROM created
+)
+SELECT row_no, trade_no FROM created
+"""
+
+# A page of the orders in one state since before some time, oldest first, after a key
+# (entered, tradeNo). The state is spelled as a literal: the partial index orders_open
+# serves only such a query.
+_PAGE = """
+SELECT trade_no, state_entered_at FROM orders
+WHERE state = {state} AND state_entered_at < %(before)s
+  AND (state_entered_at, trade_no) > (%(after_at)s, %(after)s)
+ORDER BY state_entered_at, trade_no
+LIMIT %(limit)s
+"""
+
+# Open orders per state, and the oldest's entry: served by the partial index orders_open,
+# whose predicate it spells (with literals), so it reads work in progress only.
+_OPEN_STATES = sql.SQL(
+    "SELECT state, count(*), min(state_entered_at) FROM orders "
+    "WHERE state NOT IN ({}) GROUP BY state"
+).format(sql.SQL(", ").join(sql.Literal(str(state)) for state in sorted(FINAL_STATES)))
 
 
 def new_trade_no() -> str:
@@ -68,41 +194,15 @@ class Order:
     provider_message: str | None = None
     reason: str | None = None
     discrepancy: str | None = None
-    # When a lookup first showed no record of the payout's latest POST (Redis server ms),
+    # When a lookup first showed no record of the payout's latest POST (server ms),
     # and how often it was resubmitted for that: see Lookups._not_found.
     unseen_ms: int | None = None
     resubmits: int = 0
-    # Kept by the PostgreSQL ledger (worker/pgledger.py) only.
     row_no: int = 0  # the order's row in its batch
     state_entered_ms: int | None = None
     fee: Decimal | None = None  # from the details API
     total_debited: Decimal | None = None  # from the details API
     masked: Mapping[str, str] | None = None  # the fields sent, masked for display
-
-    @classmethod
-    def from_hash(cls, trade_no: str, h: Mapping[str, str]) -> Order:
-        attempts = int(h.get("attempts", 0))
-        # Stored as "<attempt>:<ms>": a mark left on an earlier POST is no mark.
-        unseen_attempt, _, unseen_ms = h.get("unseen", "").partition(":")
-        return cls(
-            trade_no=trade_no,
-            batch_id=h["batch"],
-            market=h["market"],
-            currency=h["currency"],
-            amount=Decimal(h["amount"]),
-            reference=h.get("ref") or None,
-            state=State(h["state"]),
-            created_ms=int(h["created"]),
-            updated_ms=int(h["updated"]),
-            attempts=attempts,
-            platform_trade_no=h.get("ptn") or None,
-            provider_status=h.get("pstatus") or None,
-            provider_message=h.get("pmsg") or None,
-            reason=h.get("reason") or None,
-            discrepancy=h.get("discrepancy") or None,
-            unseen_ms=int(unseen_ms) if unseen_attempt == str(attempts) else None,
-            resubmits=int(h.get("resub") or 0),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +227,6 @@ class BatchSummary:
     created_ms: int
     market: str
     held_reason: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def settled_count(self) -> int:
@@ -154,30 +253,77 @@ class BatchSummary:
         }
 
 
+def _ms(at: datetime) -> int:
+    """Milliseconds since the epoch, exactly (no float rounding)."""
+    return (at - _EPOCH) // _MS
+
+
+def _at(ms: int) -> datetime:
+    return _EPOCH + ms * _MS
+
+
+def _order(row: Sequence[Any]) -> Order:
+    (
+        trade_no, batch_id, market, currency, amount, reference, state, created_at,
+        updated_at, attempts, platform_trade_no, provider_status, provider_message, reason,
+        discrepancy, unseen_at, resubmits, row_no, state_entered_at, fee, total_debited,
+        masked,
+    ) = row  # fmt: skip
+    return Order(
+        trade_no=trade_no,
+        batch_id=batch_id,
+        market=market,
+        currency=currency,
+        amount=amount,
+        reference=reference,
+        state=State(state),
+        created_ms=_ms(created_at),
+        updated_ms=_ms(updated_at),
+        attempts=attempts,
+        platform_trade_no=platform_trade_no,
+        provider_status=provider_status,
+        provider_message=provider_message,
+        reason=reason,
+        discrepancy=discrepancy,
+        unseen_ms=_ms(unseen_at) if unseen_at is not None else None,
+        resubmits=resubmits,
+        row_no=row_no,
+        state_entered_ms=_ms(state_entered_at),
+        fee=fee,
+        total_debited=total_debited,
+        masked=masked,
+    )
+
+
+def _outcome(before: State, target: State, expect: Collection[State]) -> str:
+    """Why an order in ``before`` did not move to ``target``."""
+    if before is target:
+        return "same"
+    if expect and before not in expect:
+        return "unexpected"
+    if before in FINAL_STATES:
+        return "final"
+    return "forbidden"
+
+
 class Ledger:
-    """Orders, transitions, indexes and batch counts; ``client`` must decode responses."""
+    """Orders, transitions, batch counts and pending scans, in PostgreSQL.
 
-    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
-        self.redis = client
-        self.prefix = prefix
-        self._create = client.register_script((_HERE / "ledger_create.lua").read_text())
-        self._transition = client.register_script((_HERE / "ledger_transition.lua").read_text())
+    ``on_final(state, n)`` is told of every ``n`` orders a transition made final in
+    ``state`` (the metrics count them: worker.metrics).
+    """
 
-    # keys -------------------------------------------------------------------
-    def order_key(self, trade_no: str) -> str:
-        return f"{self.prefix}:order:{trade_no}"
+    def __init__(
+        self, pool: ConnectionPool, *, on_final: Callable[[State, int], None] | None = None
+    ) -> None:
+        self.pool = pool
+        self.on_final = on_final
 
-    def payload_key(self, trade_no: str) -> str:
-        return f"{self.prefix}:payload:{trade_no}"
-
-    def history_key(self, trade_no: str) -> str:
-        return f"{self.prefix}:history:{trade_no}"
-
-    def batch_key(self, batch_id: str) -> str:
-        return f"{self.prefix}:batch:{batch_id}"
-
-    def state_key(self, state: State) -> str:
-        return f"{self.prefix}:state:{state}"
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            yield conn
 
     # creation ---------------------------------------------------------------
     def create_orders(
@@ -185,154 +331,212 @@ class Ledger:
     ) -> list[tuple[str, bool]]:
         """Persist ``payouts`` as one batch; returns (tradeNo, created) in input order.
 
-        A payout whose reference is already known is not created again: its existing
-        tradeNo comes back with ``created=False``. Chunks of orders go in one script
-        call each, all chunks in one pipelined round trip.
+        One transaction: the orders (COPYed in), the batch, its totals and the
+        creation events are committed together before this returns. A payout whose
+        reference already has an order (from an earlier batch, a concurrent one, or
+        an earlier row of this one) is not created again: that order's tradeNo comes
+        back with ``created=False``.
         """
         state = State.HELD if hold else State.QUEUED
-        batch_key = self.batch_key(batch_id)
-        keys = [
-            f"{self.prefix}:refs",
-            batch_key,
-            f"{batch_key}:orders",
-            self.state_key(state),
-            f"{self.prefix}:counts",
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(_INCOMING)
+            with cur.copy(
+                "COPY incoming (row_no, trade_no, market, currency, amount, reference, "
+                "payload, masked) FROM STDIN"
+            ) as copy:
+                for row_no, payout in enumerate(payouts, start=1):
+                    copy.write_row(
+                        (
+                            row_no,
+                            new_trade_no(),
+                            payout.market,
+                            payout.currency,
+                            payout.amount,
+                            payout.reference,
+                            json.dumps(payout.fields, ensure_ascii=False),
+                            json.dumps(mask_personal(payout.fields), ensure_ascii=False),
+                        )
+                    )
+            cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
+            created: dict[int, str] = dict(cur.fetchall())
+            existing: dict[int, str] = {}
+            if len(created) < len(payouts):
+                cur.execute(
+                    "SELECT i.row_no, o.trade_no FROM incoming i JOIN orders o USING (reference) "
+                    "WHERE NOT (i.row_no = ANY(%s::integer[]))",
+                    (list(created),),
+                )
+                existing = dict(cur.fetchall())
+        return [
+            (created[row_no], True) if row_no in created else (existing[row_no], False)
+            for row_no in range(1, len(payouts) + 1)
         ]
-        now = self.now_ms()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hsetnx(batch_key, "market", market)
-        pipe.hsetnx(batch_key, "created", now)
-        pipe.zadd(f"{self.prefix}:batches", {batch_id: now}, nx=True)
-        for start in range(0, len(payouts), CREATE_CHUNK):
-            args: list[str] = [self.prefix, batch_id, str(state)]
-            for payout in payouts[start : start + CREATE_CHUNK]:
-                amount = payout.fields["amount"]
-                args += [
-                    new_trade_no(),
-                    payout.reference or "",
-                    payout.market,
-                    payout.currency,
-                    amount,
-                    str(int(Decimal(amount) * 100)),
-                    json.dumps(payout.fields, separators=(",", ":"), ensure_ascii=False),
-                ]
-            self._create(keys=keys, args=args, client=pipe)
-        replies = pipe.execute()[3:]
-        result: list[tuple[str, bool]] = []
-        for reply in replies:
-            result += [(reply[i], bool(reply[i + 1])) for i in range(0, len(reply), 2)]
-        return result
 
     # reading ----------------------------------------------------------------
     def get(self, trade_no: str) -> Order | None:
-        h = self.redis.hgetall(self.order_key(trade_no))
-        return Order.from_hash(trade_no, h) if h else None  # type: ignore[arg-type]
+        query = sql.SQL("SELECT {} FROM orders WHERE trade_no = %s").format(_ORDER_COLUMNS)
+        with self._connection() as conn:
+            row = conn.execute(query, (trade_no,)).fetchone()
+        return _order(row) if row is not None else None
 
     def get_many(self, trade_nos: Sequence[str]) -> list[Order | None]:
-        pipe = self.redis.pipeline(transaction=False)
-        for trade_no in trade_nos:
-            pipe.hgetall(self.order_key(trade_no))
-        return [
-            Order.from_hash(t, h) if h else None
-            for t, h in zip(trade_nos, pipe.execute(), strict=True)
-        ]
+        """The orders of ``trade_nos`` in that order (None for an unknown tradeNo)."""
+        query = sql.SQL("SELECT {} FROM orders WHERE trade_no = ANY(%s)").format(_ORDER_COLUMNS)
+        with self._connection() as conn:
+            found = {row[0]: _order(row) for row in conn.execute(query, (list(trade_nos),))}
+        return [found.get(trade_no) for trade_no in trade_nos]
 
     def payload(self, trade_no: str) -> dict[str, str]:
-        """The exact fields to send for this order (without tradeNo, timestamp, sign)."""
-        return self.payload_reply(trade_no, self.redis.get(self.payload_key(trade_no)))
+        """The exact fields to send for this order (without tradeNo, timestamp, sign).
 
-    def queue_payload(self, pipe: Pipeline, trade_no: str) -> None:
-        """Add a :meth:`payload` read to ``pipe``; read its reply with :meth:`payload_reply`."""
-        pipe.get(self.payload_key(trade_no))
-
-    @staticmethod
-    def payload_reply(trade_no: str, reply: Any) -> dict[str, str]:
-        if isinstance(reply, Exception):
-            raise reply
-        if reply is None:
+        KeyError when there is no such order, or it is final and its fields are erased.
+        """
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT payload FROM orders WHERE trade_no = %s", (trade_no,)
+            ).fetchone()
+        if row is None or row[0] is None:
             raise KeyError(trade_no)
-        return dict(json.loads(reply))
+        return dict(row[0])
 
     def history(self, trade_no: str) -> list[tuple[int, str]]:
-        entries = self.redis.lrange(self.history_key(trade_no), 0, -1)
-        return [(int(ms), rest) for ms, rest in (str(e).split(" ", 1) for e in entries)]
+        """The order's events, oldest first: (ms, "STATE source note") or, for a report
+        recorded but not applied, (ms, "DISCREPANCY <reported state> source note")."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT at, to_state, source, facts ->> 'discrepancy', facts ->> 'note' "
+                "FROM order_events WHERE trade_no = %s ORDER BY id",
+                (trade_no,),
+            ).fetchall()
+        return [
+            (
+                _ms(at),
+                " ".join(
+                    part
+                    for part in (
+                        f"DISCREPANCY {reported}" if reported else to_state,
+                        source,
+                        note,
+                    )
+                    if part
+                ),
+            )
+            for at, to_state, source, reported, note in rows
+        ]
 
     def trade_no_for(self, reference: str) -> str | None:
-        value = self.redis.hget(f"{self.prefix}:refs", reference)
-        return str(value) if value is not None else None
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT trade_no FROM orders WHERE reference = %s", (reference,)
+            ).fetchone()
+        return row[0] if row is not None else None
 
     def batch(self, batch_id: str) -> BatchSummary | None:
-        h: dict[str, str] = self.redis.hgetall(self.batch_key(batch_id))  # type: ignore[assignment]
-        if not h:
-            return None
+        """The batch's counts and amounts per state and currency, and its discrepancies
+        (reports recorded but not applied), counted from its orders as they are now."""
+        with self._connection() as conn:
+            head = conn.execute(
+                "SELECT b.row_count, b.created_at, b.market, b.hold_reason, "
+                "  (SELECT count(*) FROM order_events e JOIN orders o USING (trade_no) "
+                "   WHERE e.facts ? 'discrepancy' AND o.batch_id = b.id) "
+                "FROM batches b WHERE b.id = %s",
+                (batch_id,),
+            ).fetchone()
+            if head is None:
+                return None
+            rows = conn.execute(
+                "SELECT state, currency, count(*), sum(amount) FROM orders "
+                "WHERE batch_id = %s GROUP BY state, currency",
+                (batch_id,),
+            ).fetchall()
+        total, created_at, market, held_reason, discrepancies = head
         counts: dict[State, int] = {}
         amounts: dict[State, dict[str, Decimal]] = {}
-        extra: dict[str, str] = {}
-        for key, value in h.items():
-            kind, _, rest = key.partition(":")
-            if kind == "n" and int(value):
-                counts[State(rest)] = int(value)
-            elif kind == "c":
-                state, _, currency = rest.partition(":")
-                if int(value):
-                    amounts.setdefault(State(state), {})[currency] = Decimal(value) / 100
-            elif kind not in ("total", "discrepancies", "created", "market", "held"):
-                extra[key] = value
+        for state, currency, n, amount in rows:
+            counts[State(state)] = counts.get(State(state), 0) + n
+            amounts.setdefault(State(state), {})[currency] = amount
         return BatchSummary(
             batch_id=batch_id,
-            total=int(h.get("total", 0)),
+            total=total,
             counts=counts,
             amounts=amounts,
-            discrepancies=int(h.get("discrepancies", 0)),
-            created_ms=int(h.get("created", 0)),
-            market=h.get("market", ""),
-            held_reason=h.get("held") or None,
-            extra=extra,
+            discrepancies=discrepancies,
+            created_ms=_ms(created_at),
+            market=market,
+            held_reason=held_reason,
         )
 
     def set_batch_note(self, batch_id: str, name: str, value: str | None) -> None:
-        """Store (or with None clear) a note on the batch, such as why it is held."""
-        if value is None:
-            self.redis.hdel(self.batch_key(batch_id), name)
-        else:
-            self.redis.hset(self.batch_key(batch_id), name, value)
+        """Store (or with None clear) a note on the batch: ``held``, why it is still held."""
+        if name not in _BATCH_NOTES:
+            raise ValueError(f"unknown batch note {name!r}: expected one of {sorted(_BATCH_NOTES)}")
+        query = sql.SQL("UPDATE batches SET {} = %s WHERE id = %s").format(
+            sql.Identifier(_BATCH_NOTES[name])
+        )
+        with self._connection() as conn:
+            conn.execute(query, (value, batch_id))
 
-    def iter_batch(self, batch_id: str, page: int = 1000) -> Iterator[list[str]]:
-        """The batch's tradeNos in row order, a page at a time."""
-        key = f"{self.batch_key(batch_id)}:orders"
-        start = 0
+    def iter_batch(self, batch_id: str, page: int = PAGE) -> Iterator[list[str]]:
+        """The batch's tradeNos in row order, a page (one short query) at a time."""
+        after = 0
         while True:
-            chunk: list[str] = self.redis.lrange(key, start, start + page - 1)  # type: ignore[assignment]
-            if not chunk:
+            with self._connection() as conn:
+                rows = conn.execute(
+                    "SELECT row_no, trade_no FROM orders WHERE batch_id = %s AND row_no > %s "
+                    "ORDER BY row_no LIMIT %s",
+                    (batch_id, after, page),
+                ).fetchall()
+            if not rows:
                 return
-            yield chunk
-            start += len(chunk)
+            yield [trade_no for _, trade_no in rows]
+            after = rows[-1][0]
 
     def now_ms(self) -> int:
-        """The Redis server's clock, which times every state (never the worker's)."""
-        seconds, micros = self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        """The database server's clock, which times every state (never the worker's)."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        return _ms(row[0])
 
-    def oldest(
+    def scan(self, state: State, *, older_than: float, now_ms: int) -> Iterator[tuple[str, int]]:
+        """Every (tradeNo, entered ms) in ``state`` for ``older_than`` s at ``now_ms``,
+        oldest first, read in pages by key: an order that leaves the state while it is
+        read makes the scan skip no other, and one entering it now is too young."""
+        cutoff = now_ms - int(older_than * 1000)
+        after: tuple[str, datetime] | None = None
+        while True:
+            page = self._page(state, cutoff, after, PAGE)
+            yield from ((trade_no, _ms(at)) for trade_no, at in page)
+            if len(page) < PAGE:
+                return
+            after = page[-1]
+
+    def _page(
         self,
         state: State,
-        *,
-        older_than: float = 0.0,
-        limit: int = 100,
-        offset: int = 0,
-        now_ms: int | None = None,
-    ) -> list[tuple[str, int]]:
-        """Up to ``limit`` (tradeNo, entered ms) in ``state`` for ``older_than`` s, oldest first."""
-        cutoff = (now_ms if now_ms is not None else self.now_ms()) - int(older_than * 1000)
-        rows = self.redis.zrangebyscore(
-            self.state_key(state), "-inf", cutoff, start=offset, num=limit, withscores=True
-        )
-        return [(str(t), int(score)) for t, score in cast(list[tuple[str, float]], rows)]
+        cutoff_ms: int,
+        after: tuple[str, datetime] | None,
+        limit: int,
+    ) -> list[tuple[str, datetime]]:
+        query = sql.SQL(_PAGE).format(state=sql.Literal(str(state)))
+        params = {
+            # Entered at most at cutoff_ms, in whole milliseconds as the callers count.
+            "before": _at(cutoff_ms + 1),
+            "after": after[0] if after else "",
+            "after_at": after[1] if after else _EPOCH,
+            "limit": limit,
+        }
+        with self._connection() as conn:
+            return conn.execute(query, params).fetchall()
 
     def entered_ms(self, trade_no: str, state: State) -> int | None:
-        """When the order entered ``state`` (if it is in that indexed state now)."""
-        score = self.redis.zscore(self.state_key(state), trade_no)
-        return int(score) if score is not None else None
+        """When the order entered ``state`` (if it is in that state now)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT state_entered_at FROM orders WHERE trade_no = %s AND state = %s",
+                (trade_no, str(state)),
+            ).fetchone()
+        return _ms(row[0]) if row is not None else None
 
     def stale_claim(self, trade_no: str, lease: float) -> bool:
         """True when the order is SUBMITTING and was claimed more than ``lease`` s ago:
@@ -342,45 +546,116 @@ class Ledger:
             return False
         return self.now_ms() - claimed > lease * 1000
 
+    def first_claimed_ms(self, trade_no: str) -> int | None:
+        """When the order was first claimed for sending (None if never), from its events."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT min(at) FROM order_events WHERE trade_no = %s AND to_state = 'SUBMITTING'",
+                (trade_no,),
+            ).fetchone()
+        return _ms(row[0]) if row is not None and row[0] is not None else None
+
+    def open_states(self) -> dict[State, tuple[int, int]]:
+        """For every state orders are open in (not final): how many, and when the oldest
+        entered it (ms). One query on the index of open orders, however many are final."""
+        with self._connection() as conn:
+            rows = conn.execute(_OPEN_STATES).fetchall()
+        return {State(state): (n, _ms(oldest)) for state, n, oldest in rows}
+
     def state_counts(self) -> dict[State, int]:
-        """Orders per state across every batch, kept by the same scripts that move them."""
-        counts = self.redis.hgetall(f"{self.prefix}:counts")
-        return {State(str(k)): int(v) for k, v in counts.items() if int(v)}
+        """Orders per state across every batch: a count over the whole table, for tools
+        and tests (the metrics read :meth:`open_states` and count the finals as they go)."""
+        with self._connection() as conn:
+            rows = conn.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
+        return {State(state): n for state, n in rows}
 
     def count(self, state: State) -> int:
-        return int(self.redis.zcard(self.state_key(state)))
+        """Orders in ``state``: an index read for an open state (spelled as a literal)."""
+        query = sql.SQL("SELECT count(*) FROM orders WHERE state = {}").format(
+            sql.Literal(str(state))
+        )
+        with self._connection() as conn:
+            row = conn.execute(query).fetchone()
+        assert row is not None
+        return int(row[0])
 
     def discrepancies(self, limit: int = 100) -> list[str]:
-        return list(self.redis.zrevrange(f"{self.prefix}:discrepancies", 0, limit - 1))  # type: ignore[arg-type]
+        """Orders with a report recorded but not applied, the latest first."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT trade_no FROM order_events WHERE facts ? 'discrepancy' "
+                "GROUP BY trade_no ORDER BY max(id) DESC LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [trade_no for (trade_no,) in rows]
+
+    def ping(self) -> None:
+        """One round trip to the server; raises ``psycopg.OperationalError`` (a
+        ``PoolTimeout`` too) when it cannot be reached."""
+        with self._connection() as conn:
+            conn.execute("SELECT 1")
 
     # transitions ------------------------------------------------------------
-    def _transition_args(
+    def _move(
         self,
-        trade_no: str,
+        trade_nos: Sequence[str],
         target: State,
-        expect: Iterable[State],
-        note: str,
-        report: bool,
-        facts: Mapping[str, str | int | None],
-    ) -> tuple[list[str], list[str]]:
-        args = [
-            self.prefix,
-            trade_no,
-            str(target),
-            ",".join(str(s) for s in expect),
-            note[:_MAX_TEXT],
-            "1" if report else "0",
-        ]
-        for name, value in facts.items():
-            if value is not None:
-                args += [_FACT_FIELDS[name], str(value)[:_MAX_TEXT]]
-        return [self.order_key(trade_no), self.history_key(trade_no)], args
+        *,
+        source: Source,
+        expect: Iterable[State] = (),
+        note: str = "",
+        report: bool = False,
+        with_payload: bool = False,
+        facts: Mapping[str, str | int | None] | None = None,
+    ) -> dict[str, tuple[Transition, dict[str, str] | None]]:
+        """One statement moving ``trade_nos``: each one's Transition (and with
+        ``with_payload``, a moved order's fields to send), keyed by tradeNo; unknown
+        tradeNos are absent."""
+        expected = frozenset(expect)
+        allowed = ALLOWED_FROM[target] & expected if expected else ALLOWED_FROM[target]
+        discrepant: frozenset[State] = frozenset()
+        if report and target in FINAL_STATES:
+            discrepant = (FINAL_STATES & expected if expected else FINAL_STATES) - {target}
+        given = {name: value for name, value in (facts or {}).items() if value is not None}
+        said = f"{target} {source} {note}".rstrip()
+        seen = {**given, "note": note} if note else given
+        params = {
+            "trade_nos": list(trade_nos),
+            "target": str(target),
+            "allowed": [str(s) for s in allowed],
+            "discrepant": [str(s) for s in discrepant],
+            "refresh": bool(given),
+            "attempt": target is State.SUBMITTING,  # a claim: one more attempt
+            "erase": target in FINAL_STATES,
+            "source": source,
+            "facts": Jsonb(seen) if seen else None,
+            "discrepancy": said,
+            "discrepancy_facts": Jsonb({**seen, "discrepancy": str(target)}),
+            "platform_trade_no": given.get("platform_trade_no"),
+            "provider_status": given.get("provider_status"),
+            "provider_message": given.get("provider_message"),
+            "reason": given.get("reason"),
+            "resubmits": given.get("resubmits"),
+        }
+        with self._connection() as conn:
+            rows = conn.execute(_CLAIM if with_payload else _TRANSITION, params).fetchall()
+        result: dict[str, tuple[Transition, dict[str, str] | None]] = {}
+        for trade_no, before, moved, payload in rows:
+            previous = State(before)
+            outcome = "ok" if moved else _outcome(previous, target, expected)
+            result[trade_no] = (Transition(outcome, previous), payload)
+        if self.on_final is not None and target in FINAL_STATES:
+            made_final = sum(1 for _, _, moved, _ in rows if moved)
+            if made_final:
+                self.on_final(target, made_final)
+        return result
 
     def transition(
         self,
         trade_no: str,
         target: State,
         *,
+        source: Source,
         expect: Iterable[State] = (),
         note: str = "",
         report: bool = False,
@@ -392,35 +667,86 @@ class Ledger:
     ) -> Transition:
         """Move the order to ``target`` if the table allows it (and it is in ``expect``).
 
-        ``report=True`` says the target comes from the provider: if the order is already
-        final in another state, that is recorded as a discrepancy and nothing changes.
-        The provider's ids, status code and message, a reason, and the number of
-        resubmissions because the provider had no record are stored with it.
+        Outcomes: ok, same (already there: the
+        facts given are stored), unexpected (not in ``expect``), final (the order is
+        final and stays so), forbidden (the table disallows it), missing.
+        ``report=True`` says the target comes from the provider: if the order is
+        already final in another state, that is recorded as a discrepancy (on the
+        order and as an event) and nothing else changes. The provider's ids, status
+        code and message, a reason, and the number of resubmissions because the
+        provider had no record are stored with the move.
         """
-        facts = {
-            "platform_trade_no": platform_trade_no,
-            "provider_status": provider_status,
-            "provider_message": provider_message,
-            "reason": reason,
-            "resubmits": resubmits,
-        }
-        keys, args = self._transition_args(trade_no, target, expect, note, report, facts)
-        return self.transition_reply(self._transition(keys=keys, args=args))
+        found = self._move(
+            [trade_no],
+            target,
+            source=source,
+            expect=expect,
+            note=note,
+            report=report,
+            facts={
+                "platform_trade_no": platform_trade_no,
+                "provider_status": provider_status,
+                "provider_message": provider_message,
+                "reason": reason,
+                "resubmits": resubmits,
+            },
+        )
+        return found[trade_no][0] if trade_no in found else Transition("missing", None)
+
+    def transition_many(
+        self,
+        trade_nos: Sequence[str],
+        target: State,
+        *,
+        source: Source,
+        expect: Iterable[State] = (),
+        note: str = "",
+    ) -> list[Transition]:
+        """The same move for many orders, each atomic, all in one statement."""
+        found = self._move(trade_nos, target, source=source, expect=expect, note=note)
+        missing = Transition("missing", None)
+        return [found[t][0] if t in found else missing for t in trade_nos]
+
+    def claim(self, trade_no: str) -> tuple[Transition, dict[str, str] | None]:
+        """QUEUED -> SUBMITTING (one more attempt) and the fields to send, in one round
+        trip; the fields are None unless this call claimed the order."""
+        found = self._move(
+            [trade_no], State.SUBMITTING, source="submit", expect=[State.QUEUED], with_payload=True
+        )
+        if trade_no not in found:
+            return Transition("missing", None), None
+        claimed, payload = found[trade_no]
+        return claimed, dict(payload) if claimed.moved and payload is not None else None
 
     def note_unseen(self, order: Order, at_ms: int) -> None:
         """Note that a lookup at ``at_ms`` showed no record of ``order``'s latest POST.
 
-        Stored only while the order is in the state it was read in (the transition
-        script's ``same`` outcome), and read back only while no later POST was made
-        (see :attr:`Order.unseen_ms`).
+        Stored only while the order is in the state it was read in and no later POST
+        was made (the next claim clears it); see :attr:`Order.unseen_ms`.
         """
-        facts = {"unseen": f"{order.attempts}:{at_ms}"}
-        keys, args = self._transition_args(
-            order.trade_no, order.state, [order.state], "", False, facts
-        )
-        self.transition_reply(self._transition(keys=keys, args=args))
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE orders SET unseen_at = %s "
+                "WHERE trade_no = %s AND state = %s AND attempts = %s",
+                (_at(at_ms), order.trade_no, str(order.state), order.attempts),
+            )
 
-    def apply_report(self, trade_no: str, report: ProviderReport, *, source: str) -> Outcome:
+    def restart_queued(self, trade_nos: Sequence[str]) -> list[str]:
+        """Restart the QUEUED clock of orders whose message the sweeper publishes again,
+        so the next pass does not republish them; returns those still QUEUED."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "WITH swept AS ("
+                "  UPDATE orders SET state_entered_at = now() "
+                "  WHERE trade_no = ANY(%s) AND state = 'QUEUED' RETURNING trade_no"
+                ") INSERT INTO order_events (trade_no, source, from_state, to_state, facts) "
+                "SELECT trade_no, 'sweeper', 'QUEUED', 'QUEUED', %s FROM swept "
+                "RETURNING trade_no",
+                (list(trade_nos), Jsonb({"note": "republished"})),
+            ).fetchall()
+        return [trade_no for (trade_no,) in rows]
+
+    def apply_report(self, trade_no: str, report: ProviderReport, *, source: Source) -> Outcome:
         """Apply what the provider said about an order: the one rule for every source.
 
         ``source`` (submit, webhook, lookup) goes into the order's history. The report
@@ -432,8 +758,8 @@ class Ledger:
         result = self.transition(
             trade_no,
             report.state,
+            source=source,
             report=True,
-            note=source,
             platform_trade_no=report.platform_trade_no,
             provider_status=report.status,
             provider_message=report.message,
@@ -449,49 +775,3 @@ class Ledger:
                 return Outcome.DISCREPANCY
             case _:
                 return Outcome.IGNORED
-
-    def queue_transition(
-        self,
-        pipe: Pipeline,
-        trade_no: str,
-        target: State,
-        *,
-        expect: Iterable[State] = (),
-        note: str = "",
-    ) -> None:
-        """Add a :meth:`transition` to ``pipe``; read its reply with :meth:`transition_reply`.
-
-        A plain EVALSHA (see ``RateLimiter.queue_try``): if the server lost its script
-        cache, the reply is a ``NoScriptError`` and the order did not move; call
-        :meth:`load_scripts` and try again.
-        """
-        keys, args = self._transition_args(trade_no, target, expect, note, False, {})
-        pipe.evalsha(self._transition.sha, len(keys), *keys, *args)
-
-    @staticmethod
-    def transition_reply(reply: Any) -> Transition:
-        if isinstance(reply, Exception):
-            raise reply
-        outcome, previous = reply
-        return Transition(str(outcome), State(previous) if previous else None)
-
-    def load_scripts(self) -> None:
-        """Put the ledger's scripts in the server's cache (after a restart flushed it)."""
-        for script in (self._create, self._transition):
-            self.redis.script_load(script.script)
-
-    def transition_many(
-        self,
-        trade_nos: Sequence[str],
-        target: State,
-        *,
-        expect: Iterable[State] = (),
-        note: str = "",
-    ) -> list[Transition]:
-        """The same move for many orders, each atomic, in one pipelined round trip."""
-        expect = tuple(expect)
-        pipe = self.redis.pipeline(transaction=False)
-        for trade_no in trade_nos:
-            keys, args = self._transition_args(trade_no, target, expect, note, False, {})
-            self._transition(keys=keys, args=args, client=pipe)
-        return [self.transition_reply(reply) for reply in pipe.execute()]

@@ -278,6 +278,7 @@ class Lookups:
         moved = self.ledger.transition(
             order.trade_no,
             target,
+            source="lookup",
             expect=[order.state],
             note=why,
             reason=why if target is State.REVIEW else None,

@@ -3,8 +3,14 @@
 Workers run on many machines, so a per-process ``prometheus_client`` registry would
 show one process's share only. Every worker instead adds to one hash
 (``<prefix>:metrics``) with ``HINCRBY`` / ``HINCRBYFLOAT``, and the web process turns
-the hash, and the ledger's own counts, into Prometheus metrics with
+the hash, and the ledger's counts of open orders, into Prometheus metrics with
 :meth:`Metrics.collector` on every scrape.
+
+Open orders (not final) are counted by the ledger in one query on its index of open
+orders, which stays the size of the work in progress. Final orders are never counted
+in the table, which grows forever: the ledger reports every order it makes final
+(``Ledger(on_final=Metrics.finalized)``) and they are counted here, as a counter that
+starts again from 0 if Redis loses the hash (Prometheus reads that as a restart).
 
 Submit workers record several values per payout; writing each at once cost a fifth
 of a payout's time. So each process has one ``Metrics`` (worker.runtime) with
@@ -25,6 +31,7 @@ Hash fields (``|`` separated, label values sanitised so they cannot contain it):
     waits|<endpoint>          rate limiter waits, count
     token_refresh             OAuth token refreshes
     webhook|<outcome>         webhook outcomes
+    final|<state>             orders made final, by their final state
 """
 
 from __future__ import annotations
@@ -72,8 +79,8 @@ WEBHOOK_OUTCOMES: tuple[str, ...] = (
     "oversized",  # body over the limit
     "unknown_path",  # a POST to a path the receiver does not serve (see NOTIFY_URL)
 )
-# States whose counts come from the ledger's per-state indexes (ZCARD).
-INDEXED_STATES: tuple[State, ...] = tuple(s for s in State if s not in FINAL_STATES)
+# States whose counts come from the ledger's index of open orders.
+OPEN_STATES: tuple[State, ...] = tuple(s for s in State if s not in FINAL_STATES)
 # States whose age is the reconcile lag.
 LAG_STATES: tuple[State, ...] = (State.PROCESSING, State.UNKNOWN)
 
@@ -135,6 +142,10 @@ class Metrics:
         """One webhook notification handled, by outcome (see ``WEBHOOK_OUTCOMES``)."""
         self._add({f"webhook|{_label(outcome)}": 1})
 
+    def finalized(self, state: State, count: int) -> None:
+        """``count`` orders were made final in ``state`` (the ledger's ``on_final``)."""
+        self._add({f"final|{_label(state)}": count})
+
     def _add(self, counts: dict[str, int], sums: dict[str, float] | None = None) -> None:
         with self._lock:
             self._counts.update(counts)
@@ -193,27 +204,25 @@ class _RedisCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         data = self.metrics.snapshot()
-        yield self._orders()
-        yield self._reconcile_lag()
+        open_states = self.ledger.open_states()
+        yield self._orders(open_states)
+        yield self._reconcile_lag(open_states)
         yield from _from_hash(data)
 
-    def _orders(self) -> Metric:
+    def _orders(self, open_states: dict[State, tuple[int, int]]) -> Metric:
         family = GaugeMetricFamily(
-            "disburse_orders", "Payout orders by state, cluster-wide.", labels=["state"]
+            "disburse_orders",
+            "Payout orders not final, by state, cluster-wide "
+            "(final ones: disburse_orders_finalized_total).",
+            labels=["state"],
         )
-        for state in INDEXED_STATES:
-            family.add_metric([str(state)], self.ledger.count(state))
-        finals = self.ledger.state_counts()
-        for state in sorted(FINAL_STATES):
-            family.add_metric([str(state)], int(finals.get(state, 0)))
+        for state in OPEN_STATES:
+            family.add_metric([str(state)], open_states.get(state, (0, 0))[0])
         return family
 
-    def _reconcile_lag(self) -> Metric:
-        now = self.ledger.now_ms()
-        entered = [
-            ms for state in LAG_STATES for _, ms in self.ledger.oldest(state, limit=1, now_ms=now)
-        ]
-        lag = max(0.0, (now - min(entered)) / 1000.0) if entered else 0.0
+    def _reconcile_lag(self, open_states: dict[State, tuple[int, int]]) -> Metric:
+        entered = [open_states[state][1] for state in LAG_STATES if state in open_states]
+        lag = max(0.0, (self.ledger.now_ms() - min(entered)) / 1000.0) if entered else 0.0
         return GaugeMetricFamily(
             "disburse_reconcile_lag_seconds",
             "Age of the oldest PROCESSING or UNKNOWN order (0 when there is none).",
@@ -238,6 +247,7 @@ def _from_hash(data: dict[str, str]) -> Iterator[Metric]:
         labels=["endpoint"],
     )
     webhooks: dict[str, float] = dict.fromkeys(WEBHOOK_OUTCOMES, 0.0)
+    finals: dict[str, float] = dict.fromkeys(sorted(FINAL_STATES), 0.0)
     buckets: dict[str, float] = {}
     for field, value in sorted(data.items()):
         kind, _, rest = field.partition("|")
@@ -251,6 +261,8 @@ def _from_hash(data: dict[str, str]) -> Iterator[Metric]:
             waits.add_metric([rest], number)
         elif kind == "webhook":
             webhooks[rest] = number
+        elif kind == "final":
+            finals[rest] = number
         elif kind == "lat":
             buckets[rest] = number
     yield responses
@@ -273,6 +285,14 @@ def _from_hash(data: dict[str, str]) -> Iterator[Metric]:
     for outcome, number in sorted(webhooks.items()):
         family.add_metric([outcome], number)
     yield family
+    final = CounterMetricFamily(
+        "disburse_orders_finalized",
+        "Orders made final, by final state, since the metrics began.",
+        labels=["state"],
+    )
+    for state, number in sorted(finals.items()):
+        final.add_metric([state], number)
+    yield final
 
 
 def _cumulative(per_bucket: dict[str, float]) -> list[tuple[str, float]]:

@@ -9,13 +9,13 @@ Routes:
     body, answers, counts and logs what that module replies.
 
     Malformed input is a 4xx, never a 500: bad JSON or not an object 400, over
-    ``MAX_BODY`` 413, wrong method 405. Redis (or the broker) down is a 503, which the
-    provider retries. A POST to a path nothing is served on is a 404, logged (the path
+    ``MAX_BODY`` 413, wrong method 405. PostgreSQL, Redis or the broker down is a 503,
+    which the provider retries. A POST to a path nothing is served on is a 404, logged (the path
     only) and counted (outcome ``unknown_path``): notifications refused unnoticed leave
     payouts to reconcile alone.
 
 ``GET /healthz``
-    ``{"redis": "ok"}`` (200) or ``{"redis": "unreachable"}`` (503).
+    ``{"redis": "ok", "postgres": "ok"}`` (200); either ``"unreachable"`` makes it a 503.
 
 ``GET /metrics``
     Prometheus text of the cluster-wide metrics (:mod:`worker.metrics`).
@@ -31,7 +31,7 @@ import json
 import logging
 import threading
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,7 @@ _MAX_LOGGED_PATH = 200
 @dataclass(frozen=True)
 class _Deps:
     ledger: Ledger
+    redis: redis.Redis
     webhooks: WebhookHandler
     metrics: Metrics
     registry: CollectorRegistry
@@ -94,9 +95,10 @@ class NotifyApp:
         publish_lookups: RequestLookups | None = None,
         metrics: Metrics | None = None,
         *,
+        redis_client: redis.Redis | None = None,
         configure_logs: bool = False,
     ) -> None:
-        self._given = (ledger, settings, publish_lookups, metrics)
+        self._given = (ledger, settings, publish_lookups, metrics, redis_client)
         self._configure_logs = configure_logs
         self._deps: _Deps | None = None
         self._lock = threading.Lock()
@@ -113,7 +115,7 @@ class NotifyApp:
     def _resolve(self) -> _Deps:
         from worker import runtime
 
-        ledger, settings, publish_lookups, metrics = self._given
+        ledger, settings, publish_lookups, metrics, client = self._given
         if self._configure_logs:
             from worker.logs import configure_logging
 
@@ -138,11 +140,12 @@ class NotifyApp:
             allow_unsigned=settings.allow_unsigned_webhooks,
         )
         metrics = metrics or runtime.metrics()
+        client = client or runtime.redis_client()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(metrics.collector(ledger))
         paths = notify_paths(settings.notify_url)
         log.info("webhook receiver: notifications are served on %s", ", ".join(paths))
-        return _Deps(ledger, webhooks, metrics, registry, paths)
+        return _Deps(ledger, client, webhooks, metrics, registry, paths)
 
     # WSGI ---------------------------------------------------------------------------
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -210,13 +213,21 @@ class NotifyApp:
 
     # /healthz -----------------------------------------------------------------------
     def healthz(self, request: Request) -> Response:
-        client = self.deps.ledger.redis
-        try:
-            client.ping()
-        except Exception as exc:
-            log.warning("health check: Redis unreachable (%s)", type(exc).__name__)
-            return _json(503, {"redis": "unreachable"})
-        return _json(200, {"redis": "ok"})
+        checks: dict[str, Callable[[], object]] = {
+            "redis": self.deps.redis.ping,
+            "postgres": self.deps.ledger.ping,
+        }
+        found: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                check()
+            except Exception as exc:
+                log.warning("health check: %s unreachable (%s)", name, type(exc).__name__)
+                found[name] = "unreachable"
+            else:
+                found[name] = "ok"
+        healthy = all(value == "ok" for value in found.values())
+        return _json(200 if healthy else 503, found)
 
     # /metrics -----------------------------------------------------------------------
     def metrics(self, request: Request) -> Response:
@@ -237,10 +248,18 @@ def create_app(
     publish_lookups: RequestLookups | None = None,
     metrics: Metrics | None = None,
     *,
+    redis_client: redis.Redis | None = None,
     configure_logs: bool = False,
 ) -> WSGIApplication:
     """The receiver; anything not given is taken from :mod:`worker.runtime` on first use."""
-    return NotifyApp(ledger, settings, publish_lookups, metrics, configure_logs=configure_logs)
+    return NotifyApp(
+        ledger,
+        settings,
+        publish_lookups,
+        metrics,
+        redis_client=redis_client,
+        configure_logs=configure_logs,
+    )
 
 
 def _read_body(request: Request) -> dict[str, Any] | Reply:

@@ -1,9 +1,11 @@
-"""Start-up checks of the Redis that holds the ledger: warnings, never a failed start.
+"""Start-up checks of the Redis that coordinates the workers: warnings, never a failed start.
 
-The ledger is the only record of which payouts were sent. A Redis without an
-append-only file loses the last minutes of it on a restart (or all of it), and an
-eviction policy other than ``noeviction`` lets Redis silently drop orders under
-memory pressure. Either could pay someone twice. Managed Redis services often refuse
+Redis holds no payout state (the ledger is PostgreSQL's), but it holds the queued
+messages, the rate limiters and the pause switches. A Redis without an append-only
+file forgets them on a restart: queued payouts wait for the sweeper (``SWEEP_AFTER``)
+and a pause, even one a systemic rejection set, is lifted. An eviction policy other
+than ``noeviction`` drops them under memory pressure, a rate limiter too, and then the
+workers may exceed the provider's limit. Managed Redis services often refuse
 ``CONFIG GET``: then we say we could not check.
 """
 
@@ -16,11 +18,14 @@ import redis
 
 log = logging.getLogger(__name__)
 
-NO_PERSISTENCE = "Redis has no persistence (appendonly no): a Redis restart would lose the ledger"
+NO_PERSISTENCE = (
+    "Redis has no persistence (appendonly no): a Redis restart would lose the queued "
+    "messages and the pause switches"
+)
 
 
 def check_redis(client: redis.Redis) -> list[str]:
-    """Warnings about ``client``'s server settings that put the ledger at risk."""
+    """Warnings about ``client``'s server settings that put the coordination at risk."""
     try:
         appendonly = _config(client, "appendonly")
         policy = _config(client, "maxmemory-policy")
@@ -40,7 +45,7 @@ def check_redis(client: redis.Redis) -> list[str]:
     if policy is not None and policy.lower() != "noeviction":
         warnings.append(
             f"Redis maxmemory-policy is {policy!r}, not 'noeviction': under memory "
-            "pressure Redis may evict ledger keys (orders, claims, the rate limiter)"
+            "pressure Redis may evict queued messages, pause switches and rate limiters"
         )
     return warnings
 

@@ -2,16 +2,17 @@
 
 A pass (Celery beat; a Redis lock with an owner token plus a short gate make a second
 beat, or a pass that outlasts its interval, change nothing) reads the pending orders
-oldest first, in pages, from the ledger's state indexes: PROCESSING and UNKNOWN older
-than ``RECONCILE_AFTER``, and SUBMITTING orders whose claim outlived any worker. It
+oldest first, in pages, from the ledger (its index of open orders): PROCESSING and
+UNKNOWN older than ``RECONCILE_AFTER``, and SUBMITTING orders whose claim outlived any
+worker. It
 publishes them as lookup tasks (worker.lookup) through the in-flight markers
 (worker.inflight): an order with a lookup outstanding is not published again, so no
 order is looked up twice at once, however many beats run.
 
 The sweeper republishes QUEUED orders whose submit task died (their lease expired:
 worker.leases), whatever the length of the submit queues, and, once the queues are
-empty, QUEUED orders whose broker message was lost; the claim makes a duplicate
-harmless.
+empty, QUEUED orders older than ``SWEEP_AFTER`` (their broker message was lost); the
+claim makes a duplicate harmless.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from worker.states import State
 
 log = logging.getLogger(__name__)
 
-PAGE = 500  # index entries read per round trip
+PAGE = 500  # orders read or restarted per round trip
 # Orders published per pass, by the state they were found in, in this order.
 _KINDS = (State.SUBMITTING, State.UNKNOWN, State.PROCESSING)
 
@@ -102,6 +103,7 @@ class Reconciler:
         in_flight: InFlightLookups,
         pause: PauseSwitch,
         leases: Leases,
+        client: redis.Redis,
         settings: Settings,
         *,
         publish_submissions: Callable[[Sequence[str]], object],
@@ -111,16 +113,13 @@ class Reconciler:
         self.in_flight = in_flight
         self.pause = pause  # the cluster-wide switch: the sweeper waits while it is on
         self.leases = leases
+        self.redis = client  # the pass's lock and gate
         self.settings = settings
         self.publish_submissions = publish_submissions
         self.submit_queue_length = submit_queue_length
 
-    @property
-    def redis(self) -> redis.Redis:
-        return self.ledger.redis
-
     def _key(self, name: str) -> str:
-        return f"{self.ledger.prefix}:reconcile:{name}"
+        return f"{self.settings.key_prefix}:reconcile:{name}"
 
     # the pass -----------------------------------------------------------------
     def run_pass(self) -> PassReport:
@@ -162,7 +161,10 @@ class Reconciler:
                 if state is State.SUBMITTING
                 else self.settings.reconcile_after
             )
-            found += [(ms, t, state) for t, ms in self._scan(state, older_than, now)]
+            found += [
+                (ms, t, state)
+                for t, ms in self.ledger.scan(state, older_than=older_than, now_ms=now)
+            ]
         found.sort()  # oldest first, whatever the state
         fresh = set(self.in_flight.mark([t for _, t, _ in found], backlog=len(found)))
         published = [t for _, t, _ in found if t in fresh]
@@ -171,33 +173,6 @@ class Reconciler:
                 report.published[state] = report.published.get(state, 0) + 1
         report.skipped_in_flight = len(found) - len(published)
         self.in_flight.publish_marked(published)
-
-    def _scan(self, state: State, older_than: float, now_ms: int) -> list[tuple[str, int]]:
-        """Every (tradeNo, entered ms) in ``state`` for ``older_than`` s, oldest first.
-
-        Read in pages keyed by score (not by offset), so orders that leave the index
-        while it is read do not make the scan skip others.
-        """
-        key = self.ledger.state_key(state)
-        cutoff = now_ms - int(older_than * 1000)
-        found: list[tuple[str, int]] = []
-        seen: set[str] = set()
-        low: float | str = "-inf"
-        tie = 0  # members already read whose score equals ``low``
-        while True:
-            rows: list[tuple[str, float]] = self.redis.zrangebyscore(  # type: ignore[assignment]
-                key, low, cutoff, start=tie, num=PAGE, withscores=True
-            )
-            for member, score in rows:
-                if member not in seen:
-                    seen.add(member)
-                    found.append((str(member), int(score)))
-            if len(rows) < PAGE:
-                return found
-            last = rows[-1][1]
-            at_last = sum(1 for _, score in rows if score == last)
-            tie = tie + at_last if last == low else at_last
-            low = last
 
     def sweep(self, report: PassReport) -> None:
         """Republish QUEUED orders whose task died or whose message was lost; the claim
@@ -217,14 +192,19 @@ class Reconciler:
             report.sweep_skipped = "the submit queue is not empty"
             return
         now = self.ledger.now_ms()
-        lost = [t for t, _ in self._scan(State.QUEUED, self.settings.sweep_after, now)]
+        found = [
+            t
+            for t, _ in self.ledger.scan(
+                State.QUEUED, older_than=self.settings.sweep_after, now_ms=now
+            )
+        ]
+        # Restart their clocks so the same orders are not republished on every pass; an
+        # order claimed meanwhile is left out.
+        lost: list[str] = []
+        for start in range(0, len(found), PAGE):
+            lost += self.ledger.restart_queued(found[start : start + PAGE])
         if not lost:
             return
-        # Restart their clocks so the same orders are not republished on every pass
-        # (``xx``: an order claimed meanwhile is not put back in the index).
-        key = self.ledger.state_key(State.QUEUED)
-        for start in range(0, len(lost), PAGE):
-            self.redis.zadd(key, dict.fromkeys(lost[start : start + PAGE], now), xx=True)
         self.publish_submissions(lost)
         report.swept = len(lost)
         log.warning("republished %d QUEUED orders whose messages were lost", len(lost))
@@ -237,7 +217,7 @@ class Reconciler:
         are left alone. The leases are dropped only once published: a pass that dies
         halfway leaves them to the next one.
         """
-        now = self.ledger.now_ms()
+        now = self.leases.now_ms()  # leases run on the Redis server's clock
         expired = self.leases.expired(now)
         queued: list[str] = []
         for start in range(0, len(expired), PAGE):

@@ -1,17 +1,23 @@
 """The process-wide objects the tasks, the CLI and the webhook receiver use.
 
 Built lazily from the settings, because Celery's prefork pool forks after import:
-each child process must open its own Redis connections and HTTP pools.
+each child process must open its own Redis connections, PostgreSQL pool and HTTP
+pools. A child forked after its parent built some forgets them (without closing
+them: they are the parent's), and builds its own on first use.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 from functools import cache
 
 import redis
+from psycopg_pool import ConnectionPool
 
 from worker.config import Account, get_settings
 from worker.controls import Controls
+from worker.db.pool import open_pool
 from worker.deadline import ReviewDeadline
 from worker.details import DetailsClient
 from worker.inflight import InFlightLookups
@@ -47,8 +53,15 @@ def redis_client() -> redis.Redis:
 
 
 @cache
+def pool() -> ConnectionPool:
+    """The process's PostgreSQL connection pool (worker.db.pool)."""
+    return open_pool(get_settings().database_url)
+
+
+@cache
 def ledger() -> Ledger:
-    return Ledger(redis_client(), prefix=get_settings().key_prefix)
+    # Orders made final are counted as they go: the metrics count no table.
+    return Ledger(pool(), on_final=metrics().finalized)
 
 
 @cache
@@ -76,9 +89,17 @@ def vexora(market: str) -> VexoraClient:
 @cache
 def metrics() -> Metrics:
     """The process's one Metrics: it batches what it records (worker.metrics) and
-    writes it out a second after its last write, at the end of every task and after
-    every webhook answer."""
-    return Metrics(redis_client(), prefix=get_settings().key_prefix, flush_every=1.0)
+    writes it out a second after its last write, at the end of every task, after
+    every webhook answer, and when the process exits (a CLI command)."""
+    built = Metrics(redis_client(), prefix=get_settings().key_prefix, flush_every=1.0)
+    atexit.register(_flush_at_exit, built, os.getpid())
+    return built
+
+
+def _flush_at_exit(built: Metrics, pid: int) -> None:
+    # Not in a forked child: its copy holds what the parent had not yet written.
+    if os.getpid() == pid:
+        built.flush()
 
 
 @cache
@@ -155,6 +176,7 @@ def reconciler() -> Reconciler:
         in_flight(),
         pause_switch(),
         leases(),
+        redis_client(),
         settings,
         # Everything the sweeper publishes is a submission again.
         publish_submissions=publish_resubmissions,
@@ -180,8 +202,25 @@ def batch_controls() -> Controls:
     )
 
 
+_BUILT = (redis_client, pool, ledger, pause_switch, metrics, _vexora, details, leases,
+          in_flight, lookups, _submitter, submitter, reconciler, producer,
+          batch_controls)  # fmt: skip
+
+
+def _forget_built() -> None:
+    for built in _BUILT:
+        built.cache_clear()
+
+
+# A forked child (a Celery prefork process) never uses what its parent built: a pool's
+# connections and threads do not survive fork(), and closing them would end the
+# parent's sessions.
+os.register_at_fork(after_in_child=_forget_built)
+
+
 def reset() -> None:
-    """Forget every cached object and re-read the environment (tests, demo, benchmarks)."""
+    """Close the pool, forget every cached object and re-read the environment (tests,
+    demo, benchmarks)."""
     import importlib
 
     import kombu.pools
@@ -189,11 +228,11 @@ def reset() -> None:
     import celeryconfig
     from worker.app import app
 
+    if pool.cache_info().currsize:
+        pool().close()
+    atexit.unregister(_flush_at_exit)  # what the forgotten Metrics holds is dropped
     get_settings.cache_clear()
-    for built in (redis_client, ledger, pause_switch, metrics, _vexora, details, leases,
-                  in_flight, lookups, _submitter, submitter, reconciler, producer,
-                  batch_controls):  # fmt: skip
-        built.cache_clear()
+    _forget_built()
     app.config_from_object(importlib.reload(celeryconfig), force=True)
     if app._pool is not None:
         app._pool.force_close_all()

@@ -15,7 +15,6 @@ from enum import Enum
 from typing import Any, Protocol
 
 from redis.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from worker.exceptions import (
     ConfigurationRejected,
@@ -72,10 +71,9 @@ class Next:
 
 @dataclass(frozen=True)
 class Ticket:
-    """What the claim's round trip found."""
+    """What the claim found."""
 
-    paused: bool
-    claim: Transition
+    claim: Transition | None  # None when submissions are paused: no claim was tried
     payload: dict[str, str]  # empty unless claimed
     slot_taken: bool
 
@@ -148,9 +146,7 @@ class Submitter:
 
     def submit(self, trade_no: str, deadline: float) -> Next:
         ticket = self.claim(trade_no)
-        if ticket.paused:
-            if ticket.claim.moved:
-                self._unclaim(trade_no, "paused")
+        if ticket.claim is None:
             return Next(Step.PAUSED)
         if not ticket.claim.moved:
             if ticket.claim.previous is State.SUBMITTING and self.ledger.stale_claim(
@@ -177,28 +173,22 @@ class Submitter:
         """The claim, QUEUED -> SUBMITTING: of every delivery of an order, only the one
         that makes it sends the order.
 
-        One round trip: the pause switch, the claim, the payload and a rate-limit try.
-
-        Commands run in this order on the server, so the pause switch is read before
-        the claim is made, and a slot is taken even when the claim fails (rare: a
-        duplicate delivery); the slot then goes unused, which only costs rate.
+        Two round trips: one to Redis (the pause switch, then a rate-limit try, in one
+        pipeline on the switch's server, which the limiter shares), then, unless
+        paused, the ledger's claim, which also returns the fields to send. A slot is
+        taken even when the claim then fails (rare: a duplicate delivery) or the
+        switch is on; it goes unused, which only costs rate.
         """
-        for attempt in range(2):
-            pipe = self.ledger.redis.pipeline(transaction=False)
-            self.pause.queue_reason(pipe)
-            self.ledger.queue_transition(pipe, trade_no, State.SUBMITTING, expect=[State.QUEUED])
-            self.ledger.queue_payload(pipe, trade_no)
-            self.limiter.queue_try(pipe)
-            paused, claim, payload, slot = pipe.execute(raise_on_error=False)
-            if isinstance(claim, NoScriptError) and attempt == 0:
-                self.ledger.load_scripts()  # Redis restarted: the order did not move
-                continue
-            claim = self.ledger.transition_reply(claim)
-            break
+        pipe = self.pause.redis.pipeline(transaction=False)
+        self.pause.queue_reason(pipe)
+        self.limiter.queue_try(pipe)
+        paused, slot = pipe.execute(raise_on_error=False)
+        if self.pause.reason_reply(paused) is not None:
+            return Ticket(claim=None, payload={}, slot_taken=False)
+        claim, payload = self.ledger.claim(trade_no)
         return Ticket(
-            paused=self.pause.reason_reply(paused) is not None,
             claim=claim,
-            payload=self.ledger.payload_reply(trade_no, payload) if claim.moved else {},
+            payload=payload or {},
             # An error here (the limiter's script not cached) just means: wait for one.
             slot_taken=not isinstance(slot, Exception) and self.limiter.try_reply(slot) == 0.0,
         )
@@ -251,6 +241,7 @@ class Submitter:
                 self.ledger.transition(
                     trade_no,
                     State.UNKNOWN,
+                    source="submit",
                     note=f"rejected {code} on a repeat attempt",
                     provider_status=code,
                     provider_message=message,
@@ -260,6 +251,7 @@ class Submitter:
                 self.ledger.transition(
                     trade_no,
                     State.FAILED,
+                    source="submit",
                     report=True,
                     note="rejected",
                     provider_status=code,
@@ -272,7 +264,9 @@ class Submitter:
                     type(error).__name__,
                     extra={"trade_no": trade_no},
                 )
-                self.ledger.transition(trade_no, State.UNKNOWN, note=type(error).__name__)
+                self.ledger.transition(
+                    trade_no, State.UNKNOWN, source="submit", note=type(error).__name__
+                )
                 return Next(Step.QUERY)
 
     def _may_repeat(self, trade_no: str) -> bool:
@@ -285,22 +279,27 @@ class Submitter:
         attempts = order.attempts if order else MAX_SUBMIT_ATTEMPTS
         if attempts >= MAX_SUBMIT_ATTEMPTS:
             self.ledger.transition(
-                trade_no, State.REVIEW, reason=f"not sent after {attempts} attempts: {why}"
+                trade_no,
+                State.REVIEW,
+                source="submit",
+                reason=f"not sent after {attempts} attempts: {why}",
             )
             return Next(Step.DONE)
         self._unclaim(trade_no, f"not sent: {why}")
         return Next(Step.RETRY, delay if delay is not None else backoff(attempts))
 
     def _unclaim(self, trade_no: str, why: str) -> None:
-        self.ledger.transition(trade_no, State.QUEUED, expect=[State.SUBMITTING], note=why)
+        self.ledger.transition(
+            trade_no, State.QUEUED, source="submit", expect=[State.SUBMITTING], note=why
+        )
 
 
 class MarketSubmitters:
     """Submits any orders, each through the :class:`Submitter` of its market's account.
 
     A chunk's markets are read in one round trip before anything is claimed, so every
-    claim's round trip (pause switch, claim, payload, a rate-limit slot) is already
-    that account's. Accounts run one after the other within the one budget.
+    claim (pause switch, rate-limit slot, claim and payload) is already that account's.
+    Accounts run one after the other within the one budget.
     """
 
     def __init__(self, ledger: Ledger, for_market: Callable[[str], Submitter]) -> None:

@@ -30,7 +30,7 @@ from worker.states import FINAL_STATES, Outcome, State
 from worker.vexora import PAYOUT_STATES, ProviderReport, is_trade_no
 
 if TYPE_CHECKING:
-    from worker.ledger import Order
+    from worker.ledger import Order, Source
 
 OK = "OK"
 # Provider text kept on the order or logged is cut to this length.
@@ -44,7 +44,7 @@ class Orders(Protocol):
 
     def get(self, trade_no: str) -> Order | None: ...
 
-    def apply_report(self, trade_no: str, report: ProviderReport, *, source: str) -> Outcome: ...
+    def apply_report(self, trade_no: str, report: ProviderReport, *, source: Source) -> Outcome: ...
 
 
 class Unavailable(Exception):

@@ -1,5 +1,5 @@
-"""Integration fixtures: a whole local cluster (real Redis, sandbox over HTTP, real
-``celery worker`` / ``beat`` processes from the Procfile) per test."""
+"""Integration fixtures: a whole local cluster (real Redis and PostgreSQL, sandbox over
+HTTP, real ``celery worker`` / ``beat`` processes from the Procfile) per test."""
 
 from __future__ import annotations
 
@@ -22,8 +22,14 @@ ClusterFactory = Callable[..., Any]
 
 @contextmanager
 def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
+    """A started cluster on its own Redis and PostgreSQL (migrated by LocalCluster)."""
+    with _running(LocalCluster(**kwargs)) as cluster:
+        yield cluster
+
+
+@contextmanager
+def _running(cluster: LocalCluster) -> Iterator[LocalCluster]:
     saved = dict(os.environ)
-    cluster = LocalCluster(**kwargs)
     try:
         cluster.start()
         os.environ.update(cluster.env())

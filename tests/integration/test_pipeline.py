@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from typing import Any
 
@@ -9,7 +10,9 @@ import pytest
 
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
-from worker import runtime
+from tests.unit.ledger_sql import PERSONAL_NUMBERS, found_whole, numbers_in_the_database
+from worker import report, runtime
+from worker.config import get_settings
 from worker.dev.cluster import LocalCluster
 from worker.dev.samples import sample_rows
 from worker.states import State
@@ -17,11 +20,12 @@ from worker.states import State
 pytestmark = pytest.mark.integration
 
 EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
+MARKETS = ("ID", "AR", "JP", "KH")
 
 
 def enqueue_markets(per_market: int) -> list[str]:
     batch_ids = []
-    for market in ("ID", "AR", "JP", "KH"):
+    for market in MARKETS:
         result = worker.enqueue_batch(market, sample_rows(market, per_market))
         assert result.rejected == [] and result.batch_id is not None
         assert result.accepted == per_market
@@ -57,6 +61,29 @@ def test_500_payouts_across_markets_settle_as_the_sandbox_did(cluster_factory: A
         summary = worker.batch_summary(batch_ids[0])
         assert summary is not None and summary.total == 125
         assert sum(summary.counts.values()) == 125
+        assert_no_personal_numbers_left(batch_ids)
+
+
+def assert_no_personal_numbers_left(batch_ids: list[str]) -> None:
+    """Settled, the orders keep no account or phone number anywhere in the database;
+    what people read (the order, the status, the export) works on the masked copy."""
+    rows = [row for market in MARKETS for row in sample_rows(market, 125)]
+    numbers = {row[name] for row in rows for name in PERSONAL_NUMBERS if name in row}
+    assert len(numbers) > 500
+    assert numbers_in_the_database(get_settings().database_url, numbers) == []
+    ledger = runtime.ledger()
+    (first, *_), *_ = ledger.iter_batch(batch_ids[0])
+    order = worker.get_order(first)
+    assert order is not None and order.state in (State.SUCCEEDED, State.FAILED)
+    assert order.masked is not None and order.masked["bankAccountNo"].startswith("*****")
+    summary = ledger.batch(batch_ids[0])
+    assert summary is not None
+    data = report.status_dict(ledger, summary, details=True)
+    assert data["settled"] and sum(data["counts"].values()) == 125
+    out = io.StringIO()
+    assert report.export_csv(ledger, batch_ids, out) == 500
+    assert first in out.getvalue()
+    assert found_whole(out.getvalue(), numbers) == []
 
 
 def test_rate_limit_holds_across_all_workers(cluster_factory: Any) -> None:

@@ -101,7 +101,9 @@ def test_payouts_the_provider_never_stored_are_resubmitted_after_the_grace_perio
             # The same tradeNo, sent twice: the first never stored, the second paid once.
             assert (record["post_count"], record["accepted_count"]) == (2, 1)
             assert order.resubmits == 1
-            assert sum(n.startswith("QUEUED provider has no record") for n in notes(order)) == 1
+            assert (
+                sum(n.startswith("QUEUED lookup provider has no record") for n in notes(order)) == 1
+            )
         stats = cluster.sandbox.stats()
         assert stats["errors_before_record"] == 20 and stats["errors_after_record"] == 0
         # At least two answers without a record per order, the grace period apart.
@@ -142,7 +144,7 @@ def test_a_paid_payout_whose_resubmission_is_refused_8000_ends_succeeded(
             assert order.platform_trade_no == record["platFormTradeNo"]
             assert (record["post_count"], record["accepted_count"]) == (2, 1)
             assert order.attempts == 2
-            assert "UNKNOWN rejected 8000 on a repeat attempt" in notes(order)
+            assert "UNKNOWN submit rejected 8000 on a repeat attempt" in notes(order)
         stats = provider.stats()
         assert stats["repeated_trade_no_posts"] == 16
         assert stats["duplicate_payments"] == 0

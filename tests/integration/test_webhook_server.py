@@ -1,5 +1,5 @@
 """The REAL web process (the Procfile's ``web`` line: waitress serving worker.notify:app)
-against the session's private Redis, over real HTTP."""
+against the session's private Redis and ledger database, over real HTTP."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import shlex
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,17 +17,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 import requests
-from psycopg import sql
 
 from schemas import Payout
-from worker.db import migrate
-from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
-from worker.ledger import Ledger
+from worker.ledger import Ledger, new_batch_id
 from worker.signing import sign
 from worker.states import State
 
@@ -72,8 +67,8 @@ def web_command(port: int) -> list[str]:
     raise AssertionError("no web line in the Procfile")
 
 
-def start_web(redis_url: str, tmp: Path, **env: str) -> WebServer:
-    assert not redis_url.endswith(":6379/0")
+def start_web(redis_url: str, database_url: str, tmp: Path, **env: str) -> WebServer:
+    assert not redis_url.endswith(":6379/0") and ":5432/" not in database_url
     port = free_port()
     environ = {
         k: v
@@ -82,6 +77,7 @@ def start_web(redis_url: str, tmp: Path, **env: str) -> WebServer:
     }
     environ.update(
         REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
         VEXORA_APP_SECRET=SECRET,
         DISBURSE_KEY_PREFIX=PREFIX,
         PORT=str(port),
@@ -125,26 +121,12 @@ def stop_web(server: WebServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def ledger_database(postgres_server: PostgresServer) -> str:
-    """A database of the session's server with the schema upgraded, for this module."""
-    name = f"webhook_server_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = postgres_server.database_url(name)
-    migrate.upgrade(url)
-    return url
-
-
-@pytest.fixture(scope="module")
 def web(
-    redis_server: RedisServer, ledger_database: str, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer, ledger_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebServer]:
     redis_server.client().flushdb()
     server = start_web(
-        redis_server.url,
-        tmp_path_factory.mktemp("web"),
-        NOTIFY_URL=NOTIFY_URL,
-        DATABASE_URL=ledger_database,
+        redis_server.url, ledger_url, tmp_path_factory.mktemp("web"), NOTIFY_URL=NOTIFY_URL
     )
     try:
         yield server
@@ -154,13 +136,13 @@ def web(
 
 @pytest.fixture(scope="module")
 def lenient_web(
-    redis_server: RedisServer, ledger_database: str, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer, ledger_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebServer]:
     server = start_web(
         redis_server.url,
+        ledger_url,
         tmp_path_factory.mktemp("web-lenient"),
         ALLOW_UNSIGNED_WEBHOOKS="1",
-        DATABASE_URL=ledger_database,
     )
     try:
         yield server
@@ -168,17 +150,13 @@ def lenient_web(
         stop_web(server)
 
 
-@pytest.fixture
-def ledger(real_redis: redis.Redis) -> Ledger:
-    return Ledger(real_redis, prefix=PREFIX)
-
-
 def new_order(ledger: Ledger, *path: State) -> str:
+    """An order on the web process's ledger (the ``ledger`` fixture's), brought along ``path``."""
     fields = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
     payout = Payout("ID", "IDR", Decimal("100000"), None, fields)
-    ((trade_no, _),) = ledger.create_orders([payout], batch_id="bweb", market="ID")
+    ((trade_no, _),) = ledger.create_orders([payout], batch_id=new_batch_id(), market="ID")
     for target in path or (State.SUBMITTING, State.PROCESSING):
-        assert ledger.transition(trade_no, target).moved
+        assert ledger.transition(trade_no, target, source="submit").moved
     return trade_no
 
 
@@ -356,14 +334,16 @@ def test_chunked_body_is_accepted(web: WebServer, ledger: Ledger) -> None:
 
 def test_healthz_and_metrics(web: WebServer, ledger: Ledger) -> None:
     response = requests.get(f"{web.url}/healthz", timeout=TIMEOUT)
-    assert (response.status_code, response.json()) == (200, {"redis": "ok"})
+    assert (response.status_code, response.json()) == (200, {"redis": "ok", "postgres": "ok"})
     trade_no = new_order(ledger)
     assert_ok(web.post(signed(notification(trade_no))))
     assert web.post(signed(notification(trade_no), secret="nope")).status_code == 401
     text = requests.get(f"{web.url}/metrics", timeout=TIMEOUT).text
     assert re.search(r'^disburse_webhooks_total\{outcome="accepted"\} [1-9]', text, re.M)
     assert re.search(r'^disburse_webhooks_total\{outcome="forged"\} [1-9]', text, re.M)
-    assert 'disburse_orders{state="SUCCEEDED"} 1.0' in text
+    # Counted by the web process as its ledger makes orders final.
+    assert re.search(r'^disburse_orders_finalized_total\{state="SUCCEEDED"\} [1-9]', text, re.M)
+    assert 'disburse_orders{state="PROCESSING"} 0.0' in text
     assert "disburse_reconcile_lag_seconds" in text
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from schemas import Payout
-from worker.ledger import Ledger
+from worker.ledger import Ledger, new_batch_id
 from worker.signing import sign
 from worker.states import State
 
@@ -30,9 +30,10 @@ class Publisher:
 
 
 def new_order(ledger: Ledger, state: State = State.PROCESSING) -> str:
+    """An order, in a batch of its own, brought to ``state``."""
     fields = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
     payout = Payout("ID", "IDR", Decimal("100000"), None, fields)
-    ((trade_no, _),) = ledger.create_orders([payout], batch_id="b1", market="ID")
+    ((trade_no, _),) = ledger.create_orders([payout], batch_id=new_batch_id(), market="ID")
     path = {
         State.QUEUED: [],
         State.SUBMITTING: [State.SUBMITTING],
@@ -41,7 +42,7 @@ def new_order(ledger: Ledger, state: State = State.PROCESSING) -> str:
         State.SUCCEEDED: [State.SUBMITTING, State.PROCESSING, State.SUCCEEDED],
     }[state]
     for target in path:
-        assert ledger.transition(trade_no, target).moved
+        assert ledger.transition(trade_no, target, source="submit").moved
     return trade_no
 
 

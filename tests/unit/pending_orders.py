@@ -1,6 +1,6 @@
-"""Pending orders and the pieces that look them up, on fakeredis with fake provider
-clients and recording publishers: shared by test_lookup, test_reconcile, test_inflight
-and test_deadline."""
+"""Pending orders and the pieces that look them up, on the test ledger (PostgreSQL) and
+fakeredis, with fake provider clients and recording publishers: shared by test_lookup,
+test_reconcile, test_inflight and test_deadline."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import Any
 import redis
 
 from schemas import Payout
+from tests.unit import ledger_sql
 from worker.config import Rate, Settings
 from worker.deadline import ReviewDeadline
 from worker.details import Disbursement, Throttle, parse_disbursement
 from worker.exceptions import NotFound, RateLimitTimeout
 from worker.inflight import InFlightLookups
 from worker.leases import Leases
-from worker.ledger import Ledger
+from worker.ledger import Ledger, new_batch_id
 from worker.lookup import DetailsReads, Lookups
 from worker.pause import PauseSwitch
 from worker.reconcile import PassReport, Reconciler
@@ -39,7 +40,7 @@ def answer(given: Answer) -> Any:
 
 
 class ClockLedger(Ledger):
-    """The ledger, with its clock (the Redis server's) ``ahead`` seconds in the future."""
+    """The ledger, with its clock (the database server's) ``ahead`` seconds in the future."""
 
     ahead: float = 0.0
 
@@ -152,6 +153,7 @@ def settings(**overrides: Any) -> Settings:
 
 @dataclass
 class World:
+    redis: redis.Redis
     ledger: ClockLedger
     settings: Settings
     details: DetailsReads
@@ -165,10 +167,6 @@ class World:
     leases: Leases
     lookups: Lookups
     reconciler: Reconciler
-
-    @property
-    def redis(self) -> redis.Redis:
-        return self.ledger.redis
 
     @property
     def fake_details(self) -> FakeDetails:
@@ -191,19 +189,21 @@ class World:
         return self.lookups.run([trade_no], budget=5)
 
     def later(self, seconds: float) -> None:
-        """The clock (the Redis server's) moves ``seconds`` further ahead."""
+        """The clock (the database server's) moves ``seconds`` further ahead."""
         self.ledger.ahead += seconds
 
 
 def make_world(
     client: redis.Redis,
+    ledger: Ledger,
     *,
     limiter: FakeLimiter | None = None,
     details: DetailsReads | None = None,
     **overrides: Any,
 ) -> World:
+    """The pieces on ``client`` (Redis) and on the database of ``ledger`` (the fixture's)."""
     config = settings(**overrides)
-    ledger = ClockLedger(client, prefix="t")
+    clock = ClockLedger(ledger.pool)
     vexora, limiter = FakeVexora(), limiter or FakeLimiter()
     details = details or FakeDetails()
     lookups_published, submissions, queue_length = Recorder(), Recorder(), QueueLength()
@@ -211,27 +211,28 @@ def make_world(
     pause = PauseSwitch(client, prefix="t")
     leases = Leases(client, prefix="t")
     lookups = Lookups(
-        ledger,
+        clock,
         vexora.client_of,
         details,
         limiter,
         in_flight,
-        ReviewDeadline(ledger, config.review_after),
+        ReviewDeadline(clock, config.review_after),
         claim_lease=config.claim_lease,
         recover_budget=config.submit_budget,
         publish_submissions=submissions,
     )
     reconciler = Reconciler(
-        ledger,
+        clock,
         in_flight,
         pause,
         leases,
+        client,
         config,
         publish_submissions=submissions,
         submit_queue_length=queue_length,
     )
     return World(
-        ledger, config, details, vexora, limiter, lookups_published, submissions,
+        client, clock, config, details, vexora, limiter, lookups_published, submissions,
         queue_length, in_flight, pause, leases, lookups, reconciler,
     )  # fmt: skip
 
@@ -241,13 +242,16 @@ def make_world(
 _count = [0]
 
 
-def new_orders(world: World, n: int = 1, batch: str = "b1") -> list[str]:
+def new_orders(world: World, n: int = 1, *, hold: bool = False) -> list[str]:
+    """``n`` QUEUED (or HELD) orders, in a batch of their own."""
     payouts = []
     for _ in range(n):
         _count[0] += 1
         fields = {"amount": "100000", "bankAccountNo": f"{_count[0]:013d}", "bankCode": "0002"}
         payouts.append(Payout("ID", "IDR", Decimal(100000), None, fields))
-    return [t for t, _ in world.ledger.create_orders(payouts, batch_id=batch, market="ID")]
+    batch = new_batch_id()
+    created = world.ledger.create_orders(payouts, batch_id=batch, market="ID", hold=hold)
+    return [t for t, _ in created]
 
 
 def order_in(world: World, state: State, *, ptn: str | None = None, age: float = 120.0) -> str:
@@ -255,21 +259,23 @@ def order_in(world: World, state: State, *, ptn: str | None = None, age: float =
     (trade_no,) = new_orders(world)
     ledger = world.ledger
     if state is not State.QUEUED:
-        assert ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED]).moved
+        assert ledger.claim(trade_no)[0].moved
     if state in (State.PROCESSING, State.UNKNOWN):
-        assert ledger.transition(trade_no, state, platform_trade_no=ptn).moved
+        assert ledger.transition(trade_no, state, source="submit", platform_trade_no=ptn).moved
     backdate(world, trade_no, state, age)
     return trade_no
 
 
 def backdate(world: World, trade_no: str, state: State, age: float) -> None:
-    """Pretend the order entered ``state`` ``age`` seconds ago (its index score)."""
+    """Pretend the order entered ``state`` ``age`` seconds ago."""
     when = world.ledger.now_ms() - int(age * 1000)
-    assert world.redis.zadd(world.ledger.state_key(state), {trade_no: when}, xx=True, ch=True) in (
-        0,
-        1,
-    )
+    set_entered(world, [trade_no], when)
     assert world.ledger.entered_ms(trade_no, state) == when
+
+
+def set_entered(world: World, trade_nos: Sequence[str], ms: int) -> None:
+    """Pretend the orders entered their states at ``ms`` (server ms)."""
+    ledger_sql.set_entered(world.ledger, trade_nos, ms)
 
 
 def in_flight(world: World, trade_no: str) -> bool:

@@ -114,7 +114,9 @@ def test_empty_market_values_fall_back() -> None:
 
 
 def test_secrets_stay_out_of_reprs() -> None:
-    settings = load_settings({**PLAIN, **AR})
+    database = {"DATABASE_URL": "postgresql://app:secret-pw@db.example/disburse"}
+    settings = load_settings({**PLAIN, **AR, **database})
+    assert settings.database_url == database["DATABASE_URL"]
     assert "secret-" not in repr(settings)
     assert "secret-" not in repr(settings.accounts)
 

@@ -1,5 +1,5 @@
-"""Operator controls (worker.controls) on fakeredis: approve, cancel, pause and resume, as
-the public API and the ``disburse`` commands reach them."""
+"""Operator controls (worker.controls) on the test ledger and fakeredis: approve, cancel,
+pause and resume, as the public API and the ``disburse`` commands reach them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import fakeredis
 import pytest
+import redis
 
 import worker
 from schemas import Payout
@@ -45,17 +46,21 @@ class Provider:
 @dataclass
 class Fixture:
     ledger: Ledger
+    redis: redis.Redis
     provider: Provider
     controls: Controls
 
 
 @pytest.fixture
-def fx() -> Fixture:
+def fx(ledger: Ledger) -> Fixture:
     client = fakeredis.FakeRedis(decode_responses=True)
-    ledger = Ledger(client, prefix="t")
     provider = Provider({"AR": Decimal(10**9)})
     controls = Controls(ledger, provider.balance, provider.publish, PauseSwitch(client, "t"))
-    return Fixture(ledger, provider, controls)
+    return Fixture(ledger, client, provider, controls)
+
+
+def queued_orders(ledger: Ledger) -> list[str]:
+    return [t for t, _ in ledger.scan(State.QUEUED, older_than=0, now_ms=ledger.now_ms())]
 
 
 def batch(ledger: Ledger, market: str, n: int, *, hold: bool = True) -> str:
@@ -116,11 +121,14 @@ def test_approving_a_batch_with_nothing_held_moves_nothing(fx: Fixture) -> None:
 
 def test_cancel_moves_only_what_is_unsent(fx: Fixture) -> None:
     batch_id = batch(fx.ledger, "AR", 3, hold=False)
-    sent = fx.ledger.oldest(State.QUEUED, limit=1)[0][0]
-    assert fx.ledger.transition(sent, State.SUBMITTING).moved
+    queued_before = queued_orders(fx.ledger)
+    sent = queued_before[0]
+    assert fx.ledger.claim(sent)[0].moved
     result = fx.controls.cancel(batch_id)
     assert (result.moved, result.held) == (2, None)
     assert counts(fx.ledger, batch_id) == {State.CANCELLED: 2, State.SUBMITTING: 1}
+    (cancelled, *_) = [t for t in queued_before if t != sent]
+    assert fx.ledger.history(cancelled)[-1][1] == "CANCELLED operator cancelled"
 
 
 def test_an_unknown_batch_is_batch_not_found(fx: Fixture) -> None:
@@ -134,26 +142,24 @@ def test_an_unknown_batch_is_batch_not_found(fx: Fixture) -> None:
 
 
 def test_pause_says_every_switch_that_is_set(fx: Fixture) -> None:
-    PauseSwitch(fx.ledger.redis, "t", account="AR").pause("code 4001: sign error")
+    PauseSwitch(fx.redis, "t", account="AR").pause("code 4001: sign error")
     paused = fx.controls.pause("maintenance")
     assert paused.switches == {"all": "maintenance", "AR": "code 4001: sign error"}
-    assert PauseSwitch(fx.ledger.redis, "t", account="JP").reason() == "maintenance"
+    assert PauseSwitch(fx.redis, "t", account="JP").reason() == "maintenance"
 
 
 def test_resume_clears_every_switch_and_publishes_the_queued_orders(fx: Fixture) -> None:
     held = batch(fx.ledger, "AR", 2)
     queued = batch(fx.ledger, "ID", 3, hold=False)
-    PauseSwitch(fx.ledger.redis, "t", account="AR").pause("code 4001: sign error")
+    PauseSwitch(fx.redis, "t", account="AR").pause("code 4001: sign error")
     fx.controls.pause("maintenance")
     resumed = fx.controls.resume()
     assert resumed.was_paused == {"all": "maintenance", "AR": "code 4001: sign error"}
     assert resumed.published == 3
-    assert sorted(fx.provider.published) == sorted(
-        t for t, _ in fx.ledger.oldest(State.QUEUED, limit=10)
-    )
+    assert sorted(fx.provider.published) == sorted(queued_orders(fx.ledger))
     assert counts(fx.ledger, queued) == {State.QUEUED: 3}
     assert counts(fx.ledger, held) == {State.HELD: 2}
-    assert PauseSwitch(fx.ledger.redis, "t").paused() == {}
+    assert PauseSwitch(fx.redis, "t").paused() == {}
     again = fx.controls.resume()
     assert again.was_paused == {} and again.published == 3
 
@@ -233,9 +239,8 @@ def test_the_package_exports_what_an_application_sees() -> None:
     assert all(hasattr(worker, name) for name in worker.__all__)
 
 
-def test_a_batch_cancelled_while_approve_reads_the_balance_is_not_held() -> None:
+def test_a_batch_cancelled_while_approve_reads_the_balance_is_not_held(ledger: Ledger) -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
-    ledger = Ledger(client, prefix="t")
     payouts = [Payout("AR", "ARS", Decimal(500), None, {"amount": "500"}) for _ in range(2)]
     ledger.create_orders(payouts, batch_id="b-AR", market="AR", hold=True)
 

@@ -1,4 +1,4 @@
-"""The REVIEW deadline (worker.deadline) on fakeredis."""
+"""The REVIEW deadline (worker.deadline), on the test ledger."""
 
 from __future__ import annotations
 
@@ -7,20 +7,23 @@ import redis
 
 from tests.unit.pending_orders import DAY, World, make_world, order_in
 from worker.deadline import ReviewDeadline
+from worker.ledger import Ledger
 from worker.states import State
 
 
 @pytest.fixture
-def world(fake_redis: redis.Redis) -> World:
-    return make_world(fake_redis)
+def world(fake_redis: redis.Redis, ledger: Ledger) -> World:
+    return make_world(fake_redis, ledger)
 
 
 def test_deadline_counts_from_the_first_send_not_from_creation(world: World) -> None:
     # Created (say, held for approval) long ago, but only sent a moment ago.
     trade_no = order_in(world, State.PROCESSING, ptn="p-held")
-    world.redis.hset(
-        world.ledger.order_key(trade_no), "created", world.ledger.now_ms() - int(3 * DAY * 1000)
-    )
+    with world.ledger.pool.connection() as conn:
+        conn.execute(
+            "UPDATE orders SET created_at = created_at - interval '3 days' WHERE trade_no = %s",
+            (trade_no,),
+        )
     world.fake_details.status("p-held", "pending")
     world.later(3600)
     world.lookups.run([trade_no], budget=5)

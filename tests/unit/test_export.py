@@ -7,7 +7,6 @@ import io
 from decimal import Decimal
 from pathlib import Path
 
-import fakeredis
 import pytest
 
 from schemas import Payout
@@ -20,16 +19,14 @@ from worker.states import State
 FORMULAS = ["-1-1", '=HYPERLINK("http://x","y")', "+1", "@SUM(A1)", "\tTAB", "\rCR"]
 
 
-@pytest.fixture
-def ledger() -> Ledger:
-    return Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
-
-
-def create(ledger: Ledger, reference: str | None, amount: str = "100000") -> str:
+def payout(reference: str | None, amount: str = "100000") -> Payout:
     fields = {"amount": amount, "bankAccountNo": "5464438554636", "bankCode": "0002"}
-    payout = Payout("ID", "IDR", Decimal(amount), reference, fields)
-    ((trade_no, _),) = ledger.create_orders([payout], batch_id="b1", market="ID")
-    return trade_no
+    return Payout("ID", "IDR", Decimal(amount), reference, fields)
+
+
+def create(ledger: Ledger, *payouts: Payout) -> list[str]:
+    """The payouts' orders, in the batch ``b1``."""
+    return [t for t, _ in ledger.create_orders(list(payouts), batch_id="b1", market="ID")]
 
 
 def exported(ledger: Ledger) -> list[dict[str, str]]:
@@ -62,19 +59,19 @@ def test_a_cell_a_spreadsheet_would_evaluate_is_made_text(value: object, cell: s
 
 
 def test_references_that_look_like_formulas_are_exported_as_text(ledger: Ledger) -> None:
-    for index, reference in enumerate(FORMULAS):
-        create(ledger, reference, amount=str(100000 + index))
+    create(ledger, *[payout(f, amount=str(100000 + i)) for i, f in enumerate(FORMULAS)])
     rows = exported(ledger)
     assert [r["reference"] for r in rows] == ["'" + f for f in FORMULAS]
     assert [r["amount"] for r in rows] == [str(100000 + i) for i in range(len(FORMULAS))]
 
 
 def test_provider_facts_that_look_like_formulas_are_exported_as_text(ledger: Ledger) -> None:
-    trade_no = create(ledger, "inv-7")
-    assert ledger.transition(trade_no, State.SUBMITTING).moved
+    (trade_no,) = create(ledger, payout("inv-7"))
+    assert ledger.claim(trade_no)[0].moved
     assert ledger.transition(
         trade_no,
         State.FAILED,
+        source="submit",
         platform_trade_no="+1",
         provider_status="-2",
         provider_message='=HYPERLINK("http://x","y")',
@@ -95,8 +92,7 @@ def test_cli_export_keeps_its_columns_and_writes_formulas_as_text(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(runtime, "ledger", lambda: ledger)
-    trade_no = create(ledger, "-1-1", amount="250000")
-    create(ledger, None)
+    trade_no, _ = create(ledger, payout("-1-1", amount="250000"), payout(None))
     path = tmp_path / "out.csv"
     assert cli.main(["export", "b1", "--output", str(path)]) == 0
     assert "wrote 2 payouts" in capsys.readouterr().out

@@ -15,11 +15,12 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-import fakeredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg_pool import ConnectionPool
 
 from schemas import MARKETS, Payout, RowError, validate_rows
+from tests.conftest import empty_ledger
 from worker.config import load_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import InvalidFile
@@ -173,42 +174,52 @@ def test_parsed_rows_validate_in_every_market_without_raising(
 
 
 def enqueue(
-    market: str, rows: list[tuple[int, Mapping[str, Any]]], parse_errors: list[RowError]
-) -> tuple[Any, fakeredis.FakeRedis, list[list[str]]]:
-    client = fakeredis.FakeRedis(decode_responses=True)
+    ledger: Ledger,
+    market: str,
+    rows: list[tuple[int, Mapping[str, Any]]],
+    parse_errors: list[RowError],
+) -> tuple[Any, list[list[str]]]:
     published: list[list[str]] = []
     producer = Producer(
-        Ledger(client, prefix="fz"),
+        ledger,
         SETTINGS,
         publish=lambda trade_nos: published.append(list(trade_nos)),
         sign=lambda market: VexoraClient.from_settings(SETTINGS, market).signed_body,
     )
     result = producer.enqueue_batch(market, rows, parse_errors=parse_errors)
-    return result, client, published
+    return result, published
 
 
+# The session's ledger, emptied by each example: the ``ledger`` fixture would empty it
+# once per test, not per example.
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(files)
-def test_a_batch_with_any_bad_row_creates_no_order_at_all(case: tuple[bytes, str, str]) -> None:
+def test_a_batch_with_any_bad_row_creates_no_order_at_all(
+    ledger_pool: ConnectionPool, case: tuple[bytes, str, str]
+) -> None:
     raw, fmt, market = case
     parsed = parse(raw, fmt)
     if parsed is None:
         return
     rows, parse_errors = parsed
     _, invalid = validate_rows(market, rows, notify_url=SETTINGS.notify_url)
-    result, client, published = enqueue(market, list(rows), parse_errors)
+    empty_ledger(ledger_pool)
+    ledger = Ledger(ledger_pool)
+    result, published = enqueue(ledger, market, list(rows), parse_errors)
     if invalid or parse_errors or not rows:
         assert result.batch_id is None and result.accepted == 0 and result.trade_nos == []
         assert sorted(e.row for e in result.rejected) == sorted(
             [e.row for e in invalid] + [e.row for e in parse_errors]
         )
-        assert client.keys("*") == [] and published == [], "a rejected batch left traces"
+        left = ledger.state_counts()
+        assert left == {} and published == [], "a rejected batch left traces"
     else:
         # (Two rows sharing a reference are invalid, so every row is a new order.)
         assert result.batch_id is not None and result.rejected == []
         assert len(set(result.trade_nos)) == len(rows) and len(published) == 1
         assert published[0] == result.trade_nos and result.accepted == len(rows)
-        assert client.hlen(f"fz:batch:{result.batch_id}") > 0
+        summary = ledger.batch(result.batch_id)
+        assert summary is not None and summary.total == len(rows)
 
 
 @settings(max_examples=40, deadline=None)
@@ -220,7 +231,7 @@ def test_a_batch_with_any_bad_row_creates_no_order_at_all(case: tuple[bytes, str
     st.data(),
 )
 def test_one_bad_row_among_good_ones_rejects_the_batch_and_names_that_row(
-    market: str, fmt: str, count: int, seed: int, data: st.DataObject
+    ledger_pool: ConnectionPool, market: str, fmt: str, count: int, seed: int, data: st.DataObject
 ) -> None:
     rows = sample_rows(market, count, seed=seed)
     bad = data.draw(st.integers(0, count - 1))
@@ -228,11 +239,13 @@ def test_one_bad_row_among_good_ones_rejects_the_batch_and_names_that_row(
     raw = to_jsonl(rows) if fmt == "jsonl" else to_csv(rows)
     parsed = parse_rows(raw, fmt)
     assert parsed[1] == []
-    result, client, published = enqueue(market, parsed[0], [])
+    empty_ledger(ledger_pool)
+    ledger = Ledger(ledger_pool)
+    result, published = enqueue(ledger, market, parsed[0], [])
     line = bad + (2 if fmt == "csv" else 1)
     assert result.batch_id is None and [e.row for e in result.rejected] == [line]
     assert "amount" in result.rejected[0].errors
-    assert client.keys("*") == [] and published == []
+    assert ledger.state_counts() == {} and published == []
 
 
 @settings(max_examples=40, deadline=None)

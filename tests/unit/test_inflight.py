@@ -8,12 +8,13 @@ import redis
 from tests.unit.pending_orders import Recorder, World, in_flight, make_world, order_in, settings
 from worker.config import Rate
 from worker.inflight import InFlightLookups
+from worker.ledger import Ledger
 from worker.states import State
 
 
 @pytest.fixture
-def world(fake_redis: redis.Redis) -> World:
-    return make_world(fake_redis)
+def world(fake_redis: redis.Redis, ledger: Ledger) -> World:
+    return make_world(fake_redis, ledger)
 
 
 def test_lookups_requested_outside_a_pass_are_not_fanned_out_again(world: World) -> None:

@@ -1,4 +1,5 @@
-"""Lookups (worker.lookup) on fakeredis, with fake provider clients and fake publishers."""
+"""Lookups (worker.lookup) on the test ledger and fakeredis, with fake provider clients and
+fake publishers."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from tests.unit.pending_orders import (
 from worker.config import Settings
 from worker.details import DetailsClient, Disbursement, parse_disbursement
 from worker.exceptions import NotFound, OutcomeUnknown, RateLimited
+from worker.ledger import Ledger
 from worker.retry import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.states import State
 from worker.token import TokenCache, TokenFetcher
@@ -40,8 +42,8 @@ MakeWorld = Callable[..., World]
 
 
 @pytest.fixture
-def make(fake_redis: redis.Redis) -> MakeWorld:
-    return lambda **overrides: make_world(fake_redis, **overrides)
+def make(fake_redis: redis.Redis, ledger: Ledger) -> MakeWorld:
+    return lambda **overrides: make_world(fake_redis, ledger, **overrides)
 
 
 @pytest.fixture
@@ -146,8 +148,8 @@ def test_query_by_trade_no_uses_the_account_of_the_order_market(world: World) ->
     ((trade_no, _),) = world.ledger.create_orders(
         [Payout("AR", "ARS", Decimal(100), None, fields)], batch_id="b-ar", market="AR"
     )
-    assert world.ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED]).moved
-    assert world.ledger.transition(trade_no, State.UNKNOWN).moved
+    assert world.ledger.claim(trade_no)[0].moved
+    assert world.ledger.transition(trade_no, State.UNKNOWN, source="submit").moved
     world.vexora.status(trade_no, "0000")
     world.lookups.run([trade_no], budget=5)
     assert world.vexora.markets == ["AR"]
@@ -159,8 +161,8 @@ def test_query_by_trade_no_uses_the_account_of_the_order_market(world: World) ->
 
 def resubmitted(world: World, trade_no: str, error: str = "OutcomeUnknown") -> None:
     """The resubmission is claimed and its POST's outcome is unknown again."""
-    assert world.ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED]).moved
-    assert world.ledger.transition(trade_no, State.UNKNOWN, note=error).moved
+    assert world.ledger.claim(trade_no)[0].moved
+    assert world.ledger.transition(trade_no, State.UNKNOWN, source="submit", note=error).moved
 
 
 def test_one_no_record_answer_is_not_believed(world: World) -> None:
@@ -191,7 +193,7 @@ def test_no_record_twice_30s_apart_resubmits_the_same_trade_no(world: World) -> 
     assert world.state(trade_no) is State.QUEUED
     assert report.requeued == [trade_no]
     assert world.submissions.published() == [trade_no]
-    assert world.ledger.history(trade_no)[-1][1] == "QUEUED provider has no record"
+    assert world.ledger.history(trade_no)[-1][1] == "QUEUED lookup provider has no record"
     order = world.ledger.get(trade_no)
     assert order is not None and order.resubmits == 1
 
@@ -296,8 +298,8 @@ def test_claim_taken_again_since_the_pass_is_left_to_its_worker(world: World) ->
     trade_no = order_in(world, State.SUBMITTING, age=DAY)
     world.reconciler.run_pass()
     # Before the lookup runs, a duplicate delivery recovers it and a worker claims it anew.
-    world.ledger.transition(trade_no, State.QUEUED, expect=[State.SUBMITTING])
-    world.ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED])
+    world.ledger.transition(trade_no, State.QUEUED, source="submit", expect=[State.SUBMITTING])
+    assert world.ledger.claim(trade_no)[0].moved
     report = world.lookups.run([trade_no], budget=5)
     assert report.moved == {"claim is live": 1}
     assert world.vexora.calls == [] and world.limiter.taken == 0
@@ -312,8 +314,8 @@ def test_not_found_does_not_pull_back_an_order_claimed_again_meanwhile(world: Wo
 
     def requeued_and_claimed_elsewhere() -> NotFound:
         # Another lookup requeued it and a worker claimed it while this query was out.
-        world.ledger.transition(trade_no, State.QUEUED, expect=[State.UNKNOWN])
-        world.ledger.transition(trade_no, State.SUBMITTING, expect=[State.QUEUED])
+        world.ledger.transition(trade_no, State.QUEUED, source="lookup", expect=[State.UNKNOWN])
+        assert world.ledger.claim(trade_no)[0].moved
         return NotFound("query: order not found")
 
     world.vexora.answers[trade_no] = requeued_and_claimed_elsewhere
@@ -364,7 +366,7 @@ def test_answer_contradicting_a_final_state_is_a_discrepancy(world: World) -> No
 
     def webhook_first() -> Disbursement:
         # A webhook settles the order FAILED while the lookup is on its way...
-        world.ledger.transition(trade_no, State.FAILED, report=True, note="webhook")
+        world.ledger.transition(trade_no, State.FAILED, source="webhook", report=True)
         # ...and the details API says it succeeded.
         return parse_disbursement({"transaction_id": "p-c", "status": "success"})
 
@@ -373,16 +375,16 @@ def test_answer_contradicting_a_final_state_is_a_discrepancy(world: World) -> No
     assert world.state(trade_no) is State.FAILED
     assert report.discrepancies == 1
     assert world.ledger.discrepancies() == [trade_no]
-    summary = world.ledger.batch("b1")
-    assert summary is not None and summary.discrepancies == 1
     order = world.ledger.get(trade_no)
     assert order is not None and order.discrepancy is not None
+    summary = world.ledger.batch(order.batch_id)
+    assert summary is not None and summary.discrepancies == 1
     assert order.discrepancy.startswith("SUCCEEDED")
 
 
 def test_final_order_is_not_asked_about(world: World) -> None:
     trade_no = order_in(world, State.PROCESSING, ptn="p-f")
-    world.ledger.transition(trade_no, State.SUCCEEDED)
+    world.ledger.transition(trade_no, State.SUCCEEDED, source="webhook")
     report = world.lookups.run([trade_no], budget=5)
     assert world.fake_details.calls == [] and world.limiter.taken == 0
     assert report.moved == {"already SUCCEEDED": 1}

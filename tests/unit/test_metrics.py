@@ -1,4 +1,5 @@
-"""Cluster-wide metrics (worker.metrics): Redis hash in, Prometheus text out."""
+"""Cluster-wide metrics (worker.metrics): Redis hash and the ledger's open orders in,
+Prometheus text out."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from schemas import Payout
+from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
 from worker.metrics import LATENCY_BUCKETS, WEBHOOK_OUTCOMES, Metrics
-from worker.states import State
+from worker.states import FINAL_STATES, State
+from worker.vexora import ProviderReport
 
 
 def dead_redis() -> redis.Redis:
@@ -28,13 +31,14 @@ def dead_redis() -> redis.Redis:
 
 
 @pytest.fixture
-def ledger(any_redis: redis.Redis) -> Ledger:
-    return Ledger(any_redis, prefix="t")
+def metrics(any_redis: redis.Redis) -> Metrics:
+    return Metrics(any_redis, prefix="t")
 
 
 @pytest.fixture
-def metrics(ledger: Ledger) -> Metrics:
-    return Metrics(ledger.redis, prefix="t")
+def counting(ledger: Ledger, metrics: Metrics) -> Ledger:
+    """The ledger, counting the orders it makes final in ``metrics`` (as the runtime's)."""
+    return Ledger(ledger.pool, on_final=metrics.finalized)
 
 
 def scrape(
@@ -108,25 +112,38 @@ def test_submit_latency_is_a_cumulative_histogram(metrics: Metrics, ledger: Ledg
     )
 
 
-def test_orders_by_state_from_indexes_and_cluster_counts(metrics: Metrics, ledger: Ledger) -> None:
-    _queued, processing, succeeded, failed = create(ledger, 4)
+def test_orders_by_state_open_from_the_ledger_final_as_counted(
+    metrics: Metrics, counting: Ledger
+) -> None:
+    _queued, processing, succeeded, failed, cancelled = create(counting, 5)
     for t in (processing, succeeded, failed):
-        ledger.transition(t, State.SUBMITTING)
-        ledger.transition(t, State.PROCESSING)
-    ledger.transition(succeeded, State.SUCCEEDED)
-    ledger.transition(failed, State.FAILED)
-    s = scrape(metrics, ledger)
+        counting.claim(t)
+        counting.transition(t, State.PROCESSING, source="submit")
+    counting.apply_report(
+        succeeded, ProviderReport(State.SUCCEEDED, "p", "0000", ""), source="webhook"
+    )
+    counting.transition(failed, State.FAILED, source="lookup")
+    counting.transition_many([cancelled], State.CANCELLED, source="operator")
+    counting.transition(succeeded, State.SUCCEEDED, source="webhook")  # a replay: counted once
+    metrics.flush()
+    s = scrape(metrics, counting)
 
     def orders(state: str) -> float:
         return s[("disburse_orders", (("state", state),))]
 
+    def finalized(state: str) -> float:
+        return s[("disburse_orders_finalized_total", (("state", state),))]
+
     assert orders("QUEUED") == 1
     assert orders("PROCESSING") == 1
-    assert orders("SUCCEEDED") == 1
-    assert orders("FAILED") == 1
-    assert orders("CANCELLED") == 0
     assert orders("UNKNOWN") == 0
-    assert {k[1][0][1] for k in s if k[0] == "disburse_orders"} == {str(x) for x in State}
+    open_states = {k[1][0][1] for k in s if k[0] == "disburse_orders"}
+    assert open_states == {str(x) for x in State if x not in FINAL_STATES}
+    assert (finalized("SUCCEEDED"), finalized("FAILED"), finalized("CANCELLED")) == (1, 1, 1)
+    assert finalized("REVERSED") == 0  # exposed before it happens
+    assert {k[1][0][1] for k in s if k[0] == "disburse_orders_finalized_total"} == {
+        str(x) for x in FINAL_STATES
+    }
 
 
 def test_reconcile_lag_is_the_age_of_the_oldest_pending_order(
@@ -134,10 +151,10 @@ def test_reconcile_lag_is_the_age_of_the_oldest_pending_order(
 ) -> None:
     assert scrape(metrics, ledger)[("disburse_reconcile_lag_seconds", ())] == 0
     first, second = create(ledger, 2)
-    ledger.transition(first, State.SUBMITTING)
-    ledger.transition(first, State.UNKNOWN)
-    ledger.transition(second, State.SUBMITTING)
-    ledger.transition(second, State.PROCESSING)
+    ledger.claim(first)
+    ledger.transition(first, State.UNKNOWN, source="submit")
+    ledger.claim(second)
+    ledger.transition(second, State.PROCESSING, source="submit")
     entered = ledger.entered_ms(first, State.UNKNOWN)
     assert entered is not None
     monkeypatch.setattr(ledger, "now_ms", lambda: entered + 90_000)
@@ -199,9 +216,10 @@ def test_recording_never_raises_when_redis_is_down(caplog: pytest.LogCaptureFixt
     assert len(warnings) == 1  # logged once, not once per call
 
 
-def test_registering_the_collector_does_not_touch_redis() -> None:
-    dead = dead_redis()
-    registry = CollectorRegistry()
-    registry.register(Metrics(dead).collector(Ledger(dead)))
-    with pytest.raises(redis.ConnectionError):
-        generate_latest(registry)
+def test_registering_the_collector_touches_neither_redis_nor_postgresql() -> None:
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/ledger"
+    with open_pool(nobody, timeout=0.5) as down:
+        registry = CollectorRegistry()
+        registry.register(Metrics(dead_redis()).collector(Ledger(down)))
+        with pytest.raises(redis.ConnectionError):
+            generate_latest(registry)

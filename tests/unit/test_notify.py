@@ -1,5 +1,6 @@
-"""The webhook receiver (worker.notify) on fakeredis, through werkzeug's test client:
-routes, body limits, answers, health, metrics. The webhook's rules are test_webhook's."""
+"""The webhook receiver (worker.notify) on the test ledger and fakeredis, through werkzeug's
+test client: routes, body limits, answers, health, metrics. The webhook's rules are
+test_webhook's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import json
 import logging
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ from tests.unit.notifications import (
     state_of,
 )
 from worker.config import MarketAccount, Settings
+from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
 from worker.metrics import Metrics
@@ -43,17 +46,21 @@ class Receiver:
 
 
 def make_receiver(
+    ledger: Ledger,
     client: redis.Redis | None = None,
     *,
     allow_unsigned: bool = False,
     notify_url: str = Settings.notify_url,
 ) -> Receiver:
-    ledger = Ledger(client or fakeredis.FakeRedis(decode_responses=True), prefix="t")
+    client = client or fakeredis.FakeRedis(decode_responses=True)
     publisher = Publisher()
     config = Settings(
         vexora_app_secret=SECRET, allow_unsigned_webhooks=allow_unsigned, notify_url=notify_url
     )
-    app = create_app(ledger, config, publisher, Metrics(ledger.redis, prefix="t"))
+    metrics = Metrics(client, prefix="t")
+    # Counting the orders it makes final, as the runtime's ledger does.
+    ledger = Ledger(ledger.pool, on_final=metrics.finalized)
+    app = create_app(ledger, config, publisher, metrics, redis_client=client)
     return Receiver(Client(app), ledger, publisher)
 
 
@@ -66,13 +73,13 @@ def dead_redis() -> redis.Redis:
 
 
 @pytest.fixture
-def rx(fake_redis: redis.Redis) -> Receiver:
-    return make_receiver(fake_redis)
+def rx(ledger: Ledger, fake_redis: redis.Redis) -> Receiver:
+    return make_receiver(ledger, fake_redis)
 
 
 @pytest.fixture
-def rx_unsigned(fake_redis: redis.Redis) -> Receiver:
-    return make_receiver(fake_redis, allow_unsigned=True)
+def rx_unsigned(ledger: Ledger, fake_redis: redis.Redis) -> Receiver:
+    return make_receiver(ledger, fake_redis, allow_unsigned=True)
 
 
 def post(rx: Receiver, body: Any, path: str = "/notify") -> TestResponse:
@@ -118,12 +125,15 @@ def test_the_webhook_log_lines_are_written_with_the_trade_no(
     ]
 
 
-def test_a_notification_signed_by_a_market_own_account_verifies(fake_redis: redis.Redis) -> None:
-    ledger = Ledger(fake_redis, prefix="t")
+def test_a_notification_signed_by_a_market_own_account_verifies(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
     ar = MarketAccount(merchant_no="M-AR", app_secret="ar-secret")
     config = Settings(vexora_app_secret=SECRET, vexora_markets={"AR": ar})
     publisher = Publisher()
-    app = create_app(ledger, config, publisher, Metrics(ledger.redis, prefix="t"))
+    app = create_app(
+        ledger, config, publisher, Metrics(fake_redis, prefix="t"), redis_client=fake_redis
+    )
     rx = Receiver(Client(app), ledger, publisher)
     trade_no = new_order(ledger)
     assert post(rx, signed(notification(trade_no), "another-secret")).status_code == 401
@@ -165,7 +175,9 @@ def test_oversized_body_is_413(rx: Receiver) -> None:
     assert state_of(rx.ledger, trade_no) == State.PROCESSING
 
 
-def test_oversized_body_without_content_length_is_413() -> None:
+def test_oversized_body_without_content_length_is_413(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
     """A chunked body (no Content-Length) is read only up to the limit."""
     received: list[bytes] = []
 
@@ -175,9 +187,10 @@ def test_oversized_body_without_content_length_is_413() -> None:
             received.append(chunk)
             return chunk
 
-    ledger = Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
-    metrics = Metrics(ledger.redis, prefix="t")
-    app = create_app(ledger, Settings(vexora_app_secret=SECRET), Publisher(), metrics)
+    metrics = Metrics(fake_redis, prefix="t")
+    app = create_app(
+        ledger, Settings(vexora_app_secret=SECRET), Publisher(), metrics, redis_client=fake_redis
+    )
     data = json.dumps({"padding": "x" * (4 * MAX_BODY)}).encode()
     environ = EnvironBuilder(
         "/notify", method="POST", content_type="application/json"
@@ -224,9 +237,9 @@ def test_notifications_are_served_on_the_path_of_notify_url(
 
 @pytest.mark.parametrize("path", ["/notify/vexora", "/notify"])
 def test_a_notification_to_the_configured_path_moves_the_order(
-    fake_redis: redis.Redis, path: str
+    ledger: Ledger, fake_redis: redis.Redis, path: str
 ) -> None:
-    rx = make_receiver(fake_redis, notify_url=CONFIGURED)
+    rx = make_receiver(ledger, fake_redis, notify_url=CONFIGURED)
     trade_no = new_order(rx.ledger)
     assert_ok(post(rx, signed(notification(trade_no)), path=path))
     assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
@@ -236,9 +249,11 @@ def test_a_notification_to_the_configured_path_moves_the_order(
 
 @pytest.mark.parametrize("path", ["/h/<int:x>", "/pay outs"])
 def test_a_path_that_is_not_a_plain_rule_is_served_as_it_is(
-    fake_redis: redis.Redis, path: str
+    ledger: Ledger, fake_redis: redis.Redis, path: str
 ) -> None:
-    rx = make_receiver(fake_redis, notify_url="https://h.example" + urllib.parse.quote(path))
+    rx = make_receiver(
+        ledger, fake_redis, notify_url="https://h.example" + urllib.parse.quote(path)
+    )
     trade_no = new_order(rx.ledger)
     assert_ok(post(rx, signed(notification(trade_no)), path=urllib.parse.quote(path)))
     assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
@@ -246,9 +261,9 @@ def test_a_path_that_is_not_a_plain_rule_is_served_as_it_is(
 
 
 def test_a_notification_to_an_unknown_path_is_counted_and_logged(
-    fake_redis: redis.Redis, caplog: pytest.LogCaptureFixture
+    ledger: Ledger, fake_redis: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rx = make_receiver(fake_redis, notify_url=CONFIGURED)
+    rx = make_receiver(ledger, fake_redis, notify_url=CONFIGURED)
     trade_no = new_order(rx.ledger)
     with caplog.at_level(logging.WARNING, logger="worker.notify"):
         response = post(rx, signed(notification(trade_no)), path="/notify/other?k=v")
@@ -264,31 +279,58 @@ def test_a_notification_to_an_unknown_path_is_counted_and_logged(
     assert 'disburse_webhooks_total{outcome="unknown_path"} 1.0' in text
 
 
-# --- redis down, health, metrics -------------------------------------------------------
+# --- redis or postgresql down, health, metrics ----------------------------------------
+
+
+@pytest.fixture
+def dead_ledger() -> Iterator[Ledger]:
+    """A ledger on a port nothing listens on, giving up after half a second."""
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/ledger"
+    with open_pool(nobody, timeout=0.5) as pool:
+        yield Ledger(pool)
 
 
 def test_healthz(rx: Receiver) -> None:
     response = rx.client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"redis": "ok"}
+    assert response.get_json() == {"redis": "ok", "postgres": "ok"}
 
 
-def test_healthz_with_redis_down_is_503() -> None:
-    rx = make_receiver(dead_redis())
+def test_healthz_with_redis_down_is_503(ledger: Ledger) -> None:
+    rx = make_receiver(ledger, dead_redis())
     response = rx.client.get("/healthz")
     assert response.status_code == 503
-    assert response.get_json() == {"redis": "unreachable"}
+    assert response.get_json() == {"redis": "unreachable", "postgres": "ok"}
 
 
-def test_notify_with_redis_down_is_503_not_a_traceback() -> None:
-    rx = make_receiver(dead_redis())
-    response = post(rx, signed(notification("a" * 32)))
+def test_healthz_with_postgresql_down_is_503(dead_ledger: Ledger) -> None:
+    response = make_receiver(dead_ledger).client.get("/healthz")
     assert response.status_code == 503
-    assert b"Traceback" not in response.get_data()
+    assert response.get_json() == {"redis": "ok", "postgres": "unreachable"}
 
 
-def test_metrics_with_redis_down_is_503() -> None:
-    assert make_receiver(dead_redis()).client.get("/metrics").status_code == 503
+def test_a_verified_report_is_applied_with_redis_down(ledger: Ledger) -> None:
+    """Redis holds no payout state: only the metrics of this notification are lost."""
+    rx = make_receiver(ledger, dead_redis())
+    trade_no = new_order(rx.ledger)
+    assert_ok(post(rx, signed(notification(trade_no))))
+    assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
+
+
+def test_notify_with_postgresql_down_is_503_so_the_provider_retries(
+    dead_ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = post(make_receiver(dead_ledger), signed(notification("a" * 32)))
+    assert (response.status_code, response.get_data()) == (503, b"unavailable")
+    assert "cannot reach PostgreSQL" in caplog.text
+
+
+def test_metrics_with_redis_down_is_503(ledger: Ledger) -> None:
+    assert make_receiver(ledger, dead_redis()).client.get("/metrics").status_code == 503
+
+
+def test_metrics_with_postgresql_down_is_503(dead_ledger: Ledger) -> None:
+    assert make_receiver(dead_ledger).client.get("/metrics").status_code == 503
 
 
 def test_metrics_expose_names_and_count_webhook_outcomes(rx: Receiver) -> None:
@@ -305,6 +347,7 @@ def test_metrics_expose_names_and_count_webhook_outcomes(rx: Receiver) -> None:
     text = response.get_data(as_text=True)
     for name in (
         "disburse_orders",
+        "disburse_orders_finalized_total",
         "disburse_provider_responses_total",
         "disburse_submit_latency_seconds_bucket",
         "disburse_limiter_wait_seconds_total",
@@ -315,14 +358,18 @@ def test_metrics_expose_names_and_count_webhook_outcomes(rx: Receiver) -> None:
         assert name in text
     for outcome in ("accepted", "replayed", "forged", "unsigned", "malformed", "unknown_order"):
         assert f'disburse_webhooks_total{{outcome="{outcome}"}} 1.0' in text
-    assert 'disburse_orders{state="SUCCEEDED"} 1.0' in text
+    assert 'disburse_orders{state="PROCESSING"} 0.0' in text
+    assert 'disburse_orders_finalized_total{state="SUCCEEDED"} 1.0' in text
 
 
-def test_each_webhook_is_counted_before_it_is_answered(fake_redis: redis.Redis) -> None:
+def test_each_webhook_is_counted_before_it_is_answered(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
     # The process's one Metrics batches its values (for the submit workers).
-    ledger = Ledger(fake_redis, prefix="t")
     batching = Metrics(fake_redis, prefix="t", flush_every=3600)
-    app = create_app(ledger, Settings(vexora_app_secret=SECRET), Publisher(), batching)
+    app = create_app(
+        ledger, Settings(vexora_app_secret=SECRET), Publisher(), batching, redis_client=fake_redis
+    )
     rx = Receiver(Client(app), ledger, Publisher())
     assert_ok(post(rx, signed(notification(new_order(ledger)))))
     assert Metrics(fake_redis, prefix="t").snapshot() == {"webhook|accepted": "1"}
@@ -340,9 +387,9 @@ def test_importing_the_module_app_connects_to_nothing() -> None:
 class Fuzz:
     """One ledger with a few orders in every interesting state, shared by the examples."""
 
-    def __init__(self) -> None:
-        self.strict = make_receiver()
-        self.lenient = make_receiver(self.strict.ledger.redis, allow_unsigned=True)
+    def __init__(self, ledger: Ledger) -> None:
+        self.strict = make_receiver(ledger)
+        self.lenient = make_receiver(ledger, allow_unsigned=True)
         self.trade_nos = [
             new_order(self.strict.ledger, state)
             for state in (State.QUEUED, State.PROCESSING, State.UNKNOWN, State.SUCCEEDED)
@@ -353,9 +400,10 @@ class Fuzz:
         return [state_of(self.strict.ledger, t) for t in self.trade_nos]
 
 
-@pytest.fixture(scope="module")
-def fuzz() -> Fuzz:
-    return Fuzz()
+@pytest.fixture
+def fuzz(ledger: Ledger) -> Fuzz:
+    """Once per test: shared by its examples (the health check on that is suppressed)."""
+    return Fuzz(ledger)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))

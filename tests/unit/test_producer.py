@@ -1,4 +1,4 @@
-"""Validate -> persist -> publish, with fakeredis and a recording publisher."""
+"""Validate -> persist -> publish, on the test ledger with a recording publisher."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 
-import fakeredis
 import pytest
 
 from worker import cli
@@ -24,11 +23,6 @@ from worker.vexora import VexoraClient
 @pytest.fixture
 def published() -> list[list[str]]:
     return []
-
-
-@pytest.fixture
-def ledger() -> Ledger:
-    return Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The reconcile pass (worker.reconcile) on fakeredis, with fake publishers: lock, gate,
-scan, the sweeper and the lease sweep."""
+"""The reconcile pass (worker.reconcile) on the test ledger and fakeredis, with fake
+publishers: lock, gate, scan, the sweeper and the lease sweep."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import redis
 from tests.unit.pending_orders import (
     DAY,
     World,
+    backdate,
     in_flight,
     make_world,
     new_orders,
     order_in,
+    set_entered,
 )
+from worker.ledger import Ledger
 from worker.reconcile import PAGE, PassReport
 from worker.states import State
 
@@ -23,8 +26,8 @@ MakeWorld = Callable[..., World]
 
 
 @pytest.fixture
-def world(fake_redis: redis.Redis) -> World:
-    return make_world(fake_redis)
+def world(fake_redis: redis.Redis, ledger: Ledger) -> World:
+    return make_world(fake_redis, ledger)
 
 
 # --- the pass: lock, gate, in-flight markers, order ------------------------------------
@@ -95,8 +98,8 @@ def test_failed_publish_frees_the_orders_for_the_next_pass(world: World) -> None
 
 def test_pass_reads_every_page_even_with_equal_scores(world: World) -> None:
     count = PAGE * 2 + 7
-    trade_nos = new_orders(world, count)  # created together: the same index score
-    world.redis.zadd(world.ledger.state_key(State.QUEUED), dict.fromkeys(trade_nos, 1000), xx=True)
+    trade_nos = new_orders(world, count)
+    set_entered(world, trade_nos, 1000)  # all at the same instant, long ago
     report = world.reconciler.run_pass()
     assert report.swept == count
     assert sorted(world.submissions.published()) == sorted(trade_nos)
@@ -119,7 +122,8 @@ def test_sweeper_only_when_the_submit_queue_is_empty(world: World) -> None:
 def test_sweeper_republishes_only_old_queued_orders_and_not_twice(world: World) -> None:
     lost = order_in(world, State.QUEUED, age=400)
     recent = order_in(world, State.QUEUED, age=100)
-    held = new_orders(world, 1, batch="b-held")
+    held = new_orders(world, 1, hold=True)
+    backdate(world, held[0], State.HELD, 400)
     report = world.reconciler.run_pass()
     assert report.swept == 1
     assert world.submissions.published() == [lost]
@@ -161,8 +165,8 @@ def test_queued_orders_of_a_dead_task_are_republished_however_long_the_queue(
 ) -> None:
     stranded = new_orders(world, 3)
     claimed, done = stranded[1], stranded[2]
-    assert world.ledger.transition(claimed, State.SUBMITTING).moved
-    assert world.ledger.transition(done, State.CANCELLED).moved
+    assert world.ledger.claim(claimed)[0].moved
+    assert world.ledger.transition(done, State.CANCELLED, source="operator").moved
     expire_lease(world, *stranded)
     world.queue_length.value = 1000  # a big batch still queued
     report = world.reconciler.run_pass()

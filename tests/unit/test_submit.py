@@ -1,4 +1,5 @@
-"""The submit flow, one order at a time, against fakes of the provider and the limiter."""
+"""The submit flow, one order at a time, on the test ledger and fakeredis, against fakes of
+the provider and the limiter."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-import fakeredis
 import pytest
+import redis
 from redis.client import Pipeline
 
 from schemas import Payout
+from tests.unit.ledger_sql import backdate
 from worker.config import Rate
 from worker.exceptions import (
     AlreadySubmitted,
@@ -83,13 +85,9 @@ def raising(exc: Exception) -> Callable[[str], PayoutResult]:
     return answer
 
 
-@pytest.fixture
-def ledger() -> Ledger:
-    return Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
-
-
 def make(
     ledger: Ledger,
+    client: redis.Redis,
     answer: Callable[[str], PayoutResult],
     limiter: FakeLimiter | RateLimiter | None = None,
     metrics: Metrics | None = None,
@@ -101,7 +99,7 @@ def make(
         ledger,
         provider,
         limiter or FakeLimiter(),
-        PauseSwitch(ledger.redis, prefix="t", account=account),
+        PauseSwitch(client, prefix="t", account=account),
         claim_lease=60.0,
         recover=recovered.append,
         metrics=metrics,
@@ -125,9 +123,9 @@ def state(ledger: Ledger, trade_no: str) -> State:
     [("0015", State.PROCESSING), ("0000", State.SUCCEEDED), ("00029", State.FAILED)],
 )
 def test_accepted_answer_sets_the_state_and_provider_id(
-    ledger: Ledger, status: str, expected: State
+    ledger: Ledger, fake_redis: redis.Redis, status: str, expected: State
 ) -> None:
-    submitter, provider, _ = make(ledger, accepted(status))
+    submitter, provider, _ = make(ledger, fake_redis, accepted(status))
     (t,) = new_orders(ledger)
     report = submitter.run([t], budget=10)
     assert report.done == 1
@@ -139,8 +137,8 @@ def test_accepted_answer_sets_the_state_and_provider_id(
     )  # fmt: skip
 
 
-def test_not_sent_goes_back_to_queued_with_backoff(ledger: Ledger) -> None:
-    submitter, _, _ = make(ledger, raising(NotSent("refused")))
+def test_not_sent_goes_back_to_queued_with_backoff(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    submitter, _, _ = make(ledger, fake_redis, raising(NotSent("refused")))
     (t,) = new_orders(ledger)
     report = submitter.run([t], budget=10)
     assert state(ledger, t) is State.QUEUED
@@ -148,8 +146,8 @@ def test_not_sent_goes_back_to_queued_with_backoff(ledger: Ledger) -> None:
     assert retried == t and 0 < delay <= 1.0
 
 
-def test_not_sent_too_often_goes_to_review(ledger: Ledger) -> None:
-    submitter, provider, _ = make(ledger, raising(NotSent("refused")))
+def test_not_sent_too_often_goes_to_review(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    submitter, provider, _ = make(ledger, fake_redis, raising(NotSent("refused")))
     (t,) = new_orders(ledger)
     for _ in range(MAX_SUBMIT_ATTEMPTS):
         submitter.run([t], budget=10)
@@ -159,9 +157,11 @@ def test_not_sent_too_often_goes_to_review(ledger: Ledger) -> None:
     assert len(provider.posts) == MAX_SUBMIT_ATTEMPTS
 
 
-def test_rate_limited_slows_everyone_and_retries(ledger: Ledger) -> None:
+def test_rate_limited_slows_everyone_and_retries(ledger: Ledger, fake_redis: redis.Redis) -> None:
     limiter = FakeLimiter()
-    submitter, _, _ = make(ledger, raising(RateLimited("429", retry_after=2.0)), limiter)
+    submitter, _, _ = make(
+        ledger, fake_redis, raising(RateLimited("429", retry_after=2.0)), limiter
+    )
     (t,) = new_orders(ledger)
     report = submitter.run([t], budget=10)
     assert limiter.penalties == [2.0]
@@ -170,16 +170,20 @@ def test_rate_limited_slows_everyone_and_retries(ledger: Ledger) -> None:
 
 
 @pytest.mark.parametrize("exc", [OutcomeUnknown("read timeout"), AlreadySubmitted("dup")])
-def test_maybe_sent_becomes_unknown_and_is_queried(ledger: Ledger, exc: Exception) -> None:
-    submitter, _, _ = make(ledger, raising(exc))
+def test_maybe_sent_becomes_unknown_and_is_queried(
+    ledger: Ledger, fake_redis: redis.Redis, exc: Exception
+) -> None:
+    submitter, _, _ = make(ledger, fake_redis, raising(exc))
     (t,) = new_orders(ledger)
     report = submitter.run([t], budget=10)
     assert report.query == [t]
     assert state(ledger, t) is State.UNKNOWN
 
 
-def test_documented_rejection_of_the_first_attempt_fails_the_payout(ledger: Ledger) -> None:
-    submitter, _, _ = make(ledger, raising(Rejected("8000", "bad account")))
+def test_documented_rejection_of_the_first_attempt_fails_the_payout(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, _, _ = make(ledger, fake_redis, raising(Rejected("8000", "bad account")))
     (t,) = new_orders(ledger)
     submitter.run([t], budget=10)
     order = ledger.get(t)
@@ -187,18 +191,20 @@ def test_documented_rejection_of_the_first_attempt_fails_the_payout(ledger: Ledg
     assert (order.state, order.provider_status, order.attempts) == (State.FAILED, "8000", 1)
 
 
-def first_post_not_sent(ledger: Ledger, trade_no: str) -> None:
+def first_post_not_sent(ledger: Ledger, fake_redis: redis.Redis, trade_no: str) -> None:
     """The order's first POST certainly never arrived: it is back in QUEUED."""
-    submitter, _, _ = make(ledger, raising(NotSent("refused")))
+    submitter, _, _ = make(ledger, fake_redis, raising(NotSent("refused")))
     assert submitter.run([trade_no], budget=10).retry
 
 
-def test_rejection_of_a_repeat_attempt_is_queried_not_failed(ledger: Ledger) -> None:
+def test_rejection_of_a_repeat_attempt_is_queried_not_failed(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
     # Any attempt after the first may repeat a POST the provider has (and paid): a
     # top-level refusal may be its answer to the repeated tradeNo.
     (t,) = new_orders(ledger)
-    first_post_not_sent(ledger, t)
-    submitter, provider, _ = make(ledger, raising(Rejected("8000", "request failed")))
+    first_post_not_sent(ledger, fake_redis, t)
+    submitter, provider, _ = make(ledger, fake_redis, raising(Rejected("8000", "request failed")))
     report = submitter.run([t], budget=10)
     assert report.query == [t] and report.done == 0
     order = ledger.get(t)
@@ -207,40 +213,47 @@ def test_rejection_of_a_repeat_attempt_is_queried_not_failed(ledger: Ledger) -> 
     assert len(provider.posts) == 1
 
 
-def test_systemic_rejection_of_a_repeat_attempt_still_pauses(ledger: Ledger) -> None:
+def test_systemic_rejection_of_a_repeat_attempt_still_pauses(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
     (t,) = new_orders(ledger)
-    first_post_not_sent(ledger, t)
-    submitter, _, _ = make(ledger, raising(ConfigurationRejected("4001", "sign error")))
+    first_post_not_sent(ledger, fake_redis, t)
+    submitter, _, _ = make(ledger, fake_redis, raising(ConfigurationRejected("4001", "sign error")))
     assert submitter.run([t], budget=10).paused
     assert state(ledger, t) is State.QUEUED
 
 
 def test_configuration_rejection_pauses_the_cluster_and_keeps_orders_queued(
     ledger: Ledger,
+    fake_redis: redis.Redis,
 ) -> None:
-    submitter, provider, _ = make(ledger, raising(ConfigurationRejected("4001", "sign error")))
+    submitter, provider, _ = make(
+        ledger, fake_redis, raising(ConfigurationRejected("4001", "sign error"))
+    )
     trade_nos = new_orders(ledger, 5)
     report = submitter.run(trade_nos, budget=10)
     assert report.paused
     assert len(provider.posts) == 1  # the first rejection stops everything
     assert {state(ledger, t) for t in trade_nos} == {State.QUEUED}
-    reason = PauseSwitch(ledger.redis, prefix="t").reason()
+    reason = PauseSwitch(fake_redis, prefix="t").reason()
     assert reason is not None and "4001" in reason
 
 
-def test_paused_cluster_sends_nothing_and_resumes(ledger: Ledger) -> None:
-    submitter, provider, _ = make(ledger, accepted())
+def test_paused_cluster_sends_nothing_and_resumes(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    submitter, provider, _ = make(ledger, fake_redis, accepted())
     trade_nos = new_orders(ledger, 3)
-    switch = PauseSwitch(ledger.redis, prefix="t")
+    switch = PauseSwitch(fake_redis, prefix="t")
     switch.pause("operator")
     assert submitter.run(trade_nos, budget=10).paused
     assert provider.posts == []
+    # The switch is read before the claim: not even claimed and given back.
+    assert all(len(ledger.history(t)) == 1 for t in trade_nos)
     switch.resume()
     assert submitter.run(trade_nos, budget=10).done == 3
 
 
-def test_duplicate_delivery_never_posts_again(ledger: Ledger) -> None:
-    submitter, provider, recovered = make(ledger, accepted())
+def test_duplicate_delivery_never_posts_again(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    submitter, provider, recovered = make(ledger, fake_redis, accepted())
     (t,) = new_orders(ledger)
     submitter.run([t], budget=10)
     submitter.run([t], budget=10)  # a second message for the same order
@@ -248,26 +261,28 @@ def test_duplicate_delivery_never_posts_again(ledger: Ledger) -> None:
     assert recovered == []
 
 
-def test_claim_held_by_a_live_worker_is_left_alone(ledger: Ledger) -> None:
-    submitter, provider, recovered = make(ledger, accepted())
+def test_claim_held_by_a_live_worker_is_left_alone(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    submitter, provider, recovered = make(ledger, fake_redis, accepted())
     (t,) = new_orders(ledger)
-    ledger.transition(t, State.SUBMITTING, expect=[State.QUEUED])  # another worker's claim
+    assert ledger.claim(t)[0].moved  # another worker's claim
     assert submitter.run([t], budget=10).done == 0
     assert provider.posts == [] and recovered == []
 
 
-def test_expired_claim_is_recovered_by_asking_the_provider(ledger: Ledger) -> None:
-    submitter, provider, recovered = make(ledger, accepted())
+def test_expired_claim_is_recovered_by_asking_the_provider(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, provider, recovered = make(ledger, fake_redis, accepted())
     (t,) = new_orders(ledger)
-    ledger.transition(t, State.SUBMITTING, expect=[State.QUEUED])
-    ledger.redis.zadd(ledger.state_key(State.SUBMITTING), {t: 0})  # claimed long ago
+    assert ledger.claim(t)[0].moved
+    backdate(ledger, t, 3600)  # claimed long ago
     submitter.run([t], budget=10)
     assert provider.posts == []
     assert recovered == [t]
 
 
-def test_budget_spent_leaves_the_rest_queued(ledger: Ledger) -> None:
-    submitter, provider, _ = make(ledger, accepted(), FakeLimiter(timeout=True))
+def test_budget_spent_leaves_the_rest_queued(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), FakeLimiter(timeout=True))
     trade_nos = new_orders(ledger, 3)
     report = submitter.run(trade_nos, budget=10)
     assert report.leftover == trade_nos
@@ -275,10 +290,12 @@ def test_budget_spent_leaves_the_rest_queued(ledger: Ledger) -> None:
     assert {state(ledger, t) for t in trade_nos} == {State.QUEUED}
 
 
-def test_pause_during_the_rate_limit_wait_sends_nothing(ledger: Ledger) -> None:
-    switch = PauseSwitch(ledger.redis, prefix="t")
+def test_pause_during_the_rate_limit_wait_sends_nothing(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    switch = PauseSwitch(fake_redis, prefix="t")
     limiter = FakeLimiter(wait=True, on_acquire=lambda: switch.pause("operator"))
-    submitter, provider, _ = make(ledger, accepted(), limiter)
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), limiter)
     (t,) = new_orders(ledger)
     assert submitter.run([t], budget=10).paused
     assert limiter.acquired == 1
@@ -286,21 +303,25 @@ def test_pause_during_the_rate_limit_wait_sends_nothing(ledger: Ledger) -> None:
     assert state(ledger, t) is State.QUEUED  # the claim was given back
 
 
-def test_a_slot_taken_with_the_claim_needs_no_second_trip(ledger: Ledger) -> None:
+def test_a_slot_taken_with_the_claim_needs_no_second_trip(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
     limiter = FakeLimiter()
-    submitter, provider, _ = make(ledger, accepted(), limiter)
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), limiter)
     trade_nos = new_orders(ledger, 3)
     assert submitter.run(trade_nos, budget=10).done == 3
     assert limiter.acquired == 0  # never had to wait
     assert [t for t, _ in provider.posts] == trade_nos
 
 
-def test_scripts_lost_by_a_redis_restart_are_reloaded(ledger: Ledger) -> None:
+def test_the_limiter_script_lost_by_a_redis_restart_is_reloaded(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
     # A real limiter on the same server: its script is flushed too.
-    limiter = RateLimiter(ledger.redis, "submit", Rate(1000), prefix="t")
-    submitter, provider, _ = make(ledger, accepted(), limiter)
+    limiter = RateLimiter(fake_redis, "submit", Rate(1000), prefix="t")
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), limiter)
     trade_nos = new_orders(ledger, 2)
-    ledger.redis.script_flush()
+    fake_redis.script_flush()
     assert submitter.run(trade_nos, budget=10).done == 2
     assert [t for t, _ in provider.posts] == trade_nos  # each claimed and posted once
     assert {state(ledger, t) for t in trade_nos} == {State.PROCESSING}
@@ -308,9 +329,9 @@ def test_scripts_lost_by_a_redis_restart_are_reloaded(ledger: Ledger) -> None:
     assert attempts == [1, 1]
 
 
-def test_metrics_are_written_once_per_task(ledger: Ledger) -> None:
-    metrics = Metrics(ledger.redis, prefix="t", flush_every=3600)
-    submitter, _, _ = make(ledger, accepted(), metrics=metrics)
+def test_metrics_are_written_once_per_task(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    metrics = Metrics(fake_redis, prefix="t", flush_every=3600)
+    submitter, _, _ = make(ledger, fake_redis, accepted(), metrics=metrics)
     submitter.run(new_orders(ledger, 3), budget=10)
     recorded = metrics.snapshot()
     assert recorded["resp|submit|0015"] == "3"
@@ -332,6 +353,7 @@ class Accounts:
 
 def two_accounts(
     ledger: Ledger,
+    fake_redis: redis.Redis,
     *,
     ar_answer: Callable[[str], PayoutResult] | None = None,
     id_limiter: FakeLimiter | None = None,
@@ -342,7 +364,7 @@ def two_accounts(
     providers: dict[str, FakeProvider] = {}
     for market in ("ID", "AR"):
         by_market[market], providers[market], _ = make(
-            ledger, answers[market], limiters[market], account=market
+            ledger, fake_redis, answers[market], limiters[market], account=market
         )
     return Accounts(MarketSubmitters(ledger, by_market.__getitem__), providers, limiters)
 
@@ -353,8 +375,10 @@ def interleaved(ledger: Ledger, n: int) -> tuple[list[str], list[str], list[str]
     return ids, ars, [t for pair in zip(ids, ars, strict=True) for t in pair]
 
 
-def test_each_order_is_sent_and_limited_by_its_market_account(ledger: Ledger) -> None:
-    accounts = two_accounts(ledger)
+def test_each_order_is_sent_and_limited_by_its_market_account(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    accounts = two_accounts(ledger, fake_redis)
     ids, ars, chunk = interleaved(ledger, 3)
     report = accounts.submitters.run([*chunk, "0" * 32], budget=10)  # one order unknown
     assert report.done == 6
@@ -364,9 +388,11 @@ def test_each_order_is_sent_and_limited_by_its_market_account(ledger: Ledger) ->
 
 
 def test_systemic_rejection_pauses_only_that_account(
-    ledger: Ledger, caplog: pytest.LogCaptureFixture
+    ledger: Ledger, fake_redis: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    accounts = two_accounts(ledger, ar_answer=raising(ConfigurationRejected("4001", "sign error")))
+    accounts = two_accounts(
+        ledger, fake_redis, ar_answer=raising(ConfigurationRejected("4001", "sign error"))
+    )
     ids, ars, chunk = interleaved(ledger, 3)
     report = accounts.submitters.run(chunk, budget=10)
     assert report.paused
@@ -374,18 +400,20 @@ def test_systemic_rejection_pauses_only_that_account(
     assert [t for t, _ in accounts.providers["ID"].posts] == ids  # ID goes on
     assert {state(ledger, t) for t in ars} == {State.QUEUED}
     assert {state(ledger, t) for t in ids} == {State.PROCESSING}
-    reason = PauseSwitch(ledger.redis, prefix="t", account="AR").reason()
+    reason = PauseSwitch(fake_redis, prefix="t", account="AR").reason()
     assert reason is not None and "4001" in reason
-    assert PauseSwitch(ledger.redis, prefix="t", account="ID").reason() is None
-    assert PauseSwitch(ledger.redis, prefix="t").paused() == {"AR": reason}
+    assert PauseSwitch(fake_redis, prefix="t", account="ID").reason() is None
+    assert PauseSwitch(fake_redis, prefix="t").paused() == {"AR": reason}
     (loud,) = [r for r in caplog.records if r.levelname == "CRITICAL"]
     assert "provider account AR" in loud.getMessage()
 
 
-def test_a_paused_account_claims_nothing_and_others_go_on(ledger: Ledger) -> None:
-    accounts = two_accounts(ledger)
+def test_a_paused_account_claims_nothing_and_others_go_on(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    accounts = two_accounts(ledger, fake_redis)
     ids, ars, chunk = interleaved(ledger, 2)
-    PauseSwitch(ledger.redis, prefix="t", account="AR").pause("bad signature")
+    PauseSwitch(fake_redis, prefix="t", account="AR").pause("bad signature")
     report = accounts.submitters.run(chunk, budget=10)
     assert report.paused and report.done == 2
     assert [t for t, _ in accounts.providers["ID"].posts] == ids
@@ -395,10 +423,12 @@ def test_a_paused_account_claims_nothing_and_others_go_on(ledger: Ledger) -> Non
     assert {state(ledger, t) for t in ars} == {State.QUEUED}
 
 
-def test_the_cluster_wide_pause_stops_every_account(ledger: Ledger) -> None:
-    accounts = two_accounts(ledger)
+def test_the_cluster_wide_pause_stops_every_account(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    accounts = two_accounts(ledger, fake_redis)
     _, _, chunk = interleaved(ledger, 2)
-    cluster = PauseSwitch(ledger.redis, prefix="t")
+    cluster = PauseSwitch(fake_redis, prefix="t")
     cluster.pause("operator")
     assert accounts.submitters.run(chunk, budget=10).paused
     assert accounts.providers["ID"].posts == accounts.providers["AR"].posts == []
@@ -406,8 +436,10 @@ def test_the_cluster_wide_pause_stops_every_account(ledger: Ledger) -> None:
     assert accounts.submitters.run(chunk, budget=10).done == 4
 
 
-def test_an_account_out_of_rate_does_not_hold_up_another(ledger: Ledger) -> None:
-    accounts = two_accounts(ledger, id_limiter=FakeLimiter(timeout=True))
+def test_an_account_out_of_rate_does_not_hold_up_another(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    accounts = two_accounts(ledger, fake_redis, id_limiter=FakeLimiter(timeout=True))
     ids, ars, chunk = interleaved(ledger, 2)
     report = accounts.submitters.run(chunk, budget=10)
     assert report.leftover == ids  # handed on, still QUEUED

@@ -1,14 +1,17 @@
 """The tasks are thin: what a submit task publishes for the orders its chunk left over,
-and what it leaves leased (worker.leases) for the reconcile pass."""
+and what it leaves leased (worker.leases) for the reconcile pass, also when PostgreSQL
+goes away in the middle."""
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import psycopg
 import pytest
 import redis
 from celery.exceptions import Reject
@@ -16,16 +19,25 @@ from celery.signals import task_received
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from schemas import Payout
 from tasks.reconcile import lookup_chunk
 from tasks.submit import submit_chunk
 from worker import runtime
-from worker.config import get_settings
+from worker.config import Rate, get_settings
+from worker.db import migrate
+from worker.db.pool import open_pool
+from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import free_port
 from worker.leases import Leases
+from worker.ledger import Ledger, new_batch_id
 from worker.lookup import LookupReport
 from worker.metrics import Metrics
+from worker.pause import PauseSwitch
+from worker.ratelimit import RateLimiter
 from worker.retry import QUERY_DELAY
-from worker.submit import ChunkReport
+from worker.states import State
+from worker.submit import ChunkReport, Submitter
+from worker.vexora import PayoutResult
 
 
 @dataclass
@@ -119,7 +131,7 @@ def test_submit_task_holds_its_orders_while_it_runs_and_hands_on_the_rest(
 
 def test_a_worker_leases_a_submit_message_as_soon_as_it_receives_it(broker: redis.Redis) -> None:
     due = datetime.now(UTC) + timedelta(seconds=60)
-    now = runtime.ledger().now_ms()
+    now = runtime.leases().now_ms()
     task_received.send(sender=None, request=Received("disburse.submit", [["a" * 32]], None))
     task_received.send(
         sender=None, request=Received("disburse.submit", [["b" * 32]], due.isoformat())
@@ -221,3 +233,86 @@ def test_a_lookup_task_leaves_an_order_it_requeued_to_the_worker_that_gets_it(
         budget=5,
     )
     assert list(leased()) == ["a" * 32]
+
+
+# --- PostgreSQL away in the middle of a submit task -------------------------------------
+
+
+class Provider:
+    """Accepts every payout; ``on_post`` runs as each POST is made."""
+
+    def __init__(self, on_post: Callable[[], object] = list) -> None:
+        self.on_post = on_post
+        self.posts: list[str] = []
+
+    def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+        self.posts.append(trade_no)
+        self.on_post()
+        return PayoutResult(trade_no, "P-" + trade_no[:6], "0015", "", State.PROCESSING, None)
+
+
+def submitter_on(ledger: Ledger, provider: Provider) -> Submitter:
+    client = runtime.redis_client()
+    return Submitter(
+        ledger,
+        provider,
+        RateLimiter(client, "submit", Rate(1000), prefix=get_settings().key_prefix),
+        PauseSwitch(client, prefix=get_settings().key_prefix),
+        claim_lease=60.0,
+        recover=list,
+    )
+
+
+def new_orders(ledger: Ledger, n: int) -> list[str]:
+    fields = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
+    payouts = [Payout("ID", "IDR", Decimal(100000), None, fields) for _ in range(n)]
+    return [t for t, _ in ledger.create_orders(payouts, batch_id=new_batch_id(), market="ID")]
+
+
+def test_a_submit_task_that_cannot_reach_postgresql_leaves_its_orders_leased(
+    broker: redis.Redis, ledger: Ledger
+) -> None:
+    chunk = new_orders(ledger, 3)
+    nobody = f"postgresql://postgres@127.0.0.1:{free_port()}/ledger"
+    provider = Provider()
+    with open_pool(nobody, timeout=0.5) as down, pytest.raises(psycopg.OperationalError):
+        submit_chunk(
+            chunk,
+            submitter_on(Ledger(down), provider),
+            runtime.leases(),
+            runtime.in_flight(),
+            budget=5,
+        )
+    assert provider.posts == []
+    # Leased until they expire; then the reconcile pass publishes them again.
+    assert set(leased()) == set(chunk)
+    assert {o.state for o in ledger.get_many(chunk) if o} == {State.QUEUED}
+
+
+def test_a_submit_task_losing_postgresql_after_a_post_leaves_a_claim_to_recover(
+    broker: redis.Redis,
+) -> None:
+    """PostgreSQL restarts between the POST and the record of its answer: the task fails,
+    the order it sent stays claimed (its claim lease, then a lookup, recover it), the
+    rest of its chunk stays QUEUED and leased, and the pool reconnects afterwards."""
+    with PostgresServer(durable=False) as server:
+        migrate.upgrade(server.url)
+        with open_pool(server.url, timeout=1.0) as pool:
+            ledger = Ledger(pool)
+            sent, *rest = chunk = new_orders(ledger, 3)
+            provider = Provider(on_post=server.stop)
+            with pytest.raises(psycopg.OperationalError):
+                submit_chunk(
+                    chunk,
+                    submitter_on(ledger, provider),
+                    runtime.leases(),
+                    runtime.in_flight(),
+                    budget=5,
+                )
+            server.start()
+            assert provider.posts == [sent]
+            assert set(leased()) == set(chunk)
+            orders = {o.trade_no: o for o in ledger.get_many(chunk) if o}
+            assert (orders[sent].state, orders[sent].attempts) == (State.SUBMITTING, 1)
+            assert {orders[t].state for t in rest} == {State.QUEUED}
+            assert ledger.first_claimed_ms(sent) is not None

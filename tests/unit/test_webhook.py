@@ -1,13 +1,12 @@
-"""The webhook's rules (worker.webhook) on fakeredis, without HTTP: a body in, a Reply out."""
+"""The webhook's rules (worker.webhook) on the test ledger, without HTTP: a body in, a Reply
+out."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-import fakeredis
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,8 +27,8 @@ from worker.webhook import Reply, Unavailable, WebhookHandler
 class Receiver:
     """A handler of one ledger, with a publisher that records the lookups requested."""
 
-    def __init__(self, client: redis.Redis | None = None, *, allow_unsigned: bool = False) -> None:
-        self.ledger = Ledger(client or fakeredis.FakeRedis(decode_responses=True), prefix="t")
+    def __init__(self, ledger: Ledger, *, allow_unsigned: bool = False) -> None:
+        self.ledger = ledger
         self.publisher = Publisher()
         self.handler = WebhookHandler(
             self.ledger,
@@ -43,13 +42,13 @@ class Receiver:
 
 
 @pytest.fixture
-def rx(fake_redis: redis.Redis) -> Receiver:
-    return Receiver(fake_redis)
+def rx(ledger: Ledger) -> Receiver:
+    return Receiver(ledger)
 
 
 @pytest.fixture
-def rx_unsigned(fake_redis: redis.Redis) -> Receiver:
-    return Receiver(fake_redis, allow_unsigned=True)
+def rx_unsigned(ledger: Ledger) -> Receiver:
+    return Receiver(ledger, allow_unsigned=True)
 
 
 def assert_ok(reply: Reply, outcome: str) -> None:
@@ -135,7 +134,7 @@ def test_contradicting_a_final_state_records_a_discrepancy(rx: Receiver) -> None
     assert order.state == State.SUCCEEDED
     assert order.discrepancy == "FAILED webhook"
     assert rx.ledger.discrepancies() == [trade_no]
-    summary = rx.ledger.batch("b1")
+    summary = rx.ledger.batch(order.batch_id)
     assert summary is not None and summary.discrepancies == 1
 
 
@@ -275,8 +274,7 @@ def test_broker_down_on_a_lookup_is_unavailable(rx_unsigned: Receiver) -> None:
         rx.handle(notification(trade_no))
 
 
-def test_every_account_secret_verifies() -> None:
-    ledger = Ledger(fakeredis.FakeRedis(decode_responses=True), prefix="t")
+def test_every_account_secret_verifies(ledger: Ledger) -> None:
     handler = WebhookHandler(ledger, secrets=(SECRET, "ar-secret"), request_lookups=Publisher())
     trade_no = new_order(ledger)
     assert handler.handle(signed(notification(trade_no), "another-secret")).status == 401
@@ -308,9 +306,9 @@ VALUES = st.one_of(
 class Fuzz:
     """One ledger with a few orders in every interesting state, shared by the examples."""
 
-    def __init__(self) -> None:
-        self.strict = Receiver()
-        self.lenient = Receiver(self.strict.ledger.redis, allow_unsigned=True)
+    def __init__(self, ledger: Ledger) -> None:
+        self.strict = Receiver(ledger)
+        self.lenient = Receiver(ledger, allow_unsigned=True)
         self.trade_nos = [
             new_order(self.strict.ledger, state)
             for state in (State.QUEUED, State.PROCESSING, State.UNKNOWN, State.SUCCEEDED)
@@ -321,9 +319,10 @@ class Fuzz:
         return [state_of(self.strict.ledger, t) for t in self.trade_nos]
 
 
-@pytest.fixture(scope="module")
-def fuzz() -> Fuzz:
-    return Fuzz()
+@pytest.fixture
+def fuzz(ledger: Ledger) -> Fuzz:
+    """Once per test: shared by its examples (the health check on that is suppressed)."""
+    return Fuzz(ledger)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))

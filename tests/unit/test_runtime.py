@@ -1,0 +1,52 @@
+"""The process-wide objects (worker.runtime): one PostgreSQL pool per process, never
+shared with a forked child (Celery's prefork pool), closed by ``reset``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import redis
+
+from worker import runtime
+
+
+def in_a_forked_child(check: Callable[[], object]) -> str:
+    """What ``check()`` returned (or raised) in a child forked from this process."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running the parent's clean-up
+        try:
+            answer = str(check())
+        except BaseException as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        os.write(write, answer.encode()[:500])
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as answer:
+        return answer.read().decode()
+
+
+def test_a_forked_child_builds_its_own_pool(broker: redis.Redis) -> None:
+    parents = runtime.pool()
+    parents_ledger = runtime.ledger()
+    parents_ledger.ping()
+
+    def child() -> str:
+        if runtime.pool() is parents or runtime.ledger() is parents_ledger:
+            return "the parent's pool"
+        runtime.ledger().ping()
+        runtime.pool().close()
+        return "its own"
+
+    assert in_a_forked_child(child) == "its own"
+    assert runtime.pool() is parents and not parents.closed
+    parents_ledger.ping()
+
+
+def test_reset_closes_the_pool(broker: redis.Redis) -> None:
+    built = runtime.pool()
+    runtime.reset()
+    assert built.closed
+    assert runtime.pool() is not built
