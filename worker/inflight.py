@@ -17,6 +17,7 @@ from typing import Protocol
 
 import redis
 
+from worker import keys
 from worker.config import Settings
 
 
@@ -63,7 +64,7 @@ class InFlightLookups:
         )
 
     def key(self, trade_no: str) -> str:
-        return f"{self.prefix}:reconcile:inflight:{trade_no}"
+        return keys.lookup_in_flight(self.prefix, trade_no)
 
     def ttl_ms(self, backlog: int) -> int:
         """Milliseconds a lookup may stay outstanding before it is taken as lost.

@@ -29,6 +29,7 @@ from types import TracebackType
 
 import redis
 
+from worker import keys
 from worker.config import KEY_PREFIX
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Leases:
         renew_every: float = RENEW_EVERY,
     ) -> None:
         self.redis = client
-        self.key = f"{prefix}:submit:leases"
+        self.key = keys.submit_leases(prefix)
         self.ttl = ttl
         self.renew_every = renew_every
 

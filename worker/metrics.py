@@ -53,6 +53,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from worker import keys
 from worker.states import FINAL_STATES, State
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class Metrics:
         self, client: redis.Redis, prefix: str = "disburse", *, flush_every: float = 0.0
     ) -> None:
         self.redis = client
-        self.key = f"{prefix}:metrics"
+        self.key = keys.metrics(prefix)
         self.flush_every = flush_every
         self._counts: Counter[str] = Counter()
         self._sums: defaultdict[str, float] = defaultdict(float)

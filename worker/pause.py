@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from worker import keys
 from worker.config import KEY_PREFIX
 
 # What paused() calls the cluster-wide switch; account switches go by account name.
@@ -35,8 +36,8 @@ class PauseSwitch:
     ) -> None:
         self.redis = client
         self.account = account
-        self._cluster_key = f"{prefix}:paused"
-        self._account_prefix = f"{prefix}:paused:"
+        self._cluster_key = keys.paused(prefix)
+        self._account_prefix = keys.paused_account(prefix, "")
         self.key = self._cluster_key if account is None else self._account_prefix + account
         self._keys = [self._cluster_key] if account is None else [self._cluster_key, self.key]
 
@@ -64,9 +65,9 @@ class PauseSwitch:
 
     def paused(self) -> dict[str, str]:
         """Every switch that is set: ``{"all": reason, "<account>": reason, ...}``."""
-        keys = [self._cluster_key, *self._account_keys()]
-        names = [ALL, *(key[len(self._account_prefix) :] for key in keys[1:])]
-        reasons = self.redis.mget(keys)
+        switches = [self._cluster_key, *self._account_keys()]
+        names = [ALL, *(key[len(self._account_prefix) :] for key in switches[1:])]
+        reasons = self.redis.mget(switches)
         return {n: str(r) for n, r in zip(names, reasons, strict=True) if r is not None}
 
     def _account_keys(self) -> list[str]:

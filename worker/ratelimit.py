@@ -21,6 +21,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
+from worker import keys
 from worker.config import KEY_PREFIX, Account, Rate, Settings
 from worker.exceptions import RateLimitTimeout
 
@@ -66,7 +67,7 @@ class RateLimiter:
             raise ValueError(f"headroom must be in (0, 1], got {headroom!r}")
         self.name = name
         self.rate = rate
-        self.key = f"{prefix}:ratelimit:{name}"
+        self.key = keys.rate_limit(prefix, name)
         # Seconds between two grants.
         self.interval = 1.0 / (rate.per_second * headroom)
         # Whole microseconds, rounded up so rounding never exceeds the rate (the

@@ -25,6 +25,7 @@ import redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from worker import keys
 from worker.config import Settings
 from worker.inflight import InFlightLookups
 from worker.leases import Leases
@@ -119,7 +120,7 @@ class Reconciler:
         self.submit_queue_length = submit_queue_length
 
     def _key(self, name: str) -> str:
-        return f"{self.settings.key_prefix}:reconcile:{name}"
+        return keys.reconcile(self.settings.key_prefix, name)
 
     # the pass -----------------------------------------------------------------
     def run_pass(self) -> PassReport:

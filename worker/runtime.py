@@ -15,6 +15,7 @@ from functools import cache
 import redis
 from psycopg_pool import ConnectionPool
 
+from worker import keys
 from worker.config import Account, get_settings
 from worker.controls import Controls
 from worker.db.pool import open_pool
@@ -112,7 +113,7 @@ def details() -> DetailsClient:
         metrics().token_refresh()
         return fetch()
 
-    tokens = TokenCache(redis_client(), fetch_token, key=f"{settings.key_prefix}:oauth:token")
+    tokens = TokenCache(redis_client(), fetch_token, key=keys.oauth_token(settings.key_prefix))
     return DetailsClient.from_settings(settings, tokens)
 
 

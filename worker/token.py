@@ -32,6 +32,7 @@ from redis import Redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from worker import keys
 from worker.config import KEY_PREFIX, Settings
 from worker.details import DetailsApi, check_answer
 from worker.exceptions import ProviderError, TokenUnavailable
@@ -136,7 +137,7 @@ class TokenCache:
         redis: Redis,
         fetch: Callable[[], tuple[str, float]],
         *,
-        key: str = f"{KEY_PREFIX}:oauth:token",
+        key: str = keys.oauth_token(KEY_PREFIX),
         refresh_margin: float = 30.0,
         lock_timeout: float = 15.0,
         wait_timeout: float = 20.0,
