@@ -145,7 +145,7 @@ class Submitter:
         return report
 
     def submit(self, trade_no: str, deadline: float) -> Next:
-        ticket = self.claim(trade_no)
+        ticket = self._ticket(trade_no)
         if ticket.claim is None:
             return Next(Step.PAUSED)
         if not ticket.claim.moved:
@@ -169,7 +169,7 @@ class Submitter:
             self.metrics.limiter_wait("submit", waited)
         return self._post(trade_no, ticket.payload)
 
-    def claim(self, trade_no: str) -> Ticket:
+    def _ticket(self, trade_no: str) -> Ticket:
         """The claim, QUEUED -> SUBMITTING: of every delivery of an order, only the one
         that makes it sends the order.
 

@@ -23,28 +23,20 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from worker.signing import SIGN_FIELD, verify
 from worker.states import FINAL_STATES, Outcome, State
 from worker.vexora import PAYOUT_STATES, ProviderReport, is_trade_no
 
 if TYPE_CHECKING:
-    from worker.ledger import Order, Source
+    from worker.ledger import Ledger
 
 OK = "OK"
 # Provider text kept on the order or logged is cut to this length.
 _MAX_FACT = 64
 
 RequestLookups = Callable[[Sequence[str]], object]
-
-
-class Orders(Protocol):
-    """What the webhook needs of the ledger."""
-
-    def get(self, trade_no: str) -> Order | None: ...
-
-    def apply_report(self, trade_no: str, report: ProviderReport, *, source: Source) -> Outcome: ...
 
 
 class Unavailable(Exception):
@@ -99,7 +91,7 @@ class WebhookHandler:
     for lookups of tradeNos (published to the workers, marked outstanding).
     """
 
-    orders: Orders
+    orders: Ledger
     secrets: tuple[str, ...] = field(repr=False)
     request_lookups: RequestLookups
     allow_unsigned: bool = False
