@@ -3,13 +3,14 @@
 The promise under test (DESIGN.md): every payout is paid at most once, and every payout
 ends SUCCEEDED, FAILED or REVIEW, with the provider's own final state.
 
-A real Redis server with AOF on, the sandbox over HTTP with its faults on (5xx,
-accept-then-hang, dropped and duplicated webhooks, a short-lived OAuth token), three
-real ``celery worker`` processes plus ``celery beat`` from the Procfile, with the
-settings a user gets. 2,000 payouts across the four markets; while they are worked
-through, one worker is SIGKILLed every one to two seconds and started again, and Redis
-is down for five seconds once. No worker may exit on its own. Then everything must
-settle and the ledger must agree with the sandbox and with itself.
+A real PostgreSQL (the ledger), a real Redis server with AOF on (it only coordinates),
+the sandbox over HTTP with its faults on (5xx, accept-then-hang, dropped and duplicated
+webhooks, a short-lived OAuth token), three real ``celery worker`` processes plus
+``celery beat`` from the Procfile, with the settings a user gets. 2,000 payouts across
+the four markets; while they are worked through, one worker is SIGKILLed every one to
+two seconds and started again, and Redis is down for five seconds once. No worker may
+exit on its own. Then everything must settle and the ledger must agree with the sandbox
+and with itself.
 
 The run is driven by one seed, printed at the start; replay a failure with
 ``CHAOS_SEED=<seed> pytest tests/chaos -s``. On failure the seed and the cluster's log
@@ -30,8 +31,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 import redis
+from psycopg_pool import PoolTimeout
 
 import worker
 from tests.integration.conftest import fast_sandbox, running_cluster
@@ -95,12 +98,12 @@ def say(message: str) -> None:
 
 
 def patiently(read: Callable[[], T], timeout: float = 30.0) -> T:
-    """``read()``, retried while Redis is away (it is restarted during the run)."""
+    """``read()``, retried while Redis or PostgreSQL is away (restarted during the run)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return read()
-        except (redis.ConnectionError, redis.TimeoutError):
+        except (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, PoolTimeout):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -202,8 +205,10 @@ def wait_settled(ledger: Ledger, batch_ids: list[str], timeout: float) -> None:
 
 
 def describe_unsettled(ledger: Ledger, batch_ids: list[str], limit: int = 15) -> str:
-    """What a person needs to see about orders that did not settle: history, keys, TTLs."""
-    lines = []
+    """What a person needs to see about orders that did not settle: their history, and
+    what Redis coordinates for them (lease deadline, lookup marker's TTL)."""
+    leases, in_flight = runtime.leases(), runtime.in_flight()
+    lines: list[str] = []
     for batch_id in batch_ids:
         for page in ledger.iter_batch(batch_id):
             for order in ledger.get_many(page):
@@ -212,14 +217,14 @@ def describe_unsettled(ledger: Ledger, batch_ids: list[str], limit: int = 15) ->
                 history = ", ".join(
                     f"{ms % 1_000_000} {e}" for ms, e in ledger.history(order.trade_no)
                 )
-                keys = {
-                    k: ledger.redis.pttl(k)
-                    for k in ledger.redis.scan_iter(match=f"*{order.trade_no}*")
-                }
+                lease = leases.redis.zscore(leases.key, order.trade_no)
+                marker = in_flight.redis.pttl(in_flight.key(order.trade_no))
                 lines.append(
                     f"{order.trade_no} {order.state} attempts={order.attempts} "
                     f"ptn={order.platform_trade_no} now={ledger.now_ms() % 1_000_000}\n"
-                    f"    history: {history}\n    keys (pttl ms): {keys}"
+                    f"    history: {history}\n"
+                    f"    lease due (ms): {lease and int(lease) % 1_000_000}, "
+                    f"lookup marker pttl (ms): {marker}"
                 )
     return "\n".join(lines)
 
@@ -300,27 +305,25 @@ def assert_counts_add_up(ledger: Ledger, by_batch: dict[str, list[Order]]) -> No
 
 
 def recovery_paths(ledger: Ledger, orders: list[Order]) -> Counter[str]:
-    """How orders got where they are, read from their histories: evidence that the
-    failure paths this test is about were taken, not only the happy one."""
-    pipe = ledger.redis.pipeline(transaction=False)
-    for order in orders:
-        pipe.lrange(ledger.history_key(order.trade_no), 0, -1)
+    """How orders got where they are, read from their histories (order_events):
+    evidence that the failure paths this test is about were taken, not only the happy one."""
     paths: Counter[str] = Counter()
-    for entries in pipe.execute():
-        steps = [(*e.split(" ", 2)[1:], "")[:2] for e in entries]
-        if sum(1 for state, _ in steps if state == State.SUBMITTING) > 1:
+    for order in orders:
+        # Each entry is "STATE source note" (the note may be empty or several words).
+        steps = [(*entry.split(" ", 2), "")[:3] for _, entry in ledger.history(order.trade_no)]
+        if sum(1 for state, _, _ in steps if state == State.SUBMITTING) > 1:
             paths["claimed more than once"] += 1
-        for (before, _), (after, note) in pairwise(steps):
-            if before == State.SUBMITTING and after == State.QUEUED and note.startswith("provider"):
+        for (before, _, _), (after, source, note) in pairwise(steps):
+            if before == State.SUBMITTING and after == State.QUEUED and source == "lookup":
                 paths["claim lost before the POST: requeued"] += 1
-            elif before == State.SUBMITTING and note == "reconcile":
+            elif before == State.SUBMITTING and source == "lookup":
                 paths["claim lost after the POST: provider's state taken"] += 1
-            elif before == State.SUBMITTING and note == "webhook":
+            elif before == State.SUBMITTING and source == "webhook":
                 paths["webhook before the POST's answer"] += 1
             elif before == State.UNKNOWN and after == State.QUEUED:
                 paths["unknown outcome, provider had nothing: resubmitted"] += 1
             elif before == State.UNKNOWN:
-                paths[f"unknown outcome resolved by {note or '?'}"] += 1
+                paths[f"unknown outcome resolved by {source}{note and ' ' + note}"] += 1
     return paths
 
 
