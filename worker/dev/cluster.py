@@ -19,11 +19,11 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from worker.db import migrate
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
+from worker.dev.service import Service
 from worker.sandbox import Sandbox, SandboxConfig
 
 PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
@@ -38,7 +38,7 @@ def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
     return commands
 
 
-class LocalCluster:
+class LocalCluster(Service):
     """``database_url`` None: a private PostgreSQL (``postgres``, restartable through
     :meth:`restart_postgres`); given: that database, upgraded at start, never stopped."""
 
@@ -212,17 +212,6 @@ class LocalCluster:
     def close(self) -> None:
         self.stop()
         self._tmp.cleanup()
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _expand(part: str, env: Mapping[str, str]) -> str:

