@@ -1,4 +1,5 @@
-"""Chaos: workers SIGKILLed mid-batch, Redis restarted, a misbehaving provider.
+"""Chaos: workers SIGKILLed mid-batch, Redis restarted and wiped, PostgreSQL restarted
+and crashed, a misbehaving provider.
 
 The promise under test (DESIGN.md): every payout is paid at most once, and every payout
 ends SUCCEEDED, FAILED or REVIEW, with the provider's own final state.
@@ -8,9 +9,11 @@ the sandbox over HTTP with its faults on (5xx, accept-then-hang, dropped and dup
 webhooks, a short-lived OAuth token), three real ``celery worker`` processes plus
 ``celery beat`` from the Procfile, with the settings a user gets. 2,000 payouts across
 the four markets; while they are worked through, one worker is SIGKILLed every one to
-two seconds and started again, and Redis is down for five seconds once. No worker may
-exit on its own. Then everything must settle and the ledger must agree with the sandbox
-and with itself.
+two seconds and started again; Redis is wiped once (FLUSHALL: queues, leases, markers,
+limiter state and token gone) and down for five seconds once; PostgreSQL is down for
+three seconds twice, after a fast shutdown and after a crash (SIGKILL: recovery from its
+WAL). No process (worker, beat, web receiver) may exit on its own. Then everything must
+settle and the ledger must agree with the sandbox and with itself.
 
 The run is driven by one seed, printed at the start; replay a failure with
 ``CHAOS_SEED=<seed> pytest tests/chaos -s``. On failure the seed and the cluster's log
@@ -34,7 +37,6 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 import redis
-from psycopg_pool import PoolTimeout
 
 import worker
 from tests.integration.conftest import fast_sandbox, running_cluster
@@ -50,8 +52,9 @@ pytestmark = pytest.mark.chaos
 SEED = int(os.environ.get("CHAOS_SEED") or 20250607)
 MARKETS = ("ID", "AR", "JP", "KH")
 PER_MARKET = 500
-CHAOS_SECONDS = 60.0  # SIGKILLs (and the Redis outage) for this long
+CHAOS_SECONDS = 60.0  # SIGKILLs (and the outages) for this long
 REDIS_DOWN = 5.0  # seconds Redis is away, once, mid-way
+POSTGRES_DOWN = 3.0  # seconds PostgreSQL is away, twice
 # Then everything must be final (or REVIEW) within this: a claim lost to the last kill
 # is looked up after the claim lease (72.5 s here) and the next pass (30 s), and may be
 # resubmitted and looked up again; the slowest recovery path with the defaults.
@@ -64,7 +67,6 @@ _USER = Settings()
 ENV = {
     "SUBMIT_BUDGET": str(_USER.submit_budget),
     "RECONCILE_EVERY": str(_USER.reconcile_every),
-    "SWEEP_AFTER": str(_USER.sweep_after),
     "REVIEW_AFTER": str(_USER.review_after),
     # The sandbox answers on loopback in milliseconds, and its accept-then-hang fault
     # (hang_seconds) must outlast the read timeout to leave an outcome unknown: 1.5 s is
@@ -75,6 +77,13 @@ ENV = {
     # fraction of one (its schedule scaled by 0.02): 5 s is as long against that as the
     # default 60 s against a real provider's.
     "RECONCILE_AFTER": "5",
+    # The wipe loses the message of every QUEUED order; the sweeper publishes them again
+    # once the submit queues are empty and they have waited SWEEP_AFTER. That timer is
+    # how long a QUEUED order may wait behind a queue that is already empty (retry
+    # back-off, a prefetched message): seconds here, where 2,000 payouts take about
+    # 35 s, so 30 s is as long against that as the default 300 s against a real batch.
+    # Too short would only publish a copy, which the claim makes harmless.
+    "SWEEP_AFTER": "30",
     # The provider account's limits, not timers of ours: 2,000 payouts in about 35 s.
     "VEXORA_RATE_LIMIT": "60/s",
     "DETAILS_RATE_LIMIT": "100/s",
@@ -98,12 +107,13 @@ def say(message: str) -> None:
 
 
 def patiently(read: Callable[[], T], timeout: float = 30.0) -> T:
-    """``read()``, retried while Redis or PostgreSQL is away (restarted during the run)."""
+    """``read()``, retried while Redis or PostgreSQL is away (restarted during the run;
+    psycopg's OperationalError covers the pool's PoolTimeout)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return read()
-        except (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, PoolTimeout):
+        except (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -148,14 +158,45 @@ def progress(ledger: Ledger) -> str:
 
 
 def unleash(cluster: LocalCluster, rng: random.Random, ledger: Ledger) -> dict[str, Any]:
-    """SIGKILL a worker every 1-2 s and start it again; take Redis away once, mid-way.
+    """SIGKILL a worker every 1-2 s and start it again; meanwhile, once each and in this
+    order: stop PostgreSQL, crash PostgreSQL, take Redis away, wipe Redis.
 
-    A worker found exited before its turn to be killed died on its own (of the Redis
-    outage): that is recorded, and it is started again so the run goes on.
+    A worker found exited before its turn to be killed died on its own (of an outage):
+    that is recorded, and it is started again so the run goes on.
     """
     start = time.monotonic()
-    restart_at = start + CHAOS_SECONDS * rng.uniform(0.35, 0.65)
-    kills = restarts = 0
+    # The wipe comes last: the orders whose messages it loses wait for the sweeper, and
+    # the system is idle until then, so an outage meanwhile would hit no work.
+    faults = [
+        (
+            0.15,
+            0.30,
+            "postgres_restarts",
+            f"PostgreSQL stopped for {POSTGRES_DOWN:g} s",
+            lambda: cluster.restart_postgres(down_for=POSTGRES_DOWN),
+        ),
+        (
+            0.35,
+            0.50,
+            "postgres_crashes",
+            f"PostgreSQL crashed (SIGKILL), down for {POSTGRES_DOWN:g} s",
+            lambda: cluster.restart_postgres(down_for=POSTGRES_DOWN, crash=True),
+        ),
+        (
+            0.55,
+            0.70,
+            "redis_restarts",
+            f"Redis down for {REDIS_DOWN:g} s",
+            lambda: cluster.restart_redis(down_for=REDIS_DOWN),
+        ),
+        (0.75, 0.90, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
+    ]
+    pending = [
+        (start + CHAOS_SECONDS * rng.uniform(low, high), name, what, act)
+        for low, high, name, what, act in faults
+    ]
+    done: dict[str, int] = dict.fromkeys((name for _, _, name, _, _ in faults), 0)
+    kills = 0
     died: list[str] = []
     next_report = start + 10
     while time.monotonic() - start < CHAOS_SECONDS:
@@ -165,14 +206,24 @@ def unleash(cluster: LocalCluster, rng: random.Random, ledger: Ledger) -> dict[s
         cluster.kill_worker(index)
         cluster.start_worker(index)
         kills += 1
-        if not restarts and time.monotonic() >= restart_at:
-            say(f"Redis down for {REDIS_DOWN:g} s at {time.monotonic() - start:.0f} s")
-            cluster.restart_redis(down_for=REDIS_DOWN)
-            restarts += 1
+        if pending and time.monotonic() >= pending[0][0]:
+            _, name, what, act = pending.pop(0)
+            say(f"{what} at {time.monotonic() - start:.0f} s")
+            act()
+            done[name] += 1
         if time.monotonic() >= next_report:
             say(f"{time.monotonic() - start:.0f} s, {kills} kills: {progress(ledger)}")
             next_report += 10
-    return {"kills": kills, "redis_restarts": restarts, "died_on_their_own": died}
+    return {"kills": kills, **done, "died_on_their_own": died}
+
+
+def wipe_redis(cluster: LocalCluster) -> None:
+    """Everything in Redis gone at once, as a restart without persistence would leave it."""
+    client = redis.Redis.from_url(cluster.redis.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
 
 
 def worker_exits(cluster: LocalCluster) -> dict[int, int | None]:
@@ -320,6 +371,8 @@ def recovery_paths(ledger: Ledger, orders: list[Order]) -> Counter[str]:
                 paths["claim lost after the POST: provider's state taken"] += 1
             elif before == State.SUBMITTING and source == "webhook":
                 paths["webhook before the POST's answer"] += 1
+            elif after == State.QUEUED and source == "sweeper":
+                paths["message lost: swept"] += 1
             elif before == State.UNKNOWN and after == State.QUEUED:
                 paths["unknown outcome, provider had nothing: resubmitted"] += 1
             elif before == State.UNKNOWN:
@@ -338,7 +391,7 @@ def republished_of_dead_tasks(cluster: LocalCluster) -> int:
 
 
 @pytest.mark.timeout(720)
-def test_sigkills_redis_restart_and_provider_faults_never_pay_twice_or_lose_a_payout() -> None:
+def test_kills_outages_wipe_and_provider_faults_never_pay_twice_or_lose_a_payout() -> None:
     say(f"replay with CHAOS_SEED={SEED}")
     rng = random.Random(SEED)
     log_dir = Path(tempfile.mkdtemp(prefix="disburse-chaos-"))
@@ -360,8 +413,10 @@ def test_sigkills_redis_restart_and_provider_faults_never_pay_twice_or_lose_a_pa
             wait_settled(ledger, batch_ids, SETTLE_TIMEOUT)
             say(f"settled after {time.monotonic() - started:.0f} s")
 
-            assert chaos["redis_restarts"] == 1 and chaos["kills"] >= CHAOS_SECONDS / 2.5
-            assert chaos["died_on_their_own"] == [], "workers exited on the Redis outage"
+            assert chaos["kills"] >= CHAOS_SECONDS / 2.5
+            assert chaos["redis_wiped"] == chaos["redis_restarts"] == 1
+            assert chaos["postgres_restarts"] == chaos["postgres_crashes"] == 1
+            assert chaos["died_on_their_own"] == [], "workers exited on an outage"
             assert cluster.exited() == {}, "processes exited during the run"
             paid = assert_paid_at_most_once(cluster)
             by_batch = all_orders(ledger, batch_ids)
@@ -375,8 +430,10 @@ def test_sigkills_redis_restart_and_provider_faults_never_pay_twice_or_lose_a_pa
                 + paths["claim lost after the POST: provider's state taken"]
                 > 0
             ), "no claim was ever recovered: the kills missed every POST"
+            # Orders whose messages the wipe lost came back through the sweeper.
+            assert paths["message lost: swept"] > 0, "the sweeper republished nothing"
             # Orders a killed worker had not claimed yet came back through their leases
-            # (the sweeper waits for empty queues and SWEEP_AFTER, 300 s).
+            # (the sweeper waits for empty queues and SWEEP_AFTER).
             republished = republished_of_dead_tasks(cluster)
             say(f"orders of killed submit tasks published again: {republished}")
             assert republished > 0, "no killed submit task left an order to republish"
