@@ -516,19 +516,32 @@ def test_a_claim_racing_a_cancel_one_wins_and_the_other_sees_its_state(
     assert rows(database, "SELECT count(*) FROM order_events") == [(400,)]
 
 
+SHARED = ("shared-first", "shared-last")
+
+
 def test_concurrent_enqueues_of_one_reference_make_one_order(database: str) -> None:
     # Every thread's connection is open before they start: their enqueues overlap.
     with ConnectionPool(database, min_size=4, max_size=4) as pool:
         pool.wait()
-        enqueue_concurrently(Ledger(pool), database)
+        ledger = Ledger(pool)
+        results = enqueue_concurrently(ledger)
+        for ref in SHARED:
+            found = [answer for r, answer in results if r == ref]
+            assert len(found) == 4
+            assert len({trade_no for trade_no, _ in found}) == 1
+            assert sum(created for _, created in found) == 1
+            assert ledger.trade_no_for(ref) == found[0][0]
+    assert rows(database, "SELECT count(*) FROM orders") == [(2 + 4 * 1000,)]
+    assert rows(database, "SELECT sum(row_count) FROM batches") == [(2 + 4 * 1000,)]
 
 
-def enqueue_concurrently(ledger: Ledger, database: str) -> None:
+def enqueue_concurrently(ledger: Ledger) -> list[tuple[str, tuple[str, bool]]]:
+    """Four threads enqueue 1,000 references of their own between the two SHARED ones,
+    half of them in the opposite order; returns (reference, (tradeNo, created))."""
     start = threading.Barrier(4)
-    shared = ["shared-first", "shared-last"]
 
     def enqueue(n: int) -> list[tuple[str, tuple[str, bool]]]:
-        refs = [shared[0], *(f"own-{n}-{i}" for i in range(1000)), shared[1]]
+        refs = [SHARED[0], *(f"own-{n}-{i}" for i in range(1000)), SHARED[1]]
         if n % 2:
             refs.reverse()  # the same references in the opposite order: no deadlock either
         payouts = [payout(reference=r) for r in refs]
@@ -537,15 +550,7 @@ def enqueue_concurrently(ledger: Ledger, database: str) -> None:
         return list(zip(refs, created, strict=True))
 
     with ThreadPoolExecutor(4) as threads:
-        results = [pair for result in threads.map(enqueue, range(4)) for pair in result]
-    for ref in shared:
-        found = [answer for r, answer in results if r == ref]
-        assert len(found) == 4
-        assert len({trade_no for trade_no, _ in found}) == 1
-        assert sum(created for _, created in found) == 1
-        assert ledger.trade_no_for(ref) == found[0][0]
-    assert rows(database, "SELECT count(*) FROM orders") == [(2 + 4 * 1000,)]
-    assert rows(database, "SELECT sum(row_count) FROM batches") == [(2 + 4 * 1000,)]
+        return [pair for result in threads.map(enqueue, range(4)) for pair in result]
 
 
 def test_provider_report_wins_over_a_requeued_order(ledger: Ledger) -> None:
