@@ -14,7 +14,7 @@ import pytest
 import requests
 from werkzeug.wrappers import Response
 
-from tests.unit.fake_details_api import (
+from tests.unit.fake_provider import (
     ACCOUNT,
     API_KEY,
     CLIENT_ID,

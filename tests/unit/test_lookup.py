@@ -11,7 +11,7 @@ import redis
 from werkzeug.wrappers import Response
 
 from schemas import Payout
-from tests.unit.fake_details_api import (
+from tests.unit.fake_provider import (
     ACCOUNT,
     API_KEY,
     CLIENT_ID,

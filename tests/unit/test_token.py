@@ -15,7 +15,7 @@ import fakeredis
 import pytest
 import redis
 
-from tests.unit.fake_details_api import (
+from tests.unit.fake_provider import (
     API_KEY,
     CLIENT_ID,
     CLIENT_SECRET,

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
+from tests.unit.fake_provider import FakeProvider, SpySession, serving
 from worker import vexora
 from worker.config import Settings, load_settings
 from worker.exceptions import (
@@ -50,74 +47,10 @@ FIELDS = {
 # --- a fake provider on a real port ---------------------------------------------------
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    args: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class FakeProvider:
-    url: str = ""
-    seen: list[Seen] = field(default_factory=list)
-    replies: list[Response] = field(default_factory=list)
-    handler: Callable[[Seen], Response] | None = None
-
-    def __call__(self, environ: Any, start_response: Any) -> Any:
-        request = Request(environ)
-        seen = Seen(
-            request.method,
-            request.path,
-            dict(request.args),
-            dict(request.headers),
-            request.get_data(),
-        )
-        self.seen.append(seen)
-        if self.handler is not None:
-            response = self.handler(seen)
-        elif self.replies:
-            response = self.replies.pop(0)
-        else:
-            response = Response("no reply scripted", status=599)
-        return response(environ, start_response)
-
-    def reply(
-        self, body: Any = None, status: int = 200, headers: dict[str, str] | None = None
-    ) -> None:
-        text = body if isinstance(body, str | bytes) else json.dumps(body)
-        self.replies.append(
-            Response(text, status=status, headers=headers, content_type="application/json")
-        )
-
-
 @pytest.fixture
 def provider() -> Iterator[FakeProvider]:
-    fake = FakeProvider()
-    server = make_server("127.0.0.1", 0, fake, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_port}"
-    yield fake
-    server.shutdown()
-    server.server_close()
-
-
-class SpySession(requests.Session):
-    """Records the keyword arguments of every send (timeouts, redirects)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[dict[str, Any]] = []
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        self.sent.append(kwargs)
-        return super().send(request, **kwargs)
+    with serving() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""A fake disbursement-details API on a real local port (werkzeug), for the details client
-and the token fetch: it records every request and answers as scripted."""
+"""A fake provider API on a real local port (werkzeug), for the payout client, the details
+client and the token fetch: it records every request and answers as scripted."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ class Seen:
     body: bytes
     raw_uri: str = ""
 
+    def json(self) -> Any:
+        return json.loads(self.body)
+
 
 @dataclass
 class FakeProvider:
@@ -56,7 +59,9 @@ class FakeProvider:
             response = Response("no reply scripted", status=599)
         return response(environ, start_response)
 
-    def reply(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+    def reply(
+        self, body: Any = None, status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
         self.replies.append(json_response(body, status, headers))
 
     def pages_requested(self) -> list[int]:
@@ -64,7 +69,7 @@ class FakeProvider:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    text = body if isinstance(body, str) else json.dumps(body)
+    text = body if isinstance(body, str | bytes) else json.dumps(body)
     return Response(text, status=status, headers=headers, content_type="application/json")
 
 
