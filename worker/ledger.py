@@ -17,6 +17,7 @@ anything else, such as an HTTP call.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -318,12 +319,37 @@ class Ledger:
     ) -> None:
         self.pool = pool
         self.on_final = on_final
+        # The connection of this thread's open :meth:`transaction`, if any.
+        self._local = threading.local()
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
+        bound: psycopg.Connection | None = getattr(self._local, "conn", None)
+        if bound is not None:
+            yield bound
+            return
         with self.pool.connection() as conn:
             conn.autocommit = True
             yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every ledger call of this thread inside the block in one transaction, committed
+        when the block ends (rolled back if it raises): one commit, and so one flush of
+        the log to disk, for several changes. Each change stays all or nothing with its
+        event; changes of several orders take their rows in the order of the calls, so
+        callers that may meet on the same orders make them in tradeNo order."""
+        if getattr(self._local, "conn", None) is not None:
+            yield  # already inside one: it commits
+            return
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            with conn.transaction():
+                self._local.conn = conn
+                try:
+                    yield
+                finally:
+                    self._local.conn = None
 
     # creation ---------------------------------------------------------------
     def create_orders(
