@@ -16,8 +16,9 @@ anything else, such as an HTTP call.
 
 from __future__ import annotations
 
-import json
+import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -170,8 +172,11 @@ _OPEN_STATES = sql.SQL(
 
 
 def new_trade_no() -> str:
-    """32 lowercase hex characters: within the provider's 32-character alphanumeric limit."""
-    return uuid.uuid4().hex
+    """32 lowercase hex characters, within the provider's 32-character alphanumeric limit:
+    the time in milliseconds (12), then 80 random bits (20). Time first, so that a batch's
+    tradeNos fall together at the end of the primary key's index instead of all over it:
+    an enqueue writes a few index pages, not one per order."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def new_batch_id() -> str:
@@ -365,6 +370,8 @@ class Ledger:
         """
         state = State.HELD if hold else State.QUEUED
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # The insert sorts the rows by reference: in memory, not in files, for a big batch.
+            cur.execute("SET LOCAL work_mem = '256MB'")
             cur.execute(_INCOMING)
             with cur.copy(
                 "COPY incoming (row_no, trade_no, market, currency, amount, reference, "
@@ -379,8 +386,8 @@ class Ledger:
                             payout.currency,
                             payout.amount,
                             payout.reference,
-                            json.dumps(payout.fields, ensure_ascii=False),
-                            json.dumps(mask_personal(payout.fields), ensure_ascii=False),
+                            orjson.dumps(payout.fields).decode(),
+                            orjson.dumps(mask_personal(payout.fields)).decode(),
                         )
                     )
             cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
