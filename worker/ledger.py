@@ -11,7 +11,10 @@ move, and insert their event rows. Times come from the server's clock; amounts a
 Connections come from a :class:`psycopg_pool.ConnectionPool`, each checked out for
 one short exchange and put in autocommit (a lone statement is its own transaction:
 no extra round trips for BEGIN and COMMIT). None is held while a caller waits on
-anything else, such as an HTTP call.
+anything else, such as an HTTP call. :meth:`Ledger.transaction` groups a caller's
+changes into one transaction where one commit (one flush to disk) beats the round
+trips of BEGIN and COMMIT: the submit path commits a payout's answer with the next
+claim.
 """
 
 from __future__ import annotations
