@@ -182,13 +182,13 @@ def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
             started = time.perf_counter()
             created = ledger.create_orders(payouts[:n], batch_id=new_batch_id(), market="ID")
             bulk = time.perf_counter() - started
-            server, client = server_cpu(pool) - cpu[0], time.process_time() - cpu[1]
+            spent, here = server_cpu(pool) - cpu[0], time.process_time() - cpu[1]
             assert len(created) == n and all(is_new for _, is_new in created)
             report.add(
                 f"create_orders, {n:,} rows in one batch",
                 f"{bulk:.2f} s = {n / bulk:,.0f}/s",
                 f"of which Python (tradeNos, JSON, masking) {prep:.2f} s; "
-                f"CPU: server {server:.2f} s, this process {client:.2f} s",
+                f"CPU: server {spent:.2f} s, this process {here:.2f} s",
             )
             started = time.perf_counter()
             for payout in payouts[n : n + baseline]:
@@ -208,13 +208,13 @@ def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
                 chunk, queued = queued[: threads * per_thread], queued[threads * per_thread :]
                 cpu = server_cpu(pool), time.process_time()
                 seconds = in_threads(submit_path(ledger), chunk, threads)
-                server, client = server_cpu(pool) - cpu[0], time.process_time() - cpu[1]
+                spent, here = server_cpu(pool) - cpu[0], time.process_time() - cpu[1]
                 report.add(
                     f"claim + apply_report(PROCESSING), {threads} thread(s)",
                     f"{len(chunk) / seconds:,.0f} payouts/s",
                     f"{len(chunk):,} payouts, {seconds / len(chunk) * 1000:.2f} ms each; CPU "
-                    f"per payout: server {server / len(chunk) * 1000:.2f} ms, "
-                    f"this process {client / len(chunk) * 1000:.2f} ms",
+                    f"per payout: server {spent / len(chunk) * 1000:.2f} ms, "
+                    f"this process {here / len(chunk) * 1000:.2f} ms",
                 )
                 done += chunk
             seconds = in_threads(settle(ledger), done, 2)
