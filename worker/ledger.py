@@ -775,3 +775,64 @@ class Ledger:
                 return Outcome.DISCREPANCY
             case _:
                 return Outcome.IGNORED
+
+    # listing batches --------------------------------------------------------
+    def batches(
+        self,
+        *,
+        since_ms: int | None = None,
+        state: Literal["held", "open", "settled"] | None = None,
+        limit: int = 20,
+    ) -> list[BatchSummary]:
+        """The newest batches (created at or after ``since_ms``), at most ``limit``, each
+        as :meth:`batch` reads it. ``state`` keeps those with a HELD order (``held``),
+        with an order still on its way (``open``), or with none (``settled``)."""
+        settled = sql.SQL(", ").join(sql.Literal(str(s)) for s in sorted(SETTLED_STATES))
+        having = {
+            None: sql.SQL("true"),
+            "held": sql.SQL("EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                            "AND o.state = 'HELD')"),
+            "open": sql.SQL("EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                            "AND o.state NOT IN ({}, 'HELD'))").format(settled),
+            "settled": sql.SQL("NOT EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                               "AND o.state NOT IN ({}))").format(settled),
+        }[state]  # fmt: skip
+        query = sql.SQL(
+            "SELECT b.id, b.row_count, b.created_at, b.market, b.hold_reason FROM batches b "
+            "WHERE b.created_at >= %s AND {} ORDER BY b.created_at DESC, b.id LIMIT %s"
+        ).format(having)
+        with self._connection() as conn:
+            heads = conn.execute(query, (_at(since_ms or 0), limit)).fetchall()
+            ids = [head[0] for head in heads]
+            rows = conn.execute(
+                "SELECT batch_id, state, currency, count(*), sum(amount) FROM orders "
+                "WHERE batch_id = ANY(%s) GROUP BY batch_id, state, currency",
+                (ids,),
+            ).fetchall()
+            discrepancies = dict(
+                conn.execute(
+                    "SELECT o.batch_id, count(*) FROM order_events e JOIN orders o "
+                    "USING (trade_no) WHERE e.facts ? 'discrepancy' AND o.batch_id = ANY(%s) "
+                    "GROUP BY o.batch_id",
+                    (ids,),
+                ).fetchall()
+            )
+        counts: dict[str, dict[State, int]] = {batch_id: {} for batch_id in ids}
+        amounts: dict[str, dict[State, dict[str, Decimal]]] = {batch_id: {} for batch_id in ids}
+        for batch_id, order_state, currency, n, amount in rows:
+            key = State(order_state)
+            counts[batch_id][key] = counts[batch_id].get(key, 0) + n
+            amounts[batch_id].setdefault(key, {})[currency] = amount
+        return [
+            BatchSummary(
+                batch_id=batch_id,
+                total=total,
+                counts=counts[batch_id],
+                amounts=amounts[batch_id],
+                discrepancies=discrepancies.get(batch_id, 0),
+                created_ms=_ms(created_at),
+                market=market,
+                held_reason=held_reason,
+            )
+            for batch_id, total, created_at, market, held_reason in heads
+        ]
