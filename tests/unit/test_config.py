@@ -115,7 +115,11 @@ def test_empty_market_values_fall_back() -> None:
 
 def test_secrets_stay_out_of_reprs() -> None:
     database = {"DATABASE_URL": "postgresql://app:secret-pw@db.example/disburse"}
-    settings = load_settings({**PLAIN, **AR, **database})
+    servers = {
+        "REDIS_URL": "redis://:secret-redis@cache.example/0",
+        "CELERY_BROKER_URL": "amqp://app:secret-mq@mq.example//",
+    }
+    settings = load_settings({**PLAIN, **AR, **database, **servers})
     assert settings.database_url == database["DATABASE_URL"]
     assert "secret-" not in repr(settings)
     assert "secret-" not in repr(settings.accounts)
@@ -204,3 +208,9 @@ def test_well_formed_server_urls_are_kept_as_given(name: str, value: str) -> Non
     settings = load_settings({name: value})
     attribute = {"REDIS_URL": "redis_url", "DATABASE_URL": "database_url"}
     assert getattr(settings, attribute.get(name, "broker_url")) == value
+
+
+def test_the_oauth_refresh_lock_outlasts_the_slowest_token_fetch() -> None:
+    settings = load_settings({"HTTP_CONNECT_TIMEOUT": "4", "HTTP_READ_TIMEOUT": "30"})
+
+    assert settings.token_lock_timeout > 4 + 30
