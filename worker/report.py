@@ -144,9 +144,9 @@ def progress_bar(done: int, total: int, width: int = 40, suffix: str = "") -> st
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {suffix}"
 
 
-def batch_progress(summary: BatchSummary) -> str:
-    counts = " ".join(f"{s.value}:{n}" for s, n in summary.counts.items() if n)
-    return progress_bar(summary.settled_count, summary.total, suffix=counts)
+def counts_text(summary: BatchSummary) -> str:
+    """``SUCCEEDED 10  FAILED 2``: the states the batch has orders in, in the table's order."""
+    return "  ".join(f"{s} {summary.counts[s]}" for s in State if summary.counts.get(s))
 
 
 def export_cell(value: object) -> str:
