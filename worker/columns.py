@@ -145,7 +145,8 @@ def template_csv(market: str, rows: int = 3) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, names, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({**row, "reference": f"example-{i}"} for i, row in enumerate(examples, 1))
+    reference = f"example-{market.lower()}-{{}}"
+    writer.writerows({**row, "reference": reference.format(i)} for i, row in enumerate(examples, 1))
     return out.getvalue()
 
 

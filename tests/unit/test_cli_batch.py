@@ -222,8 +222,10 @@ def test_watch_on_a_terminal_draws_a_bar_with_rate_and_eta(
     argv = [sys.executable, "-m", "worker", "status", batch_id, "--watch", "--interval", "0.1"]
     process = subprocess.Popen(argv, stdout=child, stderr=child, env=env)
     os.close(child)
-    thread = settle_later(ledger, trade_nos(ledger, batch_id), delay=0.4)
     shown = b""
+    while b"0/4" not in shown and (chunk := _read(main)):  # its first frame, then settle
+        shown += chunk
+    thread = settle_later(ledger, trade_nos(ledger, batch_id), delay=0.4)
     while chunk := _read(main):
         shown += chunk
     thread.join()

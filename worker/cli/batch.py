@@ -435,4 +435,4 @@ def template(market: str, output: Path | None) -> None:
     with _writing(output) as out:
         out.write(template_csv(market))
     if output is not None:
-        click.echo(f"wrote a {market} template to {output}", err=True)
+        click.echo(f"wrote the {market} template to {output}", err=True)
