@@ -9,6 +9,7 @@ them: they are the parent's), and builds its own on first use.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 from functools import cache
 
@@ -41,7 +42,7 @@ from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
 
 # Seconds a command a person waits on gives Redis and PostgreSQL (see ``interactive``).
-INTERACTIVE_TIMEOUT = 4
+INTERACTIVE_TIMEOUT = 3
 _interactive = False
 
 
@@ -49,11 +50,13 @@ def interactive() -> None:
     """Give up on Redis and PostgreSQL after INTERACTIVE_TIMEOUT seconds (the CLI).
 
     A wrong address, or one where something else than Redis listens, then fails in
-    seconds rather than after the workers' HTTP read timeout. Call it before anything
-    is built.
+    seconds rather than after the workers' HTTP read timeout, and the caller says so
+    in one line: the pool's own warnings of each failed attempt are not shown. Call it
+    before anything is built.
     """
     global _interactive
     _interactive = True
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 @cache
@@ -76,7 +79,7 @@ def pool() -> ConnectionPool:
         return open_pool(
             get_settings().database_url,
             timeout=INTERACTIVE_TIMEOUT,
-            connect_timeout=INTERACTIVE_TIMEOUT - 1,
+            connect_timeout=INTERACTIVE_TIMEOUT - 1,  # libpq: whole seconds, 2 at least
         )
     return open_pool(get_settings().database_url)
 
