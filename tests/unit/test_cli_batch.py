@@ -292,6 +292,35 @@ def test_watch_rides_through_a_server_that_does_not_answer(
     assert f"batch {batch_id} settled: 2 payouts" in result.output
 
 
+def test_watch_piped_goes_on_through_a_redis_restart(
+    tmp_path: Path, ledger: Ledger, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RedisServer() as own:
+        monkeypatch.setenv("REDIS_URL", own.url)
+        monkeypatch.setenv("DATABASE_URL", ledger_url)
+        monkeypatch.setenv("NOTIFY_URL", "https://merchant.example/notify")
+        runtime.reset()
+        try:
+            batch_id = enqueue(write_csv(tmp_path / "a.csv", sample_rows("ID", 3)), "ID")
+        finally:
+            monkeypatch.undo()
+            runtime.reset()
+        env = {**os.environ, "DATABASE_URL": ledger_url, "REDIS_URL": own.url}
+        argv = [sys.executable, "-m", "worker", "status", batch_id, "--watch", "--interval", "0.2"]
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        assert process.stdout is not None
+        first = process.stdout.readline().decode()
+        own.stop()  # the watch reads the pause switch from Redis on every update
+        down = [process.stdout.readline().decode() for _ in range(2)]
+        own.start()
+        settle_later(ledger, trade_nos(ledger, batch_id), delay=0.1).join()
+        rest = process.stdout.read().decode()
+        assert process.wait(timeout=30) == 0
+    assert first.startswith("0/3 settled")
+    assert all("pause switch unknown: cannot reach Redis at redis://" in line for line in down)
+    assert f"batch {batch_id} settled: 3 payouts" in rest
+
+
 def test_status_text_and_json_keep_their_keys(servers: None, tmp_path: Path) -> None:
     batch_id = enqueue(write_csv(tmp_path / "a.csv", sample_rows("ID", 1)), "ID")
     data = json.loads(invoke("status", batch_id, "--json").output)
