@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from worker.details import STATES as DETAILS_STATES
@@ -36,6 +36,7 @@ _PROVIDER_STATES: Mapping[str, State] = {
     **{word.upper(): state for word, state in DETAILS_STATES.items()},
 }
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def plural(n: int, noun: str) -> str:
@@ -47,7 +48,7 @@ def iso_utc(ms: int | None) -> str:
     """Milliseconds since the epoch as ISO-8601 UTC, e.g. ``2026-12-01T16:47:00.123Z``."""
     if ms is None:
         return ""
-    at = datetime.fromtimestamp(ms / 1000, UTC)
+    at = _EPOCH + timedelta(milliseconds=ms)  # exact: no float seconds
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
@@ -115,10 +116,9 @@ def status_text(data: dict[str, Any]) -> str:
         f"batch {data['batch_id']}  ({data['market']})  {plural(data['total'], 'payout')}"
         f"  created {data.get('created') or '?'}"
     ]
-    if data.get("held_reason"):
-        lines.append(
-            f"HELD: {data['held_reason']} (release with `disburse approve {data['batch_id']}`)"
-        )
+    if data["counts"].get(str(State.HELD)):
+        why = f" ({data['held_reason']})" if data.get("held_reason") else ""
+        lines.append(f"HELD{why}: waits for `disburse approve {data['batch_id']}`")
     for state in State:
         n = data["counts"].get(str(state), 0)
         if n:
