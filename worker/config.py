@@ -301,6 +301,28 @@ def _database_url(env: Mapping[str, str], default: str) -> str:
     return _server_url(env, "DATABASE_URL", default, ("postgresql", "postgres"))
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value: use 1 or 0 (true/false)")
+
+
+def _path(env: Mapping[str, str], name: str, default: str, *fields: str) -> str:
+    """A URL path template: starts with / and names no placeholder but ``fields``."""
+    raw = env.get(name) or default
+    try:
+        raw.format(**dict.fromkeys(fields, "x"))
+    except (KeyError, IndexError, ValueError):
+        names = ", ".join("{" + f + "}" for f in fields)
+        raise ConfigError(f"{name} may use only the placeholders {names}") from None
+    if not raw.startswith("/"):
+        raise ConfigError(f"{name} must be a path starting with /, e.g. {default}")
+    return raw
+
+
 def _market_accounts(env: Mapping[str, str]) -> dict[str, MarketAccount]:
     """What each market's ``VEXORA_<MARKET>_*`` set; a market that does not exist is an error."""
     for name, value in env.items():
@@ -341,15 +363,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         vexora_rate_limit=_rate(env, "VEXORA_RATE_LIMIT", d.vexora_rate_limit),
         vexora_markets=_market_accounts(env),
         details_base_url=_optional_url(env, "DETAILS_BASE_URL") or d.details_base_url,
-        details_path=text("DETAILS_PATH", d.details_path),
-        details_list_path=text("DETAILS_LIST_PATH", d.details_list_path),
+        details_path=_path(env, "DETAILS_PATH", d.details_path, "account_id", "transaction_id"),
+        details_list_path=_path(env, "DETAILS_LIST_PATH", d.details_list_path, "account_id"),
         details_api_key=text("DETAILS_API_KEY", d.details_api_key),
         details_client_id=text("DETAILS_CLIENT_ID", d.details_client_id),
         details_client_secret=text("DETAILS_CLIENT_SECRET", d.details_client_secret),
         details_account_id=text("DETAILS_ACCOUNT_ID", d.details_account_id),
         details_rate_limit=_rate(env, "DETAILS_RATE_LIMIT", d.details_rate_limit),
         notify_url=_optional_url(env, "NOTIFY_URL", strip=False) or d.notify_url,
-        allow_unsigned_webhooks=text("ALLOW_UNSIGNED_WEBHOOKS", "").lower() in ("1", "true", "yes"),
+        allow_unsigned_webhooks=_flag(env, "ALLOW_UNSIGNED_WEBHOOKS"),
         connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", d.connect_timeout),
         read_timeout=_float(env, "HTTP_READ_TIMEOUT", d.read_timeout),
         submit_budget=_float(env, "SUBMIT_BUDGET", d.submit_budget),

@@ -182,6 +182,9 @@ def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
         ("CELERY_BROKER_URL", "http://u:s3cret@mq.example", "CELERY_BROKER_URL must start"),
         ("NOTIFY_URL", "/notify?token=s3cret", "NOTIFY_URL is not an http(s) URL"),
         ("DETAILS_BASE_URL", "details.example", "DETAILS_BASE_URL is not an http(s) URL"),
+        ("DETAILS_PATH", "/v1/{account}/{transaction_id}", "DETAILS_PATH may use only"),
+        ("DETAILS_LIST_PATH", "v1/{account_id}", "DETAILS_LIST_PATH must be a path"),
+        ("ALLOW_UNSIGNED_WEBHOOKS", "ture", "ALLOW_UNSIGNED_WEBHOOKS='ture' is not a yes/no"),
     ],
 )
 def test_a_malformed_server_url_is_one_line_naming_the_variable(
@@ -214,3 +217,8 @@ def test_the_oauth_refresh_lock_outlasts_the_slowest_token_fetch() -> None:
     settings = load_settings({"HTTP_CONNECT_TIMEOUT": "4", "HTTP_READ_TIMEOUT": "30"})
 
     assert settings.token_lock_timeout > 4 + 30
+
+
+@pytest.mark.parametrize(("value", "allowed"), [("", False), ("0", False), ("Yes", True)])
+def test_a_flag_reads_yes_and_no(value: str, allowed: bool) -> None:
+    assert load_settings({"ALLOW_UNSIGNED_WEBHOOKS": value}).allow_unsigned_webhooks is allowed
