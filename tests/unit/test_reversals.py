@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 from tests.unit.notifications import SECRET, Publisher, notification, signed
 from tests.unit.pending_orders import World, make_world, new_orders, order_in
-from worker import report
+from worker import cli, report, runtime
 from worker.details import Disbursement, parse_disbursement
 from worker.exceptions import OutcomeUnknown
 from worker.ledger import Debit, Ledger
@@ -329,7 +331,8 @@ def test_every_details_answer_records_what_the_payout_cost(world: World) -> None
 # --- status and export -----------------------------------------------------------------
 
 
-def test_status_and_export_show_reversals_and_what_payouts_cost(world: World) -> None:
+def costed_batch(world: World) -> tuple[str, list[str]]:
+    """A batch of three: paid, paid then reversed, pending; the first two with costs."""
     paid, bounced, pending = new_orders(world, 3)
     for trade_no in (paid, bounced, pending):
         assert world.ledger.claim(trade_no)[0].moved
@@ -340,7 +343,12 @@ def test_status_and_export_show_reversals_and_what_payouts_cost(world: World) ->
     world.ledger.apply_report(bounced, FAILED, source="lookup", debit=IDR_COST)
     order = world.ledger.get(paid)
     assert order is not None
-    summary = world.ledger.batch(order.batch_id)
+    return order.batch_id, [paid, bounced, pending]
+
+
+def test_status_and_export_show_reversals_and_what_payouts_cost(world: World) -> None:
+    batch_id, (paid, bounced, pending) = costed_batch(world)
+    summary = world.ledger.batch(batch_id)
     assert summary is not None
 
     data = report.status_dict(world.ledger, summary, details=True)
@@ -354,7 +362,7 @@ def test_status_and_export_show_reversals_and_what_payouts_cost(world: World) ->
     assert "  PROCESSING         1   100000 IDR" in lines
 
     out = io.StringIO()
-    assert report.export_csv(world.ledger, [order.batch_id], out) == 3
+    assert report.export_csv(world.ledger, [batch_id], out) == 3
     rows = {r["tradeNo"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
     costs = ("state", "amount", "fee", "feeCurrency", "totalDebited", "totalDebitedCurrency")
     assert [tuple(rows[t][c] for c in costs) for t in (paid, bounced, pending)] == [
@@ -364,3 +372,22 @@ def test_status_and_export_show_reversals_and_what_payouts_cost(world: World) ->
     ]
     assert rows[bounced]["reason"] == "the details API says it failed after success"
     assert rows[bounced]["platformTradeNo"] == "p-1"
+
+
+def test_disburse_status_shows_costs_and_keeps_its_json_keys(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id, _ = costed_batch(world)
+    monkeypatch.setattr(runtime, "ledger", lambda: world.ledger)
+    result = CliRunner().invoke(cli.main, ["status", batch_id, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert {"batch_id", "total", "counts", "amounts", "discrepancies"} <= set(data)
+    assert data["counts"]["REVERSED"] == 1 and data["total"] == 3
+    assert data["fees"]["REVERSED"] == {"IDR": "2000.00"}
+    assert data["debited"]["SUCCEEDED"] == {"IDR": "102000.00"}
+    text = CliRunner().invoke(cli.main, ["status", batch_id])
+    assert text.exit_code == 0, text.output
+    assert "REVERSED           1   100000 IDR   fees 2000.00 IDR   debited 102000.00 IDR" in (
+        text.output
+    )
