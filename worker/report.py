@@ -20,6 +20,10 @@ EXPORT_COLUMNS = [
     "market",
     "currency",
     "amount",
+    "fee",
+    "feeCurrency",
+    "totalDebited",
+    "totalDebitedCurrency",
     "state",
     "reason",
     "platformTradeNo",
@@ -62,8 +66,8 @@ def provider_status(order: Order) -> str:
 
 
 def reason(order: Order) -> str:
-    """Why the order is where it is, for every FAILED and REVIEW order (and any other
-    the system gave a reason)."""
+    """Why the order is where it is, for every FAILED, REVIEW and REVERSED order (and
+    any other the system gave a reason)."""
     if order.reason:
         return order.reason
     message = f": {order.provider_message}" if order.provider_message else ""
@@ -73,6 +77,8 @@ def reason(order: Order) -> str:
         return f"the provider reported the payout failed{message}"
     if order.state is State.REVIEW:
         return f"needs a person to check it with the provider{message}"
+    if order.state is State.REVERSED:
+        return f"the details API says the payout failed after it succeeded{message}"
     return ""
 
 
@@ -122,8 +128,12 @@ def status_text(data: dict[str, Any]) -> str:
     for state in State:
         n = data["counts"].get(str(state), 0)
         if n:
-            amounts = ", ".join(f"{v} {c}" for c, v in data["amounts"].get(str(state), {}).items())
-            lines.append(f"  {state:<11} {n:>8}   {amounts}")
+            # What the details API says they cost, next to the amounts.
+            parts = [f"  {state:<11} {n:>8}", _money(data["amounts"], state)]
+            for key in ("fees", "debited"):
+                if money := _money(data[key], state):
+                    parts.append(f"{key} {money}")
+            lines.append("   ".join(parts))
     if data.get("by_market"):
         lines.append("by market:")
         lines += [f"  {key:<16} {n:>8}" for key, n in data["by_market"].items()]
@@ -137,6 +147,11 @@ def status_text(data: dict[str, Any]) -> str:
         )
     lines.append("settled" if data["settled"] else "in progress")
     return "\n".join(lines)
+
+
+def _money(sums: dict[str, dict[str, str]], state: State) -> str:
+    """A state's sums per currency: ``100000 IDR, 50 USD``."""
+    return ", ".join(f"{v} {c}" for c, v in sums.get(str(state), {}).items())
 
 
 def progress_bar(done: int, total: int, width: int = 40, suffix: str = "") -> str:
@@ -174,6 +189,10 @@ def export_csv(ledger: Ledger, batch_ids: Sequence[str], out: IO[str]) -> int:
             order.market,
             order.currency,
             order.amount,
+            order.fee,
+            order.fee_currency,
+            order.total_debited,
+            order.total_debited_currency,
             order.state,
             reason(order),
             order.platform_trade_no,

@@ -168,5 +168,6 @@ def test_the_batch_summary_shows_no_internal_fields(ledger: Ledger) -> None:
     assert summary is not None
     assert set(summary.to_dict()) == {
         "batch_id", "market", "total", "counts", "amounts", "discrepancies", "held_reason",
+        "fees", "debited",
     }  # fmt: skip
     assert summary.to_dict()["counts"] == {"QUEUED": 1}
