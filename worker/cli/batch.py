@@ -248,10 +248,11 @@ def _watch(batch: str, market: str, interval: float) -> Any:
 def export(batch: str, output: Path | None) -> None:
     """One CSV row per payout of BATCH, for people and spreadsheets.
 
-    \b
-    Columns: reference, tradeNo, batchId, market, currency, amount, state, reason
-    (why a payout is FAILED or REVIEW), platformTradeNo (the provider's id),
-    providerStatus (the provider's last word: SUCCEEDED, PROCESSING or FAILED),
+    Columns: reference, tradeNo, batchId, market, currency, amount, fee,
+    feeCurrency, totalDebited, totalDebitedCurrency (from the details API), state,
+    reason (why a payout is FAILED, REVIEW or REVERSED), platformTradeNo (the
+    provider's id), providerStatus (the provider's last word: SUCCEEDED, PROCESSING
+    or FAILED),
     providerMessage, attempts, createdAt, updatedAt (ISO-8601, UTC). A cell starting
     with = + - @ is written with a leading ' so a spreadsheet shows it as text.
     Account numbers, names and phones are never exported.
