@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import click
 
@@ -18,6 +18,9 @@ from schemas import MARKETS
 from worker.cli.common import UserError, pause_text
 from worker.exceptions import InputError, InvalidFile
 from worker.report import plural
+
+if TYPE_CHECKING:
+    from worker.ledger import BatchSummary
 
 MARKET = click.Choice(list(MARKETS), case_sensitive=False)
 OUTPUT = click.Path(dir_okay=False, writable=True, path_type=Path)
@@ -206,7 +209,7 @@ def _pause_or_warn(market: str) -> dict[str, str] | None:
         return None
 
 
-def _watch(batch: str, market: str, interval: float) -> Any:
+def _watch(batch: str, market: str, interval: float) -> BatchSummary:
     from rich.console import Console
 
     from worker import report, runtime
@@ -371,7 +374,7 @@ def batches(since: str | None, state: str | None, limit: int, as_json: bool) -> 
 
     found = runtime.ledger().batches(
         since_ms=_ms(_since(since)),
-        state=state,  # type: ignore[arg-type]
+        state=cast(Literal["held", "open", "settled"] | None, state),  # a click.Choice
         limit=limit,
     )
     for summary in found:
