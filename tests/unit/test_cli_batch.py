@@ -401,3 +401,26 @@ def test_every_batch_command_has_help_with_an_example(command: str) -> None:
     assert "Example" in result.output
     options = [line for line in result.output.splitlines() if line.strip().startswith("--")]
     assert all(len(line.split("  ")) > 1 for line in options if "--help" not in line)
+
+
+def test_a_schema_behind_the_code_says_to_upgrade_not_a_traceback(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.db import migrate
+
+    migrate.upgrade(empty_database)
+    newest = migrate.migrations()[-1].version
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        # As if this code's newest migration were not applied yet, one of its columns absent.
+        conn.execute("DELETE FROM schema_migrations WHERE version = %s", (newest,))
+        conn.execute("ALTER TABLE batches RENAME COLUMN hold_reason TO hold_reason_old")
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    runtime.reset()
+    try:
+        result = invoke("status", "b1")
+    finally:
+        monkeypatch.undo()
+        runtime.reset()
+    assert result.exit_code == 2
+    (line,) = result.output.splitlines()
+    assert "schema is behind" in line and "`disburse db upgrade`" in line

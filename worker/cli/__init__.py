@@ -16,7 +16,7 @@ import redis
 
 from worker.cli import batch, db, local, operate
 from worker.cli.common import SystemProblem, UserError
-from worker.exceptions import ConfigError
+from worker.exceptions import ConfigError, SchemaBehind
 from worker.redact import mask_text
 
 ENVIRONMENT = """\b
@@ -75,6 +75,15 @@ class DisburseGroup(click.Group):
             from worker.db.readiness import unreachable
 
             raise SystemProblem(unreachable(get_settings().database_url, exc)) from None
+        except psycopg.ProgrammingError:  # a table or column this code reads is missing
+            from worker.config import get_settings
+            from worker.db.readiness import check_schema
+
+            try:
+                check_schema(get_settings().database_url)
+            except SchemaBehind as behind:  # the usual cause: say what to run
+                raise SystemProblem(str(behind)) from None
+            raise
         except OSError as exc:
             if exc.filename is None:
                 raise
