@@ -113,10 +113,17 @@ def _order(schema: PayoutSchema, example: Mapping[str, str]) -> list[str]:
     return [*example, *(name for name in schema.load_fields if name not in example)]
 
 
+def _examples(market: str, count: int) -> list[dict[str, Any]]:
+    """Made-up valid rows (worker.dev.samples) with references that name the market."""
+    rows = sample_rows(market, count, seed=1)
+    return [{**row, "reference": f"example-{market.lower()}-{i}"} for i, row in enumerate(rows, 1)]
+
+
 def columns(market: str) -> list[Column]:
-    """Every column ``market`` reads, in the order the template writes them."""
+    """Every column ``market`` reads, in the order the template writes them; each example
+    is the template's first row."""
     schema = _schema(market)
-    (example,) = sample_rows(market, 1)
+    (example,) = _examples(market, 1)
     return [
         Column(
             name,
@@ -140,13 +147,11 @@ def reference_table(market: str) -> str:
 
 def template_csv(market: str, rows: int = 3) -> str:
     """A valid CSV rows file for ``market``: its header and ``rows`` made-up payouts."""
-    examples = sample_rows(market, rows, seed=1)
-    names = _order(_schema(market), examples[0])
+    examples = _examples(market, rows)
     out = io.StringIO()
-    writer = csv.DictWriter(out, names, lineterminator="\n")
+    writer = csv.DictWriter(out, _order(_schema(market), examples[0]), lineterminator="\n")
     writer.writeheader()
-    reference = f"example-{market.lower()}-{{}}"
-    writer.writerows({**row, "reference": reference.format(i)} for i, row in enumerate(examples, 1))
+    writer.writerows(examples)
     return out.getvalue()
 
 

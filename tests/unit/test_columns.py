@@ -78,3 +78,10 @@ def test_notify_url_is_checked_against_the_market_rule() -> None:
     assert notify_url_error("ID", "http://merchant.example/notify") is None
     assert "https" in (notify_url_error("JP", "http://merchant.example/notify") or "")
     assert notify_url_error("KH", NOTIFY) is None
+
+
+def test_the_reference_examples_are_the_templates_first_row() -> None:
+    header, first, *_ = template_csv("JP").splitlines()
+    assert dict(zip(header.split(","), first.split(","), strict=True)) == {
+        c.name: c.example for c in columns("JP")
+    }
