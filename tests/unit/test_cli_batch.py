@@ -424,3 +424,24 @@ def test_a_schema_behind_the_code_says_to_upgrade_not_a_traceback(
     assert result.exit_code == 2
     (line,) = result.output.splitlines()
     assert "schema is behind" in line and "`disburse db upgrade`" in line
+
+
+def test_a_postgresql_that_does_not_answer_fails_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.dev.redis_server import free_port
+
+    port = free_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://payouts:hunter2@127.0.0.1:{port}/ledger")
+    runtime.reset()
+    try:
+        result = invoke("batches")
+        timeout = runtime.pool().timeout
+    finally:
+        monkeypatch.undo()
+        runtime.reset()
+    assert timeout == runtime.INTERACTIVE_TIMEOUT
+    assert result.exit_code == 2
+    (line,) = result.output.splitlines()
+    assert line.startswith("error: cannot connect to PostgreSQL at postgresql://payouts:***@")
+    assert "hunter2" not in line
