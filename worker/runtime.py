@@ -36,6 +36,7 @@ from worker.publish import (
 )
 from worker.ratelimit import RateLimiter
 from worker.reconcile import Reconciler
+from worker.review import Review
 from worker.submit import MarketSubmitters, Submitter
 from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
@@ -203,9 +204,16 @@ def batch_controls() -> Controls:
     )
 
 
+@cache
+def review() -> Review:
+    """REVIEW orders and a person's decisions, checked with the provider as a lookup asks."""
+    budget = get_settings().lookup_budget
+    return Review(ledger(), lambda order: lookups().ask(order, budget))
+
+
 _BUILT = (redis_client, pool, ledger, pause_switch, metrics, _vexora, details, leases,
           in_flight, lookups, _submitter, submitter, reconciler, producer,
-          batch_controls)  # fmt: skip
+          batch_controls, review)  # fmt: skip
 
 
 def _forget_built() -> None:
