@@ -211,6 +211,12 @@ class Settings:
         return math.ceil(MAX_DELAY + 2 * self.task_time_limit + 60.0)
 
     @property
+    def token_lock_timeout(self) -> float:
+        """How long one process may hold the OAuth refresh lock: longer than a fetch can
+        take, or a second process starts fetching while the first is still at it."""
+        return sum(self.timeouts) + 5.0
+
+    @property
     def timeouts(self) -> tuple[float, float]:
         """(connect, read) for every HTTP call the workers make."""
         return (self.connect_timeout, self.read_timeout)

@@ -164,3 +164,9 @@ def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
     assert settings.claim_lease > settings.task_time_limit
     with pytest.raises(ConfigError, match=r"^LOOKUP_BUDGET=.* is not a number"):
         load_settings({"LOOKUP_BUDGET": "soon"})
+
+
+def test_the_oauth_refresh_lock_outlasts_the_slowest_token_fetch() -> None:
+    settings = load_settings({"HTTP_CONNECT_TIMEOUT": "4", "HTTP_READ_TIMEOUT": "30"})
+
+    assert settings.token_lock_timeout > 4 + 30
