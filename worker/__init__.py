@@ -156,7 +156,7 @@ def review(batch_id: str | None = None) -> list[Order]:
     (``provider_status``, ``provider_message``). Raises BatchNotFound."""
     from worker import runtime
 
-    return runtime.review().pending(batch_id)
+    return runtime.decisions().pending(batch_id)
 
 
 def resolve(
@@ -170,7 +170,7 @@ def resolve(
     from worker.config import get_settings
 
     name = operator if operator is not None else get_settings().operator
-    return runtime.review().resolve(trade_no, decision, note=note, operator=name)
+    return runtime.decisions().resolve(trade_no, decision, note=note, operator=name)
 
 
 def retry(batch_id: str, *, hold: bool = False) -> RetryResult:

@@ -20,6 +20,7 @@ from worker.config import Account, get_settings
 from worker.controls import Controls
 from worker.db.pool import open_pool
 from worker.deadline import ReviewDeadline
+from worker.decisions import Decisions
 from worker.details import DetailsClient
 from worker.inflight import InFlightLookups
 from worker.leases import Leases
@@ -36,7 +37,6 @@ from worker.publish import (
 )
 from worker.ratelimit import RateLimiter
 from worker.reconcile import Reconciler
-from worker.review import Review
 from worker.submit import MarketSubmitters, Submitter
 from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
@@ -211,15 +211,15 @@ def batch_controls() -> Controls:
 
 
 @cache
-def review() -> Review:
+def decisions() -> Decisions:
     """REVIEW orders and a person's decisions, checked with the provider as a lookup asks."""
     budget = get_settings().lookup_budget
-    return Review(ledger(), lambda order: lookups().ask(order, budget))
+    return Decisions(ledger(), lambda order: lookups().ask(order, budget))
 
 
 _BUILT = (redis_client, pool, ledger, pause_switch, metrics, _vexora, details, leases,
           in_flight, lookups, _submitter, submitter, reconciler, producer,
-          batch_controls, review)  # fmt: skip
+          batch_controls, decisions)  # fmt: skip
 
 
 def _forget_built() -> None:

@@ -1,9 +1,9 @@
 """REVIEW has exits: what waits for a person, and a person's decision, checked first.
 
 An order goes to REVIEW when the automation cannot tell what became of it (pending
-past its deadline, no record at the provider after resubmissions). :meth:`Review.pending`
+past its deadline, no record at the provider after resubmissions). :meth:`Decisions.pending`
 lists them with the reason and the provider's last word, both stored on the order.
-:meth:`Review.resolve` asks the provider again, the way a lookup asks (worker.lookup),
+:meth:`Decisions.resolve` asks the provider again, the way a lookup asks (worker.lookup),
 and moves the order (source ``operator``; the operator's name and note in its event)
 only when the answer agrees with the decision:
 
@@ -41,7 +41,7 @@ DECISIONS = (State.SUCCEEDED, State.FAILED)
 
 
 @dataclass(frozen=True)
-class Review:
+class Decisions:
     """``ask`` tells what the provider says about an order now (``Lookups.ask`` within
     the lookup budget), raising NotFound when it has no record of it."""
 

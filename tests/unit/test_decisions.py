@@ -1,4 +1,4 @@
-"""REVIEW has exits (worker.review): the list of what waits for a person, and a person's
+"""REVIEW has exits (worker.decisions): the list of what waits for a person, and a person's
 decision, checked with the provider through the lookups' own path (Lookups.ask with
 fake details and payout clients) on the test ledger."""
 
@@ -11,6 +11,7 @@ import redis
 
 from tests.unit.pending_orders import World, make_world, order_in
 from worker.config import load_settings
+from worker.decisions import Decisions
 from worker.exceptions import (
     BatchNotFound,
     DecisionRefused,
@@ -20,7 +21,6 @@ from worker.exceptions import (
     OutcomeUnknown,
 )
 from worker.ledger import Ledger
-from worker.review import Review
 from worker.states import State
 
 STUCK = "pending past its deadline"
@@ -32,8 +32,8 @@ def world(fake_redis: redis.Redis, ledger: Ledger) -> World:
 
 
 @pytest.fixture
-def review(world: World) -> Review:
-    return Review(world.ledger, lambda order: world.lookups.ask(order, 5))
+def review(world: World) -> Decisions:
+    return Decisions(world.ledger, lambda order: world.lookups.ask(order, 5))
 
 
 def in_review(world: World, *, ptn: str | None = "p-1") -> str:
@@ -61,7 +61,7 @@ def last_event(world: World, trade_no: str) -> tuple[str, str, str, dict[str, st
 
 
 def test_pending_lists_review_orders_with_reason_and_the_providers_last_word(
-    world: World, review: Review
+    world: World, review: Decisions
 ) -> None:
     first, second = in_review(world), in_review(world)
     order_in(world, State.PROCESSING, ptn="p-busy")  # not waiting for a person
@@ -81,7 +81,7 @@ def test_pending_lists_review_orders_with_reason_and_the_providers_last_word(
     [("success", State.SUCCEEDED), ("failed", State.FAILED)],
 )
 def test_a_decision_the_provider_confirms_moves_the_order_and_names_the_operator(
-    world: World, review: Review, status: str, decision: State
+    world: World, review: Decisions, status: str, decision: State
 ) -> None:
     trade_no = in_review(world)
     world.fake_details.status("p-1", status)
@@ -108,7 +108,7 @@ def test_a_decision_the_provider_confirms_moves_the_order_and_names_the_operator
     ],
 )
 def test_a_decision_the_provider_contradicts_is_refused_saying_what_it_said(
-    world: World, review: Review, status: str, decision: State, said: str
+    world: World, review: Decisions, status: str, decision: State, said: str
 ) -> None:
     trade_no = in_review(world)
     world.fake_details.status("p-1", status)
@@ -121,7 +121,7 @@ def test_a_decision_the_provider_contradicts_is_refused_saying_what_it_said(
 
 
 def test_no_record_at_the_provider_allows_failed_only_for_a_payout_it_never_accepted(
-    world: World, review: Review
+    world: World, review: Decisions
 ) -> None:
     never = in_review(world, ptn=None)  # the query by tradeNo finds nothing
     with pytest.raises(DecisionRefused, match="has no record of the payout"):
@@ -137,7 +137,7 @@ def test_no_record_at_the_provider_allows_failed_only_for_a_payout_it_never_acce
     assert world.state(accepted) is State.REVIEW
 
 
-def test_a_provider_that_cannot_be_asked_changes_nothing(world: World, review: Review) -> None:
+def test_a_provider_that_cannot_be_asked_changes_nothing(world: World, review: Decisions) -> None:
     trade_no = in_review(world, ptn=None)
     world.vexora.answers[trade_no] = OutcomeUnknown("query: HTTP 502")
     with pytest.raises(OutcomeUnknown):
@@ -145,7 +145,7 @@ def test_a_provider_that_cannot_be_asked_changes_nothing(world: World, review: R
     assert world.state(trade_no) is State.REVIEW
 
 
-BadCall = Callable[[Review, str], object]
+BadCall = Callable[[Decisions, str], object]
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ BadCall = Callable[[Review, str], object]
     ],
 )
 def test_bad_decisions_are_refused_before_the_provider_is_asked(
-    world: World, review: Review, call: BadCall, error: type[Exception], message: str
+    world: World, review: Decisions, call: BadCall, error: type[Exception], message: str
 ) -> None:
     trade_no = in_review(world)
     with pytest.raises(error, match=message):
@@ -166,7 +166,7 @@ def test_bad_decisions_are_refused_before_the_provider_is_asked(
     assert world.fake_details.calls == [] and world.state(trade_no) is State.REVIEW
 
 
-def test_only_an_order_in_review_is_decided(world: World, review: Review) -> None:
+def test_only_an_order_in_review_is_decided(world: World, review: Decisions) -> None:
     trade_no = order_in(world, State.PROCESSING, ptn="p-1")
     world.fake_details.status("p-1", "success")
     with pytest.raises(NotInReview, match="is PROCESSING, not REVIEW"):
@@ -174,7 +174,7 @@ def test_only_an_order_in_review_is_decided(world: World, review: Review) -> Non
     assert world.fake_details.calls == []
 
 
-def test_a_report_that_moved_the_order_meanwhile_wins(world: World, review: Review) -> None:
+def test_a_report_that_moved_the_order_meanwhile_wins(world: World, review: Decisions) -> None:
     trade_no = in_review(world)
 
     def answer_then_webhook(order: object) -> object:
@@ -183,7 +183,7 @@ def test_a_report_that_moved_the_order_meanwhile_wins(world: World, review: Revi
         return found
 
     world.fake_details.status("p-1", "success")
-    racing = Review(world.ledger, answer_then_webhook)  # type: ignore[arg-type]
+    racing = Decisions(world.ledger, answer_then_webhook)  # type: ignore[arg-type]
     with pytest.raises(NotInReview, match="is SUCCEEDED"):
         racing.resolve(trade_no, "succeeded", note="n", operator="o")
     assert last_event(world, trade_no)[0] == "webhook"
