@@ -9,27 +9,17 @@ import pytest
 import redis
 from psycopg.types.json import Jsonb
 
-from schemas import Payout, validate_rows
+from schemas import Payout
 from tests.unit import ledger_sql
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from tests.unit.pending_orders import make_world
+from tests.unit.test_ledger import sample_payouts
 from worker import retention
 from worker.config import ConfigError, load_settings
-from worker.dev.samples import sample_rows
 from worker.ledger import Ledger
 from worker.states import State
 
-HOUR = 3600.0
-
-
-def payouts(per_market: int) -> list[Payout]:
-    found: list[Payout] = []
-    for market in ("ID", "AR", "JP", "KH"):
-        numbered = list(enumerate(sample_rows(market, per_market, seed=5), start=1))
-        valid, errors = validate_rows(market, numbered, notify_url="https://x.example/hook")
-        assert not errors
-        found += [p for _, p in valid]
-    return found
+HOUR = 3600.0  # the retention window of these tests
 
 
 def failed_orders(ledger: Ledger, batch: list[Payout]) -> list[str]:
@@ -51,7 +41,7 @@ def kept(ledger: Ledger) -> int:
 def test_after_the_window_the_database_holds_none_of_the_fields(
     ledger: Ledger, ledger_url: str
 ) -> None:
-    batch = payouts(5)
+    batch = sample_payouts(5)
     numbers = {p.fields[n] for p in batch for n in PERSONAL_NUMBERS if n in p.fields}
     assert len(numbers) >= 30
     trade_nos = failed_orders(ledger, batch)
@@ -74,7 +64,7 @@ def test_after_the_window_the_database_holds_none_of_the_fields(
 def test_erasure_goes_a_page_at_a_time_until_done(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    failed_orders(ledger, payouts(2))  # 8 orders
+    failed_orders(ledger, sample_payouts(2))  # 8 orders
     pages: list[int] = []
     erase = ledger.erase_kept_payloads
 
@@ -92,7 +82,7 @@ def test_the_reconcile_pass_erases_what_is_past_the_window(
     fake_redis: redis.Redis, ledger: Ledger
 ) -> None:
     world = make_world(fake_redis, ledger, failed_payload_retention=HOUR)
-    trade_nos = failed_orders(world.ledger, payouts(1))
+    trade_nos = failed_orders(world.ledger, sample_payouts(1))
     assert world.next_pass().ran and kept(ledger) == 4
     for trade_no in trade_nos:
         ledger_sql.backdate(ledger, trade_no, 2 * HOUR)
@@ -106,7 +96,7 @@ def test_the_reconcile_pass_erases_what_is_past_the_window(
 def test_the_schema_lets_only_failed_and_reversed_orders_keep_fields(
     ledger: Ledger, state: str, allowed: bool
 ) -> None:
-    (trade_no,) = failed_orders(ledger, payouts(1)[:1])
+    (trade_no,) = failed_orders(ledger, sample_payouts(1)[:1])
     with ledger.pool.connection() as conn:
         update = "UPDATE orders SET state = %s, payload = %s WHERE trade_no = %s"
         if allowed:
@@ -117,7 +107,7 @@ def test_the_schema_lets_only_failed_and_reversed_orders_keep_fields(
 
 
 def test_succeeded_and_cancelled_orders_erase_their_fields_at_once(ledger: Ledger) -> None:
-    batch = payouts(1)
+    batch = sample_payouts(1)
     created = [t for t, _ in ledger.create_orders(batch, batch_id="b1", market="ID")]
     paid, cancelled, failed, _ = created
     assert ledger.claim(paid)[0].moved and ledger.claim(failed)[0].moved

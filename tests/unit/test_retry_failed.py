@@ -9,31 +9,13 @@ from collections.abc import Sequence
 import pytest
 
 from schemas import Payout
-from worker.config import load_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import AlreadyRetried, BatchNotFound
 from worker.ledger import Ledger
 from worker.producer import Producer, retry_reference
 from worker.states import State
-from worker.vexora import VexoraClient
 
 MARKETS = ("ID", "AR", "JP", "KH")
-
-
-@pytest.fixture
-def published() -> list[list[str]]:
-    return []
-
-
-@pytest.fixture
-def producer(ledger: Ledger, published: list[list[str]]) -> Producer:
-    settings = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
-    return Producer(
-        ledger,
-        settings,
-        publish=lambda trade_nos: published.append(list(trade_nos)),
-        sign=lambda market: VexoraClient.from_settings(settings, market).signed_body,
-    )
 
 
 def settle(ledger: Ledger, trade_nos: Sequence[str], state: State) -> None:
@@ -42,8 +24,8 @@ def settle(ledger: Ledger, trade_nos: Sequence[str], state: State) -> None:
         assert ledger.transition(trade_no, state, source="submit").moved
 
 
-def enqueue(producer: Producer, market: str, n: int) -> tuple[str, list[str]]:
-    result = producer.enqueue_batch(market, list(enumerate(sample_rows(market, n), 1)))
+def enqueue(make_producer: Producer, market: str, n: int) -> tuple[str, list[str]]:
+    result = make_producer.enqueue_batch(market, list(enumerate(sample_rows(market, n), 1)))
     assert result.batch_id is not None and result.accepted == n
     return result.batch_id, result.trade_nos
 
@@ -57,9 +39,9 @@ def payload(ledger: Ledger, trade_no: str) -> dict[str, str] | None:
 
 @pytest.mark.parametrize("market", MARKETS)
 def test_failed_orders_are_enqueued_again_with_the_same_fields_new_tradenos_and_a_link(
-    producer: Producer, ledger: Ledger, published: list[list[str]], market: str
+    make_producer: Producer, ledger: Ledger, published: list[list[str]], market: str
 ) -> None:
-    batch, trade_nos = enqueue(producer, market, 6)
+    batch, trade_nos = enqueue(make_producer, market, 6)
     failed, succeeded = trade_nos[:4], trade_nos[4:]
     settle(ledger, failed, State.FAILED)
     settle(ledger, succeeded, State.SUCCEEDED)
@@ -67,7 +49,7 @@ def test_failed_orders_are_enqueued_again_with_the_same_fields_new_tradenos_and_
     assert all(payload(ledger, t) is None for t in succeeded)
     published.clear()
 
-    result = producer.retry(batch)
+    result = make_producer.retry(batch)
 
     assert result.batch_id not in (None, batch) and result.accepted == 4
     assert result.rejected == [] and result.not_retried == {}
@@ -87,12 +69,12 @@ def test_failed_orders_are_enqueued_again_with_the_same_fields_new_tradenos_and_
 
 
 def test_a_batch_retried_twice_pays_nobody_twice(
-    producer: Producer, ledger: Ledger, published: list[list[str]]
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
 ) -> None:
-    batch, trade_nos = enqueue(producer, "ID", 3)
+    batch, trade_nos = enqueue(make_producer, "ID", 3)
     settle(ledger, trade_nos, State.FAILED)
-    first = producer.retry(batch)
-    again = producer.retry(batch)
+    first = make_producer.retry(batch)
+    again = make_producer.retry(batch)
     assert again.batch_id is None and again.accepted == 0 and again.retries == {}
     assert again.not_retried == {t: f"already retried as {r}" for t, r in first.retries.items()}
     assert ledger.state_counts() == {State.FAILED: 3, State.QUEUED: 3}
@@ -100,12 +82,12 @@ def test_a_batch_retried_twice_pays_nobody_twice(
     (one, *_) = first.trade_nos
     settle(ledger, [one], State.FAILED)
     assert first.batch_id is not None
-    second = producer.retry(first.batch_id)
+    second = make_producer.retry(first.batch_id)
     (third,) = second.trade_nos
     order = ledger.get(third)
     assert order is not None and order.retry_of == one
     assert order.reference == "demo-id-000000#retry2"
-    assert producer.retry(first.batch_id).accepted == 0
+    assert make_producer.retry(first.batch_id).accepted == 0
 
 
 def test_retry_reference_counts_retries_and_keeps_none() -> None:
@@ -115,21 +97,21 @@ def test_retry_reference_counts_retries_and_keeps_none() -> None:
     assert retry_reference(None) is None
 
 
-def test_what_is_not_retried_says_why(producer: Producer, ledger: Ledger) -> None:
-    batch, (done, erased, kept) = enqueue(producer, "AR", 3)
+def test_what_is_not_retried_says_why(make_producer: Producer, ledger: Ledger) -> None:
+    batch, (done, erased, kept) = enqueue(make_producer, "AR", 3)
     settle(ledger, [done], State.SUCCEEDED)  # not a candidate at all
     settle(ledger, [erased, kept], State.FAILED)
     with ledger.pool.connection() as conn:  # as the retention step does past the window
         conn.execute("UPDATE orders SET payload = NULL WHERE trade_no = %s", (erased,))
-    result = producer.retry(batch)
+    result = make_producer.retry(batch)
     assert result.not_retried == {erased: "its fields are erased (FAILED_PAYLOAD_RETENTION)"}
     assert result.accepted == 1 and list(result.retries) == [kept]
 
 
 def test_fields_no_longer_valid_enqueue_nothing_and_name_the_original_row(
-    producer: Producer, ledger: Ledger, published: list[list[str]]
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
 ) -> None:
-    batch, trade_nos = enqueue(producer, "JP", 3)
+    batch, trade_nos = enqueue(make_producer, "JP", 3)
     settle(ledger, trade_nos, State.FAILED)
     with ledger.pool.connection() as conn:
         conn.execute(
@@ -138,7 +120,7 @@ def test_fields_no_longer_valid_enqueue_nothing_and_name_the_original_row(
             (trade_nos[2],),
         )
     published.clear()
-    result = producer.retry(batch)
+    result = make_producer.retry(batch)
     assert result.batch_id is None and result.accepted == 0 and published == []
     assert [(e.row, sorted(e.errors)) for e in result.rejected] == [(3, ["firstname"])]
     assert ledger.state_counts() == {State.FAILED: 3}
@@ -146,33 +128,35 @@ def test_fields_no_longer_valid_enqueue_nothing_and_name_the_original_row(
 
 
 def test_a_held_retry_waits_for_approval(
-    producer: Producer, ledger: Ledger, published: list[list[str]]
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
 ) -> None:
-    batch, trade_nos = enqueue(producer, "KH", 2)
+    batch, trade_nos = enqueue(make_producer, "KH", 2)
     settle(ledger, trade_nos, State.FAILED)
     published.clear()
-    result = producer.retry(batch, hold=True)
+    result = make_producer.retry(batch, hold=True)
     assert result.held and published == []
     assert ledger.state_counts() == {State.FAILED: 2, State.HELD: 2}
 
 
-def test_a_reversed_order_with_its_fields_is_retried(producer: Producer, ledger: Ledger) -> None:
-    batch, (trade_no,) = enqueue(producer, "ID", 1)
+def test_a_reversed_order_with_its_fields_is_retried(
+    make_producer: Producer, ledger: Ledger
+) -> None:
+    batch, (trade_no,) = enqueue(make_producer, "ID", 1)
     settle(ledger, [trade_no], State.FAILED)
     # REVERSED keeps its fields as FAILED does (the schema allows it; SUCCEEDED does not).
     with ledger.pool.connection() as conn:
         conn.execute("UPDATE orders SET state = 'REVERSED' WHERE trade_no = %s", (trade_no,))
-    assert list(producer.retry(batch).retries) == [trade_no]
+    assert list(make_producer.retry(batch).retries) == [trade_no]
 
 
-def test_an_unknown_batch_is_an_error(producer: Producer) -> None:
+def test_an_unknown_batch_is_an_error(make_producer: Producer) -> None:
     with pytest.raises(BatchNotFound):
-        producer.retry("bnope")
+        make_producer.retry("bnope")
 
 
-def test_two_retries_of_one_order_at_once_make_one(producer: Producer, ledger: Ledger) -> None:
+def test_two_retries_of_one_order_at_once_make_one(make_producer: Producer, ledger: Ledger) -> None:
     """The race the producer's check cannot see: the database keeps the link unique."""
-    batch, (bare, referenced) = enqueue(producer, "ID", 2)
+    batch, (bare, referenced) = enqueue(make_producer, "ID", 2)
     settle(ledger, [bare, referenced], State.FAILED)
     with ledger.pool.connection() as conn:
         conn.execute("UPDATE orders SET reference = NULL WHERE trade_no = %s", (bare,))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import click
 
-from worker.cli.common import SystemProblem, UserError
+from worker.cli.common import SystemProblem, UserError, echo_row_errors
 from worker.exceptions import InputError, ProviderError, RateLimitTimeout
 
 
@@ -104,9 +104,7 @@ def retry(batch: str, hold: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
-        for error in result.rejected:
-            for name, messages in error.errors.items():
-                click.echo(f"row {error.row}: {name}: {' '.join(messages)}", err=True)
+        echo_row_errors(result.rejected)
         for trade_no, why in result.not_retried.items():
             click.echo(f"{trade_no}: not retried: {why}")
         if result.batch_id is not None:
