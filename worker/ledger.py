@@ -144,7 +144,7 @@ WITH created AS (
            payload, masked, retry_of
     FROM incoming ORDER BY reference, row_no
     ON CONFLICT (reference) DO NOTHING
-    RETURNING trade_no, row_no, currency, amount
+    RETURNING trade_no, row_no, currency, amount, retry_of
 ), batch AS (
     INSERT INTO batches (id, market, row_count)
     SELECT %(batch)s, %(market)s, count(*) FROM created
@@ -152,8 +152,10 @@ WITH created AS (
     INSERT INTO batch_totals (batch_id, currency, row_count, amount)
     SELECT %(batch)s, currency, count(*), sum(amount) FROM created GROUP BY currency
 ), events AS (
-    INSERT INTO order_events (trade_no, source, to_state)
-    SELECT trade_no, 'producer', %(state)s FROM created
+    INSERT INTO order_events (trade_no, source, to_state, facts)
+    SELECT trade_no, 'producer', %(state)s,
+        CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
+    FROM created
 )
 SELECT row_no, trade_no FROM created
 """
