@@ -87,10 +87,10 @@ class MarketAccount:
 
 @dataclass(frozen=True)
 class Settings:
-    # The ledger. Out of reprs: a URL may carry the password.
+    # Server URLs stay out of reprs: a URL may carry the password.
     database_url: str = field(default="postgresql://127.0.0.1:5432/disburse", repr=False)
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str = ""
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    broker_url: str = field(default="", repr=False)
     key_prefix: str = KEY_PREFIX
 
     vexora_base_url: str = "http://127.0.0.1:8700"

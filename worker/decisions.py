@@ -32,7 +32,7 @@ from worker.exceptions import (
     NotInReview,
     OrderNotFound,
 )
-from worker.ledger import PAGE, Ledger, Order
+from worker.ledger import PAGE, Debit, Ledger, Order
 from worker.redact import mask_text, redact
 from worker.states import State
 from worker.vexora import ProviderReport
@@ -42,11 +42,11 @@ DECISIONS = (State.SUCCEEDED, State.FAILED)
 
 @dataclass(frozen=True)
 class Decisions:
-    """``ask`` tells what the provider says about an order now (``Lookups.ask`` within
-    the lookup budget), raising NotFound when it has no record of it."""
+    """``ask`` tells what the provider says about an order now and what it cost
+    (``Lookups.ask`` within the lookup budget), raising NotFound when it has no record."""
 
     ledger: Ledger
-    ask: Callable[[Order], ProviderReport]
+    ask: Callable[[Order], tuple[ProviderReport, Debit | None]]
 
     def pending(self, batch_id: str | None = None) -> list[Order]:
         """The orders in REVIEW (of one batch), the longest waiting first."""
@@ -85,14 +85,16 @@ class Decisions:
             raise OrderNotFound(trade_no)
         if order.state is not State.REVIEW:
             raise NotInReview(trade_no, order.state)
+        report: ProviderReport | None
+        debit: Debit | None = None
         try:
-            report: ProviderReport | None = self.ask(order)
+            report, debit = self.ask(order)
         except NotFound:
             report = None
         if not _agrees(target, order, report):
             raise DecisionRefused(trade_no, target, _words(order, report))
         moved = self.ledger.decide(
-            trade_no, target, operator=operator.strip(), note=said, report=report
+            trade_no, target, operator=operator.strip(), note=said, report=report, debit=debit
         )
         if not moved.moved:  # a provider report moved it meanwhile
             raise NotInReview(trade_no, str(moved.previous))

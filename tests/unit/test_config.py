@@ -115,7 +115,11 @@ def test_empty_market_values_fall_back() -> None:
 
 def test_secrets_stay_out_of_reprs() -> None:
     database = {"DATABASE_URL": "postgresql://app:secret-pw@db.example/disburse"}
-    settings = load_settings({**PLAIN, **AR, **database})
+    servers = {
+        "REDIS_URL": "redis://:secret-redis@cache.example/0",
+        "CELERY_BROKER_URL": "amqp://app:secret-mq@mq.example//",
+    }
+    settings = load_settings({**PLAIN, **AR, **database, **servers})
     assert settings.database_url == database["DATABASE_URL"]
     assert "secret-" not in repr(settings)
     assert "secret-" not in repr(settings.accounts)

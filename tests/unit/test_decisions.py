@@ -5,6 +5,7 @@ fake details and payout clients) on the test ledger."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 import redis
@@ -12,6 +13,7 @@ import redis
 from tests.unit.pending_orders import World, make_world, order_in
 from worker.config import load_settings
 from worker.decisions import Decisions
+from worker.details import parse_disbursement
 from worker.exceptions import (
     BatchNotFound,
     DecisionRefused,
@@ -84,11 +86,20 @@ def test_a_decision_the_provider_confirms_moves_the_order_and_names_the_operator
     world: World, review: Decisions, status: str, decision: State
 ) -> None:
     trade_no = in_review(world)
-    world.fake_details.status("p-1", status)
+    world.fake_details.answers["p-1"] = parse_disbursement(
+        {
+            "transaction_id": "p-1",
+            "status": status,
+            "fees": [{"value": "2500", "currency": "IDR"}],
+            "total_amount": {"value": "102500", "currency": "IDR"},
+        }
+    )
     order = review.resolve(
         trade_no, decision.lower(), note="checked account 5464438554636", operator="alice"
     )
     assert order.state is decision and order.provider_status == status
+    # What the payout cost is recorded, as with every details answer.
+    assert (order.fee, order.total_debited) == (Decimal(2500), Decimal(102500))
     assert world.fake_details.calls == ["p-1"]  # asked the provider first
     source, before, after, facts = last_event(world, trade_no)
     assert (source, before, after) == ("operator", "REVIEW", decision)
