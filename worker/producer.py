@@ -26,6 +26,7 @@ from schemas import MARKETS, Payout, RowError, market_code, validate_row, valida
 from worker.config import Settings
 from worker.exceptions import BatchNotFound, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
+from worker.states import State
 
 # Publishes submit messages for orders (worker.publish.publish_submissions).
 Publish = Callable[[Sequence[str]], object]
@@ -34,6 +35,11 @@ Publish = Callable[[Sequence[str]], object]
 Sign = Callable[[Mapping[str, str], str], object]
 
 _RETRY_SUFFIX = re.compile(r"#retry([0-9]+)$")
+# Why an order cannot be retried without its fields: a reversed one lost them on success.
+_ERASED = {
+    State.FAILED: "its fields are erased (past FAILED_PAYLOAD_RETENTION)",
+    State.REVERSED: "its fields were erased when it succeeded; enqueue it again from your data",
+}
 
 
 @dataclass
@@ -126,7 +132,7 @@ class Producer:
             if retried_as is not None:
                 not_retried[order.trade_no] = f"already retried as {retried_as}"
             elif payload is None:
-                not_retried[order.trade_no] = "its fields are erased (FAILED_PAYLOAD_RETENTION)"
+                not_retried[order.trade_no] = _ERASED[order.state]
             else:
                 originals[order.row_no] = order
                 rows.append((order.row_no, {**payload, "currency": order.currency}))

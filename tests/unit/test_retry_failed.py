@@ -109,8 +109,24 @@ def test_what_is_not_retried_says_why(make_producer: Producer, ledger: Ledger) -
     with ledger.pool.connection() as conn:  # as the retention step does past the window
         conn.execute("UPDATE orders SET payload = NULL WHERE trade_no = %s", (erased,))
     result = make_producer.retry(batch)
-    assert result.not_retried == {erased: "its fields are erased (FAILED_PAYLOAD_RETENTION)"}
+    assert result.not_retried == {erased: "its fields are erased (past FAILED_PAYLOAD_RETENTION)"}
     assert result.accepted == 1 and list(result.retries) == [kept]
+
+
+def test_a_reversed_order_has_no_fields_left_to_retry(
+    make_producer: Producer, ledger: Ledger
+) -> None:
+    """A payout reversed after success lost its fields when it succeeded (as every
+    SUCCEEDED order does): retry says so, and enqueues nothing."""
+    batch, (trade_no,) = enqueue(make_producer, "ID", 1)
+    settle(ledger, [trade_no], State.SUCCEEDED)
+    with ledger.pool.connection() as conn:
+        conn.execute("UPDATE orders SET state = 'REVERSED' WHERE trade_no = %s", (trade_no,))
+    result = make_producer.retry(batch)
+    assert result.batch_id is None
+    assert result.not_retried == {
+        trade_no: "its fields were erased when it succeeded; enqueue it again from your data"
+    }
 
 
 def test_fields_no_longer_valid_enqueue_nothing_and_name_the_original_row(
