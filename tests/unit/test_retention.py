@@ -78,6 +78,16 @@ def test_erasure_goes_a_page_at_a_time_until_done(
     assert pages == [3, 3, 2] and kept(ledger) == 0
 
 
+def test_a_backlog_is_worked_off_over_several_passes(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed_orders(ledger, sample_payouts(2))  # 8 orders
+    monkeypatch.setattr(retention, "PAGE", 2)
+    monkeypatch.setattr(retention, "PAGES_PER_PASS", 3)
+    assert retention.erase_expired(ledger, 0) == 6 and kept(ledger) == 2
+    assert retention.erase_expired(ledger, 0) == 2 and kept(ledger) == 0
+
+
 def test_the_reconcile_pass_erases_what_is_past_the_window(
     fake_redis: redis.Redis, ledger: Ledger
 ) -> None:
