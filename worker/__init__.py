@@ -11,9 +11,9 @@ The public API::
     worker.cancel(batch_id)                          # ControlResult
     worker.pause("reason")                           # Paused(switches)
     worker.resume()                                  # Resumed(was_paused, published)
-    worker.review(batch_id)                          # [Order] in REVIEW, longest waiting first
+    worker.review(batch=None)                        # [Order] in REVIEW, longest waiting first
     worker.resolve(trade_no, "failed", note="...")   # Order, once the provider agrees
-    worker.retry(batch_id)                           # RetryResult: FAILED/REVERSED enqueued again
+    worker.retry(batch, hold=False)                  # RetryResult: FAILED/REVERSED enqueued again
 
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
 ``BatchNotFound`` (approve, cancel, review, retry), ``OrderNotFound``, ``NotInReview``
@@ -150,13 +150,13 @@ def resume() -> Resumed:
     return runtime.batch_controls().resume()
 
 
-def review(batch_id: str | None = None) -> list[Order]:
+def review(batch: str | None = None) -> list[Order]:
     """The orders waiting for a person (REVIEW), of one batch or all, the longest waiting
     first; each says why (``reason``) and what the provider last said
     (``provider_status``, ``provider_message``). Raises BatchNotFound."""
     from worker import runtime
 
-    return runtime.decisions().pending(batch_id)
+    return runtime.decisions().pending(batch)
 
 
 def resolve(
@@ -173,10 +173,10 @@ def resolve(
     return runtime.decisions().resolve(trade_no, decision, note=note, operator=name)
 
 
-def retry(batch_id: str, *, hold: bool = False) -> RetryResult:
+def retry(batch: str, *, hold: bool = False) -> RetryResult:
     """Enqueue the batch's FAILED and REVERSED orders again as a new batch (new tradeNos,
     each linked to the order it retries), while they keep their fields
     (FAILED_PAYLOAD_RETENTION). An order is retried at most once. Raises BatchNotFound."""
     from worker import runtime
 
-    return runtime.producer().retry(batch_id, hold=hold)
+    return runtime.producer().retry(batch, hold=hold)

@@ -132,5 +132,6 @@ def test_retry_enqueues_the_failed_again_once(
     assert again.output.endswith(f"nothing to retry in batch {result.batch_id}\n")
     held = worker.batch_summary(data["batch_id"])
     assert held is not None and held.counts == {State.HELD: 2}
-    assert worker.retry(data["batch_id"]).accepted == 0  # nothing FAILED in it
+    assert worker.retry(batch=data["batch_id"]).accepted == 0  # nothing FAILED in it
+    assert worker.review(batch=data["batch_id"]) == []
     assert invoke("retry", "bnope").exit_code == 1
