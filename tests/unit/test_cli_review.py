@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import worker
 from tests.unit.fake_provider import FakeProvider, Seen, json_response, serving
+from tests.unit.ledger_sql import events
 from worker import cli, runtime
 from worker.dev.samples import sample_rows
 from worker.ledger import Ledger
@@ -82,12 +83,7 @@ def test_review_lists_and_resolve_checks_with_the_provider(
     assert [s.path for s in fake.seen].count("/v1/vexora/queryPayOutResult") == 2
     event = ledger.history(first)[-1][1]
     assert event == "FAILED operator bank confirms, not paid"
-    with ledger.pool.connection() as conn:
-        (facts,) = conn.execute(
-            "SELECT facts FROM order_events WHERE trade_no = %s ORDER BY id DESC LIMIT 1",
-            (first,),
-        ).fetchone() or (None,)
-    assert facts["operator"] == "ops-erin"  # DISBURSE_OPERATOR
+    assert events(ledger, first)[-1][3]["operator"] == "ops-erin"  # DISBURSE_OPERATOR
 
     # No record of the second at the provider: FAILED is what it says too.
     by_name = worker.resolve(second, "failed", note="never sent", operator="frank")

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 import redis
 
+from tests.unit.ledger_sql import events
 from tests.unit.pending_orders import World, make_world, order_in
 from worker.config import load_settings
 from worker.decisions import Decisions
@@ -46,17 +47,6 @@ def in_review(world: World, *, ptn: str | None = "p-1") -> str:
     )
     assert moved.moved
     return trade_no
-
-
-def last_event(world: World, trade_no: str) -> tuple[str, str, str, dict[str, str]]:
-    with world.ledger.pool.connection() as conn:
-        row = conn.execute(
-            "SELECT source, from_state, to_state, facts FROM order_events "
-            "WHERE trade_no = %s ORDER BY id DESC LIMIT 1",
-            (trade_no,),
-        ).fetchone()
-    assert row is not None
-    return row  # type: ignore[return-value]
 
 
 # --- the list ---------------------------------------------------------------------------
@@ -101,7 +91,7 @@ def test_a_decision_the_provider_confirms_moves_the_order_and_names_the_operator
     # What the payout cost is recorded, as with every details answer.
     assert (order.fee, order.total_debited) == (Decimal(2500), Decimal(102500))
     assert world.fake_details.calls == ["p-1"]  # asked the provider first
-    source, before, after, facts = last_event(world, trade_no)
+    source, before, after, facts = events(world.ledger, trade_no)[-1]
     assert (source, before, after) == ("operator", "REVIEW", decision)
     # The note is masked as any text we write: it is in the order's history.
     assert facts["operator"] == "alice" and facts["note"] == "checked account *********4636"
@@ -128,7 +118,7 @@ def test_a_decision_the_provider_contradicts_is_refused_saying_what_it_said(
     assert said in refused.value.provider_said
     assert f"not marked {decision}: the provider says {said}" in str(refused.value)
     assert world.state(trade_no) is State.REVIEW
-    assert last_event(world, trade_no)[0] == "lookup"  # no event written
+    assert events(world.ledger, trade_no)[-1][0] == "lookup"  # no event written
 
 
 def test_no_record_at_the_provider_allows_failed_only_for_a_payout_it_never_accepted(
@@ -197,7 +187,7 @@ def test_a_report_that_moved_the_order_meanwhile_wins(world: World, review: Deci
     racing = Decisions(world.ledger, answer_then_webhook)  # type: ignore[arg-type]
     with pytest.raises(NotInReview, match="is SUCCEEDED"):
         racing.resolve(trade_no, "succeeded", note="n", operator="o")
-    assert last_event(world, trade_no)[0] == "webhook"
+    assert events(world.ledger, trade_no)[-1][0] == "webhook"
 
 
 def test_the_operator_is_disburse_operator_else_the_login_name(

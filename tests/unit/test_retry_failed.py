@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from schemas import Payout
+from tests.unit.ledger_sql import events
 from worker.dev.samples import sample_rows
 from worker.exceptions import AlreadyRetried, BatchNotFound
 from worker.ledger import Ledger
@@ -66,11 +67,8 @@ def test_failed_orders_are_enqueued_again_with_the_same_fields_new_tradenos_and_
         assert payload(ledger, original) is None  # the retry holds them now
         assert ledger.trade_no_for(f"{old.reference}#retry1") == retry
         assert ledger.trade_no_for(str(old.reference)) == original
-        with ledger.pool.connection() as conn:  # its creation event says what it retries
-            (facts,) = conn.execute(
-                "SELECT facts FROM order_events WHERE trade_no = %s", (retry,)
-            ).fetchone() or (None,)
-        assert facts == {"retry_of": original}
+        # Its creation event says what it retries.
+        assert events(ledger, retry) == [("producer", None, "QUEUED", {"retry_of": original})]
 
 
 def test_a_batch_retried_twice_pays_nobody_twice(
