@@ -14,7 +14,7 @@ import click
 import psycopg
 import redis
 
-from worker.cli import batch, db, local, operate
+from worker.cli import batch, db, local, operate, review
 from worker.cli.common import SystemProblem, UserError
 from worker.exceptions import ConfigError, SchemaBehind
 from worker.redact import mask_text
@@ -121,6 +121,9 @@ for command in (
     local.demo,
 ):
     main.add_command(command)
+main.add_command(review.review)
+main.add_command(review.resolve)
+main.add_command(review.retry)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, cast
 import click
 
 from schemas import MARKETS
-from worker.cli.common import UserError, pause_text
+from worker.cli.common import UserError, echo_row_errors, pause_text
 from worker.exceptions import InputError, InvalidFile
 from worker.report import plural
 
@@ -96,9 +96,7 @@ def enqueue(
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
-        for error in result.rejected:
-            for name, messages in error.errors.items():
-                click.echo(f"row {error.row}: {name}: {' '.join(messages)}", err=True)
+        echo_row_errors(result.rejected)
         if result.dry_run:
             payouts = plural(result.accepted, "payout")
             click.echo(f"dry run: {payouts} valid and signed; nothing enqueued")
