@@ -11,3 +11,10 @@
 -- every kind of change.
 ALTER TABLE order_events DROP CONSTRAINT order_events_trade_no_fkey;
 ALTER TABLE orders DROP CONSTRAINT orders_batch_id_fkey;
+
+-- Every change of state rewrites the order's row in every index of orders (state is
+-- indexed, so no update is HOT), and a unique constraint indexes NULLs too: the one on
+-- retry_of took an entry for every order, of which few are retries. Only the retries now,
+-- under the same name (a violation still names orders_retry_of_key).
+ALTER TABLE orders DROP CONSTRAINT orders_retry_of_key;
+CREATE UNIQUE INDEX orders_retry_of_key ON orders (retry_of) WHERE retry_of IS NOT NULL;
