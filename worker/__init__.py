@@ -11,6 +11,9 @@ The public API::
     worker.cancel(batch_id)                          # ControlResult
     worker.pause("reason")                           # Paused(switches)
     worker.resume()                                  # Resumed(was_paused, published)
+    worker.events(after=cursor, limit=100)           # [Event], oldest first; event.cursor
+    worker.follow_events(after=cursor)               # the same, waiting for new ones
+    worker.verify_webhook(body, header, secret)      # the application's side of webhooks
 
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
 ``BatchNotFound`` (approve, cancel), ``ConfigError`` (the settings), and
@@ -20,7 +23,7 @@ The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from worker.controls import ControlResult, Paused, Resumed
@@ -33,6 +36,7 @@ from worker.exceptions import (
     UnknownMarket,
 )
 from worker.ledger import BatchSummary, Order
+from worker.outbox import Event, verify_webhook
 from worker.producer import BatchResult
 from worker.states import State
 
@@ -43,6 +47,7 @@ __all__ = [
     "ConfigError",
     "ControlResult",
     "DisburseError",
+    "Event",
     "InputError",
     "InvalidPayout",
     "Order",
@@ -55,9 +60,12 @@ __all__ = [
     "cancel",
     "enqueue",
     "enqueue_batch",
+    "events",
+    "follow_events",
     "get_order",
     "pause",
     "resume",
+    "verify_webhook",
 ]
 
 
@@ -132,3 +140,22 @@ def resume() -> Resumed:
     from worker import runtime
 
     return runtime.batch_controls().resume()
+
+
+def events(after: int = 0, limit: int = 100, *, batch_id: str | None = None) -> list[Event]:
+    """The payouts' changes of state after the cursor ``after`` (an ``Event.cursor``, 0
+    for the beginning), oldest first, at most ``limit``: every event committed before
+    the call, never one past an event still being committed. No personal data."""
+    from worker import runtime
+
+    return runtime.feed().read(after, limit, wait=5.0, batch_id=batch_id).events
+
+
+def follow_events(
+    after: int = 0, *, batch_id: str | None = None, poll: float = 1.0
+) -> Iterator[Event]:
+    """:func:`events`, then every new event as it is committed (checking every ``poll``
+    seconds); never ends. Keep the last ``Event.cursor`` to resume after a restart."""
+    from worker import runtime
+
+    return runtime.feed().follow(after, poll=poll, batch_id=batch_id)

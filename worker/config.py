@@ -125,6 +125,11 @@ class Settings:
     sweep_after: float = 300.0
     lookup_budget: float = 30.0  # as submit_budget, for a lookup task (LOOKUP_BUDGET)
 
+    # Where and how outcomes are sent to the application (worker.outbox); None: not sent.
+    # Out of reprs: the URL may carry credentials, and the secret signs every event.
+    app_webhook_url: str | None = field(default=None, repr=False)
+    app_webhook_secret: str = field(default="", repr=False)
+
     @cached_property
     def accounts(self) -> tuple[Account, ...]:
         """Every provider account, each with the markets it serves (every market has one).
@@ -249,6 +254,21 @@ def _optional_url(env: Mapping[str, str], name: str) -> str | None:
     return raw.rstrip("/")
 
 
+def _app_webhook(env: Mapping[str, str]) -> tuple[str | None, str]:
+    """APP_WEBHOOK_URL as given (its path is the application's), and its secret."""
+    url = env.get("APP_WEBHOOK_URL") or None
+    secret = env.get("APP_WEBHOOK_SECRET") or ""
+    if url is None:
+        return None, secret
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The value is not repeated: a URL may carry credentials.
+        raise ConfigError("APP_WEBHOOK_URL is not an http(s) URL such as https://app.example/hooks")
+    if not secret:
+        raise ConfigError("APP_WEBHOOK_SECRET must be set when APP_WEBHOOK_URL is: it signs events")
+    return url, secret
+
+
 def _market_accounts(env: Mapping[str, str]) -> dict[str, MarketAccount]:
     """What each market's ``VEXORA_<MARKET>_*`` set; a market that does not exist is an error."""
     for name, value in env.items():
@@ -276,6 +296,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     def text(name: str, default: str) -> str:
         return env.get(name) or default
 
+    app_webhook_url, app_webhook_secret = _app_webhook(env)
     settings = Settings(
         database_url=text("DATABASE_URL", d.database_url),
         redis_url=text("REDIS_URL", d.redis_url),
@@ -304,6 +325,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         review_after=_float(env, "REVIEW_AFTER", d.review_after),
         sweep_after=_float(env, "SWEEP_AFTER", d.sweep_after),
         lookup_budget=_float(env, "LOOKUP_BUDGET", d.lookup_budget),
+        app_webhook_url=app_webhook_url,
+        app_webhook_secret=app_webhook_secret,
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings
