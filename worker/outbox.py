@@ -543,22 +543,27 @@ class Deliveries:
     # for people (the CLI) ---------------------------------------------------------------
     def status(self, event_ids: Sequence[int]) -> dict[int, DeliveryStatus]:
         """Where each of these events' webhooks stands (absent: never taken)."""
-        return {s.event_id: s for s in self._statuses("event_id = ANY(%s)", list(event_ids))}
+        found = self._statuses("d.event_id = ANY(%(ids)s)", {"ids": list(event_ids)})
+        return {status.event_id: status for status in found}
 
-    def failing(self, limit: int = 100) -> list[DeliveryStatus]:
-        """Given up, or pending after a failed attempt: oldest first."""
-        return self._statuses(
-            "(state = 'failed' OR (state = 'pending' AND attempts > 0)) ORDER BY event_id LIMIT %s",
-            limit,
+    def failing(
+        self, *, after: int = 0, limit: int = 100, batch_id: str | None = None
+    ) -> list[DeliveryStatus]:
+        """Given up, or pending after a failed attempt (of ``batch_id``): oldest first."""
+        where = (
+            "(d.state = 'failed' OR (d.state = 'pending' AND d.attempts > 0)) "
+            "AND d.event_id > %(after)s AND (%(batch)s::text IS NULL OR o.batch_id = %(batch)s)"
         )
+        params = {"after": after, "batch": batch_id, "limit": limit}
+        return self._statuses(where + " ORDER BY d.event_id LIMIT %(limit)s", params)
 
-    def _statuses(self, where: str, param: Any) -> list[DeliveryStatus]:
-        query = (
-            "SELECT event_id, state, attempts, last_status, last_error, next_at, delivered_at "
-            "FROM outbox_deliveries WHERE " + where
-        )
+    def _statuses(self, where: str, params: dict[str, Any]) -> list[DeliveryStatus]:
+        query = sql.SQL(
+            "SELECT d.event_id, d.state, d.attempts, d.last_status, d.last_error, d.next_at, "
+            "d.delivered_at FROM outbox_deliveries d JOIN orders o USING (trade_no) WHERE {}"
+        ).format(sql.SQL(where))  # where: one of this class's constants
         with self.pool.connection() as conn:
-            rows = conn.execute(query, (param,)).fetchall()
+            rows = conn.execute(query, params).fetchall()
         return [DeliveryStatus(*row) for row in rows]
 
     def redeliver(self, events: Sequence[Event]) -> int:

@@ -451,3 +451,102 @@ def test_redelivery_sends_the_same_event_again(ledger: Ledger, deliveries: Deliv
         sender(deliveries, app.url).run(budget=3)
     assert app.acked == [first, first]
     assert app.states() == {trade_no: ["QUEUED"]}
+
+
+# the command ---------------------------------------------------------------------------
+@pytest.fixture
+def cli_env(
+    ledger: Ledger, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[pytest.MonkeyPatch]:
+    """The CLI's runtime on the session's ledger database."""
+    from worker import runtime
+
+    monkeypatch.setenv("DATABASE_URL", ledger_url)
+    monkeypatch.delenv("APP_WEBHOOK_URL", raising=False)
+    runtime.reset()
+    yield monkeypatch
+    monkeypatch.undo()
+    runtime.reset()
+
+
+def disburse(*argv: str) -> Any:
+    from click.testing import CliRunner
+
+    from worker import cli
+
+    return CliRunner().invoke(cli.main, list(argv))
+
+
+def test_disburse_events_lists_a_batch_s_events_and_their_deliveries(
+    ledger: Ledger, deliveries: Deliveries, cli_env: pytest.MonkeyPatch
+) -> None:
+    refused = new_order(ledger)
+    walk(ledger, refused, State.SUBMITTING, State.PROCESSING)
+    order = ledger.get(refused)
+    assert order is not None
+    new_order(ledger)  # another batch's
+
+    def answer(event: dict[str, Any]) -> int:
+        return 500 if event["data"]["trade_no"] == refused else 200
+
+    with AppReceiver(SECRET, answer=answer) as app:
+        sender(deliveries, app.url).run(budget=2)
+
+    listed = disburse("events", "--batch", order.batch_id)
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert len(lines) == 2 and all(refused in line and order.batch_id in line for line in lines)
+    assert "payout.queued" in lines[0] and "[pending, 1 attempt, last HTTP 500, next " in lines[0]
+    # Taken, and waiting for the payout's earlier event.
+    assert "payout.processing" in lines[1] and lines[1].endswith("[pending, 0 attempts]")
+    assert ACCOUNT not in listed.output and NAME not in listed.output
+
+    as_json = [
+        json.loads(line)
+        for line in disburse("events", "--json", "--batch", order.batch_id).output.splitlines()
+    ]
+    assert [e["type"] for e in as_json] == ["payout.queued", "payout.processing"]
+    assert as_json[0]["delivery"]["last_status"] == 500
+    assert as_json[1]["delivery"]["attempts"] == 0
+
+    failing = disburse("events", "--failed-deliveries")
+    assert failing.exit_code == 0
+    assert [line.split()[0] for line in failing.output.splitlines()] == [as_json[0]["id"]]
+
+
+def test_disburse_events_redeliver(
+    ledger: Ledger, deliveries: Deliveries, cli_env: pytest.MonkeyPatch
+) -> None:
+    trade_no = new_order(ledger)
+    with AppReceiver(SECRET) as app:
+        sender(deliveries, app.url).run(budget=2)
+        (event,) = app.acked
+        again = disburse("events", "redeliver", event["id"])
+        assert again.exit_code == 0, again.output
+        assert "1 event to be sent again" in again.output
+        assert "APP_WEBHOOK_URL is not set" in again.output
+        sender(deliveries, app.url).run(budget=2)
+        assert app.acked == [event, event]
+
+        since = disburse("events", "redeliver", "--since", str(event["created"] - 1))
+        assert (since.exit_code, since.output.splitlines()[0]) == (0, "1 event to be sent again")
+    assert app.states() == {trade_no: ["QUEUED"]}
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["events", "redeliver", "evt_999999999"], "no event evt_999999999; nothing sent"),
+        (["events", "redeliver", "evt_x"], "is not an event id"),
+        (["events", "redeliver"], "name the events to send again, or give --since"),
+        (["events", "redeliver", "evt_1", "--since", "0"], "not both"),
+        (["events", "--since", "yesterday"], "is not a time"),
+        (["events", "--batch", "bnosuchbatch"], "no batch bnosuchbatch"),
+    ],
+)
+def test_disburse_events_mistakes_are_one_line_and_exit_1(
+    cli_env: pytest.MonkeyPatch, argv: list[str], said: str
+) -> None:
+    result = disburse(*argv)
+    assert result.exit_code == 1 and said in result.output
+    assert "Traceback" not in result.output

@@ -14,7 +14,7 @@ import click
 import psycopg
 import redis
 
-from worker.cli import batch, db, local, operate
+from worker.cli import batch, db, events, local, operate
 from worker.cli.common import SystemProblem, UserError
 from worker.exceptions import ConfigError
 from worker.redact import mask_text
@@ -32,6 +32,8 @@ Environment (a .env file in the current directory may supply it):
   NOTIFY_URL          public URL of this system's webhook receiver
   RECONCILE_EVERY, RECONCILE_AFTER, REVIEW_AFTER
                       reconcile timing, in seconds
+  APP_WEBHOOK_URL, APP_WEBHOOK_SECRET
+                      where and how payouts' events are sent to the application
 """
 
 
@@ -82,6 +84,7 @@ for command in (
     local.demo,
 ):
     main.add_command(command)
+main.add_command(events.events)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
