@@ -454,21 +454,6 @@ def test_redelivery_sends_the_same_event_again(ledger: Ledger, deliveries: Deliv
 
 
 # the command ---------------------------------------------------------------------------
-@pytest.fixture
-def cli_env(
-    ledger: Ledger, ledger_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[pytest.MonkeyPatch]:
-    """The CLI's runtime on the session's ledger database."""
-    from worker import runtime
-
-    monkeypatch.setenv("DATABASE_URL", ledger_url)
-    monkeypatch.delenv("APP_WEBHOOK_URL", raising=False)
-    runtime.reset()
-    yield monkeypatch
-    monkeypatch.undo()
-    runtime.reset()
-
-
 def disburse(*argv: str) -> Any:
     from click.testing import CliRunner
 
@@ -478,7 +463,7 @@ def disburse(*argv: str) -> Any:
 
 
 def test_disburse_events_lists_a_batch_s_events_and_their_deliveries(
-    ledger: Ledger, deliveries: Deliveries, cli_env: pytest.MonkeyPatch
+    ledger: Ledger, deliveries: Deliveries, broker: Any
 ) -> None:
     refused = new_order(ledger)
     walk(ledger, refused, State.SUBMITTING, State.PROCESSING)
@@ -514,9 +499,7 @@ def test_disburse_events_lists_a_batch_s_events_and_their_deliveries(
     assert [line.split()[0] for line in failing.output.splitlines()] == [as_json[0]["id"]]
 
 
-def test_disburse_events_redeliver(
-    ledger: Ledger, deliveries: Deliveries, cli_env: pytest.MonkeyPatch
-) -> None:
+def test_disburse_events_redeliver(ledger: Ledger, deliveries: Deliveries, broker: Any) -> None:
     trade_no = new_order(ledger)
     with AppReceiver(SECRET) as app:
         sender(deliveries, app.url).run(budget=2)
@@ -545,7 +528,7 @@ def test_disburse_events_redeliver(
     ],
 )
 def test_disburse_events_mistakes_are_one_line_and_exit_1(
-    cli_env: pytest.MonkeyPatch, argv: list[str], said: str
+    broker: Any, argv: list[str], said: str
 ) -> None:
     result = disburse(*argv)
     assert result.exit_code == 1 and said in result.output
