@@ -114,9 +114,12 @@ ORDER BY e.id LIMIT %(limit)s
 """
 )
 _LAST_ID = "SELECT pg_sequence_last_value(pg_get_serial_sequence('order_events', 'id')::regclass)"
-_SNAPSHOT = (
-    "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text FROM pg_current_snapshot() s"
-)
+# A transaction id of its own, so greater than every one assigned before (a snapshot's
+# xmax is not: it is one past the newest transaction *ended*, and a newer one still
+# running is not in its list). It costs one transaction id per tick.
+_NEXT_XID = "SELECT pg_current_xact_id()::text"
+# The oldest transaction still running (the snapshot's xmax when none is).
+_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +220,7 @@ class FeedPage:
 @dataclass(frozen=True, slots=True)
 class _Tick:
     last_id: int  # every id up to this one was drawn ...
-    xmax: int  # ... by a transaction older than this transaction id
+    next_xid: int  # ... by a transaction older than this transaction id
 
 
 class Feed:
@@ -241,12 +244,12 @@ class Feed:
         pause = 0.002
         with self.pool.connection() as conn:
             conn.autocommit = True
-            # The last id first, the snapshot in a later statement: a transaction that
-            # drew an id up to it has a transaction id below the snapshot's xmax.
+            # The last id first, then a new transaction id: a transaction that drew an id
+            # up to the last had its transaction id before, so a smaller one.
             last = _one(conn.execute(_LAST_ID).fetchone()) or 0
-            xmin, xmax = _xids(conn)
+            tick = _Tick(last, int(_one(conn.execute(_NEXT_XID).fetchone())))
+            xmin = _xmin(conn)
             with self._lock:
-                tick = _Tick(last, xmax)
                 if len(self._ticks) == self.MAX_TICKS:
                     self._ticks.pop()  # the newest; the one taken now replaces it
                 self._ticks.append(tick)
@@ -254,14 +257,14 @@ class Feed:
             while self._safe < tick.last_id and time.monotonic() < deadline:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
-                xmin, _ = _xids(conn)
+                xmin = _xmin(conn)
                 with self._lock:
                     self._promote(xmin)
         return self._safe
 
     def _promote(self, xmin: int) -> None:
         """Every tick whose transactions have all ended moves the horizon up to it."""
-        while self._ticks and self._ticks[0].xmax <= xmin:
+        while self._ticks and self._ticks[0].next_xid <= xmin:
             self._safe = max(self._safe, self._ticks.popleft().last_id)
 
     def read(
@@ -312,10 +315,8 @@ def _one(row: Sequence[Any] | None) -> Any:
     return row[0]
 
 
-def _xids(conn: psycopg.Connection) -> tuple[int, int]:
-    row = conn.execute(_SNAPSHOT).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+def _xmin(conn: psycopg.Connection) -> int:
+    return int(_one(conn.execute(_XMIN).fetchone()))
 
 
 # signatures -------------------------------------------------------------------------

@@ -203,6 +203,31 @@ def test_the_feed_never_passes_an_event_committed_late(
     assert page.events[0].cursor < page.events[1].cursor == page.cursor
 
 
+def test_the_feed_waits_for_the_newest_transaction_too(
+    ledger: Ledger, feed: Feed, ledger_url: str
+) -> None:
+    """The open transaction is younger than every one that ended (so no snapshot lists
+    it as running), and drew its event id before an older one drew and committed its."""
+    slow, fast = new_order(ledger), new_order(ledger)
+    start = last_id(ledger.pool)
+    older = psycopg.connect(ledger_url)
+    older.execute("SELECT pg_current_xact_id()")  # the older transaction id
+    younger = _open_event(ledger_url, slow)
+    try:
+        older.execute(
+            "INSERT INTO order_events (trade_no, source, from_state, to_state) "
+            "VALUES (%s, 'lookup', 'QUEUED', 'PROCESSING')",
+            (fast,),
+        )
+        older.commit()
+        assert feed.read(start, 100, wait=0.3).events == []
+    finally:
+        older.close()
+        younger.commit()
+        younger.close()
+    assert [e.trade_no for e in feed.read(start, 100, wait=5.0).events] == [slow, fast]
+
+
 def test_the_feed_passes_an_event_rolled_back(ledger: Ledger, feed: Feed, ledger_url: str) -> None:
     gone, kept = new_order(ledger), new_order(ledger)
     start = last_id(ledger.pool)
