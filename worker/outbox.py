@@ -11,10 +11,10 @@ The types are ``payout.held``, ``.queued``, ``.processing``, ``.succeeded``,
 **The feed** reads events by ``order_events.id``, oldest first. Ids are drawn at insert
 and committed in another order, so the feed never reads past its *horizon*: the highest
 id below which no transaction still open can commit a row. A tick takes the last id
-drawn, then the next transaction id; once every transaction older than that has ended
-(the snapshot's xmin has passed it), every id up to the tick's is committed or never will
-be (migration 0003 makes each transaction take its id before it draws one). A long
-transaction therefore delays the feed, and never makes it skip an event.
+drawn, then a transaction id of its own; once every transaction older than that one has
+ended (the oldest still running is younger), every id up to the tick's is committed or
+never will be (migration 0003 makes each transaction take its id before it draws one).
+A long transaction therefore delays the feed, and never makes it skip an event.
 
 **Webhooks** (when ``APP_WEBHOOK_URL`` is set): a beat-driven run (tasks/outbox.py, its
 own queue; one at a time cluster-wide, under a PostgreSQL advisory lock) takes the

@@ -2,11 +2,11 @@
 -- signed webhooks' deliveries and attempts.
 
 -- The feed reads order_events by id, and must never pass an id a transaction still
--- open may commit later. It takes (the last id drawn, then the next transaction id): once
--- every transaction older than that has ended, no id up to it can appear any more. That
--- holds only if a transaction has its id before it draws an event id; an INSERT that is
--- its transaction's first write would draw (nextval) first. A statement trigger runs
--- before the statement draws any id, and takes the transaction id there.
+-- open may commit later. It takes the last id drawn, then a transaction id of its own:
+-- once every transaction older than that one has ended, no id up to the last can appear
+-- any more. That holds only if a transaction has its id before it draws an event id; an
+-- INSERT that is its transaction's first write would draw (nextval) first. A statement
+-- trigger runs before the statement draws any id, and takes the transaction id there.
 CREATE FUNCTION order_events_take_xid() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_current_xact_id();
