@@ -558,3 +558,26 @@ def test_disburse_events_mistakes_are_one_line_and_exit_1(
     result = disburse(*argv)
     assert result.exit_code == 1 and said in result.output
     assert "Traceback" not in result.output
+
+
+def test_beat_sends_a_run_every_second_only_when_there_is_an_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import celeryconfig
+    from worker import runtime
+    from worker.queues import OUTBOX_QUEUE, OUTBOX_TASK
+
+    monkeypatch.delenv("APP_WEBHOOK_URL", raising=False)
+    runtime.reset()
+    assert "outbox" not in celeryconfig.beat_schedule
+    monkeypatch.setenv("APP_WEBHOOK_URL", "https://app.example/hooks")
+    monkeypatch.setenv("APP_WEBHOOK_SECRET", SECRET)
+    runtime.reset()
+    try:
+        entry = celeryconfig.beat_schedule["outbox"]
+        assert (entry["task"], entry["schedule"]) == (OUTBOX_TASK, 1.0)
+        assert celeryconfig.task_routes[OUTBOX_TASK] == {"queue": OUTBOX_QUEUE}
+        assert SECRET not in repr(vars(celeryconfig))
+    finally:
+        monkeypatch.undo()
+        runtime.reset()
