@@ -620,7 +620,8 @@ class Sender:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="outbox") as pool:
             while True:
                 if time.monotonic() < deadline:
-                    report.taken += self.deliveries.take(conn, wait=0.2)
+                    # Waiting for transactions to end only when nothing else is to be done.
+                    report.taken += self.deliveries.take(conn, wait=0.0 if busy else 0.2)
                     room = self._room(endpoint, len(busy))
                     if room:
                         for delivery in self.deliveries.due(conn, room, list(busy.values())):
