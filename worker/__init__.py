@@ -14,10 +14,14 @@ The public API::
     worker.events(after=cursor, limit=100)           # [Event], oldest first; event.cursor
     worker.follow_events(after=cursor)               # the same, waiting for new ones
     worker.verify_webhook(body, header, secret)      # the application's side of webhooks
+    worker.review(batch=None)                        # [Order] in REVIEW, longest waiting first
+    worker.resolve(trade_no, "failed", note="...")   # Order, once the provider agrees
+    worker.retry(batch, hold=False)                  # RetryResult: FAILED/REVERSED enqueued again
 
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
-``BatchNotFound`` (approve, cancel), ``ConfigError`` (the settings), and
-``DisburseError``. The workers' errors about the provider stay in
+``BatchNotFound`` (approve, cancel, review, retry), ``OrderNotFound``, ``NotInReview``
+and ``DecisionRefused`` (resolve), ``AlreadyRetried`` (retry), ``ConfigError`` (the
+settings), and ``DisburseError``. The workers' errors about the provider stay in
 :mod:`worker.exceptions`.
 """
 
@@ -28,31 +32,40 @@ from typing import Any
 
 from worker.controls import ControlResult, Paused, Resumed
 from worker.exceptions import (
+    AlreadyRetried,
     BatchNotFound,
     ConfigError,
+    DecisionRefused,
     DisburseError,
     InputError,
     InvalidPayout,
+    NotInReview,
+    OrderNotFound,
     UnknownMarket,
 )
 from worker.ledger import BatchSummary, Order
 from worker.outbox import Event, verify_webhook
-from worker.producer import BatchResult
+from worker.producer import BatchResult, RetryResult
 from worker.states import State
 
 __all__ = [
+    "AlreadyRetried",
     "BatchNotFound",
     "BatchResult",
     "BatchSummary",
     "ConfigError",
     "ControlResult",
+    "DecisionRefused",
     "DisburseError",
     "Event",
     "InputError",
     "InvalidPayout",
+    "NotInReview",
     "Order",
+    "OrderNotFound",
     "Paused",
     "Resumed",
+    "RetryResult",
     "State",
     "UnknownMarket",
     "approve",
@@ -64,7 +77,10 @@ __all__ = [
     "follow_events",
     "get_order",
     "pause",
+    "resolve",
     "resume",
+    "retry",
+    "review",
     "verify_webhook",
 ]
 
@@ -140,6 +156,38 @@ def resume() -> Resumed:
     from worker import runtime
 
     return runtime.batch_controls().resume()
+
+
+def review(batch: str | None = None) -> list[Order]:
+    """The orders waiting for a person (REVIEW), of one batch or all, the longest waiting
+    first; each says why (``reason``) and what the provider last said
+    (``provider_status``, ``provider_message``). Raises BatchNotFound."""
+    from worker import runtime
+
+    return runtime.decisions().pending(batch)
+
+
+def resolve(
+    trade_no: str, decision: State | str, *, note: str, operator: str | None = None
+) -> Order:
+    """Decide an order in REVIEW: ``"succeeded"`` or ``"failed"``, once the provider's
+    answer, asked now, agrees (else DecisionRefused says what it said, and nothing
+    changes). ``operator`` defaults to DISBURSE_OPERATOR, else the login name; it and
+    the note go into the order's history."""
+    from worker import runtime
+    from worker.config import get_settings
+
+    name = operator if operator is not None else get_settings().operator
+    return runtime.decisions().resolve(trade_no, decision, note=note, operator=name)
+
+
+def retry(batch: str, *, hold: bool = False) -> RetryResult:
+    """Enqueue the batch's FAILED and REVERSED orders again as a new batch (new tradeNos,
+    each linked to the order it retries), while they keep their fields
+    (FAILED_PAYLOAD_RETENTION). An order is retried at most once. Raises BatchNotFound."""
+    from worker import runtime
+
+    return runtime.producer().retry(batch, hold=hold)
 
 
 def events(after: int = 0, limit: int = 100, *, batch_id: str | None = None) -> list[Event]:

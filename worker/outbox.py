@@ -13,7 +13,7 @@ and committed in another order, so the feed never reads past its *horizon*: the 
 id below which no transaction still open can commit a row. A tick takes the last id
 drawn, then a transaction id of its own; once every transaction older than that one has
 ended (the oldest still running is younger), every id up to the tick's is committed or
-never will be (migration 0003 makes each transaction take its id before it draws one).
+never will be (migration 0005 makes each transaction take its id before it draws one).
 A long transaction therefore delays the feed, and never makes it skip an event.
 
 **Webhooks** (when ``APP_WEBHOOK_URL`` is set): a beat-driven run (tasks/outbox.py, its
@@ -103,7 +103,7 @@ _SEEN_FROM = _seen_sql("e.from_state")
 _EVENTS = sql.SQL(
     """
 SELECT e.id, e.at, e.source, {seen_from}, {seen_to}, e.facts,
-       o.trade_no, o.reference, o.batch_id, o.market, o.currency, o.amount,
+       o.trade_no, o.reference, o.batch_id, o.market, o.currency, o.amount, o.retry_of,
        coalesce(e.facts ->> 'platform_trade_no', (
            SELECT p.facts ->> 'platform_trade_no' FROM order_events p
            WHERE p.trade_no = e.trade_no AND p.id < e.id AND p.facts ? 'platform_trade_no'
@@ -142,6 +142,7 @@ class Event:
     provider_status: str | None = None
     provider_message: str | None = None
     reason: str | None = None
+    retry_of: str | None = None  # the FAILED or REVERSED payout this one enqueued again
 
     @property
     def id(self) -> str:
@@ -173,6 +174,7 @@ class Event:
                 "provider_message": self.provider_message,
                 "reason": self.reason,
                 "source": self.source,
+                "retry_of": self.retry_of,
             },
         }
 
@@ -182,7 +184,7 @@ class Event:
 
 def _event(row: Sequence[Any]) -> Event:
     (cursor, at, source, seen_from, seen_to, facts, trade_no, reference, batch_id, market,
-     currency, amount, platform_trade_no) = row  # fmt: skip
+     currency, amount, retry_of, platform_trade_no) = row  # fmt: skip
     facts = facts or {}
 
     def text(name: str) -> str | None:
@@ -208,6 +210,7 @@ def _event(row: Sequence[Any]) -> Event:
         provider_status=facts.get("provider_status"),
         provider_message=text("provider_message"),
         reason=text("reason") or text("note"),
+        retry_of=retry_of,
     )
 
 

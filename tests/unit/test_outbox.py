@@ -150,6 +150,7 @@ def test_an_event_carries_the_payout_and_the_provider_s_word_and_no_personal_dat
         "provider_message": "REJECTED_TRANSACTION account *********4636",
         "reason": None,
         "source": "webhook",
+        "retry_of": None,
     }
     wire = " ".join(e.body() for e in events)
     for personal in (ACCOUNT, NAME, "Budi", "budi@example.com", "Santoso"):
@@ -581,3 +582,20 @@ def test_beat_sends_a_run_every_second_only_when_there_is_an_endpoint(
     finally:
         monkeypatch.undo()
         runtime.reset()
+
+
+def test_a_retry_s_events_name_the_payout_it_retries(ledger: Ledger, feed: Feed) -> None:
+    failed = new_order(ledger)
+    walk(ledger, failed, State.SUBMITTING, State.FAILED)
+    start = last_id(ledger.pool)
+    fields = {"amount": "1000", "bankAccountNo": ACCOUNT, "bankCode": "0002"}
+    payout = Payout("ID", "IDR", Decimal("1000"), None, fields)
+    ((again, _),) = ledger.create_orders(
+        [payout], batch_id=new_batch_id(), market="ID", retry_of=[failed]
+    )
+    (event,) = feed.read(start, 100, wait=5.0).events
+    assert (event.trade_no, event.type, event.to_dict()["data"]["retry_of"]) == (
+        again,
+        "payout.queued",
+        failed,
+    )
