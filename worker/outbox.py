@@ -72,6 +72,7 @@ TRIP_AFTER = 3
 PROBE_CAP = 30.0
 GIVE_UP_AFTER = timedelta(days=3)  # an attempt failing this long after the event: given up
 INTAKE = 1000  # events taken into the outbox per round trip
+PATIENCE = 5.0  # seconds a run with nothing to send waits for transactions still running
 _LOCK_KEY = 0x64697362_6F757462  # "disbout": one sending run at a time, cluster-wide
 _NAME = "webhook"  # outbox_state's row
 
@@ -264,6 +265,11 @@ class Feed:
                 with self._lock:
                     self._promote(xmin)
         return self._safe
+
+    @property
+    def behind(self) -> bool:
+        """True while a tick waits for transactions to end: events may be on their way."""
+        return bool(self._ticks)
 
     def _promote(self, xmin: int) -> None:
         """Every tick whose transactions have all ended moves the horizon up to it."""
@@ -618,6 +624,7 @@ class Sender:
     def _run(self, conn: psycopg.Connection, budget: float) -> RunReport:
         report = RunReport()
         deadline = time.monotonic() + budget
+        patience = time.monotonic() + min(budget, PATIENCE)
         endpoint = self.deliveries.endpoint(conn)
         busy: dict[Future[Attempt], int] = {}
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="outbox") as pool:
@@ -630,7 +637,11 @@ class Sender:
                         for delivery in self.deliveries.due(conn, room, list(busy.values())):
                             busy[pool.submit(self.send, delivery)] = delivery.event_id
                 if not busy:
-                    break
+                    # Nothing to send: done, unless the feed waits for transactions still
+                    # running, which a run waits for a little (the next run is a second away).
+                    if not self.deliveries.feed.behind or time.monotonic() > patience:
+                        break
+                    continue
                 done, _ = wait(busy, timeout=0.2, return_when=FIRST_COMPLETED)
                 attempts = [future.result() for future in done]
                 for future in done:
