@@ -40,7 +40,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -417,13 +417,7 @@ class RunReport:
     given_up: int = 0
 
     def as_dict(self) -> dict[str, int | bool]:
-        return {
-            "ran": self.ran,
-            "taken": self.taken,
-            "delivered": self.delivered,
-            "failed_attempts": self.failed_attempts,
-            "given_up": self.given_up,
-        }
+        return asdict(self)
 
 
 @dataclass
