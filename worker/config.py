@@ -135,6 +135,11 @@ class Settings:
     # Who decides REVIEW orders from this process: DISBURSE_OPERATOR, else the login name.
     operator: str = "unknown"
 
+    # Where and how outcomes are sent to the application (worker.outbox); None: not sent.
+    # Out of reprs: the URL may carry credentials, and the secret signs every event.
+    app_webhook_url: str | None = field(default=None, repr=False)
+    app_webhook_secret: str = field(default="", repr=False)
+
     @cached_property
     def accounts(self) -> tuple[Account, ...]:
         """Every provider account, each with the markets it serves (every market has one).
@@ -354,6 +359,15 @@ def _path(env: Mapping[str, str], name: str, default: str, *fields: str) -> str:
     return raw
 
 
+def _app_webhook(env: Mapping[str, str]) -> tuple[str | None, str]:
+    """APP_WEBHOOK_URL as given (its path is the application's), and its secret."""
+    url = _optional_url(env, "APP_WEBHOOK_URL", strip=False)
+    secret = env.get("APP_WEBHOOK_SECRET") or ""
+    if url is not None and not secret:
+        raise ConfigError("APP_WEBHOOK_SECRET must be set when APP_WEBHOOK_URL is: it signs events")
+    return url, secret
+
+
 def _market_accounts(env: Mapping[str, str]) -> dict[str, MarketAccount]:
     """What each market's ``VEXORA_<MARKET>_*`` set; a market that does not exist is an error."""
     for name, value in env.items():
@@ -381,6 +395,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     def text(name: str, default: str) -> str:
         return env.get(name) or default
 
+    app_webhook_url, app_webhook_secret = _app_webhook(env)
     settings = Settings(
         database_url=_database_url(env, d.database_url),
         redis_url=_server_url(env, "REDIS_URL", d.redis_url, _REDIS_SCHEMES),
@@ -411,6 +426,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         review_after=_float(env, "REVIEW_AFTER", d.review_after),
         sweep_after=_float(env, "SWEEP_AFTER", d.sweep_after),
         lookup_budget=_float(env, "LOOKUP_BUDGET", d.lookup_budget),
+        app_webhook_url=app_webhook_url,
+        app_webhook_secret=app_webhook_secret,
         failed_payload_retention=_duration(
             env, "FAILED_PAYLOAD_RETENTION", d.failed_payload_retention
         ),

@@ -28,6 +28,7 @@ from worker.leases import Leases
 from worker.ledger import Ledger
 from worker.lookup import Lookups
 from worker.metrics import Metrics
+from worker.outbox import Deliveries, Feed, Sender
 from worker.pause import PauseSwitch
 from worker.producer import Producer
 from worker.publish import (
@@ -242,9 +243,29 @@ def decisions() -> Decisions:
     return Decisions(ledger(), lambda order: lookups().ask(order, budget))
 
 
+@cache
+def feed() -> Feed:
+    """The application's event feed (its horizon's ticks are kept per process)."""
+    return Feed(pool())
+
+
+@cache
+def deliveries() -> Deliveries:
+    return Deliveries(pool(), feed())
+
+
+@cache
+def sender() -> Sender | None:
+    """The webhook sender to APP_WEBHOOK_URL; None when it is not set."""
+    settings = get_settings()
+    if settings.app_webhook_url is None:
+        return None
+    return Sender(deliveries(), settings.app_webhook_url, settings.app_webhook_secret)
+
+
 _BUILT = (redis_client, pool, ledger, pause_switch, metrics, _vexora, details, leases,
           in_flight, lookups, _submitter, submitter, reconciler, producer,
-          batch_controls, decisions)  # fmt: skip
+          batch_controls, decisions, feed, deliveries, sender)  # fmt: skip
 
 
 def _forget_built() -> None:

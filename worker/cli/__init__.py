@@ -14,7 +14,7 @@ import click
 import psycopg
 import redis
 
-from worker.cli import batch, db, local, operate, review
+from worker.cli import batch, db, events, local, operate, review
 from worker.cli.common import SystemProblem, UserError
 from worker.exceptions import ConfigError, SchemaBehind
 from worker.redact import mask_text
@@ -41,6 +41,8 @@ Environment (a .env file in the current directory may supply it):
   SUBMIT_BUDGET, LOOKUP_BUDGET
                       seconds a submit or lookup task works before handing on
   DISBURSE_KEY_PREFIX the first part of every Redis key
+  APP_WEBHOOK_URL, APP_WEBHOOK_SECRET
+                      where and how payouts' events are sent to the application
 """
 
 
@@ -121,6 +123,7 @@ for command in (
     local.demo,
 ):
     main.add_command(command)
+main.add_command(events.events)
 main.add_command(review.review)
 main.add_command(review.resolve)
 main.add_command(review.retry)
