@@ -21,6 +21,7 @@ The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from importlib import metadata
 from typing import Any
 
 from worker.controls import ControlResult, Paused, Resumed
@@ -36,7 +37,11 @@ from worker.ledger import BatchSummary, Order
 from worker.producer import BatchResult
 from worker.states import State
 
+# The installed distribution's version: one number, kept in pyproject.toml.
+__version__ = metadata.version("disburse")
+
 __all__ = [
+    "__version__",
     "BatchNotFound",
     "BatchResult",
     "BatchSummary",

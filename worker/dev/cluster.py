@@ -1,7 +1,7 @@
 """A whole disburse system on this machine: private Redis and PostgreSQL, the sandbox
 provider, the webhook receiver, and real ``celery worker`` / ``celery beat`` processes
-started from the Procfile's own lines. The demo, the integration and chaos tests and
-the benchmarks all run on it.
+started from the Procfile's own lines (:data:`PROCESSES`). ``disburse up``, the demo,
+the integration and chaos tests and the benchmarks all run on it.
 
 The database's schema is upgraded before any process starts (the processes only
 check it, see :mod:`worker.db.readiness`).
@@ -26,12 +26,22 @@ from worker.dev.redis_server import RedisServer, free_port
 from worker.dev.service import Service
 from worker.sandbox import Sandbox, SandboxConfig
 
-PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
+# The Procfile's lines, here so that an installed package (no Procfile in site-packages)
+# starts the same processes; tests/unit/test_cluster.py keeps the two the same.
+PROCESSES = {
+    "web": "waitress-serve --listen=127.0.0.1:${PORT:-8701} --threads=8 worker.notify:app",
+    "worker": "celery -A worker.app worker -Q submit,resubmit,reconcile --concurrency=4"
+    " --loglevel=INFO",
+    "beat": "celery -A worker.app beat --loglevel=INFO",
+}
 
 
-def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
+def procfile_commands(text: str | None = None) -> dict[str, list[str]]:
+    """Each process's command line, from a Procfile's ``text`` (None: :data:`PROCESSES`)."""
+    if text is None:
+        return {name: shlex.split(command) for name, command in PROCESSES.items()}
     commands: dict[str, list[str]] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         name, sep, command = line.partition(":")
         if sep and name.strip() and not name.startswith("#"):
             commands[name.strip()] = shlex.split(command)
@@ -40,7 +50,15 @@ def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
 
 class LocalCluster(Service):
     """``database_url`` None: a private PostgreSQL (``postgres``, restartable through
-    :meth:`restart_postgres`); given: that database, upgraded at start, never stopped."""
+    :meth:`restart_postgres`); given: that database, upgraded at start, never stopped.
+    ``redis_url`` likewise (None: a private Redis, ``redis``). ``provider_url`` given:
+    that payout provider (and its details API, from the environment), no sandbox.
+
+    ``port`` is the web receiver's (None: a free one). The sandbox delivers webhooks
+    there when the cluster runs the receiver, or when ``port`` is given for one started
+    elsewhere (``honcho start``); a payout's own notifyUrl is its public face only, so
+    it stays HTTPS as JP and KH require.
+    """
 
     def __init__(
         self,
@@ -51,7 +69,10 @@ class LocalCluster(Service):
         web: bool = True,
         appendonly: bool = False,
         database_url: str | None = None,
+        redis_url: str | None = None,
+        provider_url: str | None = None,
         sandbox: SandboxConfig | None = None,
+        port: int | None = None,
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
     ) -> None:
@@ -59,18 +80,27 @@ class LocalCluster(Service):
         self.concurrency = concurrency
         self.with_beat = beat
         self.with_web = web
-        self.redis = RedisServer(appendonly=appendonly)
+        self.redis: RedisServer | None = None
+        if redis_url is None:
+            self.redis = RedisServer(appendonly=appendonly)
+            redis_url = self.redis.url
+        self.redis_url = redis_url
         self.postgres: PostgresServer | None = None
         if database_url is None:
             # Not durable (fsync off): its data survives the server's crash, not the machine's.
             self.postgres = PostgresServer(durable=False)
             database_url = self.postgres.url
         self.database_url = database_url
-        self.sandbox = Sandbox(sandbox or SandboxConfig())
+        self.provider_url = provider_url
+        self.sandbox: Sandbox | None = None
+        if provider_url is None:
+            self.sandbox = Sandbox(sandbox or SandboxConfig())
         self.extra_env = dict(env or {})
         self._tmp = tempfile.TemporaryDirectory(prefix="disburse-cluster-")
         self.log_dir = log_dir or Path(self._tmp.name)
-        self.web_port = free_port()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._deliver_webhooks = web or port is not None
+        self.web_port = port or free_port()
         self.workers: list[subprocess.Popen[bytes] | None] = []
         self.beats: list[subprocess.Popen[bytes]] = []
         self.web: subprocess.Popen[bytes] | None = None
@@ -82,20 +112,23 @@ class LocalCluster(Service):
 
     def env(self) -> dict[str, str]:
         """The environment every process of this cluster reads its settings from."""
-        env = {
-            "REDIS_URL": self.redis.url,
-            "DATABASE_URL": self.database_url,
-            "VEXORA_BASE_URL": self.sandbox.url,
-            "DETAILS_BASE_URL": self.sandbox.url,
+        env = {"REDIS_URL": self.redis_url, "DATABASE_URL": self.database_url}
+        if self.sandbox is not None:
+            env["VEXORA_BASE_URL"] = env["DETAILS_BASE_URL"] = self.sandbox.url
             # JP and KH require HTTPS: the public URL stays HTTPS; the sandbox delivers
             # the webhooks to the local receiver (SandboxConfig.webhook_target).
-            "NOTIFY_URL": "https://disburse.example/notify",
-            "RECONCILE_EVERY": "5",
-            "RECONCILE_AFTER": "5",
-            "SWEEP_AFTER": "60",
-            "PORT": str(self.web_port),
-            "PYTHONUNBUFFERED": "1",
-        }
+            env["NOTIFY_URL"] = "https://disburse.example/notify"
+        else:
+            env["VEXORA_BASE_URL"] = str(self.provider_url)
+        env.update(
+            {
+                "RECONCILE_EVERY": "5",
+                "RECONCILE_AFTER": "5",
+                "SWEEP_AFTER": "60",
+                "PORT": str(self.web_port),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -112,13 +145,15 @@ class LocalCluster(Service):
     def start(self) -> LocalCluster:
         """Start everything; should any part fail, stop what started, then raise."""
         try:
-            self.redis.start()
+            if self.redis is not None:
+                self.redis.start()
             if self.postgres is not None:
                 self.postgres.start()
             migrate.upgrade(self.database_url)
-            if self.with_web:
-                self.sandbox.config.webhook_target = self.receiver_url
-            self.sandbox.start()
+            if self.sandbox is not None:
+                if self._deliver_webhooks:
+                    self.sandbox.config.webhook_target = self.receiver_url
+                self.sandbox.start()
             if self.with_web:
                 self.web = self._spawn("web", [], "web.log")
             for index in range(self.worker_count):
@@ -152,6 +187,8 @@ class LocalCluster(Service):
 
     def restart_redis(self, down_for: float = 0.0) -> None:
         """Stop Redis (SIGTERM: AOF flushed), keep it down ``down_for`` s, start it again."""
+        if self.redis is None:
+            raise RuntimeError("this cluster runs on a given REDIS_URL: not its to restart")
         self.redis.stop()
         time.sleep(down_for)
         self.redis.start()
@@ -204,8 +241,10 @@ class LocalCluster(Service):
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
         self.workers, self.beats, self.web = [], [], None
-        self.sandbox.stop()
-        self.redis.close()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        if self.redis is not None:
+            self.redis.close()
         if self.postgres is not None:
             self.postgres.close()
 
