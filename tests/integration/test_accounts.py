@@ -88,15 +88,15 @@ def test_a_systemic_rejection_pauses_only_that_account(
         assert not trade_nos(ar_batch) & set(cluster.sandbox.payouts())
 
         capsys.readouterr()
-        assert cli.main(["status", ar_batch, "--json"]) == 0
+        assert cli.run(["status", ar_batch, "--json"]) == 0
         status = json.loads(capsys.readouterr().out)
         assert status["paused"]["account"] == "AR" and "4001" in status["paused"]["reason"]
-        assert cli.main(["status", id_batch, "--json"]) == 0
+        assert cli.run(["status", id_batch, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["paused"] is None
 
         # The operator fixes the secret and resumes: AR's orders go, each paid once.
         cluster.sandbox.configure(accounts={"M-AR": {"app_secret": "ar-S3CRET-k4"}})
-        assert cli.main(["resume"]) == 0
+        assert cli.run(["resume"]) == 0
         assert "was paused: provider account AR" in capsys.readouterr().out
         wait_settled(runtime.ledger(), [ar_batch], timeout=60)
         assert counts(ar_batch) == {State.SUCCEEDED: 10}

@@ -94,7 +94,7 @@ def test_cli_export_keeps_its_columns_and_writes_formulas_as_text(
     monkeypatch.setattr(runtime, "ledger", lambda: ledger)
     trade_no, _ = create(ledger, payout("-1-1", amount="250000"), payout(None))
     path = tmp_path / "out.csv"
-    assert cli.main(["export", "b1", "--output", str(path)]) == 0
+    assert cli.run(["export", "b1", "--output", str(path)]) == 0
     assert "wrote 2 payouts" in capsys.readouterr().out
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))

@@ -250,7 +250,7 @@ def test_cli_enqueue_json_reports_rows_and_exits_1(
     path.write_text(
         "amount,customerName,mobile,email,bankAccountNo,bankCode\n5,A,0812345678,a@b.co,1,0002\n"
     )
-    assert cli.main(["enqueue", str(path), "--market", "ID", "--json"]) == 1
+    assert cli.run(["enqueue", str(path), "--market", "ID", "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["batch_id"] is None and out["accepted"] == 0
     assert out["rejected"][0]["row"] == 2 and "amount" in out["rejected"][0]["errors"]
@@ -276,7 +276,7 @@ def test_cli_enqueue_prints_both_rows_of_a_repeated_reference(
         "inv-1,100000,A,0812345678,a@b.co,1111,0002\n"
         "inv-1,250000,B,0812345679,b@b.co,2222,0002\n"
     )
-    assert cli.main(["enqueue", str(path), "--market", "ID"]) == 1
+    assert cli.run(["enqueue", str(path), "--market", "ID"]) == 1
     captured = capsys.readouterr()
     assert "row 3: reference: Same reference as row 2." in captured.err
     assert "1 already enqueued" not in captured.out + captured.err
@@ -286,7 +286,7 @@ def test_cli_enqueue_prints_both_rows_of_a_repeated_reference(
 def test_cli_reports_a_missing_file_without_a_trace(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert cli.main(["enqueue", "/nonexistent/x.csv", "--market", "ID"]) == 1
+    assert cli.run(["enqueue", "/nonexistent/x.csv", "--market", "ID"]) == 1
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -295,5 +295,5 @@ def test_cli_unknown_market_is_a_clear_error(
 ) -> None:
     path = tmp_path / "b.csv"
     path.write_text("amount\n1\n")
-    assert cli.main(["enqueue", str(path), "--market", "XX"]) == 1
+    assert cli.run(["enqueue", str(path), "--market", "XX"]) == 1
     assert "XX" in capsys.readouterr().err
