@@ -41,7 +41,6 @@ from worker.states import State
 __version__ = metadata.version("disburse")
 
 __all__ = [
-    "__version__",
     "BatchNotFound",
     "BatchResult",
     "BatchSummary",
@@ -55,6 +54,7 @@ __all__ = [
     "Resumed",
     "State",
     "UnknownMarket",
+    "__version__",
     "approve",
     "batch_summary",
     "cancel",

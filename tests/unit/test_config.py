@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,28 @@ def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
     assert settings.claim_lease > settings.task_time_limit
     with pytest.raises(ConfigError, match=r"^LOOKUP_BUDGET=.* is not a number"):
         load_settings({"LOOKUP_BUDGET": "soon"})
+
+
+def test_notify_url_has_no_default_that_would_lose_webhooks() -> None:
+    # Only the deployment knows its public URL; the old loopback guess served nothing.
+    assert load_settings({}).notify_url == ""
+
+
+def test_a_dotenv_in_the_working_directory_fills_gaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.config import get_settings
+
+    folder = tmp_path / "project" / "inner"
+    folder.mkdir(parents=True)
+    (folder.parent / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/5\nSWEEP_AFTER=77\n")
+    monkeypatch.chdir(folder)  # the nearest folder above holds the .env
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("SWEEP_AFTER", "99")  # the environment wins over the file
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert settings.redis_url == "redis://127.0.0.1:1/5"
+    assert settings.sweep_after == 99.0

@@ -20,6 +20,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import requests
+
 from worker.db import migrate
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
@@ -34,6 +36,9 @@ PROCESSES = {
     " --loglevel=INFO",
     "beat": "celery -A worker.app beat --loglevel=INFO",
 }
+
+# The module each Procfile program runs (``python -m``).
+_MODULES = {"celery": "celery", "waitress-serve": "waitress"}
 
 
 def procfile_commands(text: str | None = None) -> dict[str, list[str]]:
@@ -135,8 +140,9 @@ class LocalCluster(Service):
     def _spawn(self, name: str, extra: list[str], log_name: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env()}
         command = [_expand(part, env) for part in self._commands[name]] + extra
-        if command[0] in ("celery", "waitress-serve"):
-            command[0] = str(Path(sys.executable).with_name(command[0]))
+        # This interpreter runs the program's module: no console script on PATH needed.
+        # -P: the working directory is not put first on sys.path, as for the script.
+        command[:1] = [sys.executable, "-P", "-m", _MODULES[command[0]]]
         log = open(self.log_dir / log_name, "ab")  # noqa: SIM115 - the child owns it
         return subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -219,15 +225,20 @@ class LocalCluster(Service):
         }
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until every worker answers a ping."""
+        """Until every worker answers a ping and the web receiver its health check."""
         from worker.app import app
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             replies = app.control.ping(timeout=1.0) or []
             if len(replies) >= sum(1 for w in self.workers if w is not None):
-                return
-        raise TimeoutError("workers did not come up; see " + str(self.log_dir))
+                break
+        else:
+            raise TimeoutError("workers did not come up; see " + str(self.log_dir))
+        while self.with_web and not _answers(f"http://127.0.0.1:{self.web_port}/healthz"):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the web receiver did not come up; see " + str(self.log_dir))
+            time.sleep(0.1)
 
     def stop(self) -> None:
         processes = [p for p in [*self.workers, *self.beats, self.web] if p is not None]
@@ -260,6 +271,13 @@ def _expand(part: str, env: Mapping[str, str]) -> str:
         end = part.index("}", start)
         part = part[:start] + env["PORT"] + part[end + 1 :]
     return part
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1.0).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
