@@ -201,7 +201,7 @@ def test_servers_only_under_honcho_on_the_procfile(folder: Path) -> None:
     up = Up(folder, "--servers-only", "--port", port, env=clean_env(RECONCILE_AFTER="3600"))
     web: subprocess.Popen[bytes] | None = None
     try:
-        up.wait_for("Next, in a second shell in this directory: honcho start")
+        up.wait_for("honcho start")
         assert dotenv_values(folder / ".env")["PORT"] == port
         started = descendants(up.process.pid)
         with (folder / "honcho.log").open("wb") as log:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -208,9 +209,23 @@ def _print_ready(
     print("For a shell elsewhere, paste:")
     for name, value in env.items():
         print(f"  export {name}={shlex.quote(mask_text(value))}")
+    activate = _activate()
     if servers_only:
-        print("\nNext, in a second shell in this directory: honcho start")
+        print(f"\nNext, in a second shell in this directory:{activate} honcho start")
     else:
         print("\nNext, in a second shell in this directory, e.g.:")
-        print("  disburse enqueue payouts.csv --market ID")
+        print(f" {activate} disburse enqueue payouts.csv --market ID")
     sys.stdout.flush()
+
+
+def _activate() -> str:
+    """`` . .venv/bin/activate &&`` when the virtualenv running this is not on PATH."""
+    bin_dir = Path(sys.executable).parent
+    script = shutil.which("disburse")
+    if not (bin_dir / "activate").is_file() or (script and Path(script).parent == bin_dir):
+        return ""
+    try:
+        shown = bin_dir.relative_to(Path.cwd())
+    except ValueError:
+        shown = bin_dir
+    return f" . {shlex.quote(str(shown / 'activate'))} &&"
