@@ -29,7 +29,7 @@ from worker.dev.service import Service
 from worker.sandbox import Sandbox, SandboxConfig
 
 # The Procfile's lines, here so that an installed package (no Procfile in site-packages)
-# starts the same processes; tests/unit/test_cluster.py keeps the two the same.
+# starts the same processes; tests/unit/test_packaging.py keeps the two the same.
 PROCESSES = {
     "web": "waitress-serve --listen=127.0.0.1:${PORT:-8701} --threads=8 worker.notify:app",
     "worker": "celery -A worker.app worker -Q submit,resubmit,reconcile --concurrency=4"
