@@ -86,10 +86,10 @@ class MarketAccount:
 
 @dataclass(frozen=True)
 class Settings:
-    # The ledger. Out of reprs: a URL may carry the password.
+    # Server URLs stay out of reprs: a URL may carry the password.
     database_url: str = field(default="postgresql://127.0.0.1:5432/disburse", repr=False)
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str = ""
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    broker_url: str = field(default="", repr=False)
     key_prefix: str = KEY_PREFIX
 
     vexora_base_url: str = "http://127.0.0.1:8700"
@@ -206,6 +206,12 @@ class Settings:
         task are taken up sooner, through their leases (worker.leases).
         """
         return math.ceil(MAX_DELAY + 2 * self.task_time_limit + 60.0)
+
+    @property
+    def token_lock_timeout(self) -> float:
+        """How long one process may hold the OAuth refresh lock: longer than a fetch can
+        take, or a second process starts fetching while the first is still at it."""
+        return sum(self.timeouts) + 5.0
 
     @property
     def timeouts(self) -> tuple[float, float]:

@@ -20,7 +20,7 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,7 +50,8 @@ _MS = timedelta(milliseconds=1)
 _ORDER_COLUMNS = sql.SQL(
     "trade_no, batch_id, market, currency, amount, reference, state, created_at, updated_at, "
     "attempts, platform_trade_no, provider_status, provider_message, reason, discrepancy, "
-    "unseen_at, resubmits, row_no, state_entered_at, fee, total_debited, masked"
+    "unseen_at, resubmits, row_no, state_entered_at, fee, total_debited, masked, "
+    "fee_currency, total_debited_currency, recheck_at"
 )
 
 # One statement per change of state, for one order or many: lock the orders (in one
@@ -167,6 +168,15 @@ _OPEN_STATES = sql.SQL(
     "WHERE state NOT IN ({}) GROUP BY state"
 ).format(sql.SQL(", ").join(sql.Literal(str(state)) for state in sorted(FINAL_STATES)))
 
+# A batch's fees and totals debited per state and currency (each in its own currency).
+_COSTS = """
+SELECT 'fee', state, fee_currency, sum(fee) FROM orders
+WHERE batch_id = %(batch)s AND fee IS NOT NULL GROUP BY state, fee_currency
+UNION ALL
+SELECT 'debited', state, total_debited_currency, sum(total_debited) FROM orders
+WHERE batch_id = %(batch)s AND total_debited IS NOT NULL GROUP BY state, total_debited_currency
+"""
+
 
 def new_trade_no() -> str:
     """32 lowercase hex characters: within the provider's 32-character alphanumeric limit."""
@@ -203,6 +213,22 @@ class Order:
     fee: Decimal | None = None  # from the details API
     total_debited: Decimal | None = None  # from the details API
     masked: Mapping[str, str] | None = None  # the fields sent, masked for display
+    fee_currency: str | None = None
+    total_debited_currency: str | None = None
+    # When a failure was reported for this SUCCEEDED order (not by the details API): its
+    # reversal waits for the details API's word (Ledger.apply_report).
+    recheck_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """What the details API says a payout cost: its fees and the total debited, each
+    with its currency (None where the answer does not say)."""
+
+    fee: Decimal | None = None
+    fee_currency: str | None = None
+    total: Decimal | None = None
+    total_currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +253,9 @@ class BatchSummary:
     created_ms: int
     market: str
     held_reason: str | None = None
+    # What the details API says the orders cost, per state and currency.
+    fees: dict[State, dict[str, Decimal]] = field(default_factory=dict)
+    debited: dict[State, dict[str, Decimal]] = field(default_factory=dict)
 
     @property
     def settled_count(self) -> int:
@@ -244,13 +273,22 @@ class BatchSummary:
             "market": self.market,
             "total": self.total,
             "counts": {str(s): n for s, n in self.counts.items()},
-            "amounts": {
-                str(s): {cur: str(v) for cur, v in by_cur.items()}
-                for s, by_cur in self.amounts.items()
-            },
+            "amounts": _by_state(self.amounts),
             "discrepancies": self.discrepancies,
             "held_reason": self.held_reason,
+            "fees": _by_state(self.fees),
+            "debited": _by_state(self.debited),
         }
+
+
+def _by_state(sums: dict[State, dict[str, Decimal]]) -> dict[str, dict[str, str]]:
+    return {str(s): {cur: str(v) for cur, v in by_cur.items()} for s, by_cur in sums.items()}
+
+
+def _currency(code: str | None) -> str | None:
+    """A currency code as the ledger keeps it (``IDR``), or None for anything else."""
+    code = (code or "").strip().upper()
+    return code if len(code) == 3 and code.isascii() and code.isalpha() else None
 
 
 def _ms(at: datetime) -> int:
@@ -267,7 +305,7 @@ def _order(row: Sequence[Any]) -> Order:
         trade_no, batch_id, market, currency, amount, reference, state, created_at,
         updated_at, attempts, platform_trade_no, provider_status, provider_message, reason,
         discrepancy, unseen_at, resubmits, row_no, state_entered_at, fee, total_debited,
-        masked,
+        masked, fee_currency, total_debited_currency, recheck_at,
     ) = row  # fmt: skip
     return Order(
         trade_no=trade_no,
@@ -292,6 +330,9 @@ def _order(row: Sequence[Any]) -> Order:
         fee=fee,
         total_debited=total_debited,
         masked=masked,
+        fee_currency=fee_currency,
+        total_debited_currency=total_debited_currency,
+        recheck_ms=_ms(recheck_at) if recheck_at is not None else None,
     )
 
 
@@ -449,12 +490,18 @@ class Ledger:
                 "WHERE batch_id = %s GROUP BY state, currency",
                 (batch_id,),
             ).fetchall()
+            costs = conn.execute(_COSTS, {"batch": batch_id}).fetchall()
         total, created_at, market, held_reason, discrepancies = head
         counts: dict[State, int] = {}
         amounts: dict[State, dict[str, Decimal]] = {}
         for state, currency, n, amount in rows:
             counts[State(state)] = counts.get(State(state), 0) + n
             amounts.setdefault(State(state), {})[currency] = amount
+        fees: dict[State, dict[str, Decimal]] = {}
+        debited: dict[State, dict[str, Decimal]] = {}
+        for kind, state, currency, amount in costs:
+            sums = fees if kind == "fee" else debited
+            sums.setdefault(State(state), {})[currency] = amount
         return BatchSummary(
             batch_id=batch_id,
             total=total,
@@ -464,6 +511,8 @@ class Ledger:
             created_ms=_ms(created_at),
             market=market,
             held_reason=held_reason,
+            fees=fees,
+            debited=debited,
         )
 
     def set_batch_note(self, batch_id: str, name: str, value: str | None) -> None:
@@ -746,7 +795,14 @@ class Ledger:
             ).fetchall()
         return [trade_no for (trade_no,) in rows]
 
-    def apply_report(self, trade_no: str, report: ProviderReport, *, source: Source) -> Outcome:
+    def apply_report(
+        self,
+        trade_no: str,
+        report: ProviderReport,
+        *,
+        source: Source,
+        debit: Debit | None = None,
+    ) -> Outcome:
         """Apply what the provider said about an order: the one rule for every source.
 
         ``source`` (submit, webhook, lookup) goes into the order's history. The report
@@ -754,7 +810,29 @@ class Ledger:
         that contradicts the order's own final state is recorded as a discrepancy and
         never applied; anything else (a late PROCESSING, a report for an unsent order)
         changes nothing.
+
+        ``debit`` comes with the details API's answer, and only with it: what the payout
+        cost is recorded, and the details API alone may reverse a payout. Its report of
+        a failure moves a SUCCEEDED order to REVERSED. The same report from anyone else
+        (a webhook, a query or submit answer: a mistaken or forged one must not move
+        money state) is recorded as a discrepancy, and the order is marked for the
+        reconcile pass to ask the details API (:meth:`rechecks`).
         """
+        if debit is not None:
+            self._record_debit(trade_no, debit)
+            if report.state is State.FAILED:
+                reversal = self.transition(
+                    trade_no,
+                    State.REVERSED,
+                    source=source,
+                    expect=[State.SUCCEEDED],
+                    platform_trade_no=report.platform_trade_no,
+                    provider_status=report.status,
+                    provider_message=report.message,
+                    reason="the details API says it failed after success",
+                )
+                if reversal.outcome in ("ok", "same"):
+                    return Outcome.MOVED if reversal.moved else Outcome.SAME
         result = self.transition(
             trade_no,
             report.state,
@@ -764,6 +842,13 @@ class Ledger:
             provider_status=report.status,
             provider_message=report.message,
         )
+        if (
+            result.outcome == "final"
+            and result.previous is State.SUCCEEDED
+            and report.state is State.FAILED
+            and debit is None
+        ):
+            self._mark_recheck(trade_no)
         match result.outcome:
             case "ok":
                 return Outcome.MOVED
@@ -775,3 +860,53 @@ class Ledger:
                 return Outcome.DISCREPANCY
             case _:
                 return Outcome.IGNORED
+
+    def _record_debit(self, trade_no: str, debit: Debit) -> None:
+        """Store what the details API says the payout cost: each amount with its currency
+        (three capitals, as the orders' own), or not at all."""
+        fee_currency = _currency(debit.fee_currency) if debit.fee is not None else None
+        total_currency = _currency(debit.total_currency) if debit.total is not None else None
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE orders SET fee = coalesce(%s, fee), fee_currency = coalesce(%s, "
+                "fee_currency), total_debited = coalesce(%s, total_debited), "
+                "total_debited_currency = coalesce(%s, total_debited_currency) "
+                "WHERE trade_no = %s",
+                (
+                    debit.fee if fee_currency else None,
+                    fee_currency,
+                    debit.total if total_currency else None,
+                    total_currency,
+                    trade_no,
+                ),
+            )
+
+    def _mark_recheck(self, trade_no: str) -> None:
+        """A failure was reported for this SUCCEEDED order: ask the details API (again)."""
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE orders SET recheck_at = date_trunc('milliseconds', now()) "
+                "WHERE trade_no = %s AND state = 'SUCCEEDED'",
+                (trade_no,),
+            )
+
+    def rechecks(self, limit: int = PAGE) -> list[tuple[str, int]]:
+        """SUCCEEDED orders a failure was reported for, to ask the details API about:
+        (tradeNo, when marked in ms), the earliest first."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT trade_no, recheck_at FROM orders "
+                "WHERE recheck_at IS NOT NULL AND state = 'SUCCEEDED' "
+                "ORDER BY recheck_at, trade_no LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [(trade_no, _ms(at)) for trade_no, at in rows]
+
+    def recheck_done(self, trade_no: str, marked_ms: int) -> None:
+        """The details API was asked about the order after it was marked at ``marked_ms``:
+        that mark (and any earlier) is cleared; a failure reported since keeps it."""
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE orders SET recheck_at = NULL WHERE trade_no = %s AND recheck_at <= %s",
+                (trade_no, _at(marked_ms)),
+            )

@@ -16,6 +16,10 @@ EXPORT_COLUMNS = [
     "market",
     "currency",
     "amount",
+    "fee",
+    "feeCurrency",
+    "totalDebited",
+    "totalDebitedCurrency",
     "state",
     "platformTradeNo",
     "providerStatus",
@@ -65,8 +69,12 @@ def status_text(data: dict[str, Any]) -> str:
     for state in State:
         n = data["counts"].get(str(state), 0)
         if n:
-            amounts = ", ".join(f"{v} {c}" for c, v in data["amounts"].get(str(state), {}).items())
-            lines.append(f"  {state:<11} {n:>8}   {amounts}")
+            # What the details API says they cost, next to the amounts.
+            parts = [f"  {state:<11} {n:>8}", _money(data["amounts"], state)]
+            for key in ("fees", "debited"):
+                if money := _money(data[key], state):
+                    parts.append(f"{key} {money}")
+            lines.append("   ".join(parts))
     if data.get("by_market"):
         lines.append("by market:")
         lines += [f"  {key:<16} {n:>8}" for key, n in data["by_market"].items()]
@@ -78,6 +86,11 @@ def status_text(data: dict[str, Any]) -> str:
         )
     lines.append("settled" if data["settled"] else "in progress")
     return "\n".join(lines)
+
+
+def _money(sums: dict[str, dict[str, str]], state: State) -> str:
+    """A state's sums per currency: ``100000 IDR, 50 USD``."""
+    return ", ".join(f"{v} {c}" for c, v in sums.get(str(state), {}).items())
 
 
 def progress_bar(done: int, total: int, width: int = 40, suffix: str = "") -> str:
@@ -114,6 +127,10 @@ def export_csv(ledger: Ledger, batch_ids: Sequence[str], out: IO[str]) -> int:
             order.market,
             order.currency,
             order.amount,
+            order.fee,
+            order.fee_currency,
+            order.total_debited,
+            order.total_debited_currency,
             order.state,
             order.platform_trade_no,
             order.provider_status,

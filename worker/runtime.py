@@ -113,7 +113,13 @@ def details() -> DetailsClient:
         metrics().token_refresh()
         return fetch()
 
-    tokens = TokenCache(redis_client(), fetch_token, key=keys.oauth_token(settings.key_prefix))
+    tokens = TokenCache(
+        redis_client(),
+        fetch_token,
+        key=keys.oauth_token(settings.key_prefix),
+        lock_timeout=settings.token_lock_timeout,
+        wait_timeout=settings.token_lock_timeout + 5.0,  # a waiter outlasts one fetch
+    )
     return DetailsClient.from_settings(settings, tokens)
 
 

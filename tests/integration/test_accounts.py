@@ -66,8 +66,11 @@ def test_each_market_is_signed_sent_and_limited_as_its_own_account(
         stats = cluster.sandbox.stats()
         assert stats["bad_sign"] == stats["unknown_merchant"] == 0
         # Each under its own limit (AR's 20 orders at the shared 20/s would burst past 5).
-        assert stats["accounts"]["M-AR"]["max_payout_requests_per_second"] <= 5
-        assert stats["accounts"][merchant]["max_payout_requests_per_second"] <= 20
+        # The limiter spaces permits on the Redis clock; the sandbox sees them a little
+        # later, each delayed by how soon its worker got the CPU, so a request delayed
+        # more than its successor can land one more in a sliding second: one of slack.
+        assert stats["accounts"]["M-AR"]["max_payout_requests_per_second"] <= 5 + 1
+        assert stats["accounts"][merchant]["max_payout_requests_per_second"] <= 20 + 1
         for log in cluster.log_dir.glob("*.log"):
             assert "ar-S3CRET-k4" not in log.read_text(errors="replace"), log.name
 

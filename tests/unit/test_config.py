@@ -116,7 +116,11 @@ def test_empty_market_values_fall_back() -> None:
 
 def test_secrets_stay_out_of_reprs() -> None:
     database = {"DATABASE_URL": "postgresql://app:secret-pw@db.example/disburse"}
-    settings = load_settings({**PLAIN, **AR, **database})
+    servers = {
+        "REDIS_URL": "redis://:secret-redis@cache.example/0",
+        "CELERY_BROKER_URL": "amqp://app:secret-mq@mq.example//",
+    }
+    settings = load_settings({**PLAIN, **AR, **database, **servers})
     assert settings.database_url == database["DATABASE_URL"]
     assert "secret-" not in repr(settings)
     assert "secret-" not in repr(settings.accounts)
@@ -165,6 +169,12 @@ def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
     assert settings.claim_lease > settings.task_time_limit
     with pytest.raises(ConfigError, match=r"^LOOKUP_BUDGET=.* is not a number"):
         load_settings({"LOOKUP_BUDGET": "soon"})
+
+
+def test_the_oauth_refresh_lock_outlasts_the_slowest_token_fetch() -> None:
+    settings = load_settings({"HTTP_CONNECT_TIMEOUT": "4", "HTTP_READ_TIMEOUT": "30"})
+
+    assert settings.token_lock_timeout > 4 + 30
 
 
 def test_notify_url_has_no_default_that_would_lose_webhooks() -> None:
