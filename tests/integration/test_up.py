@@ -23,7 +23,10 @@ import psycopg
 import pytest
 from dotenv import dotenv_values
 
+from schemas import validate_rows
 from worker.dev.samples import sample_rows
+from worker.ledger import Ledger
+from worker.states import State
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +267,24 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float 
             pass
         time.sleep(0.2)
     raise AssertionError(f"nothing answers on port {port}")
+
+
+def test_the_sandbox_never_takes_the_open_payouts_of_a_database_of_yours(
+    folder: Path, ledger: Ledger, ledger_url: str
+) -> None:
+    (payout,) = [p for _, p in validate_rows("ID", enumerate(sample_rows("ID", 1)),
+                                              notify_url="https://x.example/n")[0]]  # fmt: skip
+    ledger.create_orders([payout], batch_id="b-yours", market="ID")
+    done = subprocess.run(
+        [DISBURSE, "up", "--port", "0"],
+        cwd=folder,
+        env=clean_env(DATABASE_URL=ledger_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "holds 1 payout not yet final, which the sandbox provider must not take" in (done.stderr)
+    assert not (folder / ".env").exists() and "running" not in done.stdout
+    assert ledger.state_counts() == {State.QUEUED: 1}  # nothing touched it

@@ -191,7 +191,8 @@ def test_a_dotenv_in_the_working_directory_fills_gaps(
     folder.mkdir(parents=True)
     (folder.parent / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/5\nSWEEP_AFTER=77\n")
     monkeypatch.chdir(folder)  # the nearest folder above holds the .env
-    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "")  # so that the value the .env sets is undone too
+    monkeypatch.delenv("REDIS_URL")
     monkeypatch.setenv("SWEEP_AFTER", "99")  # the environment wins over the file
     get_settings.cache_clear()
     try:

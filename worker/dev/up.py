@@ -26,13 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from worker.db.readiness import unreachable
 from worker.dev.cluster import LocalCluster
 from worker.redact import mask_text
 from worker.sandbox import SandboxConfig
+from worker.states import FINAL_STATES
 
 # The first line of every .env this command writes: one without it is the user's own.
 MARK = "# Written by `disburse up`"
-DEFAULT_PORT = 8701  # the Procfile's web port when PORT is unset
 # Settings the cluster chooses for its processes that a user's environment overrides.
 _YOURS_WIN = ("NOTIFY_URL", "RECONCILE_EVERY", "RECONCILE_AFTER", "SWEEP_AFTER")
 # What a second shell needs (PYTHONUNBUFFERED is only for the processes' logs).
@@ -98,6 +101,22 @@ def run(
         given = {k: v for k, v in os.environ.items() if found.get(k) != v}
     else:
         given = {**found, **os.environ}  # yours: read, as every command reads it
+    if given.get("DATABASE_URL") and not given.get("VEXORA_BASE_URL"):
+        # Its workers would send the payouts not yet final there to the sandbox, which
+        # would "pay" them.
+        url = given["DATABASE_URL"]
+        try:
+            count = _open_payouts(url)
+        except psycopg.OperationalError as exc:
+            print(f"error: {unreachable(url, exc)}", file=sys.stderr)
+            return 2
+        if count:
+            payouts = f"{count} payout{'' if count == 1 else 's'}"
+            print(f"error: DATABASE_URL ({mask_text(url)}) holds {payouts} not yet final, "
+                  "which the sandbox provider must not take: use an empty database (unset "
+                  "DATABASE_URL for a private one), or set VEXORA_BASE_URL to their provider",
+                  file=sys.stderr)  # fmt: skip
+            return 1
     log_dir = log_dir.resolve()
     cluster = LocalCluster(
         workers=0 if servers_only else workers,
@@ -140,6 +159,18 @@ def run(
         if write_env and _ours(env_file):
             env_file.unlink(missing_ok=True)
         print(f"stopped: every process and server it started; logs kept in {log_dir}", flush=True)
+
+
+def _open_payouts(database_url: str) -> int:
+    """Orders not final in the ledger at ``database_url`` (0: none, or no ledger yet)."""
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        row = conn.execute("SELECT to_regclass('orders') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return 0
+        row = conn.execute(
+            "SELECT count(*) FROM orders WHERE state <> ALL(%s)", [sorted(FINAL_STATES)]
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _wait(cluster: LocalCluster) -> int:
