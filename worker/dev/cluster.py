@@ -20,13 +20,17 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import psycopg
 import requests
 
 from worker.db import migrate
+from worker.db.readiness import unreachable
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
 from worker.dev.service import Service
+from worker.redact import mask_text
 from worker.sandbox import Sandbox, SandboxConfig
+from worker.states import FINAL_STATES
 
 # The Procfile's lines, here so that an installed package (no Procfile in site-packages)
 # starts the same processes; tests/unit/test_packaging.py keeps the two the same.
@@ -271,6 +275,32 @@ def _expand(part: str, env: Mapping[str, str]) -> str:
         end = part.index("}", start)
         part = part[:start] + env["PORT"] + part[end + 1 :]
     return part
+
+
+def refuse_open_payouts(database_url: str) -> int:
+    """0 when the sandbox may run on the ledger at ``database_url``; else says why not on
+    stderr and returns the exit status (1: it holds payouts not yet final, which the
+    workers would send to the sandbox, which would 'pay' them; 2: out of reach)."""
+    count = 0
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            ledger = conn.execute("SELECT to_regclass('orders') IS NOT NULL").fetchone()
+            if ledger and ledger[0]:
+                row = conn.execute(
+                    "SELECT count(*) FROM orders WHERE state <> ALL(%s)", [sorted(FINAL_STATES)]
+                ).fetchone()
+                count = int(row[0]) if row else 0
+    except psycopg.OperationalError as exc:
+        print(f"error: {unreachable(database_url, exc)}", file=sys.stderr)
+        return 2
+    if not count:
+        return 0
+    payouts = f"{count} payout{'' if count == 1 else 's'}"
+    print(f"error: DATABASE_URL ({mask_text(database_url)}) holds {payouts} not yet final, "
+          "which the sandbox provider must not take: use an empty database (unset "
+          "DATABASE_URL for a private one), or set VEXORA_BASE_URL to their provider",
+          file=sys.stderr)  # fmt: skip
+    return 1
 
 
 def _answers(url: str) -> bool:

@@ -67,14 +67,18 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
-    from worker.dev.cluster import LocalCluster
+    from worker.dev.cluster import LocalCluster, refuse_open_payouts
 
-    signal.signal(signal.SIGTERM, _terminate)
     sandbox = SandboxConfig(
         settle_delay=(0.3, 2.0), failure_ratio=FAILURE_RATIO, seed=2026, webhook_time_scale=0.05
     )
     env = {"VEXORA_RATE_LIMIT": "250/s", "DETAILS_RATE_LIMIT": "100/s"}
     database_url = os.environ.get("DATABASE_URL") or None
+    if database_url is not None:
+        code = refuse_open_payouts(database_url)
+        if code:
+            return code
+    signal.signal(signal.SIGTERM, _terminate)
     database = (
         "private PostgreSQL" if database_url is None else f"PostgreSQL at {mask_text(database_url)}"
     )

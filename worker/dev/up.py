@@ -26,13 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from worker.db.readiness import unreachable
-from worker.dev.cluster import LocalCluster
+from worker.dev.cluster import LocalCluster, refuse_open_payouts
 from worker.redact import mask_text
 from worker.sandbox import SandboxConfig
-from worker.states import FINAL_STATES
 
 # The first line of every .env this command writes: one without it is the user's own.
 MARK = "# Written by `disburse up`"
@@ -86,8 +82,8 @@ def run(
 ) -> int:
     """Start everything, print where it is, wait for Ctrl-C or SIGTERM, stop everything.
 
-    Returns 0 after a requested stop, 2 when something could not start or died."""
-    signal.signal(signal.SIGTERM, _terminate)
+    Returns 0 after a requested stop, 1 for a database the sandbox must not run on, 2
+    when something could not start or died."""
     if port and not _port_free(port):
         print(f"error: port {port} is in use: pass --port N (0: any free port)", file=sys.stderr)
         return 2
@@ -102,21 +98,9 @@ def run(
     else:
         given = {**found, **os.environ}  # yours: read, as every command reads it
     if given.get("DATABASE_URL") and not given.get("VEXORA_BASE_URL"):
-        # Its workers would send the payouts not yet final there to the sandbox, which
-        # would "pay" them.
-        url = given["DATABASE_URL"]
-        try:
-            count = _open_payouts(url)
-        except psycopg.OperationalError as exc:
-            print(f"error: {unreachable(url, exc)}", file=sys.stderr)
-            return 2
-        if count:
-            payouts = f"{count} payout{'' if count == 1 else 's'}"
-            print(f"error: DATABASE_URL ({mask_text(url)}) holds {payouts} not yet final, "
-                  "which the sandbox provider must not take: use an empty database (unset "
-                  "DATABASE_URL for a private one), or set VEXORA_BASE_URL to their provider",
-                  file=sys.stderr)  # fmt: skip
-            return 1
+        code = refuse_open_payouts(given["DATABASE_URL"])
+        if code:
+            return code
     log_dir = log_dir.resolve()
     cluster = LocalCluster(
         workers=0 if servers_only else workers,
@@ -132,6 +116,8 @@ def run(
     )
     _show_sandbox_warnings()
     print("disburse up: starting ...", flush=True)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         try:
             cluster.start()
@@ -152,25 +138,15 @@ def run(
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in handlers:  # a second Ctrl-C must not cut the stop short
+            signal.signal(sig, signal.SIG_IGN)
         print("stopping ...", flush=True)
         cluster.close()
         if write_env and _ours(env_file):
             env_file.unlink(missing_ok=True)
         print(f"stopped: every process and server it started; logs kept in {log_dir}", flush=True)
-
-
-def _open_payouts(database_url: str) -> int:
-    """Orders not final in the ledger at ``database_url`` (0: none, or no ledger yet)."""
-    with psycopg.connect(database_url, connect_timeout=5) as conn:
-        row = conn.execute("SELECT to_regclass('orders') IS NOT NULL").fetchone()
-        if not row or not row[0]:
-            return 0
-        row = conn.execute(
-            "SELECT count(*) FROM orders WHERE state <> ALL(%s)", [sorted(FINAL_STATES)]
-        ).fetchone()
-    return int(row[0]) if row else 0
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def _wait(cluster: LocalCluster) -> int:
@@ -189,9 +165,11 @@ def _wait(cluster: LocalCluster) -> int:
 
 def _show_sandbox_warnings() -> None:
     """The in-process sandbox's warnings (failed webhook deliveries) on stderr."""
+    logger = logging.getLogger("worker.sandbox")
+    if logger.handlers:
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("sandbox | %(message)s"))
-    logger = logging.getLogger("worker.sandbox")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     logger.propagate = False
