@@ -44,6 +44,8 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As the web server binds: connections of an earlier run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
