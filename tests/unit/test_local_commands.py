@@ -3,6 +3,7 @@ never take payouts that are not final there (it would "pay" them)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,22 @@ def test_an_unreachable_database_is_a_system_problem(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "cannot connect to PostgreSQL at" in result.output and "s3cret" not in result.output
+
+
+def test_a_port_is_free_for_up_unless_something_listens_on_it() -> None:
+    from worker.dev.up import _port_free
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert not _port_free(port)
+    # The server side closes first: its end of the connection stays in TIME_WAIT, as
+    # the receiver's do after a run of `disburse up`; the next run must start anyway.
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()
+    listener.close()
+    client.close()
+    assert _port_free(port)
