@@ -171,7 +171,7 @@ def _show_sandbox_warnings() -> None:
     if logger.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("sandbox | %(message)s"))
+    handler.setFormatter(logging.Formatter("%(message)s"))  # it says "sandbox ..."
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     logger.propagate = False
