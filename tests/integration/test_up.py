@@ -288,3 +288,19 @@ def test_the_sandbox_never_takes_the_open_payouts_of_a_database_of_yours(
     assert "holds 1 payout not yet final, which the sandbox provider must not take" in (done.stderr)
     assert not (folder / ".env").exists() and "running" not in done.stdout
     assert ledger.state_counts() == {State.QUEUED: 1}  # nothing touched it
+
+
+def test_a_process_that_dies_stops_everything_and_says_which(folder: Path) -> None:
+    up = Up(folder, "--port", "0", "--workers", "1", env=clean_env())
+    try:
+        up.wait_for("Next, in a second shell")
+        started = descendants(up.process.pid)
+        (worker,) = [line for line in up.lines if line.startswith("  worker0 ")]
+        os.killpg(int(worker.split()[2]), signal.SIGKILL)  # its own session: pid = group
+        code = up.process.wait(timeout=60)
+        up.wait_for("stopped:", timeout=5)
+    finally:
+        up.kill()
+    assert code == 2
+    assert any("error: worker0 exited (code -9); see" in line for line in up.lines)
+    assert_all_gone(started)
