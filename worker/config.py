@@ -7,6 +7,7 @@ defaults and the limits derived from them are here.
 
 from __future__ import annotations
 
+import getpass
 import math
 import os
 import re
@@ -126,6 +127,10 @@ class Settings:
     review_after: float = 86400.0
     sweep_after: float = 300.0
     lookup_budget: float = 30.0  # as submit_budget, for a lookup task (LOOKUP_BUDGET)
+    # How long a FAILED or REVERSED order keeps its payload, so it can be retried.
+    failed_payload_retention: float = 7 * 86400.0
+    # Who decides REVIEW orders from this process: DISBURSE_OPERATOR, else the login name.
+    operator: str = "unknown"
 
     @cached_property
     def accounts(self) -> tuple[Account, ...]:
@@ -232,6 +237,32 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds, from a number of seconds or a number with a unit: ``7d``, ``12h``, ``30m``;
+    zero is allowed."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    match = _DURATION.match(raw)
+    if match is None:
+        raise ConfigError(
+            f"{name}={raw!r} is not a duration such as 604800 (seconds), 7d, 12h or 30m"
+        )
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _login_name() -> str:
+    """The login name of the user running this process, for the operator's events."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no such variable and no passwd entry (some containers)
+        return "unknown"
+
+
 def _optional_rate(env: Mapping[str, str], name: str) -> Rate | None:
     raw = env.get(name)
     if raw in (None, ""):
@@ -312,6 +343,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         review_after=_float(env, "REVIEW_AFTER", d.review_after),
         sweep_after=_float(env, "SWEEP_AFTER", d.sweep_after),
         lookup_budget=_float(env, "LOOKUP_BUDGET", d.lookup_budget),
+        failed_payload_retention=_duration(
+            env, "FAILED_PAYLOAD_RETENTION", d.failed_payload_retention
+        ),
+        operator=text("DISBURSE_OPERATOR", "") or _login_name(),
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings

@@ -1,12 +1,13 @@
 """The order ledger in PostgreSQL: the system of record for where every payout stands.
 
 Tables (``worker/db/migrations``): ``batches``, ``orders`` (one row per payout, with
-its exact fields to send in ``payload`` until it is final, and a masked copy for
-good) and ``order_events`` (append-only, one row per change). Every change of state
-is one statement, hence one transaction and one round trip: lock the orders, update
-those whose state the transition table (:data:`worker.states.TRANSITIONS`) lets
-move, and insert their event rows. Times come from the server's clock; amounts are
-``numeric`` and come back as ``Decimal``.
+its exact fields to send in ``payload`` until it is final (a failed one's for the
+retention window: worker.retention), and a masked copy for good) and ``order_events``
+(append-only, one row per change). Every change of state is one statement, hence one
+transaction and one round trip: lock the orders, update those whose state the
+transition table (:data:`worker.states.TRANSITIONS`) lets move, and insert their
+event rows. Times come from the server's clock; amounts are ``numeric`` and come back
+as ``Decimal``.
 
 Connections come from a :class:`psycopg_pool.ConnectionPool`, each checked out for
 one short exchange and put in autocommit (a lone statement is its own transaction:
@@ -30,6 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from worker.exceptions import AlreadyRetried
 from worker.redact import mask_personal
 from worker.states import ALLOWED_FROM, FINAL_STATES, SETTLED_STATES, Outcome, State
 
@@ -51,8 +53,14 @@ _ORDER_COLUMNS = sql.SQL(
     "trade_no, batch_id, market, currency, amount, reference, state, created_at, updated_at, "
     "attempts, platform_trade_no, provider_status, provider_message, reason, discrepancy, "
     "unseen_at, resubmits, row_no, state_entered_at, fee, total_debited, masked, "
-    "fee_currency, total_debited_currency, recheck_at"
+    "fee_currency, total_debited_currency, recheck_at, retry_of"
 )
+# Final states whose payload stays for FAILED_PAYLOAD_RETENTION, so that the order can be
+# retried (worker.retention erases it after that); the other final states erase it at once.
+PAYLOAD_KEPT = frozenset({State.FAILED, State.REVERSED})
+# The same states as SQL literals: the partial index orders_payload_kept serves a query only
+# when it spells them so.
+_KEPT = sql.SQL(", ").join(sql.Literal(str(state)) for state in sorted(PAYLOAD_KEPT))
 
 # One statement per change of state, for one order or many: lock the orders (in one
 # order, so two such statements never deadlock), decide each one's action from its
@@ -125,18 +133,19 @@ CREATE TEMP TABLE incoming (
     amount     numeric NOT NULL,
     reference  text,
     payload    jsonb NOT NULL,
-    masked     jsonb NOT NULL
+    masked     jsonb NOT NULL,
+    retry_of   text
 ) ON COMMIT DROP
 """
 _CREATE = """
 WITH created AS (
     INSERT INTO orders (trade_no, batch_id, row_no, market, currency, amount, reference,
-                        state, payload, masked)
+                        state, payload, masked, retry_of)
     SELECT trade_no, %(batch)s, row_no, market, currency, amount, reference, %(state)s,
-           payload, masked
+           payload, masked, retry_of
     FROM incoming ORDER BY reference, row_no
     ON CONFLICT (reference) DO NOTHING
-    RETURNING trade_no, row_no, currency, amount
+    RETURNING trade_no, row_no, currency, amount, retry_of
 ), batch AS (
     INSERT INTO batches (id, market, row_count)
     SELECT %(batch)s, %(market)s, count(*) FROM created
@@ -144,8 +153,10 @@ WITH created AS (
     INSERT INTO batch_totals (batch_id, currency, row_count, amount)
     SELECT %(batch)s, currency, count(*), sum(amount) FROM created GROUP BY currency
 ), events AS (
-    INSERT INTO order_events (trade_no, source, to_state)
-    SELECT trade_no, 'producer', %(state)s FROM created
+    INSERT INTO order_events (trade_no, source, to_state, facts)
+    SELECT trade_no, 'producer', %(state)s,
+        CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
+    FROM created
 )
 SELECT row_no, trade_no FROM created
 """
@@ -218,6 +229,7 @@ class Order:
     # When a failure was reported for this SUCCEEDED order (not by the details API): its
     # reversal waits for the details API's word (Ledger.apply_report).
     recheck_ms: int | None = None
+    retry_of: str | None = None  # the FAILED or REVERSED order this one enqueued again
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +317,7 @@ def _order(row: Sequence[Any]) -> Order:
         trade_no, batch_id, market, currency, amount, reference, state, created_at,
         updated_at, attempts, platform_trade_no, provider_status, provider_message, reason,
         discrepancy, unseen_at, resubmits, row_no, state_entered_at, fee, total_debited,
-        masked, fee_currency, total_debited_currency, recheck_at,
+        masked, fee_currency, total_debited_currency, recheck_at, retry_of,
     ) = row  # fmt: skip
     return Order(
         trade_no=trade_no,
@@ -333,6 +345,7 @@ def _order(row: Sequence[Any]) -> Order:
         fee_currency=fee_currency,
         total_debited_currency=total_debited_currency,
         recheck_ms=_ms(recheck_at) if recheck_at is not None else None,
+        retry_of=retry_of,
     )
 
 
@@ -368,7 +381,13 @@ class Ledger:
 
     # creation ---------------------------------------------------------------
     def create_orders(
-        self, payouts: Sequence[Payout], *, batch_id: str, market: str, hold: bool = False
+        self,
+        payouts: Sequence[Payout],
+        *,
+        batch_id: str,
+        market: str,
+        hold: bool = False,
+        retry_of: Sequence[str] | None = None,
     ) -> list[tuple[str, bool]]:
         """Persist ``payouts`` as one batch; returns (tradeNo, created) in input order.
 
@@ -377,15 +396,20 @@ class Ledger:
         reference already has an order (from an earlier batch, a concurrent one, or
         an earlier row of this one) is not created again: that order's tradeNo comes
         back with ``created=False``.
+
+        ``retry_of`` (one tradeNo per payout) makes each a retry of that FAILED or
+        REVERSED order, whose payload is erased in the same transaction: an order is
+        retried at most once (AlreadyRetried when another retry of it won a race).
         """
         state = State.HELD if hold else State.QUEUED
+        links = retry_of if retry_of is not None else [None] * len(payouts)
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(_INCOMING)
             with cur.copy(
                 "COPY incoming (row_no, trade_no, market, currency, amount, reference, "
-                "payload, masked) FROM STDIN"
+                "payload, masked, retry_of) FROM STDIN"
             ) as copy:
-                for row_no, payout in enumerate(payouts, start=1):
+                for row_no, (payout, link) in enumerate(zip(payouts, links, strict=True), 1):
                     copy.write_row(
                         (
                             row_no,
@@ -396,9 +420,15 @@ class Ledger:
                             payout.reference,
                             json.dumps(payout.fields, ensure_ascii=False),
                             json.dumps(mask_personal(payout.fields), ensure_ascii=False),
+                            link,
                         )
                     )
-            cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
+            try:
+                cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == "orders_retry_of_key":
+                    raise AlreadyRetried from None
+                raise
             created: dict[int, str] = dict(cur.fetchall())
             existing: dict[int, str] = {}
             if len(created) < len(payouts):
@@ -408,6 +438,10 @@ class Ledger:
                     (list(created),),
                 )
                 existing = dict(cur.fetchall())
+            if retry_of is not None:
+                cur.execute(
+                    "UPDATE orders SET payload = NULL WHERE trade_no = ANY(%s)", (list(retry_of),)
+                )
         return [
             (created[row_no], True) if row_no in created else (existing[row_no], False)
             for row_no in range(1, len(payouts) + 1)
@@ -675,7 +709,7 @@ class Ledger:
             "discrepant": [str(s) for s in discrepant],
             "refresh": bool(given),
             "attempt": target is State.SUBMITTING,  # a claim: one more attempt
-            "erase": target in FINAL_STATES,
+            "erase": target in FINAL_STATES - PAYLOAD_KEPT,
             "source": source,
             "facts": Jsonb(seen) if seen else None,
             "discrepancy": said,
@@ -910,3 +944,62 @@ class Ledger:
                 "UPDATE orders SET recheck_at = NULL WHERE trade_no = %s AND recheck_at <= %s",
                 (trade_no, _at(marked_ms)),
             )
+
+    # REVIEW decisions, retries, retention (issue 14) ------------------------
+    def decide(
+        self,
+        trade_no: str,
+        decision: State,
+        *,
+        operator: str,
+        note: str,
+        report: ProviderReport | None,
+        debit: Debit | None = None,
+    ) -> Transition:
+        """REVIEW -> ``decision`` by a person (source ``operator``): the operator's name and
+        note go into the event, the provider's answer (None: it has no record) onto the
+        order and into the event, with what the payout cost (``debit``, from the details
+        API) as every report's."""
+        if debit is not None:
+            self._record_debit(trade_no, debit)
+        facts: dict[str, str | int | None] = {"operator": operator}
+        if report is not None:
+            facts.update(
+                platform_trade_no=report.platform_trade_no,
+                provider_status=report.status,
+                provider_message=report.message,
+            )
+        found = self._move(
+            [trade_no], decision, source="operator", expect=[State.REVIEW], note=note, facts=facts
+        )
+        return found[trade_no][0] if trade_no in found else Transition("missing", None)
+
+    def retry_candidates(
+        self, batch_id: str
+    ) -> list[tuple[Order, dict[str, str] | None, str | None]]:
+        """The batch's FAILED and REVERSED orders in row order, each with its payload (None
+        once erased) and the tradeNo of its retry (None while it has none)."""
+        query = sql.SQL(
+            "SELECT {}, payload, "
+            "  (SELECT r.trade_no FROM orders r WHERE r.retry_of = o.trade_no) "
+            "FROM orders o WHERE batch_id = %s AND state IN ({}) ORDER BY row_no"
+        ).format(_ORDER_COLUMNS, _KEPT)
+        with self._connection() as conn:
+            rows = conn.execute(query, (batch_id,)).fetchall()
+        return [(_order(row[:-2]), row[-2], row[-1]) for row in rows]
+
+    def erase_kept_payloads(self, older_than: float, *, limit: int = PAGE) -> int:
+        """Erase the payload of at most ``limit`` FAILED and REVERSED orders final for more
+        than ``older_than`` seconds (the server's clock), oldest first; returns how many.
+
+        Rows another transaction holds (a retry reading them) are left to a later call.
+        """
+        with self._connection() as conn:
+            query = sql.SQL(
+                "UPDATE orders SET payload = NULL WHERE trade_no IN ("
+                "  SELECT trade_no FROM orders WHERE payload IS NOT NULL AND state IN ({})"
+                "    AND state_entered_at < now() - make_interval(secs => %s)"
+                "  ORDER BY state_entered_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+            ).format(_KEPT)
+            cur = conn.execute(query, (older_than, limit))
+            return cur.rowcount

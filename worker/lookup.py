@@ -158,6 +158,17 @@ class Lookups:
         """
         return self._run([trade_no], self.recover_budget, clear_in_flight=False)
 
+    def ask(self, order: Order, budget: float) -> tuple[ProviderReport, Debit | None]:
+        """What the provider says about ``order`` now (and what it cost, when the details
+        API answered), the way a lookup asks, applying nothing: a person checks before
+        deciding. Raises NotFound when it has no record, another ProviderError when it
+        cannot be asked, RateLimitTimeout past ``budget``."""
+        try:
+            return self._ask_provider(order, time.monotonic() + budget)
+        except _DetailsDown as exc:
+            assert isinstance(exc.__cause__, ProviderError)
+            raise exc.__cause__ from None
+
     def _run(
         self, trade_nos: Sequence[str], budget: float, *, clear_in_flight: bool
     ) -> LookupReport:

@@ -26,7 +26,7 @@ import redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from worker import keys
+from worker import keys, retention
 from worker.config import Settings
 from worker.inflight import InFlightLookups
 from worker.leases import Leases
@@ -149,6 +149,7 @@ class Reconciler:
             report = PassReport()
             self._fan_out(report)
             self.sweep(report)
+            retention.erase_expired(self.ledger, self.settings.failed_payload_retention)
             log.info("%s", report)
             return report
         finally:

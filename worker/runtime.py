@@ -20,6 +20,7 @@ from worker.config import Account, get_settings
 from worker.controls import Controls
 from worker.db.pool import open_pool
 from worker.deadline import ReviewDeadline
+from worker.decisions import Decisions
 from worker.details import DetailsClient
 from worker.inflight import InFlightLookups
 from worker.leases import Leases
@@ -209,9 +210,16 @@ def batch_controls() -> Controls:
     )
 
 
+@cache
+def decisions() -> Decisions:
+    """REVIEW orders and a person's decisions, checked with the provider as a lookup asks."""
+    budget = get_settings().lookup_budget
+    return Decisions(ledger(), lambda order: lookups().ask(order, budget))
+
+
 _BUILT = (redis_client, pool, ledger, pause_switch, metrics, _vexora, details, leases,
           in_flight, lookups, _submitter, submitter, reconciler, producer,
-          batch_controls)  # fmt: skip
+          batch_controls, decisions)  # fmt: skip
 
 
 def _forget_built() -> None:

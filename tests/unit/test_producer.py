@@ -17,23 +17,6 @@ from worker.ledger import Ledger
 from worker.producer import Producer
 from worker.rows import parse_rows, read_rows
 from worker.states import State
-from worker.vexora import VexoraClient
-
-
-@pytest.fixture
-def published() -> list[list[str]]:
-    return []
-
-
-@pytest.fixture
-def make_producer(ledger: Ledger, published: list[list[str]]) -> Producer:
-    settings = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
-    return Producer(
-        ledger,
-        settings,
-        publish=lambda trade_nos: published.append(list(trade_nos)),
-        sign=lambda market: VexoraClient.from_settings(settings, market).signed_body,
-    )
 
 
 def numbered(rows: list[dict[str, str]]) -> list[tuple[int, dict[str, str]]]:

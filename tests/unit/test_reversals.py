@@ -16,6 +16,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from tests.unit.ledger_sql import events
 from tests.unit.notifications import SECRET, Publisher, notification, signed
 from tests.unit.pending_orders import World, make_world, new_orders, order_in
 from worker import cli, report, runtime
@@ -62,17 +63,6 @@ def webhook(world: World, trade_no: str, status: str) -> str:
     return reply.outcome
 
 
-def events(world: World, trade_no: str) -> list[tuple[str, str | None, str, dict[str, Any]]]:
-    """The order's event rows: (source, from, to, facts)."""
-    with world.ledger.pool.connection() as conn:
-        rows = conn.execute(
-            "SELECT source, from_state, to_state, facts FROM order_events "
-            "WHERE trade_no = %s ORDER BY id",
-            (trade_no,),
-        ).fetchall()
-    return [(source, before, after, facts or {}) for source, before, after, facts in rows]
-
-
 # --- the ledger's rule -----------------------------------------------------------------
 
 
@@ -88,13 +78,13 @@ def test_the_details_api_saying_failed_reverses_a_succeeded_order(world: World) 
     assert (order.fee, order.fee_currency) == (Decimal("2000.00"), "IDR")
     assert (order.total_debited, order.total_debited_currency) == (Decimal("102000.00"), "IDR")
     # A normal event row, from the lookup: what the outbox sends as payout.reversed.
-    source, before, after, facts = events(world, trade_no)[-1]
+    source, before, after, facts = events(world.ledger, trade_no)[-1]
     assert (source, before, after) == ("lookup", "SUCCEEDED", "REVERSED")
     assert facts["provider_status"] == "failed" and "discrepancy" not in facts
     assert finals == [(State.REVERSED, 1)]  # counted as a final state
     # A replay changes nothing more.
     assert ledger.apply_report(trade_no, FAILED, source="lookup", debit=IDR_COST) is Outcome.SAME
-    assert len(events(world, trade_no)) == 5 and finals == [(State.REVERSED, 1)]
+    assert len(events(world.ledger, trade_no)) == 5 and finals == [(State.REVERSED, 1)]
 
 
 @pytest.mark.parametrize("source", ["webhook", "lookup", "submit"])
@@ -110,7 +100,7 @@ def test_a_failure_reported_by_anyone_else_is_a_discrepancy_marked_for_a_check(
     assert order is not None and order.state is State.SUCCEEDED
     assert order.discrepancy == f"FAILED {source}" and order.recheck_ms is not None
     assert world.ledger.rechecks() == [(trade_no, order.recheck_ms)]
-    assert events(world, trade_no)[-1][2] == "SUCCEEDED"  # recorded, not applied
+    assert events(world.ledger, trade_no)[-1][2] == "SUCCEEDED"  # recorded, not applied
 
 
 def test_the_details_api_saying_failed_for_a_pending_order_is_a_plain_failure(
@@ -240,7 +230,7 @@ def test_a_webhook_reported_reversal_is_confirmed_by_the_details_api(world: Worl
     order = world.ledger.get(trade_no)
     assert order is not None and order.state is State.REVERSED and order.recheck_ms is None
     assert order.fee == Decimal("2000.00") and order.total_debited == Decimal("102000.00")
-    assert events(world, trade_no)[-1][:3] == ("lookup", "SUCCEEDED", "REVERSED")
+    assert events(world.ledger, trade_no)[-1][:3] == ("lookup", "SUCCEEDED", "REVERSED")
     assert check(world)[2] == []  # nothing left to check
 
 

@@ -15,7 +15,7 @@ import psycopg
 import redis
 
 from worker import __version__
-from worker.cli import batch, db, local, operate
+from worker.cli import batch, db, local, operate, review
 from worker.cli.common import SystemProblem, UserError
 from worker.exceptions import ConfigError
 from worker.redact import mask_text
@@ -85,6 +85,9 @@ for command in (
     local.up,
 ):
     main.add_command(command)
+main.add_command(review.review)
+main.add_command(review.resolve)
+main.add_command(review.retry)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

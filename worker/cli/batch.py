@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from worker.cli.common import UserError, pause_text
+from worker.cli.common import UserError, echo_row_errors, pause_text
 from worker.exceptions import InputError
 
 
@@ -50,9 +50,7 @@ def enqueue(
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
-        for error in result.rejected:
-            for name, messages in error.errors.items():
-                click.echo(f"row {error.row}: {name}: {' '.join(messages)}", err=True)
+        echo_row_errors(result.rejected)
         if result.dry_run:
             click.echo(f"dry run: {result.accepted} payouts valid and signed; nothing enqueued")
         elif result.batch_id is None:

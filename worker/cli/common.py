@@ -6,7 +6,13 @@ system problem (a server out of reach, a broken configuration).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from schemas import RowError
 
 USER_ERROR = 1
 SYSTEM_PROBLEM = 2
@@ -28,6 +34,13 @@ class SystemProblem(UserError):
     """Something outside the user's input is wrong (a server, the configuration); exit 2."""
 
     exit_code = SYSTEM_PROBLEM
+
+
+def echo_row_errors(rejected: Iterable[RowError]) -> None:
+    """Every error of every rejected row, one line each on stderr: ``row N: field: why``."""
+    for error in rejected:
+        for name, messages in error.errors.items():
+            click.echo(f"row {error.row}: {name}: {' '.join(messages)}", err=True)
 
 
 def pause_text(name: str, reason: str) -> str:
