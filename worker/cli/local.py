@@ -60,7 +60,9 @@ Examples:
 
 \b
 REDIS_URL, DATABASE_URL, VEXORA_BASE_URL set (in the environment or a .env of
-yours): those servers are used instead of private ones or the sandbox.
+yours): those servers are used instead of private ones or the sandbox; a
+database of yours holding payouts not yet final is refused (the sandbox would take
+them).
 NOTIFY_URL, RECONCILE_EVERY, RECONCILE_AFTER, SWEEP_AFTER set: passed on."""
 )
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
