@@ -180,6 +180,7 @@ def test_up_runs_everything_and_a_second_shell_settles_a_file_by_webhook(folder:
         assert len(started) >= 5  # redis, postgres (and its children), web, worker, beat
         written = dotenv_values(folder / ".env")
         assert written["RECONCILE_AFTER"] == "3600"  # the user's own value passed on
+        assert (folder / ".env").stat().st_mode & 0o777 == 0o600  # only the user reads it
         assert f"  export DATABASE_URL={written['DATABASE_URL']}" in up.lines
 
         # JP requires an HTTPS notifyUrl: the .env's is HTTPS, the sandbox delivers locally.

@@ -128,13 +128,12 @@ def run(
 
             runtime.reset()
             cluster.wait_ready(timeout=60)
+            env = {k: v for k, v in cluster.env().items() if k not in _NOT_FOR_SHELLS}
+            if write_env:
+                _write_private(env_file, env_text(env))
         except (RuntimeError, TimeoutError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        env = {k: v for k, v in cluster.env().items() if k not in _NOT_FOR_SHELLS}
-        if write_env:
-            env_file.write_text(env_text(env), encoding="utf-8")
-            env_file.chmod(0o600)  # a URL of yours may carry a password
         _print_ready(cluster, env, env_file.resolve(), write_env, servers_only)
         return _wait(cluster)
     except KeyboardInterrupt:
@@ -149,6 +148,14 @@ def run(
         print(f"stopped: every process and server it started; logs kept in {log_dir}", flush=True)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Only we may read it, from the first byte on: a URL of yours may carry a password."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
+    path.chmod(0o600)  # an existing file keeps its mode through O_CREAT
 
 
 def _wait(cluster: LocalCluster) -> int:
