@@ -1003,3 +1003,34 @@ class Ledger:
             ).format(_KEPT)
             cur = conn.execute(query, (older_than, limit))
             return cur.rowcount
+
+    # listing batches --------------------------------------------------------
+    def batches(
+        self,
+        *,
+        since_ms: int | None = None,
+        state: Literal["held", "open", "settled"] | None = None,
+        limit: int = 20,
+    ) -> list[BatchSummary]:
+        """The newest batches (created at or after ``since_ms``), at most ``limit``, each
+        as :meth:`batch` reads it. ``state`` keeps those with a HELD order (``held``),
+        with an order still on its way (``open``), or with none (``settled``)."""
+        settled = sql.SQL(", ").join(sql.Literal(str(s)) for s in sorted(SETTLED_STATES))
+        having = {
+            None: sql.SQL("true"),
+            "held": sql.SQL("EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                            "AND o.state = 'HELD')"),
+            "open": sql.SQL("EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                            "AND o.state NOT IN ({}, 'HELD'))").format(settled),
+            "settled": sql.SQL("NOT EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                               "AND o.state NOT IN ({}))").format(settled),
+        }[state]  # fmt: skip
+        query = sql.SQL(
+            "SELECT b.id FROM batches b WHERE b.created_at >= %s AND {} "
+            "ORDER BY b.created_at DESC, b.id LIMIT %s"
+        ).format(having)
+        with self._connection() as conn:
+            ids = [row[0] for row in conn.execute(query, (_at(since_ms or 0), limit))]
+        # One read per batch, the same as ``batch``: a listing is a page of a few.
+        found = (self.batch(batch_id) for batch_id in ids)
+        return [summary for summary in found if summary is not None]

@@ -23,8 +23,9 @@ from typing import Any
 from marshmallow import ValidationError
 
 from schemas import MARKETS, Payout, RowError, market_code, validate_row, validate_rows
+from worker.columns import notify_url_error
 from worker.config import Settings
-from worker.exceptions import BatchNotFound, InvalidPayout, UnknownMarket
+from worker.exceptions import BatchNotFound, ConfigError, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
 from worker.states import State
 
@@ -101,9 +102,13 @@ class Producer:
     ) -> BatchResult:
         """Validate all rows; unless every one is valid (or ``skip_invalid``), enqueue none.
 
-        Raises UnknownMarket for a market code we do not pay out in.
+        Raises UnknownMarket for a market code we do not pay out in, ConfigError when
+        rows without a notifyUrl would be sent the NOTIFY_URL setting and this market
+        refuses it (JP and KH notify over HTTPS only).
         """
         market = _market(market)
+        rows = list(rows)
+        self._check_notify_url(market, [row for _, row in rows])
         valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
         errors = sorted([*errors, *parse_errors], key=lambda e: e.row)
         if (errors and not skip_invalid) or not valid:
@@ -190,8 +195,10 @@ class Producer:
 
         Raises UnknownMarket for a bad market code, InvalidPayout for a bad payout.
         """
+        market = _market(market)
+        self._check_notify_url(market, [row])
         try:
-            payout = validate_row(_market(market), row, notify_url=self.settings.notify_url)
+            payout = validate_row(market, row, notify_url=self.settings.notify_url)
         except ValidationError as exc:
             raise InvalidPayout(exc.messages_dict) from None
         ((trade_no, is_new),) = self.ledger.create_orders(
@@ -202,6 +209,15 @@ class Producer:
         order = self.ledger.get(trade_no)
         assert order is not None
         return order
+
+    def _check_notify_url(self, market: str, rows: Sequence[object]) -> None:
+        """A NOTIFY_URL this market refuses is one configuration error, not every row's."""
+        problem = notify_url_error(market, self.settings.notify_url)
+        if problem and any(
+            not isinstance(row, Mapping) or not str(row.get("notifyUrl") or "").strip()
+            for row in rows
+        ):
+            raise ConfigError(f"NOTIFY_URL, sent for rows without a notifyUrl: {problem}")
 
     def _sign_all(self, market: str, payouts: list[Payout]) -> None:
         """A dry run signs every payload exactly as a worker would, and sends nothing."""

@@ -9,6 +9,7 @@ them: they are the parent's), and builds its own on first use.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 from functools import cache
 
@@ -41,15 +42,33 @@ from worker.submit import MarketSubmitters, Submitter
 from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
 
+# Seconds a command a person waits on gives Redis and PostgreSQL (see ``interactive``).
+INTERACTIVE_TIMEOUT = 3
+_interactive = False
+
+
+def interactive() -> None:
+    """Give up on Redis and PostgreSQL after INTERACTIVE_TIMEOUT seconds (the CLI).
+
+    A wrong address, or one where something else than Redis listens, then fails in
+    seconds rather than after the workers' HTTP read timeout, and the caller says so
+    in one line: the pool's own warnings of each failed attempt are not shown. Call it
+    before anything is built.
+    """
+    global _interactive
+    _interactive = True
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
 
 @cache
 def redis_client() -> redis.Redis:
     settings = get_settings()
+    timeout = INTERACTIVE_TIMEOUT if _interactive else settings.read_timeout
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
-        socket_timeout=settings.read_timeout,
-        socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(settings.connect_timeout, timeout),
         health_check_interval=30,
     )
 
@@ -57,6 +76,12 @@ def redis_client() -> redis.Redis:
 @cache
 def pool() -> ConnectionPool:
     """The process's PostgreSQL connection pool (worker.db.pool)."""
+    if _interactive:
+        return open_pool(
+            get_settings().database_url,
+            timeout=INTERACTIVE_TIMEOUT,
+            connect_timeout=INTERACTIVE_TIMEOUT - 1,  # libpq: whole seconds, 2 at least
+        )
     return open_pool(get_settings().database_url)
 
 

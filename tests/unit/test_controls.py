@@ -198,7 +198,7 @@ def test_disburse_approve_exits_by_what_approve_did(
     assert cli.run(["approve", batch_id]) == 0
     assert capsys.readouterr().out == "nothing is held in this batch\n"
     assert cli.run(["approve", "nope"]) == 1
-    assert capsys.readouterr().err == "error: no batch nope\n"
+    assert capsys.readouterr().err == "error: no batch nope (`disburse batches` lists them)\n"
 
 
 def test_disburse_cancel(runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,11 +12,12 @@ import pytest
 from worker import cli
 from worker.config import load_settings
 from worker.dev.samples import sample_rows
-from worker.exceptions import InvalidFile, InvalidPayout, UnknownMarket
+from worker.exceptions import ConfigError, InvalidFile, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger
 from worker.producer import Producer
 from worker.rows import parse_rows, read_rows
 from worker.states import State
+from worker.vexora import VexoraClient
 
 
 def numbered(rows: list[dict[str, str]]) -> list[tuple[int, dict[str, str]]]:
@@ -285,3 +286,24 @@ def test_cli_unknown_market_is_a_clear_error(
     path.write_text("amount\n1\n")
     assert cli.run(["enqueue", str(path), "--market", "XX"]) == 1
     assert "XX" in capsys.readouterr().err
+
+
+def test_a_notify_url_the_market_refuses_is_one_configuration_error(
+    ledger: Ledger, published: list[list[str]]
+) -> None:
+    settings = load_settings({"NOTIFY_URL": "http://merchant.example/notify"})
+    producer = Producer(
+        ledger,
+        settings,
+        publish=lambda trade_nos: published.append(list(trade_nos)),
+        sign=lambda market: VexoraClient.from_settings(settings, market).signed_body,
+    )
+    with pytest.raises(ConfigError, match=r"^NOTIFY_URL.*https"):
+        producer.enqueue_batch("JP", numbered(sample_rows("JP", 20)))
+    with pytest.raises(ConfigError, match=r"^NOTIFY_URL"):
+        producer.enqueue("KH", sample_rows("KH", 1)[0])
+    assert published == [] and ledger.state_counts() == {}
+    # Rows that carry their own notifyUrl do not need the setting; ID accepts http.
+    own = [{**row, "notifyUrl": "https://merchant.example/jp"} for row in sample_rows("JP", 2)]
+    assert producer.enqueue_batch("JP", numbered(own)).accepted == 2
+    assert producer.enqueue_batch("ID", numbered(sample_rows("ID", 2))).accepted == 2
