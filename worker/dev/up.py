@@ -232,7 +232,8 @@ def _print_ready(
         print(f"\nNext, in a second shell in this directory:{activate} honcho start")
     else:
         print("\nNext, in a second shell in this directory, e.g.:")
-        print(f" {activate} disburse enqueue payouts.csv --market ID")
+        print(f" {activate} disburse template --market ID -o payouts.csv")
+        print("  disburse enqueue payouts.csv --market ID")
     sys.stdout.flush()
 
 
