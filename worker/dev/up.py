@@ -229,16 +229,16 @@ def _print_ready(
         print(f"  export {name}={shlex.quote(mask_text(value))}")
     activate = _activate()
     if servers_only:
-        print(f"\nNext, in a second shell in this directory:{activate} honcho start")
+        print(f"\nNext, in a second shell in this directory: {activate}honcho start")
     else:
         print("\nNext, in a second shell in this directory, e.g.:")
-        print(f" {activate} disburse template --market ID -o payouts.csv")
+        print(f"  {activate}disburse template --market ID -o payouts.csv")
         print("  disburse enqueue payouts.csv --market ID")
     sys.stdout.flush()
 
 
 def _activate() -> str:
-    """`` . .venv/bin/activate &&`` when the virtualenv running this is not on PATH."""
+    """``. .venv/bin/activate && `` when the virtualenv running this is not on PATH."""
     bin_dir = Path(sys.executable).parent
     script = shutil.which("disburse")
     if not (bin_dir / "activate").is_file() or (script and Path(script).parent == bin_dir):
@@ -247,4 +247,4 @@ def _activate() -> str:
         shown = bin_dir.relative_to(Path.cwd())
     except ValueError:
         shown = bin_dir
-    return f" . {shlex.quote(str(shown / 'activate'))} &&"
+    return f". {shlex.quote(str(shown / 'activate'))} && "
