@@ -17,7 +17,7 @@ from functools import cached_property, lru_cache
 from urllib.parse import urlsplit
 
 import psycopg
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from psycopg.conninfo import conninfo_to_dict
 
 from schemas import MARKETS
@@ -114,7 +114,9 @@ class Settings:
     details_account_id: str = "sandbox-account"
     details_rate_limit: Rate = Rate(20)
 
-    notify_url: str = "https://127.0.0.1:8701/notify"
+    # No default: only the deployment knows its public URL, and a guess (a loopback
+    # address) would lose every webhook without a word.
+    notify_url: str = ""
     allow_unsigned_webhooks: bool = False
 
     # (connect, read) seconds of every HTTP call (``timeouts``): the connect timeout just
@@ -439,6 +441,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; a ``.env`` in the working directory fills gaps."""
-    load_dotenv(override=False)
+    """The process-wide settings; a ``.env`` in the working directory (or the nearest
+    folder above it) fills gaps."""
+    # usecwd: without it python-dotenv looks beside this file, i.e. in site-packages.
+    load_dotenv(find_dotenv(usecwd=True), override=False)
     return load_settings()
