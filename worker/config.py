@@ -124,6 +124,9 @@ class Settings:
     review_after: float = 86400.0
     sweep_after: float = 300.0
     lookup_budget: float = 30.0  # as submit_budget, for a lookup task (LOOKUP_BUDGET)
+    # Pending orders from which a pass walks the paged list instead of asking about each
+    # (RECONCILE_WALK_AT; 0: never). Why 50: worker.walk.
+    reconcile_walk_at: int = 50
 
     @cached_property
     def accounts(self) -> tuple[Account, ...]:
@@ -224,6 +227,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
 def _optional_rate(env: Mapping[str, str], name: str) -> Rate | None:
     raw = env.get(name)
     if raw in (None, ""):
@@ -304,6 +320,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         review_after=_float(env, "REVIEW_AFTER", d.review_after),
         sweep_after=_float(env, "SWEEP_AFTER", d.sweep_after),
         lookup_budget=_float(env, "LOOKUP_BUDGET", d.lookup_budget),
+        reconcile_walk_at=_count(env, "RECONCILE_WALK_AT", d.reconcile_walk_at),
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings

@@ -200,6 +200,12 @@ class Lookups:
             log.warning("lookup failed: %s", type(exc).__name__, extra={"trade_no": trade_no})
             self._leave(order, report, f"lookup failed: {type(exc).__name__}")
             return
+        self.apply_answer(order, answer, report)
+
+    def apply_answer(self, order: Order, answer: ProviderReport, report: LookupReport) -> None:
+        """Apply what the provider said about ``order`` (a lookup, or a row of the paged
+        list: worker.walk), and hold it to its deadline while it stays pending."""
+        trade_no = order.trade_no
         outcome = self.ledger.apply_report(trade_no, answer, source="lookup")
         if outcome is Outcome.MOVED:
             report.count(f"{order.state}->{answer.state}")

@@ -12,6 +12,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from worker.sandbox import markets
+from worker.sandbox.chance import Fate
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.payouts import available_balance
 from worker.sandbox.protocol import DETAILS_PENDING, DETAILS_STATUSES
@@ -109,8 +110,12 @@ class DetailsAPI:
 
     def listing(self, request: Request, account_id: str) -> Response:
         config, state = self._config, self._state
-        state.count("list_requests")
+        number = state.count("list_requests")
         self._pause(config.latency)
+        if number == config.revoke_tokens_at_list_request:
+            state.revoke_tokens()
+        for _ in range(config.list_arrivals):
+            self._arrive_elsewhere()
         refusal = self._unauthorized(request)
         if refusal is not None:
             return refusal
@@ -151,6 +156,24 @@ class DetailsAPI:
         elif style == "empty":
             body["pagination"] = {}
         return json_response(body)
+
+    def _arrive_elsewhere(self) -> None:
+        """A payout another system made on this account: listed, never settled here."""
+        state = self._state
+        trade_no = "elsewhere" + secrets.token_hex(11)
+        state.accept(
+            Payout(
+                trade_no=trade_no,
+                platform_trade_no=state.new_platform_id(),
+                market="ID",
+                amount="10000",
+                currency="IDR",
+                fields={},
+                received_at=time.time(),
+                fate=Fate(False, 0.0, True, False),
+            )
+        )
+        state.count("list_arrivals")
 
 
 def detail_row(payout: Payout, config: SandboxConfig) -> dict[str, Any]:
