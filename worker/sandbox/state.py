@@ -35,6 +35,7 @@ COUNTERS = (
     "tokens_issued",
     "details_lookups",
     "list_requests",
+    "list_arrivals",
     "query_requests",
     "query_not_found",
     "balance_requests",
