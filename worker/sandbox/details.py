@@ -114,8 +114,7 @@ class DetailsAPI:
         self._pause(config.latency)
         if number == config.revoke_tokens_at_list_request:
             state.revoke_tokens()
-        for _ in range(config.list_arrivals):
-            self._arrive_elsewhere()
+        self.arrive_elsewhere(config.list_arrivals)
         refusal = self._unauthorized(request)
         if refusal is not None:
             return refusal
@@ -157,23 +156,24 @@ class DetailsAPI:
             body["pagination"] = {}
         return json_response(body)
 
-    def _arrive_elsewhere(self) -> None:
-        """A payout another system made on this account: listed, never settled here."""
+    def arrive_elsewhere(self, count: int) -> None:
+        """``count`` payouts another system made on this account: at the top of the list,
+        never settled here."""
         state = self._state
-        trade_no = "elsewhere" + secrets.token_hex(11)
-        state.accept(
-            Payout(
-                trade_no=trade_no,
-                platform_trade_no=state.new_platform_id(),
-                market="ID",
-                amount="10000",
-                currency="IDR",
-                fields={},
-                received_at=time.time(),
-                fate=Fate(False, 0.0, True, False),
+        for _ in range(count):
+            state.accept(
+                Payout(
+                    trade_no="elsewhere" + secrets.token_hex(11),
+                    platform_trade_no=state.new_platform_id(),
+                    market="ID",
+                    amount="10000",
+                    currency="IDR",
+                    fields={},
+                    received_at=time.time(),
+                    fate=Fate(False, 0.0, True, False),
+                )
             )
-        )
-        state.count("list_arrivals")
+        state.count("list_arrivals", count)
 
 
 def detail_row(payout: Payout, config: SandboxConfig) -> dict[str, Any]:
