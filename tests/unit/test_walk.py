@@ -106,6 +106,15 @@ def pending(world: World, count: int, prefix: str = "p") -> list[str]:
     return [order_in(world, State.PROCESSING, ptn=f"{prefix}{i}") for i in range(count)]
 
 
+def listed_pending(world: World, count: int) -> tuple[list[str], FakeList]:
+    """``count`` PROCESSING orders, p0 the oldest, all settled on a list of their own."""
+    orders = pending(world, count)
+    listing = FakeList(world.ledger.now_ms())
+    for i in reversed(range(count)):  # the oldest order is the list's lowest row
+        listing.add(f"p{i}", "success")
+    return orders, listing
+
+
 def test_a_pass_with_many_pending_walks_the_list_instead_of_asking_each(world: World) -> None:
     orders = pending(world, 60)
     listing = FakeList(world.ledger.now_ms())
@@ -139,10 +148,7 @@ def test_below_the_threshold_a_pass_asks_about_each_order(world: World) -> None:
 def test_payouts_arriving_during_the_walk_shift_rows_down_and_none_is_missed(
     world: World,
 ) -> None:
-    orders = pending(world, 100)
-    listing = FakeList(world.ledger.now_ms())
-    for i in reversed(range(100)):
-        listing.add(f"p{i}", "success")
+    orders, listing = listed_pending(world, 100)
     listing.arrivals = 7  # before every page: each page shows 7 rows read already
     reconciler, _ = walking(world, listing)
     report = next_pass(world, reconciler)
@@ -156,10 +162,7 @@ def test_payouts_arriving_during_the_walk_shift_rows_down_and_none_is_missed(
 def test_a_walk_cut_short_by_its_budget_resumes_at_the_same_page_next_pass(
     world: World,
 ) -> None:
-    orders = pending(world, 100)
-    listing = FakeList(world.ledger.now_ms())
-    for i in reversed(range(100)):
-        listing.add(f"p{i}", "success")
+    orders, listing = listed_pending(world, 100)
     reconciler, _ = walking(world, listing, FakeLimiter(slots=2))
     first = next_pass(world, reconciler)
     assert first.walk is not None and not first.walk.finished
@@ -199,10 +202,7 @@ def test_the_walk_stops_past_the_first_claim_and_the_orders_not_shown_fall_back(
 def test_a_list_that_cannot_be_read_falls_back_and_malformed_rows_are_counted(
     world: World,
 ) -> None:
-    orders = pending(world, 80)
-    listing = FakeList(world.ledger.now_ms())
-    for i in reversed(range(80)):
-        listing.add(f"p{i}", "success")
+    orders, listing = listed_pending(world, 80)
     listing.malformed = {1: 2}
     listing.fail_at = 2
     reconciler, skipped = walking(world, listing)
