@@ -23,7 +23,7 @@ payouts/s is compared with the first's (target: at least 0.8 of it).
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -50,7 +50,6 @@ NAME = "soak"
 MARKET = "ID"
 DEFAULT_PAYOUTS = 1_000_000
 TARGET_SHARE = 0.8
-_PASS = re.compile(r"Task disburse\.reconcile\[[^\]]+\] succeeded in ([0-9.]+)s")
 
 
 @dataclass
@@ -77,9 +76,21 @@ class PassTimes:
                 handle.seek(self.offsets.get(log, 0))
                 text = handle.read()
                 self.offsets[log] = handle.tell()
-            for found in _PASS.finditer(text.decode(errors="replace")):
-                slowest = max(slowest, float(found.group(1)))
+            for line in text.decode(errors="replace").splitlines():
+                slowest = max(slowest, _pass_runtime(line))
         return slowest
+
+
+def _pass_runtime(line: str) -> float:
+    """The run time a worker log line (JSON: worker.logs) gives a reconcile pass, or 0."""
+    if "disburse.reconcile" not in line:
+        return 0.0
+    try:
+        data = json.loads(line).get("data") or {}
+    except ValueError:
+        return 0.0
+    runtime = data.get("runtime") if data.get("name") == "disburse.reconcile" else None
+    return float(runtime) if isinstance(runtime, int | float) else 0.0
 
 
 def soak(payouts: int, checkpoints: int, batch: int) -> list[Checkpoint]:
