@@ -13,7 +13,7 @@ part is enqueued and waited on until every order is final. After each part:
 - payouts/s of the part (enqueue to every order final);
 - worker RSS (every worker process and its pool children);
 - Redis ``used_memory``;
-- PostgreSQL: the database's size per order so far;
+- PostgreSQL: the database's growth since the start, per order so far;
 - the slowest reconcile pass of the part (the beat task's run time in the worker logs).
 
 The cost per payout must not grow with the number already made: the last part's
@@ -35,7 +35,6 @@ from bench.common import (
     Context,
     Result,
     cluster,
-    megabytes,
     process_tree_rss,
     say,
     table,
@@ -111,6 +110,7 @@ def soak(payouts: int, checkpoints: int, batch: int) -> list[Checkpoint]:
     with cluster(workers=2, concurrency=4, sandbox=sandbox, beat=True, web=True, env=env) as local:
         passes = PassTimes(local.log_dir)
         ledger = runtime.ledger()
+        empty = _database_size()  # the schema's own pages: not the orders'
         done = 0
         while done < payouts:
             size = min(part, payouts - done)
@@ -127,7 +127,7 @@ def soak(payouts: int, checkpoints: int, batch: int) -> list[Checkpoint]:
                 per_second=size / elapsed,
                 worker_rss=process_tree_rss(worker_pids(local)),
                 redis_memory=used_memory(runtime.redis_client()),
-                pg_per_order=_database_size() / done,
+                pg_per_order=(_database_size() - empty) / done,
                 slowest_pass=passes.slowest_since_last(),
             )
             found.append(point)
@@ -138,6 +138,10 @@ def soak(payouts: int, checkpoints: int, batch: int) -> list[Checkpoint]:
                 f"{point.slowest_pass:.2f} s"
             )
     return found
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.0f} MB"
 
 
 def _wait_final(ledger: Ledger, timeout: float) -> None:
