@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import fast_sandbox, running_cluster
+from tests.integration.conftest import fast_sandbox, running_cluster, wait_settled
 from worker import keys, runtime
 from worker.dev.cluster import LocalCluster
 from worker.dev.pending import make_pending
@@ -114,4 +114,23 @@ def test_a_401_mid_walk_refreshes_the_token_once_and_reads_the_same_page_again(
     assert report.walk is not None and report.walk.finished
     assert sorted(report.walk.matched) == sorted(trade_nos)
     assert moved["details_lookups"] == 0 and moved["query_requests"] == 0
+    assert_final_as_the_sandbox_settled(cluster, trade_nos)
+
+
+def test_two_beats_never_ask_for_the_same_page(cluster: LocalCluster) -> None:
+    # Last in this module: the beats run on until the cluster stops.
+    _rounds[0] += 1
+    batch_id, trade_nos = make_pending(ORDERS, start=_rounds[0] * 10_000)
+    cluster.sandbox.settle_now()
+    time.sleep(1.2)  # RECONCILE_AFTER
+    before = cluster.sandbox.stats()
+    cluster.start_beat()
+    cluster.start_beat()  # a second beat, started by mistake
+    wait_settled(runtime.ledger(), [batch_id], timeout=90)
+    time.sleep(3)  # a few more passes of both beats: nothing left to ask about
+    after = cluster.sandbox.stats()
+    assert after["list_requests"] - before["list_requests"] == 12  # each page once
+    assert after["details_lookups"] == before["details_lookups"]
+    assert after["query_requests"] == before["query_requests"]
+    assert all(beat.poll() is None for beat in cluster.beats) and len(cluster.beats) == 2
     assert_final_as_the_sandbox_settled(cluster, trade_nos)
