@@ -38,7 +38,12 @@ class CambodiaSchema(PayoutSchema):
         required=True,
     )
     bankNumber = Digits(required=True)
-    accountId = Text()  # the user's Lanton app account id; required for EWALLET + LANTON
+    accountId = Text(  # checked in row_errors
+        metadata={
+            "description": "the user's Lanton app account id; required when channelCode "
+            "is EWALLET and wayCode is LANTON"
+        }
+    )
     notifyUrl = NotifyUrl(https_only=True, required=True)
 
     def row_errors(self, data: dict[str, Any], row: Mapping[str, Any]) -> dict[str, list[str]]:

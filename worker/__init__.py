@@ -11,10 +11,14 @@ The public API::
     worker.cancel(batch_id)                          # ControlResult
     worker.pause("reason")                           # Paused(switches)
     worker.resume()                                  # Resumed(was_paused, published)
+    worker.review(batch=None)                        # [Order] in REVIEW, longest waiting first
+    worker.resolve(trade_no, "failed", note="...")   # Order, once the provider agrees
+    worker.retry(batch, hold=False)                  # RetryResult: FAILED/REVERSED enqueued again
 
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
-``BatchNotFound`` (approve, cancel), ``ConfigError`` (the settings), and
-``DisburseError``. The workers' errors about the provider stay in
+``BatchNotFound`` (approve, cancel, review, retry), ``OrderNotFound``, ``NotInReview``
+and ``DecisionRefused`` (resolve), ``AlreadyRetried`` (retry), ``ConfigError`` (the
+settings), and ``DisburseError``. The workers' errors about the provider stay in
 :mod:`worker.exceptions`.
 """
 
@@ -25,29 +29,38 @@ from typing import Any
 
 from worker.controls import ControlResult, Paused, Resumed
 from worker.exceptions import (
+    AlreadyRetried,
     BatchNotFound,
     ConfigError,
+    DecisionRefused,
     DisburseError,
     InputError,
     InvalidPayout,
+    NotInReview,
+    OrderNotFound,
     UnknownMarket,
 )
 from worker.ledger import BatchSummary, Order
-from worker.producer import BatchResult
+from worker.producer import BatchResult, RetryResult
 from worker.states import State
 
 __all__ = [
+    "AlreadyRetried",
     "BatchNotFound",
     "BatchResult",
     "BatchSummary",
     "ConfigError",
     "ControlResult",
+    "DecisionRefused",
     "DisburseError",
     "InputError",
     "InvalidPayout",
+    "NotInReview",
     "Order",
+    "OrderNotFound",
     "Paused",
     "Resumed",
+    "RetryResult",
     "State",
     "UnknownMarket",
     "approve",
@@ -57,7 +70,10 @@ __all__ = [
     "enqueue_batch",
     "get_order",
     "pause",
+    "resolve",
     "resume",
+    "retry",
+    "review",
 ]
 
 
@@ -132,3 +148,35 @@ def resume() -> Resumed:
     from worker import runtime
 
     return runtime.batch_controls().resume()
+
+
+def review(batch: str | None = None) -> list[Order]:
+    """The orders waiting for a person (REVIEW), of one batch or all, the longest waiting
+    first; each says why (``reason``) and what the provider last said
+    (``provider_status``, ``provider_message``). Raises BatchNotFound."""
+    from worker import runtime
+
+    return runtime.decisions().pending(batch)
+
+
+def resolve(
+    trade_no: str, decision: State | str, *, note: str, operator: str | None = None
+) -> Order:
+    """Decide an order in REVIEW: ``"succeeded"`` or ``"failed"``, once the provider's
+    answer, asked now, agrees (else DecisionRefused says what it said, and nothing
+    changes). ``operator`` defaults to DISBURSE_OPERATOR, else the login name; it and
+    the note go into the order's history."""
+    from worker import runtime
+    from worker.config import get_settings
+
+    name = operator if operator is not None else get_settings().operator
+    return runtime.decisions().resolve(trade_no, decision, note=note, operator=name)
+
+
+def retry(batch: str, *, hold: bool = False) -> RetryResult:
+    """Enqueue the batch's FAILED and REVERSED orders again as a new batch (new tradeNos,
+    each linked to the order it retries), while they keep their fields
+    (FAILED_PAYLOAD_RETENTION). An order is retried at most once. Raises BatchNotFound."""
+    from worker import runtime
+
+    return runtime.producer().retry(batch, hold=hold)

@@ -1,5 +1,5 @@
 import sys
 
-from worker.cli import main
+from worker.cli import run
 
-sys.exit(main())
+sys.exit(run())

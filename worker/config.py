@@ -7,6 +7,7 @@ defaults and the limits derived from them are here.
 
 from __future__ import annotations
 
+import getpass
 import math
 import os
 import re
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from urllib.parse import urlsplit
 
+import psycopg
 from dotenv import load_dotenv
+from psycopg.conninfo import conninfo_to_dict
 
 from schemas import MARKETS
 from worker.exceptions import ConfigError
@@ -26,6 +29,9 @@ KEY_PREFIX = "disburse"
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Celery's brokers (kombu transports) that this system is run with.
+_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "sentinel", "sqs")
 # VEXORA_<MARKET>_<SETTING>: one market's own provider account.
 _MARKET_VARIABLE = re.compile(r"VEXORA_([A-Za-z0-9]+)_(BASE_URL|MERCHANT_NO|APP_SECRET|RATE_LIMIT)")
 
@@ -86,10 +92,10 @@ class MarketAccount:
 
 @dataclass(frozen=True)
 class Settings:
-    # The ledger. Out of reprs: a URL may carry the password.
+    # Server URLs stay out of reprs: a URL may carry the password.
     database_url: str = field(default="postgresql://127.0.0.1:5432/disburse", repr=False)
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str = ""
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    broker_url: str = field(default="", repr=False)
     key_prefix: str = KEY_PREFIX
 
     vexora_base_url: str = "http://127.0.0.1:8700"
@@ -124,6 +130,10 @@ class Settings:
     review_after: float = 86400.0
     sweep_after: float = 300.0
     lookup_budget: float = 30.0  # as submit_budget, for a lookup task (LOOKUP_BUDGET)
+    # How long a FAILED or REVERSED order keeps its payload, so it can be retried.
+    failed_payload_retention: float = 7 * 86400.0
+    # Who decides REVIEW orders from this process: DISBURSE_OPERATOR, else the login name.
+    operator: str = "unknown"
     # Pending orders from which a pass walks the paged list instead of asking about each
     # (RECONCILE_WALK_AT; 0: never). Why 50: worker.walk.
     reconcile_walk_at: int = 50
@@ -209,6 +219,12 @@ class Settings:
         return math.ceil(MAX_DELAY + 2 * self.task_time_limit + 60.0)
 
     @property
+    def token_lock_timeout(self) -> float:
+        """How long one process may hold the OAuth refresh lock: longer than a fetch can
+        take, or a second process starts fetching while the first is still at it."""
+        return sum(self.timeouts) + 5.0
+
+    @property
     def timeouts(self) -> tuple[float, float]:
         """(connect, read) for every HTTP call the workers make."""
         return (self.connect_timeout, self.read_timeout)
@@ -240,6 +256,32 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds, from a number of seconds or a number with a unit: ``7d``, ``12h``, ``30m``;
+    zero is allowed."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    match = _DURATION.match(raw)
+    if match is None:
+        raise ConfigError(
+            f"{name}={raw!r} is not a duration such as 604800 (seconds), 7d, 12h or 30m"
+        )
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _login_name() -> str:
+    """The login name of the user running this process, for the operator's events."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no such variable and no passwd entry (some containers)
+        return "unknown"
+
+
 def _optional_rate(env: Mapping[str, str], name: str) -> Rate | None:
     raw = env.get(name)
     if raw in (None, ""):
@@ -254,15 +296,78 @@ def _rate(env: Mapping[str, str], name: str, default: Rate) -> Rate:
     return _optional_rate(env, name) or default
 
 
-def _optional_url(env: Mapping[str, str], name: str) -> str | None:
+def _optional_url(env: Mapping[str, str], name: str, *, strip: bool = True) -> str | None:
     raw = env.get(name)
     if raw in (None, ""):
         return None
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # The value is not repeated: a URL may carry credentials.
         raise ConfigError(f"{name} is not an http(s) URL such as https://host/id")
-    return raw.rstrip("/")
+    return raw.rstrip("/") if strip else raw
+
+
+def _server_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    """``name``'s URL when its scheme is one of ``schemes`` and its port a number.
+
+    Checked here so that a typo is one line naming the variable, not a traceback from
+    the client library at first use. The value is never repeated: it may carry a password.
+    """
+    raw = env.get(name) or default
+    example = f"{schemes[0]}://host:port/..."
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{name} has a malformed host or port; expected {example}") from None
+    if parts.scheme not in schemes or "://" not in raw:
+        found = f"it starts with {parts.scheme}://" if "://" in raw else "it has no scheme"
+        raise ConfigError(
+            f"{name} must start with {', '.join(s + '://' for s in schemes)} ({found}), "
+            f"e.g. {example}"
+        )
+    return raw
+
+
+def _database_url(env: Mapping[str, str], default: str) -> str:
+    """DATABASE_URL: a postgresql:// URL, or a libpq ``key=value`` connection string."""
+    raw = env.get("DATABASE_URL") or default
+    if "://" not in raw and "=" in raw:
+        try:
+            conninfo_to_dict(raw)
+        except psycopg.ProgrammingError:
+            raise ConfigError(
+                "DATABASE_URL is not a valid 'key=value' connection string "
+                "nor a URL such as postgresql://user:password@host:5432/disburse"
+            ) from None
+        return raw
+    return _server_url(env, "DATABASE_URL", default, ("postgresql", "postgres"))
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value: use 1 or 0 (true/false)")
+
+
+def _path(env: Mapping[str, str], name: str, default: str, *fields: str) -> str:
+    """A URL path template: starts with / and names no placeholder but ``fields``."""
+    raw = env.get(name) or default
+    try:
+        raw.format(**dict.fromkeys(fields, "x"))
+    except (KeyError, IndexError, ValueError):
+        names = ", ".join("{" + f + "}" for f in fields)
+        raise ConfigError(f"{name} may use only the placeholders {names}") from None
+    if not raw.startswith("/"):
+        raise ConfigError(f"{name} must be a path starting with /, e.g. {default}")
+    return raw
 
 
 def _market_accounts(env: Mapping[str, str]) -> dict[str, MarketAccount]:
@@ -293,25 +398,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return env.get(name) or default
 
     settings = Settings(
-        database_url=text("DATABASE_URL", d.database_url),
-        redis_url=text("REDIS_URL", d.redis_url),
-        broker_url=text("CELERY_BROKER_URL", ""),
+        database_url=_database_url(env, d.database_url),
+        redis_url=_server_url(env, "REDIS_URL", d.redis_url, _REDIS_SCHEMES),
+        broker_url=_server_url(env, "CELERY_BROKER_URL", "", _BROKER_SCHEMES)
+        if env.get("CELERY_BROKER_URL")
+        else "",
         key_prefix=text("DISBURSE_KEY_PREFIX", d.key_prefix),
         vexora_base_url=_optional_url(env, "VEXORA_BASE_URL") or d.vexora_base_url,
         vexora_merchant_no=text("VEXORA_MERCHANT_NO", d.vexora_merchant_no),
         vexora_app_secret=text("VEXORA_APP_SECRET", d.vexora_app_secret),
         vexora_rate_limit=_rate(env, "VEXORA_RATE_LIMIT", d.vexora_rate_limit),
         vexora_markets=_market_accounts(env),
-        details_base_url=text("DETAILS_BASE_URL", d.details_base_url).rstrip("/"),
-        details_path=text("DETAILS_PATH", d.details_path),
-        details_list_path=text("DETAILS_LIST_PATH", d.details_list_path),
+        details_base_url=_optional_url(env, "DETAILS_BASE_URL") or d.details_base_url,
+        details_path=_path(env, "DETAILS_PATH", d.details_path, "account_id", "transaction_id"),
+        details_list_path=_path(env, "DETAILS_LIST_PATH", d.details_list_path, "account_id"),
         details_api_key=text("DETAILS_API_KEY", d.details_api_key),
         details_client_id=text("DETAILS_CLIENT_ID", d.details_client_id),
         details_client_secret=text("DETAILS_CLIENT_SECRET", d.details_client_secret),
         details_account_id=text("DETAILS_ACCOUNT_ID", d.details_account_id),
         details_rate_limit=_rate(env, "DETAILS_RATE_LIMIT", d.details_rate_limit),
-        notify_url=text("NOTIFY_URL", d.notify_url),
-        allow_unsigned_webhooks=text("ALLOW_UNSIGNED_WEBHOOKS", "").lower() in ("1", "true", "yes"),
+        notify_url=_optional_url(env, "NOTIFY_URL", strip=False) or d.notify_url,
+        allow_unsigned_webhooks=_flag(env, "ALLOW_UNSIGNED_WEBHOOKS"),
         connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", d.connect_timeout),
         read_timeout=_float(env, "HTTP_READ_TIMEOUT", d.read_timeout),
         submit_budget=_float(env, "SUBMIT_BUDGET", d.submit_budget),
@@ -321,6 +428,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sweep_after=_float(env, "SWEEP_AFTER", d.sweep_after),
         lookup_budget=_float(env, "LOOKUP_BUDGET", d.lookup_budget),
         reconcile_walk_at=_count(env, "RECONCILE_WALK_AT", d.reconcile_walk_at),
+        failed_payload_retention=_duration(
+            env, "FAILED_PAYLOAD_RETENTION", d.failed_payload_retention
+        ),
+        operator=text("DISBURSE_OPERATOR", "") or _login_name(),
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings

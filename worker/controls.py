@@ -10,6 +10,7 @@ from decimal import Decimal
 from worker.exceptions import BatchNotFound, ProviderError
 from worker.ledger import Ledger
 from worker.pause import PauseSwitch
+from worker.report import plural
 from worker.states import State
 from worker.vexora import Balance
 
@@ -81,7 +82,7 @@ class Controls:
             moved += [t for t, r in zip(page, results, strict=True) if r.moved]
         self.ledger.set_batch_note(batch_id, HELD_NOTE, None)
         self.publish_submissions(moved)
-        return ControlResult(batch_id, len(moved), f"released {len(moved)} payouts")
+        return ControlResult(batch_id, len(moved), f"released {plural(len(moved), 'payout')}")
 
     def cancel(self, batch_id: str) -> ControlResult:
         """Cancel every order of the batch that has not been sent (HELD or QUEUED)."""
@@ -97,7 +98,7 @@ class Controls:
                 note="cancelled",
             )
             cancelled += sum(r.moved for r in results)
-        return ControlResult(batch_id, cancelled, f"cancelled {cancelled} unsent payouts")
+        return ControlResult(batch_id, cancelled, f"cancelled {plural(cancelled, 'unsent payout')}")
 
     def pause(self, reason: str) -> Paused:
         """Stop every submission, cluster-wide, within a request's time."""

@@ -101,6 +101,10 @@ class Disbursement:
     posted_at_ms: int | None
     processed_at_ms: int | None
     notes: str | None
+    # The currency of total_amount, and the one currency of every fee (None when the
+    # fees name several); one left out is the amount's.
+    total_currency: str | None = None
+    fee_currency: str | None = None
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -145,11 +149,13 @@ def parse_disbursement(row: Mapping[str, Any]) -> Disbursement:
     total, total_currency = _money(row.get("total_amount"), "total_amount")
     fees_raw = row.get("fees")
     fees: list[Decimal] = []
+    fee_currencies: set[str | None] = set()
     if isinstance(fees_raw, list):
         for fee in fees_raw:
-            value, _ = _money(fee, "fees")
+            value, fee_currency = _money(fee, "fees")
             if value is not None:
                 fees.append(value)
+                fee_currencies.add(fee_currency or currency)
     notes = row.get("notes")
     return Disbursement(
         transaction_id=str(raw_id),
@@ -162,6 +168,8 @@ def parse_disbursement(row: Mapping[str, Any]) -> Disbursement:
         posted_at_ms=_millis(row.get("post_timestamp")),
         processed_at_ms=_millis(row.get("processed_timestamp")),
         notes=notes if isinstance(notes, str) else None,
+        total_currency=total_currency or currency,
+        fee_currency=fee_currencies.pop() if len(fee_currencies) == 1 else None,
     )
 
 

@@ -14,7 +14,11 @@ one clause. Below it, two questions tell the branches apart:
     │   ├── InvalidPayout          a payout's fields (``errors``: field -> messages)  [ValueError]
     │   ├── UnknownMarket          not a market code we pay out in                  [ValueError]
     │   ├── InvalidFile            a rows file that cannot be used as a whole       [ValueError]
-    │   └── BatchNotFound          no batch with this id                           [LookupError]
+    │   ├── BatchNotFound          no batch with this id                           [LookupError]
+    │   ├── OrderNotFound          no order with this tradeNo                      [LookupError]
+    │   ├── NotInReview            a decision for an order that is not in REVIEW
+    │   ├── DecisionRefused        a REVIEW decision the provider's answer contradicts
+    │   └── AlreadyRetried         another retry of the same orders committed first
     ├── ConfigError                a setting is missing or malformed: fix it, restart [ValueError]
     │   └── SchemaBehind           the database lacks migrations this code needs
     ├── RateLimitTimeout           our own limiter had no slot in time: nothing sent [TimeoutError]
@@ -45,17 +49,21 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "AlreadyRetried",
     "AlreadySubmitted",
     "AuthenticationFailed",
     "BatchNotFound",
     "ConfigError",
     "ConfigurationRejected",
+    "DecisionRefused",
     "DisburseError",
     "InputError",
     "InvalidFile",
     "InvalidPayout",
     "NotFound",
+    "NotInReview",
     "NotSent",
+    "OrderNotFound",
     "OutcomeUnknown",
     "ProviderError",
     "RateLimitTimeout",
@@ -120,6 +128,50 @@ class BatchNotFound(InputError, LookupError):
     def __init__(self, batch_id: str) -> None:
         super().__init__(f"no batch {batch_id}")
         self.batch_id = batch_id
+
+
+class OrderNotFound(InputError, LookupError):
+    """No order with this tradeNo."""
+
+    def __init__(self, trade_no: str) -> None:
+        super().__init__(f"no order {trade_no}")
+        self.trade_no = trade_no
+
+
+class NotInReview(InputError):
+    """A person's decision for an order that is not (or no longer) in REVIEW: nothing changed."""
+
+    def __init__(self, trade_no: str, state: str) -> None:
+        super().__init__(f"order {trade_no} is {state}, not REVIEW: nothing changed")
+        self.trade_no = trade_no
+        self.state = state
+
+
+class DecisionRefused(InputError):
+    """A REVIEW decision that contradicts what the provider answers now: nothing changed.
+
+    ``provider_said`` is that answer, in words (state, the provider's status and message).
+    """
+
+    def __init__(self, trade_no: str, decision: str, provider_said: str) -> None:
+        super().__init__(
+            f"order {trade_no} not marked {decision}: the provider says {provider_said}; "
+            "nothing changed"
+        )
+        self.trade_no = trade_no
+        self.decision = decision
+        self.provider_said = provider_said
+
+
+class AlreadyRetried(InputError):
+    """Another retry of some of the same orders committed first: nothing was enqueued
+    (an order is retried at most once); run the retry again for what is left."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "another retry of these payouts committed first: nothing was enqueued; "
+            "run the retry again for what is left"
+        )
 
 
 # --- the operator's settings ------------------------------------------------------------

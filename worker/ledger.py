@@ -1,12 +1,13 @@
 """The order ledger in PostgreSQL: the system of record for where every payout stands.
 
 Tables (``worker/db/migrations``): ``batches``, ``orders`` (one row per payout, with
-its exact fields to send in ``payload`` until it is final, and a masked copy for
-good) and ``order_events`` (append-only, one row per change). Every change of state
-is one statement, hence one transaction and one round trip: lock the orders, update
-those whose state the transition table (:data:`worker.states.TRANSITIONS`) lets
-move, and insert their event rows. Times come from the server's clock; amounts are
-``numeric`` and come back as ``Decimal``.
+its exact fields to send in ``payload`` until it is final (a failed one's for the
+retention window: worker.retention), and a masked copy for good) and ``order_events``
+(append-only, one row per change). Every change of state is one statement, hence one
+transaction and one round trip: lock the orders, update those whose state the
+transition table (:data:`worker.states.TRANSITIONS`) lets move, and insert their
+event rows. Times come from the server's clock; amounts are ``numeric`` and come back
+as ``Decimal``.
 
 Connections come from a :class:`psycopg_pool.ConnectionPool`, each checked out for
 one short exchange and put in autocommit (a lone statement is its own transaction:
@@ -20,7 +21,7 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from worker.exceptions import AlreadyRetried
 from worker.redact import mask_personal
 from worker.states import ALLOWED_FROM, FINAL_STATES, SETTLED_STATES, Outcome, State
 
@@ -50,8 +52,15 @@ _MS = timedelta(milliseconds=1)
 _ORDER_COLUMNS = sql.SQL(
     "trade_no, batch_id, market, currency, amount, reference, state, created_at, updated_at, "
     "attempts, platform_trade_no, provider_status, provider_message, reason, discrepancy, "
-    "unseen_at, resubmits, row_no, state_entered_at, fee, total_debited, masked"
+    "unseen_at, resubmits, row_no, state_entered_at, fee, total_debited, masked, "
+    "fee_currency, total_debited_currency, recheck_at, retry_of"
 )
+# Final states whose payload stays for FAILED_PAYLOAD_RETENTION, so that the order can be
+# retried (worker.retention erases it after that); the other final states erase it at once.
+PAYLOAD_KEPT = frozenset({State.FAILED, State.REVERSED})
+# The same states as SQL literals: the partial index orders_payload_kept serves a query only
+# when it spells them so.
+_KEPT = sql.SQL(", ").join(sql.Literal(str(state)) for state in sorted(PAYLOAD_KEPT))
 
 # One statement per change of state, for one order or many: lock the orders (in one
 # order, so two such statements never deadlock), decide each one's action from its
@@ -124,18 +133,19 @@ CREATE TEMP TABLE incoming (
     amount     numeric NOT NULL,
     reference  text,
     payload    jsonb NOT NULL,
-    masked     jsonb NOT NULL
+    masked     jsonb NOT NULL,
+    retry_of   text
 ) ON COMMIT DROP
 """
 _CREATE = """
 WITH created AS (
     INSERT INTO orders (trade_no, batch_id, row_no, market, currency, amount, reference,
-                        state, payload, masked)
+                        state, payload, masked, retry_of)
     SELECT trade_no, %(batch)s, row_no, market, currency, amount, reference, %(state)s,
-           payload, masked
+           payload, masked, retry_of
     FROM incoming ORDER BY reference, row_no
     ON CONFLICT (reference) DO NOTHING
-    RETURNING trade_no, row_no, currency, amount
+    RETURNING trade_no, row_no, currency, amount, retry_of
 ), batch AS (
     INSERT INTO batches (id, market, row_count)
     SELECT %(batch)s, %(market)s, count(*) FROM created
@@ -143,8 +153,10 @@ WITH created AS (
     INSERT INTO batch_totals (batch_id, currency, row_count, amount)
     SELECT %(batch)s, currency, count(*), sum(amount) FROM created GROUP BY currency
 ), events AS (
-    INSERT INTO order_events (trade_no, source, to_state)
-    SELECT trade_no, 'producer', %(state)s FROM created
+    INSERT INTO order_events (trade_no, source, to_state, facts)
+    SELECT trade_no, 'producer', %(state)s,
+        CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
+    FROM created
 )
 SELECT row_no, trade_no FROM created
 """
@@ -166,6 +178,15 @@ _OPEN_STATES = sql.SQL(
     "SELECT state, count(*), min(state_entered_at) FROM orders "
     "WHERE state NOT IN ({}) GROUP BY state"
 ).format(sql.SQL(", ").join(sql.Literal(str(state)) for state in sorted(FINAL_STATES)))
+
+# A batch's fees and totals debited per state and currency (each in its own currency).
+_COSTS = """
+SELECT 'fee', state, fee_currency, sum(fee) FROM orders
+WHERE batch_id = %(batch)s AND fee IS NOT NULL GROUP BY state, fee_currency
+UNION ALL
+SELECT 'debited', state, total_debited_currency, sum(total_debited) FROM orders
+WHERE batch_id = %(batch)s AND total_debited IS NOT NULL GROUP BY state, total_debited_currency
+"""
 
 
 def new_trade_no() -> str:
@@ -203,6 +224,23 @@ class Order:
     fee: Decimal | None = None  # from the details API
     total_debited: Decimal | None = None  # from the details API
     masked: Mapping[str, str] | None = None  # the fields sent, masked for display
+    fee_currency: str | None = None
+    total_debited_currency: str | None = None
+    # When a failure was reported for this SUCCEEDED order (not by the details API): its
+    # reversal waits for the details API's word (Ledger.apply_report).
+    recheck_ms: int | None = None
+    retry_of: str | None = None  # the FAILED or REVERSED order this one enqueued again
+
+
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """What the details API says a payout cost: its fees and the total debited, each
+    with its currency (None where the answer does not say)."""
+
+    fee: Decimal | None = None
+    fee_currency: str | None = None
+    total: Decimal | None = None
+    total_currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +265,9 @@ class BatchSummary:
     created_ms: int
     market: str
     held_reason: str | None = None
+    # What the details API says the orders cost, per state and currency.
+    fees: dict[State, dict[str, Decimal]] = field(default_factory=dict)
+    debited: dict[State, dict[str, Decimal]] = field(default_factory=dict)
 
     @property
     def settled_count(self) -> int:
@@ -244,13 +285,22 @@ class BatchSummary:
             "market": self.market,
             "total": self.total,
             "counts": {str(s): n for s, n in self.counts.items()},
-            "amounts": {
-                str(s): {cur: str(v) for cur, v in by_cur.items()}
-                for s, by_cur in self.amounts.items()
-            },
+            "amounts": _by_state(self.amounts),
             "discrepancies": self.discrepancies,
             "held_reason": self.held_reason,
+            "fees": _by_state(self.fees),
+            "debited": _by_state(self.debited),
         }
+
+
+def _by_state(sums: dict[State, dict[str, Decimal]]) -> dict[str, dict[str, str]]:
+    return {str(s): {cur: str(v) for cur, v in by_cur.items()} for s, by_cur in sums.items()}
+
+
+def _currency(code: str | None) -> str | None:
+    """A currency code as the ledger keeps it (``IDR``), or None for anything else."""
+    code = (code or "").strip().upper()
+    return code if len(code) == 3 and code.isascii() and code.isalpha() else None
 
 
 def _ms(at: datetime) -> int:
@@ -267,7 +317,7 @@ def _order(row: Sequence[Any]) -> Order:
         trade_no, batch_id, market, currency, amount, reference, state, created_at,
         updated_at, attempts, platform_trade_no, provider_status, provider_message, reason,
         discrepancy, unseen_at, resubmits, row_no, state_entered_at, fee, total_debited,
-        masked,
+        masked, fee_currency, total_debited_currency, recheck_at, retry_of,
     ) = row  # fmt: skip
     return Order(
         trade_no=trade_no,
@@ -292,6 +342,10 @@ def _order(row: Sequence[Any]) -> Order:
         fee=fee,
         total_debited=total_debited,
         masked=masked,
+        fee_currency=fee_currency,
+        total_debited_currency=total_debited_currency,
+        recheck_ms=_ms(recheck_at) if recheck_at is not None else None,
+        retry_of=retry_of,
     )
 
 
@@ -327,7 +381,13 @@ class Ledger:
 
     # creation ---------------------------------------------------------------
     def create_orders(
-        self, payouts: Sequence[Payout], *, batch_id: str, market: str, hold: bool = False
+        self,
+        payouts: Sequence[Payout],
+        *,
+        batch_id: str,
+        market: str,
+        hold: bool = False,
+        retry_of: Sequence[str] | None = None,
     ) -> list[tuple[str, bool]]:
         """Persist ``payouts`` as one batch; returns (tradeNo, created) in input order.
 
@@ -336,15 +396,20 @@ class Ledger:
         reference already has an order (from an earlier batch, a concurrent one, or
         an earlier row of this one) is not created again: that order's tradeNo comes
         back with ``created=False``.
+
+        ``retry_of`` (one tradeNo per payout) makes each a retry of that FAILED or
+        REVERSED order, whose payload is erased in the same transaction: an order is
+        retried at most once (AlreadyRetried when another retry of it won a race).
         """
         state = State.HELD if hold else State.QUEUED
+        links = retry_of if retry_of is not None else [None] * len(payouts)
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(_INCOMING)
             with cur.copy(
                 "COPY incoming (row_no, trade_no, market, currency, amount, reference, "
-                "payload, masked) FROM STDIN"
+                "payload, masked, retry_of) FROM STDIN"
             ) as copy:
-                for row_no, payout in enumerate(payouts, start=1):
+                for row_no, (payout, link) in enumerate(zip(payouts, links, strict=True), 1):
                     copy.write_row(
                         (
                             row_no,
@@ -355,9 +420,15 @@ class Ledger:
                             payout.reference,
                             json.dumps(payout.fields, ensure_ascii=False),
                             json.dumps(mask_personal(payout.fields), ensure_ascii=False),
+                            link,
                         )
                     )
-            cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
+            try:
+                cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == "orders_retry_of_key":
+                    raise AlreadyRetried from None
+                raise
             created: dict[int, str] = dict(cur.fetchall())
             existing: dict[int, str] = {}
             if len(created) < len(payouts):
@@ -367,6 +438,10 @@ class Ledger:
                     (list(created),),
                 )
                 existing = dict(cur.fetchall())
+            if retry_of is not None:
+                cur.execute(
+                    "UPDATE orders SET payload = NULL WHERE trade_no = ANY(%s)", (list(retry_of),)
+                )
         return [
             (created[row_no], True) if row_no in created else (existing[row_no], False)
             for row_no in range(1, len(payouts) + 1)
@@ -449,12 +524,18 @@ class Ledger:
                 "WHERE batch_id = %s GROUP BY state, currency",
                 (batch_id,),
             ).fetchall()
+            costs = conn.execute(_COSTS, {"batch": batch_id}).fetchall()
         total, created_at, market, held_reason, discrepancies = head
         counts: dict[State, int] = {}
         amounts: dict[State, dict[str, Decimal]] = {}
         for state, currency, n, amount in rows:
             counts[State(state)] = counts.get(State(state), 0) + n
             amounts.setdefault(State(state), {})[currency] = amount
+        fees: dict[State, dict[str, Decimal]] = {}
+        debited: dict[State, dict[str, Decimal]] = {}
+        for kind, state, currency, amount in costs:
+            sums = fees if kind == "fee" else debited
+            sums.setdefault(State(state), {})[currency] = amount
         return BatchSummary(
             batch_id=batch_id,
             total=total,
@@ -464,6 +545,8 @@ class Ledger:
             created_ms=_ms(created_at),
             market=market,
             held_reason=held_reason,
+            fees=fees,
+            debited=debited,
         )
 
     def set_batch_note(self, batch_id: str, name: str, value: str | None) -> None:
@@ -632,7 +715,7 @@ class Ledger:
             "discrepant": [str(s) for s in discrepant],
             "refresh": bool(given),
             "attempt": target is State.SUBMITTING,  # a claim: one more attempt
-            "erase": target in FINAL_STATES,
+            "erase": target in FINAL_STATES - PAYLOAD_KEPT,
             "source": source,
             "facts": Jsonb(seen) if seen else None,
             "discrepancy": said,
@@ -752,7 +835,14 @@ class Ledger:
             ).fetchall()
         return [trade_no for (trade_no,) in rows]
 
-    def apply_report(self, trade_no: str, report: ProviderReport, *, source: Source) -> Outcome:
+    def apply_report(
+        self,
+        trade_no: str,
+        report: ProviderReport,
+        *,
+        source: Source,
+        debit: Debit | None = None,
+    ) -> Outcome:
         """Apply what the provider said about an order: the one rule for every source.
 
         ``source`` (submit, webhook, lookup) goes into the order's history. The report
@@ -760,7 +850,29 @@ class Ledger:
         that contradicts the order's own final state is recorded as a discrepancy and
         never applied; anything else (a late PROCESSING, a report for an unsent order)
         changes nothing.
+
+        ``debit`` comes with the details API's answer, and only with it: what the payout
+        cost is recorded, and the details API alone may reverse a payout. Its report of
+        a failure moves a SUCCEEDED order to REVERSED. The same report from anyone else
+        (a webhook, a query or submit answer: a mistaken or forged one must not move
+        money state) is recorded as a discrepancy, and the order is marked for the
+        reconcile pass to ask the details API (:meth:`rechecks`).
         """
+        if debit is not None:
+            self._record_debit(trade_no, debit)
+            if report.state is State.FAILED:
+                reversal = self.transition(
+                    trade_no,
+                    State.REVERSED,
+                    source=source,
+                    expect=[State.SUCCEEDED],
+                    platform_trade_no=report.platform_trade_no,
+                    provider_status=report.status,
+                    provider_message=report.message,
+                    reason="the details API says it failed after success",
+                )
+                if reversal.outcome in ("ok", "same"):
+                    return Outcome.MOVED if reversal.moved else Outcome.SAME
         result = self.transition(
             trade_no,
             report.state,
@@ -770,6 +882,13 @@ class Ledger:
             provider_status=report.status,
             provider_message=report.message,
         )
+        if (
+            result.outcome == "final"
+            and result.previous is State.SUCCEEDED
+            and report.state is State.FAILED
+            and debit is None
+        ):
+            self._mark_recheck(trade_no)
         match result.outcome:
             case "ok":
                 return Outcome.MOVED
@@ -781,3 +900,143 @@ class Ledger:
                 return Outcome.DISCREPANCY
             case _:
                 return Outcome.IGNORED
+
+    def _record_debit(self, trade_no: str, debit: Debit) -> None:
+        """Store what the details API says the payout cost: each amount with its currency
+        (three capitals, as the orders' own), or not at all."""
+        fee_currency = _currency(debit.fee_currency) if debit.fee is not None else None
+        total_currency = _currency(debit.total_currency) if debit.total is not None else None
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE orders SET fee = coalesce(%s, fee), fee_currency = coalesce(%s, "
+                "fee_currency), total_debited = coalesce(%s, total_debited), "
+                "total_debited_currency = coalesce(%s, total_debited_currency) "
+                "WHERE trade_no = %s",
+                (
+                    debit.fee if fee_currency else None,
+                    fee_currency,
+                    debit.total if total_currency else None,
+                    total_currency,
+                    trade_no,
+                ),
+            )
+
+    def _mark_recheck(self, trade_no: str) -> None:
+        """A failure was reported for this SUCCEEDED order: ask the details API (again)."""
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE orders SET recheck_at = date_trunc('milliseconds', now()) "
+                "WHERE trade_no = %s AND state = 'SUCCEEDED'",
+                (trade_no,),
+            )
+
+    def rechecks(self, limit: int = PAGE) -> list[tuple[str, int]]:
+        """SUCCEEDED orders a failure was reported for, to ask the details API about:
+        (tradeNo, when marked in ms), the earliest first."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT trade_no, recheck_at FROM orders "
+                "WHERE recheck_at IS NOT NULL AND state = 'SUCCEEDED' "
+                "ORDER BY recheck_at, trade_no LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [(trade_no, _ms(at)) for trade_no, at in rows]
+
+    def recheck_done(self, trade_no: str, marked_ms: int) -> None:
+        """The details API was asked about the order after it was marked at ``marked_ms``:
+        that mark (and any earlier) is cleared; a failure reported since keeps it."""
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE orders SET recheck_at = NULL WHERE trade_no = %s AND recheck_at <= %s",
+                (trade_no, _at(marked_ms)),
+            )
+
+    # REVIEW decisions, retries, retention (issue 14) ------------------------
+    def decide(
+        self,
+        trade_no: str,
+        decision: State,
+        *,
+        operator: str,
+        note: str,
+        report: ProviderReport | None,
+        debit: Debit | None = None,
+    ) -> Transition:
+        """REVIEW -> ``decision`` by a person (source ``operator``): the operator's name and
+        note go into the event, the provider's answer (None: it has no record) onto the
+        order and into the event, with what the payout cost (``debit``, from the details
+        API) as every report's."""
+        if debit is not None:
+            self._record_debit(trade_no, debit)
+        facts: dict[str, str | int | None] = {"operator": operator}
+        if report is not None:
+            facts.update(
+                platform_trade_no=report.platform_trade_no,
+                provider_status=report.status,
+                provider_message=report.message,
+            )
+        found = self._move(
+            [trade_no], decision, source="operator", expect=[State.REVIEW], note=note, facts=facts
+        )
+        return found[trade_no][0] if trade_no in found else Transition("missing", None)
+
+    def retry_candidates(
+        self, batch_id: str
+    ) -> list[tuple[Order, dict[str, str] | None, str | None]]:
+        """The batch's FAILED and REVERSED orders in row order, each with its payload (None
+        once erased) and the tradeNo of its retry (None while it has none)."""
+        query = sql.SQL(
+            "SELECT {}, payload, "
+            "  (SELECT r.trade_no FROM orders r WHERE r.retry_of = o.trade_no) "
+            "FROM orders o WHERE batch_id = %s AND state IN ({}) ORDER BY row_no"
+        ).format(_ORDER_COLUMNS, _KEPT)
+        with self._connection() as conn:
+            rows = conn.execute(query, (batch_id,)).fetchall()
+        return [(_order(row[:-2]), row[-2], row[-1]) for row in rows]
+
+    def erase_kept_payloads(self, older_than: float, *, limit: int = PAGE) -> int:
+        """Erase the payload of at most ``limit`` FAILED and REVERSED orders final for more
+        than ``older_than`` seconds (the server's clock), oldest first; returns how many.
+
+        Rows another transaction holds (a retry reading them) are left to a later call.
+        """
+        with self._connection() as conn:
+            query = sql.SQL(
+                "UPDATE orders SET payload = NULL WHERE trade_no IN ("
+                "  SELECT trade_no FROM orders WHERE payload IS NOT NULL AND state IN ({})"
+                "    AND state_entered_at < now() - make_interval(secs => %s)"
+                "  ORDER BY state_entered_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+            ).format(_KEPT)
+            cur = conn.execute(query, (older_than, limit))
+            return cur.rowcount
+
+    # listing batches --------------------------------------------------------
+    def batches(
+        self,
+        *,
+        since_ms: int | None = None,
+        state: Literal["held", "open", "settled"] | None = None,
+        limit: int = 20,
+    ) -> list[BatchSummary]:
+        """The newest batches (created at or after ``since_ms``), at most ``limit``, each
+        as :meth:`batch` reads it. ``state`` keeps those with a HELD order (``held``),
+        with an order still on its way (``open``), or with none (``settled``)."""
+        settled = sql.SQL(", ").join(sql.Literal(str(s)) for s in sorted(SETTLED_STATES))
+        having = {
+            None: sql.SQL("true"),
+            "held": sql.SQL("EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                            "AND o.state = 'HELD')"),
+            "open": sql.SQL("EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                            "AND o.state NOT IN ({}, 'HELD'))").format(settled),
+            "settled": sql.SQL("NOT EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id "
+                               "AND o.state NOT IN ({}))").format(settled),
+        }[state]  # fmt: skip
+        query = sql.SQL(
+            "SELECT b.id FROM batches b WHERE b.created_at >= %s AND {} "
+            "ORDER BY b.created_at DESC, b.id LIMIT %s"
+        ).format(having)
+        with self._connection() as conn:
+            ids = [row[0] for row in conn.execute(query, (_at(since_ms or 0), limit))]
+        # One read per batch, the same as ``batch``: a listing is a page of a few.
+        found = (self.batch(batch_id) for batch_id in ids)
+        return [summary for summary in found if summary is not None]

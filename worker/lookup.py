@@ -17,6 +17,12 @@ contradicts a final state              discrepancy recorded; the final state sta
 error, no token, 429, out of budget    unchanged (asked again later)
 =====================================  =============================================
 
+Every answer of the details API also records what the payout cost: its fees and the
+total debited. A SUCCEEDED order that someone else reported failed (marked by the
+ledger: :meth:`worker.ledger.Ledger.rechecks`) is asked about through the details API
+alone, whose answer decides: failed makes it REVERSED; anything else leaves it
+SUCCEEDED, the report it contradicts stays recorded as a discrepancy.
+
 An order a lookup leaves pending is held to its REVIEW deadline (worker.deadline).
 Lookups run in lookup tasks (published through worker.inflight by the reconcile pass,
 a submit task or the webhook receiver), and in a submit task that finds a claim whose
@@ -29,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 from worker.deadline import ReviewDeadline
@@ -42,7 +49,7 @@ from worker.exceptions import (
     TokenUnavailable,
 )
 from worker.inflight import InFlightLookups
-from worker.ledger import Ledger, Order
+from worker.ledger import Debit, Ledger, Order
 from worker.retry import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.states import FINAL_STATES, PENDING_STATES, Outcome, State
 from worker.vexora import PayoutResult, ProviderReport
@@ -151,6 +158,17 @@ class Lookups:
         """
         return self._run([trade_no], self.recover_budget, clear_in_flight=False)
 
+    def ask(self, order: Order, budget: float) -> tuple[ProviderReport, Debit | None]:
+        """What the provider says about ``order`` now (and what it cost, when the details
+        API answered), the way a lookup asks, applying nothing: a person checks before
+        deciding. Raises NotFound when it has no record, another ProviderError when it
+        cannot be asked, RateLimitTimeout past ``budget``."""
+        try:
+            return self._ask_provider(order, time.monotonic() + budget)
+        except _DetailsDown as exc:
+            assert isinstance(exc.__cause__, ProviderError)
+            raise exc.__cause__ from None
+
     def _run(
         self, trade_nos: Sequence[str], budget: float, *, clear_in_flight: bool
     ) -> LookupReport:
@@ -173,6 +191,9 @@ class Lookups:
         if order is None:
             report.count("missing")
             return
+        if order.state is State.SUCCEEDED and order.recheck_ms is not None:
+            self._recheck(order, report, deadline)
+            return
         if order.state not in PENDING_STATES:
             report.count(f"already {order.state}")
             return
@@ -183,7 +204,7 @@ class Lookups:
             report.count("claim is live")
             return
         try:
-            answer = self._ask_provider(order, deadline)
+            answer, debit = self._ask_provider(order, deadline)
         except RateLimitTimeout:
             raise
         except NotFound:
@@ -194,19 +215,24 @@ class Lookups:
             self._leave(order, report, f"no details API: {exc}")
             return
         except ProviderError as exc:
-            report.errors += 1
-            if isinstance(exc, RateLimited):
-                self.limiter.penalize(exc.retry_after or 1.0)
-            log.warning("lookup failed: %s", type(exc).__name__, extra={"trade_no": trade_no})
+            self._failed(order, report, exc)
             self._leave(order, report, f"lookup failed: {type(exc).__name__}")
             return
-        self.apply_answer(order, answer, report)
+        self.apply_answer(order, answer, debit, report)
 
-    def apply_answer(self, order: Order, answer: ProviderReport, report: LookupReport) -> None:
-        """Apply what the provider said about ``order`` (a lookup, or a row of the paged
-        list: worker.walk), and hold it to its deadline while it stays pending."""
+    def apply_details(self, order: Order, found: Disbursement, report: LookupReport) -> None:
+        """Apply a details answer about ``order`` that came without a lookup (a row of the
+        paged list: worker.walk), as a lookup applies one: its state and its cost."""
+        assert found.state is not None
+        self.apply_answer(order, _report(found, found.state), _debit(found), report)
+
+    def apply_answer(
+        self, order: Order, answer: ProviderReport, debit: Debit | None, report: LookupReport
+    ) -> None:
+        """Apply what the provider said about ``order`` (and what it cost), and hold it to
+        its deadline while it stays pending."""
         trade_no = order.trade_no
-        outcome = self.ledger.apply_report(trade_no, answer, source="lookup")
+        outcome = self.ledger.apply_report(trade_no, answer, source="lookup", debit=debit)
         if outcome is Outcome.MOVED:
             report.count(f"{order.state}->{answer.state}")
         elif outcome is Outcome.DISCREPANCY:
@@ -226,24 +252,78 @@ class Lookups:
         """One slot of the shared details/query budget; RateLimitTimeout past the deadline."""
         self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
 
-    def _ask_provider(self, order: Order, deadline: float) -> ProviderReport:
+    def _failed(self, order: Order, report: LookupReport, exc: ProviderError) -> None:
+        """The provider call failed (an error, a 429): counted; asked again later."""
+        report.errors += 1
+        if isinstance(exc, RateLimited):
+            self.limiter.penalize(exc.retry_after or 1.0)
+        log.warning("lookup failed: %s", type(exc).__name__, extra={"trade_no": order.trade_no})
+
+    def _details(self, platform_trade_no: str, deadline: float) -> Disbursement:
+        """The details API's answer about the order (NotFound, or _DetailsDown)."""
+        try:
+            return self.details.details(platform_trade_no, throttle=lambda: self._slot(deadline))
+        except (TokenUnavailable, AuthenticationFailed) as exc:
+            # The token cache is in its cluster-wide back-off (worker.token): later
+            # details calls fail at once, without a request, until it ends.
+            raise _DetailsDown(type(exc).__name__) from exc
+
+    def _ask_provider(self, order: Order, deadline: float) -> tuple[ProviderReport, Debit | None]:
+        """The provider's report on the order and, when the details API answered, what the
+        payout cost."""
+        debit = None
         if order.platform_trade_no:
             try:
-                found = self.details.details(
-                    order.platform_trade_no, throttle=lambda: self._slot(deadline)
-                )
+                found = self._details(order.platform_trade_no, deadline)
             except NotFound:
                 pass  # the details API may lag behind the payout API: ask by tradeNo
-            except (TokenUnavailable, AuthenticationFailed) as exc:
-                # The token cache is in its cluster-wide back-off (worker.token): later
-                # details calls fail at once, without a request, until it ends.
-                raise _DetailsDown(type(exc).__name__) from exc
             else:
+                debit = _debit(found)
                 if found.state is not None:
-                    return ProviderReport(found.state, order.platform_trade_no, found.status, "")
+                    return _report(found, found.state), debit
         self._slot(deadline)
         result = self.vexora(order.market).query(order.trade_no)
-        return result.report
+        return result.report, debit
+
+    def _recheck(self, order: Order, report: LookupReport, deadline: float) -> None:
+        """Someone other than the details API reported this SUCCEEDED order failed: the
+        details API's answer decides (Ledger.apply_report). The mark stays, for a later
+        pass, while the details API cannot answer."""
+        assert order.recheck_ms is not None
+        found = None
+        try:
+            if order.platform_trade_no:
+                found = self._details(order.platform_trade_no, deadline)
+        except NotFound:
+            pass
+        except _DetailsDown:
+            report.deferred += 1
+            return
+        except ProviderError as exc:
+            self._failed(order, report, exc)
+            return
+        if found is None or found.state is None:
+            said = "no record" if found is None else f"status {found.status[:20]!r}"
+            report.count(f"reported failed, not confirmed: details API has {said}")
+            log.error(
+                "a failure was reported after success; the details API has %s: the order "
+                "stays SUCCEEDED",
+                said,
+                extra={"trade_no": order.trade_no},
+            )
+        else:
+            outcome = self.ledger.apply_report(
+                order.trade_no, _report(found, found.state), source="lookup", debit=_debit(found)
+            )
+            if outcome is Outcome.MOVED:
+                report.count("SUCCEEDED->REVERSED")
+                log.warning(
+                    "the details API confirms the payout failed after success: REVERSED",
+                    extra={"trade_no": order.trade_no},
+                )
+            else:
+                report.count(f"reported failed, not confirmed: details API says {found.status}")
+        self.ledger.recheck_done(order.trade_no, order.recheck_ms)
 
     def _not_found(self, order: Order, report: LookupReport) -> None:
         """The provider answered without a record of a payout with this tradeNo.
@@ -303,3 +383,17 @@ class Lookups:
         """The order stays pending: past its deadline it goes to REVIEW, with ``why``."""
         if self.deadline.enforce(order, why):
             report.review.append(order.trade_no)
+
+
+def _report(found: Disbursement, state: State) -> ProviderReport:
+    return ProviderReport(state, found.transaction_id, found.status, "")
+
+
+def _debit(found: Disbursement) -> Debit:
+    """What a details answer says the payout cost: its fees summed, in their one currency."""
+    return Debit(
+        fee=sum(found.fees, Decimal(0)) if found.fees else None,
+        fee_currency=found.fee_currency,
+        total=found.total_amount,
+        total_currency=found.total_currency,
+    )

@@ -3,26 +3,44 @@
 Nothing moves until every row is valid (unless the caller asks to skip invalid
 rows). Orders are persisted before their messages are published, so a message can
 be lost (the sweeper republishes) but never point at a payout that is not recorded.
+
+A retry enqueues a batch's FAILED and REVERSED orders again the same way, from the
+fields they kept (worker.retention), as a new batch of new tradeNos, each linked to
+the order it retries (``Order.retry_of``). Its reference is the original's with
+``#retry<n>`` appended (``inv-7`` -> ``inv-7#retry1``, whose retry is ``inv-7#retry2``):
+``#`` is in no reference an application can give, so a retry's reference maps to
+exactly one order too. An order is retried at most once (the database holds the
+link unique): retrying a batch again enqueues only what has not been retried.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from marshmallow import ValidationError
 
 from schemas import MARKETS, Payout, RowError, market_code, validate_row, validate_rows
+from worker.columns import notify_url_error
 from worker.config import Settings
-from worker.exceptions import InvalidPayout, UnknownMarket
+from worker.exceptions import BatchNotFound, ConfigError, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
+from worker.states import State
 
 # Publishes submit messages for orders (worker.publish.publish_submissions).
 Publish = Callable[[Sequence[str]], object]
 # Signs one payout's fields with a tradeNo exactly as a worker would
 # (VexoraClient.signed_body of the market's account).
 Sign = Callable[[Mapping[str, str], str], object]
+
+_RETRY_SUFFIX = re.compile(r"#retry([0-9]+)$")
+# Why an order cannot be retried without its fields: a reversed one lost them on success.
+_ERASED = {
+    State.FAILED: "its fields are erased (past FAILED_PAYLOAD_RETENTION)",
+    State.REVERSED: "its fields were erased when it succeeded; enqueue it again from your data",
+}
 
 
 @dataclass
@@ -40,6 +58,24 @@ class BatchResult:
             "batch_id": self.batch_id,
             "accepted": self.accepted,
             "rejected": [{"row": e.row, "errors": e.errors} for e in self.rejected],
+        }
+
+
+@dataclass
+class RetryResult(BatchResult):
+    """A retry's new batch (``batch_id``), and for the retried batch's FAILED and REVERSED
+    orders: the retry of each (tradeNo -> its retry's tradeNo) or why there is none."""
+
+    retried_batch: str = ""
+    retries: dict[str, str] = field(default_factory=dict)
+    not_retried: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "retried_batch": self.retried_batch,
+            "retries": self.retries,
+            "not_retried": self.not_retried,
         }
 
 
@@ -66,9 +102,13 @@ class Producer:
     ) -> BatchResult:
         """Validate all rows; unless every one is valid (or ``skip_invalid``), enqueue none.
 
-        Raises UnknownMarket for a market code we do not pay out in.
+        Raises UnknownMarket for a market code we do not pay out in, ConfigError when
+        rows without a notifyUrl would be sent the NOTIFY_URL setting and this market
+        refuses it (JP and KH notify over HTTPS only).
         """
         market = _market(market)
+        rows = list(rows)
+        self._check_notify_url(market, [row for _, row in rows])
         valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
         errors = sorted([*errors, *parse_errors], key=lambda e: e.row)
         if (errors and not skip_invalid) or not valid:
@@ -77,8 +117,67 @@ class Producer:
         if dry_run:
             self._sign_all(market.upper(), payouts)
             return BatchResult(None, len(payouts), errors, dry_run=True)
+        return self._persist(market, payouts, errors, hold=hold)
+
+    def retry(self, batch_id: str, *, hold: bool = False) -> RetryResult:
+        """Enqueue the batch's FAILED and REVERSED orders again as a new batch.
+
+        Each still has its fields (FAILED_PAYLOAD_RETENTION) and no retry yet; the others
+        are in ``not_retried`` with the reason. The fields are validated as rows are (an
+        error names the order's row in ``batch_id``): unless every one is valid, nothing
+        is enqueued. Raises BatchNotFound.
+        """
+        candidates = self.ledger.retry_candidates(batch_id)
+        if not candidates and self.ledger.batch(batch_id) is None:
+            raise BatchNotFound(batch_id)
+        originals: dict[int, Order] = {}
+        rows: list[tuple[int, Mapping[str, Any]]] = []
+        not_retried: dict[str, str] = {}
+        for order, payload, retried_as in candidates:
+            if retried_as is not None:
+                not_retried[order.trade_no] = f"already retried as {retried_as}"
+            elif payload is None:
+                not_retried[order.trade_no] = _ERASED[order.state]
+            else:
+                originals[order.row_no] = order
+                rows.append((order.row_no, {**payload, "currency": order.currency}))
+        if not rows:
+            return RetryResult(None, 0, retried_batch=batch_id, not_retried=not_retried)
+        market = candidates[0][0].market  # one market per batch
+        valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
+        if errors:
+            return RetryResult(None, 0, errors, retried_batch=batch_id, not_retried=not_retried)
+        payouts = [
+            replace(payout, reference=retry_reference(originals[row].reference))
+            for row, payout in valid
+        ]
+        retry_of = [originals[row].trade_no for row, _ in valid]
+        result = self._persist(market, payouts, [], hold=hold, retry_of=retry_of)
+        return RetryResult(
+            result.batch_id,
+            result.accepted,
+            trade_nos=result.trade_nos,
+            existing=result.existing,
+            held=hold,
+            retried_batch=batch_id,
+            retries=dict(zip(retry_of, result.trade_nos, strict=True)),
+            not_retried=not_retried,
+        )
+
+    def _persist(
+        self,
+        market: str,
+        payouts: list[Payout],
+        errors: list[RowError],
+        *,
+        hold: bool,
+        retry_of: Sequence[str] | None = None,
+    ) -> BatchResult:
+        """One transaction for the new batch, then its messages (unless held)."""
         batch_id = new_batch_id()
-        created = self.ledger.create_orders(payouts, batch_id=batch_id, market=market, hold=hold)
+        created = self.ledger.create_orders(
+            payouts, batch_id=batch_id, market=market, hold=hold, retry_of=retry_of
+        )
         new = [trade_no for trade_no, is_new in created if is_new]
         if not hold:
             self.publish(new)
@@ -96,8 +195,10 @@ class Producer:
 
         Raises UnknownMarket for a bad market code, InvalidPayout for a bad payout.
         """
+        market = _market(market)
+        self._check_notify_url(market, [row])
         try:
-            payout = validate_row(_market(market), row, notify_url=self.settings.notify_url)
+            payout = validate_row(market, row, notify_url=self.settings.notify_url)
         except ValidationError as exc:
             raise InvalidPayout(exc.messages_dict) from None
         ((trade_no, is_new),) = self.ledger.create_orders(
@@ -108,6 +209,15 @@ class Producer:
         order = self.ledger.get(trade_no)
         assert order is not None
         return order
+
+    def _check_notify_url(self, market: str, rows: Sequence[object]) -> None:
+        """A NOTIFY_URL this market refuses is one configuration error, not every row's."""
+        problem = notify_url_error(market, self.settings.notify_url)
+        if problem and any(
+            not isinstance(row, Mapping) or not str(row.get("notifyUrl") or "").strip()
+            for row in rows
+        ):
+            raise ConfigError(f"NOTIFY_URL, sent for rows without a notifyUrl: {problem}")
 
     def _sign_all(self, market: str, payouts: list[Payout]) -> None:
         """A dry run signs every payload exactly as a worker would, and sends nothing."""
@@ -122,3 +232,14 @@ def _market(market: str) -> str:
     if code is None:
         raise UnknownMarket(market, MARKETS)
     return code
+
+
+def retry_reference(reference: str | None) -> str | None:
+    """The reference of a retry of an order with ``reference``: ``#retry1`` appended, or
+    the number of the retry it already ends with counted up (None stays None)."""
+    if reference is None:
+        return None
+    match = _RETRY_SUFFIX.search(reference)
+    if match is None:
+        return f"{reference}#retry1"
+    return f"{reference[: match.start()]}#retry{int(match.group(1)) + 1}"

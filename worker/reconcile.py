@@ -4,7 +4,8 @@ A pass (Celery beat; a Redis lock with an owner token plus a short gate make a s
 beat, or a pass that outlasts its interval, change nothing) reads the pending orders
 oldest first, in pages, from the ledger (its index of open orders): PROCESSING and
 UNKNOWN older than ``RECONCILE_AFTER``, and SUBMITTING orders whose claim outlived any
-worker. It
+worker, and SUCCEEDED orders someone reported failed, for the details API to confirm
+or not (``Ledger.rechecks``). It
 publishes them as lookup tasks (worker.lookup) through the in-flight markers
 (worker.inflight): an order with a lookup outstanding is not published again, so no
 order is looked up twice at once, however many beats run. When at least
@@ -28,7 +29,7 @@ import redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from worker import keys
+from worker import keys, retention
 from worker.config import Settings
 from worker.inflight import InFlightLookups
 from worker.leases import Leases
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 PAGE = 500  # orders read or restarted per round trip
 # Orders published per pass, by the state they were found in, in this order.
 _KINDS = (State.SUBMITTING, State.UNKNOWN, State.PROCESSING)
+_REPORTED = (*_KINDS, State.SUCCEEDED)  # and SUCCEEDED orders reported failed
 
 
 @dataclass
@@ -50,7 +52,8 @@ class PassReport:
 
     ran: bool = True
     why_not: str = ""
-    # Orders sent to lookup, by the state they were in (SUBMITTING: an expired claim).
+    # Orders sent to lookup, by the state they were in (SUBMITTING: an expired claim;
+    # SUCCEEDED: reported failed).
     published: dict[State, int] = field(default_factory=dict)
     skipped_in_flight: int = 0
     abandoned: int = 0  # QUEUED orders whose submit task died, published again
@@ -74,7 +77,7 @@ class PassReport:
             lines.append(f"  {self.walk}")
         if self.lookups:
             kinds = ", ".join(
-                f"{self.published[s]} {_KIND_NAMES[s]}" for s in _KINDS if self.published.get(s)
+                f"{self.published[s]} {_KIND_NAMES[s]}" for s in _REPORTED if self.published.get(s)
             )
             lines.append(
                 f"  {self.lookups} orders sent to lookup ({kinds}); "
@@ -99,6 +102,7 @@ _KIND_NAMES = {
     State.SUBMITTING: "SUBMITTING with an expired claim",
     State.UNKNOWN: "UNKNOWN",
     State.PROCESSING: "PROCESSING",
+    State.SUCCEEDED: "SUCCEEDED reported failed (a reversal?)",
 }
 
 
@@ -154,6 +158,7 @@ class Reconciler:
             report = PassReport()
             self._fan_out(report, lock)
             self.sweep(report)
+            retention.erase_expired(self.ledger, self.settings.failed_payload_retention)
             log.info("%s", report)
             return report
         finally:
@@ -175,6 +180,7 @@ class Reconciler:
                 (ms, t, state)
                 for t, ms in self.ledger.scan(state, older_than=older_than, now_ms=now)
             ]
+        found += [(ms, t, State.SUCCEEDED) for t, ms in self.ledger.rechecks()]
         found.sort()  # oldest first, whatever the state
         walk_at = self.settings.reconcile_walk_at
         if self.walk is not None and 0 < walk_at <= len(found):

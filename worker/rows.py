@@ -3,7 +3,8 @@
 Any bytes in, never a crash out: a file that cannot be used as a whole (unreadable,
 not UTF-8, no rows, a bad CSV header) raises ``InvalidFile`` with the reason; a row
 that cannot be parsed becomes that row's error.
-Rows are numbered by their line in the file (the CSV header is line 1).
+Rows are numbered by their line in the file (the CSV header is line 1). A CSV file
+may be separated by commas, semicolons or tabs: its header line tells which.
 """
 
 from __future__ import annotations
@@ -72,8 +73,27 @@ def _jsonl(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
         yield number, row
 
 
+# What spreadsheets write: a comma, or where the comma is the decimal mark (much of
+# Europe and Latin America) a semicolon; a tab for "tab-separated" exports.
+DELIMITERS = (",", ";", "\t")
+
+
+def delimiter(text: str) -> str:
+    """The delimiter of a CSV text: the one that splits its header into the most columns
+    (a comma on a tie, and for a one-column file)."""
+    first = next(iter(io.StringIO(text, newline="")), "")
+
+    def width(candidate: str) -> int:
+        try:
+            return len(next(csv.reader([first], delimiter=candidate), []))
+        except csv.Error:
+            return 0
+
+    return max(DELIMITERS, key=width)
+
+
 def _csv(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text))
     try:
         header = next(reader)
     except StopIteration:

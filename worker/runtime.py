@@ -9,6 +9,7 @@ them: they are the parent's), and builds its own on first use.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 from functools import cache
 
@@ -20,6 +21,7 @@ from worker.config import Account, get_settings
 from worker.controls import Controls
 from worker.db.pool import open_pool
 from worker.deadline import ReviewDeadline
+from worker.decisions import Decisions
 from worker.details import DetailsClient
 from worker.inflight import InFlightLookups
 from worker.leases import Leases
@@ -41,15 +43,33 @@ from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
 from worker.walk import ListWalk
 
+# Seconds a command a person waits on gives Redis and PostgreSQL (see ``interactive``).
+INTERACTIVE_TIMEOUT = 3
+_interactive = False
+
+
+def interactive() -> None:
+    """Give up on Redis and PostgreSQL after INTERACTIVE_TIMEOUT seconds (the CLI).
+
+    A wrong address, or one where something else than Redis listens, then fails in
+    seconds rather than after the workers' HTTP read timeout, and the caller says so
+    in one line: the pool's own warnings of each failed attempt are not shown. Call it
+    before anything is built.
+    """
+    global _interactive
+    _interactive = True
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
 
 @cache
 def redis_client() -> redis.Redis:
     settings = get_settings()
+    timeout = INTERACTIVE_TIMEOUT if _interactive else settings.read_timeout
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
-        socket_timeout=settings.read_timeout,
-        socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(settings.connect_timeout, timeout),
         health_check_interval=30,
     )
 
@@ -57,6 +77,12 @@ def redis_client() -> redis.Redis:
 @cache
 def pool() -> ConnectionPool:
     """The process's PostgreSQL connection pool (worker.db.pool)."""
+    if _interactive:
+        return open_pool(
+            get_settings().database_url,
+            timeout=INTERACTIVE_TIMEOUT,
+            connect_timeout=INTERACTIVE_TIMEOUT - 1,  # libpq: whole seconds, 2 at least
+        )
     return open_pool(get_settings().database_url)
 
 
@@ -114,7 +140,13 @@ def details() -> DetailsClient:
         metrics().token_refresh()
         return fetch()
 
-    tokens = TokenCache(redis_client(), fetch_token, key=keys.oauth_token(settings.key_prefix))
+    tokens = TokenCache(
+        redis_client(),
+        fetch_token,
+        key=keys.oauth_token(settings.key_prefix),
+        lock_timeout=settings.token_lock_timeout,
+        wait_timeout=settings.token_lock_timeout + 5.0,  # a waiter outlasts one fetch
+    )
     return DetailsClient.from_settings(settings, tokens)
 
 
@@ -186,7 +218,7 @@ def reconciler() -> Reconciler:
         walk=ListWalk(
             details(),
             RateLimiter.for_details(redis_client(), settings),
-            lookups().apply_answer,
+            lookups().apply_details,
             ledger(),
             redis_client(),
             metrics(),
@@ -217,9 +249,16 @@ def batch_controls() -> Controls:
     )
 
 
+@cache
+def decisions() -> Decisions:
+    """REVIEW orders and a person's decisions, checked with the provider as a lookup asks."""
+    budget = get_settings().lookup_budget
+    return Decisions(ledger(), lambda order: lookups().ask(order, budget))
+
+
 _BUILT = (redis_client, pool, ledger, pause_switch, metrics, _vexora, details, leases,
           in_flight, lookups, _submitter, submitter, reconciler, producer,
-          batch_controls)  # fmt: skip
+          batch_controls, decisions)  # fmt: skip
 
 
 def _forget_built() -> None:

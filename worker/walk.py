@@ -4,8 +4,8 @@ A lookup asks about one order per request; a page of the list (seed 003,
 ``GET /api/v1.0/disbursement/{account_id}?page=N``) shows 25, newest first. When a
 pass finds at least ``RECONCILE_WALK_AT`` orders due, it walks the list from page 1
 down, matching rows to orders by the provider's transaction id, and applies every
-row about one of them as a lookup would (:meth:`worker.lookup.Lookups.apply_answer`,
-hence ``apply_report``). It stops when
+row about one of them as a lookup would (:meth:`worker.lookup.Lookups.apply_details`:
+``apply_report``, with the fees and total debited the row shows). It stops when
 
 - every order the walk must cover (pending since before it began) has been shown;
 - a page's oldest row was posted before the first of those orders was first claimed
@@ -54,11 +54,10 @@ from typing import Protocol
 import redis
 
 from worker import keys
-from worker.details import ListPage, Throttle
+from worker.details import Disbursement, ListPage, Throttle
 from worker.exceptions import ProviderError, RateLimited, RateLimitTimeout
 from worker.ledger import Order
 from worker.lookup import Limiter, LookupReport
-from worker.vexora import ProviderReport
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class SkippedRows(Protocol):
     def list_rows_skipped(self, count: int) -> None: ...
 
 
-ApplyAnswer = Callable[[Order, ProviderReport, LookupReport], None]
+ApplyRow = Callable[[Order, Disbursement, LookupReport], None]
 
 
 @dataclass
@@ -124,7 +123,7 @@ class ListWalk:
         self,
         details: ListReads,
         limiter: Limiter,
-        apply: ApplyAnswer,
+        apply: ApplyRow,
         ledger: Clock,
         client: redis.Redis,
         metrics: SkippedRows,
@@ -155,7 +154,7 @@ class ListWalk:
         applying: list[Future[None]] = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="walk-apply") as applier:
 
-            def apply_later(shown: list[tuple[Order, ProviderReport]]) -> None:
+            def apply_later(shown: list[tuple[Order, Disbursement]]) -> None:
                 applying.append(applier.submit(self._apply, shown, report.applied))
 
             self._walk(report, pending, keep_lock, apply_later)
@@ -163,16 +162,16 @@ class ListWalk:
             done.result()  # the first failure to apply, if any, fails the pass
         return report
 
-    def _apply(self, shown: list[tuple[Order, ProviderReport]], applied: LookupReport) -> None:
-        for order, answer in shown:
-            self.apply(order, answer, applied)
+    def _apply(self, shown: list[tuple[Order, Disbursement]], applied: LookupReport) -> None:
+        for order, row in shown:
+            self.apply(order, row, applied)
 
     def _walk(
         self,
         report: WalkReport,
         pending: Sequence[Order],
         keep_lock: Callable[[], bool],
-        apply_later: Callable[[list[tuple[Order, ProviderReport]]], None],
+        apply_later: Callable[[list[tuple[Order, Disbursement]]], None],
     ) -> WalkReport:
         report.fall_back = [o.trade_no for o in pending if not o.platform_trade_no]
         started_ms, page = self._cursor()
@@ -233,7 +232,7 @@ class ListWalk:
                 del want[row.transaction_id]
                 cover.discard(order.trade_no)
                 report.matched.append(order.trade_no)
-                shown.append((order, ProviderReport(row.state, row.transaction_id, row.status, "")))
+                shown.append((order, row))
             if shown:
                 apply_later(shown)
             posted = [row.posted_at_ms for row in found.rows if row.posted_at_ms is not None]

@@ -9,8 +9,10 @@ status and text to answer, the metrics outcome label and the log lines to write.
 * The ``sign`` is verified (constant time) against every provider account's secret
   before anything touches state. A verified notification is applied with
   ``apply_report(..., source="webhook")``, so replays are harmless and a report that
-  contradicts a final state is recorded as a discrepancy, never applied. Accepted
-  notifications are answered with exactly ``OK``; no provider call is made here.
+  contradicts a final state is recorded as a discrepancy, never applied. A failure
+  reported for a SUCCEEDED order is such a discrepancy too: the ledger marks the order,
+  and the reconcile pass asks the details API, whose word alone makes it REVERSED.
+  Accepted notifications are answered with exactly ``OK``; no provider call is made here.
 * Unsigned notifications are refused (401) unless ``allow_unsigned``; then they only
   request a lookup of one of our open orders, which asks the provider, and never set a
   state themselves. A signed notification with a status we do not know does the same.
@@ -203,9 +205,12 @@ def _applied(outcome: Outcome, state: State) -> tuple[str, LogLine]:
         case Outcome.SAME:
             return "replayed", _info("webhook replayed: already %s", state)
         case Outcome.DISCREPANCY:
+            # A failure after success: the ledger has the order marked for the details API.
+            checked = "; if SUCCEEDED, the details API is asked" if state is State.FAILED else ""
             return "contradicts_final", _error(
-                "webhook says %s but the order is final in another state: discrepancy recorded",
+                "webhook says %s but the order is final in another state: discrepancy recorded%s",
                 state,
+                checked,
             )
         case Outcome.IGNORED:
             # e.g. PROCESSING after the order is already final (a late notification),

@@ -69,10 +69,24 @@ def wait_settled(ledger: Ledger, batch_ids: list[str], timeout: float) -> None:
     pytest.fail(f"batches not settled within {timeout} s: {counts}")
 
 
+def wait_erased(ledger: Ledger, timeout: float) -> None:
+    """Until no order keeps its fields to send (fails the test on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with ledger.pool.connection() as conn:
+            (kept,) = conn.execute(
+                "SELECT count(*) FROM orders WHERE payload IS NOT NULL"
+            ).fetchone() or (0,)
+        if kept == 0:
+            return
+        time.sleep(0.25)
+    pytest.fail(f"{kept} orders still keep their fields after {timeout} s")
+
+
 def fast_sandbox(**knobs: Any) -> SandboxConfig:
     """A sandbox that settles quickly and retries webhooks on a shrunken schedule."""
     defaults: dict[str, Any] = {"settle_delay": (0.1, 0.5), "seed": 11, "webhook_time_scale": 0.02}
     return SandboxConfig(**{**defaults, **knobs})
 
 
-__all__ = ["SETTLED_STATES", "fast_sandbox", "running_cluster", "wait_settled"]
+__all__ = ["SETTLED_STATES", "fast_sandbox", "running_cluster", "wait_erased", "wait_settled"]

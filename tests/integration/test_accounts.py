@@ -66,8 +66,11 @@ def test_each_market_is_signed_sent_and_limited_as_its_own_account(
         stats = cluster.sandbox.stats()
         assert stats["bad_sign"] == stats["unknown_merchant"] == 0
         # Each under its own limit (AR's 20 orders at the shared 20/s would burst past 5).
-        assert stats["accounts"]["M-AR"]["max_payout_requests_per_second"] <= 5
-        assert stats["accounts"][merchant]["max_payout_requests_per_second"] <= 20
+        # The limiter spaces permits on the Redis clock; the sandbox sees them a little
+        # later, each delayed by how soon its worker got the CPU, so a request delayed
+        # more than its successor can land one more in a sliding second: one of slack.
+        assert stats["accounts"]["M-AR"]["max_payout_requests_per_second"] <= 5 + 1
+        assert stats["accounts"][merchant]["max_payout_requests_per_second"] <= 20 + 1
         for log in cluster.log_dir.glob("*.log"):
             assert "ar-S3CRET-k4" not in log.read_text(errors="replace"), log.name
 
@@ -88,15 +91,15 @@ def test_a_systemic_rejection_pauses_only_that_account(
         assert not trade_nos(ar_batch) & set(cluster.sandbox.payouts())
 
         capsys.readouterr()
-        assert cli.main(["status", ar_batch, "--json"]) == 0
+        assert cli.run(["status", ar_batch, "--json"]) == 0
         status = json.loads(capsys.readouterr().out)
         assert status["paused"]["account"] == "AR" and "4001" in status["paused"]["reason"]
-        assert cli.main(["status", id_batch, "--json"]) == 0
+        assert cli.run(["status", id_batch, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["paused"] is None
 
         # The operator fixes the secret and resumes: AR's orders go, each paid once.
         cluster.sandbox.configure(accounts={"M-AR": {"app_secret": "ar-S3CRET-k4"}})
-        assert cli.main(["resume"]) == 0
+        assert cli.run(["resume"]) == 0
         assert "was paused: provider account AR" in capsys.readouterr().out
         wait_settled(runtime.ledger(), [ar_batch], timeout=60)
         assert counts(ar_batch) == {State.SUCCEEDED: 10}

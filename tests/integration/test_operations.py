@@ -76,7 +76,7 @@ def test_pause_stops_every_worker_within_a_second_and_resume_loses_nothing(
         assert sent_after_a_second < 200
         from worker import cli
 
-        assert cli.main(["resume"]) == 0
+        assert cli.run(["resume"]) == 0
         wait_settled(runtime.ledger(), [result.batch_id], timeout=90)
         payouts = cluster.sandbox.payouts()
         assert len(payouts) == 200

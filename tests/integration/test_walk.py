@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -68,6 +69,9 @@ def assert_final_as_the_sandbox_settled(cluster: LocalCluster, trade_nos: list[s
     for order in orders:
         assert order is not None
         assert order.state is EXPECTED_STATE[paid[order.trade_no]["status"]], order
+        # What the row said the payout cost is recorded, as a lookup records it.
+        assert order.fee == Decimal(cluster.sandbox.config.fee), order
+        assert order.total_debited == order.amount + order.fee, order
 
 
 def test_300_pending_orders_settle_in_12_list_requests_and_no_lookup(

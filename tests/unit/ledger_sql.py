@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -35,6 +36,17 @@ def backdate(ledger: Ledger, trade_no: str, seconds: float) -> None:
             (ago, trade_no),
         )
         conn.execute("UPDATE order_events SET at = at - %s WHERE trade_no = %s", (ago, trade_no))
+
+
+def events(ledger: Ledger, trade_no: str) -> list[tuple[str, str | None, str, dict[str, Any]]]:
+    """The order's event rows, oldest first: (source, from, to, facts)."""
+    with ledger.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT source, from_state, to_state, facts FROM order_events "
+            "WHERE trade_no = %s ORDER BY id",
+            (trade_no,),
+        ).fetchall()
+    return [(source, before, after, facts or {}) for source, before, after, facts in rows]
 
 
 def text_in_the_database(url: str) -> str:

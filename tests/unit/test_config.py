@@ -115,7 +115,11 @@ def test_empty_market_values_fall_back() -> None:
 
 def test_secrets_stay_out_of_reprs() -> None:
     database = {"DATABASE_URL": "postgresql://app:secret-pw@db.example/disburse"}
-    settings = load_settings({**PLAIN, **AR, **database})
+    servers = {
+        "REDIS_URL": "redis://:secret-redis@cache.example/0",
+        "CELERY_BROKER_URL": "amqp://app:secret-mq@mq.example//",
+    }
+    settings = load_settings({**PLAIN, **AR, **database, **servers})
     assert settings.database_url == database["DATABASE_URL"]
     assert "secret-" not in repr(settings)
     assert "secret-" not in repr(settings.accounts)
@@ -164,3 +168,57 @@ def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
     assert settings.claim_lease > settings.task_time_limit
     with pytest.raises(ConfigError, match=r"^LOOKUP_BUDGET=.* is not a number"):
         load_settings({"LOOKUP_BUDGET": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://"),
+        ("REDIS_URL", "http://user:s3cret@127.0.0.1:6379/0", "it starts with http://"),
+        ("REDIS_URL", "redis://:s3cret@127.0.0.1:port/0", "REDIS_URL has a malformed"),
+        ("DATABASE_URL", "127.0.0.1:5432/disburse", "DATABASE_URL must start with postgresql"),
+        ("DATABASE_URL", "https://u:s3cret@db.example/disburse", "it starts with https://"),
+        ("DATABASE_URL", "host=db password=s3cret =x", "DATABASE_URL is not a valid"),
+        ("CELERY_BROKER_URL", "http://u:s3cret@mq.example", "CELERY_BROKER_URL must start"),
+        ("NOTIFY_URL", "/notify?token=s3cret", "NOTIFY_URL is not an http(s) URL"),
+        ("DETAILS_BASE_URL", "details.example", "DETAILS_BASE_URL is not an http(s) URL"),
+        ("DETAILS_PATH", "/v1/{account}/{transaction_id}", "DETAILS_PATH may use only"),
+        ("DETAILS_LIST_PATH", "v1/{account_id}", "DETAILS_LIST_PATH must be a path"),
+        ("ALLOW_UNSIGNED_WEBHOOKS", "ture", "ALLOW_UNSIGNED_WEBHOOKS='ture' is not a yes/no"),
+    ],
+)
+def test_a_malformed_server_url_is_one_line_naming_the_variable(
+    name: str, value: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    message = str(caught.value)
+    assert says in message and "\n" not in message
+    assert "s3cret" not in message  # a URL may carry a password: never repeated
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REDIS_URL", "rediss://:pw@redis.example:6380/1"),
+        ("REDIS_URL", "unix:///run/redis.sock"),
+        ("DATABASE_URL", "postgres://u:pw@db.example/disburse"),
+        ("DATABASE_URL", "host=/run/postgresql dbname=disburse"),
+        ("CELERY_BROKER_URL", "amqp://guest:guest@mq.example:5672//"),
+    ],
+)
+def test_well_formed_server_urls_are_kept_as_given(name: str, value: str) -> None:
+    settings = load_settings({name: value})
+    attribute = {"REDIS_URL": "redis_url", "DATABASE_URL": "database_url"}
+    assert getattr(settings, attribute.get(name, "broker_url")) == value
+
+
+def test_the_oauth_refresh_lock_outlasts_the_slowest_token_fetch() -> None:
+    settings = load_settings({"HTTP_CONNECT_TIMEOUT": "4", "HTTP_READ_TIMEOUT": "30"})
+
+    assert settings.token_lock_timeout > 4 + 30
+
+
+@pytest.mark.parametrize(("value", "allowed"), [("", False), ("0", False), ("Yes", True)])
+def test_a_flag_reads_yes_and_no(value: str, allowed: bool) -> None:
+    assert load_settings({"ALLOW_UNSIGNED_WEBHOOKS": value}).allow_unsigned_webhooks is allowed

@@ -191,36 +191,36 @@ def test_disburse_approve_exits_by_what_approve_did(
     fx = runtime_controls
     fx.provider.balances["AR"] = Decimal(100)
     batch_id = batch(fx.ledger, "AR", 2)
-    assert cli.main(["approve", batch_id]) == 2
+    assert cli.run(["approve", batch_id]) == 2
     assert "still held: balance 100 ARS does not cover" in capsys.readouterr().out
-    assert cli.main(["approve", batch_id, "--no-balance-check"]) == 0
+    assert cli.run(["approve", batch_id, "--no-balance-check"]) == 0
     assert capsys.readouterr().out == "released 2 payouts\n"
-    assert cli.main(["approve", batch_id]) == 0
+    assert cli.run(["approve", batch_id]) == 0
     assert capsys.readouterr().out == "nothing is held in this batch\n"
-    assert cli.main(["approve", "nope"]) == 1
-    assert capsys.readouterr().err == "error: no batch nope\n"
+    assert cli.run(["approve", "nope"]) == 1
+    assert capsys.readouterr().err == "error: no batch nope (`disburse batches` lists them)\n"
 
 
 def test_disburse_cancel(runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
     batch_id = batch(runtime_controls.ledger, "AR", 2)
-    assert cli.main(["cancel", batch_id]) == 0
+    assert cli.run(["cancel", batch_id]) == 0
     assert capsys.readouterr().out == "cancelled 2 unsent payouts\n"
-    assert cli.main(["cancel", "nope"]) == 1
+    assert cli.run(["cancel", "nope"]) == 1
 
 
 def test_disburse_pause_and_resume(
     runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     batch(runtime_controls.ledger, "ID", 3, hold=False)
-    assert cli.main(["pause", "--reason", "maintenance"]) == 0
+    assert cli.run(["pause", "--reason", "maintenance"]) == 0
     out = capsys.readouterr().out
     assert "submissions paused cluster-wide" in out
     assert "paused: every provider account: maintenance" in out
-    assert cli.main(["resume"]) == 0
+    assert cli.run(["resume"]) == 0
     out = capsys.readouterr().out
     assert "resumed; 3 queued payouts published" in out
     assert "was paused: every provider account: maintenance" in out
-    assert cli.main(["resume"]) == 0
+    assert cli.run(["resume"]) == 0
     assert "(nothing was paused)" in capsys.readouterr().out
 
 

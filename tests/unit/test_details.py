@@ -27,7 +27,7 @@ from tests.unit.fake_provider import (
     serving,
 )
 from worker.config import Settings
-from worker.details import DetailsClient, Disbursement
+from worker.details import DetailsClient, Disbursement, parse_disbursement
 from worker.exceptions import (
     AuthenticationFailed,
     NotFound,
@@ -150,6 +150,8 @@ EXPECTED_SEED = Disbursement(
     posted_at_ms=1714618220440,
     processed_at_ms=1714618220440,
     notes="lorem ipsum",
+    total_currency="IDR",
+    fee_currency="IDR",
 )
 
 
@@ -200,6 +202,27 @@ def test_details_status_to_state(provider: FakeProvider, status: str, state: Sta
     found = make_client(provider).details("77")
     assert (found.transaction_id, found.status, found.state) == ("77", status, state)
     assert (found.amount, found.fees, found.posted_at_ms, found.notes) == (None, (), None, None)
+
+
+def test_fees_and_total_keep_their_currency() -> None:
+    usd = {"transaction_id": "t1", "status": "ok", "amount": {"value": "10", "currency": "USD"}}
+    # A fee or total without a currency is in the amount's; fees in one currency add up.
+    one = parse_disbursement(
+        {**usd, "fees": [{"value": "1.5", "currency": "USD"}, {"value": "0.25"}],
+         "total_amount": {"value": "11.75"}}
+    )  # fmt: skip
+    assert (one.fees, one.fee_currency) == ((Decimal("1.5"), Decimal("0.25")), "USD")
+    assert (one.total_amount, one.total_currency) == (Decimal("11.75"), "USD")
+    khr = parse_disbursement(
+        {**usd, "fees": [{"value": "4000", "currency": "KHR"}],
+         "total_amount": {"value": "10", "currency": "USD"}}
+    )  # fmt: skip
+    assert (khr.fee_currency, khr.total_currency) == ("KHR", "USD")
+    # Fees in two currencies have no one currency: no sum can be made of them.
+    mixed = parse_disbursement(
+        {**usd, "fees": [{"value": "1", "currency": "USD"}, {"value": "4000", "currency": "KHR"}]}
+    )
+    assert mixed.fee_currency is None
 
 
 def test_details_transaction_id_is_url_quoted(provider: FakeProvider) -> None:

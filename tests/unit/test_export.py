@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def test_provider_facts_that_look_like_formulas_are_exported_as_text(ledger: Led
     (row,) = exported(ledger)
     assert row["reference"] == "inv-7" and row["tradeNo"] == trade_no
     assert row["state"] == "FAILED" and row["amount"] == "100000"
-    assert row["platformTradeNo"] == "'+1" and row["providerStatus"] == "'-2"
+    assert row["platformTradeNo"] == "'+1" and row["providerStatus"] == ""
     assert row["providerMessage"] == '\'=HYPERLINK("http://x","y")'
     assert row["reason"] == "'@SUM(A1)"
 
@@ -94,7 +95,7 @@ def test_cli_export_keeps_its_columns_and_writes_formulas_as_text(
     monkeypatch.setattr(runtime, "ledger", lambda: ledger)
     trade_no, _ = create(ledger, payout("-1-1", amount="250000"), payout(None))
     path = tmp_path / "out.csv"
-    assert cli.main(["export", "b1", "--output", str(path)]) == 0
+    assert cli.run(["export", "b1", "--output", str(path)]) == 0
     assert "wrote 2 payouts" in capsys.readouterr().out
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -116,3 +117,57 @@ def test_cli_export_keeps_its_columns_and_writes_formulas_as_text(
         },
     ]
     assert set(columns) <= set(report.EXPORT_COLUMNS)
+
+
+def test_times_are_iso_utc_and_every_row_names_its_batch(ledger: Ledger) -> None:
+    create(ledger, payout("inv-1"))
+    (row,) = exported(ledger)
+    assert row["batchId"] == "b1"
+    order = ledger.get(row["tradeNo"])
+    assert order is not None
+    assert row["createdAt"] == report.iso_utc(order.created_ms)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", row["createdAt"])
+    assert report.iso_utc(1_764_607_620_123) == "2025-12-01T16:47:00.123Z"
+    assert "createdMs" not in row
+
+
+def settle(ledger: Ledger, trade_no: str, target: State, **facts: str) -> None:
+    assert ledger.claim(trade_no)[0].moved
+    assert ledger.transition(trade_no, target, source="webhook", **facts).moved  # type: ignore[arg-type]
+
+
+def test_every_failed_and_review_row_says_why_and_provider_status_has_one_meaning(
+    ledger: Ledger,
+) -> None:
+    refused, failed, via_details, review, paid = create(
+        ledger, *[payout(f"inv-{i}", amount=str(100000 + i)) for i in range(5)]
+    )
+    settle(ledger, refused, State.FAILED, provider_status="8000", provider_message="bad bank")
+    settle(ledger, failed, State.FAILED, provider_status="00029", provider_message="closed")
+    settle(ledger, via_details, State.FAILED, provider_status="failed")
+    settle(ledger, review, State.REVIEW)
+    settle(ledger, paid, State.SUCCEEDED, provider_status="success")
+    rows = {r["tradeNo"]: r for r in exported(ledger)}
+    assert rows[refused]["reason"] == "refused by the provider: code 8000: bad bank"
+    assert rows[failed]["reason"] == "the provider reported the payout failed: closed"
+    assert rows[via_details]["reason"] == "the provider reported the payout failed"
+    assert rows[review]["reason"].startswith("needs a person")
+    assert rows[paid]["reason"] == ""
+    # The payout API's 00029, the details API's "failed": one word; a refusal is no status.
+    assert [rows[t]["providerStatus"] for t in (refused, failed, via_details, paid)] == [
+        "",
+        "FAILED",
+        "FAILED",
+        "SUCCEEDED",
+    ]
+
+
+def test_the_batch_summary_shows_no_internal_fields(ledger: Ledger) -> None:
+    create(ledger, payout("inv-1"))
+    summary = ledger.batch("b1")
+    assert summary is not None
+    assert set(summary.to_dict()) == {
+        "batch_id", "market", "total", "counts", "amounts", "discrepancies", "held_reason",
+        "fees", "debited",
+    }  # fmt: skip
+    assert summary.to_dict()["counts"] == {"QUEUED": 1}

@@ -18,10 +18,11 @@ from psycopg_pool import ConnectionPool
 from schemas import Payout, validate_rows
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, backdate, numbers_in_the_database
 from worker import ledger as ledger_module
+from worker import retention
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.dev.samples import sample_rows
-from worker.ledger import Ledger, Transition
+from worker.ledger import PAYLOAD_KEPT, Ledger, Transition
 from worker.states import FINAL_STATES, TRANSITIONS, Outcome, State
 from worker.vexora import ProviderReport
 
@@ -253,16 +254,21 @@ def test_every_pair_of_states_moves_exactly_as_the_table_says(ledger: Ledger) ->
 
 
 def test_the_schema_knows_the_final_states_of_the_code(database: str) -> None:
-    """The CHECK that erases personal data and the index of open orders name the same
-    final states as worker/states.py (SQL cannot import the Python table)."""
+    """The CHECK that erases personal data, the index of open orders and the index of the
+    payloads kept name the same states as worker/states.py and worker/ledger.py (SQL
+    cannot import the Python tables)."""
     (check,) = rows(
         database,
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conname = 'orders_final_without_payload'",
     )
     (index,) = rows(database, "SELECT indexdef FROM pg_indexes WHERE indexname = 'orders_open'")
-    for text in (check[0], index[0]):
-        assert set(re.findall(r"'(\w+)'", text)) == set(FINAL_STATES)
+    (kept,) = rows(
+        database, "SELECT indexdef FROM pg_indexes WHERE indexname = 'orders_payload_kept'"
+    )
+    assert set(re.findall(r"'(\w+)'", check[0])) == FINAL_STATES - PAYLOAD_KEPT
+    assert set(re.findall(r"'(\w+)'", index[0])) == FINAL_STATES
+    assert set(re.findall(r"'(\w+)'", kept[0])) == PAYLOAD_KEPT
 
 
 @pytest.mark.parametrize("final", [State.SUCCEEDED, State.FAILED])
@@ -707,6 +713,11 @@ def test_settled_orders_leave_no_account_or_phone_number_in_the_database(
         settle[index % 3](trade_no)
     summary = ledger.batch("b1")
     assert summary is not None and summary.settled
+    # FAILED orders keep theirs for a retry, until the retention step erases them.
+    failed = sorted(t for t in trade_nos if (o := ledger.get(t)) and o.state is State.FAILED)
+    kept = rows(database, "SELECT trade_no FROM orders WHERE payload IS NOT NULL ORDER BY 1")
+    assert [t for (t,) in kept] == failed and len(failed) == 10
+    assert retention.erase_expired(ledger, 0) == len(failed)
     assert rows(database, "SELECT count(*) FROM orders WHERE payload IS NOT NULL") == [(0,)]
     assert numbers_in_the_database(database, numbers) == []
     # What people read still works: masked fields, the order, its history.

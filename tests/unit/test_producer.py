@@ -12,28 +12,12 @@ import pytest
 from worker import cli
 from worker.config import load_settings
 from worker.dev.samples import sample_rows
-from worker.exceptions import InvalidFile, InvalidPayout, UnknownMarket
+from worker.exceptions import ConfigError, InvalidFile, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger
 from worker.producer import Producer
 from worker.rows import parse_rows, read_rows
 from worker.states import State
 from worker.vexora import VexoraClient
-
-
-@pytest.fixture
-def published() -> list[list[str]]:
-    return []
-
-
-@pytest.fixture
-def make_producer(ledger: Ledger, published: list[list[str]]) -> Producer:
-    settings = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
-    return Producer(
-        ledger,
-        settings,
-        publish=lambda trade_nos: published.append(list(trade_nos)),
-        sign=lambda market: VexoraClient.from_settings(settings, market).signed_body,
-    )
 
 
 def numbered(rows: list[dict[str, str]]) -> list[tuple[int, dict[str, str]]]:
@@ -250,7 +234,7 @@ def test_cli_enqueue_json_reports_rows_and_exits_1(
     path.write_text(
         "amount,customerName,mobile,email,bankAccountNo,bankCode\n5,A,0812345678,a@b.co,1,0002\n"
     )
-    assert cli.main(["enqueue", str(path), "--market", "ID", "--json"]) == 1
+    assert cli.run(["enqueue", str(path), "--market", "ID", "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["batch_id"] is None and out["accepted"] == 0
     assert out["rejected"][0]["row"] == 2 and "amount" in out["rejected"][0]["errors"]
@@ -276,7 +260,7 @@ def test_cli_enqueue_prints_both_rows_of_a_repeated_reference(
         "inv-1,100000,A,0812345678,a@b.co,1111,0002\n"
         "inv-1,250000,B,0812345679,b@b.co,2222,0002\n"
     )
-    assert cli.main(["enqueue", str(path), "--market", "ID"]) == 1
+    assert cli.run(["enqueue", str(path), "--market", "ID"]) == 1
     captured = capsys.readouterr()
     assert "row 3: reference: Same reference as row 2." in captured.err
     assert "1 already enqueued" not in captured.out + captured.err
@@ -286,7 +270,7 @@ def test_cli_enqueue_prints_both_rows_of_a_repeated_reference(
 def test_cli_reports_a_missing_file_without_a_trace(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert cli.main(["enqueue", "/nonexistent/x.csv", "--market", "ID"]) == 1
+    assert cli.run(["enqueue", "/nonexistent/x.csv", "--market", "ID"]) == 1
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -295,5 +279,26 @@ def test_cli_unknown_market_is_a_clear_error(
 ) -> None:
     path = tmp_path / "b.csv"
     path.write_text("amount\n1\n")
-    assert cli.main(["enqueue", str(path), "--market", "XX"]) == 1
+    assert cli.run(["enqueue", str(path), "--market", "XX"]) == 1
     assert "XX" in capsys.readouterr().err
+
+
+def test_a_notify_url_the_market_refuses_is_one_configuration_error(
+    ledger: Ledger, published: list[list[str]]
+) -> None:
+    settings = load_settings({"NOTIFY_URL": "http://merchant.example/notify"})
+    producer = Producer(
+        ledger,
+        settings,
+        publish=lambda trade_nos: published.append(list(trade_nos)),
+        sign=lambda market: VexoraClient.from_settings(settings, market).signed_body,
+    )
+    with pytest.raises(ConfigError, match=r"^NOTIFY_URL.*https"):
+        producer.enqueue_batch("JP", numbered(sample_rows("JP", 20)))
+    with pytest.raises(ConfigError, match=r"^NOTIFY_URL"):
+        producer.enqueue("KH", sample_rows("KH", 1)[0])
+    assert published == [] and ledger.state_counts() == {}
+    # Rows that carry their own notifyUrl do not need the setting; ID accepts http.
+    own = [{**row, "notifyUrl": "https://merchant.example/jp"} for row in sample_rows("JP", 2)]
+    assert producer.enqueue_batch("JP", numbered(own)).accepted == 2
+    assert producer.enqueue_batch("ID", numbered(sample_rows("ID", 2))).accepted == 2

@@ -808,6 +808,41 @@ def test_webhooks_are_signed_strings_and_verify(
     assert all(r["webhook_deliveries"] == 1 for r in sandbox.payouts().values())
 
 
+def test_a_paid_payout_reversed_fails_everywhere_and_says_so_by_webhook(
+    make_sandbox: Callable[..., Sandbox], receiver: Receiver
+) -> None:
+    sandbox = make_sandbox(webhooks=True, failure_ratio=0.0, settle_delay=(60, 60))
+    client = Api(sandbox)
+    platform = client.submit("ID", "rev1", notifyUrl=receiver.url).json()["data"]
+    client.submit("ID", "rev2", notifyUrl=receiver.url)
+    reverse = sandbox.url + "/_sandbox/reverse"
+    # Only a payout that succeeded can bounce back.
+    refused = client.session.post(reverse, json={"tradeNo": "rev1"})
+    assert refused.status_code == 409 and "rev1" in refused.json()["error"]["message"]
+    assert client.session.post(reverse, json={"tradeNo": 7}).status_code == 400
+    assert sandbox.settle_now() == 2
+    wait_for(lambda: len(receiver.calls) == 2)
+
+    answer = client.session.post(reverse, json={"tradeNo": "rev1"})
+    assert answer.status_code == 200 and answer.json() == {"reversed": "rev1"}
+    assert client.session.post(reverse, json={"tradeNo": "rev1"}).status_code == 409
+    assert sandbox.reverse("rev2", webhook=False)
+    wait_for(lambda: len(receiver.calls) == 3)
+    body = receiver.bodies()[-1]
+    assert (body["tradeNo"], body["status"]) == ("rev1", STATUS_FAILED)
+    assert verify(body, sandbox.config.app_secret)
+    assert client.query("rev1")["data"]["status"] == STATUS_FAILED
+    token = client.token()
+    path = f"/api/v1.0/disbursement/{sandbox.config.account_id}/{platform['platFormTradeNo']}"
+    assert client.get(path, token).json()["data"]["data"]["status"] == "failed"
+    records = sandbox.payouts()
+    assert records["rev1"]["reversed_at"] is not None and records["rev2"]["status"] == (
+        STATUS_FAILED
+    )
+    stats = sandbox.stats()
+    assert (stats["reversals"], stats["succeeded"], stats["failed"]) == (2, 0, 2)
+
+
 def test_webhook_not_ok_is_retried_on_the_scaled_schedule(
     make_sandbox: Callable[..., Sandbox], receiver: Receiver
 ) -> None:

@@ -70,7 +70,7 @@ def walking(world: World, listing: FakeList, limiter: FakeLimiter | None = None)
     walk = ListWalk(
         listing,
         limiter or world.limiter,
-        world.lookups.apply_answer,
+        world.lookups.apply_details,
         world.ledger,
         world.redis,
         skipped,

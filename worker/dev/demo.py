@@ -10,7 +10,6 @@ it started.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import signal
@@ -55,7 +54,7 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace) -> int:
+def run(*, payouts: int, workers: int, output: Path) -> int:
     from worker.dev.cluster import LocalCluster
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -68,10 +67,8 @@ def run(args: argparse.Namespace) -> int:
         "private PostgreSQL" if database_url is None else f"PostgreSQL at {mask_text(database_url)}"
     )
     print(f"starting: private Redis, {database}, sandbox provider, webhook receiver, "
-          f"{args.workers} workers, beat ...", flush=True)  # fmt: skip
-    cluster = LocalCluster(
-        workers=args.workers, database_url=database_url, sandbox=sandbox, env=env
-    )
+          f"{workers} workers, beat ...", flush=True)  # fmt: skip
+    cluster = LocalCluster(workers=workers, database_url=database_url, sandbox=sandbox, env=env)
     try:
         cluster.start()
         os.environ.update(cluster.env())
@@ -79,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
         runtime.reset()
         cluster.wait_ready()
-        return _run_batches(cluster, args)
+        return _run_batches(cluster, payouts, output)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)
         return 130
@@ -88,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print("stopped: every process and server the demo started")
 
 
-def _run_batches(cluster: Any, args: argparse.Namespace) -> int:
+def _run_batches(cluster: Any, payouts: int, output: Path) -> int:
     from worker import report, runtime
     from worker.rows import read_rows
 
@@ -97,7 +94,7 @@ def _run_batches(cluster: Any, args: argparse.Namespace) -> int:
     batches: dict[str, str] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        files = _write_samples(Path(tmp), args.payouts // len(MARKETS) + len(_BROKEN))
+        files = _write_samples(Path(tmp), payouts // len(MARKETS) + len(_BROKEN))
         for market, path in files.items():
             rows, parse_errors = read_rows(path)
             result = producer.enqueue_batch(
@@ -142,7 +139,7 @@ def _run_batches(cluster: Any, args: argparse.Namespace) -> int:
           f"duplicate payments: {stats['duplicate_payments']}, "
           f"webhooks delivered: {stats['webhooks_delivered']}")  # fmt: skip
 
-    with open(args.output, "w", newline="", encoding="utf-8") as out:
+    with open(output, "w", newline="", encoding="utf-8") as out:
         report.export_csv(ledger, list(batches.values()), out)
-    print(f"results: {args.output}")
+    print(f"results: {output}")
     return 0 if stats["duplicate_payments"] == 0 else 1

@@ -51,6 +51,7 @@ def _rules() -> list[Rule]:
         Rule("/_sandbox/config", endpoint="set_config", methods=["POST"]),
         Rule("/_sandbox/reset", endpoint="reset", methods=["POST"]),
         Rule("/_sandbox/settle", endpoint="settle", methods=["POST"]),
+        Rule("/_sandbox/reverse", endpoint="reverse", methods=["POST"]),
     ]
     return rules
 
@@ -66,6 +67,8 @@ class Controls(Protocol):
     def reset(self) -> None: ...
 
     def settle_now(self) -> int: ...
+
+    def reverse(self, trade_no: str, *, webhook: bool = True) -> bool: ...
 
     def payouts(self) -> dict[str, dict[str, Any]]: ...
 
@@ -92,6 +95,7 @@ class SandboxApp:
             "set_config": self._set_config,
             "reset": self._reset,
             "settle": self._settle,
+            "reverse": self._reverse,
         }
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -140,3 +144,14 @@ class SandboxApp:
 
     def _settle(self, request: Request) -> Response:
         return json_response({"settled": self._controls.settle_now()})
+
+    def _reverse(self, request: Request) -> Response:
+        """``{"tradeNo": ..., "webhook": true}``: that succeeded payout fails after all."""
+        body: Any = json_body(request)
+        trade_no = body.get("tradeNo") if isinstance(body, dict) else None
+        webhook = body.get("webhook", True) if isinstance(body, dict) else True
+        if not isinstance(trade_no, str) or not isinstance(webhook, bool):
+            return details_error(400, 'expected {"tradeNo": "...", "webhook": true|false}')
+        if not self._controls.reverse(trade_no, webhook=webhook):
+            return details_error(409, f"no succeeded payout with tradeNo {trade_no!r}")
+        return json_response({"reversed": trade_no})

@@ -17,6 +17,7 @@ import io
 import logging
 import socket
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -274,6 +275,16 @@ class Sandbox:
     def settle_now(self) -> int:
         """Settle every processing payout immediately; returns how many."""
         return self._settlement.settle_all()
+
+    def reverse(self, trade_no: str, *, webhook: bool = True) -> bool:
+        """The succeeded payout ``trade_no`` fails after all (a reversal), told by a webhook
+        unless ``webhook`` is False; False if it had not succeeded."""
+        reversed_payout = self.state.reverse(trade_no, time.time())
+        if reversed_payout is None:
+            return False
+        if webhook:
+            self._webhooks.payout_settled(reversed_payout, self.state.generation)
+        return True
 
     def payouts(self) -> dict[str, dict[str, Any]]:
         return self.state.payouts()

@@ -58,6 +58,7 @@ COUNTERS = (
     "webhooks_suppressed",
     "webhooks_skipped_remote",
     "webhooks_skipped_invalid",
+    "reversals",
 )
 
 
@@ -79,6 +80,7 @@ class Payout:
     accepted_count: int = 1
     webhook_attempts: int = 0
     webhook_deliveries: int = 0
+    reversed_at: float | None = None  # Unix seconds: failed after it had succeeded
 
     @property
     def message(self) -> str:
@@ -104,6 +106,7 @@ class Payout:
             "post_count": post_count,
             "webhook_attempts": self.webhook_attempts,
             "webhook_deliveries": self.webhook_deliveries,
+            "reversed_at": self.reversed_at,
         }
 
 
@@ -225,6 +228,19 @@ class State:
             self._pending_total -= Decimal(payout.amount)
             if payout.status == STATUS_SUCCEEDED:
                 self._succeeded_total += Decimal(payout.amount)
+            return dataclasses.replace(payout)
+
+    def reverse(self, trade_no: str, now: float) -> Payout | None:
+        """A succeeded payout bounces back: failed from now on (the details API and the
+        query say so). None unless it had succeeded."""
+        with self._lock:
+            payout = self._payouts.get(trade_no)
+            if payout is None or payout.status != STATUS_SUCCEEDED:
+                return None
+            payout.status = STATUS_FAILED
+            payout.reversed_at = now
+            self._succeeded_total -= Decimal(payout.amount)
+            self._counters["reversals"] += 1
             return dataclasses.replace(payout)
 
     def processing(self) -> list[str]:

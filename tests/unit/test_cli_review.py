@@ -1,0 +1,133 @@
+"""``disburse review``, ``resolve`` and ``retry`` and the public API behind them, on the
+process's own runtime: the session's Redis and ledger database, the payout API a fake
+provider on a real port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+import worker
+from tests.unit.fake_provider import FakeProvider, Seen, json_response, serving
+from tests.unit.ledger_sql import events
+from worker import cli, runtime
+from worker.dev.samples import sample_rows
+from worker.ledger import Ledger
+from worker.states import State
+
+
+@pytest.fixture
+def provider(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FakeProvider, dict[str, dict[str, Any]]]]:
+    """The fake provider as every account's payout API; ``answers`` by tradeNo."""
+    answers: dict[str, dict[str, Any]] = {}
+
+    def handler(seen: Seen) -> Any:
+        trade_no = json.loads(seen.body)["tradeNo"]
+        data = answers.get(trade_no)
+        if data is None:
+            return json_response({"code": "4004", "msg": "order not found", "success": False})
+        body = {"code": "0000", "msg": "success", "success": True, "data": data}
+        return json_response(body)
+
+    with serving() as fake:
+        fake.handler = handler
+        monkeypatch.setenv("VEXORA_BASE_URL", fake.url)
+        monkeypatch.setenv("DISBURSE_OPERATOR", "ops-erin")
+        runtime.reset()
+        yield fake, answers
+
+
+def in_review(ledger: Ledger, n: int = 1) -> list[str]:
+    result = worker.enqueue_batch("ID", sample_rows("ID", n))
+    for trade_no in result.trade_nos:
+        assert ledger.claim(trade_no)[0].moved
+        assert ledger.transition(trade_no, State.UNKNOWN, source="submit").moved
+        reason = "pending past its deadline"
+        assert ledger.transition(trade_no, State.REVIEW, source="lookup", reason=reason).moved
+    return result.trade_nos
+
+
+def invoke(*argv: str) -> Any:
+    return CliRunner().invoke(cli.main, list(argv))
+
+
+def test_review_lists_and_resolve_checks_with_the_provider(
+    provider: tuple[FakeProvider, dict[str, dict[str, Any]]], ledger: Ledger
+) -> None:
+    fake, answers = provider
+    first, second = in_review(ledger, 2)
+    listed = invoke("review")
+    assert listed.exit_code == 0
+    assert listed.output.count("why: pending past its deadline") == 2
+    assert listed.output.index(first) < listed.output.index(second)
+    as_json = [json.loads(line) for line in invoke("review", "--json").output.splitlines()]
+    assert [item["tradeNo"] for item in as_json] == [first, second]
+
+    answers[first] = {"tradeNo": first, "platFormTradeNo": "p-9", "status": "00029"}
+    refused = invoke("resolve", first, "--succeeded", "--note", "the bank says paid")
+    assert refused.exit_code == 1
+    assert "the provider says FAILED, status 00029" in refused.output
+    assert "Traceback" not in refused.output
+    assert worker.get_order(first).state is State.REVIEW  # type: ignore[union-attr]
+
+    done = invoke("resolve", first, "--failed", "--note", "bank confirms, not paid")
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith(f"{first}: FAILED (the provider says 00029")
+    assert [s.path for s in fake.seen].count("/v1/vexora/queryPayOutResult") == 2
+    event = ledger.history(first)[-1][1]
+    assert event == "FAILED operator bank confirms, not paid"
+    assert events(ledger, first)[-1][3]["operator"] == "ops-erin"  # DISBURSE_OPERATOR
+
+    # No record of the second at the provider: FAILED is what it says too.
+    by_name = worker.resolve(second, "failed", note="never sent", operator="frank")
+    assert by_name.state is State.FAILED
+    assert invoke("review").output == "no payout waits for a person\n"
+    again = invoke("resolve", second, "--failed", "--note", "x")
+    assert again.exit_code == 1 and "is FAILED, not REVIEW" in again.output
+
+
+def test_resolve_needs_a_decision_and_says_when_the_provider_is_out_of_reach(
+    provider: tuple[FakeProvider, dict[str, dict[str, Any]]],
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (trade_no,) = in_review(ledger)
+    assert invoke("resolve", trade_no, "--note", "x").exit_code == 1
+    assert invoke("review", "--batch", "bnope").exit_code == 1
+    monkeypatch.setenv("VEXORA_BASE_URL", "http://127.0.0.1:9")  # nothing listens
+    runtime.reset()
+    down = invoke("resolve", trade_no, "--failed", "--note", "x")
+    assert down.exit_code == 2
+    assert "could not ask the provider" in down.output and "nothing changed" in down.output
+
+
+def test_retry_enqueues_the_failed_again_once(
+    provider: tuple[FakeProvider, dict[str, dict[str, Any]]], ledger: Ledger
+) -> None:
+    result = worker.enqueue_batch("ID", sample_rows("ID", 3))
+    assert result.batch_id is not None
+    states = (State.FAILED, State.SUCCEEDED, State.FAILED)
+    for trade_no, state in zip(result.trade_nos, states, strict=True):
+        assert ledger.claim(trade_no)[0].moved
+        assert ledger.transition(trade_no, state, source="submit").moved
+    retried = invoke("retry", result.batch_id, "--hold", "--json")
+    assert retried.exit_code == 0, retried.output
+    data = json.loads(retried.output)
+    assert data["accepted"] == 2 and data["retried_batch"] == result.batch_id
+    assert list(data["retries"]) == [result.trade_nos[0], result.trade_nos[2]]
+    again = invoke("retry", result.batch_id)
+    assert again.exit_code == 0
+    assert again.output.count("not retried: already retried as") == 2
+    assert again.output.endswith(f"nothing to retry in batch {result.batch_id}\n")
+    held = worker.batch_summary(data["batch_id"])
+    assert held is not None and held.counts == {State.HELD: 2}
+    assert worker.retry(batch=data["batch_id"]).accepted == 0  # nothing FAILED in it
+    assert worker.review(batch=data["batch_id"]) == []
+    assert invoke("retry", "bnope").exit_code == 1

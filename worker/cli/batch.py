@@ -1,0 +1,440 @@
+"""Commands on batches: enqueue a file, see where it stands, export it, approve, cancel,
+list batches, and the columns each market's file takes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
+
+import click
+
+from schemas import MARKETS
+from worker.cli.common import UserError, echo_row_errors, pause_text
+from worker.exceptions import InputError, InvalidFile
+from worker.report import plural
+
+if TYPE_CHECKING:
+    from worker.ledger import BatchSummary
+
+MARKET = click.Choice(list(MARKETS), case_sensitive=False)
+OUTPUT = click.Path(dir_okay=False, writable=True, path_type=Path)
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+@contextlib.contextmanager
+def _writing(path: Path | None) -> Iterator[IO[str]]:
+    """``path`` opened for a CSV (stdout without one); a file error names the path."""
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        out = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with out:
+        yield out
+
+
+def _no_batch(batch: str) -> UserError:
+    return UserError(f"no batch {batch} (`disburse batches` lists them)")
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--market", required=True, type=MARKET, help="The market of every row.")
+@click.option("--skip-invalid", is_flag=True, help="Enqueue the valid rows even if some are not.")
+@click.option("--dry-run", is_flag=True, help="Validate and sign every row; enqueue nothing.")
+@click.option("--hold", is_flag=True, help="Create the batch HELD until `disburse approve`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def enqueue(
+    file: Path, market: str, skip_invalid: bool, dry_run: bool, hold: bool, as_json: bool
+) -> None:
+    """Validate FILE and enqueue its payouts as one batch.
+
+    FILE is CSV (comma, semicolon or tab separated, UTF-8, a header row) or JSON Lines
+    (.jsonl: one object per line), in the market's column names: `disburse fields
+    --market ID` lists them, `disburse template --market ID` writes a sample. A row
+    whose `reference` was enqueued before is not paid again: the command says which
+    batch holds it.
+
+    Nothing is enqueued when a row is invalid (each one is listed, exit 1), unless
+    --skip-invalid.
+
+    \b
+    Examples:
+      disburse enqueue payouts.csv --market ID
+      disburse enqueue payouts.csv --market JP --dry-run
+      disburse enqueue payouts.jsonl --market KH --hold --json
+    """
+    from worker import runtime
+    from worker.columns import check_columns
+    from worker.rows import read_rows
+
+    try:
+        rows, parse_errors = read_rows(file)
+        check_columns(market, {name for _, row in rows for name in row})
+        result = runtime.producer().enqueue_batch(
+            market,
+            rows,
+            parse_errors=parse_errors,
+            skip_invalid=skip_invalid,
+            hold=hold,
+            dry_run=dry_run,
+        )
+    except InvalidFile as exc:
+        message = str(exc)
+        raise UserError(message if str(file) in message else f"{file}: {message}") from None
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        echo_row_errors(result.rejected)
+        if result.dry_run:
+            payouts = plural(result.accepted, "payout")
+            click.echo(f"dry run: {payouts} valid and signed; nothing enqueued")
+        elif result.batch_id is None:
+            invalid = plural(len(result.rejected), "invalid row")
+            click.echo(f"nothing enqueued: {invalid}", err=True)
+        else:
+            _say_enqueued(result.batch_id, result.accepted, result.held, result.trade_nos)
+            if result.rejected:
+                click.echo(f"{plural(len(result.rejected), 'row')} skipped")
+    if result.rejected and not skip_invalid:
+        raise click.exceptions.Exit(1)
+
+
+def _say_enqueued(batch_id: str, accepted: int, held: bool, trade_nos: list[str]) -> None:
+    from worker import report, runtime
+
+    state = "held for approval" if held else "queued"
+    if accepted or len(trade_nos) == accepted:
+        click.echo(f"batch {batch_id}: {plural(accepted, 'payout')} {state}")
+    else:
+        click.echo("nothing new to pay: every row's reference was enqueued before")
+    if len(trade_nos) > accepted:
+        earlier = report.earlier_batches(runtime.ledger(), trade_nos, batch_id)
+        for other, n in earlier.items():
+            click.echo(
+                f"  {plural(n, 'row')} already enqueued in batch {other} (same reference, "
+                f"not paid again): `disburse status {other}`"
+            )
+    if held and accepted:
+        click.echo(f"release it with `disburse approve {batch_id}`")
+    elif accepted:
+        click.echo(f"follow it with `disburse status {batch_id} --watch`")
+
+
+def _pause_of(market: str) -> dict[str, str] | None:
+    """What stops the submissions of ``market``: the cluster-wide or its account's switch."""
+    from worker import runtime
+    from worker.config import get_settings
+    from worker.pause import ALL
+
+    paused = runtime.pause_switch().paused()
+    names = [ALL]
+    # A market this configuration does not know has only the cluster-wide switch.
+    with contextlib.suppress(ValueError):
+        names.append(get_settings().account(market).name)
+    return next(({"account": n, "reason": paused[n]} for n in names if n in paused), None)
+
+
+@click.command()
+@click.argument("batch")
+@click.option(
+    "--watch", is_flag=True, help="Follow the batch with a progress bar until it is settled."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between updates of --watch.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@click.option("--counts-only", is_flag=True, help="Skip the per-order details (faster).")
+def status(batch: str, watch: bool, interval: float, as_json: bool, counts_only: bool) -> None:
+    """Where BATCH stands; --watch follows it with a progress bar.
+
+    Its payouts and amounts per state, the reasons of FAILED and REVIEW payouts,
+    discrepancies, and whether submissions are paused. BATCH is the id `disburse
+    enqueue` printed (`disburse batches` lists them).
+    --watch draws a progress bar (settled of total, rate, time left) on a terminal, or
+    one line per interval when the output is a file or a pipe, and ends when every
+    payout is settled (final or REVIEW) or the batch is held.
+
+    \b
+    Examples:
+      disburse status b1f0c2d3e4a5b6c7
+      disburse status b1f0c2d3e4a5b6c7 --watch
+      disburse status b1f0c2d3e4a5b6c7 --json --counts-only
+    """
+    from worker import report, runtime
+
+    ledger = runtime.ledger()
+    summary = ledger.batch(batch)
+    if summary is None:
+        raise _no_batch(batch)
+    if watch:
+        summary = _watch(batch, summary.market, interval)
+    data = report.status_dict(ledger, summary, details=not counts_only)
+    data["paused"] = _pause_or_warn(summary.market)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    if not watch:
+        click.echo(report.status_text(data))
+    if data["paused"]:
+        click.echo(f"PAUSED: {pause_text(data['paused']['account'], data['paused']['reason'])}")
+
+
+def _pause_or_warn(market: str) -> dict[str, str] | None:
+    """The pause switch, or None and a warning when Redis cannot be read (the counts
+    come from PostgreSQL and are still worth showing)."""
+    from worker.cli.watch import SERVER_ERRORS, server_error
+
+    try:
+        return _pause_of(market)
+    except SERVER_ERRORS as exc:
+        click.echo(f"warning: pause state unknown: {server_error(exc)}", err=True)
+        return None
+
+
+def _watch(batch: str, market: str, interval: float) -> BatchSummary:
+    from rich.console import Console
+
+    from worker import report, runtime
+    from worker.cli.watch import SERVER_ERRORS, Snapshot, held_text, server_error
+    from worker.cli.watch import watch as follow
+    from worker.states import State
+
+    ledger = runtime.ledger()
+
+    def read() -> Snapshot:
+        summary = ledger.batch(batch)
+        assert summary is not None  # batches are never deleted
+        try:
+            return Snapshot(summary, _pause_of(market))
+        except SERVER_ERRORS as exc:
+            return Snapshot(summary, None, server_error(exc))
+
+    try:
+        summary, seconds = follow(read, interval=interval, console=Console())
+    except KeyboardInterrupt:
+        click.echo(f"stopped watching; the batch goes on (`disburse status {batch}`)", err=True)
+        raise click.exceptions.Exit(130) from None
+    if summary.counts.get(State.HELD):
+        click.echo(held_text(summary))
+        return summary
+    click.echo(
+        f"batch {summary.batch_id} settled: {plural(summary.total, 'payout')} "
+        f"({report.counts_text(summary)}), watched for {seconds:.0f} s"
+    )
+    failed = summary.counts.get(State.FAILED, 0) + summary.counts.get(State.REVIEW, 0)
+    if failed:
+        click.echo(f"why each FAILED or REVIEW payout is there: `disburse export {batch} -o FILE`")
+    return summary
+
+
+@click.command()
+@click.argument("batch")
+@click.option("--output", "-o", type=OUTPUT, help="Write to this file instead of stdout.")
+def export(batch: str, output: Path | None) -> None:
+    """One CSV row per payout of BATCH, for people and spreadsheets.
+
+    Columns: reference, tradeNo, batchId, market, currency, amount, fee,
+    feeCurrency, totalDebited, totalDebitedCurrency (from the details API), state,
+    reason (why a payout is FAILED, REVIEW or REVERSED), platformTradeNo (the
+    provider's id), providerStatus (the provider's last word: SUCCEEDED, PROCESSING
+    or FAILED),
+    providerMessage, attempts, createdAt, updatedAt (ISO-8601, UTC). A cell starting
+    with = + - @ is written with a leading ' so a spreadsheet shows it as text.
+    Account numbers, names and phones are never exported.
+
+    \b
+    Examples:
+      disburse export b1f0c2d3e4a5b6c7 -o results.csv
+      disburse export b1f0c2d3e4a5b6c7 | grep FAILED
+    """
+    from worker import report, runtime
+
+    ledger = runtime.ledger()
+    if ledger.batch(batch) is None:
+        raise _no_batch(batch)
+    with _writing(output) as out:
+        rows = report.export_csv(ledger, [batch], out)
+    if output is not None:
+        click.echo(f"wrote {plural(rows, 'payout')} to {output}")
+
+
+@click.command()
+@click.argument("batch")
+@click.option("--no-balance-check", is_flag=True, help="Release without checking the balance.")
+def approve(batch: str, no_balance_check: bool) -> None:
+    """Release a held BATCH once the provider balance covers it.
+
+    BATCH was enqueued with --hold; its payouts wait as HELD until this command.
+
+    Exits 2 when the batch stays held (the balance is short, or cannot be read).
+
+    \b
+    Example:
+      disburse approve b1f0c2d3e4a5b6c7
+    """
+    import worker
+
+    try:
+        result = worker.approve(batch, check_balance=not no_balance_check)
+    except worker.BatchNotFound:
+        raise _no_batch(batch) from None
+    click.echo(result.message)
+    if result.held is not None:
+        raise click.exceptions.Exit(2)
+
+
+@click.command()
+@click.argument("batch")
+def cancel(batch: str) -> None:
+    """Cancel the payouts of BATCH not sent yet (HELD or QUEUED).
+
+    Payouts already sent to the provider go on; `disburse status` shows them.
+
+    \b
+    Example:
+      disburse cancel b1f0c2d3e4a5b6c7
+    """
+    import worker
+
+    try:
+        click.echo(worker.cancel(batch).message)
+    except worker.BatchNotFound:
+        raise _no_batch(batch) from None
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value.strip())
+    if match:
+        ago = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return datetime.now(UTC) - ago
+    try:
+        at = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            "a duration such as 30m, 12h or 7d, or a date such as 2026-12-01 or "
+            "2026-12-01T09:00 (UTC unless it says)",
+            param_hint="--since",
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _batch_state(counts: dict[Any, int]) -> str:
+    from worker.states import SETTLED_STATES, State
+
+    if counts.get(State.HELD):
+        return "held"
+    return "settled" if all(s in SETTLED_STATES for s in counts) else "open"
+
+
+@click.command()
+@click.option("--since", help="Only batches created since: 30m, 12h, 7d, or a date/time.")
+@click.option(
+    "--state",
+    type=click.Choice(["held", "open", "settled"]),
+    help="held: waits for approval; open: payouts on their way; settled: none left.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="At most this many batches.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def batches(since: str | None, state: str | None, limit: int, as_json: bool) -> None:
+    """List batches, newest first, with their counts per state.
+
+    \b
+    Examples:
+      disburse batches
+      disburse batches --since 2d --state open
+      disburse batches --since 2026-12-01 --json
+    """
+    from worker import report, runtime
+
+    found = runtime.ledger().batches(
+        since_ms=_ms(_since(since)),
+        state=cast(Literal["held", "open", "settled"] | None, state),  # a click.Choice
+        limit=limit,
+    )
+    for summary in found:
+        data = summary.to_dict()
+        data["created"] = report.iso_utc(summary.created_ms)
+        data["state"] = _batch_state(summary.counts)
+        if as_json:
+            click.echo(json.dumps(data))
+            continue
+        click.echo(
+            f"{summary.batch_id}  {data['created'][:19]}Z  {summary.market:<2}  "
+            f"{data['state']:<7}  {plural(summary.total, 'payout'):>14}  "
+            f"{report.counts_text(summary)}"
+        )
+    if not found and not as_json:
+        click.echo(
+            "no batches" + (f" since {since}" if since else "") + (f" {state}" if state else "")
+        )
+
+
+def _ms(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp() * 1000)
+
+
+@click.command()
+@click.option("--market", type=MARKET, help="One market (default: every market).")
+def fields(market: str | None) -> None:
+    """The columns of each market's rows file, as Markdown tables.
+
+    Each column's name, whether it is required, its format and an example. Read
+    from the schemas that validate the rows, so it is always what `enqueue` checks.
+
+    \b
+    Example:
+      disburse fields --market JP
+    """
+    from worker.columns import reference_table
+
+    for index, code in enumerate([market] if market else list(MARKETS)):
+        if index:
+            click.echo()
+        click.echo(f"{code}\n\n{reference_table(code)}")
+
+
+@click.command()
+@click.option("--market", required=True, type=MARKET, help="The market of the sample rows.")
+@click.option("--output", "-o", type=OUTPUT, help="Write to this file instead of stdout.")
+def template(market: str, output: Path | None) -> None:
+    """Write a sample rows file that `disburse enqueue` accepts.
+
+    A CSV file with the market's header and three made-up payouts. Replace the rows
+    with yours (`disburse fields` describes each column); empty optional cells are
+    fine.
+
+    \b
+    Examples:
+      disburse template --market ID -o payouts.csv
+      disburse enqueue payouts.csv --market ID --dry-run
+    """
+    from worker.columns import template_csv
+
+    with _writing(output) as out:
+        out.write(template_csv(market))
+    if output is not None:
+        click.echo(f"wrote the {market} template to {output}", err=True)

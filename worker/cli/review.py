@@ -1,0 +1,120 @@
+"""Commands for what the automation leaves to a person: the orders in REVIEW, a decision
+on one (checked with the provider first), and the retry of what failed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+
+from worker.cli.common import SystemProblem, UserError, echo_row_errors
+from worker.exceptions import InputError, ProviderError, RateLimitTimeout
+
+
+@click.command()
+@click.option("--batch", help="Only this batch's orders.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per order.")
+def review(batch: str | None, as_json: bool) -> None:
+    """List the payouts waiting for a person (REVIEW), the longest waiting first, with
+    why and what the provider last said.
+
+    \b
+    Decide one with:
+      disburse resolve TRADENO --failed --note "no record at the bank"
+    """
+    import worker
+
+    try:
+        orders = worker.review(batch)
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    for order in orders:
+        since = datetime.fromtimestamp((order.state_entered_ms or 0) / 1000, UTC)
+        item = {
+            "tradeNo": order.trade_no,
+            "batch_id": order.batch_id,
+            "market": order.market,
+            "currency": order.currency,
+            "amount": str(order.amount),
+            "since": since.isoformat(timespec="seconds"),
+            "reason": order.reason,
+            "platformTradeNo": order.platform_trade_no,
+            "providerStatus": order.provider_status,
+            "providerMessage": order.provider_message,
+        }
+        if as_json:
+            click.echo(json.dumps(item))
+            continue
+        said = " ".join(filter(None, (order.provider_status, order.provider_message)))
+        click.echo(
+            f"{order.trade_no}  batch {order.batch_id}  {order.amount} {order.currency}  "
+            f"since {item['since']}\n  why: {order.reason or '-'}\n  provider: {said or '-'}"
+        )
+    if not orders and not as_json:
+        click.echo("no payout waits for a person")
+
+
+@click.command()
+@click.argument("trade_no", metavar="TRADENO")
+@click.option("--succeeded", "decision", flag_value="SUCCEEDED", help="The payout was paid.")
+@click.option("--failed", "decision", flag_value="FAILED", help="The payout was not paid.")
+@click.option("--note", required=True, help="What was checked; kept in the order's history.")
+@click.option("--operator", help="Who decides (default: DISBURSE_OPERATOR, else the login name).")
+def resolve(trade_no: str, decision: str | None, note: str, operator: str | None) -> None:
+    """Decide a payout in REVIEW: --succeeded or --failed.
+
+    The provider is asked first: a decision its answer contradicts is refused (exit 1)
+    with what it said, and nothing changes.
+    """
+    import worker
+
+    if decision is None:
+        raise click.UsageError("say --succeeded or --failed")
+    try:
+        order = worker.resolve(trade_no, decision, note=note, operator=operator)
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    except (ProviderError, RateLimitTimeout) as exc:
+        raise SystemProblem(
+            f"could not ask the provider about {trade_no} ({type(exc).__name__}: {exc}); "
+            "nothing changed, try again"
+        ) from None
+    said = " ".join(filter(None, (order.provider_status, order.provider_message)))
+    click.echo(f"{order.trade_no}: {order.state} (the provider says {said or 'no record'})")
+
+
+@click.command()
+@click.argument("batch")
+@click.option("--hold", is_flag=True, help="Create the new batch HELD until `disburse approve`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def retry(batch: str, hold: bool, as_json: bool) -> None:
+    """Enqueue BATCH's FAILED and REVERSED payouts again, as a new batch.
+
+    Each gets a new tradeNo and a link to the payout it retries; a payout is retried at
+    most once, and only while it keeps its fields (FAILED_PAYLOAD_RETENTION). Nothing is
+    enqueued when one is no longer valid (exit 1).
+    """
+    import worker
+
+    try:
+        result = worker.retry(batch, hold=hold)
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        echo_row_errors(result.rejected)
+        for trade_no, why in result.not_retried.items():
+            click.echo(f"{trade_no}: not retried: {why}")
+        if result.batch_id is not None:
+            state = "held for approval" if result.held else "queued"
+            line = f"batch {result.batch_id}: {result.accepted} payouts of {batch} {state} again"
+            line += f", {result.existing} retried meanwhile" if result.existing else ""
+            click.echo(line)
+        elif result.rejected:
+            click.echo(f"nothing enqueued: {len(result.rejected)} invalid payouts", err=True)
+        else:
+            click.echo(f"nothing to retry in batch {batch}")
+    if result.rejected:
+        raise click.exceptions.Exit(UserError.exit_code)
