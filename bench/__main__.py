@@ -1,5 +1,4 @@
-"""``python -m bench [--quick] [--json PATH] [--payouts N] [case ...]``: the benchmarks and
-their baselines.
+"""``python -m bench [--quick] [--json PATH] [--payouts N] [case ...]``: benchmarks, baselines.
 
 Every case starts its own private Redis, sandbox provider and worker processes
 (``worker.dev.cluster.LocalCluster``), runs ours and the baseline side by side in the
