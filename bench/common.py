@@ -40,6 +40,7 @@ class Context:
 
     quick: bool = False
     selected: tuple[str, ...] = ()
+    payouts: int | None = None  # the soak's size (``--payouts``)
 
     def size(self, full: N, quick: N) -> N:
         return quick if self.quick else full

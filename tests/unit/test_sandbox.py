@@ -752,6 +752,27 @@ def test_list_pages_newest_first_in_each_style(
     assert sandbox.stats()["list_requests"] == 6
 
 
+def test_list_arrivals_push_rows_down_and_a_revoked_token_is_a_401_once(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(page_size=3, list_arrivals=2, revoke_tokens_at_list_request=2)
+    client = Api(sandbox)
+    ours = [client.submit("ID", f"arr{i}").json()["data"]["platFormTradeNo"] for i in range(3)]
+    token = client.token()
+    path = f"/api/v1.0/disbursement/{sandbox.config.account_id}"
+    first = client.get(path, token, page=1).json()
+    # Two payouts of another system arrived first: at the top, ours shifted down.
+    assert [row["transaction_id"] for row in first["data"]][2] == ours[2]
+    assert first["pagination"]["total"] == 5
+    refused = client.get(path, token, page=2)  # the second list request: tokens revoked
+    assert refused.status_code == 401
+    again = client.get(path, client.token(), page=2).json()  # a fresh token: served
+    assert again["pagination"]["total"] == 9  # two more arrived before each request
+    stats = sandbox.stats()
+    assert stats["list_arrivals"] == 6 and stats["details_unauthorized"] == 1
+    assert stats["payouts"] == 9 and stats["tokens_issued"] == 2
+
+
 # --- webhooks ----------------------------------------------------------------------------------
 
 
