@@ -4,9 +4,12 @@ the tasks and queues (worker.queues)."""
 from kombu import Queue
 
 from worker.config import get_settings
+from worker.outbox import OUTBOX_EVERY
 from worker.queues import (
     DEFAULT_QUEUE,
     LOOKUP_TASK,
+    OUTBOX_QUEUE,
+    OUTBOX_TASK,
     RECONCILE_QUEUE,
     RECONCILE_TASK,
     RESUBMIT_QUEUE,
@@ -47,14 +50,16 @@ worker_cancel_long_running_tasks_on_connection_loss = False
 
 task_default_queue = DEFAULT_QUEUE
 task_queues = tuple(
-    Queue(name) for name in (SUBMIT_QUEUE, RESUBMIT_QUEUE, RECONCILE_QUEUE, DEFAULT_QUEUE)
+    Queue(name)
+    for name in (SUBMIT_QUEUE, RESUBMIT_QUEUE, RECONCILE_QUEUE, OUTBOX_QUEUE, DEFAULT_QUEUE)
 )
 task_routes = {
     SUBMIT_TASK: {"queue": SUBMIT_QUEUE},
     LOOKUP_TASK: {"queue": RECONCILE_QUEUE},
     RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
+    OUTBOX_TASK: {"queue": OUTBOX_QUEUE},
 }
-imports = ("tasks.submit", "tasks.reconcile")
+imports = ("tasks.submit", "tasks.reconcile", "tasks.outbox")
 
 # Warm shutdown first lets running tasks finish; soft shutdown gives them this long more.
 worker_soft_shutdown_timeout = 15.0
@@ -78,3 +83,12 @@ beat_schedule = {
         "options": {"expires": 10 * _settings.reconcile_every},
     },
 }
+# Webhooks to the application: a sending run every second; one runs at a time (it holds
+# a PostgreSQL lock), so the others return at once, and a message older than a few
+# intervals is dropped, as the next one does the same work.
+if _settings.app_webhook_url:
+    beat_schedule["outbox"] = {
+        "task": OUTBOX_TASK,
+        "schedule": OUTBOX_EVERY,
+        "options": {"expires": 10 * OUTBOX_EVERY},
+    }

@@ -11,6 +11,9 @@ The public API::
     worker.cancel(batch_id)                          # ControlResult
     worker.pause("reason")                           # Paused(switches)
     worker.resume()                                  # Resumed(was_paused, published)
+    worker.events(after=cursor, limit=100)           # [Event], oldest first; event.cursor
+    worker.follow_events(after=cursor)               # the same, waiting for new ones
+    worker.verify_webhook(body, header, secret)      # the application's side of webhooks
     worker.review(batch=None)                        # [Order] in REVIEW, longest waiting first
     worker.resolve(trade_no, "failed", note="...")   # Order, once the provider agrees
     worker.retry(batch, hold=False)                  # RetryResult: FAILED/REVERSED enqueued again
@@ -24,7 +27,8 @@ settings), and ``DisburseError``. The workers' errors about the provider stay in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from importlib import metadata
 from typing import Any
 
 from worker.controls import ControlResult, Paused, Resumed
@@ -41,8 +45,12 @@ from worker.exceptions import (
     UnknownMarket,
 )
 from worker.ledger import BatchSummary, Order
+from worker.outbox import Event, verify_webhook
 from worker.producer import BatchResult, RetryResult
 from worker.states import State
+
+# The installed distribution's version: one number, kept in pyproject.toml.
+__version__ = metadata.version("disburse")
 
 __all__ = [
     "AlreadyRetried",
@@ -53,6 +61,7 @@ __all__ = [
     "ControlResult",
     "DecisionRefused",
     "DisburseError",
+    "Event",
     "InputError",
     "InvalidPayout",
     "NotInReview",
@@ -63,17 +72,21 @@ __all__ = [
     "RetryResult",
     "State",
     "UnknownMarket",
+    "__version__",
     "approve",
     "batch_summary",
     "cancel",
     "enqueue",
     "enqueue_batch",
+    "events",
+    "follow_events",
     "get_order",
     "pause",
     "resolve",
     "resume",
     "retry",
     "review",
+    "verify_webhook",
 ]
 
 
@@ -180,3 +193,22 @@ def retry(batch: str, *, hold: bool = False) -> RetryResult:
     from worker import runtime
 
     return runtime.producer().retry(batch, hold=hold)
+
+
+def events(after: int = 0, limit: int = 100, *, batch_id: str | None = None) -> list[Event]:
+    """The payouts' changes of state after the cursor ``after`` (an ``Event.cursor``, 0
+    for the beginning), oldest first, at most ``limit``: every event committed before
+    the call, never one past an event still being committed. No personal data."""
+    from worker import runtime
+
+    return runtime.feed().read(after, limit, wait=5.0, batch_id=batch_id).events
+
+
+def follow_events(
+    after: int = 0, *, batch_id: str | None = None, poll: float = 1.0
+) -> Iterator[Event]:
+    """:func:`events`, then every new event as it is committed (checking every ``poll``
+    seconds); never ends. Keep the last ``Event.cursor`` to resume after a restart."""
+    from worker import runtime
+
+    return runtime.feed().follow(after, poll=poll, batch_id=batch_id)

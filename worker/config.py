@@ -17,7 +17,7 @@ from functools import cached_property, lru_cache
 from urllib.parse import urlsplit
 
 import psycopg
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from psycopg.conninfo import conninfo_to_dict
 
 from schemas import MARKETS
@@ -114,7 +114,9 @@ class Settings:
     details_account_id: str = "sandbox-account"
     details_rate_limit: Rate = Rate(20)
 
-    notify_url: str = "https://127.0.0.1:8701/notify"
+    # No default: only the deployment knows its public URL, and a guess (a loopback
+    # address) would lose every webhook without a word.
+    notify_url: str = ""
     allow_unsigned_webhooks: bool = False
 
     # (connect, read) seconds of every HTTP call (``timeouts``): the connect timeout just
@@ -134,6 +136,14 @@ class Settings:
     failed_payload_retention: float = 7 * 86400.0
     # Who decides REVIEW orders from this process: DISBURSE_OPERATOR, else the login name.
     operator: str = "unknown"
+    # Pending orders from which a pass walks the paged list instead of asking about each
+    # (RECONCILE_WALK_AT; 0: never). Why 50: worker.walk.
+    reconcile_walk_at: int = 50
+
+    # Where and how outcomes are sent to the application (worker.outbox); None: not sent.
+    # Out of reprs: the URL may carry credentials, and the secret signs every event.
+    app_webhook_url: str | None = field(default=None, repr=False)
+    app_webhook_secret: str = field(default="", repr=False)
 
     @cached_property
     def accounts(self) -> tuple[Account, ...]:
@@ -237,6 +247,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
     return value
 
 
@@ -354,6 +377,15 @@ def _path(env: Mapping[str, str], name: str, default: str, *fields: str) -> str:
     return raw
 
 
+def _app_webhook(env: Mapping[str, str]) -> tuple[str | None, str]:
+    """APP_WEBHOOK_URL as given (its path is the application's), and its secret."""
+    url = _optional_url(env, "APP_WEBHOOK_URL", strip=False)
+    secret = env.get("APP_WEBHOOK_SECRET") or ""
+    if url is not None and not secret:
+        raise ConfigError("APP_WEBHOOK_SECRET must be set when APP_WEBHOOK_URL is: it signs events")
+    return url, secret
+
+
 def _market_accounts(env: Mapping[str, str]) -> dict[str, MarketAccount]:
     """What each market's ``VEXORA_<MARKET>_*`` set; a market that does not exist is an error."""
     for name, value in env.items():
@@ -381,6 +413,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     def text(name: str, default: str) -> str:
         return env.get(name) or default
 
+    app_webhook_url, app_webhook_secret = _app_webhook(env)
     settings = Settings(
         database_url=_database_url(env, d.database_url),
         redis_url=_server_url(env, "REDIS_URL", d.redis_url, _REDIS_SCHEMES),
@@ -411,6 +444,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         review_after=_float(env, "REVIEW_AFTER", d.review_after),
         sweep_after=_float(env, "SWEEP_AFTER", d.sweep_after),
         lookup_budget=_float(env, "LOOKUP_BUDGET", d.lookup_budget),
+        app_webhook_url=app_webhook_url,
+        app_webhook_secret=app_webhook_secret,
+        reconcile_walk_at=_count(env, "RECONCILE_WALK_AT", d.reconcile_walk_at),
         failed_payload_retention=_duration(
             env, "FAILED_PAYLOAD_RETENTION", d.failed_payload_retention
         ),
@@ -422,6 +458,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; a ``.env`` in the working directory fills gaps."""
-    load_dotenv(override=False)
+    """The process-wide settings; a ``.env`` in the working directory (or the nearest
+    folder above it) fills gaps."""
+    # usecwd: without it python-dotenv looks beside this file, i.e. in site-packages.
+    load_dotenv(find_dotenv(usecwd=True), override=False)
     return load_settings()

@@ -21,3 +21,8 @@ RESUBMIT_QUEUE = "resubmit"
 RECONCILE_QUEUE = "reconcile"
 # Where a task without a route would go: every task has one.
 DEFAULT_QUEUE = "default"
+
+# Outcomes to the application (worker.outbox): the webhook sender, on a queue of its own
+# so that a slow application endpoint never holds up submissions or reconciliation.
+OUTBOX_TASK = "disburse.outbox"
+OUTBOX_QUEUE = "outbox"

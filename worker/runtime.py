@@ -28,6 +28,7 @@ from worker.leases import Leases
 from worker.ledger import Ledger
 from worker.lookup import Lookups
 from worker.metrics import Metrics
+from worker.outbox import Deliveries, Feed, Sender
 from worker.pause import PauseSwitch
 from worker.producer import Producer
 from worker.publish import (
@@ -41,6 +42,7 @@ from worker.reconcile import Reconciler
 from worker.submit import MarketSubmitters, Submitter
 from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
+from worker.walk import ListWalk
 
 # Seconds a command a person waits on gives Redis and PostgreSQL (see ``interactive``).
 INTERACTIVE_TIMEOUT = 3
@@ -214,6 +216,19 @@ def reconciler() -> Reconciler:
         # Everything the sweeper publishes is a submission again.
         publish_submissions=publish_resubmissions,
         submit_queue_length=submit_queue_length,
+        walk=ListWalk(
+            details(),
+            RateLimiter.for_details(redis_client(), settings),
+            lookups().apply_details,
+            ledger(),
+            redis_client(),
+            metrics(),
+            prefix=settings.key_prefix,
+            # Within a pass, as a lookup task's wait; a cursor left by passes that
+            # stopped is forgotten after a few intervals (the next walk starts afresh).
+            budget=settings.lookup_budget,
+            cursor_ttl=10 * settings.reconcile_every,
+        ),
     )
 
 
@@ -242,9 +257,29 @@ def decisions() -> Decisions:
     return Decisions(ledger(), lambda order: lookups().ask(order, budget))
 
 
+@cache
+def feed() -> Feed:
+    """The application's event feed (its horizon's ticks are kept per process)."""
+    return Feed(pool())
+
+
+@cache
+def deliveries() -> Deliveries:
+    return Deliveries(pool(), feed())
+
+
+@cache
+def sender() -> Sender | None:
+    """The webhook sender to APP_WEBHOOK_URL; None when it is not set."""
+    settings = get_settings()
+    if settings.app_webhook_url is None:
+        return None
+    return Sender(deliveries(), settings.app_webhook_url, settings.app_webhook_secret)
+
+
 _BUILT = (redis_client, pool, ledger, pause_switch, metrics, _vexora, details, leases,
           in_flight, lookups, _submitter, submitter, reconciler, producer,
-          batch_controls, decisions)  # fmt: skip
+          batch_controls, decisions, feed, deliveries, sender)  # fmt: skip
 
 
 def _forget_built() -> None:

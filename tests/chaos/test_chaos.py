@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -39,7 +40,9 @@ import pytest
 import redis
 
 import worker
+from tests.app_receiver import DROP, AppReceiver
 from tests.integration.conftest import fast_sandbox, running_cluster
+from tests.integration.test_outbox import assert_delivered, states_went_through
 from worker import runtime
 from worker.config import Settings
 from worker.dev.cluster import LocalCluster
@@ -88,6 +91,15 @@ ENV = {
     "VEXORA_RATE_LIMIT": "60/s",
     "DETAILS_RATE_LIMIT": "100/s",
 }
+
+# The application's webhook endpoint misbehaves too: it drops some requests (the
+# connection closed, no answer), answers others late, a few after the sender's 10 s.
+APP_SECRET = "whsec-chaos"
+APP_DROP = 0.03
+APP_SLOW = 0.05  # answered after 0.2 to 1.5 s
+APP_HANG = 0.003  # answered after 11 s: no answer in time
+# Once every payout settled, its events reach the application within this.
+DELIVERY_TIMEOUT = 240.0
 
 EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
 INDEXED_STATES = (
@@ -140,6 +152,29 @@ def sandbox_config() -> Any:
         duplicate_webhook_ratio=0.10,
         token_lifetime=5.0,  # the details API's token expires many times in a run
     )
+
+
+class Misbehaving:
+    """The application endpoint's answers, drawn from the run's seed."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, _event: dict[str, Any]) -> int:
+        with self.lock:
+            draw, delay = self.rng.random(), self.rng.uniform(0.2, 1.5)
+        if draw < APP_DROP:
+            self.counts["dropped"] += 1
+            return DROP
+        if draw < APP_DROP + APP_HANG:
+            self.counts["hung"] += 1
+            time.sleep(11.0)
+        elif draw < APP_DROP + APP_HANG + APP_SLOW:
+            self.counts["slow"] += 1
+            time.sleep(delay)
+        return 200
 
 
 def enqueue_all() -> list[str]:
@@ -396,14 +431,18 @@ def test_kills_outages_wipe_and_provider_faults_never_pay_twice_or_lose_a_payout
     rng = random.Random(SEED)
     log_dir = Path(tempfile.mkdtemp(prefix="disburse-chaos-"))
     started = time.monotonic()
+    answers = Misbehaving(random.Random(SEED))
     try:
-        with running_cluster(
-            workers=WORKERS,
-            appendonly=True,
-            sandbox=sandbox_config(),
-            env=ENV,
-            log_dir=log_dir,
-        ) as cluster:
+        with (
+            AppReceiver(APP_SECRET, answer=answers) as app,
+            running_cluster(
+                workers=WORKERS,
+                appendonly=True,
+                sandbox=sandbox_config(),
+                env={**ENV, "APP_WEBHOOK_URL": app.url, "APP_WEBHOOK_SECRET": APP_SECRET},
+                log_dir=log_dir,
+            ) as cluster,
+        ):
             cluster.start_beat()  # a second beat, started by mistake: must change nothing
             ledger = runtime.ledger()
             batch_ids = enqueue_all()
@@ -437,6 +476,18 @@ def test_kills_outages_wipe_and_provider_faults_never_pay_twice_or_lose_a_payout
             republished = republished_of_dead_tasks(cluster)
             say(f"orders of killed submit tasks published again: {republished}")
             assert republished > 0, "no killed submit task left an order to republish"
+
+            # The application saw every state of every payout, in order, the final one last.
+            expected = states_went_through(ledger, batch_ids)
+            assert_delivered(app, expected, timeout=DELIVERY_TIMEOUT)
+            assert all(p[-1] == o.state for o in orders for p in [expected[o.trade_no]])
+            say(
+                f"application endpoint: {sum(map(len, expected.values()))} events acknowledged "
+                f"after {time.monotonic() - started:.0f} s, {app.arrived} requests verified, "
+                f"{app.refused} refused, answers {dict(answers.counts)}"
+            )
+            assert answers.counts["dropped"] > 0 and answers.counts["hung"] > 0
+            assert app.refused == 0
 
             stats = cluster.sandbox.stats()
             # The faults did happen (otherwise this test proves nothing).

@@ -198,14 +198,16 @@ def test_watch_piped_is_plain_lines_then_a_summary(
     servers: None, tmp_path: Path, ledger: Ledger
 ) -> None:
     batch_id = enqueue(write_csv(tmp_path / "a.csv", sample_rows("ID", 4)), "ID")
-    thread = settle_later(ledger, trade_nos(ledger, batch_id))
+    thread = settle_later(ledger, trade_nos(ledger, batch_id), delay=0.3)
     result = invoke("status", batch_id, "--watch", "--interval", "0.05")
     thread.join()
     assert result.exit_code == 0
     assert "\r" not in result.output
     lines = result.output.splitlines()
     progress = [line for line in lines if " settled (" in line]
-    assert progress[0].startswith("0/4 settled (0%)") and "QUEUED 4" in progress[0]
+    settled = [int(line.split("/", 1)[0]) for line in progress]
+    # Followed as it went (how many settled before the first frame depends on the load).
+    assert settled[0] < 4 and settled == sorted(settled)
     assert progress[-1].startswith("4/4 settled (100%)")
     assert "SUCCEEDED 3  FAILED 1" in progress[-1] and "/s, " in progress[-1]
     assert f"batch {batch_id} settled: 4 payouts (SUCCEEDED 3  FAILED 1)" in result.output
@@ -257,7 +259,7 @@ def test_watch_of_a_held_batch_says_it_waits_for_approve_and_ends(
 def test_watch_says_a_pause_plainly(servers: None, tmp_path: Path, ledger: Ledger) -> None:
     batch_id = enqueue(write_csv(tmp_path / "a.csv", sample_rows("ID", 2)), "ID")
     assert invoke("pause", "--reason", "bank holiday").exit_code == 0
-    thread = settle_later(ledger, trade_nos(ledger, batch_id))
+    thread = settle_later(ledger, trade_nos(ledger, batch_id), delay=0.3)
     result = invoke("status", batch_id, "--watch", "--interval", "0.05")
     thread.join()
     assert "PAUSED (every provider account: bank holiday): `disburse resume`" in result.output

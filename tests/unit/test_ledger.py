@@ -732,7 +732,7 @@ def test_settled_orders_leave_no_account_or_phone_number_in_the_database(
 def test_every_event_and_order_has_its_parent_after_every_kind_of_change(
     ledger: Ledger, database: str
 ) -> None:
-    # The schema has no foreign keys on these (migration 0005): the ledger's statements
+    # The schema has no foreign keys on these (migration 0006): the ledger's statements
     # keep them by construction.
     queued = create(ledger, payout(reference="r1"), payout(reference="r2"), payout(), payout())
     again = create(ledger, payout(reference="r1"), payout(reference="r3"), batch="b2")

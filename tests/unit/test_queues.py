@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import celeryconfig
+from tasks.outbox import send_events
 from tasks.reconcile import lookup_orders, reconcile_pass
 from tasks.submit import submit_orders
 from worker.dev.cluster import procfile_commands
@@ -10,7 +11,8 @@ from worker.queues import RESUBMIT_QUEUE
 
 
 def test_every_task_is_routed() -> None:
-    registered = {task.name for task in (submit_orders, lookup_orders, reconcile_pass)}
+    tasks = (submit_orders, lookup_orders, reconcile_pass, send_events)
+    registered = {task.name for task in tasks}
     assert registered == set(celeryconfig.task_routes)
     assert {entry["task"] for entry in celeryconfig.beat_schedule.values()} <= registered
 

@@ -14,7 +14,8 @@ import click
 import psycopg
 import redis
 
-from worker.cli import batch, db, local, operate, review
+from worker import __version__
+from worker.cli import batch, db, events, local, operate, review
 from worker.cli.common import SystemProblem, UserError
 from worker.exceptions import ConfigError, SchemaBehind
 from worker.redact import mask_text
@@ -41,6 +42,8 @@ Environment (a .env file in the current directory may supply it):
   SUBMIT_BUDGET, LOOKUP_BUDGET
                       seconds a submit or lookup task works before handing on
   DISBURSE_KEY_PREFIX the first part of every Redis key
+  APP_WEBHOOK_URL, APP_WEBHOOK_SECRET
+                      where and how payouts' events are sent to the application
 """
 
 
@@ -95,6 +98,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @click.group(cls=DisburseGroup, epilog=ENVIRONMENT)
+@click.version_option(__version__, prog_name="disburse", message="%(prog)s %(version)s")
 def main() -> None:
     """Bulk payouts through a payout provider's API, on Celery, Redis and PostgreSQL.
 
@@ -119,8 +123,10 @@ for command in (
     db.db,
     local.sandbox,
     local.demo,
+    local.up,
 ):
     main.add_command(command)
+main.add_command(events.events)
 main.add_command(review.review)
 main.add_command(review.resolve)
 main.add_command(review.retry)

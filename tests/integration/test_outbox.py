@@ -1,0 +1,145 @@
+"""Outcomes reach the application: real workers and beat send each payout's events, signed,
+to a real receiver, which checks them with ``worker.verify_webhook``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import worker
+from tests.app_receiver import AppReceiver
+from tests.integration.conftest import fast_sandbox, wait_settled
+from worker import runtime
+from worker.dev.samples import sample_rows
+from worker.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec-integration-7d1f"
+
+
+def app_env(app: AppReceiver) -> dict[str, str]:
+    return {"APP_WEBHOOK_URL": app.url, "APP_WEBHOOK_SECRET": SECRET}
+
+
+def went_through(ledger: Ledger, trade_no: str) -> list[str]:
+    """The states an order went through as the application sees them, read from its
+    history: sending and not knowing are steps of QUEUED; a report recorded but not
+    applied is no step."""
+    path: list[str] = []
+    for _, entry in ledger.history(trade_no):
+        state = entry.split(" ", 1)[0]
+        if state == "DISCREPANCY":
+            continue
+        state = "QUEUED" if state in ("SUBMITTING", "UNKNOWN") else state
+        if not path or path[-1] != state:
+            path.append(state)
+    return path
+
+
+def states_went_through(ledger: Ledger, batch_ids: list[str]) -> dict[str, list[str]]:
+    return {
+        trade_no: went_through(ledger, trade_no)
+        for batch_id in batch_ids
+        for page in ledger.iter_batch(batch_id)
+        for trade_no in page
+    }
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: Callable[[], Any]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"not within {timeout:.0f} s: {what()}")
+
+
+def assert_delivered(app: AppReceiver, expected: dict[str, list[str]], timeout: float) -> None:
+    """Every payout's events acknowledged, each payout's in the order it went through."""
+
+    def differences() -> dict[str, tuple[list[str], list[str] | None]]:
+        got = app.states()
+        return {t: (p, got.get(t)) for t, p in expected.items() if got.get(t) != p}
+
+    wait_for(lambda: not differences(), timeout, lambda: list(differences().items())[:10])
+    assert set(app.states()) == set(expected)
+
+
+def test_every_payout_reaches_the_application_in_the_states_it_went_through(
+    cluster_factory: Any,
+) -> None:
+    with (
+        AppReceiver(SECRET) as app,
+        cluster_factory(env=app_env(app), sandbox=fast_sandbox(failure_ratio=0.3)),
+    ):
+        ledger = runtime.ledger()
+        paid = worker.enqueue_batch("ID", sample_rows("ID", 60, seed=3))
+        held = worker.enqueue_batch("AR", sample_rows("AR", 5, seed=3), hold=True)
+        cancelled = worker.enqueue_batch("JP", sample_rows("JP", 5, seed=3), hold=True)
+        batch_ids = [b.batch_id for b in (paid, held, cancelled) if b.batch_id is not None]
+        assert len(batch_ids) == 3
+        worker.approve(batch_ids[1], check_balance=False)
+        worker.cancel(batch_ids[2])
+        wait_settled(ledger, batch_ids, timeout=120)
+
+        expected = states_went_through(ledger, batch_ids)
+        assert_delivered(app, expected, timeout=60)
+        finals = {p[-1] for p in expected.values()}
+        assert {"SUCCEEDED", "FAILED", "CANCELLED"} <= finals
+        assert {tuple(p[:2]) for t, p in expected.items() if p[0] == "HELD"} == {
+            ("HELD", "QUEUED"),
+            ("HELD", "CANCELLED"),
+        }
+        assert app.refused == 0
+
+        # The application refuses a body changed on the way, and a request replayed
+        # after the tolerance; the same request within it passes (deduplicated by id).
+        assert app.last_request is not None
+        body, header = app.last_request
+        tampered = body.replace(b'"amount":"', b'"amount":"1')
+        assert tampered != body
+        assert app.post(tampered, header) == 400
+        app.clock_offset = 301
+        assert app.post(body, header) == 400
+        app.clock_offset = 0
+        assert app.post(body, header) == 200
+        assert app.refused == 2
+
+
+def test_an_endpoint_failing_for_a_while_gets_every_event_and_holds_nothing_up(
+    cluster_factory: Any,
+) -> None:
+    failing = threading.Event()
+    failing.set()
+    with (
+        AppReceiver(SECRET, answer=lambda _event: 500 if failing.is_set() else 200) as app,
+        cluster_factory(env=app_env(app), sandbox=fast_sandbox()) as cluster,
+    ):
+        ledger = runtime.ledger()
+        started = time.monotonic()
+        result = worker.enqueue_batch("ID", sample_rows("ID", 200, seed=5))
+        assert result.batch_id is not None
+        # Submissions and reconciliation go on while every webhook is refused.
+        wait_settled(ledger, [result.batch_id], timeout=120)
+        settled_in = time.monotonic() - started
+        assert app.acked == [] and app.arrived > 0
+        received = sorted(p["received_at"] for p in cluster.sandbox.payouts().values())
+        with ledger.pool.connection() as conn:
+            refused = conn.execute(
+                "SELECT count(*) FROM outbox_attempts WHERE status = 500"
+            ).fetchone()
+        assert refused is not None and refused[0] > 0
+
+        failing.clear()
+        healed = time.monotonic()
+        assert_delivered(app, states_went_through(ledger, [result.batch_id]), timeout=120)
+        print(
+            f"200 payouts: submitted over {received[-1] - received[0]:.1f} s and settled in "
+            f"{settled_in:.1f} s while the endpoint answered 500 ({refused[0]} attempts "
+            f"refused); every event delivered {time.monotonic() - healed:.1f} s after it healed"
+        )
