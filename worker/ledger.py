@@ -61,12 +61,22 @@ _ORDER_COLUMNS = sql.SQL(
     "unseen_at, resubmits, row_no, state_entered_at, fee, total_debited, masked, "
     "fee_currency, total_debited_currency, recheck_at, retry_of"
 )
-# Final states whose payload stays for FAILED_PAYLOAD_RETENTION, so that the order can be
-# retried (worker.retention erases it after that); the other final states erase it at once.
-PAYLOAD_KEPT = frozenset({State.FAILED, State.REVERSED})
-# The same states as SQL literals: the partial index orders_payload_kept serves a query only
-# when it spells them so.
-_KEPT = sql.SQL(", ").join(sql.Literal(str(state)) for state in sorted(PAYLOAD_KEPT))
+# Final orders that may be enqueued again (Producer.retry), while they keep their payload.
+RETRYABLE = frozenset({State.FAILED, State.REVERSED})
+# Final states whose payload stays for FAILED_PAYLOAD_RETENTION (worker.retention erases it
+# after that): the retryable ones, and SUCCEEDED, which the details API may yet reverse
+# (a REVERSED order is retried with the fields it kept as SUCCEEDED). CANCELLED erases it
+# at once: never sent, nothing to retry.
+PAYLOAD_KEPT = RETRYABLE | {State.SUCCEEDED}
+
+
+def _literals(states: frozenset[State]) -> sql.Composable:
+    """States as SQL literals, sorted: a partial index (orders_payload_kept) serves a query
+    only when it spells them the same way."""
+    return sql.SQL(", ").join(sql.Literal(str(state)) for state in sorted(states))
+
+
+_KEPT = _literals(PAYLOAD_KEPT)
 
 # One statement per change of state, for one order or many: lock the orders (in one
 # order, so two such statements never deadlock), decide each one's action from its
@@ -1025,13 +1035,13 @@ class Ledger:
             "SELECT {}, payload, "
             "  (SELECT r.trade_no FROM orders r WHERE r.retry_of = o.trade_no) "
             "FROM orders o WHERE batch_id = %s AND state IN ({}) ORDER BY row_no"
-        ).format(_ORDER_COLUMNS, _KEPT)
+        ).format(_ORDER_COLUMNS, _literals(RETRYABLE))
         with self._connection() as conn:
             rows = conn.execute(query, (batch_id,)).fetchall()
         return [(_order(row[:-2]), row[-2], row[-1]) for row in rows]
 
     def erase_kept_payloads(self, older_than: float, *, limit: int = PAGE) -> int:
-        """Erase the payload of at most ``limit`` FAILED and REVERSED orders final for more
+        """Erase the payload of at most ``limit`` orders in a PAYLOAD_KEPT state for more
         than ``older_than`` seconds (the server's clock), oldest first; returns how many.
 
         Rows another transaction holds (a retry reading them) are left to a later call.

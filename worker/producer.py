@@ -27,7 +27,6 @@ from worker.columns import notify_url_error
 from worker.config import Settings
 from worker.exceptions import BatchNotFound, ConfigError, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
-from worker.states import State
 
 # Publishes submit messages for orders (worker.publish.publish_submissions).
 Publish = Callable[[Sequence[str]], object]
@@ -36,11 +35,6 @@ Publish = Callable[[Sequence[str]], object]
 Sign = Callable[[Mapping[str, str], str], object]
 
 _RETRY_SUFFIX = re.compile(r"#retry([0-9]+)$")
-# Why an order cannot be retried without its fields: a reversed one lost them on success.
-_ERASED = {
-    State.FAILED: "its fields are erased (past FAILED_PAYLOAD_RETENTION)",
-    State.REVERSED: "its fields were erased when it succeeded; enqueue it again from your data",
-}
 
 
 @dataclass
@@ -137,7 +131,9 @@ class Producer:
             if retried_as is not None:
                 not_retried[order.trade_no] = f"already retried as {retried_as}"
             elif payload is None:
-                not_retried[order.trade_no] = _ERASED[order.state]
+                not_retried[order.trade_no] = (
+                    "its fields are erased (past FAILED_PAYLOAD_RETENTION)"
+                )
             else:
                 originals[order.row_no] = order
                 rows.append((order.row_no, {**payload, "currency": order.currency}))

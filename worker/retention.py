@@ -1,7 +1,8 @@
-"""How long personal data stays: a FAILED or REVERSED order keeps its fields to send for
-``FAILED_PAYLOAD_RETENTION`` (so that it can be retried: worker.producer), then this
-step of the reconcile pass erases them, as any other final order's are erased when it
-becomes final. Only the masked copy stays."""
+"""How long personal data stays: a FAILED, REVERSED or SUCCEEDED order keeps its fields to
+send for ``FAILED_PAYLOAD_RETENTION`` (so that a failure, or a success the details API
+later reverses, can be retried: worker.producer), then this step of the reconcile pass
+erases them; a CANCELLED order's are erased when it is cancelled. Only the masked copy
+stays."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ PAGES_PER_PASS = 20
 
 
 def erase_expired(ledger: Ledger, retention: float) -> int:
-    """Erase the fields of the FAILED and REVERSED orders final for longer than
+    """Erase the fields of the final orders that keep them (ledger.PAYLOAD_KEPT) for longer than
     ``retention`` seconds, oldest first, a page per statement and at most
     ``PAGES_PER_PASS`` pages; returns how many were erased."""
     erased = 0
@@ -27,5 +28,5 @@ def erase_expired(ledger: Ledger, retention: float) -> int:
         if page < PAGE:
             break
     if erased:
-        log.info("erased the fields of %d failed payouts past their retention", erased)
+        log.info("erased the fields of %d final payouts past their retention", erased)
     return erased

@@ -168,11 +168,11 @@ def test_one_order_per_row_of_a_batch(conn: psycopg.Connection) -> None:
     _order(conn, trade_no="t3", reference=None, row_no=1, batch_id="b2")
 
 
-def test_a_final_order_keeps_no_personal_data(conn: psycopg.Connection) -> None:
-    _order(conn, state="SUBMITTING")
+def test_a_cancelled_order_keeps_no_personal_data(conn: psycopg.Connection) -> None:
+    _order(conn, state="QUEUED")
     with pytest.raises(psycopg.errors.CheckViolation):
-        conn.execute("UPDATE orders SET state = 'SUCCEEDED' WHERE trade_no = 't1'")
-    conn.execute("UPDATE orders SET state = 'SUCCEEDED', payload = NULL WHERE trade_no = 't1'")
+        conn.execute("UPDATE orders SET state = 'CANCELLED' WHERE trade_no = 't1'")
+    conn.execute("UPDATE orders SET state = 'CANCELLED', payload = NULL WHERE trade_no = 't1'")
 
 
 def test_event_ids_follow_insertion_order(conn: psycopg.Connection) -> None:

@@ -101,9 +101,9 @@ def test_the_reconcile_pass_erases_what_is_past_the_window(
 
 @pytest.mark.parametrize(
     ("state", "allowed"),
-    [("FAILED", True), ("REVERSED", True), ("SUCCEEDED", False), ("CANCELLED", False)],
+    [("FAILED", True), ("REVERSED", True), ("SUCCEEDED", True), ("CANCELLED", False)],
 )
-def test_the_schema_lets_only_failed_and_reversed_orders_keep_fields(
+def test_the_schema_lets_only_sent_final_orders_keep_fields(
     ledger: Ledger, state: str, allowed: bool
 ) -> None:
     (trade_no,) = failed_orders(ledger, sample_payouts(1)[:1])
@@ -116,7 +116,9 @@ def test_the_schema_lets_only_failed_and_reversed_orders_keep_fields(
                 conn.execute(update, (state, Jsonb({"bankAccountNo": "1"}), trade_no))
 
 
-def test_succeeded_and_cancelled_orders_erase_their_fields_at_once(ledger: Ledger) -> None:
+def test_cancelled_orders_erase_their_fields_at_once_paid_and_failed_keep_them(
+    ledger: Ledger,
+) -> None:
     batch = sample_payouts(1)
     created = [t for t, _ in ledger.create_orders(batch, batch_id="b1", market="ID")]
     paid, cancelled, failed, _ = created
@@ -124,7 +126,7 @@ def test_succeeded_and_cancelled_orders_erase_their_fields_at_once(ledger: Ledge
     ledger.transition(paid, State.SUCCEEDED, source="submit")
     ledger.transition(cancelled, State.CANCELLED, source="operator")
     ledger.transition(failed, State.FAILED, source="submit")
-    for trade_no, erased in ((paid, True), (cancelled, True), (failed, False)):
+    for trade_no, erased in ((paid, False), (cancelled, True), (failed, False)):
         try:
             ledger.payload(trade_no)
             found = True

@@ -47,7 +47,6 @@ def test_failed_orders_are_enqueued_again_with_the_same_fields_new_tradenos_and_
     settle(ledger, failed, State.FAILED)
     settle(ledger, succeeded, State.SUCCEEDED)
     fields = {t: ledger.payload(t) for t in failed}  # a failed order keeps them
-    assert all(payload(ledger, t) is None for t in succeeded)
     published.clear()
 
     result = make_producer.retry(batch)
@@ -111,20 +110,25 @@ def test_what_is_not_retried_says_why(make_producer: Producer, ledger: Ledger) -
     assert result.accepted == 1 and list(result.retries) == [kept]
 
 
-def test_a_reversed_order_has_no_fields_left_to_retry(
+def test_a_reversed_order_is_retried_with_the_fields_it_kept_as_succeeded(
     make_producer: Producer, ledger: Ledger
 ) -> None:
-    """A payout reversed after success lost its fields when it succeeded (as every
-    SUCCEEDED order does): retry says so, and enqueues nothing."""
-    batch, (trade_no,) = enqueue(make_producer, "ID", 1)
-    settle(ledger, [trade_no], State.SUCCEEDED)
+    """A SUCCEEDED order keeps its fields for the retention window, so a payout the
+    details API reverses in that window can be sent again; past it, retry says so."""
+    batch, (reversed_, paid, late) = enqueue(make_producer, "ID", 3)
+    settle(ledger, [reversed_, paid, late], State.SUCCEEDED)
+    sent = ledger.payload(reversed_)
+    for trade_no in (reversed_, late):
+        moved = ledger.transition(trade_no, State.REVERSED, source="lookup")
+        assert moved.moved
     with ledger.pool.connection() as conn:
-        conn.execute("UPDATE orders SET state = 'REVERSED' WHERE trade_no = %s", (trade_no,))
+        conn.execute("UPDATE orders SET payload = NULL WHERE trade_no = %s", (late,))
+
     result = make_producer.retry(batch)
-    assert result.batch_id is None
-    assert result.not_retried == {
-        trade_no: "its fields were erased when it succeeded; enqueue it again from your data"
-    }
+
+    assert result.accepted == 1 and list(result.retries) == [reversed_]  # never the paid one
+    assert ledger.payload(result.retries[reversed_]) == sent
+    assert result.not_retried == {late: "its fields are erased (past FAILED_PAYLOAD_RETENTION)"}
 
 
 def test_fields_no_longer_valid_enqueue_nothing_and_name_the_original_row(
