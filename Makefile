@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit lint bench clean
+.PHONY: demo up test unit lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(BIN)/disburse demo
+
+up: $(VENV)/.installed
+	$(BIN)/disburse up
 
 test: lint
 	$(BIN)/pytest

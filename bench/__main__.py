@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--json PATH] [case ...]``: the benchmarks and their baselines.
+"""``python -m bench [--quick] [--json PATH] [--payouts N] [case ...]``: benchmarks, baselines.
 
 Every case starts its own private Redis, sandbox provider and worker processes
 (``worker.dev.cluster.LocalCluster``), runs ours and the baseline side by side in the
@@ -26,6 +26,8 @@ from bench.common import Context, Result, say, table
 CASES = ("accept", "ledger", "latency", "throughput", "ratelimit", "memory")
 # Cases other modules may provide: run when present and shaped like the others.
 OPTIONAL = ("reconcile",)
+# Run only when named: the million-payout soak takes hours.
+OPT_IN = ("soak",)
 
 
 def _load(name: str) -> ModuleType | None:
@@ -59,17 +61,19 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     available = [name for name in OPTIONAL if _load(name) is not None]
-    choices = [*CASES, *available]
+    opt_in = [name for name in OPT_IN if _load(name) is not None]
+    choices = [*CASES, *available, *opt_in]
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("cases", nargs="*", metavar="case", help=f"any of: {', '.join(choices)}")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", type=Path, help="also write every result (and raw numbers) here")
+    parser.add_argument("--payouts", type=int, help="payouts of the soak (default 1,000,000)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.cases if name not in choices]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(choices)}")
-    selected = tuple(args.cases) or tuple(choices)
-    ctx = Context(quick=args.quick, selected=selected)
+    selected = tuple(args.cases) or tuple(n for n in choices if n not in opt_in)
+    ctx = Context(quick=args.quick, selected=selected, payouts=args.payouts)
 
     results: list[Result] = []
     for name in selected:

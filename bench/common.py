@@ -30,6 +30,8 @@ N = TypeVar("N", int, float)
 # A provider limit no run can reach: "no rate limit" for the throughput cases.
 NO_LIMIT = "100000/s"
 MARKET = "ID"
+# Every payout needs a notify URL and NOTIFY_URL has no default (nothing is delivered here).
+NOTIFY_URL = "https://disburse.example/notify"
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Context:
 
     quick: bool = False
     selected: tuple[str, ...] = ()
+    payouts: int | None = None  # the soak's size (``--payouts``)
 
     def size(self, full: N, quick: N) -> N:
         return quick if self.quick else full
@@ -227,7 +230,8 @@ def private_servers() -> Iterator[RedisServer]:
     with private_postgres() as database:
         server = RedisServer().start()
         try:
-            with _environment({"REDIS_URL": server.url, "DATABASE_URL": database.url}):
+            urls = {"REDIS_URL": server.url, "DATABASE_URL": database.url, "NOTIFY_URL": NOTIFY_URL}
+            with _environment(urls):
                 yield server
         finally:
             server.close()

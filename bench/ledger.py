@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bench.common import (
     MARKET,
+    NOTIFY_URL,
     Context,
     Result,
     empty_servers,
@@ -51,12 +52,11 @@ def fill(n: int, n_base: int) -> Fill:
     """Create ``n`` orders in bulk on fresh servers (and ``n_base`` one at a time)."""
     from schemas import validate_rows
     from worker import runtime
-    from worker.config import get_settings
     from worker.dev.samples import sample_rows
     from worker.ledger import new_batch_id
 
     rows = list(enumerate(sample_rows(MARKET, n), start=1))
-    valid, errors = validate_rows(MARKET, rows, notify_url=get_settings().notify_url)
+    valid, errors = validate_rows(MARKET, rows, notify_url=NOTIFY_URL)
     assert not errors, errors[:3]
     payouts = [payout for _, payout in valid]
     with private_servers():

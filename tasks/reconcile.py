@@ -28,7 +28,10 @@ class LooksUp(Protocol):
 @app.task(name=RECONCILE_TASK)
 def reconcile_pass() -> str:
     """One pass (beat runs it every RECONCILE_EVERY s); a no-op while another one runs."""
-    return str(runtime.reconciler().run_pass())
+    try:
+        return str(runtime.reconciler().run_pass())
+    finally:
+        runtime.metrics().flush()  # e.g. the list rows a walk skipped
 
 
 # No retry on a Redis outage: an order whose lookup failed keeps its "lookup outstanding"

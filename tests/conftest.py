@@ -4,6 +4,7 @@ the ledger on one migrated database emptied before each test, or a fresh databas
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -20,6 +21,10 @@ from worker.db.pool import open_pool
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer
 from worker.ledger import Ledger
+
+# NOTIFY_URL has no default (only a deployment knows its public URL): the tests run as a
+# deployment that names one. A test of the setting itself builds its own environment.
+os.environ.setdefault("NOTIFY_URL", "https://disburse.example/notify")
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ settings), and ``DisburseError``. The workers' errors about the provider stay in
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from importlib import metadata
 from typing import Any
 
 from worker.controls import ControlResult, Paused, Resumed
@@ -47,6 +48,9 @@ from worker.ledger import BatchSummary, Order
 from worker.outbox import Event, verify_webhook
 from worker.producer import BatchResult, RetryResult
 from worker.states import State
+
+# The installed distribution's version: one number, kept in pyproject.toml.
+__version__ = metadata.version("disburse")
 
 __all__ = [
     "AlreadyRetried",
@@ -68,6 +72,7 @@ __all__ = [
     "RetryResult",
     "State",
     "UnknownMarket",
+    "__version__",
     "approve",
     "batch_summary",
     "cancel",

@@ -17,7 +17,7 @@ from functools import cached_property, lru_cache
 from urllib.parse import urlsplit
 
 import psycopg
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from psycopg.conninfo import conninfo_to_dict
 
 from schemas import MARKETS
@@ -114,7 +114,9 @@ class Settings:
     details_account_id: str = "sandbox-account"
     details_rate_limit: Rate = Rate(20)
 
-    notify_url: str = "https://127.0.0.1:8701/notify"
+    # No default: only the deployment knows its public URL, and a guess (a loopback
+    # address) would lose every webhook without a word.
+    notify_url: str = ""
     allow_unsigned_webhooks: bool = False
 
     # (connect, read) seconds of every HTTP call (``timeouts``): the connect timeout just
@@ -134,6 +136,9 @@ class Settings:
     failed_payload_retention: float = 7 * 86400.0
     # Who decides REVIEW orders from this process: DISBURSE_OPERATOR, else the login name.
     operator: str = "unknown"
+    # Pending orders from which a pass walks the paged list instead of asking about each
+    # (RECONCILE_WALK_AT; 0: never). Why 50: worker.walk.
+    reconcile_walk_at: int = 50
 
     # Where and how outcomes are sent to the application (worker.outbox); None: not sent.
     # Out of reprs: the URL may carry credentials, and the secret signs every event.
@@ -242,6 +247,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
     return value
 
 
@@ -428,6 +446,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lookup_budget=_float(env, "LOOKUP_BUDGET", d.lookup_budget),
         app_webhook_url=app_webhook_url,
         app_webhook_secret=app_webhook_secret,
+        reconcile_walk_at=_count(env, "RECONCILE_WALK_AT", d.reconcile_walk_at),
         failed_payload_retention=_duration(
             env, "FAILED_PAYLOAD_RETENTION", d.failed_payload_retention
         ),
@@ -439,6 +458,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; a ``.env`` in the working directory fills gaps."""
-    load_dotenv(override=False)
+    """The process-wide settings; a ``.env`` in the working directory (or the nearest
+    folder above it) fills gaps."""
+    # usecwd: without it python-dotenv looks beside this file, i.e. in site-packages.
+    load_dotenv(find_dotenv(usecwd=True), override=False)
     return load_settings()

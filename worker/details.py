@@ -51,6 +51,7 @@ __all__ = [
     "DetailsApi",
     "DetailsClient",
     "Disbursement",
+    "ListPage",
     "TokenProvider",
     "check_answer",
 ]
@@ -205,14 +206,23 @@ def _int(meta: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Page:
-    rows: list[Mapping[str, Any]]
-    current: int | None
-    last: int | None
-    per_page: int | None
+class ListPage:
+    """One page of the disbursement list, newest first.
+
+    ``rows`` are the disbursements that parsed; ``skipped`` says, for every row that
+    did not (no id, a non-numeric amount, not an object), why: such a row is left out
+    rather than failing the page. ``more`` is whether a further page may hold rows:
+    the current page is below the last one the answer names, or, when it names none,
+    the page came back full (``per_page``, else 25 rows).
+    """
+
+    number: int
+    rows: tuple[Disbursement, ...]
+    skipped: tuple[str, ...]
+    more: bool
 
 
-def _page(body: Mapping[str, Any]) -> _Page:
+def _page(body: Mapping[str, Any], number: int, what: str) -> ListPage:
     """Rows and paging metadata of a list answer, in any of the spellings seen.
 
     Rows: ``data`` as a list, or ``data.items`` / ``data.data``. Metadata:
@@ -221,26 +231,37 @@ def _page(body: Mapping[str, Any]) -> _Page:
     """
     data = body.get("data")
     containers: list[Mapping[str, Any]] = [body]
-    rows: Any = data
+    raw_rows: Any = data
     if isinstance(data, dict):
         containers.append(data)
-        rows = next((data[k] for k in ("items", "data") if isinstance(data.get(k), list)), None)
-    if not isinstance(rows, list):
-        raise OutcomeUnknown("list: no list of disbursements in the answer")
+        raw_rows = next((data[k] for k in ("items", "data") if isinstance(data.get(k), list)), None)
+    if not isinstance(raw_rows, list):
+        raise OutcomeUnknown(f"{what}: no list of disbursements in the answer")
     meta: dict[str, Any] = {}
     for container in containers:
         for key in ("pagination", "meta"):
             found = container.get(key)
             if isinstance(found, dict):
                 meta = {**found, **meta}
-    if not all(isinstance(row, Mapping) for row in rows):
-        raise OutcomeUnknown("list: a row that is not an object")
-    return _Page(
-        rows=rows,
-        current=_int(meta, _CURRENT),
-        last=_int(meta, _LAST),
-        per_page=_int(meta, _PER_PAGE),
-    )
+    current, last = _int(meta, _CURRENT), _int(meta, _LAST)
+    if current is not None and current != number:
+        raise ProviderError(f"{what}: the provider answered page {current}")
+    rows: list[Disbursement] = []
+    skipped: list[str] = []
+    for index, row in enumerate(raw_rows, start=1):
+        try:
+            if not isinstance(row, Mapping):
+                raise OutcomeUnknown("details: a row that is not an object")
+            rows.append(parse_disbursement(row))
+        except OutcomeUnknown as exc:
+            skipped.append(f"{what}, row {index}: {str(exc).removeprefix('details: ')}")
+    if not raw_rows:
+        more = False
+    elif last is not None:
+        more = number < last
+    else:
+        more = len(raw_rows) >= (_int(meta, _PER_PAGE) or DEFAULT_PER_PAGE)
+    return ListPage(number, tuple(rows), tuple(skipped), more)
 
 
 def _error_message(body: Mapping[str, Any] | None) -> str:
@@ -438,38 +459,41 @@ class DetailsClient(DetailsApi):
             raise OutcomeUnknown(f"{what}: the answer is about another transaction")
         return found
 
+    def page(self, number: int, *, throttle: Throttle = _unthrottled) -> ListPage:
+        """Page ``number`` (from 1) of the disbursement list, newest first.
+
+        A malformed row is left out and named in :attr:`ListPage.skipped` (and logged);
+        ProviderError when the provider answers another page than the one asked for.
+        """
+        path = self.list_path.format(account_id=quote(self.account_id, safe=""))
+        what = f"list page {number}"
+        body = self._authorized_get(path, what, {"page": str(number)}, throttle)
+        found = _page(body, number, what)
+        for why in found.skipped:
+            log.warning("details %s: row skipped", why)
+        return found
+
     def list(
         self, start_page: int = 1, *, throttle: Throttle = _unthrottled
     ) -> Iterator[Disbursement]:
-        """Every disbursement from ``start_page`` on, following the pagination.
-
-        Keeps going while the current page is below the last page when the answer
-        says which that is; otherwise while pages come back full (``per_page``,
-        else 25 rows). Stops on an empty page. Raises ProviderError when the
-        provider serves the same page twice or after :attr:`max_pages` pages.
+        """Every disbursement from ``start_page`` on, following the pagination
+        (:attr:`ListPage.more`); malformed rows are skipped. Raises ProviderError when
+        the provider serves the same page twice or after :attr:`max_pages` pages.
         """
-        path = self.list_path.format(account_id=quote(self.account_id, safe=""))
-        page = start_page
+        number = start_page
         previous_ids: list[str] | None = None
         for _ in range(self.max_pages):
-            what = f"list page {page}"
-            answer = _page(self._authorized_get(path, what, {"page": str(page)}, throttle))
-            if not answer.rows:
-                return
-            if answer.current is not None and answer.current != page:
-                raise ProviderError(f"{what}: the provider answered page {answer.current}")
-            items = [parse_disbursement(row) for row in answer.rows]
-            ids = [item.transaction_id for item in items]
-            if ids == previous_ids:
-                raise ProviderError(f"{what}: same rows as the page before; paging ignored?")
+            found = self.page(number, throttle=throttle)
+            ids = [row.transaction_id for row in found.rows]
+            if ids and ids == previous_ids:
+                raise ProviderError(
+                    f"list page {number}: same rows as the page before; paging ignored?"
+                )
             previous_ids = ids
-            yield from items
-            if answer.last is not None:
-                if page >= answer.last:
-                    return
-            elif len(answer.rows) < (answer.per_page or DEFAULT_PER_PAGE):
+            yield from found.rows
+            if not found.more:
                 return
-            page += 1
+            number += 1
         raise ProviderError(f"list: stopped after {self.max_pages} pages")
 
     # -- plumbing -------------------------------------------------------------------

@@ -631,10 +631,16 @@ class Ledger:
 
     def first_claimed_ms(self, trade_no: str) -> int | None:
         """When the order was first claimed for sending (None if never), from its events."""
+        return self.earliest_claim_ms([trade_no])
+
+    def earliest_claim_ms(self, trade_nos: Sequence[str]) -> int | None:
+        """When the first of the orders was first claimed for sending, so before the
+        provider saw any of them (None if none ever was), from their events."""
         with self._connection() as conn:
             row = conn.execute(
-                "SELECT min(at) FROM order_events WHERE trade_no = %s AND to_state = 'SUBMITTING'",
-                (trade_no,),
+                "SELECT min(at) FROM order_events "
+                "WHERE trade_no = ANY(%s::text[]) AND to_state = 'SUBMITTING'",
+                (list(trade_nos),),
             ).fetchone()
         return _ms(row[0]) if row is not None and row[0] is not None else None
 

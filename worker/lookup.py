@@ -218,6 +218,20 @@ class Lookups:
             self._failed(order, report, exc)
             self._leave(order, report, f"lookup failed: {type(exc).__name__}")
             return
+        self.apply_answer(order, answer, debit, report)
+
+    def apply_details(self, order: Order, found: Disbursement, report: LookupReport) -> None:
+        """Apply a details answer about ``order`` that came without a lookup (a row of the
+        paged list: worker.walk), as a lookup applies one: its state and its cost."""
+        assert found.state is not None
+        self.apply_answer(order, _report(found, found.state), _debit(found), report)
+
+    def apply_answer(
+        self, order: Order, answer: ProviderReport, debit: Debit | None, report: LookupReport
+    ) -> None:
+        """Apply what the provider said about ``order`` (and what it cost), and hold it to
+        its deadline while it stays pending."""
+        trade_no = order.trade_no
         outcome = self.ledger.apply_report(trade_no, answer, source="lookup", debit=debit)
         if outcome is Outcome.MOVED:
             report.count(f"{order.state}->{answer.state}")

@@ -32,6 +32,7 @@ Hash fields (``|`` separated, label values sanitised so they cannot contain it):
     token_refresh             OAuth token refreshes
     webhook|<outcome>         webhook outcomes
     final|<state>             orders made final, by their final state
+    list_skipped              rows of the disbursement list skipped as malformed
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ class Metrics:
     def finalized(self, state: State, count: int) -> None:
         """``count`` orders were made final in ``state`` (the ledger's ``on_final``)."""
         self._add({f"final|{_label(state)}": count})
+
+    def list_rows_skipped(self, count: int) -> None:
+        """``count`` malformed rows of the disbursement list were skipped (worker.walk)."""
+        if count:
+            self._add({"list_skipped": count})
 
     def _add(self, counts: dict[str, int], sums: dict[str, float] | None = None) -> None:
         with self._lock:
@@ -286,6 +292,11 @@ def _from_hash(data: dict[str, str]) -> Iterator[Metric]:
     for outcome, number in sorted(webhooks.items()):
         family.add_metric([outcome], number)
     yield family
+    yield CounterMetricFamily(
+        "disburse_list_rows_skipped",
+        "Rows of the provider's disbursement list skipped as malformed (no id, bad amount).",
+        value=float(data.get("list_skipped", 0)),
+    )
     final = CounterMetricFamily(
         "disburse_orders_finalized",
         "Orders made final, by final state, since the metrics began.",

@@ -8,7 +8,10 @@ worker, and SUCCEEDED orders someone reported failed, for the details API to con
 or not (``Ledger.rechecks``). It
 publishes them as lookup tasks (worker.lookup) through the in-flight markers
 (worker.inflight): an order with a lookup outstanding is not published again, so no
-order is looked up twice at once, however many beats run.
+order is looked up twice at once, however many beats run. When at least
+``RECONCILE_WALK_AT`` orders are due, the pass first walks the provider's paged list
+(worker.walk, 25 orders a request), and publishes lookups only of the orders the list
+did not show.
 
 The sweeper republishes QUEUED orders whose submit task died (their lease expired:
 worker.leases), whatever the length of the submit queues, and, once the queues are
@@ -33,6 +36,7 @@ from worker.leases import Leases
 from worker.ledger import Ledger
 from worker.pause import PauseSwitch
 from worker.states import State
+from worker.walk import ListWalk, WalkReport
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class PassReport:
     abandoned: int = 0  # QUEUED orders whose submit task died, published again
     swept: int = 0
     sweep_skipped: str = ""
+    walk: WalkReport | None = None  # the list walk, when the pass chose one
 
     @property
     def lookups(self) -> int:
@@ -68,6 +73,8 @@ class PassReport:
         if not self.ran:
             return f"reconcile pass not run: {self.why_not}; nothing changed"
         lines = ["reconcile pass:"]
+        if self.walk is not None:
+            lines.append(f"  {self.walk}")
         if self.lookups:
             kinds = ", ".join(
                 f"{self.published[s]} {_KIND_NAMES[s]}" for s in _REPORTED if self.published.get(s)
@@ -113,6 +120,7 @@ class Reconciler:
         *,
         publish_submissions: Callable[[Sequence[str]], object],
         submit_queue_length: Callable[[], int],
+        walk: ListWalk | None = None,
     ) -> None:
         self.ledger = ledger
         self.in_flight = in_flight
@@ -122,6 +130,7 @@ class Reconciler:
         self.settings = settings
         self.publish_submissions = publish_submissions
         self.submit_queue_length = submit_queue_length
+        self.walk = walk  # None: single lookups only
 
     def _key(self, name: str) -> str:
         return keys.reconcile(self.settings.key_prefix, name)
@@ -147,7 +156,7 @@ class Reconciler:
             if not self.redis.set(self._key("gate"), "1", px=max(1, int(every * 800)), nx=True):
                 return PassReport(ran=False, why_not=f"a pass ran less than {every * 0.8:g} s ago")
             report = PassReport()
-            self._fan_out(report)
+            self._fan_out(report, lock)
             self.sweep(report)
             retention.erase_expired(self.ledger, self.settings.failed_payload_retention)
             log.info("%s", report)
@@ -158,7 +167,7 @@ class Reconciler:
             except LockError:
                 log.warning("reconcile lock expired before the pass ended")
 
-    def _fan_out(self, report: PassReport) -> None:
+    def _fan_out(self, report: PassReport, lock: Lock) -> None:
         now = self.ledger.now_ms()
         found: list[tuple[int, str, State]] = []
         for state in _KINDS:
@@ -173,6 +182,11 @@ class Reconciler:
             ]
         found += [(ms, t, State.SUCCEEDED) for t, ms in self.ledger.rechecks()]
         found.sort()  # oldest first, whatever the state
+        walk_at = self.settings.reconcile_walk_at
+        if self.walk is not None and 0 < walk_at <= len(found):
+            report.walk = self._walk(found, lock)
+            shown = {*report.walk.matched, *report.walk.waiting}
+            found = [item for item in found if item[1] not in shown]
         fresh = set(self.in_flight.mark([t for _, t, _ in found], backlog=len(found)))
         published = [t for _, t, _ in found if t in fresh]
         for _, trade_no, state in found:
@@ -180,6 +194,22 @@ class Reconciler:
                 report.published[state] = report.published.get(state, 0) + 1
         report.skipped_in_flight = len(found) - len(published)
         self.in_flight.publish_marked(published)
+
+    def _walk(self, found: list[tuple[int, str, State]], lock: Lock) -> WalkReport:
+        assert self.walk is not None
+        orders = []
+        trade_nos = [t for _, t, _ in found]
+        for start in range(0, len(trade_nos), PAGE):
+            orders += [o for o in self.ledger.get_many(trade_nos[start : start + PAGE]) if o]
+
+        def keep_lock() -> bool:
+            try:
+                lock.reacquire()  # the lock's full timeout again, from now
+            except LockError:
+                return False
+            return True
+
+        return self.walk.run(orders, keep_lock)
 
     def sweep(self, report: PassReport) -> None:
         """Republish QUEUED orders whose task died or whose message was lost; the claim

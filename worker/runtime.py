@@ -42,6 +42,7 @@ from worker.reconcile import Reconciler
 from worker.submit import MarketSubmitters, Submitter
 from worker.token import TokenCache, TokenFetcher
 from worker.vexora import VexoraClient
+from worker.walk import ListWalk
 
 # Seconds a command a person waits on gives Redis and PostgreSQL (see ``interactive``).
 INTERACTIVE_TIMEOUT = 3
@@ -215,6 +216,19 @@ def reconciler() -> Reconciler:
         # Everything the sweeper publishes is a submission again.
         publish_submissions=publish_resubmissions,
         submit_queue_length=submit_queue_length,
+        walk=ListWalk(
+            details(),
+            RateLimiter.for_details(redis_client(), settings),
+            lookups().apply_details,
+            ledger(),
+            redis_client(),
+            metrics(),
+            prefix=settings.key_prefix,
+            # Within a pass, as a lookup task's wait; a cursor left by passes that
+            # stopped is forgotten after a few intervals (the next walk starts afresh).
+            budget=settings.lookup_budget,
+            cursor_ttl=10 * settings.reconcile_every,
+        ),
     )
 
 

@@ -30,11 +30,13 @@ pytestmark = pytest.mark.integration
 
 EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
 # Reconcile every 2 s anything pending for 1 s; submissions fast enough not to matter.
+# These tests count single lookups: the list walk (tests/integration/test_walk.py) is off.
 FAST = {
     "RECONCILE_EVERY": "2",
     "RECONCILE_AFTER": "1",
     "VEXORA_RATE_LIMIT": "200/s",
     "DETAILS_RATE_LIMIT": "200/s",
+    "RECONCILE_WALK_AT": "0",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +223,29 @@ def test_the_oauth_refresh_lock_outlasts_the_slowest_token_fetch() -> None:
 @pytest.mark.parametrize(("value", "allowed"), [("", False), ("0", False), ("Yes", True)])
 def test_a_flag_reads_yes_and_no(value: str, allowed: bool) -> None:
     assert load_settings({"ALLOW_UNSIGNED_WEBHOOKS": value}).allow_unsigned_webhooks is allowed
+
+
+def test_notify_url_has_no_default_that_would_lose_webhooks() -> None:
+    # Only the deployment knows its public URL; the old loopback guess served nothing.
+    assert load_settings({}).notify_url == ""
+
+
+def test_a_dotenv_in_the_working_directory_fills_gaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.config import get_settings
+
+    folder = tmp_path / "project" / "inner"
+    folder.mkdir(parents=True)
+    (folder.parent / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/5\nSWEEP_AFTER=77\n")
+    monkeypatch.chdir(folder)  # the nearest folder above holds the .env
+    monkeypatch.setenv("REDIS_URL", "")  # so that the value the .env sets is undone too
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("SWEEP_AFTER", "99")  # the environment wins over the file
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert settings.redis_url == "redis://127.0.0.1:1/5"
+    assert settings.sweep_after == 99.0

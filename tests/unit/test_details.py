@@ -588,10 +588,21 @@ def test_list_without_rows_is_outcome_unknown(provider: FakeProvider) -> None:
         listed(provider)
 
 
-def test_list_rows_that_are_not_objects_are_outcome_unknown(provider: FakeProvider) -> None:
-    serve_pages(provider, {1: {"data": [row("1"), "2"]}})
-    with pytest.raises(OutcomeUnknown, match="not an object"):
-        listed(provider)
+def test_malformed_rows_are_skipped_and_named_the_rest_listed(provider: FakeProvider) -> None:
+    no_id = {k: v for k, v in row("x").items() if k != "transaction_id"}
+    bad_amount = row("4", value="ten")
+    page_1 = [row("1"), "2", no_id, bad_amount, row("5"), *rows("f", 20)]  # 25: full
+    serve_pages(provider, {1: {"data": page_1}, 2: {"data": [row("6")]}})
+    client = make_client(provider)
+    first = client.page(1)
+    assert [d.transaction_id for d in first.rows] == ["1", "5", *ids("f", 20)]
+    assert first.skipped == (
+        "list page 1, row 2: a row that is not an object",
+        "list page 1, row 3: a disbursement without transaction_id",
+        "list page 1, row 4: amount is not a number",
+    )
+    assert first.more  # 25 rows came back, 3 of them skipped: the page was full
+    assert listed(provider) == ["1", "5", *ids("f", 20), "6"]
 
 
 def test_list_metadata_numbers_as_strings_and_decimals(provider: FakeProvider) -> None:

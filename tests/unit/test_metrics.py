@@ -90,6 +90,16 @@ def test_counters_round_trip_through_the_collector(metrics: Metrics, ledger: Led
         assert ("disburse_webhooks_total", (("outcome", outcome),)) in s
 
 
+def test_skipped_list_rows_are_counted_and_exposed_from_zero(
+    metrics: Metrics, ledger: Ledger
+) -> None:
+    assert scrape(metrics, ledger)[("disburse_list_rows_skipped_total", ())] == 0
+    metrics.list_rows_skipped(2)
+    metrics.list_rows_skipped(0)
+    metrics.list_rows_skipped(1)
+    assert scrape(metrics, ledger)[("disburse_list_rows_skipped_total", ())] == 3
+
+
 def test_submit_latency_is_a_cumulative_histogram(metrics: Metrics, ledger: Ledger) -> None:
     for seconds in (0.001, 0.005, 0.2, 0.2, 3.0, 42.0):
         metrics.submit_latency(seconds)

@@ -157,7 +157,12 @@ def test_dry_run_signs_each_payout_with_its_market_account(ledger: Ledger) -> No
     def signer(market: str) -> Callable[[Mapping[str, str], str], None]:
         return lambda fields, trade_no: signed.append((market, fields, trade_no))
 
-    producer = Producer(ledger, load_settings({}), publish=list, sign=signer)
+    producer = Producer(
+        ledger,
+        load_settings({"NOTIFY_URL": "https://merchant.example/notify"}),
+        publish=list,
+        sign=signer,
+    )
     rows = sample_rows("AR", 3)
     producer.enqueue_batch(" ar ", numbered(rows), dry_run=True)
     assert [market for market, _, _ in signed] == ["AR"] * 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import graphlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from werkzeug.serving import make_server
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
+from worker.dev.redis_server import free_port
 from worker.sandbox import Sandbox, SandboxConfig, SandboxConfigError, add_arguments
 from worker.sandbox.protocol import (
     ACCEPTED,
@@ -750,6 +752,27 @@ def test_list_pages_newest_first_in_each_style(
     assert sandbox.stats()["list_requests"] == 6
 
 
+def test_list_arrivals_push_rows_down_and_a_revoked_token_is_a_401_once(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(page_size=3, list_arrivals=2, revoke_tokens_at_list_request=2)
+    client = Api(sandbox)
+    ours = [client.submit("ID", f"arr{i}").json()["data"]["platFormTradeNo"] for i in range(3)]
+    token = client.token()
+    path = f"/api/v1.0/disbursement/{sandbox.config.account_id}"
+    first = client.get(path, token, page=1).json()
+    # Two payouts of another system arrived first: at the top, ours shifted down.
+    assert [row["transaction_id"] for row in first["data"]][2] == ours[2]
+    assert first["pagination"]["total"] == 5
+    refused = client.get(path, token, page=2)  # the second list request: tokens revoked
+    assert refused.status_code == 401
+    again = client.get(path, client.token(), page=2).json()  # a fresh token: served
+    assert again["pagination"]["total"] == 9  # two more arrived before each request
+    stats = sandbox.stats()
+    assert stats["list_arrivals"] == 6 and stats["details_unauthorized"] == 1
+    assert stats["payouts"] == 9 and stats["tokens_issued"] == 2
+
+
 # --- webhooks ----------------------------------------------------------------------------------
 
 
@@ -881,6 +904,39 @@ def test_remote_webhooks_are_skipped_and_target_overrides(
     client.submit("ID", "target1", notifyUrl="https://merchant.example.com/notify")
     wait_for(lambda: len(receiver.calls) == 1)
     assert receiver.bodies()[0]["tradeNo"] == "target1"
+
+
+def test_every_failed_delivery_is_a_warning_naming_the_path_only(
+    make_sandbox: Callable[..., Sandbox], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.reply = "NOPE"
+    sandbox = make_sandbox(webhooks=True, webhook_retry_schedule=[0.01])
+    caplog.set_level(logging.WARNING, logger="worker.sandbox.webhooks")
+    Api(sandbox).submit("ID", "warn1", notifyUrl=receiver.url + "?token=s3cret")
+    Api(sandbox).submit("ID", "warn2", notifyUrl="https://merchant.example.com/hook?k=s3cret")
+    wait_for(lambda: sandbox.stats()["webhooks_failed"] == 1)
+    wait_for(lambda: sandbox.stats()["webhooks_skipped_remote"] == 1)
+
+    failed = [r.getMessage() for r in caplog.records if "warn1" in r.getMessage()]
+    assert len(failed) == 2  # the first try and its one retry
+    assert "to /notify failed (attempt 1: HTTP 200 without the body OK); next try" in failed[0]
+    assert "(attempt 2: HTTP 200 without the body OK); given up" in failed[1]
+    skipped = [r.getMessage() for r in caplog.records if "warn2" in r.getMessage()]
+    assert len(skipped) == 1 and "/hook is not on a loopback address" in skipped[0]
+    for message in failed + skipped:
+        assert "s3cret" not in message and "127.0.0.1" not in message
+        assert "merchant.example.com" not in message
+
+
+def test_an_unreachable_receiver_is_a_warning_with_the_error(
+    make_sandbox: Callable[..., Sandbox], caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = make_sandbox(webhooks=True, webhook_retry_schedule=[])
+    caplog.set_level(logging.WARNING, logger="worker.sandbox.webhooks")
+    Api(sandbox).submit("ID", "down1", notifyUrl=f"http://127.0.0.1:{free_port()}/notify")
+    wait_for(lambda: sandbox.stats()["webhooks_failed"] == 1)
+    (message,) = [r.getMessage() for r in caplog.records if "down1" in r.getMessage()]
+    assert "to /notify failed (attempt 1: ConnectionError); given up" in message
 
 
 def test_loopback_check() -> None:

@@ -14,6 +14,7 @@ import click
 import psycopg
 import redis
 
+from worker import __version__
 from worker.cli import batch, db, events, local, operate, review
 from worker.cli.common import SystemProblem, UserError
 from worker.exceptions import ConfigError, SchemaBehind
@@ -97,6 +98,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @click.group(cls=DisburseGroup, epilog=ENVIRONMENT)
+@click.version_option(__version__, prog_name="disburse", message="%(prog)s %(version)s")
 def main() -> None:
     """Bulk payouts through a payout provider's API, on Celery, Redis and PostgreSQL.
 
@@ -121,6 +123,7 @@ for command in (
     db.db,
     local.sandbox,
     local.demo,
+    local.up,
 ):
     main.add_command(command)
 main.add_command(events.events)

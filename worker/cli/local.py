@@ -1,4 +1,4 @@
-"""Commands that run things on this machine: the provider sandbox and the demo."""
+"""Commands that run things on this machine: the provider sandbox, the demo and ``up``."""
 
 from __future__ import annotations
 
@@ -31,10 +31,99 @@ def sandbox(options: tuple[str, ...]) -> None:
     show_default=True,
     help="Where the results CSV goes.",
 )
-def demo(payouts: int, workers: int, output: Path) -> None:
-    """The whole system end to end on this machine, on private servers."""
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-logs"),
+    show_default=True,
+    help="Where each process writes its log (kept).",
+)
+def demo(payouts: int, workers: int, output: Path, log_dir: Path) -> None:
+    """The whole system end to end on this machine, on private servers.
+
+    The sandbox provider settles about 5% of payouts FAILED on purpose, and a few rows
+    of each sample file are broken on purpose, to show how both are reported.
+    """
     from worker.dev import demo as run_demo
 
-    code = run_demo.run(payouts=payouts, workers=workers, output=output)
+    code = run_demo.run(payouts=payouts, workers=workers, output=output, log_dir=log_dir)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  disburse up                   # everything; then, in a second shell here:
+  disburse enqueue payouts.csv --market ID
+  disburse up --servers-only    # Redis, PostgreSQL, sandbox; then: honcho start
+
+\b
+REDIS_URL, DATABASE_URL, VEXORA_BASE_URL set (in the environment or a .env of
+yours): those servers are used instead of private ones or the sandbox; a
+database of yours holding payouts not yet final is refused (the sandbox would take
+them).
+NOTIFY_URL, RECONCILE_EVERY, RECONCILE_AFTER, SWEEP_AFTER set: passed on."""
+)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Worker processes (each runs 4 tasks at once).")  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=8701,
+    show_default=True,
+    help="The web receiver's port (0: any free one).",
+)
+@click.option(
+    "--servers-only",
+    is_flag=True,
+    help="Only Redis, PostgreSQL and the sandbox: run the Procfile yourself (honcho start).",
+)
+@click.option(
+    "--failure-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Share of payouts the sandbox settles FAILED, on purpose.",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("disburse-logs"),
+    show_default=True,
+    help="Where each process writes its log (kept after the stop).",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".env"),
+    show_default=True,
+    help="Where the environment for other shells is written (never over a .env of yours).",
+)
+def up(
+    workers: int,
+    port: int,
+    servers_only: bool,
+    failure_ratio: float,
+    log_dir: Path,
+    env_file: Path,
+) -> None:
+    """The whole system on this machine for your own files, until Ctrl-C.
+
+    Private Redis and PostgreSQL, the sandbox provider, the web receiver (webhooks
+    from the sandbox arrive there), workers and beat. Prints one line per process and
+    the environment for a second shell, which it also writes to .env (removed at the
+    stop): `disburse enqueue` run in this directory then reaches this system.
+    """
+    from worker.dev import up as run_up
+
+    code = run_up.run(
+        workers=workers,
+        port=port,
+        log_dir=log_dir,
+        env_file=env_file,
+        servers_only=servers_only,
+        failure_ratio=failure_ratio,
+    )
     if code:
         raise click.exceptions.Exit(code)

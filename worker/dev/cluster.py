@@ -1,7 +1,7 @@
 """A whole disburse system on this machine: private Redis and PostgreSQL, the sandbox
 provider, the webhook receiver, and real ``celery worker`` / ``celery beat`` processes
-started from the Procfile's own lines. The demo, the integration and chaos tests and
-the benchmarks all run on it.
+started from the Procfile's own lines (:data:`PROCESSES`). ``disburse up``, the demo,
+the integration and chaos tests and the benchmarks all run on it.
 
 The database's schema is upgraded before any process starts (the processes only
 check it, see :mod:`worker.db.readiness`).
@@ -20,18 +20,37 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import psycopg
+import requests
+
 from worker.db import migrate
+from worker.db.readiness import unreachable
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
 from worker.dev.service import Service
+from worker.redact import mask_text
 from worker.sandbox import Sandbox, SandboxConfig
+from worker.states import FINAL_STATES
 
-PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
+# The Procfile's lines, here so that an installed package (no Procfile in site-packages)
+# starts the same processes; tests/unit/test_packaging.py keeps the two the same.
+PROCESSES = {
+    "web": "waitress-serve --listen=127.0.0.1:${PORT:-8701} --threads=8 worker.notify:app",
+    "worker": "celery -A worker.app worker -Q submit,resubmit,reconcile,outbox --concurrency=4"
+    " --loglevel=INFO",
+    "beat": "celery -A worker.app beat --loglevel=INFO",
+}
+
+# The module each Procfile program runs (``python -m``).
+_MODULES = {"celery": "celery", "waitress-serve": "waitress"}
 
 
-def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
+def procfile_commands(text: str | None = None) -> dict[str, list[str]]:
+    """Each process's command line, from a Procfile's ``text`` (None: :data:`PROCESSES`)."""
+    if text is None:
+        return {name: shlex.split(command) for name, command in PROCESSES.items()}
     commands: dict[str, list[str]] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         name, sep, command = line.partition(":")
         if sep and name.strip() and not name.startswith("#"):
             commands[name.strip()] = shlex.split(command)
@@ -40,7 +59,15 @@ def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
 
 class LocalCluster(Service):
     """``database_url`` None: a private PostgreSQL (``postgres``, restartable through
-    :meth:`restart_postgres`); given: that database, upgraded at start, never stopped."""
+    :meth:`restart_postgres`); given: that database, upgraded at start, never stopped.
+    ``redis_url`` likewise (None: a private Redis, ``redis``). ``provider_url`` given:
+    that payout provider (and its details API, from the environment), no sandbox.
+
+    ``port`` is the web receiver's (None: a free one). The sandbox delivers webhooks
+    there when the cluster runs the receiver, or when ``port`` is given for one started
+    elsewhere (``honcho start``); a payout's own notifyUrl is its public face only, so
+    it stays HTTPS as JP and KH require.
+    """
 
     def __init__(
         self,
@@ -51,7 +78,10 @@ class LocalCluster(Service):
         web: bool = True,
         appendonly: bool = False,
         database_url: str | None = None,
+        redis_url: str | None = None,
+        provider_url: str | None = None,
         sandbox: SandboxConfig | None = None,
+        port: int | None = None,
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
     ) -> None:
@@ -59,18 +89,27 @@ class LocalCluster(Service):
         self.concurrency = concurrency
         self.with_beat = beat
         self.with_web = web
-        self.redis = RedisServer(appendonly=appendonly)
+        self.redis: RedisServer | None = None
+        if redis_url is None:
+            self.redis = RedisServer(appendonly=appendonly)
+            redis_url = self.redis.url
+        self.redis_url = redis_url
         self.postgres: PostgresServer | None = None
         if database_url is None:
             # Not durable (fsync off): its data survives the server's crash, not the machine's.
             self.postgres = PostgresServer(durable=False)
             database_url = self.postgres.url
         self.database_url = database_url
-        self.sandbox = Sandbox(sandbox or SandboxConfig())
+        self.provider_url = provider_url
+        self.sandbox: Sandbox | None = None
+        if provider_url is None:
+            self.sandbox = Sandbox(sandbox or SandboxConfig())
         self.extra_env = dict(env or {})
         self._tmp = tempfile.TemporaryDirectory(prefix="disburse-cluster-")
         self.log_dir = log_dir or Path(self._tmp.name)
-        self.web_port = free_port()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._deliver_webhooks = web or port is not None
+        self.web_port = port or free_port()
         self.workers: list[subprocess.Popen[bytes] | None] = []
         self.beats: list[subprocess.Popen[bytes]] = []
         self.web: subprocess.Popen[bytes] | None = None
@@ -82,28 +121,32 @@ class LocalCluster(Service):
 
     def env(self) -> dict[str, str]:
         """The environment every process of this cluster reads its settings from."""
-        env = {
-            "REDIS_URL": self.redis.url,
-            "DATABASE_URL": self.database_url,
-            "VEXORA_BASE_URL": self.sandbox.url,
-            "DETAILS_BASE_URL": self.sandbox.url,
+        env = {"REDIS_URL": self.redis_url, "DATABASE_URL": self.database_url}
+        if self.sandbox is not None:
+            env["VEXORA_BASE_URL"] = env["DETAILS_BASE_URL"] = self.sandbox.url
             # JP and KH require HTTPS: the public URL stays HTTPS; the sandbox delivers
             # the webhooks to the local receiver (SandboxConfig.webhook_target).
-            "NOTIFY_URL": "https://disburse.example/notify",
-            "RECONCILE_EVERY": "5",
-            "RECONCILE_AFTER": "5",
-            "SWEEP_AFTER": "60",
-            "PORT": str(self.web_port),
-            "PYTHONUNBUFFERED": "1",
-        }
+            env["NOTIFY_URL"] = "https://disburse.example/notify"
+        else:
+            env["VEXORA_BASE_URL"] = str(self.provider_url)
+        env.update(
+            {
+                "RECONCILE_EVERY": "5",
+                "RECONCILE_AFTER": "5",
+                "SWEEP_AFTER": "60",
+                "PORT": str(self.web_port),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         return env
 
     def _spawn(self, name: str, extra: list[str], log_name: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env()}
         command = [_expand(part, env) for part in self._commands[name]] + extra
-        if command[0] in ("celery", "waitress-serve"):
-            command[0] = str(Path(sys.executable).with_name(command[0]))
+        # This interpreter runs the program's module: no console script on PATH needed.
+        # -P: the working directory is not put first on sys.path, as for the script.
+        command[:1] = [sys.executable, "-P", "-m", _MODULES[command[0]]]
         log = open(self.log_dir / log_name, "ab")  # noqa: SIM115 - the child owns it
         return subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -112,13 +155,15 @@ class LocalCluster(Service):
     def start(self) -> LocalCluster:
         """Start everything; should any part fail, stop what started, then raise."""
         try:
-            self.redis.start()
+            if self.redis is not None:
+                self.redis.start()
             if self.postgres is not None:
                 self.postgres.start()
             migrate.upgrade(self.database_url)
-            if self.with_web:
-                self.sandbox.config.webhook_target = self.receiver_url
-            self.sandbox.start()
+            if self.sandbox is not None:
+                if self._deliver_webhooks:
+                    self.sandbox.config.webhook_target = self.receiver_url
+                self.sandbox.start()
             if self.with_web:
                 self.web = self._spawn("web", [], "web.log")
             for index in range(self.worker_count):
@@ -152,6 +197,8 @@ class LocalCluster(Service):
 
     def restart_redis(self, down_for: float = 0.0) -> None:
         """Stop Redis (SIGTERM: AOF flushed), keep it down ``down_for`` s, start it again."""
+        if self.redis is None:
+            raise RuntimeError("this cluster runs on a given REDIS_URL: not its to restart")
         self.redis.stop()
         time.sleep(down_for)
         self.redis.start()
@@ -182,15 +229,20 @@ class LocalCluster(Service):
         }
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until every worker answers a ping."""
+        """Until every worker answers a ping and the web receiver its health check."""
         from worker.app import app
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             replies = app.control.ping(timeout=1.0) or []
             if len(replies) >= sum(1 for w in self.workers if w is not None):
-                return
-        raise TimeoutError("workers did not come up; see " + str(self.log_dir))
+                break
+        else:
+            raise TimeoutError("workers did not come up; see " + str(self.log_dir))
+        while self.with_web and not _answers(f"http://127.0.0.1:{self.web_port}/healthz"):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the web receiver did not come up; see " + str(self.log_dir))
+            time.sleep(0.1)
 
     def stop(self) -> None:
         processes = [p for p in [*self.workers, *self.beats, self.web] if p is not None]
@@ -204,8 +256,10 @@ class LocalCluster(Service):
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
         self.workers, self.beats, self.web = [], [], None
-        self.sandbox.stop()
-        self.redis.close()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        if self.redis is not None:
+            self.redis.close()
         if self.postgres is not None:
             self.postgres.close()
 
@@ -221,6 +275,39 @@ def _expand(part: str, env: Mapping[str, str]) -> str:
         end = part.index("}", start)
         part = part[:start] + env["PORT"] + part[end + 1 :]
     return part
+
+
+def refuse_open_payouts(database_url: str) -> int:
+    """0 when the sandbox may run on the ledger at ``database_url``; else says why not on
+    stderr and returns the exit status (1: it holds payouts not yet final, which the
+    workers would send to the sandbox, which would 'pay' them; 2: out of reach)."""
+    count = 0
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            ledger = conn.execute("SELECT to_regclass('orders') IS NOT NULL").fetchone()
+            if ledger and ledger[0]:
+                row = conn.execute(
+                    "SELECT count(*) FROM orders WHERE state <> ALL(%s)", [sorted(FINAL_STATES)]
+                ).fetchone()
+                count = int(row[0]) if row else 0
+    except psycopg.OperationalError as exc:
+        print(f"error: {unreachable(database_url, exc)}", file=sys.stderr)
+        return 2
+    if not count:
+        return 0
+    payouts = f"{count} payout{'' if count == 1 else 's'}"
+    print(f"error: DATABASE_URL ({mask_text(database_url)}) holds {payouts} not yet final, "
+          "which the sandbox provider must not take: use an empty database (unset "
+          "DATABASE_URL for a private one), or set VEXORA_BASE_URL to their provider",
+          file=sys.stderr)  # fmt: skip
+    return 1
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1.0).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -5,7 +5,10 @@ either way its schema is upgraded first), the sandbox provider, the webhook rece
 worker processes and beat; enqueues a sample batch in each market (with a few invalid
 rows, reported and not sent) through the same CSV import the CLI uses; shows progress
 until every payout is final; prints a summary; writes a results CSV; stops everything
-it started.
+it started, keeping the results and each process's log where it says they are.
+
+What is simulated is said so: the sandbox settles about 5% of payouts FAILED on
+purpose, and a few rows of each file are broken on purpose.
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.redact import mask_text
 from worker.sandbox import SandboxConfig
 
+if TYPE_CHECKING:
+    from worker.dev.cluster import LocalCluster
+
 MARKETS = ("ID", "AR", "JP", "KH")
-# One broken row per problem a user makes, in each market's file.
+FAILURE_RATIO = 0.05  # payouts the sandbox settles FAILED on purpose
+# One broken row per problem a user makes, in each market's file (each broken in every
+# market: 12.345 is no amount in a whole-number currency nor in USD).
 _BROKEN = [
-    ("amount", "12.5"),
+    ("amount", "12.345"),
     ("email", "not-an-email"),
     ("mobile", "12"),
 ]
@@ -50,25 +58,36 @@ def _write_samples(directory: Path, per_market: int) -> dict[str, Path]:
     return files
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run(*, payouts: int, workers: int, output: Path) -> int:
-    from worker.dev.cluster import LocalCluster
+def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
+    from worker.dev.cluster import LocalCluster, refuse_open_payouts
 
-    signal.signal(signal.SIGTERM, _terminate)
     sandbox = SandboxConfig(
-        settle_delay=(0.3, 2.0), failure_ratio=0.05, seed=2026, webhook_time_scale=0.05
+        settle_delay=(0.3, 2.0), failure_ratio=FAILURE_RATIO, seed=2026, webhook_time_scale=0.05
     )
     env = {"VEXORA_RATE_LIMIT": "250/s", "DETAILS_RATE_LIMIT": "100/s"}
     database_url = os.environ.get("DATABASE_URL") or None
+    if database_url is not None:
+        code = refuse_open_payouts(database_url)
+        if code:
+            return code
+    signal.signal(signal.SIGTERM, _terminate)
     database = (
         "private PostgreSQL" if database_url is None else f"PostgreSQL at {mask_text(database_url)}"
     )
     print(f"starting: private Redis, {database}, sandbox provider, webhook receiver, "
-          f"{workers} workers, beat ...", flush=True)  # fmt: skip
-    cluster = LocalCluster(workers=workers, database_url=database_url, sandbox=sandbox, env=env)
+          f"{_count(workers, 'worker')}, beat ...", flush=True)  # fmt: skip
+    log_dir = log_dir.resolve()
+    cluster = LocalCluster(
+        workers=workers, database_url=database_url, sandbox=sandbox, env=env, log_dir=log_dir
+    )
     try:
         cluster.start()
         os.environ.update(cluster.env())
@@ -76,16 +95,17 @@ def run(*, payouts: int, workers: int, output: Path) -> int:
 
         runtime.reset()
         cluster.wait_ready()
-        return _run_batches(cluster, payouts, output)
+        return _run_batches(cluster, payouts, output.resolve())
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)
         return 130
     finally:
         cluster.close()
         print("stopped: every process and server the demo started")
+        print(f"logs: {log_dir} (web.log, worker0.log, ..., beat0.log)")
 
 
-def _run_batches(cluster: Any, payouts: int, output: Path) -> int:
+def _run_batches(cluster: LocalCluster, payouts: int, output: Path) -> int:
     from worker import report, runtime
     from worker.rows import read_rows
 
@@ -102,17 +122,25 @@ def _run_batches(cluster: Any, payouts: int, output: Path) -> int:
             )
             for error in result.rejected:
                 fields = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.errors.items())
-                print(f"  {market} {path.name} line {error.row} rejected: {fields}")
+                print(f"  {market} {path.name} line {error.row} rejected (broken on purpose): "
+                      f"{fields}")  # fmt: skip
             assert result.batch_id is not None
             batches[market] = result.batch_id
-            print(f"{market}: batch {result.batch_id}, {result.accepted} payouts queued")
+            print(f"{market}: batch {result.batch_id}, {_count(result.accepted, 'payout')} queued")
     accepted_at = time.monotonic()
 
+    live = sys.stdout.isatty()  # redrawn in place; into a file or pipe, a line each 2 s
+    shown = float("-inf")
     while True:
         summaries = {m: ledger.batch(b) for m, b in batches.items()}
         total = sum(s.total for s in summaries.values() if s)
         done = sum(s.settled_count for s in summaries.values() if s)
-        print("\r" + report.progress_bar(done, total, suffix="final"), end="", flush=True)
+        bar = report.progress_bar(done, total, suffix="final")
+        if live:
+            print("\r" + bar, end="", flush=True)
+        elif done == total or time.monotonic() - shown >= 2:
+            print(bar, flush=True)
+            shown = time.monotonic()
         if done == total:
             break
         if time.monotonic() - started > 300:
@@ -120,7 +148,8 @@ def _run_batches(cluster: Any, payouts: int, output: Path) -> int:
             return 1
         time.sleep(0.25)
     elapsed = time.monotonic() - accepted_at
-    print()
+    if live:
+        print()
 
     counts: Counter[tuple[str, str]] = Counter()
     for market, summary in summaries.items():
@@ -132,12 +161,19 @@ def _run_batches(cluster: Any, payouts: int, output: Path) -> int:
     for market in MARKETS:
         row = [counts[(market, s)] for s in states]
         print(f"{market:<8}" + "".join(f"{n:>11}" for n in row) + f"{sum(row):>9}")
+    assert cluster.sandbox is not None
     stats = cluster.sandbox.stats()
     total = sum(counts.values())
     print(f"\nthroughput: {total / elapsed:.0f} payouts/s ({total} in {elapsed:.1f} s)")
     print(f"sandbox: {stats['payouts']} payouts received, "
           f"duplicate payments: {stats['duplicate_payments']}, "
           f"webhooks delivered: {stats['webhooks_delivered']}")  # fmt: skip
+    failed = sum(n for (_, state), n in counts.items() if state == "FAILED")
+    print(
+        f"simulated: {_count(failed, 'FAILED payout')} ({failed / total:.1%}) failed on purpose "
+        f"at the sandbox provider, which fails about {FAILURE_RATIO:.0%} of payouts; the "
+        f"{len(_BROKEN)} rejected rows per market are broken on purpose; no money moved"
+    )
 
     with open(output, "w", newline="", encoding="utf-8") as out:
         report.export_csv(ledger, list(batches.values()), out)

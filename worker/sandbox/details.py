@@ -12,6 +12,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from worker.sandbox import markets
+from worker.sandbox.chance import Fate
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.payouts import available_balance
 from worker.sandbox.protocol import DETAILS_PENDING, DETAILS_STATUSES
@@ -109,8 +110,11 @@ class DetailsAPI:
 
     def listing(self, request: Request, account_id: str) -> Response:
         config, state = self._config, self._state
-        state.count("list_requests")
+        number = state.count("list_requests")
         self._pause(config.latency)
+        if number == config.revoke_tokens_at_list_request:
+            state.revoke_tokens()
+        self.arrive_elsewhere(config.list_arrivals)
         refusal = self._unauthorized(request)
         if refusal is not None:
             return refusal
@@ -151,6 +155,25 @@ class DetailsAPI:
         elif style == "empty":
             body["pagination"] = {}
         return json_response(body)
+
+    def arrive_elsewhere(self, count: int) -> None:
+        """``count`` payouts another system made on this account: at the top of the list,
+        never settled here."""
+        state = self._state
+        for _ in range(count):
+            state.accept(
+                Payout(
+                    trade_no="elsewhere" + secrets.token_hex(11),
+                    platform_trade_no=state.new_platform_id(),
+                    market="ID",
+                    amount="10000",
+                    currency="IDR",
+                    fields={},
+                    received_at=time.time(),
+                    fate=Fate(False, 0.0, True, False),
+                )
+            )
+        state.count("list_arrivals", count)
 
 
 def detail_row(payout: Payout, config: SandboxConfig) -> dict[str, Any]:

@@ -35,6 +35,7 @@ COUNTERS = (
     "tokens_issued",
     "details_lookups",
     "list_requests",
+    "list_arrivals",
     "query_requests",
     "query_not_found",
     "balance_requests",
@@ -139,9 +140,11 @@ class State:
 
     # --- counters -----------------------------------------------------------------------
 
-    def count(self, name: str, n: int = 1) -> None:
+    def count(self, name: str, n: int = 1) -> int:
+        """Add ``n`` to a counter; returns its new value."""
         with self._lock:
             self._counters[name] += n
+            return self._counters[name]
 
     def payout_post_arrived(self, now: float, ceiling: float | None, account: str = "") -> bool:
         """Note a payout POST at monotonic ``now`` to ``account`` (a merchantNo); False
@@ -266,6 +269,11 @@ class State:
                 self._tokens = {t: e for t, e in self._tokens.items() if e > now}
             self._tokens[token] = expires_at
             self._counters["tokens_issued"] += 1
+
+    def revoke_tokens(self) -> None:
+        """Every token issued so far is refused from now on (as if expired early)."""
+        with self._lock:
+            self._tokens.clear()
 
     def token_valid(self, token: str, now: float) -> bool:
         with self._lock:

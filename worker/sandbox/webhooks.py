@@ -182,39 +182,64 @@ class WebhookSender:
         verdict = check_url(url, config.allow_remote_webhooks)
         if verdict == URL_REMOTE:
             state.count("webhooks_skipped_remote")
+            log.warning(
+                "sandbox webhook for %s not sent: %s is not on a loopback address "
+                "(--webhook-target URL delivers every webhook to a local receiver)",
+                delivery.trade_no,
+                _path(url),
+            )
             return
         if verdict == URL_INVALID:
             state.count("webhooks_skipped_invalid")
+            log.warning("sandbox webhook for %s not sent: no http(s) URL", delivery.trade_no)
             return
         state.count("webhooks_sent")
         delivery.attempts += 1
-        delivered = self._post(url, delivery.body, config.webhook_timeout)
+        failure = self._post(url, delivery.body, config.webhook_timeout)
         if delivery.generation != state.generation:
             return  # reset while the POST was in flight: count nothing
-        state.webhook_attempted(delivery.trade_no, delivery.generation, delivered)
-        if delivered:
+        state.webhook_attempted(delivery.trade_no, delivery.generation, failure is None)
+        if failure is None:
             state.count("webhooks_delivered")
             return
         schedule = config.webhook_retry_schedule
         retry = delivery.attempts - 1
-        if retry >= len(schedule):
+        given_up = retry >= len(schedule)
+        # The path only: a notify URL's host and query may be private.
+        log.warning(
+            "sandbox webhook for %s to %s failed (attempt %d: %s); %s",
+            delivery.trade_no,
+            _path(url),
+            delivery.attempts,
+            failure,
+            "given up"
+            if given_up
+            else f"next try in {schedule[retry] * config.webhook_time_scale:g} s",
+        )
+        if given_up:
             state.count("webhooks_failed")
-            log.info(
-                "sandbox webhook for %s given up after %d attempts",
-                delivery.trade_no,
-                delivery.attempts,
-            )
             return
         state.count("webhooks_retried")
         self._scheduler.call_later(
             schedule[retry] * config.webhook_time_scale, lambda: self._submit(delivery)
         )
 
-    def _post(self, url: str, body: dict[str, str], timeout: float) -> bool:
+    def _post(self, url: str, body: dict[str, str], timeout: float) -> str | None:
+        """None once delivered; else what went wrong, in a few words."""
         try:
             # No redirects: a loopback receiver must not be able to send us elsewhere.
             response = self._session().post(url, json=body, timeout=timeout, allow_redirects=False)
         except requests.RequestException as exc:
-            log.debug("sandbox webhook to %s failed: %s", url, exc)
-            return False
-        return 200 <= response.status_code < 300 and response.content == b"OK"
+            return type(exc).__name__  # its text repeats the URL
+        if not 200 <= response.status_code < 300:
+            return f"HTTP {response.status_code}"
+        if response.content != b"OK":
+            return f"HTTP {response.status_code} without the body OK"
+        return None
+
+
+def _path(url: str) -> str:
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return "(unparseable URL)"
