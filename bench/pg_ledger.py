@@ -7,10 +7,12 @@ On a private server (durable unless ``--not-durable``: fsync on, as payouts need
    masked copy) is timed too, and a baseline of one ``create_orders([payout])`` per
    order. Validation is timed for reference (the accept path is validate + create +
    publish).
-2. claim+apply: the submit path's two ledger round trips per payout, ``claim`` then
-   ``apply_report`` of the provider's acceptance (PROCESSING), from 1 and 2 threads
-   (each with its own pooled connection), then every order settled by a webhook's
-   report (SUCCEEDED: the payload is erased).
+2. claim+apply: the submit path's ledger work per payout, as worker.submit does it
+   (``claim`` in one transaction with ``apply_report`` of the previous order's
+   acceptance, PROCESSING), from 1 and 2 threads (each with its own pooled
+   connection), then every order settled by a webhook's report (SUCCEEDED: the payload
+   is erased). CPU seconds of the server's processes and of this process are shown
+   beside the clock's: on a shared machine they move much less with its load.
 3. bytes per order once every order is settled: every table (with TOAST and maps)
    and index, after VACUUM (the files as they stay) and after VACUUM FULL (what a
    settled order keeps for the years of retention).
@@ -19,7 +21,7 @@ On a private server (durable unless ``--not-durable``: fsync on, as payouts need
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +31,8 @@ from typing import TYPE_CHECKING
 from bench.pg_size import MARKETS, NOTIFY_URL, relation_sizes
 
 if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
     from schemas import Payout
     from worker.ledger import Ledger
 
@@ -71,14 +75,16 @@ def sample_payouts(n: int) -> tuple[list[Payout], float]:
 
 def python_part(payouts: Sequence[Payout]) -> float:
     """Seconds for what ``create_orders`` computes per row before the COPY sends it."""
+    import orjson
+
     from worker.ledger import new_trade_no
     from worker.redact import mask_personal
 
     started = time.perf_counter()
     for payout in payouts:
         new_trade_no()
-        json.dumps(payout.fields, ensure_ascii=False)
-        json.dumps(mask_personal(payout.fields), ensure_ascii=False)
+        orjson.dumps(payout.fields).decode()
+        orjson.dumps(mask_personal(payout.fields)).decode()
     return time.perf_counter() - started
 
 
@@ -102,19 +108,40 @@ def in_threads(work: Callable[[Sequence[str]], None], trade_nos: list[str], thre
 
 
 def submit_path(ledger: Ledger) -> Callable[[Sequence[str]], None]:
+    """The submit task's ledger work (worker.submit): each order claimed in one transaction
+    with the provider's answer to the order before it, the last answer alone."""
     from worker.states import State
     from worker.vexora import ProviderReport
 
-    accepted = ProviderReport(State.PROCESSING, None, "0015", "Request accepted")
-
     def work(trade_nos: Sequence[str]) -> None:
+        answer: tuple[str, ProviderReport] | None = None
         for index, trade_no in enumerate(trade_nos):
-            claimed, payload = ledger.claim(trade_no)
+            with ledger.transaction():
+                if answer is not None:
+                    ledger.apply_report(*answer, source="submit")
+                claimed, payload = ledger.claim(trade_no)
             assert claimed.moved and payload is not None
-            report = ProviderReport(State.PROCESSING, f"P{index}", "0015", accepted.message)
-            ledger.apply_report(trade_no, report, source="submit")
+            answer = (trade_no, ProviderReport(State.PROCESSING, f"P{index}", "0015", "OK"))
+        if answer is not None:
+            ledger.apply_report(*answer, source="submit")
 
     return work
+
+
+def server_cpu(pool: ConnectionPool) -> float:
+    """CPU seconds used so far by the server's processes (every one pg_stat_activity
+    lists: sessions, WAL writer, checkpointer...): a cost the machine's load hardly moves,
+    unlike the seconds on the clock."""
+    import psutil
+
+    with pool.connection() as conn:
+        pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity")]
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def settle(ledger: Ledger) -> Callable[[Sequence[str]], None]:
@@ -151,14 +178,17 @@ def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
         upgrade(server.url)
         with open_pool(server.url, max_size=3) as pool:
             ledger = Ledger(pool)
+            cpu = server_cpu(pool), time.process_time()
             started = time.perf_counter()
             created = ledger.create_orders(payouts[:n], batch_id=new_batch_id(), market="ID")
             bulk = time.perf_counter() - started
+            spent, here = server_cpu(pool) - cpu[0], time.process_time() - cpu[1]
             assert len(created) == n and all(is_new for _, is_new in created)
             report.add(
                 f"create_orders, {n:,} rows in one batch",
                 f"{bulk:.2f} s = {n / bulk:,.0f}/s",
-                f"of which Python (tradeNos, JSON, masking) {prep:.2f} s",
+                f"of which Python (tradeNos, JSON, masking) {prep:.2f} s; "
+                f"CPU: server {spent:.2f} s, this process {here:.2f} s",
             )
             started = time.perf_counter()
             for payout in payouts[n : n + baseline]:
@@ -176,11 +206,15 @@ def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
             done: list[str] = []
             for threads in (1, 2):
                 chunk, queued = queued[: threads * per_thread], queued[threads * per_thread :]
+                cpu = server_cpu(pool), time.process_time()
                 seconds = in_threads(submit_path(ledger), chunk, threads)
+                spent, here = server_cpu(pool) - cpu[0], time.process_time() - cpu[1]
                 report.add(
                     f"claim + apply_report(PROCESSING), {threads} thread(s)",
                     f"{len(chunk) / seconds:,.0f} payouts/s",
-                    f"{len(chunk):,} payouts, {seconds / len(chunk) * 1000:.2f} ms each",
+                    f"{len(chunk):,} payouts, {seconds / len(chunk) * 1000:.2f} ms each; CPU "
+                    f"per payout: server {spent / len(chunk) * 1000:.2f} ms, "
+                    f"this process {here / len(chunk) * 1000:.2f} ms",
                 )
                 done += chunk
             seconds = in_threads(settle(ledger), done, 2)

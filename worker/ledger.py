@@ -12,12 +12,17 @@ as ``Decimal``.
 Connections come from a :class:`psycopg_pool.ConnectionPool`, each checked out for
 one short exchange and put in autocommit (a lone statement is its own transaction:
 no extra round trips for BEGIN and COMMIT). None is held while a caller waits on
-anything else, such as an HTTP call.
+anything else, such as an HTTP call. :meth:`Ledger.transaction` groups a caller's
+changes into one transaction where one commit (one flush to disk) beats the round
+trips of BEGIN and COMMIT: the submit path commits a payout's answer with the next
+claim.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -190,8 +196,11 @@ WHERE batch_id = %(batch)s AND total_debited IS NOT NULL GROUP BY state, total_d
 
 
 def new_trade_no() -> str:
-    """32 lowercase hex characters: within the provider's 32-character alphanumeric limit."""
-    return uuid.uuid4().hex
+    """32 lowercase hex characters, within the provider's 32-character alphanumeric limit:
+    the time in milliseconds (12), then 80 random bits (20). Time first, so that a batch's
+    tradeNos fall together at the end of the primary key's index instead of all over it:
+    an enqueue writes a few index pages, not one per order."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def new_batch_id() -> str:
@@ -372,12 +381,37 @@ class Ledger:
     ) -> None:
         self.pool = pool
         self.on_final = on_final
+        # The connection of this thread's open :meth:`transaction`, if any.
+        self._local = threading.local()
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
+        bound: psycopg.Connection | None = getattr(self._local, "conn", None)
+        if bound is not None:
+            yield bound
+            return
         with self.pool.connection() as conn:
             conn.autocommit = True
             yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every ledger call of this thread inside the block in one transaction, committed
+        when the block ends (rolled back if it raises): one commit, and so one flush of
+        the log to disk, for several changes. Each change stays all or nothing with its
+        event; changes of several orders take their rows in the order of the calls, so
+        callers that may meet on the same orders make them in tradeNo order."""
+        if getattr(self._local, "conn", None) is not None:
+            yield  # already inside one: it commits
+            return
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            with conn.transaction():
+                self._local.conn = conn
+                try:
+                    yield
+                finally:
+                    self._local.conn = None
 
     # creation ---------------------------------------------------------------
     def create_orders(
@@ -404,6 +438,8 @@ class Ledger:
         state = State.HELD if hold else State.QUEUED
         links = retry_of if retry_of is not None else [None] * len(payouts)
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # The insert sorts the rows by reference: in memory, not in files, for a big batch.
+            cur.execute("SET LOCAL work_mem = '256MB'")
             cur.execute(_INCOMING)
             with cur.copy(
                 "COPY incoming (row_no, trade_no, market, currency, amount, reference, "
@@ -418,8 +454,8 @@ class Ledger:
                             payout.currency,
                             payout.amount,
                             payout.reference,
-                            json.dumps(payout.fields, ensure_ascii=False),
-                            json.dumps(mask_personal(payout.fields), ensure_ascii=False),
+                            orjson.dumps(payout.fields).decode(),
+                            orjson.dumps(mask_personal(payout.fields)).decode(),
                             link,
                         )
                     )

@@ -29,7 +29,7 @@ from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimitTimeout
 from worker.retry import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
 from worker.states import State
-from worker.vexora import PayoutResult
+from worker.vexora import PayoutResult, ProviderReport
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,19 @@ class Step(Enum):
     OUT_OF_TIME = "out_of_time"  # this task's budget is spent: the order stays QUEUED
 
 
+# The provider's answer to an order's POST, applied to the ledger together with the
+# next claim: (tradeNo, report).
+Answer = tuple[str, ProviderReport]
+
+
 @dataclass(frozen=True)
 class Next:
-    """What comes next for one order after a submit: a step, and a delay for RETRY."""
+    """What comes next for one order after a submit: a step, a delay for RETRY, and
+    the provider's answer when it is still to be applied (see :meth:`Submitter.submit`)."""
 
     step: Step
     delay: float = 0.0
+    answer: Answer | None = None
 
 
 @dataclass(frozen=True)
@@ -121,31 +128,44 @@ class Submitter:
 
     def _run(self, trade_nos: Sequence[str], deadline: float) -> ChunkReport:
         report = ChunkReport()
-        for index, trade_no in enumerate(trade_nos):
-            if index and time.monotonic() >= deadline:
-                # Checked before each claim, not only in the rate-limit wait: orders
-                # that are skipped, or recovered by a lookup, spend the budget too, and
-                # the task's time limit (and so the claim lease) is derived from it.
-                report.leftover = list(trade_nos[index:])
-                break
-            then = self.submit(trade_no, deadline)
-            if then.step is Step.PAUSED:
-                report.paused = True
-                break
-            if then.step is Step.OUT_OF_TIME:
-                report.leftover = list(trade_nos[index:])
-                break
-            if then.step is Step.RETRY:
-                # A provider's Retry-After may ask for longer than retries ever wait.
-                report.retry.append((trade_no, min(then.delay, MAX_DELAY)))
-            elif then.step is Step.QUERY:
-                report.query.append(trade_no)
-            elif then.step is Step.DONE:
-                report.done += 1
+        # The provider's answer to the last POST, applied with the next claim: one
+        # transaction, so one commit, per payout instead of two.
+        answer: Answer | None = None
+        try:
+            for index, trade_no in enumerate(trade_nos):
+                if index and time.monotonic() >= deadline:
+                    # Checked before each claim, not only in the rate-limit wait: orders
+                    # that are skipped, or recovered by a lookup, spend the budget too, and
+                    # the task's time limit (and so the claim lease) is derived from it.
+                    report.leftover = list(trade_nos[index:])
+                    break
+                then = self.submit(trade_no, deadline, answer)
+                answer = then.answer
+                if then.step is Step.PAUSED:
+                    report.paused = True
+                    break
+                if then.step is Step.OUT_OF_TIME:
+                    report.leftover = list(trade_nos[index:])
+                    break
+                if then.step is Step.RETRY:
+                    # A provider's Retry-After may ask for longer than retries ever wait.
+                    report.retry.append((trade_no, min(then.delay, MAX_DELAY)))
+                elif then.step is Step.QUERY:
+                    report.query.append(trade_no)
+                elif then.step is Step.DONE:
+                    report.done += 1
+        finally:
+            # The last answer: also when the chunk stops early, or on an error after a POST.
+            if answer is not None:
+                self.ledger.apply_report(*answer, source="submit")
         return report
 
-    def submit(self, trade_no: str, deadline: float) -> Next:
-        ticket = self._ticket(trade_no)
+    def submit(self, trade_no: str, deadline: float, answer: Answer | None = None) -> Next:
+        """Claim, limit, sign, POST and classify one order; ``answer`` (the previous
+        POST's) is applied first, in the claim's transaction. A provider's acceptance of
+        this order comes back in ``Next.answer``, for the caller to apply (with the next
+        claim, or alone)."""
+        ticket = self._ticket(trade_no, answer)
         if ticket.claim is None:
             return Next(Step.PAUSED)
         if not ticket.claim.moved:
@@ -169,23 +189,34 @@ class Submitter:
             self.metrics.limiter_wait("submit", waited)
         return self._post(trade_no, ticket.payload)
 
-    def _ticket(self, trade_no: str) -> Ticket:
+    def _ticket(self, trade_no: str, answer: Answer | None) -> Ticket:
         """The claim, QUEUED -> SUBMITTING: of every delivery of an order, only the one
         that makes it sends the order.
 
         Two round trips: one to Redis (the pause switch, then a rate-limit try, in one
         pipeline on the switch's server, which the limiter shares), then, unless
-        paused, the ledger's claim, which also returns the fields to send. A slot is
-        taken even when the claim then fails (rare: a duplicate delivery) or the
-        switch is on; it goes unused, which only costs rate.
+        paused, the ledger's claim, which also returns the fields to send, in one
+        transaction with ``answer``. A slot is taken even when the claim then fails
+        (rare: a duplicate delivery) or the switch is on; it goes unused, which only
+        costs rate.
         """
         pipe = self.pause.redis.pipeline(transaction=False)
         self.pause.queue_reason(pipe)
         self.limiter.queue_try(pipe)
         paused, slot = pipe.execute(raise_on_error=False)
         if self.pause.reason_reply(paused) is not None:
+            if answer is not None:
+                self.ledger.apply_report(*answer, source="submit")
             return Ticket(claim=None, payload={}, slot_taken=False)
-        claim, payload = self.ledger.claim(trade_no)
+        with self.ledger.transaction():
+            # Rows in tradeNo order, as every statement of the ledger takes them: two
+            # workers meeting on the same two orders (duplicate deliveries) never deadlock.
+            if answer is not None and answer[0] <= trade_no:
+                self.ledger.apply_report(*answer, source="submit")
+                answer = None
+            claim, payload = self.ledger.claim(trade_no)
+            if answer is not None:
+                self.ledger.apply_report(*answer, source="submit")
         return Ticket(
             claim=claim,
             payload=payload or {},
@@ -201,8 +232,7 @@ class Submitter:
             self._measure(started, exc.code or type(exc).__name__)
             return self._classify_failure(trade_no, exc)
         self._measure(started, result.status)
-        self.ledger.apply_report(trade_no, result.report, source="submit")
-        return Next(Step.DONE)
+        return Next(Step.DONE, answer=(trade_no, result.report))
 
     def _measure(self, started: float, code: str) -> None:
         if self.metrics:

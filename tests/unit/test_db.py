@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from psycopg_pool import PoolTimeout
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from worker.db import migrate
 from worker.db.pool import open_pool
@@ -213,3 +214,38 @@ def test_the_pool_reconnects_after_a_restart_and_a_crash() -> None:
             server.start()
             with pool.connection() as conn:
                 assert conn.execute("SELECT trade_no FROM orders").fetchone() == ("t1",)
+
+
+def test_a_session_the_server_ended_is_replaced_on_checkout(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[int] = []
+    full_check = ConnectionPool.check_connection
+
+    def check(conn: psycopg.Connection) -> None:
+        checked.append(conn.info.backend_pid)
+        full_check(conn)
+
+    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(check))
+    with open_pool(ledger_url, max_size=1) as pool:
+        with pool.connection() as conn:
+            first = conn.info.backend_pid
+        with pool.connection() as conn:  # quiet: handed out without a round trip
+            assert conn.info.backend_pid == first
+        assert checked == []
+
+        with psycopg.connect(ledger_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            deadline = time.monotonic() + 10
+            while not _gone(admin, first):
+                assert time.monotonic() < deadline, "the session did not end"
+                time.sleep(0.01)
+        with pool.connection() as conn:  # the goodbye made the socket readable: replaced
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert conn.info.backend_pid != first
+        assert checked == [first]
+
+
+def _gone(admin: psycopg.Connection, pid: int) -> bool:
+    row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row == (0,)

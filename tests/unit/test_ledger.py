@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -726,3 +727,62 @@ def test_settled_orders_leave_no_account_or_phone_number_in_the_database(
     assert order.masked["bankAccountNo"].endswith(payouts[0].fields["bankAccountNo"][-4:])
     assert order.masked["bankAccountNo"].startswith("****")
     assert ledger.history(trade_nos[0])[-1][1] == "SUCCEEDED webhook"
+
+
+def test_every_event_and_order_has_its_parent_after_every_kind_of_change(
+    ledger: Ledger, database: str
+) -> None:
+    # The schema has no foreign keys on these (migration 0006): the ledger's statements
+    # keep them by construction.
+    queued = create(ledger, payout(reference="r1"), payout(reference="r2"), payout(), payout())
+    again = create(ledger, payout(reference="r1"), payout(reference="r3"), batch="b2")
+    held = create(ledger, payout(), batch="b3", hold=True)
+    first, second, third, fourth = queued
+    with ledger.transaction():
+        ledger.claim(first)
+        ledger.transition(second, State.CANCELLED, source="operator")
+    ledger.apply_report(first, report(State.SUCCEEDED), source="webhook")
+    ledger.apply_report(first, report(State.FAILED, "00029"), source="lookup")  # discrepancy
+    ledger.transition_many([third, fourth, *held], State.QUEUED, source="operator")
+    ledger.restart_queued([third])
+    assert again[0] == first
+    orphans = rows(
+        database,
+        "SELECT (SELECT count(*) FROM order_events e"
+        "        WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.trade_no = e.trade_no)),"
+        "       (SELECT count(*) FROM orders o"
+        "        WHERE NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = o.batch_id)),"
+        "       (SELECT count(*) FROM order_events)",
+    )
+    assert orphans[0][:2] == (0, 0)
+    assert orphans[0][2] >= 10
+
+
+def test_trade_nos_start_with_the_time_and_are_unique() -> None:
+    before = time.time_ns() // 1_000_000
+    made = [ledger_module.new_trade_no() for _ in range(10_000)]
+    after = time.time_ns() // 1_000_000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", trade_no) for trade_no in made)
+    assert len(set(made)) == len(made)
+    # The millisecond first: a batch's keys land together in the primary key's index.
+    assert all(before <= int(trade_no[:12], 16) <= after for trade_no in made)
+
+
+def test_a_transaction_commits_every_change_together_or_none(ledger: Ledger, database: str) -> None:
+    first, second = create(ledger, payout(), payout())
+    with pytest.raises(RuntimeError), ledger.transaction():
+        assert ledger.claim(first)[0].moved
+        assert ledger.claim(second)[0].moved
+        raise RuntimeError("after both claims")
+    assert [order.state for order in ledger.get_many([first, second]) if order] == [
+        State.QUEUED,
+        State.QUEUED,
+    ]
+    with ledger.transaction():
+        ledger.claim(first)
+        ledger.claim(second)
+    in_one = rows(
+        database,
+        "SELECT count(DISTINCT xmin::text) FROM order_events WHERE to_state = 'SUBMITTING'",
+    )
+    assert in_one == [(1,)]

@@ -329,6 +329,70 @@ def test_the_limiter_script_lost_by_a_redis_restart_is_reloaded(
     assert attempts == [1, 1]
 
 
+def test_each_answer_is_committed_with_the_next_claim(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, _, _ = make(ledger, fake_redis, accepted())
+    trade_nos = new_orders(ledger, 3)
+    assert submitter.run(trade_nos, budget=10).done == 3
+    assert {state(ledger, t) for t in trade_nos} == {State.PROCESSING}
+    with ledger.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT xmin::text::bigint, trade_no, to_state FROM order_events "
+            "WHERE source = 'submit' ORDER BY id"
+        ).fetchall()
+    by_transaction: dict[int, list[tuple[str, str]]] = {}
+    for xid, trade_no, to_state in rows:
+        by_transaction.setdefault(xid, []).append((trade_no, to_state))
+    first, second, third = trade_nos
+    # Four commits for three payouts (six changes), each answer after its POST.
+    assert sorted(by_transaction.values()) == sorted(
+        [
+            [(first, "SUBMITTING")],
+            sorted([(first, "PROCESSING"), (second, "SUBMITTING")]),
+            sorted([(second, "PROCESSING"), (third, "SUBMITTING")]),
+            [(third, "PROCESSING")],
+        ]
+    )
+
+
+def test_the_last_answer_is_applied_when_a_pause_stops_the_chunk(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    switch = PauseSwitch(fake_redis, prefix="t")
+
+    def accept_then_pause(trade_no: str) -> PayoutResult:
+        switch.pause("operator")
+        return accepted()(trade_no)
+
+    submitter, provider, _ = make(ledger, fake_redis, accept_then_pause)
+    first, *rest = new_orders(ledger, 3)
+    assert submitter.run([first, *rest], budget=10).paused
+    assert [t for t, _ in provider.posts] == [first]
+    assert state(ledger, first) is State.PROCESSING
+    assert {state(ledger, t) for t in rest} == {State.QUEUED}
+
+
+def test_the_last_answer_is_applied_when_the_chunk_fails(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    calls = 0
+
+    def accept_then_break(trade_no: str) -> PayoutResult:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a bug after the first POST")
+        return accepted()(trade_no)
+
+    submitter, _, _ = make(ledger, fake_redis, accept_then_break)
+    first, second = new_orders(ledger, 2)
+    with pytest.raises(RuntimeError):
+        submitter.run([first, second], budget=10)
+    assert state(ledger, first) is State.PROCESSING  # its answer was not lost
+    assert state(ledger, second) is State.SUBMITTING  # claimed: a lookup settles it
+
+
 def test_metrics_are_written_once_per_task(ledger: Ledger, fake_redis: redis.Redis) -> None:
     metrics = Metrics(fake_redis, prefix="t", flush_every=3600)
     submitter, _, _ = make(ledger, fake_redis, accepted(), metrics=metrics)

@@ -9,13 +9,17 @@ A pool that a forked child inherited is to be dropped there, never closed
 (closing it would end the parent's sessions too).
 
 The pool survives a server restart: every connection is checked as it is handed
-out (one empty round trip), a broken one is replaced, and while the server is
-down ``connection()`` waits up to ``timeout`` seconds, then raises
-:class:`psycopg_pool.PoolTimeout`, for the caller's retry policy to handle.
+out, a broken one is replaced, and while the server is down ``connection()`` waits
+up to ``timeout`` seconds, then raises :class:`psycopg_pool.PoolTimeout`, for the
+caller's retry policy to handle. The check costs no round trip for a connection
+whose socket is quiet (see :func:`check_quiet`).
 """
 
 from __future__ import annotations
 
+import select
+
+import psycopg
 from psycopg_pool import ConnectionPool
 
 
@@ -38,8 +42,26 @@ def open_pool(
         min_size=1,
         max_size=max_size,
         kwargs={"connect_timeout": connect_timeout, "application_name": name},
-        check=ConnectionPool.check_connection,
+        check=check_quiet,
         timeout=timeout,
         name=name,
         open=True,
     )
+
+
+def check_quiet(conn: psycopg.Connection) -> None:
+    """The pool's check of a connection it is about to hand out: a full check (one empty
+    round trip, raising when the connection is broken) only when the idle connection's
+    socket has something to read.
+
+    An idle session receives nothing unless it is ending: a server that stops, crashes
+    or ends the session (``pg_terminate_backend``) sends its goodbye or closes the
+    socket, and either makes it readable. A quiet socket is handed out at once, which
+    saves a round trip per checkout (two per payout on the submit path). A session lost
+    without a sound (a network cut) fails on its next statement, as it would have
+    failed on the check's round trip too, only later.
+    """
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)
