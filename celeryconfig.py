@@ -3,6 +3,7 @@ the tasks and queues (worker.queues)."""
 
 from kombu import Queue
 
+from worker.backoff import PUBLISH_RETRY_POLICY
 from worker.config import get_settings
 from worker.outbox import OUTBOX_EVERY
 from worker.queues import (
@@ -16,7 +17,6 @@ from worker.queues import (
     SUBMIT_QUEUE,
     SUBMIT_TASK,
 )
-from worker.retry import PUBLISH_RETRY_POLICY
 
 _settings = get_settings()
 

@@ -10,12 +10,12 @@ from celery.exceptions import Reject
 
 from worker import runtime
 from worker.app import app
+from worker.backoff import QUERY_DELAY
 from worker.config import get_settings
 from worker.inflight import InFlightLookups
 from worker.leases import Leases
 from worker.publish import publish_resubmissions
 from worker.queues import SUBMIT_TASK
-from worker.retry import QUERY_DELAY
 from worker.submit import ChunkReport
 
 

@@ -96,9 +96,9 @@ def _preflight(**_: Any) -> None:
 
 @worker_process_init.connect
 def _ride_through_redis_restarts(**_: Any) -> None:
-    """Each pool process retries its Redis commands through a short outage (retry.py)."""
+    """Each pool process retries its Redis commands through a short outage (worker.backoff)."""
     from worker import runtime
-    from worker.retry import REDIS_RETRY
+    from worker.backoff import REDIS_RETRY
 
     runtime.redis_client().set_retry(REDIS_RETRY)
 

@@ -21,8 +21,8 @@ from dotenv import find_dotenv, load_dotenv
 from psycopg.conninfo import conninfo_to_dict
 
 from schemas import MARKETS
+from worker.backoff import MAX_DELAY
 from worker.exceptions import ConfigError
-from worker.retry import MAX_DELAY
 
 # The first part of every Redis key this system writes (DISBURSE_KEY_PREFIX sets another).
 KEY_PREFIX = "disburse"

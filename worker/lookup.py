@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
+from worker.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.deadline import ReviewDeadline
 from worker.details import Disbursement, Throttle
 from worker.exceptions import (
@@ -50,7 +51,6 @@ from worker.exceptions import (
 )
 from worker.inflight import InFlightLookups
 from worker.ledger import Debit, Ledger, Order
-from worker.retry import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.states import FINAL_STATES, PENDING_STATES, Outcome, State
 from worker.vexora import PayoutResult, ProviderReport
 

@@ -50,9 +50,9 @@ import requests
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from worker.backoff import backoff
 from worker.http_client import pooled_session
 from worker.redact import redact
-from worker.retry import backoff
 from worker.states import State
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from redis.client import Pipeline
 
+from worker.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
 from worker.exceptions import (
     ConfigurationRejected,
     NotSent,
@@ -27,7 +28,6 @@ from worker.ledger import Ledger, Transition
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimitTimeout
-from worker.retry import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
 from worker.states import State
 from worker.vexora import PayoutResult, ProviderReport
 

@@ -20,9 +20,9 @@ import pytest
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
+from worker.backoff import NO_RECORD_GRACE
 from worker.dev.samples import sample_rows
 from worker.ledger import Order
-from worker.retry import NO_RECORD_GRACE
 from worker.states import State
 from worker.vexora import CODE_ORDER_NOT_FOUND, CODE_REQUEST_FAILED
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.backoff import MAX_DELAY
 from worker.config import Account, ConfigError, Rate, Settings, load_settings
-from worker.retry import MAX_DELAY
 
 PLAIN = {
     "VEXORA_BASE_URL": "https://pay.example/",

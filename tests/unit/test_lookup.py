@@ -30,11 +30,11 @@ from tests.unit.pending_orders import (
     make_world,
     order_in,
 )
+from worker.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.config import Settings
 from worker.details import DetailsClient, Disbursement, parse_disbursement
 from worker.exceptions import NotFound, OutcomeUnknown, RateLimited
 from worker.ledger import Ledger
-from worker.retry import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.states import State
 from worker.token import TokenCache, TokenFetcher
 

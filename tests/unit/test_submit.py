@@ -13,6 +13,7 @@ from redis.client import Pipeline
 
 from schemas import Payout
 from tests.unit.ledger_sql import backdate
+from worker.backoff import MAX_SUBMIT_ATTEMPTS
 from worker.config import Rate
 from worker.exceptions import (
     AlreadySubmitted,
@@ -26,7 +27,6 @@ from worker.ledger import Ledger
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
-from worker.retry import MAX_SUBMIT_ATTEMPTS
 from worker.states import State
 from worker.submit import MarketSubmitters, Submitter
 from worker.vexora import PayoutResult

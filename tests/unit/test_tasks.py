@@ -23,6 +23,7 @@ from schemas import Payout
 from tasks.reconcile import lookup_chunk
 from tasks.submit import submit_chunk
 from worker import runtime
+from worker.backoff import QUERY_DELAY
 from worker.config import Rate, get_settings
 from worker.db import migrate
 from worker.db.pool import open_pool
@@ -34,7 +35,6 @@ from worker.lookup import LookupReport
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter
-from worker.retry import QUERY_DELAY
 from worker.states import State
 from worker.submit import ChunkReport, Submitter
 from worker.vexora import PayoutResult

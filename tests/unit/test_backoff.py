@@ -1,4 +1,4 @@
-"""The retry policy for payouts that were certainly not sent (worker.retry)."""
+"""The retry policy for payouts that were certainly not sent (worker.backoff)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from worker.retry import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
+from worker.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
 
 
 @pytest.mark.parametrize(("attempt", "window"), [(0, 1.0), (1, 1.0), (2, 2.0), (7, 64.0)])
@@ -24,7 +24,6 @@ def test_an_order_spends_over_a_minute_of_outage_before_it_runs_out_of_tries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The unluckiest draws: every delay at the bottom of its range.
-    # (``worker.retry`` is the public function; the policy module is worker/retry.py.)
     monkeypatch.setattr(random, "uniform", lambda low, high: low)
     least = sum(backoff(attempt) for attempt in range(1, MAX_SUBMIT_ATTEMPTS))
     assert least >= 60
