@@ -301,6 +301,17 @@ def open_states(ledger: Ledger) -> int:
     return ledger.count(State.QUEUED) + ledger.count(State.SUBMITTING)
 
 
+def any_open(ledger: Ledger) -> bool:
+    """Whether any order is still QUEUED or SUBMITTING: one index probe that stops at the
+    first live entry. Counting them (:func:`open_states`) every 20 ms while 20,000 orders
+    move cost the server ~12% of a core, taken from the workers it measures."""
+    with ledger.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM orders WHERE state IN ('QUEUED', 'SUBMITTING'))"
+        ).fetchone()
+    return bool(row and row[0])
+
+
 def handed_over(ledger: Ledger) -> int:
     """Orders the provider has answered for (PROCESSING, UNKNOWN, REVIEW or final): a
     count of the whole table, not to poll."""
@@ -317,7 +328,7 @@ def wait_handed_over(ledger: Ledger, total: int, timeout: float, interval: float
     counts the whole table once they are none.
     """
     return wait_until(
-        lambda: open_states(ledger) == 0 and handed_over(ledger) >= total,
+        lambda: not any_open(ledger) and handed_over(ledger) >= total,
         timeout,
         interval,
         f"{total} orders to reach the provider",
