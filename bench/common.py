@@ -320,7 +320,7 @@ def wait_handed_over(ledger: Ledger, total: int, timeout: float, interval: float
     Polls the open orders only (an enqueue commits every order before it returns), and
     counts the whole table once they are none. Each count walks the index entries of
     the orders that already left (dead until a vacuum), ~8 ms of the server's CPU
-    midway through 20,000: every ``interval`` that took 12-20% of a core from the
+    midway through 20,000: every ``interval``, that took 5-10% of a core from the
     workers being measured. So the poll sleeps ``left / POLL_DRAIN`` seconds (at most
     a second) while ``left`` orders are open: under POLL_DRAIN orders/s they cannot
     all leave in that time, and the end is still seen within ``interval``.
