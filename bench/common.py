@@ -243,7 +243,7 @@ def empty_servers() -> None:
 
     runtime.redis_client().flushall()
     with runtime.pool().connection() as conn:
-        conn.execute("TRUNCATE order_events, orders, batch_totals, batches")
+        conn.execute("TRUNCATE order_events, orders, batch_totals, batches CASCADE")
 
 
 @contextlib.contextmanager
