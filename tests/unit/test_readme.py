@@ -73,3 +73,14 @@ def test_the_configuration_table_names_every_variable_the_settings_read() -> Non
     }
     assert read - documented == set(), "settings read but not in README's Configuration table"
     assert documented - read == set(), "in README's Configuration table but never read"
+
+
+def test_disburse_help_names_every_variable_the_settings_read() -> None:
+    env = _Recording()
+    load_settings(env)
+    help_text = CliRunner().invoke(cli.main, ["--help"]).output
+    markets = "|".join(MARKETS)
+    # One market's own account is named once, as VEXORA_<MARKET>_*.
+    read = {name for name in env.asked if not re.match(rf"^VEXORA_({markets})_", name)}
+    assert "VEXORA_<MARKET>_*" in help_text
+    assert sorted(name for name in read if name not in help_text) == []
