@@ -22,8 +22,8 @@ from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer
 from worker.ledger import Ledger
 
-# NOTIFY_URL has no default (only a deployment knows its public URL): the tests run as a
-# deployment that names one. A test of the setting itself builds its own environment.
+# The tests run as a deployment that names its public URL (the default only names the
+# local web process). A test of the setting itself builds its own environment.
 os.environ.setdefault("NOTIFY_URL", "https://disburse.example/notify")
 
 

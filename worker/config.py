@@ -114,9 +114,11 @@ class Settings:
     details_account_id: str = "sandbox-account"
     details_rate_limit: Rate = Rate(20)
 
-    # No default: only the deployment knows its public URL, and a guess (a loopback
-    # address) would lose every webhook without a word.
-    notify_url: str = ""
+    # Only the deployment knows its public URL. The default is the Procfile's `web` on
+    # this machine (HTTPS, as JP and KH require), so that an enqueue with only the
+    # servers configured still works, as it did before; a deployment sets its own, and
+    # the sandbox warns of every delivery that fails.
+    notify_url: str = "https://127.0.0.1:8701/notify"
     allow_unsigned_webhooks: bool = False
 
     # (connect, read) seconds of every HTTP call (``timeouts``): the connect timeout just

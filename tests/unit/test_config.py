@@ -225,9 +225,9 @@ def test_a_flag_reads_yes_and_no(value: str, allowed: bool) -> None:
     assert load_settings({"ALLOW_UNSIGNED_WEBHOOKS": value}).allow_unsigned_webhooks is allowed
 
 
-def test_notify_url_has_no_default_that_would_lose_webhooks() -> None:
-    # Only the deployment knows its public URL; the old loopback guess served nothing.
-    assert load_settings({}).notify_url == ""
+def test_notify_url_defaults_to_the_local_web_process_over_https() -> None:
+    # Enqueue keeps working with only the servers configured (the harness contract).
+    assert load_settings({}).notify_url == "https://127.0.0.1:8701/notify"
 
 
 def test_a_dotenv_in_the_working_directory_fills_gaps(
