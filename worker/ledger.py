@@ -78,62 +78,68 @@ def _literals(states: frozenset[State]) -> sql.Composable:
 
 _KEPT = _literals(PAYLOAD_KEPT)
 
-# One statement per change of state, for one order or many: lock the orders (in one
-# order, so two such statements never deadlock), decide each one's action from its
-# state, apply it, and record an event for every move and every discrepancy. The
-# actions: ``move`` (the table allows it), ``refresh`` (already there: the provider's
-# facts are stored), ``discrepancy`` (a provider report contradicting a final state:
-# recorded on the order and as an event, never applied). A row without an action is
-# left alone; the caller names why from its state.
+# One statement per change of state, for one order or many, each its own change
+# (``_move_row``): lock the orders (in one order, so two such statements never deadlock),
+# decide each one's action from its state, apply it, and record an event for every move
+# and every discrepancy. The actions: ``move`` (the table allows it), ``refresh``
+# (already there: the provider's facts are stored), ``discrepancy`` (a provider report
+# contradicting a final state: recorded on the order and as an event, never applied). A
+# row without an action is left alone; the caller names why from its state. A claim
+# (a move to SUBMITTING) also returns the fields to send: no second round trip for them.
 _MOVE = """
-WITH old AS (
+WITH want AS (
+    SELECT * FROM jsonb_to_recordset(%(moves)s::jsonb) AS w(
+        trade_no text, target text, allowed text[], discrepant text[], refresh boolean,
+        attempt boolean, erase boolean, source text, facts jsonb, discrepancy text,
+        discrepancy_facts jsonb, platform_trade_no text, provider_status text,
+        provider_message text, reason text, resubmits integer)
+), old AS (
+    -- By the primary key (the array, not a join: the index, whatever the estimates).
     SELECT trade_no, state FROM orders WHERE trade_no = ANY(%(trade_nos)s::text[])
     ORDER BY trade_no FOR UPDATE
 ), act AS (
-    SELECT trade_no, state AS before, CASE
-        WHEN state = ANY(%(allowed)s::text[]) THEN 'move'
-        WHEN state = %(target)s AND %(refresh)s THEN 'refresh'
-        WHEN state = ANY(%(discrepant)s::text[]) THEN 'discrepancy'
+    SELECT w.*, old.state AS before, CASE
+        WHEN old.state = ANY(w.allowed) THEN 'move'
+        WHEN old.state = w.target AND w.refresh THEN 'refresh'
+        WHEN old.state = ANY(w.discrepant) THEN 'discrepancy'
     END AS act
-    FROM old
+    FROM old JOIN want w USING (trade_no)
 ), changed AS (
     UPDATE orders o SET
-        state = CASE WHEN a.act = 'move' THEN %(target)s ELSE o.state END,
+        state = CASE WHEN a.act = 'move' THEN a.target ELSE o.state END,
         updated_at = CASE WHEN a.act = 'move' THEN now() ELSE o.updated_at END,
         state_entered_at = CASE WHEN a.act = 'move' THEN now() ELSE o.state_entered_at END,
-        attempts = o.attempts + CASE WHEN a.act = 'move' AND %(attempt)s THEN 1 ELSE 0 END,
+        attempts = o.attempts + CASE WHEN a.act = 'move' AND a.attempt THEN 1 ELSE 0 END,
         -- A mark left on an earlier POST is no mark.
-        unseen_at = CASE WHEN a.act = 'move' AND %(attempt)s THEN NULL ELSE o.unseen_at END,
+        unseen_at = CASE WHEN a.act = 'move' AND a.attempt THEN NULL ELSE o.unseen_at END,
         -- Personal data goes in the same update that makes the order final.
-        payload = CASE WHEN a.act = 'move' AND %(erase)s THEN NULL ELSE o.payload END,
+        payload = CASE WHEN a.act = 'move' AND a.erase THEN NULL ELSE o.payload END,
         platform_trade_no = CASE WHEN a.act = 'discrepancy' THEN o.platform_trade_no
-            ELSE coalesce(%(platform_trade_no)s, o.platform_trade_no) END,
+            ELSE coalesce(a.platform_trade_no, o.platform_trade_no) END,
         provider_status = CASE WHEN a.act = 'discrepancy' THEN o.provider_status
-            ELSE coalesce(%(provider_status)s, o.provider_status) END,
+            ELSE coalesce(a.provider_status, o.provider_status) END,
         provider_message = CASE WHEN a.act = 'discrepancy' THEN o.provider_message
-            ELSE coalesce(%(provider_message)s, o.provider_message) END,
+            ELSE coalesce(a.provider_message, o.provider_message) END,
         reason = CASE WHEN a.act = 'discrepancy' THEN o.reason
-            ELSE coalesce(%(reason)s, o.reason) END,
+            ELSE coalesce(a.reason, o.reason) END,
         resubmits = CASE WHEN a.act = 'discrepancy' THEN o.resubmits
-            ELSE coalesce(%(resubmits)s, o.resubmits) END,
-        discrepancy = CASE WHEN a.act = 'discrepancy' THEN %(discrepancy)s
+            ELSE coalesce(a.resubmits, o.resubmits) END,
+        discrepancy = CASE WHEN a.act = 'discrepancy' THEN a.discrepancy
             ELSE o.discrepancy END
     FROM act a
     WHERE o.trade_no = a.trade_no AND a.act IS NOT NULL
-    RETURNING o.trade_no, a.act, a.before, {payload}
+    RETURNING o.trade_no, a.act, a.before, a.target, a.source, a.facts, a.discrepancy_facts,
+        CASE WHEN a.attempt AND a.act = 'move' THEN o.payload END AS payload
 ), events AS (
     INSERT INTO order_events (trade_no, source, from_state, to_state, facts)
-    SELECT trade_no, %(source)s, before,
-        CASE WHEN act = 'move' THEN %(target)s ELSE before END,
-        CASE WHEN act = 'move' THEN %(facts)s::jsonb ELSE %(discrepancy_facts)s::jsonb END
+    SELECT trade_no, source, before,
+        CASE WHEN act = 'move' THEN target ELSE before END,
+        CASE WHEN act = 'move' THEN facts ELSE discrepancy_facts END
     FROM changed WHERE act <> 'refresh'
 )
 SELECT a.trade_no, a.before, c.act = 'move', c.payload
 FROM act a LEFT JOIN changed c USING (trade_no)
 """
-_TRANSITION = _MOVE.format(payload="NULL::jsonb AS payload")
-# The claim also returns the fields to send: no second round trip for them.
-_CLAIM = _MOVE.format(payload="o.payload")
 
 # Enqueue: orders from the rows COPYed into ``incoming``, their batch, its totals and
 # the creation events, in one statement. The unique reference decides which order a
@@ -365,6 +371,70 @@ def _order(row: Sequence[Any]) -> Order:
         total_debited_currency=total_debited_currency,
         recheck_ms=_ms(recheck_at) if recheck_at is not None else None,
         retry_of=retry_of,
+    )
+
+
+_QUEUED = frozenset({State.QUEUED})
+_REVIEW = frozenset({State.REVIEW})
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One order's change of state, as :data:`_MOVE` makes it."""
+
+    trade_no: str
+    target: State
+    source: Source
+    expect: frozenset[State] = frozenset()  # empty: from any state the table allows
+    note: str = ""
+    # The target is the provider's word: one contradicting a final state is a discrepancy.
+    report: bool = False
+    # The provider's ids, status and message, a reason, the resubmissions: stored with it.
+    facts: Mapping[str, str | int | None] = field(default_factory=dict)
+
+
+def _move_row(move: Move) -> dict[str, Any]:
+    """A Move as one row of :data:`_MOVE`'s ``want``."""
+    target = move.target
+    expected = move.expect
+    allowed = ALLOWED_FROM[target] & expected if expected else ALLOWED_FROM[target]
+    discrepant: frozenset[State] = frozenset()
+    if move.report and target in FINAL_STATES:
+        discrepant = (FINAL_STATES & expected if expected else FINAL_STATES) - {target}
+    given = {name: value for name, value in move.facts.items() if value is not None}
+    seen = {**given, "note": move.note} if move.note else given
+    return {
+        "trade_no": move.trade_no,
+        "target": str(target),
+        "allowed": [str(s) for s in allowed],
+        "discrepant": [str(s) for s in discrepant],
+        "refresh": bool(given),
+        "attempt": target is State.SUBMITTING,  # a claim: one more attempt
+        "erase": target in FINAL_STATES - PAYLOAD_KEPT,
+        "source": move.source,
+        "facts": seen or None,
+        "discrepancy": f"{target} {move.source} {move.note}".rstrip(),
+        "discrepancy_facts": {**seen, "discrepancy": str(target)},
+        **{name: given.get(name) for name in _STORED_FACTS},
+    }
+
+
+# The facts a move stores on the order itself (the rest only go into its event).
+_STORED_FACTS = ("platform_trade_no", "provider_status", "provider_message", "reason", "resubmits")
+
+
+def _report_move(trade_no: str, report: ProviderReport, source: Source) -> Move:
+    """The move a provider's report asks for (see :meth:`Ledger.apply_report`)."""
+    return Move(
+        trade_no,
+        report.state,
+        source,
+        report=True,
+        facts={
+            "platform_trade_no": report.platform_trade_no,
+            "provider_status": report.status,
+            "provider_message": report.message,
+        },
     )
 
 
@@ -731,58 +801,35 @@ class Ledger:
             conn.execute("SELECT 1")
 
     # transitions ------------------------------------------------------------
-    def _move(
-        self,
-        trade_nos: Sequence[str],
-        target: State,
-        *,
-        source: Source,
-        expect: Iterable[State] = (),
-        note: str = "",
-        report: bool = False,
-        with_payload: bool = False,
-        facts: Mapping[str, str | int | None] | None = None,
-    ) -> dict[str, tuple[Transition, dict[str, str] | None]]:
-        """One statement moving ``trade_nos``: each one's Transition (and with
-        ``with_payload``, a moved order's fields to send), keyed by tradeNo; unknown
+    def _move(self, moves: Sequence[Move]) -> dict[str, tuple[Transition, dict[str, str] | None]]:
+        """One statement making ``moves`` (of distinct orders): each one's Transition and,
+        for a claim that moved, the order's fields to send, keyed by tradeNo; unknown
         tradeNos are absent."""
-        expected = frozenset(expect)
-        allowed = ALLOWED_FROM[target] & expected if expected else ALLOWED_FROM[target]
-        discrepant: frozenset[State] = frozenset()
-        if report and target in FINAL_STATES:
-            discrepant = (FINAL_STATES & expected if expected else FINAL_STATES) - {target}
-        given = {name: value for name, value in (facts or {}).items() if value is not None}
-        said = f"{target} {source} {note}".rstrip()
-        seen = {**given, "note": note} if note else given
+        trade_nos = [move.trade_no for move in moves]
+        if len(set(trade_nos)) != len(trade_nos):
+            raise ValueError("one statement moves each order at most once")
         params = {
-            "trade_nos": list(trade_nos),
-            "target": str(target),
-            "allowed": [str(s) for s in allowed],
-            "discrepant": [str(s) for s in discrepant],
-            "refresh": bool(given),
-            "attempt": target is State.SUBMITTING,  # a claim: one more attempt
-            "erase": target in FINAL_STATES - PAYLOAD_KEPT,
-            "source": source,
-            "facts": Jsonb(seen) if seen else None,
-            "discrepancy": said,
-            "discrepancy_facts": Jsonb({**seen, "discrepancy": str(target)}),
-            "platform_trade_no": given.get("platform_trade_no"),
-            "provider_status": given.get("provider_status"),
-            "provider_message": given.get("provider_message"),
-            "reason": given.get("reason"),
-            "resubmits": given.get("resubmits"),
+            "moves": orjson.dumps([_move_row(move) for move in moves]).decode(),
+            "trade_nos": trade_nos,
         }
         with self._connection() as conn:
-            rows = conn.execute(_CLAIM if with_payload else _TRANSITION, params).fetchall()
+            rows = conn.execute(_MOVE, params).fetchall()
+        wanted = {move.trade_no: move for move in moves}
         result: dict[str, tuple[Transition, dict[str, str] | None]] = {}
+        made_final: dict[State, int] = {}
         for trade_no, before, moved, payload in rows:
+            move = wanted[trade_no]
             previous = State(before)
-            outcome = "ok" if moved else _outcome(previous, target, expected)
-            result[trade_no] = (Transition(outcome, previous), payload)
-        if self.on_final is not None and target in FINAL_STATES:
-            made_final = sum(1 for _, _, moved, _ in rows if moved)
-            if made_final:
-                self.on_final(target, made_final)
+            if moved:
+                result[trade_no] = (Transition("ok", previous), payload)
+                if move.target in FINAL_STATES:
+                    made_final[move.target] = made_final.get(move.target, 0) + 1
+            else:
+                outcome = _outcome(previous, move.target, move.expect)
+                result[trade_no] = (Transition(outcome, previous), None)
+        if self.on_final is not None:
+            for state, count in made_final.items():
+                self.on_final(state, count)
         return result
 
     def transition(
@@ -811,11 +858,11 @@ class Ledger:
         code and message, a reason, and the number of resubmissions because the
         provider had no record are stored with the move.
         """
-        found = self._move(
-            [trade_no],
+        move = Move(
+            trade_no,
             target,
-            source=source,
-            expect=expect,
+            source,
+            expect=frozenset(expect),
             note=note,
             report=report,
             facts={
@@ -826,7 +873,7 @@ class Ledger:
                 "resubmits": resubmits,
             },
         )
-        return found[trade_no][0] if trade_no in found else Transition("missing", None)
+        return self._moved(move.trade_no, self._move([move]))
 
     def transition_many(
         self,
@@ -838,20 +885,39 @@ class Ledger:
         note: str = "",
     ) -> list[Transition]:
         """The same move for many orders, each atomic, all in one statement."""
-        found = self._move(trade_nos, target, source=source, expect=expect, note=note)
-        missing = Transition("missing", None)
-        return [found[t][0] if t in found else missing for t in trade_nos]
+        expected = frozenset(expect)
+        found = self._move([Move(t, target, source, expect=expected, note=note) for t in trade_nos])
+        return [self._moved(t, found) for t in trade_nos]
+
+    @staticmethod
+    def _moved(
+        trade_no: str, found: Mapping[str, tuple[Transition, dict[str, str] | None]]
+    ) -> Transition:
+        return found[trade_no][0] if trade_no in found else Transition("missing", None)
 
     def claim(self, trade_no: str) -> tuple[Transition, dict[str, str] | None]:
         """QUEUED -> SUBMITTING (one more attempt) and the fields to send, in one round
         trip; the fields are None unless this call claimed the order."""
-        found = self._move(
-            [trade_no], State.SUBMITTING, source="submit", expect=[State.QUEUED], with_payload=True
-        )
-        if trade_no not in found:
-            return Transition("missing", None), None
-        claimed, payload = found[trade_no]
-        return claimed, dict(payload) if claimed.moved and payload is not None else None
+        return self.claim_many([trade_no])[0]
+
+    def claim_many(
+        self, trade_nos: Sequence[str], *, answers: Sequence[tuple[str, ProviderReport]] = ()
+    ) -> list[tuple[Transition, dict[str, str] | None]]:
+        """:meth:`claim` for each of ``trade_nos`` (in that order), and the provider's
+        ``answers`` to earlier POSTs (other orders) applied as :meth:`apply_report` does
+        for source ``submit``: all in one statement, so one transaction and one commit for
+        a group of payouts."""
+        reported = [_report_move(trade_no, report, "submit") for trade_no, report in answers]
+        claims = [Move(t, State.SUBMITTING, "submit", expect=_QUEUED) for t in trade_nos]
+        found = self._move(reported + claims)
+        for trade_no, report in answers:
+            self._after_report(trade_no, report, self._moved(trade_no, found), debit=None)
+        result: list[tuple[Transition, dict[str, str] | None]] = []
+        for trade_no in trade_nos:
+            claimed = self._moved(trade_no, found)
+            payload = found[trade_no][1] if claimed.moved else None
+            result.append((claimed, dict(payload) if payload is not None else None))
+        return result
 
     def note_unseen(self, order: Order, at_ms: int) -> None:
         """Note that a lookup at ``at_ms`` showed no record of ``order``'s latest POST.
@@ -919,15 +985,14 @@ class Ledger:
                 )
                 if reversal.outcome in ("ok", "same"):
                     return Outcome.MOVED if reversal.moved else Outcome.SAME
-        result = self.transition(
-            trade_no,
-            report.state,
-            source=source,
-            report=True,
-            platform_trade_no=report.platform_trade_no,
-            provider_status=report.status,
-            provider_message=report.message,
-        )
+        result = self._moved(trade_no, self._move([_report_move(trade_no, report, source)]))
+        return self._after_report(trade_no, report, result, debit=debit)
+
+    def _after_report(
+        self, trade_no: str, report: ProviderReport, result: Transition, *, debit: Debit | None
+    ) -> Outcome:
+        """What applying ``report`` did; a failure reported for a SUCCEEDED order by anyone
+        but the details API marks the order for the details API's word."""
         if (
             result.outcome == "final"
             and result.previous is State.SUCCEEDED
@@ -1021,10 +1086,8 @@ class Ledger:
                 provider_status=report.status,
                 provider_message=report.message,
             )
-        found = self._move(
-            [trade_no], decision, source="operator", expect=[State.REVIEW], note=note, facts=facts
-        )
-        return found[trade_no][0] if trade_no in found else Transition("missing", None)
+        move = Move(trade_no, decision, "operator", expect=_REVIEW, note=note, facts=facts)
+        return self._moved(trade_no, self._move([move]))
 
     def retry_candidates(
         self, batch_id: str

@@ -1,8 +1,10 @@
 """Submitting payouts: claim -> limit -> sign -> POST -> classify.
 
-One order at a time, each a few steps whose every outcome has a place in the ledger:
-nothing is sent without a claim, nothing claimed is left without a state, and a
-tradeNo is reused on every attempt so the provider can refuse a repeat.
+Orders are claimed in small groups, each group in one statement with the provider's
+answers to the group before, then limited, signed, POSTed and classified one by one:
+every outcome has a place in the ledger, nothing is sent without a claim, nothing
+claimed is left without a state, and a tradeNo is reused on every attempt so the
+provider can refuse a repeat.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
@@ -62,7 +64,7 @@ class Step(Enum):
 
 
 # The provider's answer to an order's POST, applied to the ledger together with the
-# next claim: (tradeNo, report).
+# next claims: (tradeNo, report).
 Answer = tuple[str, ProviderReport]
 
 
@@ -74,15 +76,25 @@ class Next:
     step: Step
     delay: float = 0.0
     answer: Answer | None = None
+    waited: bool = False  # the rate-limit slot was not free at once
 
 
-@dataclass(frozen=True)
-class Ticket:
-    """What the claim found."""
+# What a claim found, and the fields to send when it claimed the order.
+Claim = tuple[Transition, dict[str, str] | None]
 
-    claim: Transition | None  # None when submissions are paused: no claim was tried
-    payload: dict[str, str]  # empty unless claimed
-    slot_taken: bool
+# Orders claimed (and answered) in one statement while rate-limit slots come free at
+# once: the ledger's cost per payout, and the orders a killed worker leaves claimed
+# (its claim lease, then lookups, settle them), both grow with it. While orders wait for
+# their slots, one at a time: the ledger is not what limits them then.
+GROUP = 16
+
+# Why claims not used are given back (SUBMITTING -> QUEUED).
+_GIVEN_BACK = {Step.PAUSED: "paused", Step.OUT_OF_TIME: "the task's budget is spent"}
+
+
+def _next_group_size(size: int, waited: bool) -> int:
+    """Doubled after a group whose slots were all free at once, else one."""
+    return 1 if waited else min(GROUP, size * 2)
 
 
 @dataclass
@@ -128,101 +140,130 @@ class Submitter:
 
     def _run(self, trade_nos: Sequence[str], deadline: float) -> ChunkReport:
         report = ChunkReport()
-        # The provider's answer to the last POST, applied with the next claim: one
-        # transaction, so one commit, per payout instead of two.
-        answer: Answer | None = None
+        # Each order once: a repeat in one chunk would only be a duplicate delivery.
+        orders = list(dict.fromkeys(trade_nos))
+        # The provider's answers to the group's POSTs, applied with the next group's claims:
+        # one statement, so one commit, per group instead of two per payout.
+        answers: list[Answer] = []
+        size = 1
+        start = 0
         try:
-            for index, trade_no in enumerate(trade_nos):
-                if index and time.monotonic() >= deadline:
+            while start < len(orders):
+                if start and time.monotonic() >= deadline:
                     # Checked before each claim, not only in the rate-limit wait: orders
                     # that are skipped, or recovered by a lookup, spend the budget too, and
                     # the task's time limit (and so the claim lease) is derived from it.
-                    report.leftover = list(trade_nos[index:])
+                    report.leftover = orders[start:]
                     break
-                then = self.submit(trade_no, deadline, answer)
-                answer = then.answer
-                if then.step is Step.PAUSED:
+                group = orders[start : start + size]
+                claims = self._claim(group, answers)
+                answers = []
+                if claims is None:
                     report.paused = True
                     break
-                if then.step is Step.OUT_OF_TIME:
-                    report.leftover = list(trade_nos[index:])
+                stop, waited = self._send_group(group, claims, deadline, report, answers)
+                if stop is Step.OUT_OF_TIME:
+                    report.leftover += orders[start + len(group) :]
+                if stop is not None:
                     break
-                if then.step is Step.RETRY:
-                    # A provider's Retry-After may ask for longer than retries ever wait.
-                    report.retry.append((trade_no, min(then.delay, MAX_DELAY)))
-                elif then.step is Step.QUERY:
-                    report.query.append(trade_no)
-                elif then.step is Step.DONE:
-                    report.done += 1
+                start += len(group)
+                size = _next_group_size(size, waited)
         finally:
-            # The last answer: also when the chunk stops early, or on an error after a POST.
-            if answer is not None:
-                self.ledger.apply_report(*answer, source="submit")
+            # The last answers: also when the chunk stops early, or on an error after a POST.
+            if answers:
+                self.ledger.claim_many([], answers=answers)
         return report
 
-    def submit(self, trade_no: str, deadline: float, answer: Answer | None = None) -> Next:
-        """Claim, limit, sign, POST and classify one order; ``answer`` (the previous
-        POST's) is applied first, in the claim's transaction. A provider's acceptance of
-        this order comes back in ``Next.answer``, for the caller to apply (with the next
-        claim, or alone)."""
-        ticket = self._ticket(trade_no, answer)
-        if ticket.claim is None:
-            return Next(Step.PAUSED)
-        if not ticket.claim.moved:
-            if ticket.claim.previous is State.SUBMITTING and self.ledger.stale_claim(
+    def _claim(self, group: list[str], answers: list[Answer]) -> list[Claim] | None:
+        """Claim ``group`` (QUEUED -> SUBMITTING: of every delivery of an order, only the
+        one that makes it sends the order), applying ``answers`` in the same statement;
+        None, with the answers applied alone, when submissions are paused."""
+        if self.pause.reason() is not None:
+            if answers:
+                self.ledger.claim_many([], answers=answers)
+            return None
+        return self.ledger.claim_many(group, answers=answers)
+
+    def _send_group(
+        self,
+        group: list[str],
+        claims: list[Claim],
+        deadline: float,
+        report: ChunkReport,
+        answers: list[Answer],
+    ) -> tuple[Step | None, bool]:
+        """Send each claimed order of ``group``, recording what comes next in ``report``
+        and the answers to apply in ``answers``. Returns the step that stopped the chunk
+        (PAUSED or OUT_OF_TIME: the claims not yet used are given back, and with
+        OUT_OF_TIME those orders are the report's leftover), and whether any order had to
+        wait for its rate-limit slot."""
+        waited = False
+        for position, (trade_no, (claim, payload)) in enumerate(zip(group, claims, strict=True)):
+            then = self.submit(trade_no, claim, payload or {}, deadline)
+            waited = waited or then.waited
+            if then.answer is not None:
+                answers.append(then.answer)
+            if then.step in (Step.PAUSED, Step.OUT_OF_TIME):
+                rest = zip(group[position + 1 :], claims[position + 1 :], strict=True)
+                unused = [t for t, (later, _) in rest if later.moved]
+                if unused:
+                    self._unclaim(unused, _GIVEN_BACK[then.step])
+                if then.step is Step.PAUSED:
+                    report.paused = True
+                else:
+                    report.leftover = group[position:]
+                return then.step, waited
+            if then.step is Step.RETRY:
+                # A provider's Retry-After may ask for longer than retries ever wait.
+                report.retry.append((trade_no, min(then.delay, MAX_DELAY)))
+            elif then.step is Step.QUERY:
+                report.query.append(trade_no)
+            elif then.step is Step.DONE:
+                report.done += 1
+        return None, waited
+
+    def submit(
+        self, trade_no: str, claim: Transition, payload: dict[str, str], deadline: float
+    ) -> Next:
+        """Limit, sign, POST and classify one order its ``claim`` found. A provider's
+        acceptance of it comes back in ``Next.answer``, for the caller to apply (with the
+        next claims, or alone)."""
+        if not claim.moved:
+            if claim.previous is State.SUBMITTING and self.ledger.stale_claim(
                 trade_no, self.claim_lease
             ):
                 self.recover(trade_no)
             return Next(Step.SKIPPED)
-        waited = 0.0
-        if not ticket.slot_taken:
-            try:
-                waited = self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
-            except RateLimitTimeout:
-                self._unclaim(trade_no, "rate limit wait outlasted the task budget")
-                return Next(Step.OUT_OF_TIME)
-            # Time has passed since the claim: someone may have paused meanwhile.
-            if self.pause.reason() is not None:
-                self._unclaim(trade_no, "paused")
-                return Next(Step.PAUSED)
-        if self.metrics:
-            self.metrics.limiter_wait("submit", waited)
-        return self._post(trade_no, ticket.payload)
-
-    def _ticket(self, trade_no: str, answer: Answer | None) -> Ticket:
-        """The claim, QUEUED -> SUBMITTING: of every delivery of an order, only the one
-        that makes it sends the order.
-
-        Two round trips: one to Redis (the pause switch, then a rate-limit try, in one
-        pipeline on the switch's server, which the limiter shares), then, unless
-        paused, the ledger's claim, which also returns the fields to send, in one
-        transaction with ``answer``. A slot is taken even when the claim then fails
-        (rare: a duplicate delivery) or the switch is on; it goes unused, which only
-        costs rate.
-        """
+        if time.monotonic() >= deadline:
+            self._unclaim([trade_no], _GIVEN_BACK[Step.OUT_OF_TIME])
+            return Next(Step.OUT_OF_TIME)
+        # One round trip to Redis: the pause switch, then a rate-limit try, in one pipeline
+        # on the switch's server, which the limiter shares. A slot is taken even when the
+        # switch is on; it goes unused, which only costs rate.
         pipe = self.pause.redis.pipeline(transaction=False)
         self.pause.queue_reason(pipe)
         self.limiter.queue_try(pipe)
         paused, slot = pipe.execute(raise_on_error=False)
         if self.pause.reason_reply(paused) is not None:
-            if answer is not None:
-                self.ledger.apply_report(*answer, source="submit")
-            return Ticket(claim=None, payload={}, slot_taken=False)
-        with self.ledger.transaction():
-            # Rows in tradeNo order, as every statement of the ledger takes them: two
-            # workers meeting on the same two orders (duplicate deliveries) never deadlock.
-            if answer is not None and answer[0] <= trade_no:
-                self.ledger.apply_report(*answer, source="submit")
-                answer = None
-            claim, payload = self.ledger.claim(trade_no)
-            if answer is not None:
-                self.ledger.apply_report(*answer, source="submit")
-        return Ticket(
-            claim=claim,
-            payload=payload or {},
-            # An error here (the limiter's script not cached) just means: wait for one.
-            slot_taken=not isinstance(slot, Exception) and self.limiter.try_reply(slot) == 0.0,
-        )
+            self._unclaim([trade_no], _GIVEN_BACK[Step.PAUSED])
+            return Next(Step.PAUSED)
+        waited = 0.0
+        # An error here (the limiter's script not cached) just means: wait for one.
+        slot_free = not isinstance(slot, Exception) and self.limiter.try_reply(slot) == 0.0
+        if not slot_free:
+            try:
+                waited = self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            except RateLimitTimeout:
+                self._unclaim([trade_no], "rate limit wait outlasted the task budget")
+                return Next(Step.OUT_OF_TIME, waited=True)
+            # Time has passed since the claim: someone may have paused meanwhile.
+            if self.pause.reason() is not None:
+                self._unclaim([trade_no], "paused")
+                return Next(Step.PAUSED, waited=True)
+        if self.metrics:
+            self.metrics.limiter_wait("submit", waited)
+        then = self._post(trade_no, payload)
+        return then if slot_free else replace(then, waited=True)
 
     def _post(self, trade_no: str, payload: dict[str, str]) -> Next:
         started = time.monotonic()
@@ -257,7 +298,7 @@ class Submitter:
                     extra={"trade_no": trade_no},
                 )
                 self.pause.pause(reason)
-                self._unclaim(trade_no, "configuration rejected")
+                self._unclaim([trade_no], "configuration rejected")
                 return Next(Step.PAUSED)
             case Rejected(code=code, message=message) if self._may_repeat(trade_no):
                 # A refusal of a POST that may repeat an earlier one can be the provider
@@ -315,12 +356,12 @@ class Submitter:
                 reason=f"not sent after {attempts} attempts: {why}",
             )
             return Next(Step.DONE)
-        self._unclaim(trade_no, f"not sent: {why}")
+        self._unclaim([trade_no], f"not sent: {why}")
         return Next(Step.RETRY, delay if delay is not None else backoff(attempts))
 
-    def _unclaim(self, trade_no: str, why: str) -> None:
-        self.ledger.transition(
-            trade_no, State.QUEUED, source="submit", expect=[State.SUBMITTING], note=why
+    def _unclaim(self, trade_nos: Sequence[str], why: str) -> None:
+        self.ledger.transition_many(
+            trade_nos, State.QUEUED, source="submit", expect=[State.SUBMITTING], note=why
         )
 
 

@@ -182,6 +182,60 @@ def test_claim_is_a_compare_and_set_that_returns_the_payload(ledger: Ledger, dat
     assert order is not None and order.attempts == 1
 
 
+def test_claims_and_answers_are_one_statement_with_apply_reports_rule(
+    ledger: Ledger, database: str
+) -> None:
+    sent, contradicted, first, second = create(ledger, *(payout() for _ in range(4)))
+    ledger.claim(sent)
+    ledger.claim(contradicted)
+    ledger.apply_report(
+        contradicted, ProviderReport(State.SUCCEEDED, "P-9", "0000", ""), source="webhook"
+    )
+    accepted = ProviderReport(State.PROCESSING, "P-1", "0015", "Processing")
+    failed = ProviderReport(State.FAILED, "P-9", "00029", "rejected")
+    claims = ledger.claim_many(
+        [second, first, "nope"], answers=[(sent, accepted), (contradicted, failed)]
+    )
+    assert [(c.outcome, c.previous) for c, _ in claims] == [
+        ("ok", State.QUEUED),
+        ("ok", State.QUEUED),
+        ("missing", None),
+    ]
+    assert [fields is not None and fields["bankAccountNo"] == ACCOUNT for _, fields in claims] == [
+        True,
+        True,
+        False,
+    ]
+    order = ledger.get(sent)
+    assert order is not None
+    assert (order.state, order.platform_trade_no, order.provider_status) == (
+        State.PROCESSING,
+        "P-1",
+        "0015",
+    )
+    # A failure reported for a SUCCEEDED order: recorded, not applied, marked for a recheck.
+    order = ledger.get(contradicted)
+    assert order is not None and order.state is State.SUCCEEDED
+    assert order.discrepancy and order.recheck_ms is not None
+    changes = rows(
+        database,
+        "SELECT count(DISTINCT xmin::text) FROM order_events WHERE source = 'submit' "
+        "AND (to_state = 'PROCESSING' OR trade_no = ANY(%s))",
+        [first, second],
+    )
+    assert changes == [(1,)]  # the answer and both claims in one transaction
+
+
+def test_one_statement_moves_an_order_once(ledger: Ledger) -> None:
+    (t,) = create(ledger, payout())
+    with pytest.raises(ValueError, match="at most once"):
+        ledger.claim_many([t, t])
+    accepted = ProviderReport(State.PROCESSING, "P-1", "0015", "")
+    with pytest.raises(ValueError, match="at most once"):
+        ledger.claim_many([t], answers=[(t, accepted)])
+    assert ledger.history(t)[-1][1] == "QUEUED producer"  # nothing changed
+
+
 def test_a_requeued_order_is_claimed_again_as_a_new_attempt(ledger: Ledger) -> None:
     (t,) = create(ledger, payout())
     ledger.claim(t)

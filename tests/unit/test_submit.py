@@ -1,4 +1,4 @@
-"""The submit flow, one order at a time, on the test ledger and fakeredis, against fakes of
+"""The submit flow, in groups of orders, on the test ledger and fakeredis, against fakes of
 the provider and the limiter."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from worker.metrics import Metrics
 from worker.pause import PauseSwitch
 from worker.ratelimit import RateLimiter, RateLimitTimeout
 from worker.states import State
-from worker.submit import MarketSubmitters, Submitter
+from worker.submit import GROUP, MarketSubmitters, Submitter
 from worker.vexora import PayoutResult
 
 FIELDS = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
@@ -329,13 +329,8 @@ def test_the_limiter_script_lost_by_a_redis_restart_is_reloaded(
     assert attempts == [1, 1]
 
 
-def test_each_answer_is_committed_with_the_next_claim(
-    ledger: Ledger, fake_redis: redis.Redis
-) -> None:
-    submitter, _, _ = make(ledger, fake_redis, accepted())
-    trade_nos = new_orders(ledger, 3)
-    assert submitter.run(trade_nos, budget=10).done == 3
-    assert {state(ledger, t) for t in trade_nos} == {State.PROCESSING}
+def commits(ledger: Ledger) -> list[list[tuple[str, str]]]:
+    """The submit path's changes, grouped by the transaction that made them, in order."""
     with ledger.pool.connection() as conn:
         rows = conn.execute(
             "SELECT xmin::text::bigint, trade_no, to_state FROM order_events "
@@ -344,16 +339,109 @@ def test_each_answer_is_committed_with_the_next_claim(
     by_transaction: dict[int, list[tuple[str, str]]] = {}
     for xid, trade_no, to_state in rows:
         by_transaction.setdefault(xid, []).append((trade_no, to_state))
-    first, second, third = trade_nos
-    # Four commits for three payouts (six changes), each answer after its POST.
-    assert sorted(by_transaction.values()) == sorted(
-        [
-            [(first, "SUBMITTING")],
-            sorted([(first, "PROCESSING"), (second, "SUBMITTING")]),
-            sorted([(second, "PROCESSING"), (third, "SUBMITTING")]),
-            [(third, "PROCESSING")],
-        ]
-    )
+    return [sorted(changes) for changes in by_transaction.values()]
+
+
+def test_claims_grow_in_groups_each_committed_with_the_answers_before(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, provider, _ = make(ledger, fake_redis, accepted())
+    trade_nos = new_orders(ledger, 7)
+    assert submitter.run(trade_nos, budget=10).done == 7
+    assert [t for t, _ in provider.posts] == trade_nos
+    assert {state(ledger, t) for t in trade_nos} == {State.PROCESSING}
+    one, two, three, *four = trade_nos
+    # Four commits for seven payouts: groups of 1, 2 and 4 while slots come free at once,
+    # each group's claims with the answers to the group before, each answer after its POST.
+    assert commits(ledger) == [
+        [(one, "SUBMITTING")],
+        sorted([(one, "PROCESSING"), (two, "SUBMITTING"), (three, "SUBMITTING")]),
+        sorted([(two, "PROCESSING"), (three, "PROCESSING")] + [(t, "SUBMITTING") for t in four]),
+        sorted((t, "PROCESSING") for t in four),
+    ]
+
+
+def test_groups_stop_growing_at_their_limit(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    submitter, _, _ = make(ledger, fake_redis, accepted())
+    trade_nos = new_orders(ledger, 3 * GROUP)
+    assert submitter.run(trade_nos, budget=10).done == 3 * GROUP
+    claims = [sum(1 for _, to in changes if to == "SUBMITTING") for changes in commits(ledger)]
+    assert max(claims) == GROUP
+    assert sum(claims) == 3 * GROUP
+
+
+def test_orders_waiting_for_their_slot_are_claimed_one_at_a_time(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), FakeLimiter(wait=True))
+    trade_nos = new_orders(ledger, 5)
+    assert submitter.run(trade_nos, budget=10).done == 5
+    assert [t for t, _ in provider.posts] == trade_nos
+    # A killed worker leaves at most the order it was sending claimed and unsent.
+    claims = [sum(1 for _, to in changes if to == "SUBMITTING") for changes in commits(ledger)]
+    assert claims == [1, 1, 1, 1, 1, 0]
+
+
+def test_a_pause_within_a_group_gives_back_the_claims_not_used(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    switch = PauseSwitch(fake_redis, prefix="t")
+    trade_nos = new_orders(ledger, 3)
+    one, two, three = trade_nos
+
+    def pause_at_the_second(trade_no: str) -> PayoutResult:
+        if trade_no == two:
+            switch.pause("operator")
+        return accepted()(trade_no)
+
+    submitter, provider, _ = make(ledger, fake_redis, pause_at_the_second)
+    assert submitter.run(trade_nos, budget=10).paused
+    assert [t for t, _ in provider.posts] == [one, two]
+    assert [state(ledger, t) for t in trade_nos] == [
+        State.PROCESSING,
+        State.PROCESSING,
+        State.QUEUED,  # claimed with the second, never sent: given back
+    ]
+    assert ledger.history(three)[-1][1] == "QUEUED submit paused"
+
+
+class SlotsFor:
+    """A limiter with ``free`` slots at once, then none within any budget."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def queue_try(self, pipe: Pipeline) -> None:
+        pipe.ping()
+
+    def try_reply(self, reply: object) -> float:
+        self.free -= 1
+        return 0.0 if self.free >= 0 else 0.5
+
+    def acquire(self, timeout: float | None = None) -> float:
+        raise RateLimitTimeout("budget")
+
+    def penalize(self, seconds: float) -> None:
+        raise AssertionError("no 429 here")
+
+
+def test_a_budget_spent_within_a_group_leaves_its_unsent_orders_queued(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), SlotsFor(2))  # type: ignore[arg-type]
+    trade_nos = new_orders(ledger, 5)
+    report = submitter.run(trade_nos, budget=10)
+    assert [t for t, _ in provider.posts] == trade_nos[:2]
+    assert report.done == 2
+    assert report.leftover == trade_nos[2:]  # the group's unsent order, then the rest
+    assert [state(ledger, t) for t in trade_nos] == [State.PROCESSING] * 2 + [State.QUEUED] * 3
+
+
+def test_an_order_twice_in_one_chunk_is_sent_once(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    submitter, provider, _ = make(ledger, fake_redis, accepted())
+    one, two = new_orders(ledger, 2)
+    assert submitter.run([one, two, one, two], budget=10).done == 2
+    assert [t for t, _ in provider.posts] == [one, two]
 
 
 def test_the_last_answer_is_applied_when_a_pause_stops_the_chunk(
