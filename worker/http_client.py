@@ -9,6 +9,7 @@ when the request certainly never left, else :class:`~worker.exceptions.OutcomeUn
 from __future__ import annotations
 
 import json
+import os
 import time
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -22,14 +23,26 @@ from urllib3.util.retry import Retry
 from worker.exceptions import NotSent, OutcomeUnknown, ProviderError
 
 
-def pooled_session(pool_size: int = 10) -> requests.Session:
-    """A ``requests.Session`` with a connection pool of ``pool_size`` and NO retries.
+def pooled_session(url: str, pool_size: int = 10) -> requests.Session:
+    """A ``requests.Session`` for calls to ``url``'s host, with a connection pool of
+    ``pool_size`` and NO retries.
 
     ``Retry(0, read=False)`` is requests' own default, kept explicit: it makes
     urllib3 raise the error shapes :func:`never_sent` relies on.
     Redirects are refused per call (``allow_redirects=False``), never followed.
+
+    What requests reads from the environment (its proxy variables, honouring
+    ``NO_PROXY`` for ``url``, and ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) is read
+    once, here, instead of on every request: that scan of the whole environment cost
+    about a fifth of a payout's CPU in the submit path (BENCHMARKS.md). ``.netrc`` is
+    not read: every call carries its own credentials.
     """
     session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
     adapter = HTTPAdapter(
         pool_connections=4, pool_maxsize=pool_size, max_retries=Retry(0, read=False)
     )
@@ -156,7 +169,7 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self.timeouts = (float(timeouts[0]), float(timeouts[1]))
         self._owns_session = session is None
-        self._session = session if session is not None else pooled_session(pool_size)
+        self._session = session if session is not None else pooled_session(self.base_url, pool_size)
 
     def __enter__(self) -> Self:
         return self

@@ -598,7 +598,7 @@ class Sender:
         self._secret = secret
         self.concurrency = concurrency
         self.timeouts = timeouts
-        self.session = session or pooled_session(concurrency)
+        self.session = session or pooled_session(url, concurrency)
 
     def run(self, budget: float = BUDGET) -> RunReport:
         """Take new events and send what is due for ``budget`` seconds (then finish the
