@@ -16,7 +16,7 @@ The public API::
     worker.verify_webhook(body, header, secret)      # the application's side of webhooks
     worker.review(batch=None)                        # [Order] in REVIEW, longest waiting first
     worker.resolve(trade_no, "failed", note="...")   # Order, once the provider agrees
-    worker.retry(batch, hold=False)                  # RetryResult: FAILED/REVERSED enqueued again
+    worker.retry(batch, hold=False)                  # RetryResult: FAILED enqueued again
 
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
 ``BatchNotFound`` (approve, cancel, review, retry), ``OrderNotFound``, ``NotInReview``
