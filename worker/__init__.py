@@ -16,7 +16,7 @@ The public API::
     worker.verify_webhook(body, header, secret)      # the application's side of webhooks
     worker.review(batch=None)                        # [Order] in REVIEW, longest waiting first
     worker.resolve(trade_no, "failed", note="...")   # Order, once the provider agrees
-    worker.retry(batch, hold=False)                  # RetryResult: FAILED/REVERSED enqueued again
+    worker.retry(batch, hold=False)                  # RetryResult: FAILED enqueued again
 
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
 ``BatchNotFound`` (approve, cancel, review, retry), ``OrderNotFound``, ``NotInReview``
@@ -189,7 +189,9 @@ def resolve(
 def retry(batch: str, *, hold: bool = False) -> RetryResult:
     """Enqueue the batch's FAILED and REVERSED orders again as a new batch (new tradeNos,
     each linked to the order it retries), while they keep their fields
-    (FAILED_PAYLOAD_RETENTION). An order is retried at most once. Raises BatchNotFound."""
+    (FAILED_PAYLOAD_RETENTION; a REVERSED order's were erased when it succeeded: it is in
+    the result's ``not_retried`` and ``erased``). An order is retried at most once.
+    Raises BatchNotFound."""
     from worker import runtime
 
     return runtime.producer().retry(batch, hold=hold)

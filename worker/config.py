@@ -134,8 +134,7 @@ class Settings:
     review_after: float = 86400.0
     sweep_after: float = 300.0
     lookup_budget: float = 30.0  # as submit_budget, for a lookup task (LOOKUP_BUDGET)
-    # How long a FAILED, REVERSED or SUCCEEDED order keeps its payload, so that a failure
-    # or a reversal can be retried (worker.retention).
+    # How long a FAILED order keeps its payload, so that it can be retried (worker.retention).
     failed_payload_retention: float = 7 * 86400.0
     # Who decides REVIEW orders from this process: DISBURSE_OPERATOR, else the login name.
     operator: str = "unknown"

@@ -1,8 +1,9 @@
 """The order ledger in PostgreSQL: the system of record for where every payout stands.
 
 Tables (``worker/db/migrations``): ``batches``, ``orders`` (one row per payout, with
-its exact fields to send in ``payload`` until it is final (a failed one's for the
-retention window: worker.retention), and a masked copy for good) and ``order_events``
+its exact fields to send in ``payload`` until it is final (a FAILED one's until the
+retention window ends, so it can be retried: worker.retention), and a masked copy for
+good) and ``order_events``
 (append-only, one row per change). Every change of state is one statement, hence one
 transaction and one round trip: lock the orders, update those whose state the
 transition table (:data:`worker.states.TRANSITIONS`) lets move, and insert their
@@ -64,10 +65,11 @@ _ORDER_COLUMNS = sql.SQL(
 # Final orders that may be enqueued again (Producer.retry), while they keep their payload.
 RETRYABLE = frozenset({State.FAILED, State.REVERSED})
 # Final states whose payload stays for FAILED_PAYLOAD_RETENTION (worker.retention erases it
-# after that): the retryable ones, and SUCCEEDED, which the details API may yet reverse
-# (a REVERSED order is retried with the fields it kept as SUCCEEDED). CANCELLED erases it
-# at once: never sent, nothing to retry.
-PAYLOAD_KEPT = RETRYABLE | {State.SUCCEEDED}
+# after that), so that the order can be retried; SUCCEEDED and CANCELLED erase it in the
+# update that makes them final (DESIGN.md: personal data only while it is needed). A
+# REVERSED order was SUCCEEDED first, so it has none left to keep (Producer.retry says so);
+# only one reversed before migration 0007 may still hold its payload, until the window ends.
+PAYLOAD_KEPT = RETRYABLE
 
 
 def _literals(states: frozenset[State]) -> sql.Composable:

@@ -4,13 +4,15 @@ Nothing moves until every row is valid (unless the caller asks to skip invalid
 rows). Orders are persisted before their messages are published, so a message can
 be lost (the sweeper republishes) but never point at a payout that is not recorded.
 
-A retry enqueues a batch's FAILED and REVERSED orders again the same way, from the
-fields they kept (worker.retention), as a new batch of new tradeNos, each linked to
-the order it retries (``Order.retry_of``). Its reference is the original's with
+A retry enqueues a batch's FAILED orders again the same way, from the fields they kept
+(worker.retention), as a new batch of new tradeNos, each linked to the order it retries
+(``Order.retry_of``). Its reference is the original's with
 ``#retry<n>`` appended (``inv-7`` -> ``inv-7#retry1``, whose retry is ``inv-7#retry2``):
 ``#`` is in no reference an application can give, so a retry's reference maps to
 exactly one order too. An order is retried at most once (the database holds the
-link unique): retrying a batch again enqueues only what has not been retried.
+link unique): retrying a batch again enqueues only what has not been retried. A REVERSED
+order lost its fields when it succeeded (a paid payout keeps no personal data): the retry
+names it as not retried, for the application to enqueue again from its own records.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from worker.columns import notify_url_error
 from worker.config import Settings
 from worker.exceptions import BatchNotFound, ConfigError, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
+from worker.states import State
 
 # Publishes submit messages for orders (worker.publish.publish_submissions).
 Publish = Callable[[Sequence[str]], object]
@@ -35,6 +38,15 @@ Publish = Callable[[Sequence[str]], object]
 Sign = Callable[[Mapping[str, str], str], object]
 
 _RETRY_SUFFIX = re.compile(r"#retry([0-9]+)$")
+# Why an order cannot be retried without its fields, by its state: a FAILED one kept them
+# for FAILED_PAYLOAD_RETENTION; a REVERSED one lost them on success (ledger.PAYLOAD_KEPT).
+_ERASED = {
+    State.FAILED: "its fields are erased (past FAILED_PAYLOAD_RETENTION)",
+    State.REVERSED: (
+        "its fields were erased when it succeeded; "
+        "enqueue it again from your records under a new reference"
+    ),
+}
 
 
 @dataclass
@@ -58,11 +70,14 @@ class BatchResult:
 @dataclass
 class RetryResult(BatchResult):
     """A retry's new batch (``batch_id``), and for the retried batch's FAILED and REVERSED
-    orders: the retry of each (tradeNo -> its retry's tradeNo) or why there is none."""
+    orders: the retry of each (tradeNo -> its retry's tradeNo) or why there is none.
+    ``erased`` names those of ``not_retried`` that no retry can send, their fields being
+    gone: only the application, from its own records, can enqueue them again."""
 
     retried_batch: str = ""
     retries: dict[str, str] = field(default_factory=dict)
     not_retried: dict[str, str] = field(default_factory=dict)
+    erased: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +85,7 @@ class RetryResult(BatchResult):
             "retried_batch": self.retried_batch,
             "retries": self.retries,
             "not_retried": self.not_retried,
+            "erased": self.erased,
         }
 
 
@@ -117,7 +133,8 @@ class Producer:
         """Enqueue the batch's FAILED and REVERSED orders again as a new batch.
 
         Each still has its fields (FAILED_PAYLOAD_RETENTION) and no retry yet; the others
-        are in ``not_retried`` with the reason. The fields are validated as rows are (an
+        are in ``not_retried`` with the reason, and in ``erased`` when their fields are
+        gone (a REVERSED order's went when it succeeded). The fields are validated as rows are (an
         error names the order's row in ``batch_id``): unless every one is valid, nothing
         is enqueued. Raises BatchNotFound.
         """
@@ -127,22 +144,26 @@ class Producer:
         originals: dict[int, Order] = {}
         rows: list[tuple[int, Mapping[str, Any]]] = []
         not_retried: dict[str, str] = {}
+        erased: list[str] = []
         for order, payload, retried_as in candidates:
             if retried_as is not None:
                 not_retried[order.trade_no] = f"already retried as {retried_as}"
             elif payload is None:
-                not_retried[order.trade_no] = (
-                    "its fields are erased (past FAILED_PAYLOAD_RETENTION)"
-                )
+                not_retried[order.trade_no] = _ERASED[order.state]
+                erased.append(order.trade_no)
             else:
                 originals[order.row_no] = order
                 rows.append((order.row_no, {**payload, "currency": order.currency}))
         if not rows:
-            return RetryResult(None, 0, retried_batch=batch_id, not_retried=not_retried)
+            return RetryResult(
+                None, 0, retried_batch=batch_id, not_retried=not_retried, erased=erased
+            )
         market = candidates[0][0].market  # one market per batch
         valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
         if errors:
-            return RetryResult(None, 0, errors, retried_batch=batch_id, not_retried=not_retried)
+            return RetryResult(
+                None, 0, errors, retried_batch=batch_id, not_retried=not_retried, erased=erased
+            )
         payouts = [
             replace(payout, reference=retry_reference(originals[row].reference))
             for row, payout in valid
@@ -158,6 +179,7 @@ class Producer:
             retried_batch=batch_id,
             retries=dict(zip(retry_of, result.trade_nos, strict=True)),
             not_retried=not_retried,
+            erased=erased,
         )
 
     def _persist(

@@ -1,8 +1,9 @@
-"""How long personal data stays: a FAILED, REVERSED or SUCCEEDED order keeps its fields to
-send for ``FAILED_PAYLOAD_RETENTION`` (so that a failure, or a success the details API
-later reverses, can be retried: worker.producer), then this step of the reconcile pass
-erases them; a CANCELLED order's are erased when it is cancelled. Only the masked copy
-stays."""
+"""How long personal data stays: a FAILED order keeps its fields to send for
+``FAILED_PAYLOAD_RETENTION`` (so that it can be retried: worker.producer), then this step
+of the reconcile pass erases them. A SUCCEEDED or CANCELLED order's are erased in the
+update that makes it final, so a REVERSED one (SUCCEEDED first) has none to keep: only
+one reversed before migration 0007 may still hold them, and this step erases those too
+(ledger.PAYLOAD_KEPT). Only the masked copy stays."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import requests
 
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from worker import report, runtime
 from worker.config import get_settings
 from worker.dev.samples import sample_rows
@@ -109,3 +110,14 @@ def test_a_reversed_payout_ends_reversed_and_a_forged_failure_moves_nothing(
         }
         assert report.status_dict(ledger, summary, details=False)["counts"]["REVERSED"] == 1
         assert cluster.sandbox.stats()["duplicate_payments"] == 0
+
+        # Paid, then reversed, with the default FAILED_PAYLOAD_RETENTION: no payout kept its
+        # account number, so a retry cannot send the reversed one again and says why.
+        numbers = {row[n] for row in sample_rows("ID", 4) for n in PERSONAL_NUMBERS if n in row}
+        assert numbers_in_the_database(get_settings().database_url, numbers) == []
+        retried = worker.retry(batch_id)
+        assert retried.batch_id is None and retried.erased == [bounced]
+        assert retried.not_retried == {
+            bounced: "its fields were erased when it succeeded; "
+            "enqueue it again from your records under a new reference"
+        }

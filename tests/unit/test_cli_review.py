@@ -131,3 +131,36 @@ def test_retry_enqueues_the_failed_again_once(
     assert worker.retry(batch=data["batch_id"]).accepted == 0  # nothing FAILED in it
     assert worker.review(batch=data["batch_id"]) == []
     assert invoke("retry", "bnope").exit_code == 1
+
+
+def test_retry_names_a_reversed_payout_it_cannot_send_and_exits_1(
+    provider: tuple[FakeProvider, dict[str, dict[str, Any]]], ledger: Ledger
+) -> None:
+    result = worker.enqueue_batch("ID", sample_rows("ID", 2))
+    assert result.batch_id is not None
+    reversed_, failed = result.trade_nos
+    for trade_no, state in ((reversed_, State.SUCCEEDED), (failed, State.FAILED)):
+        assert ledger.claim(trade_no)[0].moved
+        assert ledger.transition(trade_no, state, source="submit").moved
+    assert ledger.transition(reversed_, State.REVERSED, source="lookup").moved
+    why = (
+        "its fields were erased when it succeeded; "
+        "enqueue it again from your records under a new reference"
+    )
+
+    retried = invoke("retry", result.batch_id, "--hold")
+
+    assert retried.exit_code == 1, retried.output
+    lines = retried.stdout.splitlines()
+    assert lines[0] == f"{reversed_}: not retried: {why}"
+    assert lines[1].endswith(f": 1 payouts of {result.batch_id} held for approval again")
+    assert retried.stderr == (
+        f"1 payouts of {result.batch_id} not retried, their fields erased: "
+        "enqueue them again from your records\n"
+    )
+    again = invoke("retry", result.batch_id, "--json")
+    assert again.exit_code == 1
+    data = json.loads(again.stdout)
+    assert data["batch_id"] is None and data["erased"] == [reversed_]
+    assert data["not_retried"][reversed_] == why
+    assert data["not_retried"][failed].startswith("already retried as ")

@@ -168,11 +168,35 @@ def test_one_order_per_row_of_a_batch(conn: psycopg.Connection) -> None:
     _order(conn, trade_no="t3", reference=None, row_no=1, batch_id="b2")
 
 
-def test_a_cancelled_order_keeps_no_personal_data(conn: psycopg.Connection) -> None:
-    _order(conn, state="QUEUED")
+@pytest.mark.parametrize(
+    ("before", "final"), [("QUEUED", "CANCELLED"), ("PROCESSING", "SUCCEEDED")]
+)
+def test_a_cancelled_or_paid_order_keeps_no_personal_data(
+    conn: psycopg.Connection, before: str, final: str
+) -> None:
+    _order(conn, state=before)
     with pytest.raises(psycopg.errors.CheckViolation):
-        conn.execute("UPDATE orders SET state = 'CANCELLED' WHERE trade_no = 't1'")
-    conn.execute("UPDATE orders SET state = 'CANCELLED', payload = NULL WHERE trade_no = 't1'")
+        conn.execute("UPDATE orders SET state = %s WHERE trade_no = 't1'", (final,))
+    conn.execute("UPDATE orders SET state = %s, payload = NULL WHERE trade_no = 't1'", (final,))
+
+
+def test_the_migration_erases_the_payloads_paid_orders_kept_and_keeps_the_failed_ones(
+    empty_database: str,
+) -> None:
+    """Migrations 0003 to 0006 let a SUCCEEDED order keep its payload: the one that ends
+    that erases those (and no others) before the constraint that refuses them."""
+    (erasing,) = (m for m in migrate.migrations() if m.name == "succeeded_erases_payload")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for migration in migrate.migrations():
+            if migration.version < erasing.version:
+                conn.execute(migration.sql())
+        for row_no, state in enumerate(("SUCCEEDED", "FAILED", "REVERSED", "PROCESSING"), 1):
+            _order(conn, trade_no=state, row_no=row_no, reference=state, state=state)
+        conn.execute(erasing.sql())
+        kept = conn.execute("SELECT trade_no FROM orders WHERE payload IS NOT NULL ORDER BY 1")
+        assert [t for (t,) in kept] == ["FAILED", "PROCESSING", "REVERSED"]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE orders SET state = 'SUCCEEDED' WHERE trade_no = 'PROCESSING'")
 
 
 def test_event_ids_follow_insertion_order(conn: psycopg.Connection) -> None:

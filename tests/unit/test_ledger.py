@@ -768,12 +768,20 @@ def test_settled_orders_leave_no_account_or_phone_number_in_the_database(
         settle[index % 3](trade_no)
     summary = ledger.batch("b1")
     assert summary is not None and summary.settled
-    # Paid and failed orders keep theirs for a retry (of a failure, or of a reversal), until
-    # the retention step erases them; cancelled ones erased theirs at once.
-    sent = sorted(t for t in trade_nos if (o := ledger.get(t)) and o.state is not State.CANCELLED)
+    # FAILED orders keep theirs for a retry, until the retention step erases them; paid and
+    # cancelled ones erased theirs as they became final: only the failed ones' numbers stay.
+    failed = sorted(t for t in trade_nos if (o := ledger.get(t)) and o.state is State.FAILED)
     kept = rows(database, "SELECT trade_no FROM orders WHERE payload IS NOT NULL ORDER BY 1")
-    assert [t for (t,) in kept] == sent and len(sent) == 15
-    assert retention.erase_expired(ledger, 0) == len(sent)
+    assert [t for (t,) in kept] == failed and len(failed) == 10
+    failed_numbers = {
+        p.fields[n]
+        for t, p in zip(trade_nos, payouts, strict=True)
+        if t in failed
+        for n in PERSONAL_NUMBERS
+        if n in p.fields
+    }
+    assert numbers_in_the_database(database, numbers) == sorted(failed_numbers)
+    assert retention.erase_expired(ledger, 0) == len(failed)
     assert rows(database, "SELECT count(*) FROM orders WHERE payload IS NOT NULL") == [(0,)]
     assert numbers_in_the_database(database, numbers) == []
     # What people read still works: masked fields, the order, its history.

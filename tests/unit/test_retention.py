@@ -4,6 +4,9 @@ and jsonb column of the database for the personal numbers afterwards."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Literal
+
 import psycopg
 import pytest
 import redis
@@ -16,8 +19,9 @@ from tests.unit.pending_orders import make_world
 from tests.unit.test_ledger import sample_payouts
 from worker import retention
 from worker.config import ConfigError, load_settings
-from worker.ledger import Ledger
-from worker.states import State
+from worker.ledger import Debit, Ledger
+from worker.states import Outcome, State
+from worker.vexora import ProviderReport
 
 HOUR = 3600.0  # the retention window of these tests
 
@@ -101,9 +105,9 @@ def test_the_reconcile_pass_erases_what_is_past_the_window(
 
 @pytest.mark.parametrize(
     ("state", "allowed"),
-    [("FAILED", True), ("REVERSED", True), ("SUCCEEDED", True), ("CANCELLED", False)],
+    [("FAILED", True), ("REVERSED", True), ("SUCCEEDED", False), ("CANCELLED", False)],
 )
-def test_the_schema_lets_only_sent_final_orders_keep_fields(
+def test_the_schema_lets_only_failed_and_reversed_orders_keep_fields(
     ledger: Ledger, state: str, allowed: bool
 ) -> None:
     (trade_no,) = failed_orders(ledger, sample_payouts(1)[:1])
@@ -116,7 +120,7 @@ def test_the_schema_lets_only_sent_final_orders_keep_fields(
                 conn.execute(update, (state, Jsonb({"bankAccountNo": "1"}), trade_no))
 
 
-def test_cancelled_orders_erase_their_fields_at_once_paid_and_failed_keep_them(
+def test_paid_and_cancelled_orders_erase_their_fields_at_once_failed_keep_them(
     ledger: Ledger,
 ) -> None:
     batch = sample_payouts(1)
@@ -126,13 +130,40 @@ def test_cancelled_orders_erase_their_fields_at_once_paid_and_failed_keep_them(
     ledger.transition(paid, State.SUCCEEDED, source="submit")
     ledger.transition(cancelled, State.CANCELLED, source="operator")
     ledger.transition(failed, State.FAILED, source="submit")
-    for trade_no, erased in ((paid, False), (cancelled, True), (failed, False)):
+    for trade_no, erased in ((paid, True), (cancelled, True), (failed, False)):
         try:
             ledger.payload(trade_no)
             found = True
         except KeyError:
             found = False
         assert found is not erased, trade_no
+
+
+@pytest.mark.parametrize("source", ["submit", "webhook", "lookup"])
+def test_a_paid_order_keeps_no_fields_from_the_moment_it_succeeds(
+    ledger: Ledger, ledger_url: str, source: Literal["submit", "webhook", "lookup"]
+) -> None:
+    """With the default settings (a week's window for FAILED orders), a payout's personal
+    numbers go in the update that makes it SUCCEEDED, whoever reports it; a reversal
+    finds none to keep."""
+    window = load_settings({}).failed_payload_retention
+    assert window == 7 * 86400.0
+    batch = sample_payouts(1)  # one payout per market
+    numbers = {p.fields[n] for p in batch for n in PERSONAL_NUMBERS if n in p.fields}
+    created = [t for t, _ in ledger.create_orders(batch, batch_id="b1", market="ID")]
+    paid = ProviderReport(State.SUCCEEDED, "p-1", "0000", "")
+    for trade_no in created:
+        assert ledger.claim(trade_no)[0].moved
+        assert ledger.apply_report(trade_no, paid, source=source) is Outcome.MOVED
+        with pytest.raises(KeyError):
+            ledger.payload(trade_no)
+    assert kept(ledger) == 0 and numbers_in_the_database(ledger_url, numbers) == []
+    bounced = ProviderReport(State.FAILED, "p-1", "failed", "")
+    cost = Debit(Decimal("2000.00"), "IDR", Decimal("102000.00"), "IDR")
+    assert ledger.apply_report(created[0], bounced, source="lookup", debit=cost) is Outcome.MOVED
+    order = ledger.get(created[0])
+    assert order is not None and order.state is State.REVERSED and order.masked
+    assert retention.erase_expired(ledger, window) == 0 and kept(ledger) == 0
 
 
 @pytest.mark.parametrize(

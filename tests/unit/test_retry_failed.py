@@ -47,12 +47,13 @@ def test_failed_orders_are_enqueued_again_with_the_same_fields_new_tradenos_and_
     settle(ledger, failed, State.FAILED)
     settle(ledger, succeeded, State.SUCCEEDED)
     fields = {t: ledger.payload(t) for t in failed}  # a failed order keeps them
+    assert all(payload(ledger, t) is None for t in succeeded)  # a paid one, none
     published.clear()
 
     result = make_producer.retry(batch)
 
     assert result.batch_id not in (None, batch) and result.accepted == 4
-    assert result.rejected == [] and result.not_retried == {}
+    assert result.rejected == [] and result.not_retried == {} and result.erased == []
     assert list(result.retries) == failed
     assert published == [result.trade_nos] == [list(result.retries.values())]
     for original, retry in result.retries.items():
@@ -107,28 +108,35 @@ def test_what_is_not_retried_says_why(make_producer: Producer, ledger: Ledger) -
         conn.execute("UPDATE orders SET payload = NULL WHERE trade_no = %s", (erased,))
     result = make_producer.retry(batch)
     assert result.not_retried == {erased: "its fields are erased (past FAILED_PAYLOAD_RETENTION)"}
+    assert result.erased == [erased]
     assert result.accepted == 1 and list(result.retries) == [kept]
 
 
-def test_a_reversed_order_is_retried_with_the_fields_it_kept_as_succeeded(
-    make_producer: Producer, ledger: Ledger
+def test_a_reversed_order_is_named_as_not_retried_for_its_fields_went_when_it_succeeded(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
 ) -> None:
-    """A SUCCEEDED order keeps its fields for the retention window, so a payout the
-    details API reverses in that window can be sent again; past it, retry says so."""
-    batch, (reversed_, paid, late) = enqueue(make_producer, "ID", 3)
-    settle(ledger, [reversed_, paid, late], State.SUCCEEDED)
-    sent = ledger.payload(reversed_)
-    for trade_no in (reversed_, late):
-        moved = ledger.transition(trade_no, State.REVERSED, source="lookup")
-        assert moved.moved
-    with ledger.pool.connection() as conn:
-        conn.execute("UPDATE orders SET payload = NULL WHERE trade_no = %s", (late,))
+    """A paid payout keeps no personal data, so the details API's reversal of it finds none
+    to send again: retry says so for that order, and retries the failures beside it."""
+    batch, (reversed_, paid, failed) = enqueue(make_producer, "ID", 3)
+    settle(ledger, [reversed_, paid], State.SUCCEEDED)
+    settle(ledger, [failed], State.FAILED)
+    assert ledger.transition(reversed_, State.REVERSED, source="lookup").moved
+    published.clear()
 
     result = make_producer.retry(batch)
 
-    assert result.accepted == 1 and list(result.retries) == [reversed_]  # never the paid one
-    assert ledger.payload(result.retries[reversed_]) == sent
-    assert result.not_retried == {late: "its fields are erased (past FAILED_PAYLOAD_RETENTION)"}
+    assert list(result.retries) == [failed] and published == [result.trade_nos]
+    assert result.not_retried == {
+        reversed_: "its fields were erased when it succeeded; "
+        "enqueue it again from your records under a new reference"
+    }
+    assert result.erased == [reversed_]
+    assert result.to_dict()["erased"] == [reversed_]
+    assert result.to_dict()["not_retried"] == result.not_retried
+    # Asked again, it is named again; the failure is already retried.
+    again = make_producer.retry(batch)
+    assert again.batch_id is None and again.accepted == 0
+    assert again.erased == [reversed_] and list(again.not_retried) == [reversed_, failed]
 
 
 def test_fields_no_longer_valid_enqueue_nothing_and_name_the_original_row(
@@ -166,7 +174,8 @@ def test_a_reversed_order_with_its_fields_is_retried(
 ) -> None:
     batch, (trade_no,) = enqueue(make_producer, "ID", 1)
     settle(ledger, [trade_no], State.FAILED)
-    # REVERSED keeps its fields as FAILED does (the schema allows it; SUCCEEDED does not).
+    # One reversed before migration 0007 may still hold the fields it kept as SUCCEEDED
+    # (the schema allows it; SUCCEEDED no longer does): it is retried as a failure is.
     with ledger.pool.connection() as conn:
         conn.execute("UPDATE orders SET state = 'REVERSED' WHERE trade_no = %s", (trade_no,))
     assert list(make_producer.retry(batch).retries) == [trade_no]

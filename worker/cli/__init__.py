@@ -46,7 +46,7 @@ Environment (a .env file in the current directory may supply it):
                       where and how payouts' events are sent to the application
   RECONCILE_WALK_AT   due orders from which a pass walks the paged list (0: never)
   FAILED_PAYLOAD_RETENTION
-                      how long a final payout keeps its fields for a retry (7d)
+                      how long a FAILED payout keeps its fields for a retry (7d)
   DISBURSE_OPERATOR   the name `disburse resolve` records (else the login name)
 """
 

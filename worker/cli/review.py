@@ -93,7 +93,9 @@ def retry(batch: str, hold: bool, as_json: bool) -> None:
 
     Each gets a new tradeNo and a link to the payout it retries; a payout is retried at
     most once, and only while it keeps its fields (FAILED_PAYLOAD_RETENTION). Nothing is
-    enqueued when one is no longer valid (exit 1).
+    enqueued when one is no longer valid (exit 1). A payout whose fields are erased (a
+    REVERSED one's went when it succeeded) is listed as not retried, and exits 1 too:
+    enqueue it again from your records under a new reference.
     """
     import worker
 
@@ -114,7 +116,14 @@ def retry(batch: str, hold: bool, as_json: bool) -> None:
             click.echo(line)
         elif result.rejected:
             click.echo(f"nothing enqueued: {len(result.rejected)} invalid payouts", err=True)
-        else:
+        elif not result.erased:
             click.echo(f"nothing to retry in batch {batch}")
-    if result.rejected:
+        if result.erased:
+            click.echo(
+                f"{len(result.erased)} payouts of {batch} not retried, their fields erased: "
+                "enqueue them again from your records",
+                err=True,
+            )
+    # Payouts left unpaid that this command cannot send again: the user must act.
+    if result.rejected or result.erased:
         raise click.exceptions.Exit(UserError.exit_code)
