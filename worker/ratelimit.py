@@ -15,6 +15,8 @@ import logging
 import math
 import random
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,21 @@ _SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text(encoding="utf-8")
 # How early a due slot may be taken: enough to absorb a late wake-up (typically well
 # under a millisecond, a few under load) without letting slots bunch up.
 MAX_TOLERANCE = 0.003
+# How far ahead a take of several slots reaches (:meth:`RateLimiter.queue_take`): under
+# about 500/s, only the slot due now; at higher rates, every slot due within 2 ms, where a
+# round trip per slot would cost more than the slots' spacing.
+TAKE_AHEAD = 0.002
+
+
+@dataclass
+class Slots:
+    """Slots taken in one call: each may be used from its time (``time.monotonic()``) on."""
+
+    times: deque[float] = field(default_factory=deque)
+
+    def take(self) -> float | None:
+        """The next slot's time, or None when every one is used."""
+        return self.times.popleft() if self.times else None
 
 
 class RateLimiter:
@@ -75,6 +92,7 @@ class RateLimiter:
         self._interval_us = max(1, math.ceil(self.interval * 1_000_000 - 1e-6))
         self.tolerance = min(self.interval, tolerance, 0.8 * (1 / headroom - 1))
         self._tolerance_us = int(self.tolerance * 1_000_000)
+        self._ahead_us = int(TAKE_AHEAD * 1_000_000)
         self._script = redis.register_script(_SCRIPT)
 
     @classmethod
@@ -94,14 +112,34 @@ class RateLimiter:
         """Take a slot now and return 0.0, or return the seconds to wait (nothing taken)."""
         return self.try_reply(self._script(keys=[self.key], args=self._args(0)))
 
-    def queue_try(self, pipe: Pipeline) -> None:
-        """Add a :meth:`try_acquire` to ``pipe``; read its reply with :meth:`try_reply`.
+    def queue_take(self, pipe: Pipeline, count: int) -> None:
+        """Add a take of the slot due now and up to ``count - 1`` more due within
+        :data:`TAKE_AHEAD` to ``pipe``; read its reply with :meth:`slots`.
 
         A plain EVALSHA: a pipeline holding registered scripts first asks the server
         whether they exist, which would cost the round trip the pipeline saves. If the
         script is not cached (a restarted Redis), the reply is a ``NoScriptError``.
         """
-        pipe.evalsha(self._script.sha, 1, self.key, *self._args(0))
+        pipe.evalsha(self._script.sha, 1, self.key, *self._args(0), count, self._ahead_us)
+
+    def slots(self, reply: Any) -> Slots:
+        """The slots a take's reply gave (none when the next is not due yet; errors raise).
+
+        Each is usable from the local time its due time less the tolerance falls on,
+        counted from now, when the reply has arrived: later than the server's decision,
+        so never earlier than the schedule allows.
+        """
+        if isinstance(reply, Exception):
+            raise reply
+        received = time.monotonic()
+        _, now_us, taken, first_us = (int(value) for value in reply)
+        early_us = first_us - self._tolerance_us - now_us
+        return Slots(
+            deque(
+                received + max(0, early_us + i * self._interval_us) / 1_000_000
+                for i in range(taken)
+            )
+        )
 
     def try_reply(self, reply: Any) -> float:
         """What a try's reply means, as :meth:`try_acquire` returns it (errors raise)."""

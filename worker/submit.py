@@ -29,7 +29,7 @@ from worker.exceptions import (
 from worker.ledger import Ledger, Transition
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
-from worker.ratelimit import RateLimitTimeout
+from worker.ratelimit import RateLimitTimeout, Slots
 from worker.states import State
 from worker.vexora import PayoutResult, ProviderReport
 
@@ -45,9 +45,9 @@ class PayoutApi(Protocol):
 class Limiter(Protocol):
     """An account's submit rate limit (worker.ratelimit.RateLimiter)."""
 
-    def queue_try(self, pipe: Pipeline) -> None: ...
+    def queue_take(self, pipe: Pipeline, count: int) -> None: ...
 
-    def try_reply(self, reply: Any) -> float: ...
+    def slots(self, reply: Any) -> Slots: ...
 
     def acquire(self, timeout: float | None = None) -> float: ...
 
@@ -87,6 +87,10 @@ Claim = tuple[Transition, dict[str, str] | None]
 # (its claim lease, then lookups, settle them), both grow with it. While orders wait for
 # their slots, one at a time: the ledger is not what limits them then.
 GROUP = 16
+
+# A group's orders are sent on one look at the pause switch (with their rate-limit slots)
+# while its POSTs are quick; one that comes later than this after the last look looks again.
+PAUSE_LOOK_EVERY = 0.05
 
 # Why claims not used are given back (SUBMITTING -> QUEUED).
 _GIVEN_BACK = {Step.PAUSED: "paused", Step.OUT_OF_TIME: "the task's budget is spent"}
@@ -129,6 +133,8 @@ class Submitter:
         # a duplicate delivery never POSTs again.
         self.recover = recover
         self.metrics = metrics
+        # When the pause switch was last seen off (time.monotonic()).
+        self._pause_seen = 0.0
 
     def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport:
         """Submit each order in turn until done, paused, or ``budget`` seconds are spent."""
@@ -156,12 +162,13 @@ class Submitter:
                     report.leftover = orders[start:]
                     break
                 group = orders[start : start + size]
-                claims = self._claim(group, answers)
-                answers = []
-                if claims is None:
+                slots = self._slots(len(group))
+                if slots is None:
                     report.paused = True
                     break
-                stop, waited = self._send_group(group, claims, deadline, report, answers)
+                claims = self.ledger.claim_many(group, answers=answers)
+                answers = []
+                stop, waited = self._send_group(group, claims, slots, deadline, report, answers)
                 if stop is Step.OUT_OF_TIME:
                     report.leftover += orders[start + len(group) :]
                 if stop is not None:
@@ -174,20 +181,29 @@ class Submitter:
                 self.ledger.claim_many([], answers=answers)
         return report
 
-    def _claim(self, group: list[str], answers: list[Answer]) -> list[Claim] | None:
-        """Claim ``group`` (QUEUED -> SUBMITTING: of every delivery of an order, only the
-        one that makes it sends the order), applying ``answers`` in the same statement;
-        None, with the answers applied alone, when submissions are paused."""
-        if self.pause.reason() is not None:
-            if answers:
-                self.ledger.claim_many([], answers=answers)
+    def _slots(self, count: int) -> Slots | None:
+        """Up to ``count`` rate-limit slots, or None when submissions are paused.
+
+        One round trip to Redis: the pause switch, then the take, in one pipeline on the
+        switch's server, which the limiter shares. Slots are taken even when the switch
+        is on, or the claims then fail (a duplicate delivery); they go unused, which
+        only costs rate. An error of the take (the limiter's script not cached after a
+        Redis restart) just means: none taken, wait for one.
+        """
+        pipe = self.pause.redis.pipeline(transaction=False)
+        self.pause.queue_reason(pipe)
+        self.limiter.queue_take(pipe, count)
+        paused, taken = pipe.execute(raise_on_error=False)
+        if self.pause.reason_reply(paused) is not None:
             return None
-        return self.ledger.claim_many(group, answers=answers)
+        self._pause_seen = time.monotonic()
+        return Slots() if isinstance(taken, Exception) else self.limiter.slots(taken)
 
     def _send_group(
         self,
         group: list[str],
         claims: list[Claim],
+        slots: Slots,
         deadline: float,
         report: ChunkReport,
         answers: list[Answer],
@@ -199,7 +215,7 @@ class Submitter:
         wait for its rate-limit slot."""
         waited = False
         for position, (trade_no, (claim, payload)) in enumerate(zip(group, claims, strict=True)):
-            then = self.submit(trade_no, claim, payload or {}, deadline)
+            then = self.submit(trade_no, claim, payload or {}, slots, deadline)
             waited = waited or then.waited
             if then.answer is not None:
                 answers.append(then.answer)
@@ -223,11 +239,17 @@ class Submitter:
         return None, waited
 
     def submit(
-        self, trade_no: str, claim: Transition, payload: dict[str, str], deadline: float
+        self,
+        trade_no: str,
+        claim: Transition,
+        payload: dict[str, str],
+        slots: Slots,
+        deadline: float,
     ) -> Next:
-        """Limit, sign, POST and classify one order its ``claim`` found. A provider's
-        acceptance of it comes back in ``Next.answer``, for the caller to apply (with the
-        next claims, or alone)."""
+        """Limit, sign, POST and classify one order its ``claim`` found, on one of
+        ``slots`` or, when they are used up, a slot of its own. A provider's acceptance of
+        it comes back in ``Next.answer``, for the caller to apply (with the next claims, or
+        alone)."""
         if not claim.moved:
             if claim.previous is State.SUBMITTING and self.ledger.stale_claim(
                 trade_no, self.claim_lease
@@ -237,20 +259,20 @@ class Submitter:
         if time.monotonic() >= deadline:
             self._unclaim([trade_no], _GIVEN_BACK[Step.OUT_OF_TIME])
             return Next(Step.OUT_OF_TIME)
-        # One round trip to Redis: the pause switch, then a rate-limit try, in one pipeline
-        # on the switch's server, which the limiter shares. A slot is taken even when the
-        # switch is on; it goes unused, which only costs rate.
-        pipe = self.pause.redis.pipeline(transaction=False)
-        self.pause.queue_reason(pipe)
-        self.limiter.queue_try(pipe)
-        paused, slot = pipe.execute(raise_on_error=False)
-        if self.pause.reason_reply(paused) is not None:
-            self._unclaim([trade_no], _GIVEN_BACK[Step.PAUSED])
-            return Next(Step.PAUSED)
-        waited = 0.0
-        # An error here (the limiter's script not cached) just means: wait for one.
-        slot_free = not isinstance(slot, Exception) and self.limiter.try_reply(slot) == 0.0
-        if not slot_free:
+        usable_from = slots.take()
+        if usable_from is None:
+            own = self._slots(1)
+            if own is None:
+                self._unclaim([trade_no], _GIVEN_BACK[Step.PAUSED])
+                return Next(Step.PAUSED)
+            usable_from = own.take()
+        elif time.monotonic() - self._pause_seen > PAUSE_LOOK_EVERY:
+            # Slots taken a while ago (slow POSTs): someone may have paused meanwhile.
+            if self.pause.reason() is not None:
+                self._unclaim([trade_no], _GIVEN_BACK[Step.PAUSED])
+                return Next(Step.PAUSED)
+            self._pause_seen = time.monotonic()
+        if usable_from is None:
             try:
                 waited = self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
             except RateLimitTimeout:
@@ -260,10 +282,14 @@ class Submitter:
             if self.pause.reason() is not None:
                 self._unclaim([trade_no], "paused")
                 return Next(Step.PAUSED, waited=True)
+        else:
+            # A slot taken with others may be due a little later (at most TAKE_AHEAD).
+            waited = max(0.0, usable_from - time.monotonic())
+            time.sleep(waited)
         if self.metrics:
             self.metrics.limiter_wait("submit", waited)
         then = self._post(trade_no, payload)
-        return then if slot_free else replace(then, waited=True)
+        return then if usable_from is not None else replace(then, waited=True)
 
     def _post(self, trade_no: str, payload: dict[str, str]) -> Next:
         started = time.monotonic()

@@ -6,6 +6,7 @@ import bisect
 import multiprocessing
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ import redis
 
 from worker.config import Rate, load_settings
 from worker.dev.redis_server import RedisServer
-from worker.ratelimit import RateLimiter, RateLimitTimeout
+from worker.ratelimit import TAKE_AHEAD, RateLimiter, RateLimitTimeout, Slots
 
 ClientFactory = Callable[[], redis.Redis]
 
@@ -319,3 +320,67 @@ def test_headroom_must_be_a_fraction(fake_redis: redis.Redis) -> None:
         with pytest.raises(ValueError):
             RateLimiter(fake_redis, "x", Rate(1), headroom=bad)
     assert RateLimiter(fake_redis, "x", Rate(4), headroom=1).interval == 0.25
+
+
+def take_reply(limiter: RateLimiter, client: redis.Redis, count: int) -> Any:
+    client.script_load(limiter._script.script)  # as the submit path's first acquire does
+    pipe = client.pipeline(transaction=False)
+    limiter.queue_take(pipe, count)
+    (reply,) = pipe.execute()
+    return reply
+
+
+def take(limiter: RateLimiter, client: redis.Redis, count: int) -> Slots:
+    return limiter.slots(take_reply(limiter, client, count))
+
+
+def test_a_take_at_a_high_rate_gets_every_slot_due_within_the_take_ahead(
+    any_redis: redis.Redis,
+) -> None:
+    limiter = RateLimiter(any_redis, "fast", Rate(100_000))
+    reply = take_reply(limiter, any_redis, 16)
+    wait_us, _, taken, first_us = (int(value) for value in reply)
+    assert (wait_us, taken) == (0, 16)
+    # The schedule moved past all 16: the next slot is due 16 intervals after the first.
+    assert int(any_redis.get(limiter.key) or 0) == first_us + 16 * limiter._interval_us
+    slots = limiter.slots(reply)
+    assert len(slots.times) == 16
+    assert list(slots.times) == sorted(slots.times)
+    assert slots.times[-1] <= time.monotonic() + TAKE_AHEAD
+
+
+def test_a_take_at_an_ordinary_rate_gets_the_due_slot_only(any_redis: redis.Redis) -> None:
+    limiter = RateLimiter(any_redis, "ordinary", Rate(20))
+    assert len(take(limiter, any_redis, 16).times) == 1  # the next is 50 ms away
+    assert take(limiter, any_redis, 16).times == deque()  # and not due yet
+    assert 0 < limiter.try_acquire() <= limiter.interval
+
+
+def test_slots_taken_together_are_used_no_faster_than_the_rate(
+    any_redis: redis.Redis, new_client: ClientFactory
+) -> None:
+    # 2,000/s: a take of 8 reaches 4 or 5 slots (TAKE_AHEAD is 2 ms, a slot 0.52 ms).
+    rate, duration = 2000, 1.2
+    used: list[list[float]] = [[] for _ in range(3)]
+    start = threading.Barrier(len(used))
+
+    def run(i: int) -> None:
+        client = new_client()
+        limiter = RateLimiter(client, "together", Rate(rate))
+        start.wait()
+        stop = time.monotonic() + duration
+        while time.monotonic() < stop:
+            slots = take(limiter, client, 8)
+            while (usable_from := slots.take()) is not None:
+                time.sleep(max(0.0, usable_from - time.monotonic()))
+                used[i].append(time.monotonic())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(used))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stamps = [stamp for part in used for stamp in part]
+    assert busiest_window(stamps) <= rate
+    assert len(stamps) >= ENOUGH * expected(rate, duration)
+    assert any(len(part) > 1 for part in used)

@@ -3,6 +3,8 @@ the provider and the limiter."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,9 +28,9 @@ from worker.exceptions import (
 from worker.ledger import Ledger
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
-from worker.ratelimit import RateLimiter, RateLimitTimeout
+from worker.ratelimit import RateLimiter, RateLimitTimeout, Slots
 from worker.states import State
-from worker.submit import GROUP, MarketSubmitters, Submitter
+from worker.submit import GROUP, PAUSE_LOOK_EVERY, MarketSubmitters, Submitter
 from worker.vexora import PayoutResult
 
 FIELDS = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
@@ -56,11 +58,11 @@ class FakeLimiter:
         self.acquired = 0
         self.penalties: list[float] = []
 
-    def queue_try(self, pipe: Pipeline) -> None:
-        pipe.ping()
+    def queue_take(self, pipe: Pipeline, count: int) -> None:
+        pipe.echo(str(count))
 
-    def try_reply(self, reply: object) -> float:
-        return 0.5 if self.wait else 0.0
+    def slots(self, reply: object) -> Slots:
+        return Slots() if self.wait else Slots(deque([0.0] * int(str(reply))))
 
     def acquire(self, timeout: float | None = None) -> float:
         if self.timeout:
@@ -382,27 +384,35 @@ def test_orders_waiting_for_their_slot_are_claimed_one_at_a_time(
     assert claims == [1, 1, 1, 1, 1, 0]
 
 
-def test_a_pause_within_a_group_gives_back_the_claims_not_used(
-    ledger: Ledger, fake_redis: redis.Redis
+@pytest.mark.parametrize("slow", [False, True])
+def test_a_pause_within_a_group_is_seen_once_the_last_look_is_old(
+    ledger: Ledger, fake_redis: redis.Redis, slow: bool
 ) -> None:
     switch = PauseSwitch(fake_redis, prefix="t")
-    trade_nos = new_orders(ledger, 3)
-    one, two, three = trade_nos
+    trade_nos = new_orders(ledger, 5)
+    one, two, three, four, five = trade_nos
 
     def pause_at_the_second(trade_no: str) -> PayoutResult:
         if trade_no == two:
             switch.pause("operator")
+            if slow:  # a provider taking longer than the look's age allows
+                time.sleep(PAUSE_LOOK_EVERY * 1.5)
         return accepted()(trade_no)
 
     submitter, provider, _ = make(ledger, fake_redis, pause_at_the_second)
     assert submitter.run(trade_nos, budget=10).paused
-    assert [t for t, _ in provider.posts] == [one, two]
-    assert [state(ledger, t) for t in trade_nos] == [
-        State.PROCESSING,
-        State.PROCESSING,
-        State.QUEUED,  # claimed with the second, never sent: given back
-    ]
-    assert ledger.history(three)[-1][1] == "QUEUED submit paused"
+    # Groups of 1, then 2 (two, three), then 4 (four, five): the switch is looked at with
+    # each group's slots, and again before a POST when the last look is older than
+    # PAUSE_LOOK_EVERY. Quick POSTs finish their group; a slow one stops it.
+    sent = [one, two] if slow else [one, two, three]
+    assert [t for t, _ in provider.posts] == sent
+    assert [state(ledger, t) for t in trade_nos] == [State.PROCESSING] * len(sent) + [
+        State.QUEUED
+    ] * (5 - len(sent))
+    if slow:  # claimed with the second, never sent: given back
+        assert ledger.history(three)[-1][1] == "QUEUED submit paused"
+    assert [h for _, h in ledger.history(four)] == ["QUEUED producer"]  # never claimed
+    assert [h for _, h in ledger.history(five)] == ["QUEUED producer"]
 
 
 class SlotsFor:
@@ -411,12 +421,13 @@ class SlotsFor:
     def __init__(self, free: int) -> None:
         self.free = free
 
-    def queue_try(self, pipe: Pipeline) -> None:
-        pipe.ping()
+    def queue_take(self, pipe: Pipeline, count: int) -> None:
+        pipe.echo(str(count))
 
-    def try_reply(self, reply: object) -> float:
-        self.free -= 1
-        return 0.0 if self.free >= 0 else 0.5
+    def slots(self, reply: object) -> Slots:
+        taken = min(self.free, int(str(reply)))
+        self.free -= taken
+        return Slots(deque([0.0] * taken))
 
     def acquire(self, timeout: float | None = None) -> float:
         raise RateLimitTimeout("budget")
