@@ -285,7 +285,8 @@ class Submitter:
         else:
             # A slot taken with others may be due a little later (at most TAKE_AHEAD).
             waited = max(0.0, usable_from - time.monotonic())
-            time.sleep(waited)
+            if waited:
+                time.sleep(waited)
         if self.metrics:
             self.metrics.limiter_wait("submit", waited)
         then = self._post(trade_no, payload)
