@@ -14,7 +14,8 @@ part is enqueued and waited on until every order is final. After each part:
 - worker RSS (every worker process and its pool children);
 - Redis ``used_memory``;
 - PostgreSQL: the database's growth since the start, per order so far;
-- the slowest reconcile pass of the part (the beat task's run time in the worker logs).
+- the slowest reconcile pass of the part (the beat task's run time in the worker logs);
+- the machine's load average (other work on the machine slows a part down).
 
 The cost per payout must not grow with the number already made: the last part's
 payouts/s is compared with the first's (target: at least 0.8 of it).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ class Checkpoint:
     redis_memory: int
     pg_per_order: float
     slowest_pass: float
+    load: float  # the machine's 1-minute load average at the checkpoint
 
 
 class PassTimes:
@@ -129,13 +132,14 @@ def soak(payouts: int, checkpoints: int, batch: int) -> list[Checkpoint]:
                 redis_memory=used_memory(runtime.redis_client()),
                 pg_per_order=(_database_size() - empty) / done,
                 slowest_pass=passes.slowest_since_last(),
+                load=os.getloadavg()[0],
             )
             found.append(point)
             say(
                 f"soak: {done:,} payouts; {point.per_second:.0f}/s; workers "
                 f"{megabytes(point.worker_rss)}; Redis {megabytes(point.redis_memory)}; "
                 f"PostgreSQL {point.pg_per_order:.0f} B/order; slowest pass "
-                f"{point.slowest_pass:.2f} s"
+                f"{point.slowest_pass:.2f} s; load {point.load:.1f}"
             )
     return found
 
@@ -174,6 +178,7 @@ def results(points: list[Checkpoint]) -> list[Result]:
                 f"Redis {megabytes(p.redis_memory)}",
                 f"PG {p.pg_per_order:.0f} B/order",
                 f"slowest pass {p.slowest_pass:.2f} s",
+                f"load {p.load:.1f}",
             )
         )
         for p in points
