@@ -135,46 +135,31 @@ _TRANSITION = _MOVE.format(payload="NULL::jsonb AS payload")
 # The claim also returns the fields to send: no second round trip for them.
 _CLAIM = _MOVE.format(payload="o.payload")
 
-# Enqueue: orders from the rows COPYed into ``incoming``, their batch, its totals and
-# the creation events, in one statement. The unique reference decides which order a
-# reference maps to, also against a concurrent enqueue of the same reference (which
-# waits for this one's outcome). Rows go in by reference, so that two enqueues of
-# overlapping references wait on each other in one order and never deadlock.
-_INCOMING = """
-CREATE TEMP TABLE incoming (
-    row_no     integer NOT NULL,
-    trade_no   text NOT NULL,
-    market     text NOT NULL,
-    currency   text NOT NULL,
-    amount     numeric NOT NULL,
-    reference  text,
-    payload    jsonb NOT NULL,
-    masked     jsonb NOT NULL,
-    retry_of   text
-) ON COMMIT DROP
-"""
-_CREATE = """
+# Enqueue: the orders are COPYed straight into ``orders`` (the server inserts each one
+# while the next are still being made), then one statement adds their batch, its totals
+# and their creation events. The unique reference decides which order a reference maps
+# to, also against a concurrent enqueue of the same reference: the COPY waits for that
+# one's outcome and fails if it committed (Ledger.create_orders then starts over with
+# that order known). Every enqueue COPYs its rows sorted by reference, so that two
+# enqueues of overlapping references wait on each other in one order and never deadlock.
+_COPY_ORDERS = (
+    "COPY orders (trade_no, batch_id, row_no, market, currency, amount, reference, state, "
+    "payload, masked, retry_of) FROM STDIN"
+)
+_CREATED = """
 WITH created AS (
-    INSERT INTO orders (trade_no, batch_id, row_no, market, currency, amount, reference,
-                        state, payload, masked, retry_of)
-    SELECT trade_no, %(batch)s, row_no, market, currency, amount, reference, %(state)s,
-           payload, masked, retry_of
-    FROM incoming ORDER BY reference, row_no
-    ON CONFLICT (reference) DO NOTHING
-    RETURNING trade_no, row_no, currency, amount, retry_of
+    SELECT trade_no, currency, amount, retry_of FROM orders WHERE batch_id = %(batch)s
 ), batch AS (
     INSERT INTO batches (id, market, row_count)
     SELECT %(batch)s, %(market)s, count(*) FROM created
 ), totals AS (
     INSERT INTO batch_totals (batch_id, currency, row_count, amount)
     SELECT %(batch)s, currency, count(*), sum(amount) FROM created GROUP BY currency
-), events AS (
-    INSERT INTO order_events (trade_no, source, to_state, facts)
-    SELECT trade_no, 'producer', %(state)s,
-        CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
-    FROM created
 )
-SELECT row_no, trade_no FROM created
+INSERT INTO order_events (trade_no, source, to_state, facts)
+SELECT trade_no, 'producer', %(state)s,
+    CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
+FROM created
 """
 
 # A page of the orders in one state since before some time, oldest first, after a key
@@ -210,7 +195,15 @@ def new_trade_no() -> str:
     the time in milliseconds (12), then 80 random bits (20). Time first, so that a batch's
     tradeNos fall together at the end of the primary key's index instead of all over it:
     an enqueue writes a few index pages, not one per order."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return new_trade_nos(1)[0]
+
+
+def new_trade_nos(count: int) -> list[str]:
+    """``count`` tradeNos (:func:`new_trade_no`) of one millisecond: the random bits of all
+    of them drawn at once."""
+    now = f"{time.time_ns() // 1_000_000:012x}"
+    random = os.urandom(10 * count).hex()
+    return [now + random[i : i + 20] for i in range(0, 20 * count, 20)]
 
 
 def new_batch_id() -> str:
@@ -331,6 +324,12 @@ def _at(ms: int) -> datetime:
     return _EPOCH + ms * _MS
 
 
+def _by_reference(row: tuple[int, Payout, str | None]) -> tuple[bool, str]:
+    """The order every enqueue COPYs its rows in: by reference (those without one last)."""
+    reference = row[1].reference
+    return (reference is None, reference or "")
+
+
 def _order(row: Sequence[Any]) -> Order:
     (
         trade_no, batch_id, market, currency, amount, reference, state, created_at,
@@ -447,51 +446,89 @@ class Ledger:
         """
         state = State.HELD if hold else State.QUEUED
         links = retry_of if retry_of is not None else [None] * len(payouts)
+        # A reference's first row makes its order; a later row of it maps to that order.
+        first: dict[str, int] = {}
+        rows: list[tuple[int, Payout, str | None]] = []
+        for row_no, (payout, link) in enumerate(zip(payouts, links, strict=True), 1):
+            if payout.reference is not None:
+                if payout.reference in first:
+                    continue
+                first[payout.reference] = row_no
+            rows.append((row_no, payout, link))
+        rows.sort(key=_by_reference)
+        made = dict(zip((row_no for row_no, _, _ in rows), new_trade_nos(len(rows)), strict=True))
+        known: dict[str, str] = {}  # reference -> its order, committed by an earlier enqueue
+        while True:
+            try:
+                self._create(
+                    [row for row in rows if row[1].reference not in known],
+                    made,
+                    batch_id=batch_id,
+                    market=market,
+                    state=state,
+                    retry_of=retry_of,
+                )
+                break
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == "orders_retry_of_key":
+                    raise AlreadyRetried from None
+                if exc.diag.constraint_name != "orders_reference_key":
+                    raise
+                # Rolled back: another enqueue committed one of these references since.
+                known = self._orders_by_reference(list(first))
+        result: list[tuple[str, bool]] = []
+        for row_no, payout in enumerate(payouts, 1):
+            reference = payout.reference
+            if reference is None:
+                result.append((made[row_no], True))
+            elif reference in known:
+                result.append((known[reference], False))
+            else:
+                result.append((made[first[reference]], first[reference] == row_no))
+        return result
+
+    def _create(
+        self,
+        rows: Sequence[tuple[int, Payout, str | None]],
+        trade_nos: Mapping[int, str],
+        *,
+        batch_id: str,
+        market: str,
+        state: State,
+        retry_of: Sequence[str] | None,
+    ) -> None:
+        """One transaction: ``rows`` (row number, payout, the order it retries) as orders,
+        the batch, its totals and the creation events."""
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            # The insert sorts the rows by reference: in memory, not in files, for a big batch.
-            cur.execute("SET LOCAL work_mem = '256MB'")
-            cur.execute(_INCOMING)
-            with cur.copy(
-                "COPY incoming (row_no, trade_no, market, currency, amount, reference, "
-                "payload, masked, retry_of) FROM STDIN"
-            ) as copy:
-                for row_no, (payout, link) in enumerate(zip(payouts, links, strict=True), 1):
+            with cur.copy(_COPY_ORDERS) as copy:
+                for row_no, payout, link in rows:
                     copy.write_row(
                         (
+                            trade_nos[row_no],
+                            batch_id,
                             row_no,
-                            new_trade_no(),
                             payout.market,
                             payout.currency,
                             payout.amount,
                             payout.reference,
+                            str(state),
                             orjson.dumps(payout.fields).decode(),
                             orjson.dumps(mask_personal(payout.fields)).decode(),
                             link,
                         )
                     )
-            try:
-                cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
-            except psycopg.errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == "orders_retry_of_key":
-                    raise AlreadyRetried from None
-                raise
-            created: dict[int, str] = dict(cur.fetchall())
-            existing: dict[int, str] = {}
-            if len(created) < len(payouts):
-                cur.execute(
-                    "SELECT i.row_no, o.trade_no FROM incoming i JOIN orders o USING (reference) "
-                    "WHERE NOT (i.row_no = ANY(%s::integer[]))",
-                    (list(created),),
-                )
-                existing = dict(cur.fetchall())
+            cur.execute(_CREATED, {"batch": batch_id, "market": market, "state": str(state)})
             if retry_of is not None:
                 cur.execute(
                     "UPDATE orders SET payload = NULL WHERE trade_no = ANY(%s)", (list(retry_of),)
                 )
-        return [
-            (created[row_no], True) if row_no in created else (existing[row_no], False)
-            for row_no in range(1, len(payouts) + 1)
-        ]
+
+    def _orders_by_reference(self, references: list[str]) -> dict[str, str]:
+        with self._connection() as conn:
+            found = conn.execute(
+                "SELECT reference, trade_no FROM orders WHERE reference = ANY(%s)", (references,)
+            ).fetchall()
+        return dict(found)
 
     # reading ----------------------------------------------------------------
     def get(self, trade_no: str) -> Order | None:

@@ -98,6 +98,23 @@ def test_duplicate_reference_inside_one_batch_creates_one_order(ledger: Ledger) 
     assert [created for _, created in result] == [True, False]
 
 
+def test_each_row_maps_to_its_order_in_input_order(ledger: Ledger, database: str) -> None:
+    """Rows go into the ledger sorted by reference; the answer keeps the caller's order."""
+    ((known, _),) = ledger.create_orders([payout(reference="r-5")], batch_id="b0", market="ID")
+    refs = [None, "r-9", "r-5", "r-1", "r-9", None, "r-0"]
+    result = ledger.create_orders([payout(reference=r) for r in refs], batch_id="b", market="ID")
+    assert [created for _, created in result] == [True, True, False, True, False, True, True]
+    assert result[2][0] == known and result[4][0] == result[1][0]
+    assert len({t for t, _ in result}) == 6
+    stored = rows(database, "SELECT trade_no, row_no, reference FROM orders WHERE batch_id = 'b'")
+    assert sorted(stored, key=lambda r: r[1]) == [
+        (result[0][0], 1, None), (result[1][0], 2, "r-9"), (result[3][0], 4, "r-1"),
+        (result[5][0], 6, None), (result[6][0], 7, "r-0"),
+    ]  # fmt: skip
+    assert rows(database, "SELECT count(*) FROM order_events") == [(6,)]
+    assert rows(database, "SELECT row_count FROM batches WHERE id = 'b'") == [(5,)]
+
+
 def test_orders_without_a_reference_are_all_created(ledger: Ledger) -> None:
     result = ledger.create_orders([payout(), payout()], batch_id="b", market="ID")
     assert [created for _, created in result] == [True, True]
