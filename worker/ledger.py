@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import chain, islice, repeat
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -135,13 +136,16 @@ _TRANSITION = _MOVE.format(payload="NULL::jsonb AS payload")
 # The claim also returns the fields to send: no second round trip for them.
 _CLAIM = _MOVE.format(payload="o.payload")
 
-# Enqueue: the orders are COPYed straight into ``orders`` (the server inserts each one
-# while the next are still being made), then one statement adds their batch, its totals
-# and their creation events. The unique reference decides which order a reference maps
-# to, also against a concurrent enqueue of the same reference: the COPY waits for that
-# one's outcome and fails if it committed (Ledger.create_orders then starts over with
-# that order known). Every enqueue COPYs its rows sorted by reference, so that two
-# enqueues of overlapping references wait on each other in one order and never deadlock.
+# Enqueue: the orders are COPYed straight into ``orders`` as the caller hands them over
+# (the server stores each one while the caller validates the next), then one statement
+# adds their batch, its totals and their creation events. The unique reference decides
+# which order a reference maps to, also against a concurrent enqueue of the same
+# reference: the COPY waits for that one's outcome and fails if it committed
+# (Ledger.create_orders then starts over with that order known). Rows go in as they come,
+# in no particular order of references, so two enqueues of overlapping references could
+# each wait on the other: enqueues of more than one order take turns under this
+# transaction-scoped advisory lock, and so never deadlock.
+_ENQUEUE_LOCK = 0x64697362_656E7175  # "disbenqu"
 _COPY_ORDERS = (
     "COPY orders (trade_no, batch_id, row_no, market, currency, amount, reference, state, "
     "payload, masked, retry_of) FROM STDIN"
@@ -324,10 +328,14 @@ def _at(ms: int) -> datetime:
     return _EPOCH + ms * _MS
 
 
-def _by_reference(row: tuple[int, Payout, str | None]) -> tuple[bool, str]:
-    """The order every enqueue COPYs its rows in: by reference (those without one last)."""
-    reference = row[1].reference
-    return (reference is None, reference or "")
+# A row of an enqueue: its number, payout, the order it retries, and its new tradeNo.
+_Row = tuple[int, "Payout", str | None, str]
+
+
+def _trade_nos() -> Iterator[str]:
+    """New tradeNos for as long as asked, drawn a thousand at a time."""
+    while True:
+        yield from new_trade_nos(1000)
 
 
 def _order(row: Sequence[Any]) -> Order:
@@ -425,7 +433,7 @@ class Ledger:
     # creation ---------------------------------------------------------------
     def create_orders(
         self,
-        payouts: Sequence[Payout],
+        payouts: Iterable[Payout],
         *,
         batch_id: str,
         market: str,
@@ -440,33 +448,32 @@ class Ledger:
         an earlier row of this one) is not created again: that order's tradeNo comes
         back with ``created=False``.
 
+        ``payouts`` may be a generator: each payout is COPYed as it comes, so the
+        server stores one while the caller makes the next. An exception it raises
+        rolls the batch back and propagates.
+
         ``retry_of`` (one tradeNo per payout) makes each a retry of that FAILED or
         REVERSED order, whose payload is erased in the same transaction: an order is
         retried at most once (AlreadyRetried when another retry of it won a race).
         """
         state = State.HELD if hold else State.QUEUED
-        links = retry_of if retry_of is not None else [None] * len(payouts)
-        # A reference's first row makes its order; a later row of it maps to that order.
-        first: dict[str, int] = {}
-        rows: list[tuple[int, Payout, str | None]] = []
-        for row_no, (payout, link) in enumerate(zip(payouts, links, strict=True), 1):
-            if payout.reference is not None:
-                if payout.reference in first:
-                    continue
-                first[payout.reference] = row_no
-            rows.append((row_no, payout, link))
-        rows.sort(key=_by_reference)
-        made = dict(zip((row_no for row_no, _, _ in rows), new_trade_nos(len(rows)), strict=True))
-        known: dict[str, str] = {}  # reference -> its order, committed by an earlier enqueue
+        links: Iterable[str | None] = retry_of if retry_of is not None else repeat(None)
+        numbered = enumerate(zip(payouts, links, strict=retry_of is not None), 1)
+        trade_nos = _trade_nos()
+        taken: list[_Row] = []  # (row number, payout, retried tradeNo, new tradeNo)
+
+        def take() -> Iterator[_Row]:
+            yield from taken  # those a rolled-back attempt took, then the rest
+            for row_no, (payout, link) in numbered:
+                taken.append((row_no, payout, link, next(trade_nos)))
+                yield taken[-1]
+
+        known: dict[str, str] = {}  # reference -> its order, committed by another enqueue
         while True:
+            rows = take()
             try:
                 self._create(
-                    [row for row in rows if row[1].reference not in known],
-                    made,
-                    batch_id=batch_id,
-                    market=market,
-                    state=state,
-                    retry_of=retry_of,
+                    rows, known, batch_id=batch_id, market=market, state=state, retry_of=retry_of
                 )
                 break
             except psycopg.errors.UniqueViolation as exc:
@@ -475,42 +482,62 @@ class Ledger:
                 if exc.diag.constraint_name != "orders_reference_key":
                     raise
                 # Rolled back: another enqueue committed one of these references since.
-                known = self._orders_by_reference(list(first))
+                for _ in rows:  # take the rest too, to look them all up at once
+                    pass
+                references = [row[1].reference for row in taken if row[1].reference is not None]
+                known = self._orders_by_reference(references)
         result: list[tuple[str, bool]] = []
-        for row_no, payout in enumerate(payouts, 1):
+        made: dict[str, str] = {}  # reference -> the order its first row made
+        for _, payout, _, trade_no in taken:
             reference = payout.reference
             if reference is None:
-                result.append((made[row_no], True))
+                result.append((trade_no, True))
             elif reference in known:
                 result.append((known[reference], False))
+            elif reference in made:
+                result.append((made[reference], False))
             else:
-                result.append((made[first[reference]], first[reference] == row_no))
+                made[reference] = trade_no
+                result.append((trade_no, True))
         return result
 
     def _create(
         self,
-        rows: Sequence[tuple[int, Payout, str | None]],
-        trade_nos: Mapping[int, str],
+        rows: Iterator[_Row],
+        known: Collection[str],
         *,
         batch_id: str,
         market: str,
         state: State,
         retry_of: Sequence[str] | None,
     ) -> None:
-        """One transaction: ``rows`` (row number, payout, the order it retries) as orders,
-        the batch, its totals and the creation events."""
+        """One transaction: ``rows`` as orders (but those of a ``known`` reference or of a
+        reference an earlier row has), the batch, its totals and the creation events."""
+        first = list(islice(rows, 2))
+        made: set[str] = set()  # the references of the orders made
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            if len(first) > 1:
+                # Orders of several references, taken one at a time as they come, could
+                # wait on another enqueue's in the opposite order: enqueues of more than
+                # one order take turns. (One of a single order holds nothing another
+                # waits for while it waits.)
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ENQUEUE_LOCK,))
             with cur.copy(_COPY_ORDERS) as copy:
-                for row_no, payout, link in rows:
+                for row_no, payout, link, trade_no in chain(first, rows):
+                    reference = payout.reference
+                    if reference is not None:
+                        if reference in known or reference in made:
+                            continue
+                        made.add(reference)
                     copy.write_row(
                         (
-                            trade_nos[row_no],
+                            trade_no,
                             batch_id,
                             row_no,
                             payout.market,
                             payout.currency,
                             payout.amount,
-                            payout.reference,
+                            reference,
                             str(state),
                             orjson.dumps(payout.fields).decode(),
                             orjson.dumps(mask_personal(payout.fields)).decode(),

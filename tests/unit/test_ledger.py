@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -113,6 +113,30 @@ def test_each_row_maps_to_its_order_in_input_order(ledger: Ledger, database: str
     ]  # fmt: skip
     assert rows(database, "SELECT count(*) FROM order_events") == [(6,)]
     assert rows(database, "SELECT row_count FROM batches WHERE id = 'b'") == [(5,)]
+
+
+def test_payouts_handed_over_one_by_one_are_stored_all_or_nothing(
+    ledger: Ledger, database: str
+) -> None:
+    seen: list[Any] = []
+
+    def payouts(fail: bool) -> Iterator[Payout]:
+        for i in range(2000):
+            yield payout(reference=f"g-{i}")
+        seen.append(rows(database, "SELECT count(*) FROM orders"))  # from elsewhere
+        if fail:
+            raise RuntimeError("the caller gives up")
+
+    with pytest.raises(RuntimeError, match="gives up"):
+        ledger.create_orders(payouts(fail=True), batch_id="b1", market="ID")
+    everything = (
+        "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM batches), "
+        "(SELECT count(*) FROM order_events)"
+    )
+    assert seen == [[(0,)]] and rows(database, everything) == [(0, 0, 0)]
+    created = ledger.create_orders(payouts(fail=False), batch_id="b2", market="ID")
+    assert len(created) == 2000 and all(is_new for _, is_new in created)
+    assert seen[1] == [(0,)] and rows(database, everything) == [(2000, 1, 2000)]
 
 
 def test_orders_without_a_reference_are_all_created(ledger: Ledger) -> None:
