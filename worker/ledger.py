@@ -138,34 +138,32 @@ _CLAIM = _MOVE.format(payload="o.payload")
 
 # Enqueue: the orders are COPYed straight into ``orders`` as the caller hands them over
 # (the server stores each one while the caller validates the next), then one statement
-# adds their batch, its totals and their creation events. The unique reference decides
-# which order a reference maps to, also against a concurrent enqueue of the same
-# reference: the COPY waits for that one's outcome and fails if it committed
-# (Ledger.create_orders then starts over with that order known). Rows go in as they come,
-# in no particular order of references, so two enqueues of overlapping references could
-# each wait on the other: enqueues of more than one order take turns under this
-# transaction-scoped advisory lock, and so never deadlock.
+# adds their batch, its totals (summed as they went in) and their creation events. The
+# unique reference decides which order a reference maps to, also against a concurrent
+# enqueue of the same reference: the COPY waits for that one's outcome and fails if it
+# committed (Ledger.create_orders then starts over with that order known). Rows go in as
+# they come, in no particular order of references, so two enqueues of overlapping
+# references could each wait on the other: enqueues of more than one order take turns
+# under this transaction-scoped advisory lock, and so never deadlock.
 _ENQUEUE_LOCK = 0x64697362_656E7175  # "disbenqu"
 _COPY_ORDERS = (
     "COPY orders (trade_no, batch_id, row_no, market, currency, amount, reference, state, "
     "payload, masked, retry_of) FROM STDIN"
 )
 _CREATED = """
-WITH created AS (
-    SELECT trade_no, currency, amount, retry_of FROM orders WHERE batch_id = %(batch)s
-), batch AS (
-    INSERT INTO batches (id, market, row_count)
-    SELECT %(batch)s, %(market)s, count(*) FROM created
+WITH batch AS (
+    INSERT INTO batches (id, market, row_count) VALUES (%(batch)s, %(market)s, %(count)s)
 ), totals AS (
     INSERT INTO batch_totals (batch_id, currency, row_count, amount)
-    SELECT %(batch)s, currency, count(*), sum(amount) FROM created GROUP BY currency
+    SELECT %(batch)s, currency, row_count, amount
+    FROM unnest(%(currencies)s::text[], %(counts)s::integer[], %(amounts)s::numeric[])
+        AS t (currency, row_count, amount)
 )
 INSERT INTO order_events (trade_no, source, to_state, facts)
 SELECT trade_no, 'producer', %(state)s,
     CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
-FROM created
+FROM orders WHERE batch_id = %(batch)s
 """
-
 # A page of the orders in one state since before some time, oldest first, after a key
 # (entered, tradeNo). The state is spelled as a literal: the partial index orders_open
 # serves only such a query.
@@ -515,6 +513,8 @@ class Ledger:
         reference an earlier row has), the batch, its totals and the creation events."""
         first = list(islice(rows, 2))
         made: set[str] = set()  # the references of the orders made
+        counts: dict[str, int] = {}  # currency -> orders made
+        amounts: dict[str, Decimal] = {}  # currency -> their sum
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             if len(first) > 1:
                 # Orders of several references, taken one at a time as they come, could
@@ -529,13 +529,16 @@ class Ledger:
                         if reference in known or reference in made:
                             continue
                         made.add(reference)
+                    currency = payout.currency
+                    counts[currency] = counts.get(currency, 0) + 1
+                    amounts[currency] = amounts.get(currency, Decimal(0)) + payout.amount
                     copy.write_row(
                         (
                             trade_no,
                             batch_id,
                             row_no,
                             payout.market,
-                            payout.currency,
+                            currency,
                             payout.amount,
                             reference,
                             str(state),
@@ -544,7 +547,18 @@ class Ledger:
                             link,
                         )
                     )
-            cur.execute(_CREATED, {"batch": batch_id, "market": market, "state": str(state)})
+            cur.execute(
+                _CREATED,
+                {
+                    "batch": batch_id,
+                    "market": market,
+                    "state": str(state),
+                    "count": sum(counts.values()),
+                    "currencies": list(counts),
+                    "counts": list(counts.values()),
+                    "amounts": list(amounts.values()),
+                },
+            )
             if retry_of is not None:
                 cur.execute(
                     "UPDATE orders SET payload = NULL WHERE trade_no = ANY(%s)", (list(retry_of),)
