@@ -1,8 +1,10 @@
 """Accepting payouts: validate every row -> persist in the ledger -> publish.
 
-Nothing moves until every row is valid (unless the caller asks to skip invalid
-rows). Orders are persisted before their messages are published, so a message can
-be lost (the sweeper republishes) but never point at a payout that is not recorded.
+Nothing is committed or published unless every row is valid (or the caller asks to
+skip invalid rows). Rows go into the ledger's open transaction as they are validated,
+so that PostgreSQL stores one while Python checks the next; a bad row rolls it back.
+Orders are committed before their messages are published, so a message can be lost
+(the sweeper republishes) but never point at a payout that is not recorded.
 
 A retry enqueues a batch's FAILED and REVERSED orders again the same way, from the
 fields they kept (worker.retention), as a new batch of new tradeNos, each linked to
