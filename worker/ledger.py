@@ -483,7 +483,10 @@ class Ledger:
                 for _ in rows:  # take the rest too, to look them all up at once
                     pass
                 references = [row[1].reference for row in taken if row[1].reference is not None]
-                known = self._orders_by_reference(references)
+                found = self._orders_by_reference(references)
+                if found.keys() <= known.keys():
+                    raise  # no order committed since the last attempt: nothing to retry for
+                known = found
         result: list[tuple[str, bool]] = []
         made: dict[str, str] = {}  # reference -> the order its first row made
         for _, payout, _, trade_no in taken:
