@@ -3,12 +3,13 @@
 ``validate_row`` turns one input row (a CSV or JSON Lines record in the market's field
 names, plus the optional ``reference`` and ``currency`` columns) into a :class:`Payout`
 whose ``fields`` are exactly the strings to send to the provider; ``validate_rows``
-does a whole batch and reports every bad row rather than stopping at the first.
+does a whole batch and reports every bad row rather than stopping at the first
+(``iter_valid`` does the same row by row, for a caller that stores rows as they pass).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -26,6 +27,7 @@ __all__ = [
     "Payout",
     "RowError",
     "ValidationError",
+    "iter_valid",
     "market_code",
     "validate_row",
     "validate_rows",
@@ -128,9 +130,31 @@ def validate_rows(
     or not) is an error naming that row, since nobody can tell which of the two was
     meant. Each row's reference is compared once it is well formed.
     """
-    schema = _schema(market)
-    valid: list[tuple[int, Payout]] = []
     errors: list[RowError] = []
+    valid = list(iter_valid(market, rows, errors, notify_url=notify_url))
+    return valid, errors
+
+
+def iter_valid(
+    market: str,
+    rows: Iterable[tuple[int, Mapping[str, object]]],
+    errors: list[RowError],
+    *,
+    notify_url: str | None = None,
+) -> Iterator[tuple[int, Payout]]:
+    """:func:`validate_rows` row by row: yields each valid row's ``(row number, payout)``
+    as soon as it is validated, and appends each bad row's errors to ``errors``. The
+    market code is checked at the call, before the first row."""
+    schema = _schema(market)
+    return _valid(schema, rows, errors, notify_url)
+
+
+def _valid(
+    schema: PayoutSchema,
+    rows: Iterable[tuple[int, Mapping[str, object]]],
+    errors: list[RowError],
+    notify_url: str | None,
+) -> Iterator[tuple[int, Payout]]:
     first_rows: dict[str, int] = {}  # reference -> the row it first appeared in
     for number, row in rows:
         payout: Payout | None = None
@@ -147,10 +171,9 @@ def validate_rows(
         elif reference is not None:
             first_rows[reference] = number
         if payout is not None and not messages:
-            valid.append((number, payout))
+            yield number, payout
         else:
             errors.append(RowError(number, messages))
-    return valid, errors
 
 
 def _loaded_reference(error: ValidationError) -> str | None:

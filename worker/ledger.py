@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import chain, islice, repeat
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -143,48 +144,34 @@ SELECT a.trade_no, a.before, c.act = 'move', c.payload
 FROM act a LEFT JOIN changed c USING (trade_no)
 """
 
-# Enqueue: orders from the rows COPYed into ``incoming``, their batch, its totals and
-# the creation events, in one statement. The unique reference decides which order a
-# reference maps to, also against a concurrent enqueue of the same reference (which
-# waits for this one's outcome). Rows go in by reference, so that two enqueues of
-# overlapping references wait on each other in one order and never deadlock.
-_INCOMING = """
-CREATE TEMP TABLE incoming (
-    row_no     integer NOT NULL,
-    trade_no   text NOT NULL,
-    market     text NOT NULL,
-    currency   text NOT NULL,
-    amount     numeric NOT NULL,
-    reference  text,
-    payload    jsonb NOT NULL,
-    masked     jsonb NOT NULL,
-    retry_of   text
-) ON COMMIT DROP
-"""
-_CREATE = """
-WITH created AS (
-    INSERT INTO orders (trade_no, batch_id, row_no, market, currency, amount, reference,
-                        state, payload, masked, retry_of)
-    SELECT trade_no, %(batch)s, row_no, market, currency, amount, reference, %(state)s,
-           payload, masked, retry_of
-    FROM incoming ORDER BY reference, row_no
-    ON CONFLICT (reference) DO NOTHING
-    RETURNING trade_no, row_no, currency, amount, retry_of
-), batch AS (
-    INSERT INTO batches (id, market, row_count)
-    SELECT %(batch)s, %(market)s, count(*) FROM created
+# Enqueue: the orders are COPYed straight into ``orders`` as the caller hands them over
+# (the server stores each one while the caller validates the next), then one statement
+# adds their batch, its totals (summed as they went in) and their creation events. The
+# unique reference decides which order a reference maps to, also against a concurrent
+# enqueue of the same reference: the COPY waits for that one's outcome and fails if it
+# committed (Ledger.create_orders then starts over with that order known). Rows go in as
+# they come, in no particular order of references, so two enqueues of overlapping
+# references could each wait on the other: enqueues of more than one order take turns
+# under this transaction-scoped advisory lock, and so never deadlock.
+_ENQUEUE_LOCK = 0x64697362_656E7175  # "disbenqu"
+_COPY_ORDERS = (
+    "COPY orders (trade_no, batch_id, row_no, market, currency, amount, reference, state, "
+    "payload, masked, retry_of) FROM STDIN"
+)
+_CREATED = """
+WITH batch AS (
+    INSERT INTO batches (id, market, row_count) VALUES (%(batch)s, %(market)s, %(count)s)
 ), totals AS (
     INSERT INTO batch_totals (batch_id, currency, row_count, amount)
-    SELECT %(batch)s, currency, count(*), sum(amount) FROM created GROUP BY currency
-), events AS (
-    INSERT INTO order_events (trade_no, source, to_state, facts)
-    SELECT trade_no, 'producer', %(state)s,
-        CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
-    FROM created
+    SELECT %(batch)s, currency, row_count, amount
+    FROM unnest(%(currencies)s::text[], %(counts)s::integer[], %(amounts)s::numeric[])
+        AS t (currency, row_count, amount)
 )
-SELECT row_no, trade_no FROM created
+INSERT INTO order_events (trade_no, source, to_state, facts)
+SELECT trade_no, 'producer', %(state)s,
+    CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
+FROM orders WHERE batch_id = %(batch)s
 """
-
 # A page of the orders in one state since before some time, oldest first, after a key
 # (entered, tradeNo). The state is spelled as a literal: the partial index orders_open
 # serves only such a query.
@@ -218,7 +205,15 @@ def new_trade_no() -> str:
     the time in milliseconds (12), then 80 random bits (20). Time first, so that a batch's
     tradeNos fall together at the end of the primary key's index instead of all over it:
     an enqueue writes a few index pages, not one per order."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return new_trade_nos(1)[0]
+
+
+def new_trade_nos(count: int) -> list[str]:
+    """``count`` tradeNos (:func:`new_trade_no`) of one millisecond: the random bits of all
+    of them drawn at once."""
+    now = f"{time.time_ns() // 1_000_000:012x}"
+    random = os.urandom(10 * count).hex()
+    return [now + random[i : i + 20] for i in range(0, 20 * count, 20)]
 
 
 def new_batch_id() -> str:
@@ -337,6 +332,16 @@ def _ms(at: datetime) -> int:
 
 def _at(ms: int) -> datetime:
     return _EPOCH + ms * _MS
+
+
+# A row of an enqueue: its number, payout, the order it retries, and its new tradeNo.
+_Row = tuple[int, "Payout", str | None, str]
+
+
+def _trade_nos() -> Iterator[str]:
+    """New tradeNos for as long as asked, drawn a thousand at a time."""
+    while True:
+        yield from new_trade_nos(1000)
 
 
 def _order(row: Sequence[Any]) -> Order:
@@ -498,7 +503,7 @@ class Ledger:
     # creation ---------------------------------------------------------------
     def create_orders(
         self,
-        payouts: Sequence[Payout],
+        payouts: Iterable[Payout],
         *,
         batch_id: str,
         market: str,
@@ -513,57 +518,133 @@ class Ledger:
         an earlier row of this one) is not created again: that order's tradeNo comes
         back with ``created=False``.
 
+        ``payouts`` may be a generator: each payout is COPYed as it comes, so the
+        server stores one while the caller makes the next. An exception it raises
+        rolls the batch back and propagates.
+
         ``retry_of`` (one tradeNo per payout) makes each a retry of that FAILED or
         REVERSED order, whose payload is erased in the same transaction: an order is
         retried at most once (AlreadyRetried when another retry of it won a race).
         """
         state = State.HELD if hold else State.QUEUED
-        links = retry_of if retry_of is not None else [None] * len(payouts)
+        links: Iterable[str | None] = retry_of if retry_of is not None else repeat(None)
+        numbered = enumerate(zip(payouts, links, strict=retry_of is not None), 1)
+        trade_nos = _trade_nos()
+        taken: list[_Row] = []  # (row number, payout, retried tradeNo, new tradeNo)
+
+        def take() -> Iterator[_Row]:
+            yield from taken  # those a rolled-back attempt took, then the rest
+            for row_no, (payout, link) in numbered:
+                taken.append((row_no, payout, link, next(trade_nos)))
+                yield taken[-1]
+
+        known: dict[str, str] = {}  # reference -> its order, committed by another enqueue
+        while True:
+            rows = take()
+            try:
+                self._create(
+                    rows, known, batch_id=batch_id, market=market, state=state, retry_of=retry_of
+                )
+                break
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == "orders_retry_of_key":
+                    raise AlreadyRetried from None
+                if exc.diag.constraint_name != "orders_reference_key":
+                    raise
+                # Rolled back: another enqueue committed one of these references since.
+                for _ in rows:  # take the rest too, to look them all up at once
+                    pass
+                references = [row[1].reference for row in taken if row[1].reference is not None]
+                found = self._orders_by_reference(references)
+                if found.keys() <= known.keys():
+                    raise  # no order committed since the last attempt: nothing to retry for
+                known = found
+        result: list[tuple[str, bool]] = []
+        made: dict[str, str] = {}  # reference -> the order its first row made
+        for _, payout, _, trade_no in taken:
+            reference = payout.reference
+            if reference is None:
+                result.append((trade_no, True))
+            elif reference in known:
+                result.append((known[reference], False))
+            elif reference in made:
+                result.append((made[reference], False))
+            else:
+                made[reference] = trade_no
+                result.append((trade_no, True))
+        return result
+
+    def _create(
+        self,
+        rows: Iterator[_Row],
+        known: Collection[str],
+        *,
+        batch_id: str,
+        market: str,
+        state: State,
+        retry_of: Sequence[str] | None,
+    ) -> None:
+        """One transaction: ``rows`` as orders (but those of a ``known`` reference or of a
+        reference an earlier row has), the batch, its totals and the creation events."""
+        first = list(islice(rows, 2))
+        made: set[str] = set()  # the references of the orders made
+        counts: dict[str, int] = {}  # currency -> orders made
+        amounts: dict[str, Decimal] = {}  # currency -> their sum
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            # The insert sorts the rows by reference: in memory, not in files, for a big batch.
-            cur.execute("SET LOCAL work_mem = '256MB'")
-            cur.execute(_INCOMING)
-            with cur.copy(
-                "COPY incoming (row_no, trade_no, market, currency, amount, reference, "
-                "payload, masked, retry_of) FROM STDIN"
-            ) as copy:
-                for row_no, (payout, link) in enumerate(zip(payouts, links, strict=True), 1):
+            if len(first) > 1:
+                # Orders of several references, taken one at a time as they come, could
+                # wait on another enqueue's in the opposite order: enqueues of more than
+                # one order take turns. (One of a single order holds nothing another
+                # waits for while it waits.)
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ENQUEUE_LOCK,))
+            with cur.copy(_COPY_ORDERS) as copy:
+                for row_no, payout, link, trade_no in chain(first, rows):
+                    reference = payout.reference
+                    if reference is not None:
+                        if reference in known or reference in made:
+                            continue
+                        made.add(reference)
+                    currency = payout.currency
+                    counts[currency] = counts.get(currency, 0) + 1
+                    amounts[currency] = amounts.get(currency, Decimal(0)) + payout.amount
                     copy.write_row(
                         (
+                            trade_no,
+                            batch_id,
                             row_no,
-                            new_trade_no(),
                             payout.market,
-                            payout.currency,
+                            currency,
                             payout.amount,
-                            payout.reference,
+                            reference,
+                            str(state),
                             orjson.dumps(payout.fields).decode(),
                             orjson.dumps(mask_personal(payout.fields)).decode(),
                             link,
                         )
                     )
-            try:
-                cur.execute(_CREATE, {"batch": batch_id, "market": market, "state": str(state)})
-            except psycopg.errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == "orders_retry_of_key":
-                    raise AlreadyRetried from None
-                raise
-            created: dict[int, str] = dict(cur.fetchall())
-            existing: dict[int, str] = {}
-            if len(created) < len(payouts):
-                cur.execute(
-                    "SELECT i.row_no, o.trade_no FROM incoming i JOIN orders o USING (reference) "
-                    "WHERE NOT (i.row_no = ANY(%s::integer[]))",
-                    (list(created),),
-                )
-                existing = dict(cur.fetchall())
+            cur.execute(
+                _CREATED,
+                {
+                    "batch": batch_id,
+                    "market": market,
+                    "state": str(state),
+                    "count": sum(counts.values()),
+                    "currencies": list(counts),
+                    "counts": list(counts.values()),
+                    "amounts": list(amounts.values()),
+                },
+            )
             if retry_of is not None:
                 cur.execute(
                     "UPDATE orders SET payload = NULL WHERE trade_no = ANY(%s)", (list(retry_of),)
                 )
-        return [
-            (created[row_no], True) if row_no in created else (existing[row_no], False)
-            for row_no in range(1, len(payouts) + 1)
-        ]
+
+    def _orders_by_reference(self, references: list[str]) -> dict[str, str]:
+        with self._connection() as conn:
+            found = conn.execute(
+                "SELECT reference, trade_no FROM orders WHERE reference = ANY(%s)", (references,)
+            ).fetchall()
+        return dict(found)
 
     # reading ----------------------------------------------------------------
     def get(self, trade_no: str) -> Order | None:

@@ -1,8 +1,10 @@
 """Accepting payouts: validate every row -> persist in the ledger -> publish.
 
-Nothing moves until every row is valid (unless the caller asks to skip invalid
-rows). Orders are persisted before their messages are published, so a message can
-be lost (the sweeper republishes) but never point at a payout that is not recorded.
+Nothing is committed or published unless every row is valid (or the caller asks to
+skip invalid rows). Rows go into the ledger's open transaction as they are validated,
+so that PostgreSQL stores one while Python checks the next; a bad row rolls it back.
+Orders are committed before their messages are published, so a message can be lost
+(the sweeper republishes) but never point at a payout that is not recorded.
 
 A retry enqueues a batch's FAILED orders again the same way, from the fields they kept
 (worker.retention), as a new batch of new tradeNos, each linked to the order it retries
@@ -18,13 +20,21 @@ names it as not retried, for the application to enqueue again from its own recor
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from marshmallow import ValidationError
 
-from schemas import MARKETS, Payout, RowError, market_code, validate_row, validate_rows
+from schemas import (
+    MARKETS,
+    Payout,
+    RowError,
+    iter_valid,
+    market_code,
+    validate_row,
+    validate_rows,
+)
 from worker.columns import notify_url_error
 from worker.config import Settings
 from worker.exceptions import BatchNotFound, ConfigError, InvalidPayout, UnknownMarket
@@ -119,15 +129,21 @@ class Producer:
         market = _market(market)
         rows = list(rows)
         self._check_notify_url(market, [row for _, row in rows])
-        valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
-        errors = sorted([*errors, *parse_errors], key=lambda e: e.row)
-        if (errors and not skip_invalid) or not valid:
-            return BatchResult(None, 0, errors)
-        payouts = [payout for _, payout in valid]
+        errors = list(parse_errors)
+        valid = iter_valid(market, rows, errors, notify_url=self.settings.notify_url)
         if dry_run:
+            payouts = [payout for _, payout in valid]
+            errors.sort(key=lambda e: e.row)
+            if (errors and not skip_invalid) or not payouts:
+                return BatchResult(None, 0, errors)
             self._sign_all(market.upper(), payouts)
             return BatchResult(None, len(payouts), errors, dry_run=True)
-        return self._persist(market, payouts, errors, hold=hold)
+        try:
+            # Stored as they are validated: the ledger's server works while the rows are
+            # checked, and the transaction commits only if the batch is to be enqueued.
+            return self._persist(market, _enqueued(valid, errors, skip_invalid), errors, hold=hold)
+        except _Rejected:
+            return BatchResult(None, 0, sorted(errors, key=lambda e: e.row))
 
     def retry(self, batch_id: str, *, hold: bool = False) -> RetryResult:
         """Enqueue the batch's FAILED and REVERSED orders again as a new batch.
@@ -185,13 +201,14 @@ class Producer:
     def _persist(
         self,
         market: str,
-        payouts: list[Payout],
+        payouts: Iterable[Payout],
         errors: list[RowError],
         *,
         hold: bool,
         retry_of: Sequence[str] | None = None,
     ) -> BatchResult:
-        """One transaction for the new batch, then its messages (unless held)."""
+        """One transaction for the new batch, then its messages (unless held). ``errors``
+        are the rejected rows, complete once ``payouts`` is."""
         batch_id = new_batch_id()
         created = self.ledger.create_orders(
             payouts, batch_id=batch_id, market=market, hold=hold, retry_of=retry_of
@@ -202,7 +219,7 @@ class Producer:
         return BatchResult(
             batch_id,
             len(new),
-            errors,
+            sorted(errors, key=lambda e: e.row),
             trade_nos=[t for t, _ in created],
             existing=len(created) - len(new),
             held=hold,
@@ -242,6 +259,26 @@ class Producer:
         sign = self.sign(market)
         for payout in payouts:
             sign(payout.fields, new_trade_no())
+
+
+class _Rejected(Exception):
+    """The batch is not to be enqueued: it rolls back what the ledger took of it."""
+
+
+def _enqueued(
+    valid: Iterable[tuple[int, Payout]], errors: list[RowError], skip_invalid: bool
+) -> Iterator[Payout]:
+    """The payouts to enqueue, as they are validated. Once a row is bad (unless
+    ``skip_invalid``) none is handed over any more, yet every row is still validated for
+    its errors; then, or when no row was good, raises _Rejected."""
+    count = 0
+    for _, payout in valid:
+        if errors and not skip_invalid:
+            continue
+        count += 1
+        yield payout
+    if (errors and not skip_invalid) or not count:
+        raise _Rejected
 
 
 def _market(market: str) -> str:

@@ -125,6 +125,10 @@ def mask_personal(fields: Mapping[str, str]) -> dict[str, str]:
     for key, value in fields.items():
         if key in _NOT_PERSONAL:
             masked[key] = value
+        elif len(value) >= 6 and value.isdecimal():
+            # Only digits, as most account and phone numbers are: what mask_digits makes
+            # of them (\d is what isdecimal() accepts), without its pattern.
+            masked[key] = "*" * (len(value) - 4) + value[-4:]
         elif _LONG_RUN.search(value):
             masked[key] = mask_digits(value)
         elif "@" in value:

@@ -143,6 +143,23 @@ def test_orders_reject_an_unknown_state(conn: psycopg.Connection) -> None:
         _order(conn, state="SENT")
 
 
+@pytest.mark.parametrize(
+    ("column", "good", "bad"),
+    [
+        ("trade_no", ["a", "Z9" * 16], ["", "a" * 33, "ab-1", "ab 1", "ab\n", "ñ1"]),
+        ("currency", ["IDR"], ["", "ID", "IDRX", "idr", "I1R", "IDR\n"]),
+    ],
+)
+def test_orders_check_the_trade_no_and_the_currency(
+    conn: psycopg.Connection, column: str, good: list[str], bad: list[str]
+) -> None:
+    for n, value in enumerate(good):
+        _order(conn, **{"trade_no": f"t{n}", "row_no": n, "reference": None, column: value})
+    for value in bad:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            _order(conn, **{"trade_no": "t99", "row_no": 99, "reference": None, column: value})
+
+
 def test_an_event_rejects_an_unknown_state(conn: psycopg.Connection) -> None:
     _order(conn)
     with pytest.raises(psycopg.errors.CheckViolation):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -96,6 +96,47 @@ def test_duplicate_reference_inside_one_batch_creates_one_order(ledger: Ledger) 
     )
     assert result[0][0] == result[1][0]
     assert [created for _, created in result] == [True, False]
+
+
+def test_each_row_maps_to_its_order_in_input_order(ledger: Ledger, database: str) -> None:
+    """Rows go into the ledger sorted by reference; the answer keeps the caller's order."""
+    ((known, _),) = ledger.create_orders([payout(reference="r-5")], batch_id="b0", market="ID")
+    refs = [None, "r-9", "r-5", "r-1", "r-9", None, "r-0"]
+    result = ledger.create_orders([payout(reference=r) for r in refs], batch_id="b", market="ID")
+    assert [created for _, created in result] == [True, True, False, True, False, True, True]
+    assert result[2][0] == known and result[4][0] == result[1][0]
+    assert len({t for t, _ in result}) == 6
+    stored = rows(database, "SELECT trade_no, row_no, reference FROM orders WHERE batch_id = 'b'")
+    assert sorted(stored, key=lambda r: r[1]) == [
+        (result[0][0], 1, None), (result[1][0], 2, "r-9"), (result[3][0], 4, "r-1"),
+        (result[5][0], 6, None), (result[6][0], 7, "r-0"),
+    ]  # fmt: skip
+    assert rows(database, "SELECT count(*) FROM order_events") == [(6,)]
+    assert rows(database, "SELECT row_count FROM batches WHERE id = 'b'") == [(5,)]
+
+
+def test_payouts_handed_over_one_by_one_are_stored_all_or_nothing(
+    ledger: Ledger, database: str
+) -> None:
+    seen: list[Any] = []
+
+    def payouts(fail: bool) -> Iterator[Payout]:
+        for i in range(2000):
+            yield payout(reference=f"g-{i}")
+        seen.append(rows(database, "SELECT count(*) FROM orders"))  # from elsewhere
+        if fail:
+            raise RuntimeError("the caller gives up")
+
+    with pytest.raises(RuntimeError, match="gives up"):
+        ledger.create_orders(payouts(fail=True), batch_id="b1", market="ID")
+    everything = (
+        "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM batches), "
+        "(SELECT count(*) FROM order_events)"
+    )
+    assert seen == [[(0,)]] and rows(database, everything) == [(0, 0, 0)]
+    created = ledger.create_orders(payouts(fail=False), batch_id="b2", market="ID")
+    assert len(created) == 2000 and all(is_new for _, is_new in created)
+    assert seen[1] == [(0,)] and rows(database, everything) == [(2000, 1, 2000)]
 
 
 def test_orders_without_a_reference_are_all_created(ledger: Ledger) -> None:

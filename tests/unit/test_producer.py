@@ -50,6 +50,34 @@ def test_one_invalid_row_rejects_the_whole_batch(
     assert result.to_dict()["rejected"][0]["row"] == 3
 
 
+def test_a_bad_row_after_many_good_ones_leaves_nothing(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    """Rows go to the ledger while later ones are still being validated: a late bad row
+    rolls back the ones already handed over."""
+    rows = sample_rows("ID", 3000)
+    rows[2997]["amount"] = "1"
+    rows[2999]["mobile"] = "123"
+    result = make_producer.enqueue_batch("ID", numbered(rows))
+    assert result.batch_id is None and result.accepted == 0
+    assert [(e.row, list(e.errors)) for e in result.rejected] == [
+        (2998, ["amount"]),
+        (3000, ["mobile"]),
+    ]
+    assert published == []
+    with ledger.pool.connection() as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM batches), "
+            "(SELECT count(*) FROM order_events)"
+        ).fetchone()
+    assert counts == (0, 0, 0)
+    # The same rows once fixed are enqueued whole.
+    rows[2997]["amount"] = "100000"
+    rows[2999]["mobile"] = "081234567890"
+    again = make_producer.enqueue_batch("ID", numbered(rows))
+    assert again.accepted == 3000 and sum(len(p) for p in published) == 3000
+
+
 def test_skip_invalid_enqueues_the_valid_rows(
     make_producer: Producer, published: list[list[str]]
 ) -> None:

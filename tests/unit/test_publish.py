@@ -36,6 +36,28 @@ def test_submissions_go_out_a_chunk_per_message(broker: redis.Redis) -> None:
     assert all(m["headers"]["task"] == "disburse.submit" for m in messages)
 
 
+def test_submissions_whose_pipeline_fails_go_again_one_by_one(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures: list[int] = []
+    execute = redis.client.Pipeline.execute
+
+    def fail_once(self: redis.client.Pipeline, *args: object, **kwargs: object) -> object:
+        commands = [command[0][0] for command in self.command_stack]
+        if not failures and "LPUSH" in commands:
+            failures.append(len(commands))
+            raise redis.ConnectionError("the broker went away")
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", fail_once)
+    trade_nos = [f"{i:032x}" for i in range(CHUNK * 2 + 1)]
+    assert publish_submissions(trade_nos) == 3
+    assert failures == [6]  # the three messages and their task-sent events, in one pipeline
+    messages = [json.loads(raw) for raw in broker.lrange("submit", 0, -1)]
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
+    assert sorted(t for args, _, _ in bodies for t in args[0]) == trade_nos
+
+
 def test_the_queue_length_of_an_unreachable_broker_is_an_error(
     broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

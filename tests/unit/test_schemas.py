@@ -568,10 +568,14 @@ def test_remark_up_to_128_characters() -> None:
 
 
 @pytest.mark.parametrize(
-    "email", ["nope", "user@", "@example.com", "user@@example.com", "us er@example.com"]
+    "email",
+    ["nope", "user@", "@example.com", "user@@example.com", "us er@example.com", "example.com"],
 )
 def test_email_refused(email: str) -> None:
+    # Also at a domain an address passed with before (the domain is not checked again).
+    validate_row("AR", row("AR", email="first@example.com"))
     assert_rejected("AR", row("AR", email=email), "email", "Not a valid email address")
+    assert_rejected("AR", row("AR", email=email + ".x"), "email", "Not a valid email address")
 
 
 # --- Katakana (Japan) -------------------------------------------------------------------
