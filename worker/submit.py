@@ -135,6 +135,9 @@ class Submitter:
         self.metrics = metrics
         # When the pause switch was last seen off (time.monotonic()).
         self._pause_seen = 0.0
+        # How many orders the next group claims (see GROUP): carried from one task to the
+        # next, so that a run of tasks does not start every chunk at one.
+        self._group_size = 1
 
     def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport:
         """Submit each order in turn until done, paused, or ``budget`` seconds are spent."""
@@ -151,7 +154,7 @@ class Submitter:
         # The provider's answers to the group's POSTs, applied with the next group's claims:
         # one statement, so one commit, per group instead of two per payout.
         answers: list[Answer] = []
-        size = 1
+        size = self._group_size
         start = 0
         try:
             while start < len(orders):
@@ -169,12 +172,12 @@ class Submitter:
                 claims = self.ledger.claim_many(group, answers=answers)
                 answers = []
                 stop, waited = self._send_group(group, claims, slots, deadline, report, answers)
+                size = self._group_size = _next_group_size(size, waited)
                 if stop is Step.OUT_OF_TIME:
                     report.leftover += orders[start + len(group) :]
                 if stop is not None:
                     break
                 start += len(group)
-                size = _next_group_size(size, waited)
         finally:
             # The last answers: also when the chunk stops early, or on an error after a POST.
             if answers:

@@ -363,6 +363,26 @@ def test_claims_grow_in_groups_each_committed_with_the_answers_before(
     ]
 
 
+def test_the_group_size_carries_over_to_the_next_chunk(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    limiter = SlotsFor(7)
+    submitter, _, _ = make(ledger, fake_redis, accepted(), limiter)  # type: ignore[arg-type]
+    assert submitter.run(new_orders(ledger, 7), budget=10).done == 7  # groups of 1, 2, 4
+    limiter.free = 3
+    later = new_orders(ledger, 3, market="JP")
+    assert submitter.run(later, budget=10).done == 3
+    claims = [sum(1 for _, to in changes if to == "SUBMITTING") for changes in commits(ledger)]
+    assert claims[-2:] == [3, 0]  # the next chunk's three in one group, then their answers
+    # A chunk whose orders had to wait for slots starts the next one at one again.
+    limiter.free = 1
+    assert submitter.run(new_orders(ledger, 3, market="KH"), budget=10).leftover
+    limiter.free = 16
+    assert submitter.run(new_orders(ledger, 2, market="AR"), budget=10).done == 2
+    claims = [sum(1 for _, to in changes if to == "SUBMITTING") for changes in commits(ledger)]
+    assert claims[-3:] == [1, 1, 0]
+
+
 def test_groups_stop_growing_at_their_limit(ledger: Ledger, fake_redis: redis.Redis) -> None:
     submitter, _, _ = make(ledger, fake_redis, accepted())
     trade_nos = new_orders(ledger, 3 * GROUP)
