@@ -7,9 +7,9 @@ On a private server (durable unless ``--not-durable``: fsync on, as payouts need
    masked copy) is timed too, and a baseline of one ``create_orders([payout])`` per
    order. Validation is timed for reference (the accept path is validate + create +
    publish).
-2. claim+apply: the submit path's ledger work per payout, as worker.submit does it
-   (``claim`` in one transaction with ``apply_report`` of the previous order's
-   acceptance, PROCESSING), from 1 and 2 threads (each with its own pooled
+2. claim+apply: the submit path's ledger work per payout, as worker.submit does it at
+   full speed (``claim_many`` of a group with the answers to the group before,
+   PROCESSING), from 1 and 2 threads (each with its own pooled
    connection), then every order settled by a webhook's report (SUCCEEDED: the payload
    is erased). CPU seconds of the server's processes and of this process are shown
    beside the clock's: on a shared machine they move much less with its load.
@@ -108,22 +108,25 @@ def in_threads(work: Callable[[Sequence[str]], None], trade_nos: list[str], thre
 
 
 def submit_path(ledger: Ledger) -> Callable[[Sequence[str]], None]:
-    """The submit task's ledger work (worker.submit): each order claimed in one transaction
-    with the provider's answer to the order before it, the last answer alone."""
+    """The submit task's ledger work (worker.submit) at full speed: groups of GROUP orders
+    claimed in one statement with the provider's answers to the group before, the last
+    answers alone."""
     from worker.states import State
+    from worker.submit import GROUP
     from worker.vexora import ProviderReport
 
     def work(trade_nos: Sequence[str]) -> None:
-        answer: tuple[str, ProviderReport] | None = None
-        for index, trade_no in enumerate(trade_nos):
-            with ledger.transaction():
-                if answer is not None:
-                    ledger.apply_report(*answer, source="submit")
-                claimed, payload = ledger.claim(trade_no)
-            assert claimed.moved and payload is not None
-            answer = (trade_no, ProviderReport(State.PROCESSING, f"P{index}", "0015", "OK"))
-        if answer is not None:
-            ledger.apply_report(*answer, source="submit")
+        answers: list[tuple[str, ProviderReport]] = []
+        for start in range(0, len(trade_nos), GROUP):
+            group = trade_nos[start : start + GROUP]
+            claims = ledger.claim_many(group, answers=answers)
+            assert all(claimed.moved and payload is not None for claimed, payload in claims)
+            answers = [
+                (trade_no, ProviderReport(State.PROCESSING, f"P{trade_no[-8:]}", "0015", "OK"))
+                for trade_no in group
+            ]
+        if answers:
+            ledger.claim_many([], answers=answers)
 
     return work
 
@@ -210,7 +213,7 @@ def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
                 seconds = in_threads(submit_path(ledger), chunk, threads)
                 spent, here = server_cpu(pool) - cpu[0], time.process_time() - cpu[1]
                 report.add(
-                    f"claim + apply_report(PROCESSING), {threads} thread(s)",
+                    f"claim_many + answers (PROCESSING), {threads} thread(s)",
                     f"{len(chunk) / seconds:,.0f} payouts/s",
                     f"{len(chunk):,} payouts, {seconds / len(chunk) * 1000:.2f} ms each; CPU "
                     f"per payout: server {spent / len(chunk) * 1000:.2f} ms, "

@@ -13,16 +13,14 @@ as ``Decimal``.
 Connections come from a :class:`psycopg_pool.ConnectionPool`, each checked out for
 one short exchange and put in autocommit (a lone statement is its own transaction:
 no extra round trips for BEGIN and COMMIT). None is held while a caller waits on
-anything else, such as an HTTP call. :meth:`Ledger.transaction` groups a caller's
-changes into one transaction where one commit (one flush to disk) beats the round
-trips of BEGIN and COMMIT: the submit path commits a payout's answer with the next
-claim.
+anything else, such as an HTTP call. Where one commit (one flush to disk) for several
+changes pays, one statement makes them: the submit path claims a group of orders and
+applies the answers to the group before in one (:meth:`Ledger.claim_many`).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -130,7 +128,10 @@ WITH want AS (
         discrepancy = CASE WHEN a.act = 'discrepancy' THEN a.discrepancy
             ELSE o.discrepancy END
     FROM act a
-    WHERE o.trade_no = a.trade_no AND a.act IS NOT NULL
+    -- The array again: the primary key's index finds the rows even where the planner's
+    -- statistics are stale (a table just filled by a big enqueue, before ANALYZE).
+    WHERE o.trade_no = ANY(%(trade_nos)s::text[]) AND o.trade_no = a.trade_no
+        AND a.act IS NOT NULL
     RETURNING o.trade_no, a.act, a.before, a.target, a.source, a.facts, a.discrepancy_facts,
         CASE WHEN a.attempt AND a.act = 'move' THEN o.payload END AS payload
 ), events AS (
@@ -468,37 +469,12 @@ class Ledger:
     ) -> None:
         self.pool = pool
         self.on_final = on_final
-        # The connection of this thread's open :meth:`transaction`, if any.
-        self._local = threading.local()
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
-        bound: psycopg.Connection | None = getattr(self._local, "conn", None)
-        if bound is not None:
-            yield bound
-            return
         with self.pool.connection() as conn:
             conn.autocommit = True
             yield conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Every ledger call of this thread inside the block in one transaction, committed
-        when the block ends (rolled back if it raises): one commit, and so one flush of
-        the log to disk, for several changes. Each change stays all or nothing with its
-        event; changes of several orders take their rows in the order of the calls, so
-        callers that may meet on the same orders make them in tradeNo order."""
-        if getattr(self._local, "conn", None) is not None:
-            yield  # already inside one: it commits
-            return
-        with self.pool.connection() as conn:
-            conn.autocommit = True
-            with conn.transaction():
-                self._local.conn = conn
-                try:
-                    yield
-                finally:
-                    self._local.conn = None
 
     # creation ---------------------------------------------------------------
     def create_orders(

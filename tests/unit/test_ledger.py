@@ -842,9 +842,8 @@ def test_every_event_and_order_has_its_parent_after_every_kind_of_change(
     again = create(ledger, payout(reference="r1"), payout(reference="r3"), batch="b2")
     held = create(ledger, payout(), batch="b3", hold=True)
     first, second, third, fourth = queued
-    with ledger.transaction():
-        ledger.claim(first)
-        ledger.transition(second, State.CANCELLED, source="operator")
+    ledger.claim_many([first])
+    ledger.transition(second, State.CANCELLED, source="operator")
     ledger.apply_report(first, report(State.SUCCEEDED), source="webhook")
     ledger.apply_report(first, report(State.FAILED, "00029"), source="lookup")  # discrepancy
     ledger.transition_many([third, fourth, *held], State.QUEUED, source="operator")
@@ -870,23 +869,3 @@ def test_trade_nos_start_with_the_time_and_are_unique() -> None:
     assert len(set(made)) == len(made)
     # The millisecond first: a batch's keys land together in the primary key's index.
     assert all(before <= int(trade_no[:12], 16) <= after for trade_no in made)
-
-
-def test_a_transaction_commits_every_change_together_or_none(ledger: Ledger, database: str) -> None:
-    first, second = create(ledger, payout(), payout())
-    with pytest.raises(RuntimeError), ledger.transaction():
-        assert ledger.claim(first)[0].moved
-        assert ledger.claim(second)[0].moved
-        raise RuntimeError("after both claims")
-    assert [order.state for order in ledger.get_many([first, second]) if order] == [
-        State.QUEUED,
-        State.QUEUED,
-    ]
-    with ledger.transaction():
-        ledger.claim(first)
-        ledger.claim(second)
-    in_one = rows(
-        database,
-        "SELECT count(DISTINCT xmin::text) FROM order_events WHERE to_state = 'SUBMITTING'",
-    )
-    assert in_one == [(1,)]
