@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -289,6 +290,20 @@ def test_a_submit_task_that_cannot_reach_postgresql_leaves_its_orders_leased(
     assert {o.state for o in ledger.get_many(chunk) if o} == {State.QUEUED}
 
 
+def reconnected(ledger: Ledger, within: float = 15.0) -> None:
+    """Until the ledger's pool has a working connection again: after failed attempts it
+    retries with a backoff, longer than one checkout's timeout on a loaded machine."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            ledger.ping()
+            return
+        except psycopg.OperationalError:  # PoolTimeout too
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_a_submit_task_losing_postgresql_after_a_post_leaves_a_claim_to_recover(
     broker: redis.Redis,
 ) -> None:
@@ -310,6 +325,7 @@ def test_a_submit_task_losing_postgresql_after_a_post_leaves_a_claim_to_recover(
                     budget=5,
                 )
             server.start()
+            reconnected(ledger)
             assert provider.posts == [sent]
             assert set(leased()) == set(chunk)
             orders = {o.trade_no: o for o in ledger.get_many(chunk) if o}
