@@ -283,7 +283,7 @@ class Submitter:
                 return Next(Step.OUT_OF_TIME, waited=True)
             # Time has passed since the claim: someone may have paused meanwhile.
             if self.pause.reason() is not None:
-                self._unclaim([trade_no], "paused")
+                self._unclaim([trade_no], _GIVEN_BACK[Step.PAUSED])
                 return Next(Step.PAUSED, waited=True)
         else:
             # A slot taken with others may be due a little later (at most TAKE_AHEAD).
