@@ -133,9 +133,12 @@ class NotifyApp:
         if publish_lookups is None:
             # Marked as outstanding, so a reconcile pass does not ask twice.
             publish_lookups = runtime.in_flight().request_lookups
+        # A notification is verified with the secret of its order's market's account (a
+        # market without an account configured has none).
+        secrets = {m: account.app_secret for account in settings.accounts for m in account.markets}
         webhooks = WebhookHandler(
             ledger,
-            secrets=tuple(account.app_secret for account in settings.accounts),
+            secrets=secrets,
             request_lookups=publish_lookups,
             allow_unsigned=settings.allow_unsigned_webhooks,
         )

@@ -29,11 +29,12 @@ class Publisher:
         return 1
 
 
-def new_order(ledger: Ledger, state: State = State.PROCESSING) -> str:
-    """An order, in a batch of its own, brought to ``state``."""
+def new_order(ledger: Ledger, state: State = State.PROCESSING, market: str = "ID") -> str:
+    """An order of ``market``, in a batch of its own, brought to ``state``."""
     fields = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
-    payout = Payout("ID", "IDR", Decimal("100000"), None, fields)
-    ((trade_no, _),) = ledger.create_orders([payout], batch_id=new_batch_id(), market="ID")
+    currency = {"ID": "IDR", "AR": "ARS", "JP": "JPY", "KH": "USD"}[market]
+    payout = Payout(market, currency, Decimal("100000"), None, fields)
+    ((trade_no, _),) = ledger.create_orders([payout], batch_id=new_batch_id(), market=market)
     path = {
         State.QUEUED: [],
         State.SUBMITTING: [State.SUBMITTING],

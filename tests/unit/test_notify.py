@@ -135,10 +135,32 @@ def test_a_notification_signed_by_a_market_own_account_verifies(
         ledger, config, publisher, Metrics(fake_redis, prefix="t"), redis_client=fake_redis
     )
     rx = Receiver(Client(app), ledger, publisher)
-    trade_no = new_order(ledger)
+    trade_no = new_order(ledger, market="AR")
     assert post(rx, signed(notification(trade_no), "another-secret")).status_code == 401
     assert_ok(post(rx, signed(notification(trade_no), "ar-secret")))
     assert state_of(ledger, trade_no) is State.SUCCEEDED
+
+
+def test_a_notification_signed_by_another_market_account_is_401_and_counted(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    """AR's secret vouches for AR's orders only: an ID order stays as it is."""
+    ar = MarketAccount(merchant_no="M-AR", app_secret="ar-secret")
+    config = Settings(vexora_app_secret=SECRET, vexora_markets={"AR": ar})
+    app = create_app(
+        ledger, config, Publisher(), Metrics(fake_redis, prefix="t"), redis_client=fake_redis
+    )
+    rx = Receiver(Client(app), ledger, Publisher())
+    trade_no = new_order(ledger, market="ID")
+    response = post(rx, signed(notification(trade_no), "ar-secret"))
+    assert (response.status_code, response.get_data()) == (401, b"bad signature")
+    assert state_of(ledger, trade_no) is State.PROCESSING
+    assert_ok(post(rx, signed(notification("c" * 32), "ar-secret")))  # unknown: OK
+    assert ledger.get("c" * 32) is None
+    text = rx.client.get("/metrics").get_data(as_text=True)
+    assert 'disburse_webhooks_total{outcome="wrong_account"} 1.0' in text
+    assert 'disburse_webhooks_total{outcome="unknown_order"} 1.0' in text
+    assert 'disburse_webhooks_total{outcome="accepted"} 0.0' in text
 
 
 def test_unsigned_notifications_are_allowed_by_the_setting(rx_unsigned: Receiver) -> None:
