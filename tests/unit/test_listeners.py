@@ -117,6 +117,7 @@ def receiver(ledger: Ledger, client: redis.Redis) -> NotifyApp:
         ("::ffff:127.0.0.1", {}, True),
         ("203.0.113.7", {}, False),
         ("10.0.0.2", {}, False),
+        ("", {}, False),  # no address: not known to be local
         ("127.0.0.1", {"X-Forwarded-For": "203.0.113.7"}, False),
         ("127.0.0.1", {"Forwarded": "for=203.0.113.7"}, False),
         ("127.0.0.1", {"X-Real-IP": "203.0.113.7"}, False),

@@ -24,6 +24,7 @@ from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from tests.unit.notifications import (
     SECRET,
     Publisher,
+    local_client,
     new_order,
     notification,
     signed,
@@ -61,7 +62,7 @@ def make_receiver(
     # Counting the orders it makes final, as the runtime's ledger does.
     ledger = Ledger(ledger.pool, on_final=metrics.finalized)
     app = create_app(ledger, config, publisher, metrics, redis_client=client)
-    return Receiver(Client(app), ledger, publisher)
+    return Receiver(local_client(app), ledger, publisher)
 
 
 def dead_redis() -> redis.Redis:
@@ -134,7 +135,7 @@ def test_a_notification_signed_by_a_market_own_account_verifies(
     app = create_app(
         ledger, config, publisher, Metrics(fake_redis, prefix="t"), redis_client=fake_redis
     )
-    rx = Receiver(Client(app), ledger, publisher)
+    rx = Receiver(local_client(app), ledger, publisher)
     trade_no = new_order(ledger, market="AR")
     assert post(rx, signed(notification(trade_no), "another-secret")).status_code == 401
     assert_ok(post(rx, signed(notification(trade_no), "ar-secret")))
@@ -150,7 +151,7 @@ def test_a_notification_signed_by_another_market_account_is_401_and_counted(
     app = create_app(
         ledger, config, Publisher(), Metrics(fake_redis, prefix="t"), redis_client=fake_redis
     )
-    rx = Receiver(Client(app), ledger, Publisher())
+    rx = Receiver(local_client(app), ledger, Publisher())
     trade_no = new_order(ledger, market="ID")
     response = post(rx, signed(notification(trade_no), "ar-secret"))
     assert (response.status_code, response.get_data()) == (401, b"bad signature")
@@ -392,7 +393,7 @@ def test_each_webhook_is_counted_before_it_is_answered(
     app = create_app(
         ledger, Settings(vexora_app_secret=SECRET), Publisher(), batching, redis_client=fake_redis
     )
-    rx = Receiver(Client(app), ledger, Publisher())
+    rx = Receiver(local_client(app), ledger, Publisher())
     assert_ok(post(rx, signed(notification(new_order(ledger)))))
     assert Metrics(fake_redis, prefix="t").snapshot() == {"webhook|accepted": "1"}
 
