@@ -75,14 +75,17 @@ def upgrade(
     conninfo: str,
     *,
     lock_timeout: float = LOCK_TIMEOUT,
-    attempts: int = LOCK_ATTEMPTS,
-    sleep: Callable[[float], object] = time.sleep,
+    attempts: int | None = None,
+    sleep: Callable[[float], object] | None = None,
 ) -> list[int]:
     """Apply every migration the database lacks; returns the versions this call applied.
 
     ``lock_timeout`` seconds (0: no limit) per lock wait, ``attempts`` tries per
-    migration, ``sleep`` between them; raises :class:`MigrationLocked`.
+    migration (:data:`LOCK_ATTEMPTS`), ``sleep`` between them (:func:`time.sleep`);
+    raises :class:`MigrationLocked`.
     """
+    attempts = attempts or LOCK_ATTEMPTS
+    sleep = sleep or time.sleep
     applied: list[int] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
         for migration in migrations():
