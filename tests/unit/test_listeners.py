@@ -18,6 +18,7 @@ from waitress import create_server
 from waitress.adjustments import Adjustments
 from werkzeug.test import Client
 
+import worker.logs
 from tests.unit.notifications import SECRET, Publisher
 from worker import listeners
 from worker.config import Settings, get_settings
@@ -182,6 +183,8 @@ def test_an_operations_app_wraps_the_receiver(ledger: Ledger, fake_redis: redis.
 
 @pytest.fixture
 def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Settings read afresh; web_app's logging set-up not applied to the test process."""
+    monkeypatch.setattr(worker.logs, "configure_logging", lambda level: None)
     get_settings.cache_clear()
     yield monkeypatch
     monkeypatch.undo()
