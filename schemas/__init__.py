@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
+from urllib.parse import urlsplit
 
 import marshmallow
 from marshmallow import ValidationError
@@ -85,10 +87,58 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@lru_cache(maxsize=64)
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of ``url``, the port None when it is the scheme's default;
+    None when ``url`` has no host (the field's own check reports it)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not parts.hostname:
+        return None
+    return scheme, parts.hostname, None if port == _DEFAULT_PORTS.get(scheme) else port
+
+
+def _foreign_notify_url(url: str, notify_url: str) -> str | None:
+    """Why a row's own ``url`` is refused: the provider would post this payout's outcome
+    to a host other than ``notify_url``'s (NOTIFY_URL, this system's receiver); None if
+    it is on that host and port (https in place of http allowed)."""
+    own, ours = _origin(url), _origin(notify_url)
+    if own is None or ours is None:
+        return None
+    scheme_fits = own[0] == ours[0] or (own[0], ours[0]) == ("https", "http")
+    if own[1:] == ours[1:] and scheme_fits:
+        return None
+    host = ours[1] if ":" not in ours[1] else f"[{ours[1]}]"
+    where = f"{ours[0]}://{host}" + (f":{ours[2]}" if ours[2] is not None else "")
+    return (
+        f"Must be on the host of the NOTIFY_URL setting ({where}): "
+        "the provider posts the payout's outcome there."
+    )
+
+
 def _load(schema: PayoutSchema, row: Mapping[str, object], notify_url: str | None) -> Payout:
-    if notify_url and isinstance(row, Mapping) and _blank(row.get("notifyUrl")):
-        row = {**row, "notifyUrl": notify_url}
-    data = schema.load_row(row)
+    foreign: str | None = None
+    if notify_url and isinstance(row, Mapping):
+        own = row.get("notifyUrl")
+        if _blank(own):
+            row = {**row, "notifyUrl": notify_url}
+        elif isinstance(own, str):
+            foreign = _foreign_notify_url(own, notify_url)
+    try:
+        data = schema.load_row(row)
+    except ValidationError as exc:
+        if foreign is not None and isinstance(exc.messages, dict):
+            exc.messages.setdefault("notifyUrl", [foreign])
+        raise
+    if foreign is not None:
+        raise ValidationError({"notifyUrl": [foreign]}, valid_data=data)
     amount: Decimal = data.pop("amount")
     currency: str = data.pop("currency")
     reference: str | None = data.pop("reference", None)

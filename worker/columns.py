@@ -98,7 +98,8 @@ def _format(schema: PayoutSchema, name: str, field: mfields.Field[Any]) -> str:
             return f"e-mail address, up to {n} characters"
         case NotifyUrl(https_only=https):
             scheme = "https:// URL" if https else "http:// or https:// URL"
-            return f"{scheme}; empty: the {DEFAULTED[name]} setting"
+            setting = DEFAULTED[name]
+            return f"{scheme} on {setting}'s host; empty: the {setting} setting"
         case Remark(max_length=n):
             return f"free text returned by the provider, up to {n} characters"
         case Text(pattern=None, max_length=n):

@@ -142,6 +142,15 @@ class Settings:
     # (RECONCILE_WALK_AT; 0: never). Why 50: worker.walk.
     reconcile_walk_at: int = 50
 
+    # /metrics and /healthz on a listener of their own (worker.listeners); None: only on
+    # the provider's listener, and there only to clients on this machine.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    # Limits of every pooled PostgreSQL session (worker.db.session), seconds; 0: none.
+    pg_statement_timeout: float = 60.0
+    pg_lock_timeout: float = 10.0
+    pg_idle_in_transaction_timeout: float = 60.0
+
     # Where and how outcomes are sent to the application (worker.outbox); None: not sent.
     # Out of reprs: the URL may carry credentials, and the secret signs every event.
     app_webhook_url: str | None = field(default=None, repr=False)
@@ -281,6 +290,15 @@ def _duration(env: Mapping[str, str], name: str, default: float) -> float:
             f"{name}={raw!r} is not a duration such as 604800 (seconds), 7d, 12h or 30m"
         )
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return None
+    if not raw.strip().isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}={raw!r} is not a TCP port (1-65535)")
+    return int(raw)
 
 
 def _login_name() -> str:
@@ -453,6 +471,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "FAILED_PAYLOAD_RETENTION", d.failed_payload_retention
         ),
         operator=text("DISBURSE_OPERATOR", "") or _login_name(),
+        metrics_port=_port(env, "METRICS_PORT"),
+        metrics_host=text("METRICS_HOST", d.metrics_host),
+        pg_statement_timeout=_duration(env, "PG_STATEMENT_TIMEOUT", d.pg_statement_timeout),
+        pg_lock_timeout=_duration(env, "PG_LOCK_TIMEOUT", d.pg_lock_timeout),
+        pg_idle_in_transaction_timeout=_duration(
+            env, "PG_IDLE_IN_TRANSACTION_TIMEOUT", d.pg_idle_in_transaction_timeout
+        ),
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings

@@ -193,6 +193,11 @@ class SchemaBehind(ConfigError):
         )
 
 
+class MigrationLocked(DisburseError):
+    """A migration could not take a lock it needs within its lock timeout, tries over:
+    another session holds it; nothing of that migration was applied."""
+
+
 # --- our own limits ---------------------------------------------------------------------
 
 

@@ -571,7 +571,11 @@ class Ledger:
                 # Orders of several references, taken one at a time as they come, could
                 # wait on another enqueue's in the opposite order: enqueues of more than
                 # one order take turns. (One of a single order holds nothing another
-                # waits for while it waits.)
+                # waits for while it waits.) A turn may come after another batch's whole
+                # COPY: wait for it as long as a statement may last, not the lock_timeout.
+                cur.execute(
+                    "SELECT set_config('lock_timeout', current_setting('statement_timeout'), true)"
+                )
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ENQUEUE_LOCK,))
             with cur.copy(_COPY_ORDERS) as copy:
                 for row_no, payout, link, trade_no in chain(first, rows):

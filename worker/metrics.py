@@ -74,7 +74,9 @@ WEBHOOK_OUTCOMES: tuple[str, ...] = (
     "out_of_order",  # verified, the move is not allowed from the order's current state
     "unknown_order",  # no such tradeNo in the ledger
     "unknown_status",  # verified, a status code we do not know: a lookup was published
-    "forged",  # a sign that does not verify
+    "forged",  # a sign that no provider account's secret makes
+    "wrong_account",  # signed with another account's secret than the order's market's
+    "no_account",  # signed, for an order whose market has no provider account configured
     "unsigned",  # no sign, and unsigned notifications are not allowed
     "unsigned_lookup",  # no sign, allowed: a lookup was published, no state set
     "malformed",  # not JSON, not an object, fields missing

@@ -20,6 +20,12 @@ Routes:
 ``GET /metrics``
     Prometheus text of the cluster-wide metrics (:mod:`worker.metrics`).
 
+    These two are operations' routes, not the provider's: ``/metrics`` costs a database
+    query per request. On the provider's listener they are answered only to a client on
+    this machine that is not relayed by a proxy (loopback address, no forwarding
+    header), and 404 to anyone else; with ``METRICS_PORT`` set they are also served on a
+    listener of their own (:mod:`worker.listeners`).
+
 Until the database holds every migration of this code, every request is answered
 503 with the error naming ``disburse db upgrade``; the check is made again on the
 next request, so the receiver serves as soon as the schema is upgraded.
@@ -27,6 +33,7 @@ next request, so the receiver serves as soon as the schema is upgraded.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -55,9 +62,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Also waitress's max_request_body_size (Procfile ``web``): the server refuses a longer
+# body (413) before the app sees it; this check stays for other servers.
 MAX_BODY = 64 * 1024
 NOTIFY_PATH = "/notify"
 _MAX_LOGGED_PATH = 200
+# Operations' routes: on the provider's listener only for direct local clients.
+_OPERATIONS = frozenset({"healthz", "metrics"})
+# Headers a reverse proxy adds: a request carrying one came from elsewhere.
+_FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 @dataclass(frozen=True)
@@ -133,9 +146,12 @@ class NotifyApp:
         if publish_lookups is None:
             # Marked as outstanding, so a reconcile pass does not ask twice.
             publish_lookups = runtime.in_flight().request_lookups
+        # A notification is verified with the secret of its order's market's account (a
+        # market without an account configured has none).
+        secrets = {m: account.app_secret for account in settings.accounts for m in account.markets}
         webhooks = WebhookHandler(
             ledger,
-            secrets=tuple(account.app_secret for account in settings.accounts),
+            secrets=secrets,
             request_lookups=publish_lookups,
             allow_unsigned=settings.allow_unsigned_webhooks,
         )
@@ -153,13 +169,21 @@ class NotifyApp:
         response = self.dispatch(request)
         return response(environ, start_response)
 
-    def dispatch(self, request: Request) -> Response:
+    def dispatch(self, request: Request, *, operations_only: bool = False) -> Response:
+        """The answer to one request; ``operations_only``: the operations listener's, which
+        serves /healthz and /metrics to whoever reaches it, and nothing else."""
         try:
+            if operations_only:
+                endpoint = self._operations_endpoint(request)
+            else:
+                endpoint = self._endpoint(request)
+                if endpoint in _OPERATIONS and not _direct_local(request):
+                    return _plain(404, "not found")
             handler = {
                 "notify": self.notify,
                 "healthz": self.healthz,
                 "metrics": self.metrics,
-            }[self._endpoint(request)]
+            }[endpoint]
             return handler(request)
         except SchemaBehind as exc:
             log.error("webhook receiver: %s", exc)
@@ -168,7 +192,7 @@ class NotifyApp:
             allow = ", ".join(exc.valid_methods or ())
             return _plain(405, "method not allowed", headers={"Allow": allow})
         except NotFound:
-            if request.method == "POST":
+            if request.method == "POST" and not operations_only:
                 return self._answer(self._unknown_path(request))
             return _plain(404, "not found")
         except HTTPException as exc:
@@ -191,6 +215,9 @@ class NotifyApp:
             if request.method != "POST":
                 raise MethodNotAllowed(valid_methods=["POST"])
             return "notify"
+        return self._operations_endpoint(request)
+
+    def _operations_endpoint(self, request: Request) -> str:
         endpoint, _ = self.url_map.bind_to_environ(request.environ).match()
         return str(endpoint)
 
@@ -279,6 +306,18 @@ def _read_body(request: Request) -> dict[str, Any] | Reply:
     return body
 
 
+def _direct_local(request: Request) -> bool:
+    """A client on this machine, talking to this listener itself: a loopback address and
+    no forwarding header (behind a local proxy every client has a loopback address)."""
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback and not any(h in request.headers for h in _FORWARDING_HEADERS)
+
+
 def _refused(status: int, reason: str, outcome: str) -> Reply:
     return Reply(
         status, reason, outcome, (LogLine(logging.WARNING, "webhook refused: %s", (reason,)),)
@@ -295,4 +334,4 @@ def _json(status: int, data: Mapping[str, Any]) -> Response:
 
 # The web process (Procfile ``web``): resolves the runtime's ledger and settings lazily
 # on the first request, and switches the process to JSON logs then.
-app = create_app(configure_logs=True)
+app = NotifyApp(configure_logs=True)

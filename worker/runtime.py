@@ -20,6 +20,7 @@ from worker import keys
 from worker.config import Account, get_settings
 from worker.controls import Controls
 from worker.db.pool import open_pool
+from worker.db.session import SessionLimits
 from worker.deadline import ReviewDeadline
 from worker.decisions import Decisions
 from worker.details import DetailsClient
@@ -78,13 +79,20 @@ def redis_client() -> redis.Redis:
 @cache
 def pool() -> ConnectionPool:
     """The process's PostgreSQL connection pool (worker.db.pool)."""
+    settings = get_settings()
+    limits = SessionLimits(
+        statement_timeout=settings.pg_statement_timeout,
+        lock_timeout=settings.pg_lock_timeout,
+        idle_in_transaction_timeout=settings.pg_idle_in_transaction_timeout,
+    )
     if _interactive:
         return open_pool(
-            get_settings().database_url,
+            settings.database_url,
             timeout=INTERACTIVE_TIMEOUT,
             connect_timeout=INTERACTIVE_TIMEOUT - 1,  # libpq: whole seconds, 2 at least
+            limits=limits,
         )
-    return open_pool(get_settings().database_url)
+    return open_pool(settings.database_url, limits=limits)
 
 
 @cache

@@ -6,8 +6,15 @@ The provider's asynchronous notification (PROVIDERS.md) is a JSON object with
 status and text to answer, the metrics outcome label and the log lines to write.
 :mod:`worker.notify` serves it over HTTP.
 
-* The ``sign`` is verified (constant time) against every provider account's secret
-  before anything touches state. A verified notification is applied with
+* The ``sign`` is verified (constant time, :func:`signers`) before anything touches
+  state, with the secret of the provider account of the order the notification names
+  (tradeNo -> order -> market -> account): a provider account's secret vouches only
+  for its own orders. A sign that no account's secret makes is refused (401,
+  ``forged``); a verified tradeNo we do not have is answered ``OK`` and counted
+  (``unknown_order``), never applied; a sign made with another account's secret than
+  the order's is refused (401, ``wrong_account``), as is any signed notification for an
+  order whose market has no account configured (401, ``no_account``). A verified
+  notification is applied with
   ``apply_report(..., source="webhook")``, so replays are harmless and a report that
   contradicts a final state is recorded as a discrepancy, never applied. A failure
   reported for a SUCCEEDED order is such a discrepancy too: the ledger marks the order,
@@ -32,7 +39,7 @@ from worker.states import FINAL_STATES, Outcome, State
 from worker.vexora import PAYOUT_STATES, ProviderReport, is_trade_no
 
 if TYPE_CHECKING:
-    from worker.ledger import Ledger
+    from worker.ledger import Ledger, Order
 
 OK = "OK"
 # Provider text kept on the order or logged is cut to this length.
@@ -85,16 +92,28 @@ def _error(message: str, *args: Any) -> LogLine:
 _UNKNOWN_ORDER = _warning("webhook for an unknown tradeNo")
 
 
+def signers(body: Mapping[str, Any], secrets: Mapping[str, str]) -> frozenset[str]:
+    """The markets whose account's secret makes the body's ``sign``: empty when none does.
+
+    ``secrets`` maps each market that has a provider account configured to its app
+    secret. Every distinct secret is tried (each compared in constant time), so the time
+    taken does not tell which one matched.
+    """
+    verified = {secret: verify(body, secret) for secret in set(secrets.values())}
+    return frozenset(market for market, secret in secrets.items() if verified[secret])
+
+
 @dataclass(frozen=True)
 class WebhookHandler:
     """Verifies and applies provider notifications to ``orders``.
 
-    ``secrets`` are the app secrets of every provider account; ``request_lookups`` asks
+    ``secrets`` maps each market with a provider account configured to that account's
+    app secret (markets sharing an account share its secret); ``request_lookups`` asks
     for lookups of tradeNos (published to the workers, marked outstanding).
     """
 
     orders: Ledger
-    secrets: tuple[str, ...] = field(repr=False)
+    secrets: Mapping[str, str] = field(repr=False)
     request_lookups: RequestLookups
     allow_unsigned: bool = False
 
@@ -103,8 +122,8 @@ class WebhookHandler:
         given = body.get(SIGN_FIELD)
         if given is None or given == "":
             return self._unsigned(body)
-        # Each provider account signs with its own secret; any of ours is the provider.
-        if not any(verify(body, secret) for secret in self.secrets):
+        signed_by = signers(body, self.secrets)
+        if not signed_by:
             return Reply(
                 401,
                 "bad signature",
@@ -123,10 +142,15 @@ class WebhookHandler:
                 "unknown_order",
                 _warning("webhook for a tradeNo that cannot be ours: %r", trade_no[:40]),
             )
+        order = self.orders.get(trade_no)
+        if order is None:
+            return _ok("unknown_order", _UNKNOWN_ORDER, trade_no=trade_no)
+        if order.market not in signed_by:
+            return self._wrong_signer(order.market, trade_no)
 
         state = PAYOUT_STATES.get(status)
         if state is None:
-            return self._unknown_status(trade_no, status)
+            return self._unknown_status(order, status)
 
         message = _fact(body.get("message")) or _fact(body.get("remark"))
         report = ProviderReport(
@@ -134,8 +158,22 @@ class WebhookHandler:
         )
         outcome = self.orders.apply_report(trade_no, report, source="webhook")
         label, line = _applied(outcome, state)
-        checked = () if outcome is Outcome.MISSING else self._check_amount(trade_no, body)
+        checked = () if outcome is Outcome.MISSING else _check_amount(order, body)
         return _ok(label, *checked, line, trade_no=trade_no)
+
+    def _wrong_signer(self, market: str, trade_no: str) -> Reply:
+        """Signed with a secret of ours, but not with the secret of this order's account."""
+        if market not in self.secrets:
+            line = _error(
+                "webhook refused: the order's market %s has no provider account configured",
+                market,
+            )
+            return Reply(401, "bad signature", "no_account", (line,), trade_no)
+        line = _error(
+            "webhook refused: signed with another provider account's secret than market %s's",
+            market,
+        )
+        return Reply(401, "bad signature", "wrong_account", (line,), trade_no)
 
     def _unsigned(self, body: Mapping[str, Any]) -> Reply:
         if not self.allow_unsigned:
@@ -160,34 +198,13 @@ class WebhookHandler:
             "unsigned_lookup", _info("unsigned webhook: lookup requested"), trade_no=trade_no
         )
 
-    def _unknown_status(self, trade_no: str, status: str) -> Reply:
-        order = self.orders.get(trade_no)
-        if order is None:
-            return _ok("unknown_order", _UNKNOWN_ORDER, trade_no=trade_no)
+    def _unknown_status(self, order: Order, status: str) -> Reply:
         if order.state not in FINAL_STATES:
-            self._request_lookup(trade_no)
+            self._request_lookup(order.trade_no)
         return _ok(
             "unknown_status",
             _warning("webhook with unknown status %r: lookup requested", status[:20]),
-            trade_no=trade_no,
-        )
-
-    def _check_amount(self, trade_no: str, body: Mapping[str, Any]) -> tuple[LogLine, ...]:
-        """A verified report of another amount than ours is applied, but said loudly."""
-        text = _text(body.get("amount"))
-        if not text:
-            return ()
-        order = self.orders.get(trade_no)
-        if order is None:
-            return ()
-        try:
-            same = Decimal(text) == order.amount
-        except ArithmeticError:  # not a number, or a signalling NaN
-            same = False
-        if same:
-            return ()
-        return (
-            _error("webhook reports amount %r, the order has %s", text[:_MAX_FACT], order.amount),
+            trade_no=order.trade_no,
         )
 
     def _request_lookup(self, trade_no: str) -> None:
@@ -195,6 +212,20 @@ class WebhookHandler:
             self.request_lookups([trade_no])
         except Exception as exc:
             raise Unavailable(f"could not publish a lookup ({type(exc).__name__})") from exc
+
+
+def _check_amount(order: Order, body: Mapping[str, Any]) -> tuple[LogLine, ...]:
+    """A verified report of another amount than ours is applied, but said loudly."""
+    text = _text(body.get("amount"))
+    if not text:
+        return ()
+    try:
+        same = Decimal(text) == order.amount
+    except ArithmeticError:  # not a number, or a signalling NaN
+        same = False
+    if same:
+        return ()
+    return (_error("webhook reports amount %r, the order has %s", text[:_MAX_FACT], order.amount),)
 
 
 def _applied(outcome: Outcome, state: State) -> tuple[str, LogLine]:

@@ -73,6 +73,15 @@ def test_each_market_is_signed_sent_and_limited_as_its_own_account(
         assert stats["accounts"][merchant]["max_payout_requests_per_second"] <= 20 + 1
         for log in cluster.log_dir.glob("*.log"):
             assert "ar-S3CRET-k4" not in log.read_text(errors="replace"), log.name
+        # Each account's notifications verified with its own secret, none refused.
+        web = [
+            json.loads(line)
+            for line in (cluster.log_dir / "web.log").read_text(errors="replace").splitlines()
+            if line.startswith("{")
+        ]
+        webhooks = [r for r in web if r["message"].startswith("webhook")]
+        assert not [r for r in webhooks if "refused" in r["message"]]
+        assert {r.get("trade_no") for r in webhooks} & trade_nos(ar_batch)
 
 
 def test_a_systemic_rejection_pauses_only_that_account(

@@ -1,4 +1,4 @@
-"""The REAL web process (the Procfile's ``web`` line: waitress serving worker.notify:app)
+"""The REAL web process (the Procfile's ``web`` line: waitress serving worker.listeners:web_app)
 against the session's private Redis and ledger database, over real HTTP."""
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from worker.states import State
 pytestmark = pytest.mark.integration
 
 SECRET = "integration-webhook-secret"
+# AR's own provider account (the ``web`` fixture's): its secret vouches for AR's orders only.
+AR_SECRET = "integration-ar-secret"
 # Behind a proxy that forwards the public path as it is: served besides /notify.
 NOTIFY_URL = "https://payouts.example.com/notify/vexora"
 PREFIX = "disburse"
@@ -62,7 +64,7 @@ def web_command(port: int) -> list[str]:
             parts = [re.sub(r"\$\{PORT(:-[^}]*)?\}", str(port), p) for p in shlex.split(command)]
             assert parts[0] == "waitress-serve"
             parts[0] = str(Path(sys.executable).with_name("waitress-serve"))
-            assert any(p.endswith("worker.notify:app") for p in parts)
+            assert parts[-2:] == ["--call", "worker.listeners:web_app"]
             return parts
     raise AssertionError("no web line in the Procfile")
 
@@ -126,7 +128,13 @@ def web(
 ) -> Iterator[WebServer]:
     redis_server.client().flushdb()
     server = start_web(
-        redis_server.url, ledger_url, tmp_path_factory.mktemp("web"), NOTIFY_URL=NOTIFY_URL
+        redis_server.url,
+        ledger_url,
+        tmp_path_factory.mktemp("web"),
+        NOTIFY_URL=NOTIFY_URL,
+        VEXORA_AR_MERCHANT_NO="M-AR",
+        VEXORA_AR_APP_SECRET=AR_SECRET,
+        METRICS_PORT=str(free_port()),
     )
     try:
         yield server
@@ -150,11 +158,11 @@ def lenient_web(
         stop_web(server)
 
 
-def new_order(ledger: Ledger, *path: State) -> str:
+def new_order(ledger: Ledger, *path: State, market: str = "ID") -> str:
     """An order on the web process's ledger (the ``ledger`` fixture's), brought along ``path``."""
     fields = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
-    payout = Payout("ID", "IDR", Decimal("100000"), None, fields)
-    ((trade_no, _),) = ledger.create_orders([payout], batch_id=new_batch_id(), market="ID")
+    payout = Payout(market, "IDR" if market == "ID" else "ARS", Decimal("100000"), None, fields)
+    ((trade_no, _),) = ledger.create_orders([payout], batch_id=new_batch_id(), market=market)
     for target in path or (State.SUBMITTING, State.PROCESSING):
         assert ledger.transition(trade_no, target, source="submit").moved
     return trade_no
@@ -313,7 +321,9 @@ def test_malformed_and_oversized_are_refused(web: WebServer, ledger: Ledger) -> 
     del missing["status"]
     assert web.post(signed(missing)).status_code == 400
     big = signed(notification(trade_no, padding="x" * 200_000))
-    assert web.post(big).status_code == 413
+    refused = web.post(big)
+    # waitress's own answer: the server refused the body before the app was called.
+    assert (refused.status_code, "waitress" in refused.text) == (413, True)
     assert requests.get(f"{web.url}/notify", timeout=TIMEOUT).status_code == 405
     assert state_of(ledger, trade_no) == State.PROCESSING
 
@@ -358,3 +368,35 @@ def test_web_logs_are_masked_json_lines(web: WebServer, ledger: Ledger) -> None:
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert any(r.get("trade_no") == trade_no for r in records)
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+
+
+def test_each_account_secret_vouches_for_its_own_markets_orders_only(
+    web: WebServer, ledger: Ledger
+) -> None:
+    ours, theirs = new_order(ledger), new_order(ledger, market="AR")
+    history = ledger.history(ours)
+    refused = web.post(signed(notification(ours), secret=AR_SECRET))
+    assert (refused.status_code, refused.text) == (401, "bad signature")
+    assert web.post(signed(notification(theirs), secret=SECRET)).status_code == 401
+    assert (state_of(ledger, ours), state_of(ledger, theirs)) == (State.PROCESSING,) * 2
+    assert ledger.history(ours) == history
+    assert_ok(web.post(signed(notification(theirs), secret=AR_SECRET)))
+    assert_ok(web.post(signed(notification(ours))))
+    assert (state_of(ledger, ours), state_of(ledger, theirs)) == (State.SUCCEEDED,) * 2
+    text = requests.get(f"{web.url}/metrics", timeout=TIMEOUT).text
+    assert re.search(r'^disburse_webhooks_total\{outcome="wrong_account"\} [2-9]', text, re.M)
+    assert AR_SECRET not in web.output()
+
+
+def test_metrics_and_health_on_their_own_listener(web: WebServer) -> None:
+    port = re.search(r"/metrics and /healthz are served on 127\.0\.0\.1:(\d+)", web.output())
+    assert port is not None, web.output()
+    operations = f"http://127.0.0.1:{port.group(1)}"
+    health = requests.get(f"{operations}/healthz", timeout=TIMEOUT)
+    assert (health.status_code, health.json()) == (200, {"redis": "ok", "postgres": "ok"})
+    assert "disburse_webhooks_total" in requests.get(f"{operations}/metrics", timeout=TIMEOUT).text
+    assert requests.post(f"{operations}/notify", json={}, timeout=TIMEOUT).status_code == 404
+    # The provider's listener: not to a client relayed by a proxy.
+    relayed = {"X-Forwarded-For": "203.0.113.7"}
+    for path in ("/metrics", "/healthz"):
+        assert requests.get(f"{web.url}{path}", headers=relayed, timeout=TIMEOUT).status_code == 404

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.test import Client
 
 from schemas import Payout
 from worker.ledger import Ledger, new_batch_id
 from worker.signing import sign
 from worker.states import State
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 SECRET = "webhook-test-secret"
+
+
+def local_client(app: WSGIApplication) -> Client:
+    """A test client of ``app`` whose requests come from this machine, as a server on
+    loopback sees them (werkzeug's test client sets no REMOTE_ADDR)."""
+
+    def from_here(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ.setdefault("REMOTE_ADDR", "127.0.0.1")
+        return app(environ, start_response)
+
+    return Client(from_here)
 
 
 @dataclass
@@ -29,11 +45,12 @@ class Publisher:
         return 1
 
 
-def new_order(ledger: Ledger, state: State = State.PROCESSING) -> str:
-    """An order, in a batch of its own, brought to ``state``."""
+def new_order(ledger: Ledger, state: State = State.PROCESSING, market: str = "ID") -> str:
+    """An order of ``market``, in a batch of its own, brought to ``state``."""
     fields = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
-    payout = Payout("ID", "IDR", Decimal("100000"), None, fields)
-    ((trade_no, _),) = ledger.create_orders([payout], batch_id=new_batch_id(), market="ID")
+    currency = {"ID": "IDR", "AR": "ARS", "JP": "JPY", "KH": "USD"}[market]
+    payout = Payout(market, currency, Decimal("100000"), None, fields)
+    ((trade_no, _),) = ledger.create_orders([payout], batch_id=new_batch_id(), market=market)
     path = {
         State.QUEUED: [],
         State.SUBMITTING: [State.SUBMITTING],

@@ -120,3 +120,23 @@ def test_a_redis_it_cannot_reach_is_named_with_the_password_masked(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: cannot reach Redis at redis://:***@127.0.0.1:{port}/0 (")
     assert "refused" in line and "hunter2" not in line
+
+
+def test_upgrade_behind_a_held_lock_is_one_line_and_exit_2(
+    empty_database: str,
+    settings_from_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    use(settings_from_env, DATABASE_URL=empty_database, PG_LOCK_TIMEOUT="0.1")
+    settings_from_env.setattr(migrate, "LOCK_ATTEMPTS", 2)
+    pauses: list[float] = []
+    settings_from_env.setattr(migrate.time, "sleep", pauses.append)
+    with psycopg.connect(empty_database) as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (migrate._LOCK_KEY,))  # an upgrade
+        assert cli.run(["db", "upgrade"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: migration 0001_")
+    assert "through 2 tries of 0.1 s each (PG_LOCK_TIMEOUT)" in err
+    assert len(err.strip().splitlines()) == 1
+    assert migrate.current_version(empty_database) == 0
+    assert len(pauses) == 1

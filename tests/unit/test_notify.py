@@ -24,6 +24,7 @@ from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from tests.unit.notifications import (
     SECRET,
     Publisher,
+    local_client,
     new_order,
     notification,
     signed,
@@ -61,7 +62,7 @@ def make_receiver(
     # Counting the orders it makes final, as the runtime's ledger does.
     ledger = Ledger(ledger.pool, on_final=metrics.finalized)
     app = create_app(ledger, config, publisher, metrics, redis_client=client)
-    return Receiver(Client(app), ledger, publisher)
+    return Receiver(local_client(app), ledger, publisher)
 
 
 def dead_redis() -> redis.Redis:
@@ -134,11 +135,33 @@ def test_a_notification_signed_by_a_market_own_account_verifies(
     app = create_app(
         ledger, config, publisher, Metrics(fake_redis, prefix="t"), redis_client=fake_redis
     )
-    rx = Receiver(Client(app), ledger, publisher)
-    trade_no = new_order(ledger)
+    rx = Receiver(local_client(app), ledger, publisher)
+    trade_no = new_order(ledger, market="AR")
     assert post(rx, signed(notification(trade_no), "another-secret")).status_code == 401
     assert_ok(post(rx, signed(notification(trade_no), "ar-secret")))
     assert state_of(ledger, trade_no) is State.SUCCEEDED
+
+
+def test_a_notification_signed_by_another_market_account_is_401_and_counted(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    """AR's secret vouches for AR's orders only: an ID order stays as it is."""
+    ar = MarketAccount(merchant_no="M-AR", app_secret="ar-secret")
+    config = Settings(vexora_app_secret=SECRET, vexora_markets={"AR": ar})
+    app = create_app(
+        ledger, config, Publisher(), Metrics(fake_redis, prefix="t"), redis_client=fake_redis
+    )
+    rx = Receiver(local_client(app), ledger, Publisher())
+    trade_no = new_order(ledger, market="ID")
+    response = post(rx, signed(notification(trade_no), "ar-secret"))
+    assert (response.status_code, response.get_data()) == (401, b"bad signature")
+    assert state_of(ledger, trade_no) is State.PROCESSING
+    assert_ok(post(rx, signed(notification("c" * 32), "ar-secret")))  # unknown: OK
+    assert ledger.get("c" * 32) is None
+    text = rx.client.get("/metrics").get_data(as_text=True)
+    assert 'disburse_webhooks_total{outcome="wrong_account"} 1.0' in text
+    assert 'disburse_webhooks_total{outcome="unknown_order"} 1.0' in text
+    assert 'disburse_webhooks_total{outcome="accepted"} 0.0' in text
 
 
 def test_unsigned_notifications_are_allowed_by_the_setting(rx_unsigned: Receiver) -> None:
@@ -370,7 +393,7 @@ def test_each_webhook_is_counted_before_it_is_answered(
     app = create_app(
         ledger, Settings(vexora_app_secret=SECRET), Publisher(), batching, redis_client=fake_redis
     )
-    rx = Receiver(Client(app), ledger, Publisher())
+    rx = Receiver(local_client(app), ledger, Publisher())
     assert_ok(post(rx, signed(notification(new_order(ledger)))))
     assert Metrics(fake_redis, prefix="t").snapshot() == {"webhook|accepted": "1"}
 

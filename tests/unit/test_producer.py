@@ -335,3 +335,15 @@ def test_a_notify_url_the_market_refuses_is_one_configuration_error(
     own = [{**row, "notifyUrl": "https://merchant.example/jp"} for row in sample_rows("JP", 2)]
     assert producer.enqueue_batch("JP", numbered(own)).accepted == 2
     assert producer.enqueue_batch("ID", numbered(sample_rows("ID", 2))).accepted == 2
+
+
+def test_a_row_sending_its_outcome_to_another_host_is_rejected_with_its_row(
+    make_producer: Producer, ledger: Ledger, published: list[list[str]]
+) -> None:
+    rows = sample_rows("ID", 3)
+    rows[1] = {**rows[1], "notifyUrl": "https://attacker.example/notify"}
+    rows[2] = {**rows[2], "notifyUrl": "https://merchant.example/notify/other"}  # NOTIFY_URL's
+    result = make_producer.enqueue_batch("ID", numbered(rows))
+    assert result.batch_id is None and published == [] and ledger.state_counts() == {}
+    assert [(error.row, list(error.errors)) for error in result.rejected] == [(2, ["notifyUrl"])]
+    assert "https://merchant.example" in result.rejected[0].errors["notifyUrl"][0]

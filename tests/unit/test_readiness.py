@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from celery.signals import beat_init, celeryd_after_setup
-from werkzeug.test import Client
 
 import worker.app  # connects the signal handlers under test
 import worker.preflight
+from tests.unit.notifications import local_client
 from worker import runtime
 from worker.config import get_settings
 from worker.db import migrate
@@ -105,7 +105,7 @@ def test_the_web_receiver_answers_503_naming_the_command_until_upgraded(
 ) -> None:
     point_at(database, empty_database)
     runtime.reset()
-    client = Client(create_app())
+    client = local_client(create_app())
 
     for answer in (client.get("/healthz"), client.post("/notify", json={})):
         assert answer.status_code == 503
@@ -123,7 +123,7 @@ def test_the_web_receiver_answers_503_while_the_server_cannot_be_reached(
     runtime.reset()
 
     with caplog.at_level(logging.ERROR, logger="worker.notify"):
-        answer = Client(create_app()).get("/healthz")
+        answer = local_client(create_app()).get("/healthz")
 
     assert answer.status_code == 503
     assert answer.get_data(as_text=True) == "unavailable"

@@ -57,7 +57,7 @@ def details(ptn: str, status: str, **extra: Any) -> Disbursement:
 
 def webhook(world: World, trade_no: str, status: str) -> str:
     """A signed provider notification for ``trade_no``: the reply's outcome label."""
-    handler = WebhookHandler(world.ledger, secrets=(SECRET,), request_lookups=Publisher())
+    handler = WebhookHandler(world.ledger, secrets={"ID": SECRET}, request_lookups=Publisher())
     reply = handler.handle(signed(notification(trade_no, status)))
     assert (reply.status, reply.text) == (200, "OK")
     return reply.outcome

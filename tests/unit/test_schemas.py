@@ -656,9 +656,64 @@ def test_notify_url_default_applies_when_the_row_has_none(market: str, given: st
     assert payout.fields["notifyUrl"] == "https://hooks.example.com/vexora"
 
 
-def test_row_notify_url_wins_over_the_default() -> None:
-    payout = validate_row("ID", ROWS["ID"], notify_url="https://hooks.example.com/vexora")
-    assert payout.fields["notifyUrl"] == "https://google.com"
+@pytest.mark.parametrize(
+    ("own", "default"),
+    [
+        ("https://hooks.example.com/other/path?x=1", "https://hooks.example.com/vexora"),
+        ("https://HOOKS.example.com:443/a", "https://hooks.example.com/vexora"),
+        ("https://hooks.example.com:8443/a", "https://hooks.example.com:8443/vexora"),
+        ("https://hooks.example.com/a", "http://hooks.example.com/vexora"),  # http -> https
+        ("http://127.0.0.1:8701/a", "http://127.0.0.1:8701/notify"),
+    ],
+)
+def test_a_row_notify_url_on_the_notify_url_host_wins_over_the_default(
+    own: str, default: str
+) -> None:
+    payout = validate_row("ID", row("ID", notifyUrl=own), notify_url=default)
+    assert payout.fields["notifyUrl"] == own
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        "https://google.com",
+        "https://hooks.example.com.evil.example/vexora",
+        "https://evil.example/hooks.example.com",
+        "https://hooks.example.com@evil.example/vexora",
+        "https://hooks.example.com:8443/vexora",  # another port: another listener
+        "http://hooks.example.com/vexora",  # https -> http: not the receiver's scheme
+        "https://sub.hooks.example.com/vexora",
+    ],
+)
+def test_a_row_notify_url_on_another_host_is_a_row_error(own: str) -> None:
+    """A row may not send its payout's outcome (and the provider's signature on it)
+    anywhere but to this system's receiver."""
+    default = "https://hooks.example.com/vexora"
+    errors = errors_of("ID", row("ID", notifyUrl=own), notify_url=default)
+    assert errors == {
+        "notifyUrl": [
+            "Must be on the host of the NOTIFY_URL setting (https://hooks.example.com): "
+            "the provider posts the payout's outcome there."
+        ]
+    }
+
+
+def test_a_foreign_notify_url_is_reported_with_the_row_other_errors() -> None:
+    rows = [
+        (1, row("ID", notifyUrl="https://evil.example/n", mobile="12", reference="r-1")),
+        (2, row("ID", notifyUrl="https://evil.example/n", reference="r-1")),
+        (3, row("ID", notifyUrl="not a url")),
+    ]
+    valid, errors = validate_rows("ID", rows, notify_url="https://hooks.example.com/")
+    assert valid == []
+    assert [error.row for error in errors] == [1, 2, 3]
+    assert set(errors[0].errors) == {"mobile", "notifyUrl"}
+    assert set(errors[1].errors) == {"notifyUrl", "reference"}  # r-1 seen in row 1
+    assert errors[2].errors == {"notifyUrl": ["Not a valid http:// or https:// URL."]}
+
+
+def test_without_a_default_a_row_notify_url_is_not_limited() -> None:
+    assert validate_row("ID", ROWS["ID"]).fields["notifyUrl"] == "https://google.com"
 
 
 def test_http_default_notify_url_is_refused_where_https_is_required() -> None:
@@ -700,10 +755,11 @@ def test_validate_rows_reports_every_bad_row_and_keeps_the_good_ones() -> None:
         (5, row("ID", mobile="12", bankAcount="1")),
         (6, row("ID", notifyUrl=None)),
     ]
-    valid, errors = validate_rows("id", iter(rows), notify_url="https://hooks.example.com/")
+    # The sample rows' own notifyUrl is on the default's host.
+    valid, errors = validate_rows("id", iter(rows), notify_url="https://google.com/hooks")
     assert [number for number, _ in valid] == [2, 4, 6]
     assert valid[1][1].reference == "inv-4"
-    assert valid[2][1].fields["notifyUrl"] == "https://hooks.example.com/"
+    assert valid[2][1].fields["notifyUrl"] == "https://google.com/hooks"
     assert [error.row for error in errors] == [3, 5]
     assert errors[0] == RowError(3, {"amount": ["IDR amounts must be whole numbers."]})
     assert set(errors[1].errors) == {"mobile", "bankAcount"}

@@ -21,7 +21,7 @@ from tests.unit.notifications import (
 from worker.ledger import Ledger
 from worker.signing import sign
 from worker.states import State
-from worker.webhook import Reply, Unavailable, WebhookHandler
+from worker.webhook import Reply, Unavailable, WebhookHandler, signers
 
 
 class Receiver:
@@ -32,7 +32,7 @@ class Receiver:
         self.publisher = Publisher()
         self.handler = WebhookHandler(
             self.ledger,
-            secrets=(SECRET,),
+            secrets=dict.fromkeys(("ID", "AR", "JP", "KH"), SECRET),
             request_lookups=self.publisher,
             allow_unsigned=allow_unsigned,
         )
@@ -274,12 +274,77 @@ def test_broker_down_on_a_lookup_is_unavailable(rx_unsigned: Receiver) -> None:
         rx.handle(notification(trade_no))
 
 
-def test_every_account_secret_verifies(ledger: Ledger) -> None:
-    handler = WebhookHandler(ledger, secrets=(SECRET, "ar-secret"), request_lookups=Publisher())
-    trade_no = new_order(ledger)
-    assert handler.handle(signed(notification(trade_no), "another-secret")).status == 401
-    assert_ok(handler.handle(signed(notification(trade_no), "ar-secret")), "accepted")
-    assert state_of(ledger, trade_no) is State.SUCCEEDED
+# --- one provider account per market ----------------------------------------------------
+
+ACCOUNTS = {"ID": SECRET, "JP": SECRET, "AR": "ar-secret"}  # KH: no account configured
+
+
+@pytest.fixture
+def accounts(ledger: Ledger) -> WebhookHandler:
+    return WebhookHandler(ledger, secrets=ACCOUNTS, request_lookups=Publisher())
+
+
+@pytest.mark.parametrize(
+    ("secrets", "market", "expected"),
+    [
+        (ACCOUNTS, "ID", {"ID", "JP"}),
+        (ACCOUNTS, "AR", {"AR"}),
+        ({}, "ID", set()),
+        ({"ID": "other"}, "ID", set()),
+    ],
+)
+def test_signers_are_the_markets_whose_secret_makes_the_sign(
+    secrets: dict[str, str], market: str, expected: set[str]
+) -> None:
+    body = signed(notification("a" * 32), ACCOUNTS[market])
+    assert signers(body, secrets) == expected
+
+
+def test_each_market_own_account_secret_verifies_its_orders(
+    accounts: WebhookHandler, ledger: Ledger
+) -> None:
+    for market, secret in ACCOUNTS.items():
+        trade_no = new_order(ledger, market=market)
+        assert_ok(accounts.handle(signed(notification(trade_no), secret)), "accepted")
+        assert state_of(ledger, trade_no) is State.SUCCEEDED
+
+
+@pytest.mark.parametrize(("market", "secret"), [("ID", "ar-secret"), ("AR", SECRET)])
+def test_another_account_secret_is_refused_and_changes_nothing(
+    accounts: WebhookHandler, ledger: Ledger, market: str, secret: str
+) -> None:
+    """A secret of ours, but not the order's account's: it vouches for its own orders only."""
+    trade_no = new_order(ledger, market=market)
+    history = ledger.history(trade_no)
+    for status in ("0000", "00029", "0001"):
+        reply = accounts.handle(signed(notification(trade_no, status), secret))
+        assert (reply.status, reply.outcome, reply.trade_no) == (401, "wrong_account", trade_no)
+        assert reply.text != "OK"
+        assert [line.level for line in reply.logs] == [logging.ERROR]
+        assert all(secret not in str(line) for line in reply.logs)
+    assert state_of(ledger, trade_no) is State.PROCESSING
+    assert ledger.history(trade_no) == history
+
+
+def test_an_order_of_a_market_without_an_account_is_never_applied(
+    accounts: WebhookHandler, ledger: Ledger
+) -> None:
+    trade_no = new_order(ledger, market="KH")
+    for secret in (SECRET, "ar-secret"):
+        reply = accounts.handle(signed(notification(trade_no), secret))
+        assert (reply.status, reply.outcome) == (401, "no_account")
+    assert accounts.handle(signed(notification(trade_no), "kh-guess")).outcome == "forged"
+    assert state_of(ledger, trade_no) is State.PROCESSING
+
+
+def test_a_verified_unknown_trade_no_is_ok_and_applies_nothing(
+    accounts: WebhookHandler, ledger: Ledger
+) -> None:
+    known = new_order(ledger, market="AR")
+    for secret in set(ACCOUNTS.values()):
+        assert_ok(accounts.handle(signed(notification("b" * 32), secret)), "unknown_order")
+    assert ledger.get("b" * 32) is None
+    assert state_of(ledger, known) is State.PROCESSING
 
 
 def test_the_handler_does_not_show_its_secrets(rx: Receiver) -> None:

@@ -48,6 +48,10 @@ Environment (a .env file in the current directory may supply it):
   FAILED_PAYLOAD_RETENTION
                       how long a FAILED payout keeps its fields for a retry (7d)
   DISBURSE_OPERATOR   the name `disburse resolve` records (else the login name)
+  METRICS_PORT, METRICS_HOST
+                      the web process's own listener for /metrics and /healthz
+  PG_STATEMENT_TIMEOUT, PG_LOCK_TIMEOUT, PG_IDLE_IN_TRANSACTION_TIMEOUT
+                      PostgreSQL session limits, in seconds (0: none)
 """
 
 

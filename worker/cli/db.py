@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from worker.exceptions import SchemaBehind
+from worker.cli.common import SystemProblem
+from worker.exceptions import MigrationLocked, SchemaBehind
 from worker.redact import mask_text
 
 
@@ -19,8 +20,12 @@ def upgrade() -> None:
     from worker.config import get_settings
     from worker.db import migrate
 
-    url = get_settings().database_url
-    applied = set(migrate.upgrade(url))
+    settings = get_settings()
+    url = settings.database_url
+    try:
+        applied = set(migrate.upgrade(url, lock_timeout=settings.pg_lock_timeout))
+    except MigrationLocked as exc:
+        raise SystemProblem(str(exc)) from None
     for migration in migrate.migrations():
         if migration.version in applied:
             click.echo(f"applied {migration.version:04d}_{migration.name}")

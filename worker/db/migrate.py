@@ -5,20 +5,34 @@ Each migration runs in its own transaction together with its row in
 processes upgrading at once apply each migration exactly once (the second waits,
 then finds it recorded). A migration file therefore never manages transactions
 itself (no BEGIN/COMMIT, no CREATE INDEX CONCURRENTLY).
+
+Each transaction waits at most ``lock_timeout`` for any lock (a table lock a migration
+takes, the advisory lock): a migration queued behind a long transaction would otherwise
+stop every query of the table queued behind it. On a timeout the transaction is rolled
+back and tried again after a backoff, ``attempts`` times in all; then
+:class:`MigrationLocked` names the migration.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
 import psycopg
 
-from worker.exceptions import SchemaBehind
+from worker.backoff import backoff
+from worker.exceptions import MigrationLocked, SchemaBehind
 
 UPGRADE_COMMAND = "disburse db upgrade"
+# Each lock wait of a migration, seconds (PG_LOCK_TIMEOUT); tries per migration; the
+# longest pause between two tries.
+LOCK_TIMEOUT = 10.0
+LOCK_ATTEMPTS = 5
+LOCK_BACKOFF_CAP = 30.0
 # The advisory lock key every upgrade takes: any constant unlikely to be used elsewhere.
 _LOCK_KEY = 0x64697362_75727365  # "disburse"
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -57,23 +71,60 @@ def migrations() -> list[Migration]:
     return [found[version] for version in sorted(found)]
 
 
-def upgrade(conninfo: str) -> list[int]:
-    """Apply every migration the database lacks; returns the versions this call applied."""
+def upgrade(
+    conninfo: str,
+    *,
+    lock_timeout: float = LOCK_TIMEOUT,
+    attempts: int | None = None,
+    sleep: Callable[[float], object] | None = None,
+) -> list[int]:
+    """Apply every migration the database lacks; returns the versions this call applied.
+
+    ``lock_timeout`` seconds (0: no limit) per lock wait, ``attempts`` tries per
+    migration (:data:`LOCK_ATTEMPTS`), ``sleep`` between them (:func:`time.sleep`);
+    raises :class:`MigrationLocked`.
+    """
+    attempts = attempts or LOCK_ATTEMPTS
+    sleep = sleep or time.sleep
     applied: list[int] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
         for migration in migrations():
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                conn.execute(_CREATE_TABLE)
-                if migration.version in _applied(conn):
-                    continue
-                conn.execute(migration.sql())
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    (migration.version, migration.name),
-                )
-            applied.append(migration.version)
+            for attempt in range(1, attempts + 1):
+                try:
+                    if _apply(conn, migration, lock_timeout):
+                        applied.append(migration.version)
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    if attempt == attempts:
+                        raise MigrationLocked(_locked(migration, lock_timeout, attempts)) from None
+                    sleep(backoff(attempt, base=1.0, cap=LOCK_BACKOFF_CAP))
     return applied
+
+
+def _apply(conn: psycopg.Connection, migration: Migration, lock_timeout: float) -> bool:
+    """One migration in one transaction; False when it was applied already."""
+    with conn.transaction():
+        timeout = f"{round(lock_timeout * 1000)}"
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(_CREATE_TABLE)
+        if migration.version in _applied(conn):
+            return False
+        conn.execute(migration.sql())
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+            (migration.version, migration.name),
+        )
+    return True
+
+
+def _locked(migration: Migration, lock_timeout: float, attempts: int) -> str:
+    return (
+        f"migration {migration.version:04d}_{migration.name} not applied: a lock it needs "
+        f"stayed held by another session through {attempts} tries of {lock_timeout:g} s "
+        f"each (PG_LOCK_TIMEOUT); find that session in pg_stat_activity, let it finish "
+        f"or end it, and run `{UPGRADE_COMMAND}` again"
+    )
 
 
 def current_version(conninfo: str) -> int:

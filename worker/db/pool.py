@@ -22,6 +22,8 @@ import select
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from worker.db.session import SessionLimits, connection_kwargs
+
 
 def open_pool(
     url: str,
@@ -30,18 +32,23 @@ def open_pool(
     timeout: float = 10.0,
     connect_timeout: int = 5,
     name: str = "disburse",
+    limits: SessionLimits | None = None,
 ) -> ConnectionPool:
     """A pool for ``url`` that starts connecting in the background and returns at once.
 
     ``max_size`` small: a prefork child runs one task at a time, and every process
     has its own pool, so the server sees (processes x max_size) sessions at most.
     ``connect_timeout`` bounds one connection attempt (libpq, whole seconds, 2 at least).
+    Every session runs under ``limits`` (default: :class:`SessionLimits`' defaults) and
+    with TCP keepalives (worker.db.session).
     """
+    kwargs: dict[str, object] = {"connect_timeout": connect_timeout, "application_name": name}
+    kwargs.update(connection_kwargs(url, limits or SessionLimits()))
     return ConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
-        kwargs={"connect_timeout": connect_timeout, "application_name": name},
+        kwargs=kwargs,
         check=check_quiet,
         timeout=timeout,
         name=name,

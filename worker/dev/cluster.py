@@ -34,8 +34,12 @@ from worker.states import FINAL_STATES
 
 # The Procfile's lines, here so that an installed package (no Procfile in site-packages)
 # starts the same processes; tests/unit/test_packaging.py keeps the two the same.
+# web: waitress refuses a body over the receiver's 64 KiB itself, before buffering it, and
+# leaves a proxy's forwarding headers for the receiver to see (worker.listeners).
 PROCESSES = {
-    "web": "waitress-serve --listen=127.0.0.1:${PORT:-8701} --threads=8 worker.notify:app",
+    "web": "waitress-serve --listen=127.0.0.1:${PORT:-8701} --threads=8"
+    " --max-request-body-size=65537 --no-clear-untrusted-proxy-headers"
+    " --call worker.listeners:web_app",
     "worker": "celery -A worker.app worker -Q submit,resubmit,reconcile,outbox --concurrency=4"
     " --loglevel=INFO",
     "beat": "celery -A worker.app beat --loglevel=INFO",
