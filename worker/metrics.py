@@ -74,6 +74,8 @@ WEBHOOK_OUTCOMES: tuple[str, ...] = (
     "out_of_order",  # verified, the move is not allowed from the order's current state
     "unknown_order",  # no such tradeNo in the ledger
     "unknown_status",  # verified, a status code we do not know: a lookup was published
+    "unconfirmed",  # verified FAILED the provider must confirm (worker.confirm): lookup
+    "other_id",  # verified, names another provider id than the stored one: REVIEW
     "forged",  # a sign that does not verify
     "unsigned",  # no sign, and unsigned notifications are not allowed
     "unsigned_lookup",  # no sign, allowed: a lookup was published, no state set
