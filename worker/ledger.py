@@ -38,9 +38,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from worker.confirm import ORIGINAL_PAID, needs_confirmation
+from worker.confirm import needs_confirmation
 from worker.exceptions import AlreadyRetried
 from worker.redact import mask_personal
+from worker.retry_stop import stop_retries
 from worker.states import ALLOWED_FROM, FINAL_STATES, SETTLED_STATES, Outcome, State
 
 if TYPE_CHECKING:
@@ -850,6 +851,12 @@ class Ledger:
             return False
         return self.now_ms() - claimed > lease * 1000
 
+    def retries_of(self, trade_no: str) -> list[tuple[str, State]]:
+        """The order's retry, the retry of that, ...: (tradeNo, state), in that order."""
+        with self._connection() as conn:
+            rows = conn.execute(_RETRIES, (trade_no,)).fetchall()
+        return [(retry, State(state)) for retry, state in rows]
+
     def last_claimed_ms(self, trade_no: str) -> int | None:
         """When the order was last claimed for sending (its last POST, if any), or None."""
         with self._connection() as conn:
@@ -965,8 +972,10 @@ class Ledger:
         provider_message: str | None = None,
         reason: str | None = None,
         resubmits: int | None = None,
+        attempts: int | None = None,
     ) -> Transition:
-        """Move the order to ``target`` if the table allows it (and it is in ``expect``).
+        """Move the order to ``target`` if the table allows it (and it is in ``expect``),
+        and, with ``attempts``, only while it has had that many.
 
         Outcomes: ok, same (already there: the
         facts given are stored), unexpected (not in ``expect``), final (the order is
@@ -984,6 +993,7 @@ class Ledger:
             expect=frozenset(expect),
             note=note,
             report=report,
+            attempts=attempts,
             facts={
                 "platform_trade_no": platform_trade_no,
                 "provider_status": provider_status,
@@ -1104,7 +1114,7 @@ class Ledger:
         the order stays pending (SUBMITTING becomes UNKNOWN) for a lookup to confirm it
         (UNCONFIRMED). A report naming another provider id than the stored one sends a
         pending order to REVIEW with both ids, the stored one kept (OTHER_ID). A success
-        reported for a FAILED order stops its retry (:meth:`_stop_retries`).
+        reported for a FAILED order stops its retry (worker.retry_stop).
         """
         if debit is not None:
             self._record_debit(trade_no, debit)
@@ -1220,7 +1230,7 @@ class Ledger:
             and result.previous is State.FAILED
             and report.state is State.SUCCEEDED
         ):
-            self._stop_retries(trade_no, source)
+            stop_retries(self, trade_no, source)
         match result.outcome:
             case "ok":
                 return Outcome.MOVED
@@ -1240,51 +1250,6 @@ class Ledger:
                 return Outcome.DISCREPANCY
             case _:
                 return Outcome.IGNORED
-
-    def _stop_retries(self, trade_no: str, source: Source) -> None:
-        """A FAILED order was reported paid: its retry (and the retry of that, ...) must
-        not pay it again. One never claimed is CANCELLED; one that may have been sent goes
-        to REVIEW (a person checks both with the provider; the FAILED order keeps its
-        discrepancy: final states never change)."""
-        with self._connection() as conn:
-            rows = conn.execute(_RETRIES, (trade_no,)).fetchall()
-        for retry, state in rows:
-            why = f"{ORIGINAL_PAID} ({trade_no})"
-            if State(state) in FINAL_STATES:
-                if State(state) is State.SUCCEEDED:
-                    log.error(
-                        "%s after its retry %s was paid: paid twice?",
-                        why,
-                        retry,
-                        extra={"trade_no": trade_no},
-                    )
-                continue
-            cancel = Move(
-                retry,
-                State.CANCELLED,
-                source,
-                expect=frozenset({State.HELD, State.QUEUED}),
-                attempts=0,  # never claimed, so never sent
-                note="original paid",
-                facts={"reason": f"{why}: cancelled, never sent"},
-            )
-            if self._moved(retry, self._move([cancel])).moved:
-                log.warning("%s: its retry %s cancelled", why, retry, extra={"trade_no": trade_no})
-                continue
-            review = Move(
-                retry,
-                State.REVIEW,
-                source,
-                note="original paid",
-                facts={"reason": f"{why}: this retry may have been sent too; check both"},
-            )
-            if self._moved(retry, self._move([review])).moved:
-                log.error(
-                    "%s and its retry %s may have been sent: REVIEW",
-                    why,
-                    retry,
-                    extra={"trade_no": trade_no},
-                )
 
     def _record_debit(self, trade_no: str, debit: Debit) -> None:
         """Store what the details API says the payout cost: each amount with its currency
