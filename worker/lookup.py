@@ -166,17 +166,6 @@ class Lookups:
         """
         return self._run([trade_no], self.recover_budget, clear_in_flight=False)
 
-    def ask(self, order: Order, budget: float) -> tuple[ProviderReport, Debit | None]:
-        """What the provider says about ``order`` now (and what it cost, when the details
-        API answered), the way a lookup asks, applying nothing: a person checks before
-        deciding. Raises NotFound when it has no record, another ProviderError when it
-        cannot be asked, RateLimitTimeout past ``budget``."""
-        try:
-            return self._ask_provider(order, time.monotonic() + budget)
-        except _DetailsDown as exc:
-            assert isinstance(exc.__cause__, ProviderError)
-            raise exc.__cause__ from None
-
     def ask_both(self, order: Order, budget: float) -> Word:
         """What both of the provider's APIs say about ``order`` now (worker.confirm),
         applying nothing: what a retry or a person's decision is checked against. Raises

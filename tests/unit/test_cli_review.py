@@ -182,3 +182,31 @@ def test_retry_names_a_reversed_payout_it_cannot_send_and_exits_1(
     assert data["batch_id"] is None and data["erased"] == [reversed_]
     assert data["not_retried"][reversed_] == why
     assert data["not_retried"][failed].startswith("already retried as ")
+
+
+def test_retry_refuses_a_payout_the_provider_shows_paid_and_exits_1(
+    provider: tuple[FakeProvider, dict[str, dict[str, Any]]], ledger: Ledger
+) -> None:
+    _, answers = provider
+    result = worker.enqueue_batch("ID", sample_rows("ID", 2))
+    assert result.batch_id is not None
+    paid, never = result.trade_nos
+    for trade_no in result.trade_nos:
+        assert ledger.claim(trade_no)[0].moved
+        assert ledger.transition(trade_no, State.FAILED, source="submit").moved
+    # The ledger says FAILED; the provider, asked again, shows the first one paid (21.5).
+    answers[paid] = {"tradeNo": paid, "platFormTradeNo": "p-5", "status": "0000"}
+    answers["details:p-5"] = {"transaction_id": "p-5", "status": "success"}
+
+    retried = invoke("retry", result.batch_id, "--hold")
+
+    assert retried.exit_code == 1, retried.output
+    said = (
+        "details API: SUCCEEDED, status success; status query: SUCCEEDED, status 0000: "
+        "not failed through both APIs"
+    )
+    assert retried.stdout.splitlines()[0] == f"{paid}: not retried: the provider says {said}"
+    assert f": 1 payouts of {result.batch_id} held for approval again" in retried.stdout
+    assert retried.stderr.startswith(f"1 payouts of {result.batch_id} not retried: the provider")
+    data = json.loads(invoke("retry", result.batch_id, "--json").stdout)
+    assert data["refused"] == [paid] and data["not_retried"][never].startswith("already retried")
