@@ -190,7 +190,9 @@ def retry(batch: str, *, hold: bool = False) -> RetryResult:
     """Enqueue the batch's FAILED and REVERSED orders again as a new batch (new tradeNos,
     each linked to the order it retries), while they keep their fields
     (FAILED_PAYLOAD_RETENTION; a REVERSED order's were erased when it succeeded: it is in
-    the result's ``not_retried`` and ``erased``). An order is retried at most once.
+    the result's ``not_retried`` and ``erased``). An order is retried at most once, and
+    only once the provider, asked through both of its APIs, confirms it failed (else it
+    is in ``not_retried`` with the provider's word, and in ``refused``).
     Raises BatchNotFound."""
     from worker import runtime
 

@@ -21,11 +21,14 @@ from dotenv import find_dotenv, load_dotenv
 from psycopg.conninfo import conninfo_to_dict
 
 from schemas import MARKETS
-from worker.backoff import MAX_DELAY
+from worker.backoff import MAX_DELAY, NO_RECORD_GRACE
 from worker.exceptions import ConfigError
 
 # The first part of every Redis key this system writes (DISBURSE_KEY_PREFIX sets another).
 KEY_PREFIX = "disburse"
+# Top-level codes of a status query that mean "no such order" (NOT_FOUND_CODES): the
+# provider documents none; 4004 is our sandbox's. Any other code is "not known".
+DEFAULT_NOT_FOUND_CODES: frozenset[str] = frozenset({"4004"})
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -141,6 +144,11 @@ class Settings:
     # Pending orders from which a pass walks the paged list instead of asking about each
     # (RECONCILE_WALK_AT; 0: never). Why 50: worker.walk.
     reconcile_walk_at: int = 50
+    # The status query's codes for "no such order" (worker.vexora), and how long apart
+    # two such answers must be before a payout that may have been sent is resubmitted,
+    # retried or decided FAILED (worker.lookup, worker.confirm).
+    not_found_codes: frozenset[str] = DEFAULT_NOT_FOUND_CODES
+    no_record_grace: float = NO_RECORD_GRACE
 
     # /metrics and /healthz on a listener of their own (worker.listeners); None: only on
     # the provider's listener, and there only to clients on this machine.
@@ -299,6 +307,20 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     if not raw.strip().isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"{name}={raw!r} is not a TCP port (1-65535)")
     return int(raw)
+
+
+def _codes(env: Mapping[str, str], name: str, default: frozenset[str]) -> frozenset[str]:
+    """A comma-separated list of provider codes, e.g. ``4004,8000``."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    codes = frozenset(code.strip() for code in raw.split(","))
+    if "" in codes or not all(code.isalnum() for code in codes) or "0000" in codes:
+        raise ConfigError(
+            f"{name}={raw!r} is not a comma-separated list of provider codes such as "
+            "4004,8000 (0000 is the accepted answer, never one of them)"
+        )
+    return codes
 
 
 def _login_name() -> str:
@@ -478,6 +500,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pg_idle_in_transaction_timeout=_duration(
             env, "PG_IDLE_IN_TRANSACTION_TIMEOUT", d.pg_idle_in_transaction_timeout
         ),
+        not_found_codes=_codes(env, "NOT_FOUND_CODES", d.not_found_codes),
+        no_record_grace=_float(env, "NO_RECORD_GRACE", d.no_record_grace),
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings

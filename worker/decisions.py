@@ -3,20 +3,22 @@
 An order goes to REVIEW when the automation cannot tell what became of it (pending
 past its deadline, no record at the provider after resubmissions). :meth:`Decisions.pending`
 lists them with the reason and the provider's last word, both stored on the order.
-:meth:`Decisions.resolve` asks the provider again, the way a lookup asks (worker.lookup),
-and moves the order (source ``operator``; the operator's name and note in its event)
-only when the answer agrees with the decision:
+:meth:`Decisions.resolve` asks the provider again through both of its APIs (the details
+API and the status query: worker.confirm.Word) and moves the order (source ``operator``;
+the operator's name and note in its event) only when the answers agree with the decision:
 
-=========================  ===========  =========================================
-the provider answers       SUCCEEDED    FAILED
-=========================  ===========  =========================================
-success (0000)             moved        refused
-failed (00029)             refused      moved
-pending (0015)             refused      refused: it may still be paid
-no record of the payout    refused      moved, unless it once accepted the payout
-                                        (the order has a provider id): refused
-cannot be asked            the provider's error; nothing changes
-=========================  ===========  =========================================
+==============================  ===========  ==========================================
+the provider's APIs answer      SUCCEEDED    FAILED
+==============================  ===========  ==========================================
+one success, no failure         moved        refused
+both failed                     refused      moved
+one failed, the other not       refused      refused: it may be paid
+pending                         refused      refused: it may still be paid
+no record (both)                refused      moved once NO_RECORD_GRACE has passed since
+                                             the last POST, unless it once accepted the
+                                             payout (the order has a provider id)
+cannot be asked                 the provider's error; nothing changes
+==============================  ===========  ==========================================
 """
 
 from __future__ import annotations
@@ -24,29 +26,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from worker.backoff import NO_RECORD_GRACE
+from worker.confirm import Word, refuse_failure
 from worker.exceptions import (
     BatchNotFound,
     DecisionRefused,
     InputError,
-    NotFound,
     NotInReview,
     OrderNotFound,
 )
-from worker.ledger import PAGE, Debit, Ledger, Order
-from worker.redact import mask_text, redact
+from worker.ledger import PAGE, Ledger, Order
+from worker.redact import mask_text
 from worker.states import State
-from worker.vexora import ProviderReport
 
 DECISIONS = (State.SUCCEEDED, State.FAILED)
 
 
 @dataclass(frozen=True)
 class Decisions:
-    """``ask`` tells what the provider says about an order now and what it cost
-    (``Lookups.ask`` within the lookup budget), raising NotFound when it has no record."""
+    """``ask`` tells what both of the provider's APIs say about an order now and what it
+    cost (``Lookups.ask_both`` within the lookup budget); ``grace`` is NO_RECORD_GRACE."""
 
     ledger: Ledger
-    ask: Callable[[Order], tuple[ProviderReport, Debit | None]]
+    ask: Callable[[Order], Word]
+    grace: float = NO_RECORD_GRACE
 
     def pending(self, batch_id: str | None = None) -> list[Order]:
         """The orders in REVIEW (of one batch), the longest waiting first."""
@@ -85,16 +88,17 @@ class Decisions:
             raise OrderNotFound(trade_no)
         if order.state is not State.REVIEW:
             raise NotInReview(trade_no, order.state)
-        report: ProviderReport | None
-        debit: Debit | None = None
-        try:
-            report, debit = self.ask(order)
-        except NotFound:
-            report = None
-        if not _agrees(target, order, report):
-            raise DecisionRefused(trade_no, target, _words(order, report))
+        word = self.ask(order)
+        refused = self._refusal(target, order, word)
+        if refused is not None:
+            raise DecisionRefused(trade_no, target, refused)
         moved = self.ledger.decide(
-            trade_no, target, operator=operator.strip(), note=said, report=report, debit=debit
+            trade_no,
+            target,
+            operator=operator.strip(),
+            note=said,
+            report=word.report,
+            debit=word.debit,
         )
         if not moved.moved:  # a provider report moved it meanwhile
             raise NotInReview(trade_no, str(moved.previous))
@@ -102,30 +106,19 @@ class Decisions:
         assert decided is not None
         return decided
 
+    def _refusal(self, target: State, order: Order, word: Word) -> str | None:
+        """What the provider said, when it does not agree with ``target``; else None."""
+        if target is State.SUCCEEDED:
+            return None if word.succeeded else str(word)
+        since = None
+        if word.no_record:
+            last = self.ledger.last_claimed_ms(order.trade_no)
+            since = None if last is None else self.ledger.now_ms() - last
+        return refuse_failure(order, word, since_last_post_ms=since, grace=self.grace)
+
 
 def _decision(value: State | str) -> State:
     name = str(value).strip().upper()
     if name not in DECISIONS:
         raise InputError(f"a decision is SUCCEEDED or FAILED, not {value!r}")
     return State(name)
-
-
-def _agrees(target: State, order: Order, report: ProviderReport | None) -> bool:
-    if report is None:
-        # No record: never paid, unless the provider once accepted it (then ask them).
-        return target is State.FAILED and order.platform_trade_no is None
-    return report.state is target
-
-
-def _words(order: Order, report: ProviderReport | None) -> str:
-    """What the provider said, for the operator."""
-    if report is None:
-        if order.platform_trade_no:
-            return (
-                f"it has no record of the payout, though it accepted it as "
-                f"{order.platform_trade_no}: ask the provider"
-            )
-        return "it has no record of the payout"
-    pending = " (still pending: it may yet be paid)" if report.state is State.PROCESSING else ""
-    message = f" {redact(report.message)!r}" if report.message else ""
-    return f"{report.state}{pending}, status {report.status or '-'}{message}"

@@ -20,6 +20,7 @@ applies the answers to the group before in one (:meth:`Ledger.claim_many`).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -37,13 +38,17 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from worker.confirm import needs_confirmation
 from worker.exceptions import AlreadyRetried
 from worker.redact import mask_personal
+from worker.retry_stop import stop_retries
 from worker.states import ALLOWED_FROM, FINAL_STATES, SETTLED_STATES, Outcome, State
 
 if TYPE_CHECKING:
     from schemas import Payout
     from worker.vexora import ProviderReport
+
+log = logging.getLogger(__name__)
 
 # Who made a change, as ``order_events.source`` records it.
 Source = Literal["producer", "submit", "webhook", "lookup", "reconcile", "operator", "sweeper"]
@@ -93,39 +98,52 @@ WITH want AS (
         trade_no text, target text, allowed text[], discrepant text[], refresh boolean,
         attempt boolean, erase boolean, source text, facts jsonb, discrepancy text,
         discrepancy_facts jsonb, platform_trade_no text, provider_status text,
-        provider_message text, reason text, resubmits integer)
+        provider_message text, reason text, resubmits integer, report boolean,
+        review_from text[], attempts integer)
 ), old AS (
     -- By the primary key (the array, not a join: the index, whatever the estimates).
-    SELECT trade_no, state FROM orders WHERE trade_no = ANY(%(trade_nos)s::text[])
+    SELECT trade_no, state, attempts AS tries, platform_trade_no AS stored_id
+    FROM orders WHERE trade_no = ANY(%(trade_nos)s::text[])
     ORDER BY trade_no FOR UPDATE
 ), act AS (
-    SELECT w.*, old.state AS before, CASE
-        WHEN old.state = ANY(w.allowed) THEN 'move'
+    SELECT w.*, old.state AS before, old.stored_id, CASE
+        -- A report naming another provider id than the stored one (worker.confirm): a
+        -- pending order goes to REVIEW, any other records it; the stored id stays.
+        WHEN w.report AND w.platform_trade_no <> old.stored_id THEN
+            CASE WHEN old.state = ANY(w.review_from) THEN 'review' ELSE 'discrepancy' END
+        WHEN old.state = ANY(w.allowed) AND (w.attempts IS NULL OR old.tries = w.attempts)
+            THEN 'move'
         WHEN old.state = w.target AND w.refresh THEN 'refresh'
         WHEN old.state = ANY(w.discrepant) THEN 'discrepancy'
     END AS act
     FROM old JOIN want w USING (trade_no)
 ), changed AS (
     UPDATE orders o SET
-        state = CASE WHEN a.act = 'move' THEN a.target ELSE o.state END,
-        updated_at = CASE WHEN a.act = 'move' THEN now() ELSE o.updated_at END,
-        state_entered_at = CASE WHEN a.act = 'move' THEN now() ELSE o.state_entered_at END,
+        state = CASE WHEN a.act = 'move' THEN a.target
+            WHEN a.act = 'review' THEN 'REVIEW' ELSE o.state END,
+        updated_at = CASE WHEN a.act IN ('move', 'review') THEN now() ELSE o.updated_at END,
+        state_entered_at = CASE WHEN a.act IN ('move', 'review') THEN now()
+            ELSE o.state_entered_at END,
         attempts = o.attempts + CASE WHEN a.act = 'move' AND a.attempt THEN 1 ELSE 0 END,
         -- A mark left on an earlier POST is no mark.
         unseen_at = CASE WHEN a.act = 'move' AND a.attempt THEN NULL ELSE o.unseen_at END,
         -- Personal data goes in the same update that makes the order final.
         payload = CASE WHEN a.act = 'move' AND a.erase THEN NULL ELSE o.payload END,
-        platform_trade_no = CASE WHEN a.act = 'discrepancy' THEN o.platform_trade_no
-            ELSE coalesce(a.platform_trade_no, o.platform_trade_no) END,
-        provider_status = CASE WHEN a.act = 'discrepancy' THEN o.provider_status
+        -- The first id the provider gave is kept: a report naming another never gets here.
+        platform_trade_no = coalesce(o.platform_trade_no, a.platform_trade_no),
+        provider_status = CASE WHEN a.act IN ('discrepancy', 'review') THEN o.provider_status
             ELSE coalesce(a.provider_status, o.provider_status) END,
-        provider_message = CASE WHEN a.act = 'discrepancy' THEN o.provider_message
-            ELSE coalesce(a.provider_message, o.provider_message) END,
+        provider_message = CASE WHEN a.act IN ('discrepancy', 'review')
+            THEN o.provider_message ELSE coalesce(a.provider_message, o.provider_message) END,
         reason = CASE WHEN a.act = 'discrepancy' THEN o.reason
+            WHEN a.act = 'review' THEN 'the provider named another payout id: stored '
+                || a.stored_id || ', reported ' || a.platform_trade_no
             ELSE coalesce(a.reason, o.reason) END,
-        resubmits = CASE WHEN a.act = 'discrepancy' THEN o.resubmits
+        resubmits = CASE WHEN a.act IN ('discrepancy', 'review') THEN o.resubmits
             ELSE coalesce(a.resubmits, o.resubmits) END,
-        discrepancy = CASE WHEN a.act = 'discrepancy' THEN a.discrepancy
+        discrepancy = CASE WHEN a.act IN ('discrepancy', 'review') THEN a.discrepancy
+            || CASE WHEN a.platform_trade_no <> a.stored_id
+                THEN ' naming platFormTradeNo ' || a.platform_trade_no ELSE '' END
             ELSE o.discrepancy END
     FROM act a
     -- The array again: the primary key's index finds the rows even where the planner's
@@ -133,15 +151,20 @@ WITH want AS (
     WHERE o.trade_no = ANY(%(trade_nos)s::text[]) AND o.trade_no = a.trade_no
         AND a.act IS NOT NULL
     RETURNING o.trade_no, a.act, a.before, a.target, a.source, a.facts, a.discrepancy_facts,
-        CASE WHEN a.attempt AND a.act = 'move' THEN o.payload END AS payload
+        a.stored_id, CASE WHEN a.attempt AND a.act = 'move' THEN o.payload END AS payload
 ), events AS (
     INSERT INTO order_events (trade_no, source, from_state, to_state, facts)
     SELECT trade_no, source, before,
-        CASE WHEN act = 'move' THEN target ELSE before END,
-        CASE WHEN act = 'move' THEN facts ELSE discrepancy_facts END
+        CASE WHEN act = 'move' THEN target WHEN act = 'review' THEN 'REVIEW' ELSE before END,
+        CASE WHEN act = 'move' THEN facts
+            -- Both ids; the order's own stays its platform_trade_no (the feed reads it).
+            WHEN facts ->> 'platform_trade_no' <> stored_id THEN discrepancy_facts
+                || jsonb_build_object('platform_trade_no', stored_id,
+                    'reported_platform_trade_no', facts ->> 'platform_trade_no')
+            ELSE discrepancy_facts END
     FROM changed WHERE act <> 'refresh'
 )
-SELECT a.trade_no, a.before, c.act = 'move', c.payload
+SELECT a.trade_no, a.before, c.act, c.payload
 FROM act a LEFT JOIN changed c USING (trade_no)
 """
 
@@ -270,7 +293,7 @@ class Debit:
 class Transition:
     """What a transition found: ``moved`` only when this call changed the state."""
 
-    outcome: str  # ok | same | unexpected | forbidden | final | missing
+    outcome: str  # ok | same | unexpected | forbidden | final | missing | other_id
     previous: State | None
 
     @property
@@ -384,6 +407,17 @@ def _order(row: Sequence[Any]) -> Order:
 
 _QUEUED = frozenset({State.QUEUED})
 _REVIEW = frozenset({State.REVIEW})
+_FAILED_FROM = ALLOWED_FROM[State.FAILED]
+# The retries of an order, and theirs in turn (each order is retried at most once).
+_RETRIES = """
+WITH RECURSIVE chain (trade_no, state, depth) AS (
+    SELECT trade_no, state, 1 FROM orders WHERE retry_of = %s
+    UNION ALL
+    SELECT o.trade_no, o.state, c.depth + 1 FROM orders o JOIN chain c ON o.retry_of = c.trade_no
+    WHERE c.depth < 100
+)
+SELECT trade_no, state FROM chain ORDER BY depth
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +433,9 @@ class Move:
     report: bool = False
     # The provider's ids, status and message, a reason, the resubmissions: stored with it.
     facts: Mapping[str, str | int | None] = field(default_factory=dict)
+    # Moves only while the order has had this many attempts (None: any): a decision made
+    # on the order as read holds only while no new POST was made since.
+    attempts: int | None = None
 
 
 def _move_row(move: Move) -> dict[str, Any]:
@@ -424,20 +461,30 @@ def _move_row(move: Move) -> dict[str, Any]:
         "discrepancy": f"{target} {move.source} {move.note}".rstrip(),
         "discrepancy_facts": {**seen, "discrepancy": str(target)},
         **{name: given.get(name) for name in _STORED_FACTS},
+        "report": move.report,
+        "review_from": [str(s) for s in _REVIEW_FROM],
+        "attempts": move.attempts,
     }
+
+
+# Where a report naming another provider id sends an order, if it is in one of these.
+_REVIEW_FROM = ALLOWED_FROM[State.REVIEW]
 
 
 # The facts a move stores on the order itself (the rest only go into its event).
 _STORED_FACTS = ("platform_trade_no", "provider_status", "provider_message", "reason", "resubmits")
 
 
-def _report_move(trade_no: str, report: ProviderReport, source: Source) -> Move:
+def _report_move(
+    trade_no: str, report: ProviderReport, source: Source, *, attempts: int | None = None
+) -> Move:
     """The move a provider's report asks for (see :meth:`Ledger.apply_report`)."""
     return Move(
         trade_no,
         report.state,
         source,
         report=True,
+        attempts=attempts,
         facts={
             "platform_trade_no": report.platform_trade_no,
             "provider_status": report.status,
@@ -808,6 +855,21 @@ class Ledger:
             return False
         return self.now_ms() - claimed > lease * 1000
 
+    def retries_of(self, trade_no: str) -> list[tuple[str, State]]:
+        """The order's retry, the retry of that, ...: (tradeNo, state), in that order."""
+        with self._connection() as conn:
+            rows = conn.execute(_RETRIES, (trade_no,)).fetchall()
+        return [(retry, State(state)) for retry, state in rows]
+
+    def last_claimed_ms(self, trade_no: str) -> int | None:
+        """When the order was last claimed for sending (its last POST, if any), or None."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT max(at) FROM order_events WHERE trade_no = %s AND to_state = 'SUBMITTING'",
+                (trade_no,),
+            ).fetchone()
+        return _ms(row[0]) if row is not None and row[0] is not None else None
+
     def first_claimed_ms(self, trade_no: str) -> int | None:
         """When the order was first claimed for sending (None if never), from its events."""
         return self.earliest_claim_ms([trade_no])
@@ -880,13 +942,18 @@ class Ledger:
         wanted = {move.trade_no: move for move in moves}
         result: dict[str, tuple[Transition, dict[str, str] | None]] = {}
         made_final: dict[State, int] = {}
-        for trade_no, before, moved, payload in rows:
+        for trade_no, before, act, payload in rows:
             move = wanted[trade_no]
             previous = State(before)
-            if moved:
+            if act == "move":
                 result[trade_no] = (Transition("ok", previous), payload)
                 if move.target in FINAL_STATES:
                     made_final[move.target] = made_final.get(move.target, 0) + 1
+            elif act == "discrepancy" and previous in FINAL_STATES:
+                result[trade_no] = (Transition("final", previous), None)
+            elif act in ("review", "discrepancy"):
+                # The report named another provider id (see _MOVE): REVIEW, or recorded.
+                result[trade_no] = (Transition("other_id", previous), None)
             else:
                 outcome = _outcome(previous, move.target, move.expect)
                 result[trade_no] = (Transition(outcome, previous), None)
@@ -909,8 +976,10 @@ class Ledger:
         provider_message: str | None = None,
         reason: str | None = None,
         resubmits: int | None = None,
+        attempts: int | None = None,
     ) -> Transition:
-        """Move the order to ``target`` if the table allows it (and it is in ``expect``).
+        """Move the order to ``target`` if the table allows it (and it is in ``expect``),
+        and, with ``attempts``, only while it has had that many.
 
         Outcomes: ok, same (already there: the
         facts given are stored), unexpected (not in ``expect``), final (the order is
@@ -928,6 +997,7 @@ class Ledger:
             expect=frozenset(expect),
             note=note,
             report=report,
+            attempts=attempts,
             facts={
                 "platform_trade_no": platform_trade_no,
                 "provider_status": provider_status,
@@ -970,11 +1040,19 @@ class Ledger:
         ``answers`` to earlier POSTs (other orders) applied as :meth:`apply_report` does
         for source ``submit``: all in one statement, so one transaction and one commit for
         a group of payouts."""
+        # A failure may need the provider's confirmation (worker.confirm), which reads the
+        # order first: applied one by one, as apply_report does (they are few).
+        failures = [(t, report) for t, report in answers if report.state is State.FAILED]
+        answers = [(t, report) for t, report in answers if report.state is not State.FAILED]
         reported = [_report_move(trade_no, report, "submit") for trade_no, report in answers]
         claims = [Move(t, State.SUBMITTING, "submit", expect=_QUEUED) for t in trade_nos]
         found = self._move(reported + claims)
         for trade_no, report in answers:
-            self._after_report(trade_no, report, self._moved(trade_no, found), debit=None)
+            self._after_report(
+                trade_no, report, self._moved(trade_no, found), debit=None, source="submit"
+            )
+        for trade_no, report in failures:
+            self.apply_report(trade_no, report, source="submit")
         result: list[tuple[Transition, dict[str, str] | None]] = []
         for trade_no in trade_nos:
             claimed = self._moved(trade_no, found)
@@ -1017,6 +1095,7 @@ class Ledger:
         *,
         source: Source,
         debit: Debit | None = None,
+        confirmed: bool = False,
     ) -> Outcome:
         """Apply what the provider said about an order: the one rule for every source.
 
@@ -1032,6 +1111,14 @@ class Ledger:
         (a webhook, a query or submit answer: a mistaken or forged one must not move
         money state) is recorded as a discrepancy, and the order is marked for the
         reconcile pass to ask the details API (:meth:`rechecks`).
+
+        A failure that may be the provider refusing a repeat
+        (:func:`worker.confirm.needs_confirmation`) is recorded in the order's history and
+        not applied, unless ``confirmed`` (both of the provider's APIs said so: a lookup):
+        the order stays pending (SUBMITTING becomes UNKNOWN) for a lookup to confirm it
+        (UNCONFIRMED). A report naming another provider id than the stored one sends a
+        pending order to REVIEW with both ids, the stored one kept (OTHER_ID). A success
+        reported for a FAILED order stops its retry (worker.retry_stop).
         """
         if debit is not None:
             self._record_debit(trade_no, debit)
@@ -1048,11 +1135,90 @@ class Ledger:
                 )
                 if reversal.outcome in ("ok", "same"):
                     return Outcome.MOVED if reversal.moved else Outcome.SAME
+        if report.state is State.FAILED and not confirmed:
+            return self._apply_failure(trade_no, report, source, debit)
         result = self._moved(trade_no, self._move([_report_move(trade_no, report, source)]))
-        return self._after_report(trade_no, report, result, debit=debit)
+        return self._after_report(trade_no, report, result, debit=debit, source=source)
+
+    def _apply_failure(
+        self, trade_no: str, report: ProviderReport, source: Source, debit: Debit | None
+    ) -> Outcome:
+        """A FAILED report not yet confirmed: final only if the policy says its word is
+        enough for the order as read, and no POST was made since (else read again)."""
+        result = Transition("missing", None)
+        for _ in range(3):
+            order = self.get(trade_no)
+            if order is None:
+                return Outcome.MISSING
+            stored = order.platform_trade_no
+            other_id = bool(stored and report.platform_trade_no not in (None, stored))
+            pending = order.state not in FINAL_STATES
+            if pending and not other_id and needs_confirmation(report, order):
+                return self._unconfirmed(order, report, source)
+            move = _report_move(trade_no, report, source, attempts=order.attempts)
+            result = self._moved(trade_no, self._move([move]))
+            raced = result.outcome == "forbidden" and result.previous in _FAILED_FROM
+            if not raced:
+                break
+        return self._after_report(trade_no, report, result, debit=debit, source=source)
+
+    def _unconfirmed(self, order: Order, report: ProviderReport, source: Source) -> Outcome:
+        """Record a failure the provider must confirm: in the order's history, never as
+        its state. A SUBMITTING order becomes UNKNOWN (sent, outcome not known), which the
+        reconcile pass looks up; the others stay as they are, pending."""
+        facts: dict[str, str | int | None] = {
+            "unconfirmed": str(report.state),
+            "reported_status": report.status,
+            "reported_message": report.message or None,
+            "platform_trade_no": report.platform_trade_no,
+        }
+        note = f"{report.state} to be confirmed with the provider"
+        log.warning(
+            "%s reports %s for an order that may have been sent more than once: "
+            "not final until the provider's APIs confirm it",
+            source,
+            report.state,
+            extra={"trade_no": order.trade_no},
+        )
+        if order.state is State.SUBMITTING:
+            move = Move(
+                order.trade_no,
+                State.UNKNOWN,
+                source,
+                expect=frozenset({State.SUBMITTING}),
+                note=note,
+                attempts=order.attempts,
+                facts=facts,
+            )
+            if self._moved(order.trade_no, self._move([move])).moved:
+                return Outcome.UNCONFIRMED
+            order = self.get(order.trade_no) or order
+        given = {name: value for name, value in facts.items() if value is not None}
+        with self._connection() as conn:
+            conn.execute(
+                "WITH noted AS ("
+                "  UPDATE orders SET platform_trade_no = coalesce(platform_trade_no, %(ptn)s) "
+                "  WHERE trade_no = %(t)s AND state = %(state)s RETURNING trade_no, state"
+                ") INSERT INTO order_events (trade_no, source, from_state, to_state, facts) "
+                "SELECT trade_no, %(source)s, state, state, %(facts)s FROM noted",
+                {
+                    "t": order.trade_no,
+                    "state": str(order.state),
+                    "ptn": report.platform_trade_no,
+                    "source": source,
+                    "facts": Jsonb({**given, "note": note}),
+                },
+            )
+        return Outcome.UNCONFIRMED
 
     def _after_report(
-        self, trade_no: str, report: ProviderReport, result: Transition, *, debit: Debit | None
+        self,
+        trade_no: str,
+        report: ProviderReport,
+        result: Transition,
+        *,
+        debit: Debit | None,
+        source: Source,
     ) -> Outcome:
         """What applying ``report`` did; a failure reported for a SUCCEEDED order by anyone
         but the details API marks the order for the details API's word."""
@@ -1063,9 +1229,23 @@ class Ledger:
             and debit is None
         ):
             self._mark_recheck(trade_no)
+        if (
+            result.outcome == "final"
+            and result.previous is State.FAILED
+            and report.state is State.SUCCEEDED
+        ):
+            stop_retries(self, trade_no, source)
         match result.outcome:
             case "ok":
                 return Outcome.MOVED
+            case "other_id":
+                log.error(
+                    "the provider names another payout id (%s) than the one stored: %s",
+                    report.platform_trade_no,
+                    "REVIEW" if result.previous in _REVIEW_FROM else "recorded",
+                    extra={"trade_no": trade_no},
+                )
+                return Outcome.OTHER_ID
             case "same":
                 return Outcome.SAME
             case "missing":

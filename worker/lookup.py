@@ -7,12 +7,16 @@ through the ledger (``apply_report``, source ``lookup``):
 
 =====================================  =============================================
 success / 0000                         SUCCEEDED
-failed / 00029                         FAILED
+failed / 00029                         FAILED; for an order that may have been sent more
+                                       than once (worker.confirm), only when the details
+                                       API and the status query both say failed (one
+                                       says paid: REVIEW; else asked again later)
 pending / 0015                         PROCESSING (stays)
 no record, UNKNOWN or stale claim      asked again; no record again NO_RECORD_GRACE s
                                        later: QUEUED and resubmitted with the same
                                        tradeNo (REVIEW after MAX_NO_RECORD_RESUBMITS)
 no record, anything else               unchanged (asked again on the next pass)
+a query code not in NOT_FOUND_CODES    unchanged, counted and logged (asked again)
 contradicts a final state              discrepancy recorded; the final state stays
 error, no token, 429, out of budget    unchanged (asked again later)
 =====================================  =============================================
@@ -39,11 +43,13 @@ from decimal import Decimal
 from typing import Protocol
 
 from worker.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
+from worker.confirm import Word, needs_confirmation
 from worker.deadline import ReviewDeadline
 from worker.details import Disbursement, Throttle
 from worker.exceptions import (
     AuthenticationFailed,
     NotFound,
+    OutcomeUnknown,
     ProviderError,
     RateLimited,
     RateLimitTimeout,
@@ -131,6 +137,7 @@ class Lookups:
         claim_lease: float,
         recover_budget: float,
         publish_submissions: Callable[[Sequence[str]], object],
+        no_record_grace: float = NO_RECORD_GRACE,
     ) -> None:
         self.ledger = ledger
         self.vexora = vexora  # market -> the payout API client of its provider account
@@ -141,6 +148,7 @@ class Lookups:
         self.claim_lease = claim_lease
         self.recover_budget = recover_budget
         self.publish_submissions = publish_submissions
+        self.no_record_grace = no_record_grace
 
     def run(self, trade_nos: Sequence[str], budget: float) -> LookupReport:
         """Ask the provider about each order in turn, within ``budget`` seconds of waiting.
@@ -158,16 +166,47 @@ class Lookups:
         """
         return self._run([trade_no], self.recover_budget, clear_in_flight=False)
 
-    def ask(self, order: Order, budget: float) -> tuple[ProviderReport, Debit | None]:
-        """What the provider says about ``order`` now (and what it cost, when the details
-        API answered), the way a lookup asks, applying nothing: a person checks before
-        deciding. Raises NotFound when it has no record, another ProviderError when it
-        cannot be asked, RateLimitTimeout past ``budget``."""
+    def ask_both(self, order: Order, budget: float) -> Word:
+        """What both of the provider's APIs say about ``order`` now (worker.confirm),
+        applying nothing: what a retry or a person's decision is checked against. Raises
+        a ProviderError when either cannot be asked, RateLimitTimeout past ``budget``."""
         try:
-            return self._ask_provider(order, time.monotonic() + budget)
+            return self._both(order, time.monotonic() + budget)
         except _DetailsDown as exc:
             assert isinstance(exc.__cause__, ProviderError)
             raise exc.__cause__ from None
+
+    def _both(self, order: Order, deadline: float, platform_trade_no: str | None = None) -> Word:
+        """The details API's word (by the stored provider id, else ``platform_trade_no``,
+        else the one the status query names; a status it does not document reads as
+        pending) and the status query's."""
+        ptn = order.platform_trade_no or platform_trade_no
+        query: ProviderReport | None = None
+        asked = False
+        if not ptn:  # the query may name the id to ask the details API by
+            query, asked = self._query(order, deadline), True
+            ptn = query.platform_trade_no if query is not None else None
+        details: ProviderReport | None = None
+        debit = None
+        if ptn:
+            try:
+                found = self._details(ptn, deadline)
+            except NotFound:
+                pass
+            else:
+                debit = _debit(found)
+                details = _report(found, found.state or State.PROCESSING)
+        if not asked:
+            query = self._query(order, deadline)
+        return Word(details, query, debit)
+
+    def _query(self, order: Order, deadline: float) -> ProviderReport | None:
+        """The status query's report on the order (None: no record)."""
+        self._slot(deadline)
+        try:
+            return self.vexora(order.market).query(order.trade_no).report
+        except NotFound:
+            return None
 
     def _run(
         self, trade_nos: Sequence[str], budget: float, *, clear_in_flight: bool
@@ -203,8 +242,11 @@ class Lookups:
             # Claimed again since the pass saw it: that worker is sending it now.
             report.count("claim is live")
             return
+        word = None
         try:
             answer, debit = self._ask_provider(order, deadline)
+            if answer.state is State.FAILED and needs_confirmation(answer, order):
+                word = self._both(order, deadline, answer.platform_trade_no)
         except RateLimitTimeout:
             raise
         except NotFound:
@@ -218,13 +260,52 @@ class Lookups:
             self._failed(order, report, exc)
             self._leave(order, report, f"lookup failed: {type(exc).__name__}")
             return
+        if word is not None:
+            self._confirm_failure(order, word, report)
+            return
         self.apply_answer(order, answer, debit, report)
+
+    def _confirm_failure(self, order: Order, word: Word, report: LookupReport) -> None:
+        """A failure of an order that may have been sent more than once: final only when
+        both APIs say so (worker.confirm)."""
+        trade_no = order.trade_no
+        if word.failed:
+            assert word.report is not None
+            outcome = self.ledger.apply_report(
+                trade_no, word.report, source="lookup", debit=word.debit, confirmed=True
+            )
+            report.count(f"{order.state}->FAILED confirmed by both APIs: {outcome}")
+        elif word.disagree:
+            why = f"the provider's APIs disagree: {word}"
+            moved = self.ledger.transition(
+                trade_no, State.REVIEW, source="lookup", expect=[order.state], reason=why
+            )
+            if moved.moved:
+                report.review.append(trade_no)
+                log.error("%s: REVIEW", why, extra={"trade_no": trade_no})
+        elif word.succeeded:
+            paid = next(r for r in word.reports if r.state is State.SUCCEEDED)
+            self.apply_answer(order, paid, word.debit, report)
+        else:
+            report.count("FAILED not confirmed")
+            log.warning(
+                "a failure was reported; the provider does not confirm it (%s): asked again",
+                word,
+                extra={"trade_no": trade_no},
+            )
+            self._leave(order, report, f"FAILED reported, not confirmed ({word})")
 
     def apply_details(self, order: Order, found: Disbursement, report: LookupReport) -> None:
         """Apply a details answer about ``order`` that came without a lookup (a row of the
         paged list: worker.walk), as a lookup applies one: its state and its cost."""
         assert found.state is not None
-        self.apply_answer(order, _report(found, found.state), _debit(found), report)
+        answer = _report(found, found.state)
+        if answer.state is State.FAILED and needs_confirmation(answer, order):
+            # One API's word: a lookup asks both (it is not published by this pass).
+            self.in_flight.request_lookups([order.trade_no])
+            report.count("FAILED to be confirmed by a lookup")
+            return
+        self.apply_answer(order, answer, _debit(found), report)
 
     def apply_answer(
         self, order: Order, answer: ProviderReport, debit: Debit | None, report: LookupReport
@@ -257,6 +338,16 @@ class Lookups:
         report.errors += 1
         if isinstance(exc, RateLimited):
             self.limiter.penalize(exc.retry_after or 1.0)
+        if isinstance(exc, OutcomeUnknown) and exc.code:
+            # A code that is neither an answer nor one of NOT_FOUND_CODES: not "no record".
+            report.count(f"code {exc.code[:8]} not known")
+            log.warning(
+                "the provider answered code %s: neither the payout nor one of "
+                "NOT_FOUND_CODES; asked again later",
+                exc.code[:8],
+                extra={"trade_no": order.trade_no},
+            )
+            return
         log.warning("lookup failed: %s", type(exc).__name__, extra={"trade_no": order.trade_no})
 
     def _details(self, platform_trade_no: str, deadline: float) -> Disbursement:
@@ -331,7 +422,7 @@ class Lookups:
         An order with a provider id was accepted once: it stays as it is. For one whose
         POST may have arrived or not (UNKNOWN, or a claim whose holder is certainly gone),
         a single such answer is not believed, as the request may still be on its way at
-        the provider: the first is noted on the order; one at least ``NO_RECORD_GRACE``
+        the provider: the first is noted on the order; one at least ``no_record_grace``
         seconds later resubmits it with the same tradeNo (a repeat would be refused,
         never paid); after ``MAX_NO_RECORD_RESUBMITS`` such rounds it goes to REVIEW.
         Lookups that failed (transport, 5xx, 429) never get here: they count for nothing.
@@ -346,7 +437,7 @@ class Lookups:
             report.count("claim is live")
             return
         now = self.ledger.now_ms()
-        if order.unseen_ms is None or now - order.unseen_ms < NO_RECORD_GRACE * 1000:
+        if order.unseen_ms is None or now - order.unseen_ms < self.no_record_grace * 1000:
             if order.unseen_ms is None:
                 self.ledger.note_unseen(order, now)
             report.count(f"not found, {order.state} asked again later")

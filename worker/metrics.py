@@ -77,6 +77,8 @@ WEBHOOK_OUTCOMES: tuple[str, ...] = (
     "forged",  # a sign that no provider account's secret makes
     "wrong_account",  # signed with another account's secret than the order's market's
     "no_account",  # signed, for an order whose market has no provider account configured
+    "unconfirmed",  # verified FAILED the provider must confirm (worker.confirm): lookup
+    "other_id",  # verified, names another provider id than the stored one: REVIEW
     "unsigned",  # no sign, and unsigned notifications are not allowed
     "unsigned_lookup",  # no sign, allowed: a lookup was published, no state set
     "malformed",  # not JSON, not an object, fields missing

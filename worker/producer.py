@@ -15,6 +15,12 @@ exactly one order too. An order is retried at most once (the database holds the
 link unique): retrying a batch again enqueues only what has not been retried. A REVERSED
 order lost its fields when it succeeded (a paid payout keeps no personal data): the retry
 names it as not retried, for the application to enqueue again from its own records.
+
+A new tradeNo for an old payout is made only once the provider confirms the old one
+failed (worker.confirm.refuse_failure): both of its APIs are asked about each order
+first, and one they do not confirm (paid, pending, another word, no record too soon after
+its last POST, or the provider cannot be asked) is not retried: ``refused``, with what the
+provider said.
 """
 
 from __future__ import annotations
@@ -37,7 +43,15 @@ from schemas import (
 )
 from worker.columns import notify_url_error
 from worker.config import Settings
-from worker.exceptions import BatchNotFound, ConfigError, InvalidPayout, UnknownMarket
+from worker.confirm import Word, refuse_failure
+from worker.exceptions import (
+    BatchNotFound,
+    ConfigError,
+    InvalidPayout,
+    ProviderError,
+    RateLimitTimeout,
+    UnknownMarket,
+)
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
 from worker.states import State
 
@@ -46,6 +60,8 @@ Publish = Callable[[Sequence[str]], object]
 # Signs one payout's fields with a tradeNo exactly as a worker would
 # (VexoraClient.signed_body of the market's account).
 Sign = Callable[[Mapping[str, str], str], object]
+# What both of the provider's APIs say about an order now (Lookups.ask_both).
+Ask = Callable[[Order], Word]
 
 _RETRY_SUFFIX = re.compile(r"#retry([0-9]+)$")
 # Why an order cannot be retried without its fields, by its state: a FAILED one kept them
@@ -88,6 +104,8 @@ class RetryResult(BatchResult):
     retries: dict[str, str] = field(default_factory=dict)
     not_retried: dict[str, str] = field(default_factory=dict)
     erased: list[str] = field(default_factory=list)
+    # Those of ``not_retried`` the provider did not confirm failed (its word in the reason).
+    refused: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,19 +114,28 @@ class RetryResult(BatchResult):
             "retries": self.retries,
             "not_retried": self.not_retried,
             "erased": self.erased,
+            "refused": self.refused,
         }
 
 
 class Producer:
-    """``sign`` gives the signer of a market's account, for dry runs."""
+    """``sign`` gives the signer of a market's account, for dry runs; ``ask`` what the
+    provider says about an order, for retries (without it nothing is retried)."""
 
     def __init__(
-        self, ledger: Ledger, settings: Settings, *, publish: Publish, sign: Callable[[str], Sign]
+        self,
+        ledger: Ledger,
+        settings: Settings,
+        *,
+        publish: Publish,
+        sign: Callable[[str], Sign],
+        ask: Ask | None = None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
         self.publish = publish
         self.sign = sign
+        self.ask = ask
 
     def enqueue_batch(
         self,
@@ -180,6 +207,22 @@ class Producer:
             return RetryResult(
                 None, 0, errors, retried_batch=batch_id, not_retried=not_retried, erased=erased
             )
+        refused: list[str] = []
+        for row, _ in valid:
+            why = self._refusal(originals[row])
+            if why is not None:
+                not_retried[originals[row].trade_no] = why
+                refused.append(originals[row].trade_no)
+        valid = [(row, payout) for row, payout in valid if originals[row].trade_no not in refused]
+        if not valid:
+            return RetryResult(
+                None,
+                0,
+                retried_batch=batch_id,
+                not_retried=not_retried,
+                erased=erased,
+                refused=refused,
+            )
         payouts = [
             replace(payout, reference=retry_reference(originals[row].reference))
             for row, payout in valid
@@ -196,7 +239,26 @@ class Producer:
             retries=dict(zip(retry_of, result.trade_nos, strict=True)),
             not_retried=not_retried,
             erased=erased,
+            refused=refused,
         )
+
+    def _refusal(self, order: Order) -> str | None:
+        """Why ``order`` may not be paid again under a new tradeNo now (the provider's
+        word), or None when the provider confirms it failed."""
+        if self.ask is None:
+            return "the provider cannot be asked from here: not retried"
+        try:
+            word = self.ask(order)
+        except (ProviderError, RateLimitTimeout) as exc:
+            return f"could not ask the provider ({type(exc).__name__}): run the retry again"
+        since = None
+        if word.no_record:
+            last = self.ledger.last_claimed_ms(order.trade_no)
+            since = None if last is None else self.ledger.now_ms() - last
+        refused = refuse_failure(
+            order, word, since_last_post_ms=since, grace=self.settings.no_record_grace
+        )
+        return None if refused is None else f"the provider says {refused}"
 
     def _persist(
         self,

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
+from worker.confirm import ORIGINAL_PAID
 from worker.details import STATES as DETAILS_STATES
 from worker.ledger import PAGE, BatchSummary, Ledger, Order
 from worker.states import State
@@ -96,7 +97,11 @@ def status_dict(ledger: Ledger, summary: BatchSummary, *, details: bool) -> dict
         discrepancies: list[dict[str, Any]] = []
         markets: Counter[str] = Counter()
         failed: Counter[str] = Counter()
+        # Retries stopped because the payout they retry was reported paid, by state.
+        stopped: Counter[str] = Counter()
         for order in batch_orders(ledger, summary.batch_id):
+            if order.retry_of and (order.reason or "").startswith(ORIGINAL_PAID):
+                stopped[str(order.state)] += 1
             markets[f"{order.market} {order.state}"] += 1
             if order.state is State.REVIEW:
                 review.append({"tradeNo": order.trade_no, "reason": reason(order)})
@@ -114,6 +119,7 @@ def status_dict(ledger: Ledger, summary: BatchSummary, *, details: bool) -> dict
         data["review"] = review
         data["failed_reasons"] = dict(failed.most_common())
         data["discrepancies_list"] = discrepancies
+        data["retries_stopped"] = dict(stopped)
     return data
 
 
@@ -141,6 +147,9 @@ def status_text(data: dict[str, Any]) -> str:
         lines.append(f"FAILED {n:>6} x {why}")
     for item in data.get("review", [])[:50]:
         lines.append(f"REVIEW {item['tradeNo']}: {item['reason']}")
+    if stopped := data.get("retries_stopped"):
+        states = ", ".join(f"{n} {state}" for state, n in sorted(stopped.items()))
+        lines.append(f"RETRIES STOPPED {states}: {ORIGINAL_PAID} after all")
     for item in data.get("discrepancies_list", [])[:50]:
         lines.append(
             f"DISCREPANCY {item['tradeNo']}: is {item['state']}, reported {item['report']}"

@@ -115,7 +115,10 @@ def pause_switch(account: Account | None = None) -> PauseSwitch:
 
 @cache
 def _vexora(account: Account) -> VexoraClient:
-    return VexoraClient.for_account(account, timeouts=get_settings().timeouts)
+    settings = get_settings()
+    return VexoraClient.for_account(
+        account, timeouts=settings.timeouts, not_found_codes=settings.not_found_codes
+    )
 
 
 def vexora(market: str) -> VexoraClient:
@@ -180,6 +183,7 @@ def lookups() -> Lookups:
         recover_budget=settings.submit_budget,
         # An order a lookup puts back to QUEUED is a submission again.
         publish_submissions=publish_resubmissions,
+        no_record_grace=settings.no_record_grace,
     )
 
 
@@ -242,11 +246,14 @@ def reconciler() -> Reconciler:
 
 @cache
 def producer() -> Producer:
+    budget = get_settings().lookup_budget
     return Producer(
         ledger(),
         get_settings(),
         publish=publish_submissions,
         sign=lambda market: vexora(market).signed_body,
+        # A retry pays an old payout again: only once the provider confirms it failed.
+        ask=lambda order: lookups().ask_both(order, budget),
     )
 
 
@@ -261,8 +268,12 @@ def batch_controls() -> Controls:
 @cache
 def decisions() -> Decisions:
     """REVIEW orders and a person's decisions, checked with the provider as a lookup asks."""
-    budget = get_settings().lookup_budget
-    return Decisions(ledger(), lambda order: lookups().ask(order, budget))
+    settings = get_settings()
+    return Decisions(
+        ledger(),
+        lambda order: lookups().ask_both(order, settings.lookup_budget),
+        settings.no_record_grace,
+    )
 
 
 @cache

@@ -82,3 +82,9 @@ class Outcome(StrEnum):
     DISCREPANCY = "discrepancy"  # contradicts a final state: recorded, never applied
     IGNORED = "ignored"  # not applicable now, e.g. PROCESSING after the order became final
     MISSING = "missing"  # no order has this tradeNo
+    # A failure that may be the provider refusing a repeat (worker.confirm): recorded, not
+    # applied; the order stays pending until both of the provider's APIs confirm it.
+    UNCONFIRMED = "unconfirmed"
+    # Names another provider id than the one stored: the order went to REVIEW (both ids
+    # recorded), or, final, keeps its state with a discrepancy recorded.
+    OTHER_ID = "other_id"

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from redis.client import Pipeline
 
 from worker.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
+from worker.confirm import needs_confirmation
 from worker.exceptions import (
     ConfigurationRejected,
     NotSent,
@@ -330,7 +331,7 @@ class Submitter:
                 self.pause.pause(reason)
                 self._unclaim([trade_no], "configuration rejected")
                 return Next(Step.PAUSED)
-            case Rejected(code=code, message=message) if self._may_repeat(trade_no):
+            case Rejected(code=code, message=message) if self._may_repeat(trade_no, error):
                 # A refusal of a POST that may repeat an earlier one can be the provider
                 # refusing the repeat of a payout it has (even paid): never FAILED on
                 # that alone. Ask the provider and take its state.
@@ -370,10 +371,12 @@ class Submitter:
                 )
                 return Next(Step.QUERY)
 
-    def _may_repeat(self, trade_no: str) -> bool:
-        """True when this POST is not the order's first (a resubmission, a retry)."""
+    def _may_repeat(self, trade_no: str, error: Rejected) -> bool:
+        """True when the refusal may be of a repeat (this POST is not the order's first: a
+        resubmission, a retry): the rule of worker.confirm, as for every FAILED report."""
         order = self.ledger.get(trade_no)
-        return order is None or order.attempts > 1
+        refusal = ProviderReport(State.FAILED, None, error.code, error.message)
+        return order is None or needs_confirmation(refusal, order)
 
     def _not_sent(self, trade_no: str, why: str, delay: float | None = None) -> Next:
         order = self.ledger.get(trade_no)

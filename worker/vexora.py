@@ -18,14 +18,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import requests
 
-from worker.config import Account, Settings
+from worker.config import DEFAULT_NOT_FOUND_CODES, Account, Settings
 from worker.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
@@ -86,7 +86,7 @@ CODE_REQUEST_FAILED = "8000"  # request failed (invalid parameters etc.) -> Reje
 CODE_BAD_SIGN = "4001"  # systemic -> ConfigurationRejected
 CODE_UNKNOWN_MERCHANT = "4002"  # systemic
 CODE_IP_NOT_ALLOWED = "4003"  # systemic
-CODE_ORDER_NOT_FOUND = "4004"  # query of an unknown tradeNo -> NotFound (so is any refusal)
+CODE_ORDER_NOT_FOUND = "4004"  # query of an unknown tradeNo -> NotFound (NOT_FOUND_CODES)
 CODE_DUPLICATE_TRADE_NO = "4005"  # tradeNo already used -> AlreadySubmitted
 SYSTEMIC_CODES = frozenset({CODE_BAD_SIGN, CODE_UNKNOWN_MERCHANT, CODE_IP_NOT_ALLOWED})
 # Deliberately NOT done: guessing "systemic" from a message that mentions "sign",
@@ -194,7 +194,12 @@ def _provider_message(body: Mapping[str, Any]) -> str:
 
 
 def _refusal(
-    operation: Operation, code: str, message: str, status_code: int, what: str
+    operation: Operation,
+    code: str,
+    message: str,
+    status_code: int,
+    what: str,
+    not_found: Collection[str],
 ) -> ProviderError:
     """The exception for a top-level code other than ``0000``."""
     if code in SYSTEMIC_CODES:
@@ -207,24 +212,31 @@ def _refusal(
         )
     if operation == "submit" and code == CODE_REQUEST_FAILED:
         return Rejected(code, message, status_code=status_code)
-    if operation == "query" and code != CODE_SYSTEM_ERROR:
-        # The provider's code for an unknown tradeNo is not documented: whatever refusal
-        # it answers (4004 in our sandbox, 8000, anything else) shows no record of the
-        # payout. It says nothing final: the reconciler believes it only when two
-        # lookups a grace period apart agree, and then resubmits the same tradeNo.
+    if operation == "query" and code in not_found:
+        # The provider's code for an unknown tradeNo is not documented: the codes taken
+        # for "no record" are a setting (NOT_FOUND_CODES; 4004, our sandbox's, by
+        # default). It says nothing final: the reconciler believes it only when two
+        # lookups a grace period apart agree, and then resubmits the same tradeNo. Any
+        # other code is not known (below): the order is asked about again, never
+        # resubmitted or retried on its word.
         return NotFound(
             f"{what}: the provider shows no such order (code {code}: {message})",
             status_code=status_code,
             code=code,
         )
-    # CODE_SYSTEM_ERROR ("retry later": the provider did not look) and, on a submit or
-    # a balance call, any code we do not know.
+    # CODE_SYSTEM_ERROR ("retry later": the provider did not look) and any code we do
+    # not know.
     return OutcomeUnknown(
         f"{what}: outcome unknown (code {code}: {message})", status_code=status_code, code=code
     )
 
 
-def accepted_data(response: requests.Response, operation: Operation, what: str) -> dict[str, Any]:
+def accepted_data(
+    response: requests.Response,
+    operation: Operation,
+    what: str,
+    not_found: Collection[str] = DEFAULT_NOT_FOUND_CODES,
+) -> dict[str, Any]:
     """The ``data`` object of an accepted (code ``0000``) answer, or raise.
 
     HTTP 429 -> RateLimited; 5xx -> OutcomeUnknown; a body that is not a JSON
@@ -253,7 +265,7 @@ def accepted_data(response: requests.Response, operation: Operation, what: str) 
             f"{what}: outcome unknown (HTTP {status}, no code)", status_code=status
         )
     if code != ACCEPTED:
-        raise _refusal(operation, code, message, status, what)
+        raise _refusal(operation, code, message, status, what, not_found)
     if not 200 <= status < 300:
         raise OutcomeUnknown(
             f"{what}: outcome unknown (code {code} with HTTP {status})", status_code=status
@@ -312,7 +324,10 @@ def payout_result(data: Mapping[str, Any], trade_no: str, what: str) -> PayoutRe
 
 
 def classify(
-    response: requests.Response, trade_no: str, operation: Operation = "submit"
+    response: requests.Response,
+    trade_no: str,
+    operation: Operation = "submit",
+    not_found: Collection[str] = DEFAULT_NOT_FOUND_CODES,
 ) -> PayoutResult:
     """Turn a submit or query answer into a :class:`PayoutResult`, or raise.
 
@@ -325,14 +340,14 @@ def classify(
     code 8000 (submit)                         Rejected (final; the submitter
                                                queries instead on a repeat attempt)
     code 5000                                  OutcomeUnknown
-    any other code (query)                     NotFound (no record shown)
-    any other code (submit)                    OutcomeUnknown
+    a NOT_FOUND_CODES code (query; 4004)       NotFound (no record shown)
+    any other code                             OutcomeUnknown
     code 0000, data.status 0015 / 0000 / 00029  PROCESSING / SUCCEEDED / FAILED
     code 0000, any other data.status           OutcomeUnknown
     =========================================  ==========================================
     """
     what = f"{operation} {trade_no}"
-    return payout_result(accepted_data(response, operation, what), trade_no, what)
+    return payout_result(accepted_data(response, operation, what, not_found), trade_no, what)
 
 
 # --- the client -------------------------------------------------------------------------
@@ -350,19 +365,38 @@ class VexoraClient(HttpClient):
         timeouts: tuple[float, float],
         session: requests.Session | None = None,
         pool_size: int = 10,
+        not_found_codes: Collection[str] = DEFAULT_NOT_FOUND_CODES,
     ) -> None:
         super().__init__(base_url, timeouts=timeouts, session=session, pool_size=pool_size)
         self.merchant_no = merchant_no
         self._app_secret = app_secret
+        # The top-level codes of a query answer that mean "no such order".
+        self.not_found_codes = frozenset(not_found_codes)
 
     @classmethod
     def from_settings(cls, settings: Settings, market: str) -> VexoraClient:
         """The client of ``market``'s provider account."""
-        return cls.for_account(settings.account(market), timeouts=settings.timeouts)
+        return cls.for_account(
+            settings.account(market),
+            timeouts=settings.timeouts,
+            not_found_codes=settings.not_found_codes,
+        )
 
     @classmethod
-    def for_account(cls, account: Account, *, timeouts: tuple[float, float]) -> VexoraClient:
-        return cls(account.base_url, account.merchant_no, account.app_secret, timeouts=timeouts)
+    def for_account(
+        cls,
+        account: Account,
+        *,
+        timeouts: tuple[float, float],
+        not_found_codes: Collection[str] = DEFAULT_NOT_FOUND_CODES,
+    ) -> VexoraClient:
+        return cls(
+            account.base_url,
+            account.merchant_no,
+            account.app_secret,
+            timeouts=timeouts,
+            not_found_codes=not_found_codes,
+        )
 
     def __repr__(self) -> str:
         return f"VexoraClient(base_url={self.base_url!r}, merchant_no={self.merchant_no!r})"
@@ -403,7 +437,7 @@ class VexoraClient(HttpClient):
         _check_trade_no(trade_no)
         body = self._sign({"tradeNo": trade_no}, None)
         response = self._post(QUERY_PATH, body, f"query {trade_no}")
-        return classify(response, trade_no, "query")
+        return classify(response, trade_no, "query", self.not_found_codes)
 
     def balance(self) -> Balance:
         """The merchant balance. ``freezeAmount``/``unsettledAmount`` default to 0 when absent."""

@@ -157,6 +157,9 @@ class WebhookHandler:
             state, _fact(body.get("platFormTradeNo")), status[:_MAX_FACT], message or ""
         )
         outcome = self.orders.apply_report(trade_no, report, source="webhook")
+        if outcome is Outcome.UNCONFIRMED:
+            # Recorded, not applied: a lookup asks both of the provider's APIs now.
+            self._request_lookup(trade_no)
         label, line = _applied(outcome, state)
         checked = () if outcome is Outcome.MISSING else _check_amount(order, body)
         return _ok(label, *checked, line, trade_no=trade_no)
@@ -252,6 +255,16 @@ def _applied(outcome: Outcome, state: State) -> tuple[str, LogLine]:
             )
         case Outcome.MISSING:
             return "unknown_order", _UNKNOWN_ORDER
+        case Outcome.UNCONFIRMED:
+            return "unconfirmed", _warning(
+                "webhook says %s for an order that may have been sent more than once: "
+                "recorded; a lookup asks the provider to confirm it",
+                state,
+            )
+        case Outcome.OTHER_ID:
+            return "other_id", _error(
+                "webhook names another provider id than the one stored: both recorded"
+            )
         case _:
             assert_never(outcome)
 

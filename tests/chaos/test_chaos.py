@@ -67,7 +67,10 @@ WORKERS = 3
 # The settings a user gets (Settings' defaults: the cluster's own test settings are
 # undone here), except these, each scaled with the sandbox, not with our recovery:
 _USER = Settings()
+NOT_FOUND_CODE = "9001"  # the sandbox's answer to a query of a tradeNo it never stored
 ENV = {
+    # Issue 21.6: only the codes named here mean "no such order" (default 4004).
+    "NOT_FOUND_CODES": NOT_FOUND_CODE,
     "SUBMIT_BUDGET": str(_USER.submit_budget),
     "RECONCILE_EVERY": str(_USER.reconcile_every),
     "REVIEW_AFTER": str(_USER.review_after),
@@ -141,8 +144,8 @@ def sandbox_config() -> Any:
         error_ratio=0.10,
         error_after_record_share=0.5,
         # A query of a tradeNo the provider never stored answers an undocumented code,
-        # not the one the client maps to "not found".
-        not_found_code="9001",
+        # not the sandbox's default: the run names it in NOT_FOUND_CODES (ENV).
+        not_found_code=NOT_FOUND_CODE,
         # A repeated tradeNo is refused at the API layer with 8000: a resubmission of a
         # payout that did arrive must end in the provider's state, never FAILED.
         repeat_code="8000",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from worker.config import load_settings
-from worker.ledger import Ledger
+from worker.confirm import Word
+from worker.ledger import Ledger, Order
 from worker.producer import Producer
-from worker.vexora import VexoraClient
+from worker.states import State
+from worker.vexora import ProviderReport, VexoraClient
 
 
 @pytest.fixture
@@ -23,4 +25,12 @@ def make_producer(ledger: Ledger, published: list[list[str]]) -> Producer:
         settings,
         publish=lambda trade_nos: published.append(list(trade_nos)),
         sign=lambda market: VexoraClient.from_settings(settings, market).signed_body,
+        ask=failed_through_both_apis,
     )
+
+
+def failed_through_both_apis(order: Order) -> Word:
+    """A provider that confirms every payout asked about failed (details API and status
+    query): what a retry needs (worker.confirm); test_retry_failed asks real lookups."""
+    failed = ProviderReport(State.FAILED, order.platform_trade_no, "00029", "")
+    return Word(failed, failed)

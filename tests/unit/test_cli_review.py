@@ -13,7 +13,7 @@ import redis
 from click.testing import CliRunner
 
 import worker
-from tests.unit.fake_provider import FakeProvider, Seen, json_response, serving
+from tests.unit.fake_provider import FakeProvider, Seen, error, json_response, serving
 from tests.unit.ledger_sql import events
 from worker import cli, runtime
 from worker.dev.samples import sample_rows
@@ -25,10 +25,19 @@ from worker.states import State
 def provider(
     broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[FakeProvider, dict[str, dict[str, Any]]]]:
-    """The fake provider as every account's payout API; ``answers`` by tradeNo."""
+    """The fake provider as every account's payout API and the details API; ``answers``
+    by tradeNo, the details API's by provider id under ``details:<id>``."""
     answers: dict[str, dict[str, Any]] = {}
 
     def handler(seen: Seen) -> Any:
+        if seen.path.endswith("/access-token/b2b"):
+            token = {"access_token": "t", "token_type": "Bearer", "expires_in": "3600"}
+            return json_response({"status": 200, "success": True, "data": token})
+        if seen.method == "GET":
+            found = answers.get("details:" + seen.path.rsplit("/", 1)[-1])
+            if found is None:
+                return json_response(error(404, "not found"), 404)
+            return json_response({"status": 200, "success": True, "data": found})
         trade_no = json.loads(seen.body)["tradeNo"]
         data = answers.get(trade_no)
         if data is None:
@@ -39,7 +48,11 @@ def provider(
     with serving() as fake:
         fake.handler = handler
         monkeypatch.setenv("VEXORA_BASE_URL", fake.url)
+        monkeypatch.setenv("DETAILS_BASE_URL", fake.url)
         monkeypatch.setenv("DISBURSE_OPERATOR", "ops-erin")
+        # Payouts with no record at the provider are taken as failed (a retry, a FAILED
+        # decision) only this long after their last POST: these tests do not wait 30 s.
+        monkeypatch.setenv("NO_RECORD_GRACE", "0.001")
         runtime.reset()
         yield fake, answers
 
@@ -73,19 +86,24 @@ def test_review_lists_and_resolve_checks_with_the_provider(
     answers[first] = {"tradeNo": first, "platFormTradeNo": "p-9", "status": "00029"}
     refused = invoke("resolve", first, "--succeeded", "--note", "the bank says paid")
     assert refused.exit_code == 1
-    assert "the provider says FAILED, status 00029" in refused.output
+    assert "status query: FAILED, status 00029" in refused.output
     assert "Traceback" not in refused.output
     assert worker.get_order(first).state is State.REVIEW  # type: ignore[union-attr]
 
+    # FAILED needs both APIs' word (21.5): the status query alone is not enough.
+    alone = invoke("resolve", first, "--failed", "--note", "bank confirms, not paid")
+    assert alone.exit_code == 1 and "details API: no record" in alone.output
+    answers["details:p-9"] = {"transaction_id": "p-9", "status": "failed"}
     done = invoke("resolve", first, "--failed", "--note", "bank confirms, not paid")
     assert done.exit_code == 0, done.output
-    assert done.output.startswith(f"{first}: FAILED (the provider says 00029")
-    assert [s.path for s in fake.seen].count("/v1/vexora/queryPayOutResult") == 2
+    assert done.output.startswith(f"{first}: FAILED (the provider says failed")
+    assert [s.path for s in fake.seen].count("/v1/vexora/queryPayOutResult") == 3
     event = ledger.history(first)[-1][1]
     assert event == "FAILED operator bank confirms, not paid"
     assert events(ledger, first)[-1][3]["operator"] == "ops-erin"  # DISBURSE_OPERATOR
 
-    # No record of the second at the provider: FAILED is what it says too.
+    # No record of the second at the provider (NO_RECORD_GRACE after its last POST, tiny
+    # here): FAILED is what it says too.
     by_name = worker.resolve(second, "failed", note="never sent", operator="frank")
     assert by_name.state is State.FAILED
     assert invoke("review").output == "no payout waits for a person\n"
@@ -164,3 +182,31 @@ def test_retry_names_a_reversed_payout_it_cannot_send_and_exits_1(
     assert data["batch_id"] is None and data["erased"] == [reversed_]
     assert data["not_retried"][reversed_] == why
     assert data["not_retried"][failed].startswith("already retried as ")
+
+
+def test_retry_refuses_a_payout_the_provider_shows_paid_and_exits_1(
+    provider: tuple[FakeProvider, dict[str, dict[str, Any]]], ledger: Ledger
+) -> None:
+    _, answers = provider
+    result = worker.enqueue_batch("ID", sample_rows("ID", 2))
+    assert result.batch_id is not None
+    paid, never = result.trade_nos
+    for trade_no in result.trade_nos:
+        assert ledger.claim(trade_no)[0].moved
+        assert ledger.transition(trade_no, State.FAILED, source="submit").moved
+    # The ledger says FAILED; the provider, asked again, shows the first one paid (21.5).
+    answers[paid] = {"tradeNo": paid, "platFormTradeNo": "p-5", "status": "0000"}
+    answers["details:p-5"] = {"transaction_id": "p-5", "status": "success"}
+
+    retried = invoke("retry", result.batch_id, "--hold")
+
+    assert retried.exit_code == 1, retried.output
+    said = (
+        "details API: SUCCEEDED, status success; status query: SUCCEEDED, status 0000: "
+        "not failed through both APIs"
+    )
+    assert retried.stdout.splitlines()[0] == f"{paid}: not retried: the provider says {said}"
+    assert f": 1 payouts of {result.batch_id} held for approval again" in retried.stdout
+    assert retried.stderr.startswith(f"1 payouts of {result.batch_id} not retried: the provider")
+    data = json.loads(invoke("retry", result.batch_id, "--json").stdout)
+    assert data["refused"] == [paid] and data["not_retried"][never].startswith("already retried")

@@ -1,5 +1,5 @@
 """REVIEW has exits (worker.decisions): the list of what waits for a person, and a person's
-decision, checked with the provider through the lookups' own path (Lookups.ask with
+decision, checked with the provider through both of its APIs (Lookups.ask_both with
 fake details and payout clients) on the test ledger."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from worker.ledger import Ledger
 from worker.states import State
 
 STUCK = "pending past its deadline"
+GRACE = 30.0
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def world(fake_redis: redis.Redis, ledger: Ledger) -> World:
 
 @pytest.fixture
 def review(world: World) -> Decisions:
-    return Decisions(world.ledger, lambda order: world.lookups.ask(order, 5))
+    return Decisions(world.ledger, lambda order: world.lookups.ask_both(order, 5), GRACE)
 
 
 def in_review(world: World, *, ptn: str | None = "p-1") -> str:
@@ -76,6 +77,8 @@ def test_a_decision_the_provider_confirms_moves_the_order_and_names_the_operator
     world: World, review: Decisions, status: str, decision: State
 ) -> None:
     trade_no = in_review(world)
+    if decision is State.FAILED:  # FAILED needs the status query's word too
+        world.vexora.status(trade_no, "00029", "p-1")
     world.fake_details.answers["p-1"] = parse_disbursement(
         {
             "transaction_id": "p-1",
@@ -116,7 +119,9 @@ def test_a_decision_the_provider_contradicts_is_refused_saying_what_it_said(
     with pytest.raises(DecisionRefused) as refused:
         review.resolve(trade_no, decision, note="looked", operator="alice")
     assert said in refused.value.provider_said
-    assert f"not marked {decision}: the provider says {said}" in str(refused.value)
+    # Both APIs' words (the status query has no record here).
+    assert f"not marked {decision}: the provider says details API: {said}" in str(refused.value)
+    assert "status query: no record" in str(refused.value)
     assert world.state(trade_no) is State.REVIEW
     assert events(world.ledger, trade_no)[-1][0] == "lookup"  # no event written
 
@@ -127,10 +132,14 @@ def test_no_record_at_the_provider_allows_failed_only_for_a_payout_it_never_acce
     never = in_review(world, ptn=None)  # the query by tradeNo finds nothing
     with pytest.raises(DecisionRefused, match="has no record of the payout"):
         review.resolve(never, "succeeded", note="bank says paid", operator="bob")
+    # No record so soon after its last POST may be a request still on its way.
+    with pytest.raises(DecisionRefused, match="after its last POST: ask again once NO_RECORD"):
+        review.resolve(never, "failed", note="never arrived", operator="bob")
+    world.later(GRACE)
     assert review.resolve(never, "failed", note="never arrived", operator="bob").state is (
         State.FAILED
     )
-    assert world.vexora.calls == [never, never]
+    assert world.vexora.calls == [never, never, never]
 
     accepted = in_review(world, ptn="p-gone")  # details and query both know nothing
     with pytest.raises(DecisionRefused, match="though it accepted it as p-gone: ask"):
@@ -179,7 +188,7 @@ def test_a_report_that_moved_the_order_meanwhile_wins(world: World, review: Deci
     trade_no = in_review(world)
 
     def answer_then_webhook(order: object) -> object:
-        found = world.lookups.ask(order, 5)  # type: ignore[arg-type]
+        found = world.lookups.ask_both(order, 5)  # type: ignore[arg-type]
         world.ledger.transition(trade_no, State.SUCCEEDED, source="webhook", report=True)
         return found
 

@@ -243,7 +243,9 @@ def test_a_forged_failure_the_details_api_contradicts_changes_no_state(world: Wo
     assert looked.moved == {"reported failed, not confirmed: details API says success": 1}
     order = world.ledger.get(trade_no)
     assert order is not None and order.state is State.SUCCEEDED
-    assert order.discrepancy == "FAILED webhook" and world.ledger.discrepancies() == [trade_no]
+    # The forged webhook names another provider id than the stored one: said too (21.3).
+    assert order.discrepancy == "FAILED webhook naming platFormTradeNo PT20241130000123"
+    assert world.ledger.discrepancies() == [trade_no] and order.platform_trade_no == "p-ok"
     assert order.recheck_ms is None and order.fee == Decimal("2000.00")
     assert check(world)[2] == []  # asked once, not on every pass
 

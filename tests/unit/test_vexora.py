@@ -594,16 +594,37 @@ def test_query_of_unknown_trade_no_is_not_found(
 
 
 @pytest.mark.parametrize("code", [vexora.CODE_REQUEST_FAILED, "1001", "9999", 4010])
-def test_a_query_refused_with_any_other_code_shows_no_record(
+def test_a_query_refused_with_a_code_not_in_not_found_codes_is_not_known(
     client: VexoraClient, provider: FakeProvider, code: str | int
 ) -> None:
-    # The provider's code for an unknown tradeNo is not documented: any refusal of the
-    # query is an answer without a record of the payout, never a failed payout.
+    # Issue 21.6: the provider's code for an unknown tradeNo is not documented; only the
+    # codes of NOT_FOUND_CODES (4004 by default) say "no record". Any other refusal of
+    # the query is not known: never "no record" (which resubmits, retries, decides
+    # FAILED), never a failed payout. (Before, every code but 5000 read as no record.)
     provider.reply(refusal(code, "order does not exist"))  # type: ignore[arg-type]
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(OutcomeUnknown) as caught:
         client.query(TRADE_NO)
     assert caught.value.code == str(code)
-    assert not isinstance(caught.value, Rejected)
+    assert not isinstance(caught.value, NotFound | Rejected)
+
+
+@pytest.mark.parametrize("code", [vexora.CODE_REQUEST_FAILED, "9001"])
+def test_the_codes_of_not_found_codes_show_no_record(provider: FakeProvider, code: str) -> None:
+    settings = load_settings({"NOT_FOUND_CODES": f" 4004, {code}", "VEXORA_BASE_URL": provider.url})
+    assert settings.not_found_codes == {"4004", code}
+    client = VexoraClient.from_settings(settings, "ID")
+    for answer in (code, vexora.CODE_ORDER_NOT_FOUND):
+        provider.reply(refusal(answer, "order does not exist"))
+        with pytest.raises(NotFound) as caught:
+            client.query(TRADE_NO)
+        assert caught.value.code == answer
+    provider.reply(refusal("1001", "order does not exist"))
+    with pytest.raises(OutcomeUnknown):
+        client.query(TRADE_NO)
+    # A submit refused with one of them is not "no record": its outcome is not known.
+    provider.reply(refusal("9001", "whatever"))
+    with pytest.raises(OutcomeUnknown):
+        client.submit(FIELDS, TRADE_NO)
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,8 @@ Environment (a .env file in the current directory may supply it):
   APP_WEBHOOK_URL, APP_WEBHOOK_SECRET
                       where and how payouts' events are sent to the application
   RECONCILE_WALK_AT   due orders from which a pass walks the paged list (0: never)
+  NOT_FOUND_CODES     status query codes meaning "no such order" (4004)
+  NO_RECORD_GRACE     seconds "no record" must hold before a resubmission (30)
   FAILED_PAYLOAD_RETENTION
                       how long a FAILED payout keeps its fields for a retry (7d)
   DISBURSE_OPERATOR   the name `disburse resolve` records (else the login name)

@@ -96,6 +96,9 @@ def retry(batch: str, hold: bool, as_json: bool) -> None:
     enqueued when one is no longer valid (exit 1). A payout whose fields are erased (a
     REVERSED one's went when it succeeded) is listed as not retried, and exits 1 too:
     enqueue it again from your records under a new reference.
+
+    The provider is asked about each payout first (details API and status query): one it
+    does not confirm failed is not retried, with what it said, and exits 1.
     """
     import worker
 
@@ -124,6 +127,12 @@ def retry(batch: str, hold: bool, as_json: bool) -> None:
                 "enqueue them again from your records",
                 err=True,
             )
+        if result.refused:
+            click.echo(
+                f"{len(result.refused)} payouts of {batch} not retried: the provider does not "
+                "confirm they failed (see above)",
+                err=True,
+            )
     # Payouts left unpaid that this command cannot send again: the user must act.
-    if result.rejected or result.erased:
+    if result.rejected or result.erased or result.refused:
         raise click.exceptions.Exit(UserError.exit_code)
