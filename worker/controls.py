@@ -4,14 +4,14 @@ balance check), cancel what is unsent, pause and resume submissions cluster-wide
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from worker.exceptions import BatchNotFound, ProviderError
 from worker.ledger import Ledger
 from worker.pause import PauseSwitch
 from worker.report import plural
-from worker.states import State
+from worker.states import FINAL_STATES, State
 from worker.vexora import Balance
 
 HELD_NOTE = "held"
@@ -29,6 +29,21 @@ class ControlResult:
     moved: int
     message: str
     held: str | None = None
+    # Cancel: the orders left to go on to a final state through the provider, because a
+    # POST of them may have reached it (tradeNo -> state). Never told "cancelled".
+    not_cancelled: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "batch_id": self.batch_id,
+            "moved": self.moved,
+            "message": self.message,
+            "held": self.held,
+            "not_cancelled": [
+                {"trade_no": trade_no, "state": state}
+                for trade_no, state in self.not_cancelled.items()
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -85,20 +100,29 @@ class Controls:
         return ControlResult(batch_id, len(moved), f"released {plural(len(moved), 'payout')}")
 
     def cancel(self, batch_id: str) -> ControlResult:
-        """Cancel every order of the batch that has not been sent (HELD or QUEUED)."""
+        """Cancel every order of the batch no POST was ever started for (HELD, or QUEUED
+        and never sent). The others go on through the provider: a POST of them may have
+        arrived (DESIGN: CANCELLED only for an order never POSTed), and are listed in
+        ``not_cancelled``."""
         if self.ledger.batch(batch_id) is None:
             raise BatchNotFound(batch_id)
         cancelled = 0
+        kept: dict[str, str] = {}
         for page in self.ledger.iter_batch(batch_id):
-            results = self.ledger.transition_many(
-                page,
-                State.CANCELLED,
-                source="operator",
-                expect=[State.HELD, State.QUEUED],
-                note="cancelled",
+            results = self.ledger.cancel_unposted(page, note="cancelled")
+            for trade_no, result in zip(page, results, strict=True):
+                if result.moved:
+                    cancelled += 1
+                elif result.previous is not None and result.previous not in FINAL_STATES:
+                    kept[trade_no] = str(result.previous)
+        message = f"cancelled {plural(cancelled, 'unsent payout')}"
+        if kept:
+            message += (
+                f"; {plural(len(kept), 'payout')} may have reached the provider and "
+                f"{'was' if len(kept) == 1 else 'were'} not cancelled (they go on to a final "
+                f"state through the provider: `disburse status {batch_id}`)"
             )
-            cancelled += sum(r.moved for r in results)
-        return ControlResult(batch_id, cancelled, f"cancelled {plural(cancelled, 'unsent payout')}")
+        return ControlResult(batch_id, cancelled, message, not_cancelled=kept)
 
     def pause(self, reason: str) -> Paused:
         """Stop every submission, cluster-wide, within a request's time."""

@@ -93,14 +93,19 @@ WITH want AS (
         trade_no text, target text, allowed text[], discrepant text[], refresh boolean,
         attempt boolean, erase boolean, source text, facts jsonb, discrepancy text,
         discrepancy_facts jsonb, platform_trade_no text, provider_status text,
-        provider_message text, reason text, resubmits integer)
+        provider_message text, reason text, resubmits integer, unposted boolean,
+        unposted_only boolean)
 ), old AS (
     -- By the primary key (the array, not a join: the index, whatever the estimates).
-    SELECT trade_no, state FROM orders WHERE trade_no = ANY(%(trade_nos)s::text[])
+    SELECT trade_no, state, attempts, unposted_claims FROM orders
+    WHERE trade_no = ANY(%(trade_nos)s::text[])
     ORDER BY trade_no FOR UPDATE
 ), act AS (
     SELECT w.*, old.state AS before, CASE
-        WHEN old.state = ANY(w.allowed) THEN 'move'
+        -- A cancel: only an order no POST was ever started for (every claim given back
+        -- before its POST), decided on the row as locked, so a claim cannot slip between.
+        WHEN old.state = ANY(w.allowed)
+            AND (NOT w.unposted_only OR old.attempts = old.unposted_claims) THEN 'move'
         WHEN old.state = w.target AND w.refresh THEN 'refresh'
         WHEN old.state = ANY(w.discrepant) THEN 'discrepancy'
     END AS act
@@ -111,6 +116,9 @@ WITH want AS (
         updated_at = CASE WHEN a.act = 'move' THEN now() ELSE o.updated_at END,
         state_entered_at = CASE WHEN a.act = 'move' THEN now() ELSE o.state_entered_at END,
         attempts = o.attempts + CASE WHEN a.act = 'move' AND a.attempt THEN 1 ELSE 0 END,
+        -- A claim given back before its POST was started (see migration 0009).
+        unposted_claims = o.unposted_claims
+            + CASE WHEN a.act = 'move' AND a.unposted THEN 1 ELSE 0 END,
         -- A mark left on an earlier POST is no mark.
         unseen_at = CASE WHEN a.act = 'move' AND a.attempt THEN NULL ELSE o.unseen_at END,
         -- Personal data goes in the same update that makes the order final.
@@ -270,7 +278,9 @@ class Debit:
 class Transition:
     """What a transition found: ``moved`` only when this call changed the state."""
 
-    outcome: str  # ok | same | unexpected | forbidden | final | missing
+    # ok | same | unexpected | forbidden | final | missing | posted (a cancel that would
+    # have moved the order, but a POST of it may have reached the provider)
+    outcome: str
     previous: State | None
 
     @property
@@ -383,6 +393,8 @@ def _order(row: Sequence[Any]) -> Order:
 
 
 _QUEUED = frozenset({State.QUEUED})
+_SUBMITTING = frozenset({State.SUBMITTING})
+_UNSENT = frozenset({State.HELD, State.QUEUED})
 _REVIEW = frozenset({State.REVIEW})
 
 
@@ -399,13 +411,17 @@ class Move:
     report: bool = False
     # The provider's ids, status and message, a reason, the resubmissions: stored with it.
     facts: Mapping[str, str | int | None] = field(default_factory=dict)
+    # A claim given back (SUBMITTING -> QUEUED) before its POST was started.
+    unposted: bool = False
+    # Move only an order no POST was ever started for (a cancel).
+    unposted_only: bool = False
 
 
 def _move_row(move: Move) -> dict[str, Any]:
     """A Move as one row of :data:`_MOVE`'s ``want``."""
     target = move.target
     expected = move.expect
-    allowed = ALLOWED_FROM[target] & expected if expected else ALLOWED_FROM[target]
+    allowed = _allowed(move)
     discrepant: frozenset[State] = frozenset()
     if move.report and target in FINAL_STATES:
         discrepant = (FINAL_STATES & expected if expected else FINAL_STATES) - {target}
@@ -424,6 +440,8 @@ def _move_row(move: Move) -> dict[str, Any]:
         "discrepancy": f"{target} {move.source} {move.note}".rstrip(),
         "discrepancy_facts": {**seen, "discrepancy": str(target)},
         **{name: given.get(name) for name in _STORED_FACTS},
+        "unposted": move.unposted,
+        "unposted_only": move.unposted_only,
     }
 
 
@@ -444,6 +462,12 @@ def _report_move(trade_no: str, report: ProviderReport, source: Source) -> Move:
             "provider_message": report.message,
         },
     )
+
+
+def _allowed(move: Move) -> frozenset[State]:
+    """The states ``move`` may take an order from."""
+    allowed = ALLOWED_FROM[move.target]
+    return allowed & move.expect if move.expect else allowed
 
 
 def _outcome(before: State, target: State, expect: Collection[State]) -> str:
@@ -885,6 +909,8 @@ class Ledger:
                     made_final[move.target] = made_final.get(move.target, 0) + 1
             else:
                 outcome = _outcome(previous, move.target, move.expect)
+                if move.unposted_only and previous in _allowed(move):
+                    outcome = "posted"  # it could move, but a POST of it may have arrived
                 result[trade_no] = (Transition(outcome, previous), None)
         if self.on_final is not None:
             for state, count in made_final.items():
@@ -946,6 +972,26 @@ class Ledger:
         """The same move for many orders, each atomic, all in one statement."""
         expected = frozenset(expect)
         found = self._move([Move(t, target, source, expect=expected, note=note) for t in trade_nos])
+        return [self._moved(t, found) for t in trade_nos]
+
+    def give_back(self, trade_nos: Sequence[str], *, why: str, posted: bool) -> list[Transition]:
+        """Claims given back: SUBMITTING -> QUEUED. ``posted=False`` says this claim's POST
+        was never started (paused, out of time): the order may still be cancelled."""
+        moves = [
+            Move(t, State.QUEUED, "submit", expect=_SUBMITTING, note=why, unposted=not posted)
+            for t in trade_nos
+        ]
+        found = self._move(moves)
+        return [self._moved(t, found) for t in trade_nos]
+
+    def cancel_unposted(self, trade_nos: Sequence[str], *, note: str) -> list[Transition]:
+        """HELD or QUEUED -> CANCELLED (source ``operator``) for each order no POST was ever
+        started for; one that may have reached the provider stays, its outcome ``posted``."""
+        moves = [
+            Move(t, State.CANCELLED, "operator", expect=_UNSENT, note=note, unposted_only=True)
+            for t in trade_nos
+        ]
+        found = self._move(moves)
         return [self._moved(t, found) for t in trade_nos]
 
     @staticmethod

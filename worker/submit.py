@@ -328,7 +328,7 @@ class Submitter:
                     extra={"trade_no": trade_no},
                 )
                 self.pause.pause(reason)
-                self._unclaim([trade_no], "configuration rejected")
+                self._unclaim([trade_no], "configuration rejected", posted=True)
                 return Next(Step.PAUSED)
             case Rejected(code=code, message=message) if self._may_repeat(trade_no):
                 # A refusal of a POST that may repeat an earlier one can be the provider
@@ -386,13 +386,13 @@ class Submitter:
                 reason=f"not sent after {attempts} attempts: {why}",
             )
             return Next(Step.DONE)
-        self._unclaim([trade_no], f"not sent: {why}")
+        self._unclaim([trade_no], f"not sent: {why}", posted=True)
         return Next(Step.RETRY, delay if delay is not None else backoff(attempts))
 
-    def _unclaim(self, trade_nos: Sequence[str], why: str) -> None:
-        self.ledger.transition_many(
-            trade_nos, State.QUEUED, source="submit", expect=[State.SUBMITTING], note=why
-        )
+    def _unclaim(self, trade_nos: Sequence[str], why: str, *, posted: bool = False) -> None:
+        """Give the claims back (SUBMITTING -> QUEUED). ``posted``: a POST was started on
+        this claim, so the order may have reached the provider and is never cancelled."""
+        self.ledger.give_back(trade_nos, why=why, posted=posted)
 
 
 class MarketSubmitters:

@@ -627,3 +627,31 @@ def test_an_account_out_of_rate_does_not_hold_up_another(
     report = accounts.submitters.run(chunk, budget=10)
     assert report.leftover == ids  # handed on, still QUEUED
     assert [t for t, _ in accounts.providers["AR"].posts] == ars
+
+
+# --- what cancel may take back (issue 21 item 4) ----------------------------------------
+
+
+def test_a_claim_given_back_before_its_post_leaves_the_order_cancellable(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    switch = PauseSwitch(fake_redis, prefix="t")
+    limiter = FakeLimiter(wait=True, on_acquire=lambda: switch.pause("operator"))
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), limiter)
+    (t,) = new_orders(ledger)
+    assert submitter.run([t], budget=10).paused
+    assert provider.posts == [] and state(ledger, t) is State.QUEUED
+    (cancelled,) = ledger.cancel_unposted([t], note="cancelled")
+    assert cancelled.moved
+
+
+def test_an_order_whose_post_was_started_is_never_cancelled(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, _, _ = make(ledger, fake_redis, raising(NotSent("connection reset")))
+    (t,) = new_orders(ledger)
+    submitter.run([t], budget=10)
+    assert state(ledger, t) is State.QUEUED
+    (kept,) = ledger.cancel_unposted([t], note="cancelled")
+    assert (kept.outcome, kept.previous) == ("posted", State.QUEUED)
+    assert state(ledger, t) is State.QUEUED

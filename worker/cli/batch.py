@@ -301,21 +301,38 @@ def approve(batch: str, no_balance_check: bool) -> None:
 
 @click.command()
 @click.argument("batch")
-def cancel(batch: str) -> None:
-    """Cancel the payouts of BATCH not sent yet (HELD or QUEUED).
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def cancel(batch: str, as_json: bool) -> None:
+    """Cancel the payouts of BATCH never sent to the provider (HELD, or QUEUED and
+    never POSTed).
 
-    Payouts already sent to the provider go on; `disburse status` shows them.
+    A payout a POST may have reached the provider with is not cancelled: it goes on
+    to a final state through the provider, and is listed (--json: `not_cancelled`).
 
     \b
-    Example:
+    Examples:
       disburse cancel b1f0c2d3e4a5b6c7
+      disburse cancel b1f0c2d3e4a5b6c7 --json
     """
     import worker
 
     try:
-        click.echo(worker.cancel(batch).message)
+        result = worker.cancel(batch)
     except worker.BatchNotFound:
         raise _no_batch(batch) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    click.echo(result.message)
+    kept = list(result.not_cancelled.items())
+    for trade_no, state in kept[:_LISTED]:
+        click.echo(f"  not cancelled: {trade_no} ({state})")
+    if len(kept) > _LISTED:
+        click.echo(f"  ... and {len(kept) - _LISTED} more (`disburse cancel {batch} --json`)")
+
+
+# Payouts a command lists one per line before it says "and N more".
+_LISTED = 20
 
 
 def _since(value: str | None) -> datetime | None:
