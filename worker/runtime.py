@@ -30,6 +30,7 @@ from worker.lookup import Lookups
 from worker.metrics import Metrics
 from worker.outbox import Deliveries, Feed, Sender
 from worker.pause import PauseSwitch
+from worker.pause_store import PauseStore
 from worker.producer import Producer
 from worker.publish import (
     publish_lookups,
@@ -102,7 +103,9 @@ def leases() -> Leases:
 def pause_switch(account: Account | None = None) -> PauseSwitch:
     """The cluster-wide switch, or with ``account`` that provider account's."""
     name = account.name if account is not None else None
-    return PauseSwitch(redis_client(), prefix=get_settings().key_prefix, account=name)
+    # PostgreSQL holds the switches; Redis caches them (worker.pause).
+    store = PauseStore(pool())
+    return PauseSwitch(redis_client(), prefix=get_settings().key_prefix, account=name, store=store)
 
 
 @cache
@@ -246,7 +249,11 @@ def producer() -> Producer:
 def batch_controls() -> Controls:
     """Approve, cancel, pause and resume, on the cluster-wide pause switch."""
     return Controls(
-        ledger(), lambda market: vexora(market).balance(), publish_submissions, pause_switch()
+        ledger(),
+        lambda market: vexora(market).balance(),
+        publish_submissions,
+        pause_switch(),
+        operator=get_settings().operator,
     )
 
 

@@ -22,6 +22,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from schemas import MARKETS
+from tests.conftest import empty_ledger
 from worker import cli, runtime
 from worker.config import get_settings
 from worker.dev.redis_server import RedisServer
@@ -369,13 +370,15 @@ def test_a_malformed_redis_url_is_one_line_naming_it(
 
 
 def test_a_port_where_redis_does_not_answer_fails_naming_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, ledger: Ledger, ledger_url: str
 ) -> None:
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
         monkeypatch.setenv("REDIS_URL", f"redis://:hunter2@127.0.0.1:{port}/0")
+        # The pause is kept in PostgreSQL first; its cache in Redis is what fails.
+        monkeypatch.setenv("DATABASE_URL", ledger_url)
         runtime.reset()
         try:
             result = invoke("pause")
@@ -383,6 +386,7 @@ def test_a_port_where_redis_does_not_answer_fails_naming_it(
         finally:
             monkeypatch.undo()
             runtime.reset()
+            empty_ledger(ledger.pool)
     assert timeout == runtime.INTERACTIVE_TIMEOUT < get_settings().read_timeout
     assert result.exit_code == 2
     (line,) = result.output.splitlines()

@@ -18,6 +18,7 @@ from worker.controls import BatchNotFound, Controls
 from worker.exceptions import NotSent
 from worker.ledger import Ledger
 from worker.pause import PauseSwitch
+from worker.pause_store import PauseStore
 from worker.states import State
 from worker.vexora import Balance
 
@@ -55,7 +56,8 @@ class Fixture:
 def fx(ledger: Ledger) -> Fixture:
     client = fakeredis.FakeRedis(decode_responses=True)
     provider = Provider({"AR": Decimal(10**9)})
-    controls = Controls(ledger, provider.balance, provider.publish, PauseSwitch(client, "t"))
+    switch = PauseSwitch(client, "t", store=PauseStore(ledger.pool))
+    controls = Controls(ledger, provider.balance, provider.publish, switch, operator="tester")
     return Fixture(ledger, client, provider, controls)
 
 
@@ -331,3 +333,38 @@ def test_disburse_cancel_json_says_what_was_not_cancelled(
     out = capsys.readouterr().out
     assert "cancelled 0 unsent payouts; 1 payout may have reached the provider" in out
     assert f"  not cancelled: {posted} (QUEUED)" in out
+
+
+# --- pauses kept with who and why (issue 21 item 8) -------------------------------------
+
+
+def test_a_second_pause_keeps_the_first_and_says_whose_it_is(fx: Fixture) -> None:
+    first = fx.controls.pause("incident 42", operator="alice")
+    assert first.already is None and first.records["all"].who == "alice"
+    second = fx.controls.pause("lunch")
+    assert second.already is not None
+    assert (second.already.reason, second.already.who) == ("incident 42", "alice")
+    assert second.switches == {"all": "incident 42"}
+
+
+def test_resume_says_who_had_paused_and_who_resumed(fx: Fixture) -> None:
+    fx.controls.pause("incident 42", operator="alice")
+    resumed = fx.controls.resume()
+    assert resumed.by == "tester" and resumed.records["all"].who == "alice"
+    with fx.ledger.pool.connection() as conn:
+        row = conn.execute("SELECT who, resumed_by FROM pauses").fetchone()
+    assert row == ("alice", "tester")
+
+
+def test_disburse_pause_twice_says_it_is_already_paused(
+    runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.run(["pause", "--reason", "incident 42", "--operator", "alice"]) == 0
+    capsys.readouterr()
+    assert cli.run(["pause", "--reason", "lunch"]) == 0
+    out = capsys.readouterr().out
+    assert "already paused cluster-wide, not changed: by alice since " in out
+    assert out.splitlines()[0].endswith(": incident 42")
+    assert "lunch" not in out
+    assert cli.run(["resume", "--operator", "bob"]) == 0
+    assert "(by bob)" in capsys.readouterr().out

@@ -28,6 +28,7 @@ from worker.exceptions import (
 from worker.ledger import Ledger
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
+from worker.pause_store import PauseStore
 from worker.ratelimit import RateLimiter, RateLimitTimeout, Slots
 from worker.states import State
 from worker.submit import GROUP, PAUSE_LOOK_EVERY, MarketSubmitters, Submitter
@@ -655,3 +656,32 @@ def test_an_order_whose_post_was_started_is_never_cancelled(
     (kept,) = ledger.cancel_unposted([t], note="cancelled")
     assert (kept.outcome, kept.previous) == ("posted", State.QUEUED)
     assert state(ledger, t) is State.QUEUED
+
+
+# --- a pause kept in PostgreSQL (issue 21 item 8) ---------------------------------------
+
+
+def test_a_pause_held_across_a_redis_wipe_still_stops_every_post(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    store = PauseStore(ledger.pool)
+    provider = FakeProvider(accepted())
+    submitter = Submitter(
+        ledger,
+        provider,
+        FakeLimiter(),
+        PauseSwitch(fake_redis, prefix="t", account="ID", store=store),
+        claim_lease=60.0,
+        recover=lambda trade_no: None,
+        metrics=None,
+    )
+    trade_nos = new_orders(ledger, 3)
+    cluster = PauseSwitch(fake_redis, prefix="t", store=store)
+    cluster.pause("incident 42", who="alice")
+    fake_redis.flushall()  # Redis wiped (or restarted empty) while paused
+    assert submitter.run(trade_nos, budget=10).paused
+    assert provider.posts == []
+    assert {state(ledger, t) for t in trade_nos} == {State.QUEUED}
+    cluster.resume(who="alice")
+    assert submitter.run(trade_nos, budget=10).done == 3
+    assert len(provider.posts) == 3

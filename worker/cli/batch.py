@@ -133,17 +133,22 @@ def _say_enqueued(batch_id: str, accepted: int, held: bool, trade_nos: list[str]
 
 
 def _pause_of(market: str) -> dict[str, str] | None:
-    """What stops the submissions of ``market``: the cluster-wide or its account's switch."""
+    """What stops the submissions of ``market``: the cluster-wide or its account's switch,
+    why, who set it (an operator, ``systemic-code``, ``circuit-breaker``) and since when."""
     from worker import runtime
     from worker.config import get_settings
     from worker.pause import ALL
 
-    paused = runtime.pause_switch().paused()
+    paused = runtime.pause_switch().records()
     names = [ALL]
     # A market this configuration does not know has only the cluster-wide switch.
     with contextlib.suppress(ValueError):
         names.append(get_settings().account(market).name)
-    return next(({"account": n, "reason": paused[n]} for n in names if n in paused), None)
+    record = next((paused[n] for n in names if n in paused), None)
+    if record is None:
+        return None
+    since = record.since.isoformat() if record.since is not None else ""
+    return {"account": record.scope, "reason": record.reason, "who": record.who, "since": since}
 
 
 @click.command()
@@ -192,7 +197,9 @@ def status(batch: str, watch: bool, interval: float, as_json: bool, counts_only:
     if not watch:
         click.echo(report.status_text(data))
     if data["paused"]:
-        click.echo(f"PAUSED: {pause_text(data['paused']['account'], data['paused']['reason'])}")
+        paused = data["paused"]
+        said = pause_text(paused["account"], paused["reason"])
+        click.echo(f"PAUSED: {said} (by {paused['who']})")
 
 
 def _pause_or_warn(market: str) -> dict[str, str] | None:
