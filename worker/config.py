@@ -26,6 +26,9 @@ from worker.exceptions import ConfigError
 
 # The first part of every Redis key this system writes (DISBURSE_KEY_PREFIX sets another).
 KEY_PREFIX = "disburse"
+# The top-level codes our sandbox answers a systemic refusal with (worker.vexora): bad
+# signature, unknown merchant, IP not allowed. A real provider's may differ: SYSTEMIC_CODES.
+DEFAULT_SYSTEMIC_CODES = frozenset({"4001", "4002", "4003"})
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -141,6 +144,14 @@ class Settings:
     # Pending orders from which a pass walks the paged list instead of asking about each
     # (RECONCILE_WALK_AT; 0: never). Why 50: worker.walk.
     reconcile_walk_at: int = 50
+    # A submit refused with one of these top-level codes pauses the provider account
+    # (SYSTEMIC_CODES): the sandbox's bad signature, unknown merchant, IP not allowed.
+    systemic_codes: frozenset[str] = DEFAULT_SYSTEMIC_CODES
+    # The circuit breaker (worker.breaker): this many first attempts of one account
+    # refused at the top level within breaker_window seconds pause the account
+    # (BREAKER_REJECTIONS, 0: never; BREAKER_WINDOW).
+    breaker_rejections: int = 5
+    breaker_window: float = 30.0
 
     # Where and how outcomes are sent to the application (worker.outbox); None: not sent.
     # Out of reprs: the URL may carry credentials, and the secret signs every event.
@@ -281,6 +292,26 @@ def _duration(env: Mapping[str, str], name: str, default: float) -> float:
             f"{name}={raw!r} is not a duration such as 604800 (seconds), 7d, 12h or 30m"
         )
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+
+def _codes(env: Mapping[str, str], name: str, default: frozenset[str]) -> frozenset[str]:
+    """Provider codes, comma-separated (``4001,4002,4003``); ``none``: not one."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "none":
+        return frozenset()
+    codes = [code.strip() for code in raw.split(",")]
+    bad = next((code for code in codes if not _CODE.match(code)), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{name}={raw!r}: {bad!r} is not a provider code; expected codes separated by "
+            "commas, such as 4001,4002,4003, or none"
+        )
+    return frozenset(codes)
 
 
 def _login_name() -> str:
@@ -453,6 +484,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "FAILED_PAYLOAD_RETENTION", d.failed_payload_retention
         ),
         operator=text("DISBURSE_OPERATOR", "") or _login_name(),
+        systemic_codes=_codes(env, "SYSTEMIC_CODES", d.systemic_codes),
+        breaker_rejections=_count(env, "BREAKER_REJECTIONS", d.breaker_rejections),
+        breaker_window=_float(env, "BREAKER_WINDOW", d.breaker_window),
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings

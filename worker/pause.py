@@ -66,6 +66,8 @@ class PauseSwitch:
         self._account_prefix = keys.paused_account(prefix, "")
         self._loaded = f"{prefix}:paused-loaded"
         self._generation = f"{prefix}:paused-generation"
+        # The circuit breaker's counts (worker.breaker): a resume starts them afresh.
+        self._breakers = keys.breaker(prefix, "" if account is None else account)
         self.key = self._cluster_key if account is None else self._account_prefix + account
         switches = [self._cluster_key] if account is None else [self._cluster_key, self.key]
         # With a store, the cache's marker is read first, in the same MGET.
@@ -89,7 +91,10 @@ class PauseSwitch:
 
     def resume(self, who: str = "unknown") -> bool:
         """Clear the switch (the cluster-wide one: every switch); True if one was set."""
-        names = [self.key] if self.account is not None else [self.key, *self._account_keys()]
+        if self.account is not None:
+            names = [self.key, self._breakers]
+        else:
+            names = [self.key, *self._account_keys(), *self._breaker_keys()]
         lifted = False
         if self.store is not None:
             scopes = None if self.account is None else [self.account]
@@ -164,8 +169,14 @@ class PauseSwitch:
     def _key_of(self, scope: str) -> str:
         return self._cluster_key if scope == ALL else self._account_prefix + scope
 
+    def _breaker_keys(self) -> list[str]:
+        return self._scan(self._breakers)
+
     def _account_keys(self) -> list[str]:
+        return self._scan(self._account_prefix)
+
+    def _scan(self, prefix: str) -> list[str]:
         # An operator's command, not a hot path: SCAN finds switches of accounts that
         # a change of configuration has since renamed, too.
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._account_prefix) + "*"
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
         return sorted(str(key) for key in self.redis.scan_iter(match=pattern, count=1000))

@@ -17,6 +17,7 @@ import redis
 from psycopg_pool import ConnectionPool
 
 from worker import keys
+from worker.breaker import Breaker
 from worker.config import Account, get_settings
 from worker.controls import Controls
 from worker.db.pool import open_pool
@@ -190,6 +191,14 @@ def _submitter(account: Account) -> Submitter:
         claim_lease=settings.claim_lease,
         recover=lookups().recover,
         metrics=metrics(),
+        breaker=Breaker(
+            redis_client(),
+            settings.key_prefix,
+            account.name,
+            rejections=settings.breaker_rejections,
+            window=settings.breaker_window,
+        ),
+        systemic_codes=settings.systemic_codes,
     )
 
 

@@ -337,6 +337,22 @@ def test_status_text_and_json_keep_their_keys(servers: None, tmp_path: Path) -> 
     assert missing.exit_code == 1 and "`disburse batches` lists them" in missing.output
 
 
+def test_status_says_who_paused_the_batch_account(servers: None, tmp_path: Path) -> None:
+    batch_id = enqueue(write_csv(tmp_path / "a.csv", sample_rows("ID", 1)), "ID")
+    account = get_settings().account("ID")
+    reason = "circuit breaker: 5 first attempts refused within 30 s (codes 9001 x5)"
+    runtime.pause_switch(account).pause(reason, who="circuit-breaker")
+    try:
+        runtime.redis_client().flushall()  # a wipe: the pause comes back from PostgreSQL
+        paused = json.loads(invoke("status", batch_id, "--json").output)["paused"]
+        text = invoke("status", batch_id).output
+    finally:
+        runtime.pause_switch(account).resume(who="test")
+    assert (paused["account"], paused["reason"]) == (account.name, reason)
+    assert paused["who"] == "circuit-breaker" and paused["since"].startswith("20")
+    assert f"PAUSED: provider account {account.name}: {reason} (by circuit-breaker)" in text
+
+
 def test_export_has_the_batch_iso_times_and_keeps_its_columns(
     servers: None, tmp_path: Path
 ) -> None:
