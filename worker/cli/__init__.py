@@ -47,7 +47,10 @@ Environment (a .env file in the current directory may supply it):
   RECONCILE_WALK_AT   due orders from which a pass walks the paged list (0: never)
   FAILED_PAYLOAD_RETENTION
                       how long a FAILED payout keeps its fields for a retry (7d)
-  DISBURSE_OPERATOR   the name `disburse resolve` records (else the login name)
+  DISBURSE_OPERATOR   the name `disburse resolve`, pause, resume record (else the login name)
+  SYSTEMIC_CODES      submit refusal codes that pause the account (4001,4002,4003)
+  BREAKER_REJECTIONS, BREAKER_WINDOW
+                      first attempts refused within seconds that pause the account (5, 30)
 """
 
 
