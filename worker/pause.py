@@ -105,6 +105,13 @@ class PauseSwitch:
             deleted, _ = pipe.execute()
         return lifted or bool(deleted)
 
+    def refresh(self) -> None:
+        """Have the cache filled from PostgreSQL again (by the next reader): a pause whose
+        write to Redis failed (Redis unreachable at the time) is cached within a reconcile
+        pass, which calls this."""
+        if self.store is not None:
+            self.redis.delete(self._loaded)
+
     def reason(self) -> str | None:
         """Why submissions are paused (cluster-wide first), or None while they run."""
         return self.reason_reply(self.redis.mget(self._keys))

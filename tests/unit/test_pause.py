@@ -177,3 +177,14 @@ def test_a_pause_survives_a_real_redis_restart(store: PauseStore) -> None:
         assert client.get("t:paused:AR") is None
         assert PauseSwitch(client, "t", account="AR", store=store).reason() == "code 4001"
         client.close()
+
+
+def test_a_pause_whose_cache_write_was_missed_is_cached_after_a_refresh(
+    redis: fakeredis.FakeRedis, store: PauseStore
+) -> None:
+    switch = PauseSwitch(redis, "t", account="AR", store=store)
+    assert switch.reason() is None  # the cache is loaded, and says: running
+    store.pause("all", "incident 42", "alice")  # Redis was unreachable for the rest
+    assert switch.reason() is None
+    switch.refresh()  # every reconcile pass
+    assert switch.reason() == "incident 42"
