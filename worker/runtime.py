@@ -105,7 +105,7 @@ def pause_switch(account: Account | None = None) -> PauseSwitch:
     """The cluster-wide switch, or with ``account`` that provider account's."""
     name = account.name if account is not None else None
     # PostgreSQL holds the switches; Redis caches them (worker.pause).
-    store = PauseStore(pool())
+    store = PauseStore(ledger().pool)
     return PauseSwitch(redis_client(), prefix=get_settings().key_prefix, account=name, store=store)
 
 
