@@ -92,9 +92,9 @@ class PauseSwitch:
     def resume(self, who: str = "unknown") -> bool:
         """Clear the switch (the cluster-wide one: every switch); True if one was set."""
         if self.account is not None:
-            names = [self.key, self._breakers]
+            names, breakers = [self.key], [self._breakers]
         else:
-            names = [self.key, *self._account_keys(), *self._breaker_keys()]
+            names, breakers = [self.key, *self._account_keys()], self._breaker_keys()
         lifted = False
         if self.store is not None:
             scopes = None if self.account is None else [self.account]
@@ -102,7 +102,9 @@ class PauseSwitch:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*names)
             pipe.incr(self._generation)
-            deleted, _ = pipe.execute()
+            if breakers:
+                pipe.delete(*breakers)
+            deleted = pipe.execute()[0]
         return lifted or bool(deleted)
 
     def refresh(self) -> None:
@@ -165,7 +167,7 @@ class PauseSwitch:
                         pipe.execute()
                     except redis.WatchError:
                         continue  # a pause or resume came in between: read again
-                log.warning("pause cache refilled from PostgreSQL: %d pauses", len(active))
+                log.info("pause cache filled from PostgreSQL: %d pauses", len(active))
                 scopes = [ALL] if self.account is None else [ALL, self.account]
                 return next((active[s].reason for s in scopes if s in active), None)
         except (psycopg.Error, PoolTimeout) as exc:

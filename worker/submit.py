@@ -382,9 +382,10 @@ class Submitter:
             return self._stop_account(trade_no, reason, who="systemic-code", level=logging.CRITICAL)
         if not self._first_attempt(trade_no):
             return None
-        tripped = self.breaker.refused(trade_no, code) if self.breaker is not None else None
+        breaker = self.breaker
+        window = breaker.window if breaker is not None else 0.0
+        tripped = breaker.refused(trade_no, code) if breaker is not None else None
         if tripped:
-            window = self.breaker.window if self.breaker is not None else 0
             reason = (
                 f"circuit breaker: {sum(tripped.values())} first attempts refused within "
                 f"{window:g} s (codes {codes_text(tripped)})"
@@ -395,9 +396,15 @@ class Submitter:
         # Refused, but the code is not documented: never FAILED on that alone. Sent again
         # (the same tradeNo) once the breaker has had its window to see whether the whole
         # account is refused.
+        delay = max(backoff(1), window)
+        log.warning(
+            "first attempt refused (code %s), sent again in %.0f s",
+            code,
+            delay,
+            extra={"trade_no": trade_no},
+        )
         self._unclaim([trade_no], f"refused {code} on a first attempt", posted=True)
-        window = self.breaker.window if self.breaker is not None else 0.0
-        return Next(Step.RETRY, max(backoff(1), window))
+        return Next(Step.RETRY, delay)
 
     def _stop_account(self, trade_no: str, reason: str, *, who: str, level: int) -> Next:
         """Pause this submitter's account (kept in PostgreSQL), say so loudly, and leave
