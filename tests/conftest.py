@@ -120,7 +120,7 @@ def ledger_pool(ledger_url: str) -> Iterator[ConnectionPool]:
 # Referencing tables first.
 _EMPTY = sql.SQL("; ").join(
     sql.SQL("DELETE FROM {}").format(sql.Identifier(table))
-    for table in ("order_events", "orders", "batch_totals", "batches")
+    for table in ("order_events", "orders", "batch_totals", "batches", "pauses")
 )
 
 

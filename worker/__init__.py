@@ -9,8 +9,8 @@ The public API::
     worker.batch_summary(result.batch_id)            # BatchSummary | None
     worker.approve(batch_id)                         # ControlResult(moved, message, held)
     worker.cancel(batch_id)                          # ControlResult
-    worker.pause("reason")                           # Paused(switches)
-    worker.resume()                                  # Resumed(was_paused, published)
+    worker.pause("reason")                           # Paused(switches, records, already)
+    worker.resume()                                  # Resumed(was_paused, published, ...)
     worker.events(after=cursor, limit=100)           # [Event], oldest first; event.cursor
     worker.follow_events(after=cursor)               # the same, waiting for new ones
     worker.verify_webhook(body, header, secret)      # the application's side of webhooks
@@ -142,25 +142,28 @@ def approve(batch_id: str, *, check_balance: bool = True) -> ControlResult:
 
 
 def cancel(batch_id: str) -> ControlResult:
-    """Cancel every order of the batch not yet sent (HELD or QUEUED); raises BatchNotFound."""
+    """Cancel every order of the batch never POSTed (HELD, or QUEUED and never sent); the
+    others are listed in ``ControlResult.not_cancelled``. Raises BatchNotFound."""
     from worker import runtime
 
     return runtime.batch_controls().cancel(batch_id)
 
 
-def pause(reason: str) -> Paused:
-    """Stop every submission, cluster-wide, until :func:`resume`."""
+def pause(reason: str, operator: str | None = None) -> Paused:
+    """Stop every submission, cluster-wide, until :func:`resume`; kept in PostgreSQL with
+    who (``operator``, else DISBURSE_OPERATOR or the login name) and why. Already paused:
+    the first pause stays as it was (``Paused.already``)."""
     from worker import runtime
 
-    return runtime.batch_controls().pause(reason)
+    return runtime.batch_controls().pause(reason, operator)
 
 
-def resume() -> Resumed:
+def resume(operator: str | None = None) -> Resumed:
     """Restart submissions: clear every stop switch, also one a provider account's
-    systemic rejection set, and publish the QUEUED orders again."""
+    systemic rejection or the circuit breaker set, and publish the QUEUED orders again."""
     from worker import runtime
 
-    return runtime.batch_controls().resume()
+    return runtime.batch_controls().resume(operator)
 
 
 def review(batch: str | None = None) -> list[Order]:

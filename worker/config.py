@@ -29,6 +29,9 @@ KEY_PREFIX = "disburse"
 # Top-level codes of a status query that mean "no such order" (NOT_FOUND_CODES): the
 # provider documents none; 4004 is our sandbox's. Any other code is "not known".
 DEFAULT_NOT_FOUND_CODES: frozenset[str] = frozenset({"4004"})
+# The top-level codes our sandbox answers a systemic refusal with (worker.vexora): bad
+# signature, unknown merchant, IP not allowed. A real provider's may differ: SYSTEMIC_CODES.
+DEFAULT_SYSTEMIC_CODES = frozenset({"4001", "4002", "4003"})
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -158,6 +161,14 @@ class Settings:
     pg_statement_timeout: float = 60.0
     pg_lock_timeout: float = 10.0
     pg_idle_in_transaction_timeout: float = 60.0
+    # A submit refused with one of these top-level codes pauses the provider account
+    # (SYSTEMIC_CODES): the sandbox's bad signature, unknown merchant, IP not allowed.
+    systemic_codes: frozenset[str] = DEFAULT_SYSTEMIC_CODES
+    # The circuit breaker (worker.breaker): this many first attempts of one account
+    # refused at the top level within breaker_window seconds pause the account
+    # (BREAKER_REJECTIONS, 0: never; BREAKER_WINDOW).
+    breaker_rejections: int = 5
+    breaker_window: float = 30.0
 
     # Where and how outcomes are sent to the application (worker.outbox); None: not sent.
     # Out of reprs: the URL may carry credentials, and the secret signs every event.
@@ -309,18 +320,25 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
+_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+
 def _codes(env: Mapping[str, str], name: str, default: frozenset[str]) -> frozenset[str]:
-    """A comma-separated list of provider codes, e.g. ``4004,8000``."""
-    raw = env.get(name)
-    if raw in (None, ""):
+    """Provider codes, comma-separated (``4001,4002,4003``); ``none``: not one. ``0000``
+    is the accepted answer, never one of them."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
         return default
-    codes = frozenset(code.strip() for code in raw.split(","))
-    if "" in codes or not all(code.isalnum() for code in codes) or "0000" in codes:
+    if raw.lower() == "none":
+        return frozenset()
+    codes = [code.strip() for code in raw.split(",")]
+    bad = next((code for code in codes if not _CODE.match(code) or code == "0000"), None)
+    if bad is not None:
         raise ConfigError(
-            f"{name}={raw!r} is not a comma-separated list of provider codes such as "
-            "4004,8000 (0000 is the accepted answer, never one of them)"
+            f"{name}={raw!r}: {bad!r} is not a provider code; expected codes separated by "
+            "commas, such as 4001,4002,4003, or none (0000 is the accepted answer)"
         )
-    return codes
+    return frozenset(codes)
 
 
 def _login_name() -> str:
@@ -502,6 +520,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         not_found_codes=_codes(env, "NOT_FOUND_CODES", d.not_found_codes),
         no_record_grace=_float(env, "NO_RECORD_GRACE", d.no_record_grace),
+        systemic_codes=_codes(env, "SYSTEMIC_CODES", d.systemic_codes),
+        breaker_rejections=_count(env, "BREAKER_REJECTIONS", d.breaker_rejections),
+        breaker_window=_float(env, "BREAKER_WINDOW", d.breaker_window),
     )
     settings.accounts  # noqa: B018 - an account configured two ways fails here, at load
     return settings

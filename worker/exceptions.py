@@ -26,7 +26,8 @@ one clause. Below it, two questions tell the branches apart:
         ├── NotSent                certainly never processed: retry with the same tradeNo
         │   └── RateLimited        HTTP 429 (``retry_after`` seconds, when given)
         ├── OutcomeUnknown         maybe processed: query before doing anything else
-        │   └── AlreadySubmitted   the provider already has this tradeNo: query it
+        │   ├── AlreadySubmitted   the provider already has this tradeNo: query it
+        │   └── Refused            a submit refused with a top-level code we do not know
         ├── Rejected               a documented, final refusal (``code``, ``message``)
         │   └── ConfigurationRejected  bad signature / unknown merchant / IP not allowed:
         │                              operators must fix the config; not a payout failure
@@ -68,6 +69,7 @@ __all__ = [
     "ProviderError",
     "RateLimitTimeout",
     "RateLimited",
+    "Refused",
     "Rejected",
     "SchemaBehind",
     "TokenUnavailable",
@@ -259,6 +261,13 @@ class OutcomeUnknown(ProviderError):
 
 class AlreadySubmitted(OutcomeUnknown):
     """The provider says this tradeNo was already used: query it, never resubmit."""
+
+
+class Refused(OutcomeUnknown):
+    """A submit refused at the top level with a code we do not know (``code``): the
+    request was not accepted, but what the code means is not documented. A first
+    attempt is sent again later (the same tradeNo: a provider that has it refuses the
+    repeat) and counted by the circuit breaker (worker.breaker); a later one is queried."""
 
 
 class Rejected(ProviderError):

@@ -19,6 +19,11 @@ def paused_account(prefix: str, account: str) -> str:
     return f"{paused(prefix)}:{account}"
 
 
+def breaker(prefix: str, account: str) -> str:
+    """One provider account's recent first attempts refused at the top level (worker.breaker)."""
+    return f"{prefix}:breaker:{account}"
+
+
 def rate_limit(prefix: str, name: str) -> str:
     """A cluster-wide limiter's schedule (worker.ratelimit), e.g. ``submit:AR``, ``details``."""
     return f"{prefix}:ratelimit:{name}"

@@ -99,10 +99,11 @@ WITH want AS (
         attempt boolean, erase boolean, source text, facts jsonb, discrepancy text,
         discrepancy_facts jsonb, platform_trade_no text, provider_status text,
         provider_message text, reason text, resubmits integer, report boolean,
-        review_from text[], attempts integer)
+        review_from text[], attempts integer, unposted boolean, unposted_only boolean)
 ), old AS (
     -- By the primary key (the array, not a join: the index, whatever the estimates).
-    SELECT trade_no, state, attempts AS tries, platform_trade_no AS stored_id
+    SELECT trade_no, state, attempts AS tries, platform_trade_no AS stored_id,
+        unposted_claims
     FROM orders WHERE trade_no = ANY(%(trade_nos)s::text[])
     ORDER BY trade_no FOR UPDATE
 ), act AS (
@@ -111,8 +112,11 @@ WITH want AS (
         -- pending order goes to REVIEW, any other records it; the stored id stays.
         WHEN w.report AND w.platform_trade_no <> old.stored_id THEN
             CASE WHEN old.state = ANY(w.review_from) THEN 'review' ELSE 'discrepancy' END
+        -- A cancel (unposted_only) moves only an order no POST was ever started for
+        -- (every claim given back before its POST), decided on the row as locked, so a
+        -- claim cannot slip between.
         WHEN old.state = ANY(w.allowed) AND (w.attempts IS NULL OR old.tries = w.attempts)
-            THEN 'move'
+            AND (NOT w.unposted_only OR old.tries = old.unposted_claims) THEN 'move'
         WHEN old.state = w.target AND w.refresh THEN 'refresh'
         WHEN old.state = ANY(w.discrepant) THEN 'discrepancy'
     END AS act
@@ -125,6 +129,9 @@ WITH want AS (
         state_entered_at = CASE WHEN a.act IN ('move', 'review') THEN now()
             ELSE o.state_entered_at END,
         attempts = o.attempts + CASE WHEN a.act = 'move' AND a.attempt THEN 1 ELSE 0 END,
+        -- A claim given back before its POST was started (see migration 0009).
+        unposted_claims = o.unposted_claims
+            + CASE WHEN a.act = 'move' AND a.unposted THEN 1 ELSE 0 END,
         -- A mark left on an earlier POST is no mark.
         unseen_at = CASE WHEN a.act = 'move' AND a.attempt THEN NULL ELSE o.unseen_at END,
         -- Personal data goes in the same update that makes the order final.
@@ -293,7 +300,10 @@ class Debit:
 class Transition:
     """What a transition found: ``moved`` only when this call changed the state."""
 
-    outcome: str  # ok | same | unexpected | forbidden | final | missing | other_id
+    # ok | same | unexpected | forbidden | final | missing | other_id (a report naming
+    # another provider id) | posted (a cancel that would have moved the order, but a POST
+    # of it may have reached the provider)
+    outcome: str
     previous: State | None
 
     @property
@@ -406,6 +416,8 @@ def _order(row: Sequence[Any]) -> Order:
 
 
 _QUEUED = frozenset({State.QUEUED})
+_SUBMITTING = frozenset({State.SUBMITTING})
+_UNSENT = frozenset({State.HELD, State.QUEUED})
 _REVIEW = frozenset({State.REVIEW})
 _FAILED_FROM = ALLOWED_FROM[State.FAILED]
 # The retries of an order, and theirs in turn (each order is retried at most once).
@@ -436,13 +448,17 @@ class Move:
     # Moves only while the order has had this many attempts (None: any): a decision made
     # on the order as read holds only while no new POST was made since.
     attempts: int | None = None
+    # A claim given back (SUBMITTING -> QUEUED) before its POST was started.
+    unposted: bool = False
+    # Move only an order no POST was ever started for (a cancel).
+    unposted_only: bool = False
 
 
 def _move_row(move: Move) -> dict[str, Any]:
     """A Move as one row of :data:`_MOVE`'s ``want``."""
     target = move.target
     expected = move.expect
-    allowed = ALLOWED_FROM[target] & expected if expected else ALLOWED_FROM[target]
+    allowed = _allowed(move)
     discrepant: frozenset[State] = frozenset()
     if move.report and target in FINAL_STATES:
         discrepant = (FINAL_STATES & expected if expected else FINAL_STATES) - {target}
@@ -464,6 +480,8 @@ def _move_row(move: Move) -> dict[str, Any]:
         "report": move.report,
         "review_from": [str(s) for s in _REVIEW_FROM],
         "attempts": move.attempts,
+        "unposted": move.unposted,
+        "unposted_only": move.unposted_only,
     }
 
 
@@ -491,6 +509,12 @@ def _report_move(
             "provider_message": report.message,
         },
     )
+
+
+def _allowed(move: Move) -> frozenset[State]:
+    """The states ``move`` may take an order from."""
+    allowed = ALLOWED_FROM[move.target]
+    return allowed & move.expect if move.expect else allowed
 
 
 def _outcome(before: State, target: State, expect: Collection[State]) -> str:
@@ -956,6 +980,8 @@ class Ledger:
                 result[trade_no] = (Transition("other_id", previous), None)
             else:
                 outcome = _outcome(previous, move.target, move.expect)
+                if move.unposted_only and previous in _allowed(move):
+                    outcome = "posted"  # it could move, but a POST of it may have arrived
                 result[trade_no] = (Transition(outcome, previous), None)
         if self.on_final is not None:
             for state, count in made_final.items():
@@ -1020,6 +1046,26 @@ class Ledger:
         """The same move for many orders, each atomic, all in one statement."""
         expected = frozenset(expect)
         found = self._move([Move(t, target, source, expect=expected, note=note) for t in trade_nos])
+        return [self._moved(t, found) for t in trade_nos]
+
+    def give_back(self, trade_nos: Sequence[str], *, why: str, posted: bool) -> list[Transition]:
+        """Claims given back: SUBMITTING -> QUEUED. ``posted=False`` says this claim's POST
+        was never started (paused, out of time): the order may still be cancelled."""
+        moves = [
+            Move(t, State.QUEUED, "submit", expect=_SUBMITTING, note=why, unposted=not posted)
+            for t in trade_nos
+        ]
+        found = self._move(moves)
+        return [self._moved(t, found) for t in trade_nos]
+
+    def cancel_unposted(self, trade_nos: Sequence[str], *, note: str) -> list[Transition]:
+        """HELD or QUEUED -> CANCELLED (source ``operator``) for each order no POST was ever
+        started for; one that may have reached the provider stays, its outcome ``posted``."""
+        moves = [
+            Move(t, State.CANCELLED, "operator", expect=_UNSENT, note=note, unposted_only=True)
+            for t in trade_nos
+        ]
+        found = self._move(moves)
         return [self._moved(t, found) for t in trade_nos]
 
     @staticmethod

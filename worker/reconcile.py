@@ -214,6 +214,7 @@ class Reconciler:
     def sweep(self, report: PassReport) -> None:
         """Republish QUEUED orders whose task died or whose message was lost; the claim
         makes a copy harmless."""
+        self.pause.refresh()  # the pause cache follows PostgreSQL, whatever Redis missed
         if self.pause.reason() is not None:
             report.sweep_skipped = "submissions are paused; QUEUED orders wait for resume"
             return

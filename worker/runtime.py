@@ -17,6 +17,7 @@ import redis
 from psycopg_pool import ConnectionPool
 
 from worker import keys
+from worker.breaker import Breaker
 from worker.config import Account, get_settings
 from worker.controls import Controls
 from worker.db.pool import open_pool
@@ -31,6 +32,7 @@ from worker.lookup import Lookups
 from worker.metrics import Metrics
 from worker.outbox import Deliveries, Feed, Sender
 from worker.pause import PauseSwitch
+from worker.pause_store import PauseStore
 from worker.producer import Producer
 from worker.publish import (
     publish_lookups,
@@ -110,7 +112,9 @@ def leases() -> Leases:
 def pause_switch(account: Account | None = None) -> PauseSwitch:
     """The cluster-wide switch, or with ``account`` that provider account's."""
     name = account.name if account is not None else None
-    return PauseSwitch(redis_client(), prefix=get_settings().key_prefix, account=name)
+    # PostgreSQL holds the switches; Redis caches them (worker.pause).
+    store = PauseStore(ledger().pool)
+    return PauseSwitch(redis_client(), prefix=get_settings().key_prefix, account=name, store=store)
 
 
 @cache
@@ -199,6 +203,14 @@ def _submitter(account: Account) -> Submitter:
         claim_lease=settings.claim_lease,
         recover=lookups().recover,
         metrics=metrics(),
+        breaker=Breaker(
+            redis_client(),
+            settings.key_prefix,
+            account.name,
+            rejections=settings.breaker_rejections,
+            window=settings.breaker_window,
+        ),
+        systemic_codes=settings.systemic_codes,
     )
 
 
@@ -261,7 +273,11 @@ def producer() -> Producer:
 def batch_controls() -> Controls:
     """Approve, cancel, pause and resume, on the cluster-wide pause switch."""
     return Controls(
-        ledger(), lambda market: vexora(market).balance(), publish_submissions, pause_switch()
+        ledger(),
+        lambda market: vexora(market).balance(),
+        publish_submissions,
+        pause_switch(),
+        operator=get_settings().operator,
     )
 
 

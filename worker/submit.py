@@ -19,12 +19,15 @@ from typing import Any, Protocol
 from redis.client import Pipeline
 
 from worker.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
+from worker.breaker import WHO as BREAKER
+from worker.breaker import Breaker, codes_text
+from worker.config import DEFAULT_SYSTEMIC_CODES
 from worker.confirm import needs_confirmation
 from worker.exceptions import (
-    ConfigurationRejected,
     NotSent,
     ProviderError,
     RateLimited,
+    Refused,
     Rejected,
 )
 from worker.ledger import Ledger, Transition
@@ -124,8 +127,14 @@ class Submitter:
         claim_lease: float,
         recover: Callable[[str], object],
         metrics: Metrics | None = None,
+        breaker: Breaker | None = None,
+        systemic_codes: frozenset[str] = DEFAULT_SYSTEMIC_CODES,
     ) -> None:
         self.ledger = ledger
+        # First attempts refused one after another pause the account (worker.breaker).
+        self.breaker = breaker
+        # Top-level codes that say the account, not the payout, is refused (SYSTEMIC_CODES).
+        self.systemic_codes = systemic_codes
         self.client = client
         self.limiter = limiter
         self.pause = pause
@@ -313,24 +322,16 @@ class Submitter:
 
     def _classify_failure(self, trade_no: str, error: ProviderError) -> Next:
         """Where the failure happened decides what the order becomes (DESIGN rule 3)."""
+        if isinstance(error, Rejected | Refused) and error.code is not None:
+            then = self._refused(trade_no, error, error.code)
+            if then is not None:
+                return then
         match error:
             case RateLimited(retry_after=retry_after):
                 self.limiter.penalize(retry_after or 1.0)
                 return self._not_sent(trade_no, "HTTP 429", delay=retry_after)
             case NotSent():
                 return self._not_sent(trade_no, type(error).__name__)
-            case ConfigurationRejected(code=code, message=message):
-                reason = f"provider rejected our configuration: code {code}: {message}"
-                scope = self.pause.account and f"provider account {self.pause.account}"
-                log.critical(
-                    "PAUSING SUBMISSIONS to %s: %s",
-                    scope or "every provider account",
-                    reason,
-                    extra={"trade_no": trade_no},
-                )
-                self.pause.pause(reason)
-                self._unclaim([trade_no], "configuration rejected")
-                return Next(Step.PAUSED)
             case Rejected(code=code, message=message) if self._may_repeat(trade_no, error):
                 # A refusal of a POST that may repeat an earlier one can be the provider
                 # refusing the repeat of a payout it has (even paid): never FAILED on
@@ -371,6 +372,61 @@ class Submitter:
                 )
                 return Next(Step.QUERY)
 
+    def _refused(self, trade_no: str, error: Rejected | Refused, code: str) -> Next | None:
+        """A refusal at the top level: a systemic code pauses the account; a first attempt
+        counts for the circuit breaker, and is sent again later unless its code is the
+        documented final refusal (plain Rejected: FAILED, as before). None: classify it
+        as any other failure (a later attempt's refusal is queried)."""
+        message = error.message if isinstance(error, Rejected) else str(error)
+        if code in self.systemic_codes:
+            reason = f"provider rejected our configuration: code {code}: {message}"
+            return self._stop_account(trade_no, reason, who="systemic-code", level=logging.CRITICAL)
+        if not self._first_attempt(trade_no):
+            return None
+        breaker = self.breaker
+        window = breaker.window if breaker is not None else 0.0
+        tripped = breaker.refused(trade_no, code) if breaker is not None else None
+        if tripped:
+            reason = (
+                f"circuit breaker: {sum(tripped.values())} first attempts refused within "
+                f"{window:g} s (codes {codes_text(tripped)})"
+            )
+            return self._stop_account(trade_no, reason, who=BREAKER, level=logging.ERROR)
+        if type(error) is Rejected:
+            return None  # the documented final refusal: FAILED
+        # Refused, but the code is not documented: never FAILED on that alone. Sent again
+        # (the same tradeNo) once the breaker has had its window to see whether the whole
+        # account is refused.
+        delay = max(backoff(1), window)
+        log.warning(
+            "first attempt refused (code %s), sent again in %.0f s",
+            code,
+            delay,
+            extra={"trade_no": trade_no},
+        )
+        self._unclaim([trade_no], f"refused {code} on a first attempt", posted=True)
+        return Next(Step.RETRY, delay)
+
+    def _stop_account(self, trade_no: str, reason: str, *, who: str, level: int) -> Next:
+        """Pause this submitter's account (kept in PostgreSQL), say so loudly, and leave
+        the order QUEUED for after the fix."""
+        scope = self.pause.account and f"provider account {self.pause.account}"
+        log.log(
+            level,
+            "PAUSING SUBMISSIONS to %s: %s; payouts stay QUEUED, `disburse resume` after the fix",
+            scope or "every provider account",
+            reason,
+            extra={"trade_no": trade_no},
+        )
+        self.pause.pause(reason, who=who)
+        self._unclaim([trade_no], reason, posted=True)
+        return Next(Step.PAUSED)
+
+    def _first_attempt(self, trade_no: str) -> bool:
+        """True when this POST is the order's first (no earlier claim of it)."""
+        order = self.ledger.get(trade_no)
+        return order is not None and order.attempts == 1
+
     def _may_repeat(self, trade_no: str, error: Rejected) -> bool:
         """True when the refusal may be of a repeat (this POST is not the order's first: a
         resubmission, a retry): the rule of worker.confirm, as for every FAILED report."""
@@ -389,13 +445,13 @@ class Submitter:
                 reason=f"not sent after {attempts} attempts: {why}",
             )
             return Next(Step.DONE)
-        self._unclaim([trade_no], f"not sent: {why}")
+        self._unclaim([trade_no], f"not sent: {why}", posted=True)
         return Next(Step.RETRY, delay if delay is not None else backoff(attempts))
 
-    def _unclaim(self, trade_nos: Sequence[str], why: str) -> None:
-        self.ledger.transition_many(
-            trade_nos, State.QUEUED, source="submit", expect=[State.SUBMITTING], note=why
-        )
+    def _unclaim(self, trade_nos: Sequence[str], why: str, *, posted: bool = False) -> None:
+        """Give the claims back (SUBMITTING -> QUEUED). ``posted``: a POST was started on
+        this claim, so the order may have reached the provider and is never cancelled."""
+        self.ledger.give_back(trade_nos, why=why, posted=posted)
 
 
 class MarketSubmitters:

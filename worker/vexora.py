@@ -33,6 +33,7 @@ from worker.exceptions import (
     OutcomeUnknown,
     ProviderError,
     RateLimited,
+    Refused,
     Rejected,
 )
 from worker.http_client import (
@@ -224,8 +225,14 @@ def _refusal(
             status_code=status_code,
             code=code,
         )
-    # CODE_SYSTEM_ERROR ("retry later": the provider did not look) and any code we do
-    # not know.
+    if operation == "submit" and code != CODE_SYSTEM_ERROR:
+        # Refused, but the code is not documented: a first attempt is sent again later, a
+        # run of them is the circuit breaker's (worker.submit, worker.breaker).
+        return Refused(
+            f"{what}: refused (code {code}: {message})", status_code=status_code, code=code
+        )
+    # CODE_SYSTEM_ERROR ("retry later": the provider did not look) and, on a query or
+    # a balance call, any code we do not know.
     return OutcomeUnknown(
         f"{what}: outcome unknown (code {code}: {message})", status_code=status_code, code=code
     )
@@ -341,7 +348,8 @@ def classify(
                                                queries instead on a repeat attempt)
     code 5000                                  OutcomeUnknown
     a NOT_FOUND_CODES code (query; 4004)       NotFound (no record shown)
-    any other code                             OutcomeUnknown
+    any other code (query)                     OutcomeUnknown
+    any other code (submit)                    Refused (an OutcomeUnknown)
     code 0000, data.status 0015 / 0000 / 00029  PROCESSING / SUCCEEDED / FAILED
     code 0000, any other data.status           OutcomeUnknown
     =========================================  ==========================================

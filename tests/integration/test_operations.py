@@ -83,6 +83,39 @@ def test_pause_stops_every_worker_within_a_second_and_resume_loses_nothing(
         assert all(p["accepted_count"] == 1 for p in payouts.values())
 
 
+def test_a_pause_held_across_a_redis_wipe_then_cancel_pays_nothing_cancelled(
+    cluster_factory: Any,
+) -> None:
+    """The incident routine (issue 21 items 4 and 8): pause mid-batch, Redis wiped while
+    paused, cancel, resume. Nothing is sent while paused, and no payout the provider
+    received is told CANCELLED."""
+    env = {"VEXORA_RATE_LIMIT": "20/s"}
+    with cluster_factory(env=env, sandbox=fast_sandbox(failure_ratio=0)) as cluster:
+        result = worker.enqueue_batch("JP", sample_rows("JP", 200))  # 10 s at 20/s
+        assert result.batch_id is not None
+        while cluster.sandbox.stats()["payout_requests"] < 20:
+            time.sleep(0.05)
+        assert worker.pause("incident", operator="ops").already is None
+        runtime.redis_client().flushall()  # the pause is PostgreSQL's: the wipe keeps it
+        time.sleep(1.0)
+        sent_after_a_second = cluster.sandbox.stats()["payout_requests"]
+        time.sleep(3.0)
+        assert cluster.sandbox.stats()["payout_requests"] == sent_after_a_second
+        cancelled = worker.cancel(result.batch_id)
+        assert 0 < cancelled.moved < 200
+        assert worker.pause("again").already is not None  # the first reason stays
+        resumed = worker.resume(operator="ops")
+        assert resumed.records["all"].who == "ops"
+        wait_settled(runtime.ledger(), [result.batch_id], timeout=90)
+        summary = worker.batch_summary(result.batch_id)
+        assert summary is not None and summary.counts[State.CANCELLED] == cancelled.moved
+        received = cluster.sandbox.payouts()
+        orders = runtime.ledger().get_many(list(received))
+        assert all(o is not None and o.state is not State.CANCELLED for o in orders)
+        assert len(received) == 200 - cancelled.moved
+        assert all(p["accepted_count"] == 1 for p in received.values())
+
+
 def test_secrets_and_personal_data_stay_out_of_logs_and_broker(cluster_factory: Any) -> None:
     secrets = {
         "VEXORA_APP_SECRET": "app-S3CRET-zq81",

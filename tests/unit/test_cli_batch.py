@@ -22,6 +22,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from schemas import MARKETS
+from tests.conftest import empty_ledger
 from worker import cli, runtime
 from worker.config import get_settings
 from worker.dev.redis_server import RedisServer
@@ -336,6 +337,22 @@ def test_status_text_and_json_keep_their_keys(servers: None, tmp_path: Path) -> 
     assert missing.exit_code == 1 and "`disburse batches` lists them" in missing.output
 
 
+def test_status_says_who_paused_the_batch_account(servers: None, tmp_path: Path) -> None:
+    batch_id = enqueue(write_csv(tmp_path / "a.csv", sample_rows("ID", 1)), "ID")
+    account = get_settings().account("ID")
+    reason = "circuit breaker: 5 first attempts refused within 30 s (codes 9001 x5)"
+    runtime.pause_switch(account).pause(reason, who="circuit-breaker")
+    try:
+        runtime.redis_client().flushall()  # a wipe: the pause comes back from PostgreSQL
+        paused = json.loads(invoke("status", batch_id, "--json").output)["paused"]
+        text = invoke("status", batch_id).output
+    finally:
+        runtime.pause_switch(account).resume(who="test")
+    assert (paused["account"], paused["reason"]) == (account.name, reason)
+    assert paused["who"] == "circuit-breaker" and paused["since"].startswith("20")
+    assert f"PAUSED: provider account {account.name}: {reason} (by circuit-breaker)" in text
+
+
 def test_export_has_the_batch_iso_times_and_keeps_its_columns(
     servers: None, tmp_path: Path
 ) -> None:
@@ -369,13 +386,15 @@ def test_a_malformed_redis_url_is_one_line_naming_it(
 
 
 def test_a_port_where_redis_does_not_answer_fails_naming_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, ledger: Ledger, ledger_url: str
 ) -> None:
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
         monkeypatch.setenv("REDIS_URL", f"redis://:hunter2@127.0.0.1:{port}/0")
+        # The pause is kept in PostgreSQL first; its cache in Redis is what fails.
+        monkeypatch.setenv("DATABASE_URL", ledger_url)
         runtime.reset()
         try:
             result = invoke("pause")
@@ -383,6 +402,7 @@ def test_a_port_where_redis_does_not_answer_fails_naming_it(
         finally:
             monkeypatch.undo()
             runtime.reset()
+            empty_ledger(ledger.pool)
     assert timeout == runtime.INTERACTIVE_TIMEOUT < get_settings().read_timeout
     assert result.exit_code == 2
     (line,) = result.output.splitlines()

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from tests.conftest import empty_ledger
 from worker import cli
 from worker.config import get_settings
 from worker.db import migrate
 from worker.dev.redis_server import free_port
+from worker.ledger import Ledger
 
 NEWEST = migrate.migrations()[-1]
 
@@ -105,18 +107,24 @@ def test_a_server_it_cannot_reach_is_one_line_with_the_password_masked(
 
 
 def test_a_redis_it_cannot_reach_is_named_with_the_password_masked(
-    settings_from_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    settings_from_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ledger: Ledger,
+    ledger_url: str,
 ) -> None:
     from worker import runtime
 
     port = free_port()
+    # The pause is kept in PostgreSQL first; its cache in Redis is what fails.
     use(settings_from_env, REDIS_URL=f"redis://:hunter2-pw@127.0.0.1:{port}/0")
+    use(settings_from_env, DATABASE_URL=ledger_url)
     runtime.reset()
     try:
         assert cli.run(["pause"]) == 2
     finally:
         settings_from_env.undo()
         runtime.reset()
+        empty_ledger(ledger.pool)
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: cannot reach Redis at redis://:***@127.0.0.1:{port}/0 (")
     assert "refused" in line and "hunter2" not in line

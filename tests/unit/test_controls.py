@@ -18,6 +18,7 @@ from worker.controls import BatchNotFound, Controls
 from worker.exceptions import NotSent
 from worker.ledger import Ledger
 from worker.pause import PauseSwitch
+from worker.pause_store import PauseStore
 from worker.states import State
 from worker.vexora import Balance
 
@@ -55,7 +56,8 @@ class Fixture:
 def fx(ledger: Ledger) -> Fixture:
     client = fakeredis.FakeRedis(decode_responses=True)
     provider = Provider({"AR": Decimal(10**9)})
-    controls = Controls(ledger, provider.balance, provider.publish, PauseSwitch(client, "t"))
+    switch = PauseSwitch(client, "t", store=PauseStore(ledger.pool))
+    controls = Controls(ledger, provider.balance, provider.publish, switch, operator="tester")
     return Fixture(ledger, client, provider, controls)
 
 
@@ -253,3 +255,116 @@ def test_a_batch_cancelled_while_approve_reads_the_balance_is_not_held(ledger: L
     assert result.moved == 0 and result.held is None
     again = controls.approve("b-AR")  # the same, one after the other
     assert again.moved == 0 and again.held is None
+
+
+# --- cancel: only what no POST was ever started for (issue 21 item 4) -------------------
+
+
+def test_cancel_keeps_an_order_put_back_to_queued_after_a_post(fx: Fixture) -> None:
+    batch_id = batch(fx.ledger, "AR", 3, hold=False)
+    posted, recovered, unsent = queued_orders(fx.ledger)
+    # A POST, then the "no record" resubmission put it back to QUEUED.
+    fx.ledger.claim(posted)
+    fx.ledger.transition(posted, State.UNKNOWN, source="submit")
+    fx.ledger.transition(posted, State.QUEUED, source="lookup", note="no record: resubmit")
+    # A connection that failed mid-POST: given back, but the POST was started.
+    fx.ledger.claim(recovered)
+    fx.ledger.give_back([recovered], why="not sent: NotSent", posted=True)
+    result = fx.controls.cancel(batch_id)
+    assert result.moved == 1
+    assert result.not_cancelled == {posted: "QUEUED", recovered: "QUEUED"}
+    assert "2 payouts may have reached the provider and were not cancelled" in result.message
+    assert counts(fx.ledger, batch_id) == {State.CANCELLED: 1, State.QUEUED: 2}
+    assert all("CANCELLED" not in line for _, line in fx.ledger.history(posted))
+    assert fx.ledger.history(unsent)[-1][1] == "CANCELLED operator cancelled"
+
+
+def test_cancel_takes_an_order_whose_claims_were_all_given_back_before_the_post(
+    fx: Fixture,
+) -> None:
+    batch_id = batch(fx.ledger, "AR", 1, hold=False)
+    (trade_no,) = queued_orders(fx.ledger)
+    for _ in range(2):  # paused twice between its claim and its POST
+        fx.ledger.claim(trade_no)
+        fx.ledger.give_back([trade_no], why="paused", posted=False)
+    result = fx.controls.cancel(batch_id)
+    assert (result.moved, result.not_cancelled) == (1, {})
+    assert counts(fx.ledger, batch_id) == {State.CANCELLED: 1}
+
+
+def test_cancel_lists_the_orders_on_their_way(fx: Fixture) -> None:
+    batch_id = batch(fx.ledger, "AR", 3, hold=False)
+    sent, done, _ = queued_orders(fx.ledger)
+    fx.ledger.claim(sent)
+    fx.ledger.claim(done)
+    fx.ledger.transition(done, State.SUCCEEDED, source="submit")
+    result = fx.controls.cancel(batch_id)
+    assert result.moved == 1
+    assert result.not_cancelled == {sent: "SUBMITTING"}  # a final one is not listed
+    assert "1 payout may have reached the provider and was not cancelled" in result.message
+
+
+def test_a_claim_of_a_posted_order_given_back_unsent_still_keeps_it(fx: Fixture) -> None:
+    batch_id = batch(fx.ledger, "AR", 1, hold=False)
+    (trade_no,) = queued_orders(fx.ledger)
+    fx.ledger.claim(trade_no)  # POSTed: the answer was lost, the claim recovered
+    fx.ledger.transition(trade_no, State.UNKNOWN, source="lookup")
+    fx.ledger.transition(trade_no, State.QUEUED, source="lookup")
+    fx.ledger.claim(trade_no)  # the resubmission, then paused before its POST
+    fx.ledger.give_back([trade_no], why="paused", posted=False)
+    assert fx.controls.cancel(batch_id).not_cancelled == {trade_no: "QUEUED"}
+
+
+def test_disburse_cancel_json_says_what_was_not_cancelled(
+    runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    fx = runtime_controls
+    batch_id = batch(fx.ledger, "AR", 2, hold=False)
+    posted, _ = queued_orders(fx.ledger)
+    fx.ledger.claim(posted)
+    fx.ledger.give_back([posted], why="not sent: NotSent", posted=True)
+    assert cli.run(["cancel", batch_id, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["batch_id"] == batch_id and data["moved"] == 1
+    assert data["not_cancelled"] == [{"trade_no": posted, "state": "QUEUED"}]
+    assert cli.run(["cancel", batch_id]) == 0
+    out = capsys.readouterr().out
+    assert "cancelled 0 unsent payouts; 1 payout may have reached the provider" in out
+    assert f"  not cancelled: {posted} (QUEUED)" in out
+
+
+# --- pauses kept with who and why (issue 21 item 8) -------------------------------------
+
+
+def test_a_second_pause_keeps_the_first_and_says_whose_it_is(fx: Fixture) -> None:
+    first = fx.controls.pause("incident 42", operator="alice")
+    assert first.already is None and first.records["all"].who == "alice"
+    second = fx.controls.pause("lunch")
+    assert second.already is not None
+    assert (second.already.reason, second.already.who) == ("incident 42", "alice")
+    assert second.switches == {"all": "incident 42"}
+
+
+def test_resume_says_who_had_paused_and_who_resumed(fx: Fixture) -> None:
+    fx.controls.pause("incident 42", operator="alice")
+    resumed = fx.controls.resume()
+    assert resumed.by == "tester" and resumed.records["all"].who == "alice"
+    with fx.ledger.pool.connection() as conn:
+        row = conn.execute("SELECT who, resumed_by FROM pauses").fetchone()
+    assert row == ("alice", "tester")
+
+
+def test_disburse_pause_twice_says_it_is_already_paused(
+    runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.run(["pause", "--reason", "incident 42", "--operator", "alice"]) == 0
+    capsys.readouterr()
+    assert cli.run(["pause", "--reason", "lunch"]) == 0
+    out = capsys.readouterr().out
+    assert "already paused cluster-wide, not changed: by alice since " in out
+    assert out.splitlines()[0].endswith(": incident 42")
+    assert "lunch" not in out
+    assert cli.run(["resume", "--operator", "bob"]) == 0
+    assert "(by bob)" in capsys.readouterr().out

@@ -16,18 +16,21 @@ from redis.client import Pipeline
 from schemas import Payout
 from tests.unit.ledger_sql import backdate
 from worker.backoff import MAX_SUBMIT_ATTEMPTS
-from worker.config import Rate
+from worker.breaker import Breaker
+from worker.config import DEFAULT_SYSTEMIC_CODES, Rate
 from worker.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
     NotSent,
     OutcomeUnknown,
     RateLimited,
+    Refused,
     Rejected,
 )
 from worker.ledger import Ledger
 from worker.metrics import Metrics
 from worker.pause import PauseSwitch
+from worker.pause_store import PauseStore
 from worker.ratelimit import RateLimiter, RateLimitTimeout, Slots
 from worker.states import State
 from worker.submit import GROUP, PAUSE_LOOK_EVERY, MarketSubmitters, Submitter
@@ -109,9 +112,10 @@ def make(
     return submitter, provider, recovered
 
 
-def new_orders(ledger: Ledger, n: int = 1, market: str = "ID") -> list[str]:
+def new_orders(ledger: Ledger, n: int = 1, market: str = "ID", batch: str = "b") -> list[str]:
     payouts = [Payout(market, "IDR", Decimal("100000"), None, FIELDS) for _ in range(n)]
-    return [t for t, _ in ledger.create_orders(payouts, batch_id="b" + market, market=market)]
+    made = ledger.create_orders(payouts, batch_id=batch + market, market=market)
+    return [t for t, _ in made]
 
 
 def state(ledger: Ledger, trade_no: str) -> State:
@@ -627,3 +631,181 @@ def test_an_account_out_of_rate_does_not_hold_up_another(
     report = accounts.submitters.run(chunk, budget=10)
     assert report.leftover == ids  # handed on, still QUEUED
     assert [t for t, _ in accounts.providers["AR"].posts] == ars
+
+
+# --- what cancel may take back (issue 21 item 4) ----------------------------------------
+
+
+def test_a_claim_given_back_before_its_post_leaves_the_order_cancellable(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    switch = PauseSwitch(fake_redis, prefix="t")
+    limiter = FakeLimiter(wait=True, on_acquire=lambda: switch.pause("operator"))
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), limiter)
+    (t,) = new_orders(ledger)
+    assert submitter.run([t], budget=10).paused
+    assert provider.posts == [] and state(ledger, t) is State.QUEUED
+    (cancelled,) = ledger.cancel_unposted([t], note="cancelled")
+    assert cancelled.moved
+
+
+def test_an_order_whose_post_was_started_is_never_cancelled(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, _, _ = make(ledger, fake_redis, raising(NotSent("connection reset")))
+    (t,) = new_orders(ledger)
+    submitter.run([t], budget=10)
+    assert state(ledger, t) is State.QUEUED
+    (kept,) = ledger.cancel_unposted([t], note="cancelled")
+    assert (kept.outcome, kept.previous) == ("posted", State.QUEUED)
+    assert state(ledger, t) is State.QUEUED
+
+
+# --- a pause kept in PostgreSQL (issue 21 item 8) ---------------------------------------
+
+
+def test_a_pause_held_across_a_redis_wipe_still_stops_every_post(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    store = PauseStore(ledger.pool)
+    provider = FakeProvider(accepted())
+    submitter = Submitter(
+        ledger,
+        provider,
+        FakeLimiter(),
+        PauseSwitch(fake_redis, prefix="t", account="ID", store=store),
+        claim_lease=60.0,
+        recover=lambda trade_no: None,
+        metrics=None,
+    )
+    trade_nos = new_orders(ledger, 3)
+    cluster = PauseSwitch(fake_redis, prefix="t", store=store)
+    cluster.pause("incident 42", who="alice")
+    fake_redis.flushall()  # Redis wiped (or restarted empty) while paused
+    assert submitter.run(trade_nos, budget=10).paused
+    assert provider.posts == []
+    assert {state(ledger, t) for t in trade_nos} == {State.QUEUED}
+    cluster.resume(who="alice")
+    assert submitter.run(trade_nos, budget=10).done == 3
+    assert len(provider.posts) == 3
+
+
+# --- the circuit breaker (issue 21 item 9) ----------------------------------------------
+
+
+def breaker_accounts(
+    ledger: Ledger,
+    fake_redis: redis.Redis,
+    ar_answer: Callable[[str], PayoutResult],
+    *,
+    rejections: int = 3,
+    systemic_codes: frozenset[str] = DEFAULT_SYSTEMIC_CODES,
+) -> tuple[MarketSubmitters, dict[str, FakeProvider]]:
+    """ID and AR, each with its breaker and its pause kept in PostgreSQL; AR answers
+    ``ar_answer``."""
+    store = PauseStore(ledger.pool)
+    by_market: dict[str, Submitter] = {}
+    providers: dict[str, FakeProvider] = {}
+    for market, answer in (("ID", accepted()), ("AR", ar_answer)):
+        providers[market] = FakeProvider(answer)
+        by_market[market] = Submitter(
+            ledger,
+            providers[market],
+            FakeLimiter(),
+            PauseSwitch(fake_redis, prefix="t", account=market, store=store),
+            claim_lease=60.0,
+            recover=lambda trade_no: None,
+            breaker=Breaker(fake_redis, "t", market, rejections=rejections, window=30.0),
+            systemic_codes=systemic_codes,
+        )
+    return MarketSubmitters(ledger, by_market.__getitem__), providers
+
+
+def test_first_attempts_refused_one_after_another_pause_the_account_none_failed(
+    ledger: Ledger, fake_redis: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    refused = raising(Refused("submit: refused (code 9001: denied)", code="9001"))
+    submitters, providers = breaker_accounts(ledger, fake_redis, refused)
+    ids, ars = new_orders(ledger, 3, "ID"), new_orders(ledger, 5, "AR")
+    report = submitters.run([*ars, *ids], budget=10)
+    assert report.paused
+    assert len(providers["AR"].posts) == 3  # the third refusal trips the breaker
+    assert {state(ledger, t) for t in ars} == {State.QUEUED}  # never FAILED
+    assert [t for t, _ in providers["ID"].posts] == ids  # another account goes on
+    assert {state(ledger, t) for t in ids} == {State.PROCESSING}
+    # The first two are sent again after the breaker's window (then paused, they wait).
+    assert sorted(t for t, _ in report.retry) == sorted(ars[:2])
+    assert all(delay >= 30.0 for _, delay in report.retry)
+    (record,) = PauseStore(ledger.pool).active().values()
+    assert (record.scope, record.who) == ("AR", "circuit-breaker")
+    assert "3 first attempts refused within 30 s (codes 9001 x3)" in record.reason
+    fake_redis.flushall()  # the pause is PostgreSQL's: a wipe does not lift it
+    assert PauseSwitch(fake_redis, "t", account="AR", store=PauseStore(ledger.pool)).reason()
+    (loud,) = [r for r in caplog.records if r.levelname == "ERROR" and "PAUSING" in r.message]
+    assert "provider account AR" in loud.getMessage() and "9001 x3" in loud.getMessage()
+
+
+def test_a_documented_final_refusal_is_still_failed(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitters, _ = breaker_accounts(ledger, fake_redis, raising(Rejected("8000", "bad account")))
+    ars = new_orders(ledger, 2, "AR")
+    report = submitters.run(ars, budget=10)
+    assert not report.paused
+    assert {state(ledger, t) for t in ars} == {State.FAILED}
+    assert PauseStore(ledger.pool).active() == {}
+
+
+def test_the_breaker_counts_documented_refusals_too_and_keeps_the_tripping_one(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitters, _ = breaker_accounts(ledger, fake_redis, raising(Rejected("8000", "denied")))
+    ars = new_orders(ledger, 4, "AR")
+    assert submitters.run(ars, budget=10).paused
+    assert [state(ledger, t) for t in ars] == [State.FAILED] * 2 + [State.QUEUED] * 2
+
+
+def test_later_attempts_do_not_count_for_the_breaker(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    refused = raising(Refused("submit: refused (code 9001: denied)", code="9001"))
+    submitters, _ = breaker_accounts(ledger, fake_redis, refused)
+    ars = new_orders(ledger, 3, "AR")
+    for t in ars:  # each one's first POST was certainly not sent
+        ledger.claim(t)
+        ledger.give_back([t], why="not sent: NotSent", posted=True)
+    assert not submitters.run(ars, budget=10).paused
+    assert {state(ledger, t) for t in ars} == {State.UNKNOWN}  # queried, as before
+
+
+def test_systemic_codes_are_a_setting(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    refused = raising(Refused("submit: refused (code 9100: ip not allowed)", code="9100"))
+    submitters, _ = breaker_accounts(
+        ledger, fake_redis, refused, systemic_codes=frozenset({"9100"})
+    )
+    ars = new_orders(ledger, 2, "AR")
+    assert submitters.run(ars, budget=10).paused
+    (record,) = PauseStore(ledger.pool).active().values()
+    assert (record.scope, record.who) == ("AR", "systemic-code")
+    assert "code 9100" in record.reason
+
+
+def test_a_code_taken_off_the_systemic_list_no_longer_pauses_at_once(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    answer = raising(ConfigurationRejected("4001", "sign error"))
+    submitters, _ = breaker_accounts(ledger, fake_redis, answer, systemic_codes=frozenset())
+    ars = new_orders(ledger, 2, "AR")
+    report = submitters.run(ars, budget=10)
+    assert not report.paused and len(report.retry) == 2
+    assert {state(ledger, t) for t in ars} == {State.QUEUED}
+
+
+def test_resume_starts_the_breaker_count_afresh(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    refused = raising(Refused("submit: refused (code 9001: denied)", code="9001"))
+    submitters, _ = breaker_accounts(ledger, fake_redis, refused)
+    assert submitters.run(new_orders(ledger, 3, "AR"), budget=10).paused
+    PauseSwitch(fake_redis, "t", store=PauseStore(ledger.pool)).resume(who="alice")
+    assert fake_redis.exists("t:breaker:AR") == 0
+    report = submitters.run(new_orders(ledger, 1, "AR", batch="b2"), budget=10)
+    assert not report.paused and len(report.retry) == 1

@@ -133,17 +133,22 @@ def _say_enqueued(batch_id: str, accepted: int, held: bool, trade_nos: list[str]
 
 
 def _pause_of(market: str) -> dict[str, str] | None:
-    """What stops the submissions of ``market``: the cluster-wide or its account's switch."""
+    """What stops the submissions of ``market``: the cluster-wide or its account's switch,
+    why, who set it (an operator, ``systemic-code``, ``circuit-breaker``) and since when."""
     from worker import runtime
     from worker.config import get_settings
     from worker.pause import ALL
 
-    paused = runtime.pause_switch().paused()
+    paused = runtime.pause_switch().records()
     names = [ALL]
     # A market this configuration does not know has only the cluster-wide switch.
     with contextlib.suppress(ValueError):
         names.append(get_settings().account(market).name)
-    return next(({"account": n, "reason": paused[n]} for n in names if n in paused), None)
+    record = next((paused[n] for n in names if n in paused), None)
+    if record is None:
+        return None
+    since = record.since.isoformat() if record.since is not None else ""
+    return {"account": record.scope, "reason": record.reason, "who": record.who, "since": since}
 
 
 @click.command()
@@ -192,7 +197,9 @@ def status(batch: str, watch: bool, interval: float, as_json: bool, counts_only:
     if not watch:
         click.echo(report.status_text(data))
     if data["paused"]:
-        click.echo(f"PAUSED: {pause_text(data['paused']['account'], data['paused']['reason'])}")
+        paused = data["paused"]
+        said = pause_text(paused["account"], paused["reason"])
+        click.echo(f"PAUSED: {said} (by {paused['who']})")
 
 
 def _pause_or_warn(market: str) -> dict[str, str] | None:
@@ -301,21 +308,38 @@ def approve(batch: str, no_balance_check: bool) -> None:
 
 @click.command()
 @click.argument("batch")
-def cancel(batch: str) -> None:
-    """Cancel the payouts of BATCH not sent yet (HELD or QUEUED).
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def cancel(batch: str, as_json: bool) -> None:
+    """Cancel the payouts of BATCH never sent to the provider (HELD, or QUEUED and
+    never POSTed).
 
-    Payouts already sent to the provider go on; `disburse status` shows them.
+    A payout a POST may have reached the provider with is not cancelled: it goes on
+    to a final state through the provider, and is listed (--json: `not_cancelled`).
 
     \b
-    Example:
+    Examples:
       disburse cancel b1f0c2d3e4a5b6c7
+      disburse cancel b1f0c2d3e4a5b6c7 --json
     """
     import worker
 
     try:
-        click.echo(worker.cancel(batch).message)
+        result = worker.cancel(batch)
     except worker.BatchNotFound:
         raise _no_batch(batch) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    click.echo(result.message)
+    kept = list(result.not_cancelled.items())
+    for trade_no, state in kept[:_LISTED]:
+        click.echo(f"  not cancelled: {trade_no} ({state})")
+    if len(kept) > _LISTED:
+        click.echo(f"  ... and {len(kept) - _LISTED} more (`disburse cancel {batch} --json`)")
+
+
+# Payouts a command lists one per line before it says "and N more".
+_LISTED = 20
 
 
 def _since(value: str | None) -> datetime | None:

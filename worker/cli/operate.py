@@ -2,34 +2,55 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from worker.cli.common import pause_text
 
+if TYPE_CHECKING:
+    from worker.pause_store import PauseRecord
+
 
 @click.command()
 @click.option("--reason", default="paused by an operator", help="Said by status and resume.")
-def pause(reason: str) -> None:
-    """Stop all submissions, cluster-wide (every provider account)."""
+@click.option("--operator", help="Who pauses (default: DISBURSE_OPERATOR, else the login name).")
+def pause(reason: str, operator: str | None) -> None:
+    """Stop all submissions, cluster-wide (every provider account).
+
+    The pause is kept in PostgreSQL with who and why: a Redis restart or wipe does not
+    lift it. Pausing again changes nothing: the first pause's reason stays.
+    """
     import worker
 
-    paused = worker.pause(reason)
-    click.echo("submissions paused cluster-wide; `disburse resume` restarts them")
-    for name, why in paused.switches.items():
-        click.echo(f"  paused: {pause_text(name, why)}")
+    paused = worker.pause(reason, operator)
+    if paused.already is not None:
+        click.echo(f"already paused cluster-wide, not changed: {_who(paused.already)}")
+    else:
+        click.echo("submissions paused cluster-wide; `disburse resume` restarts them")
+    for name, record in paused.records.items():
+        click.echo(f"  paused: {pause_text(name, record.reason)} ({_who(record, why=False)})")
 
 
 @click.command()
-def resume() -> None:
+@click.option("--operator", help="Who resumes (default: DISBURSE_OPERATOR, else the login name).")
+def resume(operator: str | None) -> None:
     """Restart submissions (every account, also one paused by the provider)."""
     import worker
 
-    resumed = worker.resume()
-    click.echo(f"resumed; {resumed.published} queued payouts published")
-    for name, why in resumed.was_paused.items():
-        click.echo(f"  was paused: {pause_text(name, why)}")
-    if not resumed.was_paused:
+    resumed = worker.resume(operator)
+    click.echo(f"resumed; {resumed.published} queued payouts published (by {resumed.by})")
+    for name, record in resumed.records.items():
+        click.echo(f"  was paused: {pause_text(name, record.reason)} ({_who(record, why=False)})")
+    if not resumed.records:
         click.echo("  (nothing was paused)")
+
+
+def _who(record: PauseRecord, *, why: bool = True) -> str:
+    """Who set a pause and since when (and why)."""
+    since = f" since {record.since:%Y-%m-%d %H:%M:%S %Z}" if record.since is not None else ""
+    said = f"by {record.who}{since}"
+    return f"{said}: {record.reason}" if why else said
 
 
 @click.command()
