@@ -47,6 +47,7 @@ Environment (a .env file in the current directory may supply it):
   RECONCILE_WALK_AT   due orders from which a pass walks the paged list (0: never)
   FAILED_PAYLOAD_RETENTION
                       how long a FAILED payout keeps its fields for a retry (7d)
+  IDEMPOTENCY_WINDOW  how long a batch's key (a file's digest) returns that batch (30d)
   DISBURSE_OPERATOR   the name `disburse resolve` records (else the login name)
 """
 
