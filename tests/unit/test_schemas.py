@@ -863,7 +863,7 @@ _DECIMALS = [
 
 @given(
     st.sampled_from(_DECIMALS),
-    st.integers(min_value=0, max_value=10**11),
+    st.integers(min_value=1, max_value=10**11),
     st.text(alphabet="0123456789", max_size=6),
 )
 @settings(max_examples=300)
