@@ -10,8 +10,9 @@ from schemas.fields import AmountRule, Digits, Mobile, Name, PayoutSchema, amoun
 class ArgentinaSchema(PayoutSchema):
     market = "AR"
     # The seed's text says "integer only, minimum 100" while its example sends "100.00":
-    # we follow the text. "100.00" is accepted (it is a whole number) and sent as "100".
-    amount_rules = amount_rules(AmountRule("ARS", minimum=Decimal(100)))
+    # we follow the text. "100.00" is accepted (two zero decimals, as the example writes
+    # them) and sent as "100"; "150.000" is refused (es-AR writes 150,000 so).
+    amount_rules = amount_rules(AmountRule("ARS", minimum=Decimal(100), written=2))
 
     accountNo = Digits(required=True)
     # The text says 10 digits starting with 0, no country code (09XXXXXXXX); the example

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -39,6 +39,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # non-ASCII digits are refused rather than guessed at.
 _AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _AMOUNT_MAX_CHARS = 40
+# "1.500.000": thousands grouped with dots, as es-AR, de or id write them.
+_GROUPED = re.compile(r"[1-9][0-9]{0,2}(?:\.[0-9]{3}){2,}")
 # Full-width Katakana letters U+30A1..U+30FA and the prolonged sound mark U+30FC (ー);
 # the middle dot U+30FB (・) only between two runs of letters.
 _KATAKANA = "[\u30a1-\u30fa\u30fc]+"
@@ -217,14 +219,17 @@ class Currency(Text):
 class Amount(mfields.Field[Decimal]):
     """A positive, finite amount as an exact ``Decimal``.
 
-    Strings must be plain decimals (``"100000"``, ``"12.50"``). JSON integers are exact;
-    JSON floats are read through their shortest ``repr`` (``0.1`` -> ``Decimal("0.1")``),
-    never through the binary value. The market's rule (whole numbers or cents, minimum)
+    Strings must be plain decimals (``"100000"``, ``"12.50"``) and keep the decimals they
+    are written with (the rule counts them). JSON integers are exact; JSON floats are read
+    through their shortest ``repr`` (``0.1`` -> ``Decimal("0.1")``), never through the
+    binary value. The market's rule (whole numbers or cents, minimum)
     is applied by the schema, because in Cambodia it depends on the row's currency.
     """
 
     default_error_messages = {
         "invalid": "Not a valid amount: use digits and an optional decimal point, e.g. 100000.",
+        "grouped": "Not a valid amount: no thousands separators. If '.' separates "
+        "thousands here, write {digits}.",
         "positive": "Amount must be greater than 0.",
         "too_large": "Amount is too large: at most {digits} digits before the decimal point.",
     }
@@ -239,14 +244,18 @@ class Amount(mfields.Field[Decimal]):
     ) -> Decimal:
         if isinstance(value, str):
             if len(value) > _AMOUNT_MAX_CHARS or _AMOUNT.fullmatch(value) is None:
+                if _GROUPED.fullmatch(value):
+                    raise self.make_error("grouped", digits=value.replace(".", ""))
                 raise self.make_error("invalid")
-            amount = Decimal(value)
+            amount = Decimal(value)  # keeps the decimals as written: "150.000" has 3
         elif isinstance(value, bool):
             raise self.make_error("invalid")
         elif isinstance(value, int | Decimal):
             amount = Decimal(value)
         elif isinstance(value, float):
-            amount = Decimal(repr(value))
+            # A float has no written decimals: a whole one is a whole number (100000.0),
+            # any other reads as its shortest repr (0.1 -> 0.1).
+            amount = Decimal(int(value)) if value.is_integer() else Decimal(repr(value))
         else:
             raise self.make_error("invalid")
         if not amount.is_finite():
@@ -260,19 +269,36 @@ class Amount(mfields.Field[Decimal]):
 
 @dataclass(frozen=True, slots=True)
 class AmountRule:
-    """How one currency's amounts are checked and formatted in one market."""
+    """How one currency's amounts are checked and formatted in one market.
+
+    An amount written with more decimals than the currency allows is refused, even when
+    the extra digits are zeros: ``150.000`` is 150 to Python but 150,000 to an es-AR,
+    de or id spreadsheet, and ``;``-separated files come from exactly those locales. No
+    amount is ever rounded or cut to fit.
+    """
 
     currency: str
     places: int = 0  # 0: whole numbers only, sent as "100000"; 2: sent as "12.50"
     minimum: Decimal | None = None  # inclusive; None: anything above zero
+    # The most decimals an amount may be written with (None: ``places``); those past
+    # ``places`` must be zeros and are not sent (ARS: the seed's example writes "100.00").
+    written: int | None = None
     quantum: Decimal = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quantum", Decimal(1).scaleb(-self.places))
 
+    @property
+    def allowed(self) -> int:
+        """The most decimals an amount may be written with."""
+        return self.places if self.written is None else self.written
+
     def error(self, amount: Decimal) -> str | None:
         """The message for an amount this rule refuses, or None."""
-        if amount.quantize(self.quantum) != amount:
+        decimals = _decimals(amount)
+        if decimals > self.allowed:
+            return self._too_many_decimals(amount, decimals)
+        if amount.quantize(self.quantum) != amount:  # exact here: at most ``allowed`` decimals
             if self.places == 0:
                 return f"{self.currency} amounts must be whole numbers."
             return f"{self.currency} amounts allow at most {self.places} decimal places."
@@ -280,9 +306,33 @@ class AmountRule:
             return f"Amount must be at least {self.minimum} {self.currency}."
         return None
 
+    def _too_many_decimals(self, amount: Decimal, decimals: int) -> str:
+        text = format(amount, "f")
+        whole, _, fraction = text.partition(".")
+        allows = str(self.allowed) if self.allowed else "none (whole numbers only)"
+        message = (
+            f"'{text}' has {decimals} decimal{'s' if decimals > 1 else ''}; "
+            f"{self.currency} allows {allows}."
+        )
+        if len(fraction) == 3 and len(whole) <= 3 and not whole.startswith(("0", "-")):
+            # 1-3 digits, a dot, 3 digits: how es-AR, de or id write a thousands group.
+            return f"{message} If '.' separates thousands here, write {whole}{fraction}."
+        return message
+
     def normalize(self, amount: Decimal) -> Decimal:
-        """The amount with exactly ``places`` decimals: ``format(result, "f")`` is what is sent."""
-        return amount.quantize(self.quantum)
+        """The amount with exactly ``places`` decimals: ``format(result, "f")`` is what is
+        sent. Only zeros are added or dropped: an amount that would change raises."""
+        return amount.quantize(self.quantum, context=_EXACT)
+
+
+# Quantizing under this context raises (decimal.Inexact) instead of rounding.
+_EXACT = Context(prec=60, traps=[Inexact, InvalidOperation])
+
+
+def _decimals(amount: Decimal) -> int:
+    """How many digits the amount was written with after its decimal point."""
+    exponent = amount.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
 class PayoutSchema(Schema):

@@ -19,10 +19,10 @@ The public API::
     worker.retry(batch, hold=False)                  # RetryResult: FAILED enqueued again
 
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
-``BatchNotFound`` (approve, cancel, review, retry), ``OrderNotFound``, ``NotInReview``
-and ``DecisionRefused`` (resolve), ``AlreadyRetried`` (retry), ``ConfigError`` (the
-settings), and ``DisburseError``. The workers' errors about the provider stay in
-:mod:`worker.exceptions`.
+``IdempotencyKeyReused`` (enqueue_batch), ``BatchNotFound`` (approve, cancel, review,
+retry), ``OrderNotFound``, ``NotInReview`` and ``DecisionRefused`` (resolve),
+``AlreadyRetried`` (retry), ``ConfigError`` (the settings), and ``DisburseError``. The
+workers' errors about the provider stay in :mod:`worker.exceptions`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from worker.exceptions import (
     ConfigError,
     DecisionRefused,
     DisburseError,
+    IdempotencyKeyReused,
     InputError,
     InvalidPayout,
     NotInReview,
@@ -62,6 +63,7 @@ __all__ = [
     "DecisionRefused",
     "DisburseError",
     "Event",
+    "IdempotencyKeyReused",
     "InputError",
     "InvalidPayout",
     "NotInReview",
@@ -107,17 +109,28 @@ def enqueue_batch(
     skip_invalid: bool = False,
     hold: bool = False,
     dry_run: bool = False,
+    idempotency_key: str | None = None,
 ) -> BatchResult:
     """Validate every row, then persist and publish all of them, or (by default) none.
 
-    Rows are numbered from 1 in the errors of ``BatchResult.rejected``. Raises
-    UnknownMarket for a bad market code.
+    Rows are numbered from 1 in the errors of ``BatchResult.rejected``. Once the batch is
+    stored this succeeds: ``published`` is False when its messages could not be sent
+    (the reconcile pass sends them; do not enqueue the rows again). An
+    ``idempotency_key`` (1-200 printable ASCII characters) given again with the same rows
+    within IDEMPOTENCY_WINDOW returns the first batch (``duplicate_of``), storing and
+    sending nothing. Raises UnknownMarket for a bad market code, IdempotencyKeyReused
+    when the key was given to other rows.
     """
     from worker import runtime
 
     numbered = list(enumerate(rows, start=1))
     return runtime.producer().enqueue_batch(
-        market, numbered, skip_invalid=skip_invalid, hold=hold, dry_run=dry_run
+        market,
+        numbered,
+        skip_invalid=skip_invalid,
+        hold=hold,
+        dry_run=dry_run,
+        idempotency_key=idempotency_key,
     )
 
 

@@ -142,6 +142,8 @@ class Settings:
     lookup_budget: float = 30.0  # as submit_budget, for a lookup task (LOOKUP_BUDGET)
     # How long a FAILED order keeps its payload, so that it can be retried (worker.retention).
     failed_payload_retention: float = 7 * 86400.0
+    # How long a batch's idempotency key returns that batch (worker.idempotency; 0: off).
+    idempotency_window: float = 30 * 86400.0
     # Who decides REVIEW orders from this process: DISBURSE_OPERATOR, else the login name.
     operator: str = "unknown"
     # Pending orders from which a pass walks the paged list instead of asking about each
@@ -510,6 +512,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         failed_payload_retention=_duration(
             env, "FAILED_PAYLOAD_RETENTION", d.failed_payload_retention
         ),
+        idempotency_window=_duration(env, "IDEMPOTENCY_WINDOW", d.idempotency_window),
         operator=text("DISBURSE_OPERATOR", "") or _login_name(),
         metrics_port=_port(env, "METRICS_PORT"),
         metrics_host=text("METRICS_HOST", d.metrics_host),

@@ -18,7 +18,8 @@ one clause. Below it, two questions tell the branches apart:
     │   ├── OrderNotFound          no order with this tradeNo                      [LookupError]
     │   ├── NotInReview            a decision for an order that is not in REVIEW
     │   ├── DecisionRefused        a REVIEW decision the provider's answer contradicts
-    │   └── AlreadyRetried         another retry of the same orders committed first
+    │   ├── AlreadyRetried         another retry of the same orders committed first
+    │   └── IdempotencyKeyReused   a batch's idempotency key given before to other rows
     ├── ConfigError                a setting is missing or malformed: fix it, restart [ValueError]
     │   └── SchemaBehind           the database lacks migrations this code needs
     ├── RateLimitTimeout           our own limiter had no slot in time: nothing sent [TimeoutError]
@@ -58,6 +59,7 @@ __all__ = [
     "ConfigurationRejected",
     "DecisionRefused",
     "DisburseError",
+    "IdempotencyKeyReused",
     "InputError",
     "InvalidFile",
     "InvalidPayout",
@@ -174,6 +176,19 @@ class AlreadyRetried(InputError):
             "another retry of these payouts committed first: nothing was enqueued; "
             "run the retry again for what is left"
         )
+
+
+class IdempotencyKeyReused(InputError):
+    """The idempotency key was given, within IDEMPOTENCY_WINDOW, to batch ``batch_id`` of
+    other rows: nothing was enqueued (returning that batch would hide the new rows)."""
+
+    def __init__(self, key: str, batch_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was given to batch {batch_id} with other rows: "
+            "nothing was enqueued; new rows need a new key"
+        )
+        self.key = key
+        self.batch_id = batch_id
 
 
 # --- the operator's settings ------------------------------------------------------------

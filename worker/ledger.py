@@ -38,6 +38,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from worker import idempotency
 from worker.confirm import needs_confirmation
 from worker.exceptions import AlreadyRetried
 from worker.redact import mask_personal
@@ -191,7 +192,8 @@ _COPY_ORDERS = (
 )
 _CREATED = """
 WITH batch AS (
-    INSERT INTO batches (id, market, row_count) VALUES (%(batch)s, %(market)s, %(count)s)
+    INSERT INTO batches (id, market, row_count, idempotency_key, rows_digest)
+    VALUES (%(batch)s, %(market)s, %(count)s, %(key)s, %(digest)s)
 ), totals AS (
     INSERT INTO batch_totals (batch_id, currency, row_count, amount)
     SELECT %(batch)s, currency, row_count, amount
@@ -556,6 +558,7 @@ class Ledger:
         market: str,
         hold: bool = False,
         retry_of: Sequence[str] | None = None,
+        key: idempotency.BatchKey | None = None,
     ) -> list[tuple[str, bool]]:
         """Persist ``payouts`` as one batch; returns (tradeNo, created) in input order.
 
@@ -572,6 +575,10 @@ class Ledger:
         ``retry_of`` (one tradeNo per payout) makes each a retry of that FAILED or
         REVERSED order, whose payload is erased in the same transaction: an order is
         retried at most once (AlreadyRetried when another retry of it won a race).
+
+        ``key``, an idempotency key: the batch is stored with it, unless it holds a batch
+        already (within its window), which raises idempotency.Duplicate naming that batch
+        (IdempotencyKeyReused if of other rows) and stores nothing.
         """
         state = State.HELD if hold else State.QUEUED
         links: Iterable[str | None] = retry_of if retry_of is not None else repeat(None)
@@ -590,7 +597,13 @@ class Ledger:
             rows = take()
             try:
                 self._create(
-                    rows, known, batch_id=batch_id, market=market, state=state, retry_of=retry_of
+                    rows,
+                    known,
+                    batch_id=batch_id,
+                    market=market,
+                    state=state,
+                    retry_of=retry_of,
+                    key=key,
                 )
                 break
             except psycopg.errors.UniqueViolation as exc:
@@ -630,6 +643,7 @@ class Ledger:
         market: str,
         state: State,
         retry_of: Sequence[str] | None,
+        key: idempotency.BatchKey | None,
     ) -> None:
         """One transaction: ``rows`` as orders (but those of a ``known`` reference or of a
         reference an earlier row has), the batch, its totals and the creation events."""
@@ -638,16 +652,20 @@ class Ledger:
         counts: dict[str, int] = {}  # currency -> orders made
         amounts: dict[str, Decimal] = {}  # currency -> their sum
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            if len(first) > 1:
+            if len(first) > 1 or key is not None:
                 # Orders of several references, taken one at a time as they come, could
                 # wait on another enqueue's in the opposite order: enqueues of more than
                 # one order take turns. (One of a single order holds nothing another
-                # waits for while it waits.) A turn may come after another batch's whole
-                # COPY: wait for it as long as a statement may last, not the lock_timeout.
+                # waits for while it waits.) A key is looked up and stored in one turn:
+                # two enqueues with one key make one batch. A turn may come after another
+                # batch's whole COPY: wait for it as long as a statement may last, not the
+                # lock_timeout.
                 cur.execute(
                     "SELECT set_config('lock_timeout', current_setting('statement_timeout'), true)"
                 )
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_ENQUEUE_LOCK,))
+            if key is not None:
+                idempotency.claim(conn, market, key)
             with cur.copy(_COPY_ORDERS) as copy:
                 for row_no, payout, link, trade_no in chain(first, rows):
                     reference = payout.reference
@@ -680,6 +698,8 @@ class Ledger:
                     "market": market,
                     "state": str(state),
                     "count": sum(counts.values()),
+                    "key": key.key if key is not None else None,
+                    "digest": key.digest if key is not None else None,
                     "currencies": list(counts),
                     "counts": list(counts.values()),
                     "amounts": list(amounts.values()),
@@ -696,6 +716,11 @@ class Ledger:
                 "SELECT reference, trade_no FROM orders WHERE reference = ANY(%s)", (references,)
             ).fetchall()
         return dict(found)
+
+    def keyed_batch(self, market: str, key: idempotency.BatchKey) -> idempotency.KeyedBatch | None:
+        """The batch holding the idempotency ``key`` in ``market`` within its window."""
+        with self._connection() as conn:
+            return idempotency.find(conn, market, key)
 
     # reading ----------------------------------------------------------------
     def get(self, trade_no: str) -> Order | None:

@@ -25,6 +25,7 @@ provider said.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,8 +53,12 @@ from worker.exceptions import (
     RateLimitTimeout,
     UnknownMarket,
 )
+from worker.idempotency import BatchKey, Duplicate, KeyedBatch, batch_key, check
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
+from worker.redact import mask_text
 from worker.states import State
+
+log = logging.getLogger(__name__)
 
 # Publishes submit messages for orders (worker.publish.publish_submissions).
 Publish = Callable[[Sequence[str]], object]
@@ -84,13 +89,25 @@ class BatchResult:
     existing: int = 0  # rows whose reference an earlier batch enqueued: its order is kept
     held: bool = False
     dry_run: bool = False
+    # False: the batch is stored, but its messages could not be sent; the reconcile pass's
+    # sweeper sends them (after SWEEP_AFTER). Never enqueue such a batch again.
+    published: bool = True
+    # The batch's idempotency key had been given to this batch, enqueued then (ms): nothing
+    # new was stored or sent, and ``accepted`` and ``trade_nos`` are that batch's.
+    duplicate_of: str | None = None
+    duplicate_at_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "batch_id": self.batch_id,
             "accepted": self.accepted,
             "rejected": [{"row": e.row, "errors": e.errors} for e in self.rejected],
         }
+        if not self.published:
+            data["published"] = False
+        if self.duplicate_of is not None:
+            data["duplicate_of"] = self.duplicate_of
+        return data
 
 
 @dataclass
@@ -146,15 +163,29 @@ class Producer:
         hold: bool = False,
         dry_run: bool = False,
         parse_errors: Iterable[RowError] = (),
+        idempotency_key: str | None = None,
     ) -> BatchResult:
         """Validate all rows; unless every one is valid (or ``skip_invalid``), enqueue none.
 
+        With an ``idempotency_key`` given to a batch of the same rows within
+        IDEMPOTENCY_WINDOW, that batch is returned (``duplicate_of``) and nothing is
+        stored or sent (worker.idempotency). A dry run records no key.
+
         Raises UnknownMarket for a market code we do not pay out in, ConfigError when
         rows without a notifyUrl would be sent the NOTIFY_URL setting and this market
-        refuses it (JP and KH notify over HTTPS only).
+        refuses it (JP and KH notify over HTTPS only), IdempotencyKeyReused when the key
+        was given to other rows.
         """
         market = _market(market)
         rows = list(rows)
+        key = None
+        if idempotency_key is not None and not dry_run:
+            window = self.settings.idempotency_window
+            key = batch_key(idempotency_key, market, [row for _, row in rows], window)
+            found = self.ledger.keyed_batch(market, key)
+            if found is not None:  # (checked again when the batch is stored)
+                check(found, key)
+                return self._duplicate(found)
         self._check_notify_url(market, [row for _, row in rows])
         errors = list(parse_errors)
         valid = iter_valid(market, rows, errors, notify_url=self.settings.notify_url)
@@ -168,9 +199,23 @@ class Producer:
         try:
             # Stored as they are validated: the ledger's server works while the rows are
             # checked, and the transaction commits only if the batch is to be enqueued.
-            return self._persist(market, _enqueued(valid, errors, skip_invalid), errors, hold=hold)
+            taken = _enqueued(valid, errors, skip_invalid)
+            return self._persist(market, taken, errors, hold=hold, key=key)
         except _Rejected:
             return BatchResult(None, 0, sorted(errors, key=lambda e: e.row))
+        except Duplicate as duplicate:  # another enqueue with the key committed meanwhile
+            return self._duplicate(duplicate.batch)
+
+    def _duplicate(self, found: KeyedBatch) -> BatchResult:
+        log.info("idempotency key of batch %s given again: nothing enqueued", found.batch_id)
+        trade_nos = [t for page in self.ledger.iter_batch(found.batch_id) for t in page]
+        return BatchResult(
+            found.batch_id,
+            found.accepted,
+            trade_nos=trade_nos,
+            duplicate_of=found.batch_id,
+            duplicate_at_ms=found.created_ms,
+        )
 
     def retry(self, batch_id: str, *, hold: bool = False) -> RetryResult:
         """Enqueue the batch's FAILED and REVERSED orders again as a new batch.
@@ -235,6 +280,7 @@ class Producer:
             trade_nos=result.trade_nos,
             existing=result.existing,
             held=hold,
+            published=result.published,
             retried_batch=batch_id,
             retries=dict(zip(retry_of, result.trade_nos, strict=True)),
             not_retried=not_retried,
@@ -268,16 +314,15 @@ class Producer:
         *,
         hold: bool,
         retry_of: Sequence[str] | None = None,
+        key: BatchKey | None = None,
     ) -> BatchResult:
         """One transaction for the new batch, then its messages (unless held). ``errors``
         are the rejected rows, complete once ``payouts`` is."""
         batch_id = new_batch_id()
         created = self.ledger.create_orders(
-            payouts, batch_id=batch_id, market=market, hold=hold, retry_of=retry_of
+            payouts, batch_id=batch_id, market=market, hold=hold, retry_of=retry_of, key=key
         )
         new = [trade_no for trade_no, is_new in created if is_new]
-        if not hold:
-            self.publish(new)
         return BatchResult(
             batch_id,
             len(new),
@@ -285,7 +330,28 @@ class Producer:
             trade_nos=[t for t, _ in created],
             existing=len(created) - len(new),
             held=hold,
+            published=hold or self._publish(batch_id, new),
         )
+
+    def _publish(self, batch_id: str, trade_nos: Sequence[str]) -> bool:
+        """Publish the committed orders' messages; False when that failed. The orders are
+        QUEUED in the ledger, so a failure is no failure of the enqueue: reporting one
+        would invite enqueueing the batch again, paying everyone twice. The sweeper
+        republishes them (worker.reconcile)."""
+        try:
+            self.publish(trade_nos)
+        except Exception as exc:  # whatever the broker's client raises
+            log.warning(
+                "batch %s stored, %d orders QUEUED, but not published (%s: %s): the "
+                "reconcile pass republishes them after SWEEP_AFTER (%g s)",
+                batch_id,
+                len(trade_nos),
+                type(exc).__name__,
+                mask_text(str(exc).splitlines()[0] if str(exc) else ""),
+                self.settings.sweep_after,
+            )
+            return False
+        return True
 
     def enqueue(self, market: str, row: Mapping[str, Any], *, hold: bool = False) -> Order:
         """One payout; returns its order (the existing one if its reference is known).
@@ -298,11 +364,12 @@ class Producer:
             payout = validate_row(market, row, notify_url=self.settings.notify_url)
         except ValidationError as exc:
             raise InvalidPayout(exc.messages_dict) from None
+        batch_id = new_batch_id()
         ((trade_no, is_new),) = self.ledger.create_orders(
-            [payout], batch_id=new_batch_id(), market=payout.market, hold=hold
+            [payout], batch_id=batch_id, market=payout.market, hold=hold
         )
         if is_new and not hold:
-            self.publish([trade_no])
+            self._publish(batch_id, [trade_no])  # a failure is logged: the sweeper sends it
         order = self.ledger.get(trade_no)
         assert order is not None
         return order

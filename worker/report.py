@@ -197,7 +197,7 @@ def export_csv(ledger: Ledger, batch_ids: Sequence[str], out: IO[str]) -> int:
             order.batch_id,
             order.market,
             order.currency,
-            order.amount,
+            format(order.amount, "f"),  # the string signed and sent (no 1E+5)
             order.fee,
             order.fee_currency,
             order.total_debited,

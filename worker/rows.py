@@ -30,13 +30,19 @@ def detect_format(path: Path, text: str) -> str:
     return "jsonl" if text.lstrip().startswith("{") else "csv"
 
 
-def read_rows(path: Path) -> tuple[list[ParsedRow], list[RowError]]:
-    """All rows of the file, and the rows that could not even be parsed."""
+def read_rows(path: Path, raw: bytes | None = None) -> tuple[list[ParsedRow], list[RowError]]:
+    """All rows of the file (of ``raw``, its bytes, when the caller read them), and the rows
+    that could not even be parsed."""
+    if raw is None:
+        raw = read_bytes(path)
+    return parse_rows(raw, detect_format(path, raw[:64].decode("utf-8", "replace")))
+
+
+def read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise InvalidFile(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_rows(raw, detect_format(path, raw[:64].decode("utf-8", "replace")))
 
 
 def parse_rows(raw: bytes, fmt: str) -> tuple[list[ParsedRow], list[RowError]]:

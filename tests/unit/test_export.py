@@ -171,3 +171,31 @@ def test_the_batch_summary_shows_no_internal_fields(ledger: Ledger) -> None:
         "fees", "debited",
     }  # fmt: skip
     assert summary.to_dict()["counts"] == {"QUEUED": 1}
+
+
+def test_amounts_are_exported_exactly_as_they_were_signed(ledger: Ledger) -> None:
+    from schemas import validate_row
+    from tests.unit.test_schemas import row
+
+    written = [
+        ("ID", {"amount": "100000"}),
+        ("AR", {"amount": "150.00"}),  # two zero decimals, as the seed's example: sent "150"
+        ("JP", {"amount": "5000"}),
+        ("KH", {"currency": "KHR", "amount": "4000"}),
+        ("KH", {"currency": "USD", "amount": "12.5"}),  # sent with its cents: "12.50"
+        ("KH", {"currency": "USD", "amount": "0.10"}),
+    ]
+    signed: dict[str, str] = {}  # tradeNo -> the amount a worker signs and sends
+    for index, (market, changes) in enumerate(written):
+        payout = validate_row(market, row(market, **changes))
+        ((trade_no, _),) = ledger.create_orders([payout], batch_id=f"b{index}", market=market)
+        claim, fields = ledger.claim(trade_no)  # the fields the worker signs, as sent
+        assert claim.moved and fields is not None
+        signed[trade_no] = fields["amount"]
+        settle_as = State.SUCCEEDED if index % 2 else State.FAILED  # the payload goes or stays
+        assert ledger.transition(trade_no, settle_as, source="submit").moved
+    out = io.StringIO()
+    export_csv(ledger, [f"b{index}" for index in range(len(written))], out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert {r["tradeNo"]: r["amount"] for r in rows} == signed
+    assert list(signed.values()) == ["100000", "150", "5000", "4000", "12.50", "0.10"]

@@ -338,7 +338,6 @@ def test_a_row_that_is_not_a_mapping_is_refused() -> None:
 @pytest.mark.parametrize(
     ("market", "changes", "sent", "amount"),
     [
-        ("ID", {"amount": "100000.00"}, "100000", Decimal(100000)),
         ("ID", {"amount": "10000"}, "10000", Decimal(10000)),
         ("ID", {"amount": 100000}, "100000", Decimal(100000)),
         ("ID", {"amount": 100000.0}, "100000", Decimal(100000)),
@@ -348,12 +347,10 @@ def test_a_row_that_is_not_a_mapping_is_refused() -> None:
         ("AR", {"amount": "100.00"}, "100", Decimal(100)),  # the seed's example
         ("AR", {"amount": "12345"}, "12345", Decimal(12345)),
         ("JP", {"amount": "100"}, "100", Decimal(100)),
-        ("JP", {"amount": "1000000.0"}, "1000000", Decimal(1000000)),
         ("KH", {"currency": "KHR", "amount": "1"}, "1", Decimal(1)),
         ("KH", {"currency": "USD", "amount": "12.5"}, "12.50", Decimal("12.50")),
         ("KH", {"currency": "USD", "amount": "12"}, "12.00", Decimal("12.00")),
         ("KH", {"currency": "USD", "amount": "0.01"}, "0.01", Decimal("0.01")),
-        ("KH", {"currency": "USD", "amount": "12.500"}, "12.50", Decimal("12.50")),
         ("KH", {"currency": "USD", "amount": 12.25}, "12.25", Decimal("12.25")),
         ("KH", {"currency": "USD", "amount": 0.1}, "0.10", Decimal("0.10")),
         ("KH", {"currency": "usd", "amount": "7.05"}, "7.05", Decimal("7.05")),
@@ -371,17 +368,16 @@ def test_amount_accepted_and_formatted(
 @pytest.mark.parametrize(
     ("market", "changes", "message"),
     [
-        ("ID", {"amount": "100000.5"}, "IDR amounts must be whole numbers"),
-        ("ID", {"amount": 100000.5}, "IDR amounts must be whole numbers"),
+        ("ID", {"amount": "100000.5"}, "'100000.5' has 1 decimal; IDR allows none"),
+        ("ID", {"amount": 100000.5}, "'100000.5' has 1 decimal; IDR allows none"),
         ("ID", {"amount": "9999"}, "at least 10000 IDR"),
-        ("ID", {"amount": "9999.00"}, "at least 10000 IDR"),
         ("AR", {"amount": "99"}, "at least 100 ARS"),
         ("AR", {"amount": "100.50"}, "ARS amounts must be whole numbers"),
         ("JP", {"amount": "99"}, "at least 100 JPY"),
-        ("JP", {"amount": "100.1"}, "JPY amounts must be whole numbers"),
-        ("KH", {"currency": "KHR", "amount": "1.5"}, "KHR amounts must be whole numbers"),
-        ("KH", {"currency": "USD", "amount": "12.345"}, "at most 2 decimal places"),
-        ("KH", {"currency": "USD", "amount": "0.001"}, "at most 2 decimal places"),
+        ("JP", {"amount": "100.1"}, "'100.1' has 1 decimal; JPY allows none"),
+        ("KH", {"currency": "KHR", "amount": "1.5"}, "'1.5' has 1 decimal; KHR allows none"),
+        ("KH", {"currency": "USD", "amount": "12.345"}, "'12.345' has 3 decimals; USD allows 2"),
+        ("KH", {"currency": "USD", "amount": "0.001"}, "'0.001' has 3 decimals; USD allows 2."),
         ("ID", {"amount": "0"}, "greater than 0"),
         ("KH", {"currency": "USD", "amount": "0.00"}, "greater than 0"),
         ("ID", {"amount": "-100000"}, "greater than 0"),
@@ -407,6 +403,115 @@ def test_amount_accepted_and_formatted(
 )
 def test_amount_refused(market: str, changes: dict[str, Any], message: str) -> None:
     assert_rejected(market, row(market, **changes), "amount", message)
+
+
+# A locale that writes "." for thousands (es-AR, de, id) means 150,000 by "150.000": an
+# amount with more decimals than its currency allows is an error, even when they are zeros.
+@pytest.mark.parametrize(
+    ("market", "changes", "message"),
+    [
+        (
+            "AR",
+            {"amount": "150.000"},
+            "'150.000' has 3 decimals; ARS allows 2. If '.' separates thousands here, "
+            "write 150000.",
+        ),
+        (
+            "ID",
+            {"amount": "100.000"},
+            "'100.000' has 3 decimals; IDR allows none (whole numbers only). "
+            "If '.' separates thousands here, write 100000.",
+        ),
+        (
+            "JP",
+            {"amount": "5.000"},
+            "'5.000' has 3 decimals; JPY allows none (whole numbers only). "
+            "If '.' separates thousands here, write 5000.",
+        ),
+        (
+            "KH",
+            {"currency": "KHR", "amount": "5.000"},
+            "'5.000' has 3 decimals; KHR allows none (whole numbers only). "
+            "If '.' separates thousands here, write 5000.",
+        ),
+        (
+            "KH",
+            {"currency": "USD", "amount": "1.500"},
+            "'1.500' has 3 decimals; USD allows 2. If '.' separates thousands here, write 1500.",
+        ),
+        ("ID", {"amount": "100000.00"}, "'100000.00' has 2 decimals; IDR allows none"),
+        ("ID", {"amount": Decimal("100000.00")}, "'100000.00' has 2 decimals; IDR allows none"),
+        ("JP", {"amount": "1000000.0"}, "'1000000.0' has 1 decimal; JPY allows none"),
+        ("KH", {"currency": "USD", "amount": "12.500"}, "'12.500' has 3 decimals; USD allows 2"),
+        ("AR", {"amount": "100.000"}, "'100.000' has 3 decimals; ARS allows 2"),
+        (
+            "AR",
+            {"amount": "1.500.000"},
+            "Not a valid amount: no thousands separators. If '.' separates thousands here, "
+            "write 1500000.",
+        ),
+    ],
+)
+def test_an_amount_with_more_decimals_than_its_currency_allows_is_refused(
+    market: str, changes: dict[str, Any], message: str
+) -> None:
+    (found,) = errors_of(market, row(market, **changes))["amount"]
+    assert found.startswith(message), found
+
+
+def test_an_argentine_semicolon_file_with_thousands_dots_is_refused_not_read_as_pesos() -> None:
+    from worker.rows import parse_rows
+
+    header = ";".join(ROWS["AR"])
+    cells = ";".join("150.000" if k == "amount" else str(v) for k, v in ROWS["AR"].items())
+    rows, parse_errors = parse_rows(f"{header}\n{cells}\n".encode(), "csv")
+    assert parse_errors == []
+    valid, errors = validate_rows("AR", rows)
+    assert valid == []
+    assert errors == [
+        RowError(
+            2,
+            {
+                "amount": [
+                    "'150.000' has 3 decimals; ARS allows 2. "
+                    "If '.' separates thousands here, write 150000."
+                ]
+            },
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("market", "changes", "sent"),
+    [
+        ("AR", {"amount": "150000"}, "150000"),
+        ("AR", {"amount": "150.00"}, "150"),  # two zero decimals, as the seed's example
+        ("ID", {"amount": "100000"}, "100000"),
+        ("JP", {"amount": "5000"}, "5000"),
+        ("KH", {"currency": "KHR", "amount": "5000"}, "5000"),
+        ("KH", {"currency": "USD", "amount": "1.50"}, "1.50"),
+        ("KH", {"currency": "USD", "amount": Decimal("12.5")}, "12.50"),
+    ],
+)
+def test_an_amount_within_its_currency_decimals_is_sent_with_the_same_value(
+    market: str, changes: dict[str, Any], sent: str
+) -> None:
+    payout = validate_row(market, row(market, **changes))
+    assert payout.fields["amount"] == sent
+    assert Decimal(sent) == Decimal(str(changes["amount"]))
+
+
+def test_an_amount_is_never_rounded_to_fit_its_currency() -> None:
+    from decimal import Inexact
+
+    from schemas.fields import AmountRule
+
+    usd = AmountRule("USD", places=2)
+    assert usd.normalize(Decimal("12.5")) == Decimal("12.50")
+    with pytest.raises(Inexact):
+        usd.normalize(Decimal("12.345"))
+    with pytest.raises(Inexact):
+        AmountRule("ARS", written=2).normalize(Decimal("100.50"))
 
 
 # --- currency ---------------------------------------------------------------------------
@@ -761,7 +866,9 @@ def test_validate_rows_reports_every_bad_row_and_keeps_the_good_ones() -> None:
     assert valid[1][1].reference == "inv-4"
     assert valid[2][1].fields["notifyUrl"] == "https://google.com/hooks"
     assert [error.row for error in errors] == [3, 5]
-    assert errors[0] == RowError(3, {"amount": ["IDR amounts must be whole numbers."]})
+    assert errors[0] == RowError(
+        3, {"amount": ["'100000.5' has 1 decimal; IDR allows none (whole numbers only)."]}
+    )
     assert set(errors[1].errors) == {"mobile", "bankAcount"}
     assert errors[1].errors["bankAcount"] == ["Unknown field."]
     assert all(
@@ -785,11 +892,52 @@ def test_validate_rows_of_nothing() -> None:
 # --- properties -------------------------------------------------------------------------
 
 
-@given(st.integers(min_value=10_000, max_value=10**12 - 1), st.sampled_from(["", ".0", ".00"]))
-def test_any_whole_idr_amount_round_trips_to_its_integer_string(amount: int, tail: str) -> None:
-    payout = validate_row("ID", row("ID", amount=f"{amount}{tail}"))
+@given(st.integers(min_value=10_000, max_value=10**12 - 1))
+def test_any_whole_idr_amount_round_trips_to_its_integer_string(amount: int) -> None:
+    payout = validate_row("ID", row("ID", amount=str(amount)))
     assert payout.fields["amount"] == str(amount)
     assert payout.amount == amount
+
+
+@given(st.integers(min_value=10_000, max_value=10**12 - 1), st.integers(min_value=1, max_value=6))
+def test_a_whole_idr_amount_written_with_zero_decimals_is_refused_not_truncated(
+    amount: int, zeros: int
+) -> None:
+    written = f"{amount}.{'0' * zeros}"
+    assert_rejected("ID", row("ID", amount=written), "amount", f"'{written}' has {zeros} decimal")
+
+
+# (market, currency, decimals an amount may be written with)
+_DECIMALS = [
+    ("ID", "IDR", 0),
+    ("AR", "ARS", 2),
+    ("JP", "JPY", 0),
+    ("KH", "KHR", 0),
+    ("KH", "USD", 2),
+]
+
+
+@given(
+    st.sampled_from(_DECIMALS),
+    st.integers(min_value=1, max_value=10**11),
+    st.text(alphabet="0123456789", max_size=6),
+)
+@settings(max_examples=300)
+def test_an_amount_is_sent_with_its_exact_value_or_refused_never_rounded(
+    rule: tuple[str, str, int], whole: int, fraction: str
+) -> None:
+    market, currency, allowed = rule
+    written = f"{whole}.{fraction}" if fraction else str(whole)
+    try:
+        payout = validate_row(market, row(market, currency=currency, amount=written))
+    except marshmallow.ValidationError as exc:
+        assert isinstance(exc.messages, dict)
+        if len(fraction) > allowed:
+            assert f"has {len(fraction)} decimal" in exc.messages["amount"][0]
+        return
+    assert len(fraction) <= allowed
+    assert Decimal(payout.fields["amount"]) == Decimal(written)
+    assert payout.amount == Decimal(written)
 
 
 @given(st.integers(min_value=1, max_value=10**12 - 1), st.integers(min_value=0, max_value=99))

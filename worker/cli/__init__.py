@@ -49,6 +49,7 @@ Environment (a .env file in the current directory may supply it):
   NO_RECORD_GRACE     seconds "no record" must hold before a resubmission (30)
   FAILED_PAYLOAD_RETENTION
                       how long a FAILED payout keeps its fields for a retry (7d)
+  IDEMPOTENCY_WINDOW  how long a batch's key (a file's digest) returns that batch (30d)
   DISBURSE_OPERATOR   the name `disburse resolve` records (else the login name)
   METRICS_PORT, METRICS_HOST
                       the web process's own listener for /metrics and /healthz

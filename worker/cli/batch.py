@@ -53,8 +53,23 @@ def _no_batch(batch: str) -> UserError:
 @click.option("--dry-run", is_flag=True, help="Validate and sign every row; enqueue nothing.")
 @click.option("--hold", is_flag=True, help="Create the batch HELD until `disburse approve`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="The batch's idempotency key (default: the digest of FILE's bytes).",
+)
+@click.option(
+    "--allow-duplicate", is_flag=True, help="Enqueue FILE even if it was enqueued before."
+)
 def enqueue(
-    file: Path, market: str, skip_invalid: bool, dry_run: bool, hold: bool, as_json: bool
+    file: Path,
+    market: str,
+    skip_invalid: bool,
+    dry_run: bool,
+    hold: bool,
+    as_json: bool,
+    idempotency_key: str | None,
+    allow_duplicate: bool,
 ) -> None:
     """Validate FILE and enqueue its payouts as one batch.
 
@@ -64,8 +79,14 @@ def enqueue(
     whose `reference` was enqueued before is not paid again: the command says which
     batch holds it.
 
+    The same FILE (the same bytes) enqueued again for the market within
+    IDEMPOTENCY_WINDOW (30 days) is not paid again: the command names the first batch
+    and exits 0. --idempotency-key KEY does the same for any file given KEY (a KEY given
+    before to other rows is refused); --allow-duplicate enqueues FILE all the same.
+
     Nothing is enqueued when a row is invalid (each one is listed, exit 1), unless
-    --skip-invalid.
+    --skip-invalid. Once the batch is stored the command succeeds: if its messages
+    cannot be sent, it warns and the reconcile pass sends them (never enqueue it again).
 
     \b
     Examples:
@@ -75,11 +96,18 @@ def enqueue(
     """
     from worker import runtime
     from worker.columns import check_columns
-    from worker.rows import read_rows
+    from worker.idempotency import file_key
+    from worker.rows import read_bytes, read_rows
 
+    if allow_duplicate and idempotency_key is not None:
+        raise click.UsageError("--allow-duplicate and --idempotency-key exclude each other")
+    given_key = idempotency_key
     try:
-        rows, parse_errors = read_rows(file)
+        raw = read_bytes(file)
+        rows, parse_errors = read_rows(file, raw)
         check_columns(market, {name for _, row in rows for name in row})
+        if idempotency_key is None and not allow_duplicate:
+            idempotency_key = file_key(raw)
         result = runtime.producer().enqueue_batch(
             market,
             rows,
@@ -87,17 +115,27 @@ def enqueue(
             skip_invalid=skip_invalid,
             hold=hold,
             dry_run=dry_run,
+            idempotency_key=idempotency_key,
         )
     except InvalidFile as exc:
         message = str(exc)
         raise UserError(message if str(file) in message else f"{file}: {message}") from None
     except InputError as exc:
         raise UserError(str(exc)) from None
+    if not result.published:
+        click.echo(
+            f"warning: batch {result.batch_id} is stored ({plural(result.accepted, 'payout')}"
+            " QUEUED) but its messages could not be sent to the broker: the reconcile pass"
+            " (beat) sends them once the broker answers; do not enqueue the file again",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
         echo_row_errors(result.rejected)
-        if result.dry_run:
+        if result.duplicate_of is not None:
+            _say_duplicate(result.duplicate_of, result.duplicate_at_ms, given_key)
+        elif result.dry_run:
             payouts = plural(result.accepted, "payout")
             click.echo(f"dry run: {payouts} valid and signed; nothing enqueued")
         elif result.batch_id is None:
@@ -109,6 +147,20 @@ def enqueue(
                 click.echo(f"{plural(len(result.rejected), 'row')} skipped")
     if result.rejected and not skip_invalid:
         raise click.exceptions.Exit(1)
+
+
+def _say_duplicate(batch_id: str, at_ms: int | None, key: str | None) -> None:
+    from worker import report
+
+    same = f"idempotency key {key}" if key is not None else "same file"
+    click.echo(
+        f"duplicate of batch {batch_id} enqueued at {report.iso_utc(at_ms)} ({same}): "
+        "nothing new stored or sent"
+    )
+    click.echo(
+        f"follow it with `disburse status {batch_id} --watch`; "
+        "--allow-duplicate enqueues the file again as a new batch"
+    )
 
 
 def _say_enqueued(batch_id: str, accepted: int, held: bool, trade_nos: list[str]) -> None:
