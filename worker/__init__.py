@@ -21,7 +21,9 @@ The public API::
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
 ``BatchNotFound`` (approve, cancel, review, retry), ``OrderNotFound``, ``NotInReview``
 and ``DecisionRefused`` (resolve), ``AlreadyRetried`` (retry), ``ConfigError`` (the
-settings), and ``DisburseError``. The workers' errors about the provider stay in
+settings; ``MarketUnavailable`` for a market without a provider account),
+``DatabaseUnavailable`` (no PostgreSQL connection: the server's reason), and
+``DisburseError``. The workers' errors about the provider stay in
 :mod:`worker.exceptions`.
 """
 
@@ -93,7 +95,8 @@ __all__ = [
 def enqueue(market: str, payout: Mapping[str, Any], *, hold: bool = False) -> Order:
     """Validate, persist and publish one payout.
 
-    Raises InvalidPayout naming each bad field, UnknownMarket for a bad market code.
+    Raises InvalidPayout naming each bad field, UnknownMarket for a bad market code,
+    MarketUnavailable (a ConfigError) for a market without a provider account.
     """
     from worker import runtime
 
@@ -111,7 +114,8 @@ def enqueue_batch(
     """Validate every row, then persist and publish all of them, or (by default) none.
 
     Rows are numbered from 1 in the errors of ``BatchResult.rejected``. Raises
-    UnknownMarket for a bad market code.
+    UnknownMarket for a bad market code, MarketUnavailable (a ConfigError) for a market
+    without a provider account.
     """
     from worker import runtime
 

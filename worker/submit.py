@@ -21,6 +21,7 @@ from redis.client import Pipeline
 from worker.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
 from worker.exceptions import (
     ConfigurationRejected,
+    MarketUnavailable,
     NotSent,
     ProviderError,
     RateLimited,
@@ -400,7 +401,10 @@ class MarketSubmitters:
 
     A chunk's markets are read in one round trip before anything is claimed, so every
     claim (pause switch, rate-limit slot, claim and payload) is already that account's.
-    Accounts run one after the other within the one budget.
+    Accounts run one after the other within the one budget. The orders of a market
+    without an account (its settings removed since they were enqueued) are not claimed:
+    they stay QUEUED, logged as an error, until the account is configured again (the
+    sweeper publishes them again now and then, and they are logged again).
     """
 
     def __init__(self, ledger: Ledger, for_market: Callable[[str], Submitter]) -> None:
@@ -429,9 +433,19 @@ class MarketSubmitters:
         return report
 
     def _by_account(self, trade_nos: Sequence[str]) -> list[tuple[Submitter, list[str]]]:
-        """The orders grouped by account, in order; orders that do not exist are left out."""
+        """The orders grouped by account, in order; orders that do not exist, or whose
+        market has no account, are left out."""
         groups: dict[Submitter, list[str]] = {}
+        unserved: dict[str, list[str]] = {}
         for trade_no, order in zip(trade_nos, self.ledger.get_many(trade_nos), strict=True):
-            if order is not None:
-                groups.setdefault(self.for_market(order.market), []).append(trade_no)
+            if order is None:
+                continue
+            try:
+                submitter = self.for_market(order.market)
+            except MarketUnavailable as exc:
+                unserved.setdefault(str(exc), []).append(trade_no)
+                continue
+            groups.setdefault(submitter, []).append(trade_no)
+        for why, left in unserved.items():
+            log.error("%d payouts left QUEUED, not sent: %s", len(left), why)
         return list(groups.items())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.config import load_settings
+from worker.dev.credentials import sandbox_settings
 from worker.ledger import Ledger
 from worker.producer import Producer
 from worker.vexora import VexoraClient
@@ -17,7 +17,7 @@ def published() -> list[list[str]]:
 
 @pytest.fixture
 def make_producer(ledger: Ledger, published: list[list[str]]) -> Producer:
-    settings = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
+    settings = sandbox_settings(env={"NOTIFY_URL": "https://merchant.example/notify"})
     return Producer(
         ledger,
         settings,

@@ -14,6 +14,7 @@ from worker.db import migrate
 from worker.dev.redis_server import free_port
 
 NEWEST = migrate.migrations()[-1]
+NOWHERE = "postgresql://127.0.0.1:9/unused"  # nothing listens on port 9
 
 
 @pytest.fixture
@@ -110,7 +111,10 @@ def test_a_redis_it_cannot_reach_is_named_with_the_password_masked(
     from worker import runtime
 
     port = free_port()
-    use(settings_from_env, REDIS_URL=f"redis://:hunter2-pw@127.0.0.1:{port}/0")
+    # The ledger is not used by `pause`: any address will do.
+    use(
+        settings_from_env, REDIS_URL=f"redis://:hunter2-pw@127.0.0.1:{port}/0", DATABASE_URL=NOWHERE
+    )
     runtime.reset()
     try:
         assert cli.run(["pause"]) == 2
