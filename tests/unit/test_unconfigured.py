@@ -223,3 +223,37 @@ def test_with_no_account_at_all_the_start_log_says_no_market_is_served(
     assert [r.getMessage() for r in caplog.records[first:]] == [
         "web serves markets ID+AR+JP+KH (merchant M-SANDBOX)"
     ]
+
+
+def test_the_web_receiver_without_a_server_answers_503_and_says_why(
+    no_servers: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from werkzeug.test import Client
+
+    from worker.notify import create_app
+
+    client = Client(create_app())
+    for answer in (client.get("/healthz"), client.post("/notify", json={})):
+        assert (answer.status_code, answer.get_data(as_text=True)) == (503, "not configured")
+    assert "webhook receiver: DATABASE_URL is not set (looked in the environment" in caplog.text
+
+
+def test_no_secret_is_built_in_so_the_repositorys_sandbox_secret_verifies_nothing(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    """The settings of a receiver with no VEXORA_* at all: a body signed with the secret
+    anyone can read in this repository is refused, and the order does not move."""
+    from werkzeug.test import Client
+
+    from tests.unit.notifications import Publisher, new_order, notification, signed, state_of
+    from worker.config import Settings
+    from worker.metrics import Metrics
+    from worker.notify import create_app
+
+    metrics = Metrics(fake_redis, prefix="t")
+    app = create_app(ledger, Settings(), Publisher(), metrics, redis_client=fake_redis)
+    trade_no = new_order(ledger)
+    for secret in ("sandbox-secret", ""):
+        answer = Client(app).post("/notify", json=signed(notification(trade_no), secret))
+        assert answer.status_code == 401
+    assert state_of(ledger, trade_no) is State.PROCESSING
