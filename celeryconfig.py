@@ -5,6 +5,7 @@ from kombu import Queue
 
 from worker.backoff import PUBLISH_RETRY_POLICY
 from worker.config import get_settings
+from worker.exceptions import ConfigError
 from worker.outbox import OUTBOX_EVERY
 from worker.queues import (
     DEFAULT_QUEUE,
@@ -20,8 +21,15 @@ from worker.queues import (
 
 _settings = get_settings()
 
-broker_url = _settings.broker
-result_backend = _settings.redis_url
+broker_url: str | None
+result_backend: str | None
+try:
+    broker_url = _settings.broker
+    result_backend = _settings.redis_url
+except ConfigError:
+    # REDIS_URL not set: a worker or beat refuses to start, saying so (worker.app), and
+    # nothing else publishes without the Redis that worker.runtime needs first.
+    broker_url = result_backend = None
 # The ledger is the record of every payout; task results would only duplicate it.
 task_ignore_result = True
 result_expires = 3600

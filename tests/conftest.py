@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from worker import runtime
 from worker.db import migrate
 from worker.db.pool import open_pool
+from worker.dev.credentials import sandbox_env
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer
 from worker.ledger import Ledger
@@ -65,9 +66,12 @@ def broker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[redis.Redis]:
     """The app publishing to the session's own Redis (emptied by ``real_redis``), its
-    ledger on the session's ledger database (emptied by ``ledger``)."""
+    ledger on the session's ledger database (emptied by ``ledger``), every market on
+    the sandbox's account (no sandbox runs: nothing is sent)."""
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     monkeypatch.setenv("DATABASE_URL", ledger_url)
+    for name, value in sandbox_env().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     runtime.reset()
     yield real_redis

@@ -21,8 +21,10 @@ The public API::
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
 ``IdempotencyKeyReused`` (enqueue_batch), ``BatchNotFound`` (approve, cancel, review,
 retry), ``OrderNotFound``, ``NotInReview`` and ``DecisionRefused`` (resolve),
-``AlreadyRetried`` (retry), ``ConfigError`` (the settings), and ``DisburseError``. The
-workers' errors about the provider stay in :mod:`worker.exceptions`.
+``AlreadyRetried`` (retry), ``ConfigError`` (the settings; ``MarketUnavailable`` for a
+market without a provider account), ``DatabaseUnavailable`` (no PostgreSQL connection:
+the server's reason), and ``DisburseError``. The workers' errors about the provider stay
+in :mod:`worker.exceptions`.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ __all__ = [
 def enqueue(market: str, payout: Mapping[str, Any], *, hold: bool = False) -> Order:
     """Validate, persist and publish one payout.
 
-    Raises InvalidPayout naming each bad field, UnknownMarket for a bad market code.
+    Raises InvalidPayout naming each bad field, UnknownMarket for a bad market code,
+    MarketUnavailable (a ConfigError) for a market without a provider account.
     """
     from worker import runtime
 
@@ -118,8 +121,9 @@ def enqueue_batch(
     (the reconcile pass sends them; do not enqueue the rows again). An
     ``idempotency_key`` (1-200 printable ASCII characters) given again with the same rows
     within IDEMPOTENCY_WINDOW returns the first batch (``duplicate_of``), storing and
-    sending nothing. Raises UnknownMarket for a bad market code, IdempotencyKeyReused
-    when the key was given to other rows.
+    sending nothing. Raises UnknownMarket for a bad market code, MarketUnavailable (a
+    ConfigError) for a market without a provider account, IdempotencyKeyReused when the
+    key was given to other rows.
     """
     from worker import runtime
 

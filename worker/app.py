@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, beat
 from celery.signals import (
     beat_init,
     celeryd_after_setup,
@@ -40,9 +40,10 @@ def _setup_logging(loglevel: int | str | None = None, logfile: str | None = None
 
 @celeryd_after_setup.connect
 @beat_init.connect
-def _require_current_schema(**_: Any) -> None:
-    """Exit (EX_CONFIG) before taking any work when the database lacks migrations this
-    code needs; the error names `disburse db upgrade`.
+def _require_current_schema(sender: Any = None, **_: Any) -> None:
+    """Exit (EX_CONFIG) before taking any work when DATABASE_URL or REDIS_URL is not
+    set, or the database lacks migrations this code needs (the error names `disburse db
+    upgrade`); else say which markets this process serves (worker.startup).
 
     A worker checks once its logging is set up and before its pool and consumer start
     (``celeryd_after_setup``), beat before its first tick. A server that cannot be
@@ -50,12 +51,21 @@ def _require_current_schema(**_: Any) -> None:
     """
     import psycopg
 
+    from worker import startup
     from worker.config import get_settings
     from worker.db.readiness import check_schema, unreachable
-    from worker.exceptions import SchemaBehind
+    from worker.exceptions import ConfigError, SchemaBehind
     from worker.redact import mask_text
 
-    url = get_settings().database_url
+    settings = get_settings()
+    process = "beat" if isinstance(sender, beat.Service) else "worker"
+    try:
+        startup.servers(settings)
+    except ConfigError as exc:
+        logging.getLogger("worker.config").error("refusing to start: %s", exc)
+        raise SystemExit(os.EX_CONFIG) from None
+    startup.report(settings, logging.getLogger("worker.config"), process)
+    url = settings.database_url
     try:
         check_schema(url)
     except SchemaBehind as exc:

@@ -14,15 +14,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
-from dotenv import find_dotenv, load_dotenv
+from dotenv import load_dotenv
 from psycopg.conninfo import conninfo_to_dict
 
 from schemas import MARKETS
+from worker import accounts
+from worker.accounts import Account, MarketAccount
 from worker.backoff import MAX_DELAY, NO_RECORD_GRACE
-from worker.exceptions import ConfigError
+from worker.exceptions import ConfigError, UnknownMarket
 
 # The first part of every Redis key this system writes (DISBURSE_KEY_PREFIX sets another).
 KEY_PREFIX = "disburse"
@@ -40,6 +43,22 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "sentinel", "sqs")
 # VEXORA_<MARKET>_<SETTING>: one market's own provider account.
 _MARKET_VARIABLE = re.compile(r"VEXORA_([A-Za-z0-9]+)_(BASE_URL|MERCHANT_NO|APP_SECRET|RATE_LIMIT)")
+# The details API's settings: all of them, or none (reconciliation then asks the payout
+# API's status query only).
+DETAILS_SETTINGS = (
+    "DETAILS_BASE_URL",
+    "DETAILS_API_KEY",
+    "DETAILS_CLIENT_ID",
+    "DETAILS_CLIENT_SECRET",
+    "DETAILS_ACCOUNT_ID",
+)
+# Server URLs: what each is for, and an example, for the error when one is not set.
+_SERVERS = {
+    "DATABASE_URL": ("the ledger's PostgreSQL", "postgresql://user:password@host:5432/disburse"),
+    "REDIS_URL": ("the Redis server", "redis://host:6379/0"),
+}
+# The notifyUrl sent when NOTIFY_URL is not set (a warning at start says so).
+DEFAULT_NOTIFY_URL = "https://127.0.0.1:8701/notify"
 
 
 @dataclass(frozen=True)
@@ -65,66 +84,40 @@ class Rate:
 
 
 @dataclass(frozen=True)
-class Account:
-    """One account at the payout provider: the markets it serves, where and as whom to
-    call, and how fast.
-
-    Markets configured with the same base URL and merchant number share one Account,
-    because at the provider they are one account: one secret, one rate limit, one
-    pause switch, one balance.
-    """
-
-    markets: tuple[str, ...]
-    base_url: str
-    merchant_no: str
-    app_secret: str = field(repr=False)
-    rate_limit: Rate
-
-    @property
-    def name(self) -> str:
-        """Its markets, e.g. ``AR`` or ``ID+JP+KH``: in Redis keys, logs and the CLI."""
-        return "+".join(self.markets)
-
-
-@dataclass(frozen=True)
-class MarketAccount:
-    """What ``VEXORA_<MARKET>_*`` set for one market; None falls back to ``VEXORA_*``."""
-
-    base_url: str | None = None
-    merchant_no: str | None = None
-    app_secret: str | None = field(default=None, repr=False)
-    rate_limit: Rate | None = None
-
-
-@dataclass(frozen=True)
 class Settings:
+    # No credential or server address has a built-in value: "" is not set. The servers
+    # are read through ``database_url`` and ``redis_url``, which raise ConfigError naming
+    # the variable and where it was looked for (``looked_in``) when it is not set.
     # Server URLs stay out of reprs: a URL may carry the password.
-    database_url: str = field(default="postgresql://127.0.0.1:5432/disburse", repr=False)
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    database: str = field(default="", repr=False)
+    redis: str = field(default="", repr=False)
     broker_url: str = field(default="", repr=False)
     key_prefix: str = KEY_PREFIX
+    looked_in: str = "the environment"
 
-    vexora_base_url: str = "http://127.0.0.1:8700"
-    vexora_merchant_no: str = "M-SANDBOX"
-    vexora_app_secret: str = field(default="sandbox-secret", repr=False)
+    # A market is available when its account is complete (``accounts``).
+    vexora_base_url: str = ""
+    vexora_merchant_no: str = ""
+    vexora_app_secret: str = field(default="", repr=False)
     vexora_rate_limit: Rate = Rate(20)
     # Markets with an account of their own (any VEXORA_<MARKET>_* set); see ``accounts``.
     vexora_markets: Mapping[str, MarketAccount] = field(default_factory=dict)
 
-    details_base_url: str = "http://127.0.0.1:8700"
+    # All set, or none (``details_configured``).
+    details_base_url: str = ""
     details_path: str = "/api/v1.0/disbursements/{account_id}/{transaction_id}"
     details_list_path: str = "/api/v1.0/disbursement/{account_id}"
-    details_api_key: str = field(default="sandbox-partner", repr=False)
-    details_client_id: str = "sandbox-client"
-    details_client_secret: str = field(default="sandbox-client-secret", repr=False)
-    details_account_id: str = "sandbox-account"
+    details_api_key: str = field(default="", repr=False)
+    details_client_id: str = ""
+    details_client_secret: str = field(default="", repr=False)
+    details_account_id: str = ""
     details_rate_limit: Rate = Rate(20)
 
     # Only the deployment knows its public URL. The default is the Procfile's `web` on
-    # this machine (HTTPS, as JP and KH require), so that an enqueue with only the
-    # servers configured still works, as it did before; a deployment sets its own, and
-    # the sandbox warns of every delivery that fails.
-    notify_url: str = "https://127.0.0.1:8701/notify"
+    # this machine (HTTPS, as JP and KH require); it is not a credential, so it has one,
+    # and every process warns at start while NOTIFY_URL is not set (``notify_url_set``).
+    notify_url: str = DEFAULT_NOTIFY_URL
+    notify_url_set: bool = False
     allow_unsigned_webhooks: bool = False
 
     # (connect, read) seconds of every HTTP call (``timeouts``): the connect timeout just
@@ -177,58 +170,60 @@ class Settings:
     app_webhook_url: str | None = field(default=None, repr=False)
     app_webhook_secret: str = field(default="", repr=False)
 
+    @property
+    def database_url(self) -> str:
+        """DATABASE_URL; ConfigError when it is not set."""
+        return self.database or self._unset("DATABASE_URL")
+
+    @property
+    def redis_url(self) -> str:
+        """REDIS_URL; ConfigError when it is not set."""
+        return self.redis or self._unset("REDIS_URL")
+
+    def _unset(self, name: str) -> str:
+        what, example = _SERVERS[name]
+        raise ConfigError(
+            f"{name} is not set (looked in {self.looked_in}): set it to {what}, e.g. {example}"
+        )
+
+    @property
+    def details_configured(self) -> bool:
+        """Whether the details API can be used (its settings are all set, or none is)."""
+        return bool(self.details_base_url)
+
     @cached_property
     def accounts(self) -> tuple[Account, ...]:
-        """Every provider account, each with the markets it serves (every market has one).
+        """The provider account of every available market (worker.accounts), each with
+        the markets it serves; the others are ``unavailable``.
 
         Raises ConfigError when two markets name the same account (base URL and
         merchant number) with different secrets or rate limits.
         """
-        found: dict[tuple[str, str], Account] = {}
-        for market in MARKETS:
-            own = self.vexora_markets.get(market, MarketAccount())
-            account = Account(
-                (market,),
-                own.base_url or self.vexora_base_url,
-                own.merchant_no or self.vexora_merchant_no,
-                own.app_secret or self.vexora_app_secret,
-                own.rate_limit or self.vexora_rate_limit,
-            )
-            shared = found.get((account.base_url, account.merchant_no))
-            if shared is None:
-                found[(account.base_url, account.merchant_no)] = account
-                continue
-            if account.app_secret != shared.app_secret:
-                what, setting = "app secret", "APP_SECRET"
-            elif account.rate_limit.per_second != shared.rate_limit.per_second:
-                what, setting = "rate limit", "RATE_LIMIT"
-            else:
-                found[(account.base_url, account.merchant_no)] = replace(
-                    shared, markets=(*shared.markets, market)
-                )
-                continue
-            raise ConfigError(
-                f"{self._own_variable(setting, (market, *shared.markets))}: markets {market} "
-                f"and {shared.name} have the same base URL and merchant number, so one "
-                f"provider account, but not the same {what}; give {market} its own "
-                f"VEXORA_{market}_MERCHANT_NO, or the same {what}"
-            )
-        return tuple(found.values())
+        return accounts.resolve(self.vexora_markets, self._plain, self.vexora_rate_limit)
 
-    def _own_variable(self, setting: str, markets: tuple[str, ...]) -> str:
-        """The first ``VEXORA_<MARKET>_<SETTING>`` set among ``markets``."""
-        attribute = setting.lower()
-        for market in markets:
-            if getattr(self.vexora_markets.get(market), attribute, None) is not None:
-                return f"VEXORA_{market}_{setting}"
-        return f"VEXORA_{setting}"
+    @property
+    def _plain(self) -> MarketAccount:
+        """What the plain ``VEXORA_*`` set: every market's fallback."""
+        return MarketAccount(self.vexora_base_url, self.vexora_merchant_no, self.vexora_app_secret)
+
+    @property
+    def unavailable(self) -> tuple[str, ...]:
+        """The markets without a complete account: nothing is enqueued or sent for them."""
+        served = {market for account in self.accounts for market in account.markets}
+        return tuple(market for market in MARKETS if market not in served)
 
     def account(self, market: str) -> Account:
-        """The provider account that pays out in ``market``."""
+        """The provider account that pays out in ``market``.
+
+        Raises MarketUnavailable (a ConfigError) naming the settings to set when the
+        market has no complete account, UnknownMarket for a code that is no market.
+        """
         for account in self.accounts:
             if market in account.markets:
                 return account
-        raise ValueError(f"no provider account for market {market!r}")
+        if market not in MARKETS:
+            raise UnknownMarket(market, MARKETS)
+        raise accounts.unavailable(market, self.vexora_markets, self._plain)
 
     @property
     def broker(self) -> str:
@@ -380,13 +375,16 @@ def _optional_url(env: Mapping[str, str], name: str, *, strip: bool = True) -> s
     return raw.rstrip("/") if strip else raw
 
 
-def _server_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
-    """``name``'s URL when its scheme is one of ``schemes`` and its port a number.
+def _server_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
+    """``name``'s URL when its scheme is one of ``schemes`` and its port a number; "" when
+    it is not set (see ``Settings.database_url``).
 
     Checked here so that a typo is one line naming the variable, not a traceback from
     the client library at first use. The value is never repeated: it may carry a password.
     """
-    raw = env.get(name) or default
+    raw = env.get(name) or ""
+    if not raw:
+        return ""
     example = f"{schemes[0]}://host:port/..."
     try:
         parts = urlsplit(raw)
@@ -402,9 +400,9 @@ def _server_url(env: Mapping[str, str], name: str, default: str, schemes: tuple[
     return raw
 
 
-def _database_url(env: Mapping[str, str], default: str) -> str:
+def _database_url(env: Mapping[str, str]) -> str:
     """DATABASE_URL: a postgresql:// URL, or a libpq ``key=value`` connection string."""
-    raw = env.get("DATABASE_URL") or default
+    raw = env.get("DATABASE_URL") or ""
     if "://" not in raw and "=" in raw:
         try:
             conninfo_to_dict(raw)
@@ -414,7 +412,7 @@ def _database_url(env: Mapping[str, str], default: str) -> str:
                 "nor a URL such as postgresql://user:password@host:5432/disburse"
             ) from None
         return raw
-    return _server_url(env, "DATABASE_URL", default, ("postgresql", "postgres"))
+    return _server_url(env, "DATABASE_URL", ("postgresql", "postgres"))
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -448,6 +446,20 @@ def _app_webhook(env: Mapping[str, str]) -> tuple[str | None, str]:
     return url, secret
 
 
+def _details(env: Mapping[str, str]) -> dict[str, str]:
+    """The details API's settings, by field name: all set, or all "" (none set)."""
+    values = {name: env.get(name) or "" for name in DETAILS_SETTINGS}
+    values["DETAILS_BASE_URL"] = _optional_url(env, "DETAILS_BASE_URL") or ""
+    missing = [name for name, value in values.items() if not value]
+    if missing and len(missing) < len(values):
+        raise ConfigError(
+            f"the details API needs every one of {', '.join(DETAILS_SETTINGS)} (or none: "
+            f"reconciliation then asks the payout API's status query only); not set: "
+            f"{', '.join(missing)}"
+        )
+    return {name.lower(): value for name, value in values.items()}
+
+
 def _market_accounts(env: Mapping[str, str]) -> dict[str, MarketAccount]:
     """What each market's ``VEXORA_<MARKET>_*`` set; a market that does not exist is an error."""
     for name, value in env.items():
@@ -477,26 +489,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     app_webhook_url, app_webhook_secret = _app_webhook(env)
     settings = Settings(
-        database_url=_database_url(env, d.database_url),
-        redis_url=_server_url(env, "REDIS_URL", d.redis_url, _REDIS_SCHEMES),
-        broker_url=_server_url(env, "CELERY_BROKER_URL", "", _BROKER_SCHEMES)
-        if env.get("CELERY_BROKER_URL")
-        else "",
+        database=_database_url(env),
+        redis=_server_url(env, "REDIS_URL", _REDIS_SCHEMES),
+        broker_url=_server_url(env, "CELERY_BROKER_URL", _BROKER_SCHEMES),
         key_prefix=text("DISBURSE_KEY_PREFIX", d.key_prefix),
         vexora_base_url=_optional_url(env, "VEXORA_BASE_URL") or d.vexora_base_url,
         vexora_merchant_no=text("VEXORA_MERCHANT_NO", d.vexora_merchant_no),
         vexora_app_secret=text("VEXORA_APP_SECRET", d.vexora_app_secret),
         vexora_rate_limit=_rate(env, "VEXORA_RATE_LIMIT", d.vexora_rate_limit),
         vexora_markets=_market_accounts(env),
-        details_base_url=_optional_url(env, "DETAILS_BASE_URL") or d.details_base_url,
+        **_details(env),
         details_path=_path(env, "DETAILS_PATH", d.details_path, "account_id", "transaction_id"),
         details_list_path=_path(env, "DETAILS_LIST_PATH", d.details_list_path, "account_id"),
-        details_api_key=text("DETAILS_API_KEY", d.details_api_key),
-        details_client_id=text("DETAILS_CLIENT_ID", d.details_client_id),
-        details_client_secret=text("DETAILS_CLIENT_SECRET", d.details_client_secret),
-        details_account_id=text("DETAILS_ACCOUNT_ID", d.details_account_id),
         details_rate_limit=_rate(env, "DETAILS_RATE_LIMIT", d.details_rate_limit),
         notify_url=_optional_url(env, "NOTIFY_URL", strip=False) or d.notify_url,
+        notify_url_set=bool(env.get("NOTIFY_URL")),
         allow_unsigned_webhooks=_flag(env, "ALLOW_UNSIGNED_WEBHOOKS"),
         connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", d.connect_timeout),
         read_timeout=_float(env, "HTTP_READ_TIMEOUT", d.read_timeout),
@@ -533,8 +540,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; a ``.env`` in the working directory (or the nearest
-    folder above it) fills gaps."""
-    # usecwd: without it python-dotenv looks beside this file, i.e. in site-packages.
-    load_dotenv(find_dotenv(usecwd=True), override=False)
-    return load_settings()
+    """The process-wide settings; a ``.env`` in the working directory fills gaps.
+
+    Only there: a ``.env`` in a folder above may be another project's, and would point
+    this one at its servers and accounts.
+    """
+    env_file = Path.cwd() / ".env"
+    looked_in = f"the environment and {env_file}"
+    if env_file.is_file():
+        load_dotenv(env_file, override=False)
+    else:
+        looked_in += " (no such file)"
+    return replace(load_settings(), looked_in=looked_in)

@@ -21,7 +21,10 @@ one clause. Below it, two questions tell the branches apart:
     │   ├── AlreadyRetried         another retry of the same orders committed first
     │   └── IdempotencyKeyReused   a batch's idempotency key given before to other rows
     ├── ConfigError                a setting is missing or malformed: fix it, restart [ValueError]
-    │   └── SchemaBehind           the database lacks migrations this code needs
+    │   ├── SchemaBehind           the database lacks migrations this code needs
+    │   └── MarketUnavailable      no provider account is configured for this market
+    ├── DatabaseUnavailable        no PostgreSQL connection in time; says the server's reason
+    │                              [psycopg_pool.PoolTimeout, so psycopg.OperationalError]
     ├── RateLimitTimeout           our own limiter had no slot in time: nothing sent [TimeoutError]
     └── ProviderError              something went wrong talking to a provider
         ├── NotSent                certainly never processed: retry with the same tradeNo
@@ -50,6 +53,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from psycopg_pool import PoolTimeout
+
 __all__ = [
     "AlreadyRetried",
     "AlreadySubmitted",
@@ -57,12 +62,14 @@ __all__ = [
     "BatchNotFound",
     "ConfigError",
     "ConfigurationRejected",
+    "DatabaseUnavailable",
     "DecisionRefused",
     "DisburseError",
     "IdempotencyKeyReused",
     "InputError",
     "InvalidFile",
     "InvalidPayout",
+    "MarketUnavailable",
     "NotFound",
     "NotInReview",
     "NotSent",
@@ -213,6 +220,39 @@ class SchemaBehind(ConfigError):
 class MigrationLocked(DisburseError):
     """A migration could not take a lock it needs within its lock timeout, tries over:
     another session holds it; nothing of that migration was applied."""
+
+
+class MarketUnavailable(ConfigError):
+    """No complete provider account for ``market``: nothing of it is enqueued or sent.
+
+    ``missing`` names the settings to set (the market's own, then the plain ones).
+    """
+
+    def __init__(self, market: str, own: Iterable[str], plain: Iterable[str]) -> None:
+        self.market = market
+        self.missing = tuple(own)
+        super().__init__(
+            f"market {market} is not configured: set {_listed(self.missing)} "
+            f"(or {_listed(plain)} for every market)"
+        )
+
+
+def _listed(names: Iterable[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    items = list(names)
+    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1]
+
+
+# --- our servers ------------------------------------------------------------------------
+
+
+class DatabaseUnavailable(DisburseError, PoolTimeout):
+    """No PostgreSQL connection within the pool's wait; the message is one line with
+    the server's (or libpq's) own reason, the URL's password masked.
+
+    Also a ``psycopg_pool.PoolTimeout`` (so a ``psycopg.OperationalError``): code that
+    retries on those retries on this.
+    """
 
 
 # --- our own limits ---------------------------------------------------------------------

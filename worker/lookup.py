@@ -48,6 +48,7 @@ from worker.deadline import ReviewDeadline
 from worker.details import Disbursement, Throttle
 from worker.exceptions import (
     AuthenticationFailed,
+    MarketUnavailable,
     NotFound,
     OutcomeUnknown,
     ProviderError,
@@ -57,6 +58,7 @@ from worker.exceptions import (
 )
 from worker.inflight import InFlightLookups
 from worker.ledger import Debit, Ledger, Order
+from worker.no_details import DetailsNotConfigured
 from worker.states import FINAL_STATES, PENDING_STATES, Outcome, State
 from worker.vexora import PayoutResult, ProviderReport
 
@@ -260,6 +262,12 @@ class Lookups:
             self._failed(order, report, exc)
             self._leave(order, report, f"lookup failed: {type(exc).__name__}")
             return
+        except MarketUnavailable as exc:
+            # Its market's account was removed from the settings since it was sent.
+            report.errors += 1
+            log.error("lookup not made: %s", exc, extra={"trade_no": trade_no})
+            self._leave(order, report, f"not asked: {exc}")
+            return
         if word is not None:
             self._confirm_failure(order, word, report)
             return
@@ -385,6 +393,9 @@ class Lookups:
         try:
             if order.platform_trade_no:
                 found = self._details(order.platform_trade_no, deadline)
+        except DetailsNotConfigured:
+            report.deferred += 1  # only the details API confirms it: kept for when it is set
+            return
         except NotFound:
             pass
         except _DetailsDown:

@@ -49,8 +49,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from worker import startup
 from worker.db.readiness import check_schema
-from worker.exceptions import SchemaBehind
+from worker.exceptions import ConfigError, SchemaBehind
 from worker.metrics import Metrics
 from worker.webhook import LogLine, Reply, RequestLookups, Unavailable, WebhookHandler
 
@@ -133,10 +134,12 @@ class NotifyApp:
             from worker.logs import configure_logging
 
             configure_logging("INFO")
+        own_settings = settings is None
         if settings is None:
             from worker.config import get_settings
 
             settings = get_settings()
+            startup.servers(settings)  # ConfigError: each request answered 503, logged
         if ledger is None:
             # The process's own ledger, so its schema must be current (a ledger handed
             # in is its giver's to vouch for). Raising here resolves nothing: the next
@@ -161,6 +164,8 @@ class NotifyApp:
         registry.register(metrics.collector(ledger))
         paths = notify_paths(settings.notify_url)
         log.info("webhook receiver: notifications are served on %s", ", ".join(paths))
+        if own_settings:
+            startup.report(settings, log, "webhook receiver")
         return _Deps(ledger, client, webhooks, metrics, registry, paths)
 
     # WSGI ---------------------------------------------------------------------------
@@ -188,6 +193,9 @@ class NotifyApp:
         except SchemaBehind as exc:
             log.error("webhook receiver: %s", exc)
             return _plain(503, str(exc))
+        except ConfigError as exc:  # DATABASE_URL or REDIS_URL not set
+            log.error("webhook receiver: %s", exc)
+            return _plain(503, "not configured")
         except MethodNotAllowed as exc:
             allow = ", ".join(exc.valid_methods or ())
             return _plain(405, "method not allowed", headers={"Allow": allow})

@@ -171,12 +171,14 @@ class Producer:
         IDEMPOTENCY_WINDOW, that batch is returned (``duplicate_of``) and nothing is
         stored or sent (worker.idempotency). A dry run records no key.
 
-        Raises UnknownMarket for a market code we do not pay out in, ConfigError when
-        rows without a notifyUrl would be sent the NOTIFY_URL setting and this market
-        refuses it (JP and KH notify over HTTPS only), IdempotencyKeyReused when the key
-        was given to other rows.
+        Raises UnknownMarket for a market code we do not pay out in, MarketUnavailable
+        for a market without a provider account, ConfigError when rows without a
+        notifyUrl would be sent the NOTIFY_URL setting and this market refuses it (JP
+        and KH notify over HTTPS only), IdempotencyKeyReused when the key was given to
+        other rows.
         """
         market = _market(market)
+        self.settings.account(market)  # MarketUnavailable: refused before anything is stored
         rows = list(rows)
         key = None
         if idempotency_key is not None and not dry_run:
@@ -247,6 +249,7 @@ class Producer:
                 None, 0, retried_batch=batch_id, not_retried=not_retried, erased=erased
             )
         market = candidates[0][0].market  # one market per batch
+        self.settings.account(market)  # MarketUnavailable: refused before anything is stored
         valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
         if errors:
             return RetryResult(
@@ -356,9 +359,11 @@ class Producer:
     def enqueue(self, market: str, row: Mapping[str, Any], *, hold: bool = False) -> Order:
         """One payout; returns its order (the existing one if its reference is known).
 
-        Raises UnknownMarket for a bad market code, InvalidPayout for a bad payout.
+        Raises UnknownMarket for a bad market code, MarketUnavailable for a market
+        without a provider account, InvalidPayout for a bad payout.
         """
         market = _market(market)
+        self.settings.account(market)  # MarketUnavailable: refused before anything is stored
         self._check_notify_url(market, [row])
         try:
             payout = validate_row(market, row, notify_url=self.settings.notify_url)

@@ -16,6 +16,7 @@ from functools import cache
 import redis
 from psycopg_pool import ConnectionPool
 
+from schemas import MARKETS
 from worker import keys
 from worker.breaker import Breaker
 from worker.config import Account, get_settings
@@ -30,6 +31,7 @@ from worker.leases import Leases
 from worker.ledger import Ledger
 from worker.lookup import Lookups
 from worker.metrics import Metrics
+from worker.no_details import NoDetailsApi
 from worker.outbox import Deliveries, Feed, Sender
 from worker.pause import PauseSwitch
 from worker.pause_store import PauseStore
@@ -147,9 +149,12 @@ def _flush_at_exit(built: Metrics, pid: int) -> None:
 
 
 @cache
-def details() -> DetailsClient:
-    """The details client, its bearer token shared by the whole cluster through Redis."""
+def details() -> DetailsClient | NoDetailsApi:
+    """The details client, its bearer token shared by the whole cluster through Redis;
+    without the details API's settings, one that asks nothing (worker.details)."""
     settings = get_settings()
+    if not settings.details_configured:
+        return NoDetailsApi()
     fetch = TokenFetcher.from_settings(settings)
 
     def fetch_token() -> tuple[str, float]:
@@ -219,10 +224,11 @@ def submitter() -> Submitter | MarketSubmitters:
     """Submits any orders, each through the submitter of its market's account.
 
     With one account for every market (the plain ``VEXORA_*`` alone), that account's
-    submitter itself: no order's market needs reading.
+    submitter itself: no order's market needs reading. Else the orders of a market
+    without an account are left QUEUED (MarketSubmitters).
     """
     accounts = get_settings().accounts
-    if len(accounts) == 1:
+    if len(accounts) == 1 and set(accounts[0].markets) == set(MARKETS):
         return _submitter(accounts[0])
     return MarketSubmitters(ledger(), lambda market: _submitter(get_settings().account(market)))
 
@@ -230,18 +236,12 @@ def submitter() -> Submitter | MarketSubmitters:
 @cache
 def reconciler() -> Reconciler:
     settings = get_settings()
-    return Reconciler(
-        ledger(),
-        in_flight(),
-        pause_switch(),
-        leases(),
-        redis_client(),
-        settings,
-        # Everything the sweeper publishes is a submission again.
-        publish_submissions=publish_resubmissions,
-        submit_queue_length=submit_queue_length,
-        walk=ListWalk(
-            details(),
+    details_api = details()
+    # The paged list needs the details API: without it, single lookups only.
+    walk = None
+    if isinstance(details_api, DetailsClient):
+        walk = ListWalk(
+            details_api,
             RateLimiter.for_details(redis_client(), settings),
             lookups().apply_details,
             ledger(),
@@ -252,7 +252,18 @@ def reconciler() -> Reconciler:
             # stopped is forgotten after a few intervals (the next walk starts afresh).
             budget=settings.lookup_budget,
             cursor_ttl=10 * settings.reconcile_every,
-        ),
+        )
+    return Reconciler(
+        ledger(),
+        in_flight(),
+        pause_switch(),
+        leases(),
+        redis_client(),
+        settings,
+        # Everything the sweeper publishes is a submission again.
+        publish_submissions=publish_resubmissions,
+        submit_queue_length=submit_queue_length,
+        walk=walk,
     )
 
 

@@ -24,6 +24,7 @@ from worker.breaker import Breaker, codes_text
 from worker.config import DEFAULT_SYSTEMIC_CODES
 from worker.confirm import needs_confirmation
 from worker.exceptions import (
+    MarketUnavailable,
     NotSent,
     ProviderError,
     RateLimited,
@@ -459,7 +460,10 @@ class MarketSubmitters:
 
     A chunk's markets are read in one round trip before anything is claimed, so every
     claim (pause switch, rate-limit slot, claim and payload) is already that account's.
-    Accounts run one after the other within the one budget.
+    Accounts run one after the other within the one budget. The orders of a market
+    without an account (its settings removed since they were enqueued) are not claimed:
+    they stay QUEUED, logged as an error, until the account is configured again (the
+    sweeper publishes them again now and then, and they are logged again).
     """
 
     def __init__(self, ledger: Ledger, for_market: Callable[[str], Submitter]) -> None:
@@ -488,9 +492,19 @@ class MarketSubmitters:
         return report
 
     def _by_account(self, trade_nos: Sequence[str]) -> list[tuple[Submitter, list[str]]]:
-        """The orders grouped by account, in order; orders that do not exist are left out."""
+        """The orders grouped by account, in order; orders that do not exist, or whose
+        market has no account, are left out."""
         groups: dict[Submitter, list[str]] = {}
+        unserved: dict[str, list[str]] = {}
         for trade_no, order in zip(trade_nos, self.ledger.get_many(trade_nos), strict=True):
-            if order is not None:
-                groups.setdefault(self.for_market(order.market), []).append(trade_no)
+            if order is None:
+                continue
+            try:
+                submitter = self.for_market(order.market)
+            except MarketUnavailable as exc:
+                unserved.setdefault(str(exc), []).append(trade_no)
+                continue
+            groups.setdefault(submitter, []).append(trade_no)
+        for why, left in unserved.items():
+            log.error("%d payouts left QUEUED, not sent: %s", len(left), why)
         return list(groups.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import cli, runtime
 from worker.dev.samples import sample_rows
+from worker.exceptions import MarketUnavailable
 from worker.states import State
 
 pytestmark = pytest.mark.integration
@@ -114,3 +116,42 @@ def test_a_systemic_rejection_pauses_only_that_account(
         assert counts(ar_batch) == {State.SUCCEEDED: 10}
         paid = cluster.sandbox.payouts()
         assert all(paid[t]["accepted_count"] == 1 for t in trade_nos(ar_batch))
+
+
+def test_a_market_left_unconfigured_is_refused_and_the_others_are_served(
+    cluster_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ID has an account (the plain base URL, its own merchant and secret); AR, JP and KH
+    have none: no built-in value fills the gap."""
+    sandbox = fast_sandbox(failure_ratio=0)
+    env = {
+        "VEXORA_MERCHANT_NO": "",
+        "VEXORA_APP_SECRET": "",
+        "VEXORA_ID_MERCHANT_NO": sandbox.merchant_no,
+        "VEXORA_ID_APP_SECRET": sandbox.app_secret,
+    }
+    with cluster_factory(env=env, sandbox=sandbox, workers=1) as cluster:
+        with pytest.raises(MarketUnavailable, match=r"^market AR is not configured: set "):
+            worker.enqueue_batch("AR", sample_rows("AR", 3))
+        rows = sample_rows("AR", 2)
+        path = tmp_path / "ar.csv"
+        path.write_text(",".join(rows[0]) + "\n" + "\n".join(",".join(r.values()) for r in rows))
+        capsys.readouterr()
+        assert cli.run(["enqueue", str(path), "--market", "AR"]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("error: configuration: market AR is not configured: set ")
+        assert runtime.ledger().state_counts() == {}
+
+        id_batch = enqueue("ID", 5)
+        wait_settled(runtime.ledger(), [id_batch], timeout=60)
+        assert counts(id_batch) == {State.SUCCEEDED: 5}
+        assert set(cluster.sandbox.payouts()) == trade_nos(id_batch)
+        for name, process in (
+            ("worker0", "worker"),
+            ("beat0", "beat"),
+            ("web", "webhook receiver"),
+        ):
+            log = (cluster.log_dir / f"{name}.log").read_text(errors="replace")
+            assert f"{process} serves markets ID (merchant M-SANDBOX)" in log, name
+            assert f"{process} does not serve market AR: market AR is not configured" in log
+            assert sandbox.app_secret not in log

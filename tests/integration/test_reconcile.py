@@ -4,7 +4,6 @@ through the reconcile beat and the details / query APIs alone."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import Counter
@@ -16,9 +15,10 @@ import pytest
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
-from worker.config import get_settings, load_settings
+from worker.config import get_settings
 from worker.details import DetailsClient
 from worker.dev.cluster import LocalCluster
+from worker.dev.credentials import sandbox_settings
 from worker.dev.samples import sample_rows
 from worker.ledger import Order, new_batch_id, new_trade_no
 from worker.sandbox import Sandbox, SandboxConfig
@@ -223,9 +223,7 @@ def sandbox_with_payouts(count: int) -> Any:
     from schemas import validate_row
 
     sandbox = Sandbox(SandboxConfig(webhooks=False, seed=3, settle_delay=(0.0, 0.0))).start()
-    settings = dataclasses.replace(
-        load_settings(), vexora_base_url=sandbox.url, details_base_url=sandbox.url
-    )
+    settings = sandbox_settings(sandbox.url)
     with VexoraClient.from_settings(settings, "ID") as client:
         for row in sample_rows("ID", count):
             payout = validate_row("ID", row, notify_url="https://disburse.example/notify")

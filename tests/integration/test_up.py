@@ -36,6 +36,8 @@ DISBURSE = str(Path(sys.executable).with_name("disburse"))
 CLUSTER_VARIABLES = (
     "REDIS_URL", "DATABASE_URL", "VEXORA_BASE_URL", "DETAILS_BASE_URL", "NOTIFY_URL",
     "RECONCILE_EVERY", "RECONCILE_AFTER", "SWEEP_AFTER", "PORT", "CELERY_BROKER_URL",
+    "VEXORA_MERCHANT_NO", "VEXORA_APP_SECRET", "DETAILS_API_KEY", "DETAILS_CLIENT_ID",
+    "DETAILS_CLIENT_SECRET", "DETAILS_ACCOUNT_ID",
 )  # fmt: skip
 
 
@@ -180,6 +182,10 @@ def test_up_runs_everything_and_a_second_shell_settles_a_file_by_webhook(folder:
         assert len(started) >= 5  # redis, postgres (and its children), web, worker, beat
         written = dotenv_values(folder / ".env")
         assert written["RECONCILE_AFTER"] == "3600"  # the user's own value passed on
+        # The sandbox's credentials, handed in: no setting has a built-in one.
+        assert written["VEXORA_MERCHANT_NO"] == "M-SANDBOX"
+        assert written["VEXORA_APP_SECRET"] == "sandbox-secret"
+        assert written["DETAILS_CLIENT_SECRET"] == "sandbox-client-secret"
         assert (folder / ".env").stat().st_mode & 0o777 == 0o600  # only the user reads it
         assert f"  export DATABASE_URL={written['DATABASE_URL']}" in up.lines
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.config import load_settings
 from worker.confirm import Word
+from worker.dev.credentials import sandbox_settings
 from worker.ledger import Ledger, Order
 from worker.producer import Producer
 from worker.states import State
@@ -19,7 +19,7 @@ def published() -> list[list[str]]:
 
 @pytest.fixture
 def make_producer(ledger: Ledger, published: list[list[str]]) -> Producer:
-    settings = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
+    settings = sandbox_settings(env={"NOTIFY_URL": "https://merchant.example/notify"})
     return Producer(
         ledger,
         settings,

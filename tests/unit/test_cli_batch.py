@@ -25,10 +25,14 @@ from schemas import MARKETS
 from tests.conftest import empty_ledger
 from worker import cli, runtime
 from worker.config import get_settings
+from worker.dev.credentials import sandbox_env
 from worker.dev.redis_server import RedisServer
 from worker.dev.samples import sample_rows
 from worker.ledger import Ledger
 from worker.states import State
+
+# Addresses where nothing listens (port 9), for a server a command does not reach.
+NOWHERE_REDIS = "redis://127.0.0.1:9/0"
 
 
 def invoke(*argv: str) -> Result:
@@ -304,6 +308,8 @@ def test_watch_piped_goes_on_through_a_redis_restart(
         monkeypatch.setenv("REDIS_URL", own.url)
         monkeypatch.setenv("DATABASE_URL", ledger_url)
         monkeypatch.setenv("NOTIFY_URL", "https://merchant.example/notify")
+        for name, value in sandbox_env().items():
+            monkeypatch.setenv(name, value)
         runtime.reset()
         try:
             batch_id = enqueue(write_csv(tmp_path / "a.csv", sample_rows("ID", 3)), "ID")
@@ -438,6 +444,7 @@ def test_a_schema_behind_the_code_says_to_upgrade_not_a_traceback(
         conn.execute("DELETE FROM schema_migrations WHERE version = %s", (newest,))
         conn.execute("ALTER TABLE batches RENAME COLUMN hold_reason TO hold_reason_old")
     monkeypatch.setenv("DATABASE_URL", empty_database)
+    monkeypatch.setenv("REDIS_URL", NOWHERE_REDIS)
     runtime.reset()
     try:
         result = invoke("status", "b1")
@@ -456,6 +463,7 @@ def test_a_postgresql_that_does_not_answer_fails_naming_it(
 
     port = free_port()
     monkeypatch.setenv("DATABASE_URL", f"postgresql://payouts:hunter2@127.0.0.1:{port}/ledger")
+    monkeypatch.setenv("REDIS_URL", NOWHERE_REDIS)
     runtime.reset()
     try:
         result = invoke("batches")

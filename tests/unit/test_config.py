@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from schemas import MARKETS
 from worker.backoff import MAX_DELAY
-from worker.config import Account, ConfigError, Rate, Settings, load_settings
+from worker.config import (
+    DETAILS_SETTINGS,
+    Account,
+    ConfigError,
+    Rate,
+    Settings,
+    load_settings,
+)
+from worker.exceptions import MarketUnavailable
 
 PLAIN = {
     "VEXORA_BASE_URL": "https://pay.example/",
@@ -130,9 +139,66 @@ def test_settings_built_in_code_derive_their_accounts_from_their_own_values() ->
     settings = dataclasses.replace(load_settings({**PLAIN, **AR}), vexora_base_url="http://x")
     assert settings.account("ID").base_url == "http://x"
     assert settings.account("AR").base_url == "https://pay.example/ar"
-    assert Settings().account("KH").merchant_no == "M-SANDBOX"
-    with pytest.raises(ValueError, match="no provider account for market 'XX'"):
-        Settings().account("XX")
+    with pytest.raises(ValueError, match="unknown market 'XX'"):
+        settings.account("XX")
+
+
+def test_no_setting_has_a_built_in_credential_or_server() -> None:
+    settings = Settings()
+    assert settings.accounts == () and settings.unavailable == tuple(MARKETS)
+    assert not settings.details_configured
+    assert settings.details_api_key == settings.details_client_secret == ""
+    for name in ("database_url", "redis_url", "broker"):
+        with pytest.raises(ConfigError):
+            getattr(settings, name)
+
+
+def test_settings_without_any_vexora_value_load_with_no_market_available() -> None:
+    settings = load_settings({})
+    assert settings.accounts == () and settings.unavailable == tuple(MARKETS)
+    with pytest.raises(MarketUnavailable) as caught:
+        settings.account("ID")
+    assert str(caught.value) == (
+        "market ID is not configured: set VEXORA_ID_BASE_URL, VEXORA_ID_MERCHANT_NO and "
+        "VEXORA_ID_APP_SECRET (or VEXORA_BASE_URL, VEXORA_MERCHANT_NO and VEXORA_APP_SECRET "
+        "for every market)"
+    )
+
+
+def test_a_market_of_its_own_alone_makes_only_that_market_available() -> None:
+    own_id = {k.replace("_AR_", "_ID_"): v for k, v in AR.items()}
+    settings = load_settings(own_id)
+    (account,) = settings.accounts
+    assert account.markets == ("ID",) and account.merchant_no == "M-AR"
+    assert settings.unavailable == ("AR", "JP", "KH")
+    with pytest.raises(MarketUnavailable, match=r"^market AR is not configured: set VEXORA_AR_"):
+        settings.account("AR")
+
+
+def test_a_market_missing_part_of_its_account_is_unavailable_and_told_what_is_missing() -> None:
+    settings = load_settings({"VEXORA_BASE_URL": "https://pay.example", **{
+        "VEXORA_KH_MERCHANT_NO": "M-KH", "VEXORA_ID_APP_SECRET": "secret-id",
+    }})  # fmt: skip
+    assert settings.accounts == ()
+    with pytest.raises(MarketUnavailable) as caught:
+        settings.account("KH")
+    message = str(caught.value)
+    assert message == (
+        "market KH is not configured: set VEXORA_KH_APP_SECRET (or VEXORA_APP_SECRET for "
+        "every market)"
+    )
+    assert "secret-id" not in repr(settings)
+
+
+def test_the_details_api_is_all_or_nothing() -> None:
+    every = {name: f"https://x.example/{name}" for name in DETAILS_SETTINGS}
+    assert load_settings(every).details_configured
+    assert not load_settings({}).details_configured
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DETAILS_BASE_URL": "https://d.example", "DETAILS_API_KEY": "k-s3cret"})
+    message = str(caught.value)
+    assert message.endswith("not set: DETAILS_CLIENT_ID, DETAILS_CLIENT_SECRET, DETAILS_ACCOUNT_ID")
+    assert "\n" not in message and "s3cret" not in message
 
 
 @pytest.mark.parametrize(
@@ -226,8 +292,10 @@ def test_a_flag_reads_yes_and_no(value: str, allowed: bool) -> None:
 
 
 def test_notify_url_defaults_to_the_local_web_process_over_https() -> None:
-    # Enqueue keeps working with only the servers configured (the harness contract).
+    # Not a credential: it keeps a default, and every process warns at start (startup).
     assert load_settings({}).notify_url == "https://127.0.0.1:8701/notify"
+    assert not load_settings({}).notify_url_set
+    assert load_settings({"NOTIFY_URL": "https://pay.example/n"}).notify_url_set
 
 
 def test_a_dotenv_in_the_working_directory_fills_gaps(
@@ -235,10 +303,8 @@ def test_a_dotenv_in_the_working_directory_fills_gaps(
 ) -> None:
     from worker.config import get_settings
 
-    folder = tmp_path / "project" / "inner"
-    folder.mkdir(parents=True)
-    (folder.parent / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/5\nSWEEP_AFTER=77\n")
-    monkeypatch.chdir(folder)  # the nearest folder above holds the .env
+    (tmp_path / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/5\nSWEEP_AFTER=77\n")
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", "")  # so that the value the .env sets is undone too
     monkeypatch.delenv("REDIS_URL")
     monkeypatch.setenv("SWEEP_AFTER", "99")  # the environment wins over the file
@@ -249,3 +315,33 @@ def test_a_dotenv_in_the_working_directory_fills_gaps(
         get_settings.cache_clear()
     assert settings.redis_url == "redis://127.0.0.1:1/5"
     assert settings.sweep_after == 99.0
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_a_server_not_set_says_which_and_where_it_looked(
+    value: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the nearest .env above either: that one may be another project's."""
+    from worker.config import get_settings
+
+    folder = tmp_path / "project" / "inner"
+    folder.mkdir(parents=True)
+    (folder.parent / ".env").write_text("DATABASE_URL=postgresql://127.0.0.1:1/theirs\n")
+    monkeypatch.chdir(folder)
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    finally:
+        get_settings.cache_clear()
+    for name, attribute in (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url")):
+        with pytest.raises(ConfigError) as caught:
+            getattr(settings, attribute)
+        assert str(caught.value).startswith(
+            f"{name} is not set (looked in the environment and {folder / '.env'} (no such "
+            "file)): set it to "
+        )

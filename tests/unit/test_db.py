@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from worker.db import migrate
 from worker.db.pool import open_pool
 from worker.dev.postgres_server import PostgresServer
-from worker.exceptions import ConfigError, SchemaBehind
+from worker.exceptions import ConfigError, DatabaseUnavailable, DisburseError, SchemaBehind
 from worker.states import FINAL_STATES, State
 
 ALL_VERSIONS = [migration.version for migration in migrate.migrations()]
@@ -255,6 +255,57 @@ def test_the_pool_reconnects_after_a_restart_and_a_crash() -> None:
             server.start()
             with pool.connection() as conn:
                 assert conn.execute("SELECT trade_no FROM orders").fetchone() == ("t1",)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "reason"),
+    [
+        ("port", "Connection refused"),
+        ("database", 'database "no_such_db" does not exist'),
+        ("user", 'role "no_such_user" does not exist'),
+    ],
+)
+def test_a_connection_the_server_refuses_is_its_own_reason_not_a_timeout(
+    postgres_server: PostgresServer, wrong: str, reason: str
+) -> None:
+    from worker.dev.redis_server import free_port
+
+    url = {
+        "port": f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/ledger",
+        "database": postgres_server.database_url("no_such_db"),
+        "user": postgres_server.url.replace("postgres@", "no_such_user:hunter2@"),
+    }[wrong]
+    with (
+        open_pool(url, timeout=1) as pool,
+        pytest.raises(DatabaseUnavailable) as caught,
+        pool.connection(),
+    ):
+        pass
+    message = str(caught.value)
+    assert isinstance(caught.value, DisburseError) and isinstance(caught.value, PoolTimeout)
+    assert message.startswith("cannot connect to PostgreSQL at postgresql://")
+    assert reason in message and "couldn't get a connection" not in message
+    assert "\n" not in message and "hunter2" not in message
+
+
+def test_the_cli_says_the_servers_reason_and_exits_2(
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from worker import cli, runtime
+
+    monkeypatch.setenv("DATABASE_URL", postgres_server.database_url("no_such_db"))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # set, never reached
+    runtime.reset()
+    try:
+        assert cli.run(["batches"]) == 2
+    finally:
+        monkeypatch.undo()
+        runtime.reset()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: cannot connect to PostgreSQL at postgresql://")
+    assert line.endswith('FATAL:  database "no_such_db" does not exist')
 
 
 def test_a_session_the_server_ended_is_replaced_on_checkout(

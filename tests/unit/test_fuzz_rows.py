@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from schemas import MARKETS, Payout, RowError, validate_rows
 from tests.conftest import empty_ledger
-from worker.config import load_settings
+from worker.dev.credentials import sandbox_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import InvalidFile
 from worker.ledger import Ledger
@@ -31,7 +31,7 @@ from worker.vexora import VexoraClient
 
 FORMATS = ("csv", "jsonl")
 MARKET_CODES = sorted(MARKETS)
-SETTINGS = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
+SETTINGS = sandbox_settings(env={"NOTIFY_URL": "https://merchant.example/notify"})
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Values a JSON Lines row may carry in place of a good one.

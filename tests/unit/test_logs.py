@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from worker.config import get_settings
 from worker.logs import JsonFormatter, configure_logging
 from worker.preflight import NO_PERSISTENCE, check_redis, log_warnings
 
@@ -252,6 +253,9 @@ def test_preflight_runs_on_worker_ready_and_beat_init(monkeypatch: pytest.Monkey
 
     # beat_init also checks the database's schema (test_readiness): not under test here.
     monkeypatch.setattr(worker.db.readiness, "check_schema", lambda url: None)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:9/unused")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
+    get_settings.cache_clear()
     calls: list[object] = []
     monkeypatch.setattr(worker.preflight, "log_warnings", lambda client, log: calls.append(client))
     worker_ready.send(sender=None)
@@ -263,3 +267,5 @@ def test_preflight_runs_on_worker_ready_and_beat_init(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(worker.preflight, "log_warnings", broken)
     worker_ready.send(sender=None)  # never fails the start
+    monkeypatch.undo()
+    get_settings.cache_clear()

@@ -25,6 +25,7 @@ from tests.unit.fake_provider import (
 from tests.unit.pending_orders import (
     DAY,
     FakeLimiter,
+    FakeVexora,
     World,
     in_flight,
     make_world,
@@ -33,8 +34,9 @@ from tests.unit.pending_orders import (
 from worker.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.config import Settings
 from worker.details import DetailsClient, Disbursement, parse_disbursement
-from worker.exceptions import NotFound, OutcomeUnknown, RateLimited
+from worker.exceptions import MarketUnavailable, NotFound, OutcomeUnknown, RateLimited
 from worker.ledger import Ledger
+from worker.no_details import NoDetailsApi
 from worker.states import State
 from worker.token import TokenCache, TokenFetcher
 
@@ -510,3 +512,29 @@ def test_rate_limit_budget_spent_hands_the_rest_on(make: MakeWorld) -> None:
     assert report.leftover == orders[2:]
     assert [world.state(t) for t in orders[:2]] == [State.SUCCEEDED] * 2
     assert [in_flight(world, t) for t in orders] == [False, False, True, True, True]
+
+
+# --- settings absent ---------------------------------------------------------------------
+
+
+def test_without_the_details_api_a_lookup_asks_the_status_query(make: MakeWorld) -> None:
+    world = make(details=NoDetailsApi())
+    trade_no = order_in(world, State.PROCESSING, ptn="p-1")
+    world.vexora.status(trade_no, "0000", platform_trade_no="p-1")
+    report = world.lookups.run([trade_no], budget=5)
+    assert world.vexora.calls == [trade_no]
+    assert world.state(trade_no) is State.SUCCEEDED and report.errors == 0
+
+
+def test_an_order_whose_market_lost_its_account_is_left_pending_not_crashed_on(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    trade_no = order_in(world, State.UNKNOWN)
+
+    def removed(market: str) -> FakeVexora:
+        raise MarketUnavailable(market, [f"VEXORA_{market}_APP_SECRET"], ["VEXORA_APP_SECRET"])
+
+    world.lookups.vexora = removed
+    report = world.lookups.run([trade_no], budget=5)
+    assert report.errors == 1 and world.state(trade_no) is State.UNKNOWN
+    assert "market ID is not configured: set VEXORA_ID_APP_SECRET" in caplog.text

@@ -38,6 +38,9 @@ from worker.metrics import Metrics
 from worker.notify import MAX_BODY, create_app, notify_paths
 from worker.states import State
 
+# Every market's account, but for its secret (no setting has a built-in value).
+ACCOUNT = {"vexora_base_url": "https://pay.example", "vexora_merchant_no": "M-1"}
+
 
 @dataclass
 class Receiver:
@@ -56,7 +59,10 @@ def make_receiver(
     client = client or fakeredis.FakeRedis(decode_responses=True)
     publisher = Publisher()
     config = Settings(
-        vexora_app_secret=SECRET, allow_unsigned_webhooks=allow_unsigned, notify_url=notify_url
+        **ACCOUNT,
+        vexora_app_secret=SECRET,
+        allow_unsigned_webhooks=allow_unsigned,
+        notify_url=notify_url,
     )
     metrics = Metrics(client, prefix="t")
     # Counting the orders it makes final, as the runtime's ledger does.
@@ -130,7 +136,7 @@ def test_a_notification_signed_by_a_market_own_account_verifies(
     ledger: Ledger, fake_redis: redis.Redis
 ) -> None:
     ar = MarketAccount(merchant_no="M-AR", app_secret="ar-secret")
-    config = Settings(vexora_app_secret=SECRET, vexora_markets={"AR": ar})
+    config = Settings(**ACCOUNT, vexora_app_secret=SECRET, vexora_markets={"AR": ar})
     publisher = Publisher()
     app = create_app(
         ledger, config, publisher, Metrics(fake_redis, prefix="t"), redis_client=fake_redis
@@ -212,7 +218,11 @@ def test_oversized_body_without_content_length_is_413(
 
     metrics = Metrics(fake_redis, prefix="t")
     app = create_app(
-        ledger, Settings(vexora_app_secret=SECRET), Publisher(), metrics, redis_client=fake_redis
+        ledger,
+        Settings(**ACCOUNT, vexora_app_secret=SECRET),
+        Publisher(),
+        metrics,
+        redis_client=fake_redis,
     )
     data = json.dumps({"padding": "x" * (4 * MAX_BODY)}).encode()
     environ = EnvironBuilder(
@@ -391,7 +401,11 @@ def test_each_webhook_is_counted_before_it_is_answered(
     # The process's one Metrics batches its values (for the submit workers).
     batching = Metrics(fake_redis, prefix="t", flush_every=3600)
     app = create_app(
-        ledger, Settings(vexora_app_secret=SECRET), Publisher(), batching, redis_client=fake_redis
+        ledger,
+        Settings(**ACCOUNT, vexora_app_secret=SECRET),
+        Publisher(),
+        batching,
+        redis_client=fake_redis,
     )
     rx = Receiver(local_client(app), ledger, Publisher())
     assert_ok(post(rx, signed(notification(new_order(ledger)))))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from worker import cli
-from worker.config import load_settings
+from worker.dev.credentials import sandbox_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import ConfigError, InvalidFile, InvalidPayout, UnknownMarket
 from worker.ledger import Ledger
@@ -187,7 +187,7 @@ def test_dry_run_signs_each_payout_with_its_market_account(ledger: Ledger) -> No
 
     producer = Producer(
         ledger,
-        load_settings({"NOTIFY_URL": "https://merchant.example/notify"}),
+        sandbox_settings(env={"NOTIFY_URL": "https://merchant.example/notify"}),
         publish=list,
         sign=signer,
     )
@@ -319,7 +319,7 @@ def test_cli_unknown_market_is_a_clear_error(
 def test_a_notify_url_the_market_refuses_is_one_configuration_error(
     ledger: Ledger, published: list[list[str]]
 ) -> None:
-    settings = load_settings({"NOTIFY_URL": "http://merchant.example/notify"})
+    settings = sandbox_settings(env={"NOTIFY_URL": "http://merchant.example/notify"})
     producer = Producer(
         ledger,
         settings,

@@ -14,7 +14,8 @@ import fakeredis
 import pytest
 import redis
 
-from worker.config import Rate, load_settings
+from worker.config import Rate
+from worker.dev.credentials import sandbox_settings
 from worker.dev.redis_server import RedisServer
 from worker.ratelimit import TAKE_AHEAD, RateLimiter, RateLimitTimeout, Slots
 
@@ -300,7 +301,7 @@ def test_each_provider_account_has_its_own_schedule(any_redis: redis.Redis) -> N
         "VEXORA_AR_RATE_LIMIT": "5/s",
         "DETAILS_RATE_LIMIT": "300/m",
     }
-    settings = load_settings(env)
+    settings = sandbox_settings(env=env)
     shared = RateLimiter.for_submit(any_redis, settings, settings.account("ID"))
     ar = RateLimiter.for_submit(any_redis, settings, settings.account("AR"))
     details = RateLimiter.for_details(any_redis, settings)

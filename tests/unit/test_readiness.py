@@ -36,6 +36,7 @@ def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """``point_at(url)``: the processes' settings name ``url`` as DATABASE_URL."""
     # beat_init also runs the Redis pre-flight checks: not under test here.
     monkeypatch.setattr(worker.preflight, "log_warnings", lambda client, log: [])
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # set, and never reached
     yield monkeypatch
     monkeypatch.undo()
     get_settings.cache_clear()

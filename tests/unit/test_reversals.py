@@ -21,8 +21,10 @@ from tests.unit.notifications import SECRET, Publisher, notification, signed
 from tests.unit.pending_orders import World, make_world, new_orders, order_in
 from worker import cli, report, runtime
 from worker.details import Disbursement, parse_disbursement
+from worker.dev.redis_server import RedisServer
 from worker.exceptions import OutcomeUnknown
 from worker.ledger import Debit, Ledger
+from worker.no_details import NoDetailsApi
 from worker.states import Outcome, State
 from worker.vexora import ProviderReport
 from worker.webhook import WebhookHandler
@@ -250,6 +252,21 @@ def test_a_forged_failure_the_details_api_contradicts_changes_no_state(world: Wo
     assert check(world)[2] == []  # asked once, not on every pass
 
 
+def test_without_the_details_api_a_reported_failure_after_success_waits_for_it(
+    fake_redis: redis.Redis, ledger: Ledger
+) -> None:
+    """Only the details API confirms a reversal: not configured, nothing is asked and
+    nothing changes; the mark stays for when it is configured."""
+    world = make_world(fake_redis, ledger, details=NoDetailsApi())
+    trade_no = succeeded(world, ptn="p-rev")
+    webhook(world, trade_no, "00029")
+    _, looked, published = check(world)
+    assert published == [trade_no] and looked.deferred == 1
+    order = world.ledger.get(trade_no)
+    assert order is not None and order.state is State.SUCCEEDED and order.recheck_ms is not None
+    assert world.vexora.calls == []
+
+
 def test_a_check_the_details_api_cannot_answer_now_is_asked_again(world: World) -> None:
     trade_no = succeeded(world, ptn="p-err")
     webhook(world, trade_no, "00029")
@@ -367,10 +384,16 @@ def test_status_and_export_show_reversals_and_what_payouts_cost(world: World) ->
 
 
 def test_disburse_status_shows_costs_and_keeps_its_json_keys(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    real_redis: redis.Redis,
+    redis_server: RedisServer,
 ) -> None:
     batch_id, _ = costed_batch(world)
     monkeypatch.setattr(runtime, "ledger", lambda: world.ledger)
+    # Redis, for the pause switch the status shows: the session's own (emptied).
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    runtime.reset()
     result = CliRunner().invoke(cli.main, ["status", batch_id, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -383,3 +406,5 @@ def test_disburse_status_shows_costs_and_keeps_its_json_keys(
     assert "REVERSED           1   100000 IDR   fees 2000.00 IDR   debited 102000.00 IDR" in (
         text.output
     )
+    monkeypatch.undo()
+    runtime.reset()

@@ -1169,15 +1169,21 @@ def test_an_account_rate_ceiling_over_http(make_sandbox: Callable[..., Sandbox])
     assert api.submit("ID", "other-account").status_code == 200  # its own window
 
 
-def test_accounts_default_to_the_workers_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sandbox_has_its_own_credentials_whatever_the_workers_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It never takes a deployment's credentials (no real secret to accept); the
+    workers are handed its own (worker.dev.credentials)."""
+    monkeypatch.setenv("VEXORA_APP_SECRET", "real-secret")
     monkeypatch.setenv("VEXORA_JP_MERCHANT_NO", "M-JP")
     monkeypatch.setenv("VEXORA_JP_APP_SECRET", "secret-jp")
     config = SandboxConfig()
-    assert config.secret_of("M-JP") == "secret-jp"
+    assert (config.merchant_no, config.app_secret) == ("M-SANDBOX", "sandbox-secret")
+    assert config.secret_of("M-JP") is None and config.accounts == {}
     assert config.secret_of(config.merchant_no) == config.app_secret
-    assert config.secret_of("M-NOBODY") is None
-    shown = config.as_dict()["accounts"]
-    assert shown == {"M-JP": {"app_secret": "***"}}
+    config.update({"accounts": {"M-JP": {"app_secret": "secret-jp"}}})
+    assert config.secret_of("M-JP") == "secret-jp"
+    assert config.as_dict()["accounts"] == {"M-JP": {"app_secret": "***"}}
 
 
 @pytest.mark.parametrize(

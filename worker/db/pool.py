@@ -10,19 +10,77 @@ A pool that a forked child inherited is to be dropped there, never closed
 
 The pool survives a server restart: every connection is checked as it is handed
 out, a broken one is replaced, and while the server is down ``connection()`` waits
-up to ``timeout`` seconds, then raises :class:`psycopg_pool.PoolTimeout`, for the
-caller's retry policy to handle. The check costs no round trip for a connection
-whose socket is quiet (see :func:`check_quiet`).
+up to ``timeout`` seconds, then raises :class:`~worker.exceptions.DatabaseUnavailable`
+(a ``psycopg_pool.PoolTimeout``) with the server's own reason, for the caller's retry
+policy to handle. The check costs no round trip for a connection whose socket is quiet
+(see :func:`check_quiet`).
 """
 
 from __future__ import annotations
 
 import select
+from typing import Any, Self
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from worker.db.readiness import unreachable
 from worker.db.session import SessionLimits, connection_kwargs
+from worker.exceptions import DatabaseUnavailable
+from worker.redact import mask_text
+
+
+class LedgerPool(ConnectionPool):
+    """A pool that says why it has no connection to give.
+
+    psycopg_pool connects in the background and, when it cannot, only logs the reason
+    and times the caller out with "couldn't get a connection after N sec": a wrong
+    user, a missing database and a wrong port all look alike. This pool keeps the last
+    connection attempt's error (through its connection class) and turns the timeout
+    into :class:`DatabaseUnavailable` carrying that reason.
+    """
+
+    def __init__(self, conninfo: str, **kwargs: Any) -> None:
+        self.failure: psycopg.OperationalError | None = None  # of the last attempt
+        super().__init__(conninfo, connection_class=_recording(self), **kwargs)
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        try:
+            return super().getconn(timeout)
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(self._why(timeout)) from exc
+
+    def _why(self, timeout: float | None) -> str:
+        failure = self.failure
+        if failure is not None:
+            return unreachable(self.conninfo_text, failure)
+        waited = self.timeout if timeout is None else timeout
+        return mask_text(
+            f"no connection to PostgreSQL at {self.conninfo_text} within {waited:g} s: "
+            f"every one of this process's {self.max_size} is in use, or the server is "
+            "slow to answer"
+        )
+
+    @property
+    def conninfo_text(self) -> str:
+        return self.conninfo if isinstance(self.conninfo, str) else "DATABASE_URL"
+
+
+def _recording(pool: LedgerPool) -> type[psycopg.Connection[Any]]:
+    """A connection class that tells ``pool`` how its last connection attempt went."""
+
+    class Recorded(psycopg.Connection[Any]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except psycopg.OperationalError as exc:
+                pool.failure = exc
+                raise
+            pool.failure = None
+            return conn
+
+    return Recorded
 
 
 def open_pool(
@@ -33,7 +91,7 @@ def open_pool(
     connect_timeout: int = 5,
     name: str = "disburse",
     limits: SessionLimits | None = None,
-) -> ConnectionPool:
+) -> LedgerPool:
     """A pool for ``url`` that starts connecting in the background and returns at once.
 
     ``max_size`` small: a prefork child runs one task at a time, and every process
@@ -44,7 +102,7 @@ def open_pool(
     """
     kwargs: dict[str, object] = {"connect_timeout": connect_timeout, "application_name": name}
     kwargs.update(connection_kwargs(url, limits or SessionLimits()))
-    return ConnectionPool(
+    return LedgerPool(
         url,
         min_size=1,
         max_size=max_size,

@@ -13,6 +13,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from worker.db import migrate
+from worker.exceptions import DatabaseUnavailable
 from worker.redact import mask_text
 
 # Seconds the check waits for a connection (libpq counts whole seconds): a server that
@@ -31,5 +32,7 @@ def check_schema(url: str) -> None:
 
 def unreachable(url: str, error: psycopg.OperationalError) -> str:
     """One line saying which server failed and why, the URL's password masked."""
+    if isinstance(error, DatabaseUnavailable):
+        return str(error)  # says it already (worker.db.pool)
     reason = next(iter(str(error).splitlines()), "").strip() or type(error).__name__
     return mask_text(f"cannot connect to PostgreSQL at {url}: {reason}")

@@ -25,6 +25,7 @@ import requests
 
 from worker.db import migrate
 from worker.db.readiness import unreachable
+from worker.dev.credentials import sandbox_env
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
 from worker.dev.service import Service
@@ -65,7 +66,8 @@ class LocalCluster(Service):
     """``database_url`` None: a private PostgreSQL (``postgres``, restartable through
     :meth:`restart_postgres`); given: that database, upgraded at start, never stopped.
     ``redis_url`` likewise (None: a private Redis, ``redis``). ``provider_url`` given:
-    that payout provider (and its details API, from the environment), no sandbox.
+    that payout provider (its credentials and details API from the environment), no
+    sandbox; else the sandbox, its credentials handed to every process (``env``).
 
     ``port`` is the web receiver's (None: a free one). The sandbox delivers webhooks
     there when the cluster runs the receiver, or when ``port`` is given for one started
@@ -127,11 +129,14 @@ class LocalCluster(Service):
         """The environment every process of this cluster reads its settings from."""
         env = {"REDIS_URL": self.redis_url, "DATABASE_URL": self.database_url}
         if self.sandbox is not None:
-            env["VEXORA_BASE_URL"] = env["DETAILS_BASE_URL"] = self.sandbox.url
+            # The sandbox's own credentials, handed in: no setting defaults to them.
+            env.update(sandbox_env(self.sandbox.url, self.sandbox.config))
             # JP and KH require HTTPS: the public URL stays HTTPS; the sandbox delivers
             # the webhooks to the local receiver (SandboxConfig.webhook_target).
             env["NOTIFY_URL"] = "https://disburse.example/notify"
         else:
+            # Its credentials and details API come from the environment the cluster
+            # was started in.
             env["VEXORA_BASE_URL"] = str(self.provider_url)
         env.update(
             {

@@ -9,7 +9,13 @@ import threading
 from types import FrameType
 from typing import Any
 
-from worker.sandbox.config import PAGINATION_STYLES, SandboxConfig, SandboxConfigError
+from worker.sandbox.config import (
+    ACCOUNT_ID,
+    MERCHANT_NO,
+    PAGINATION_STYLES,
+    SandboxConfig,
+    SandboxConfigError,
+)
 from worker.sandbox.server import Sandbox
 
 DEFAULT_PORT = 8700
@@ -124,8 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer details as data{...} instead of the seed's nested data{data{...}}",
     )
     add("--balance", help="starting available balance (default 1000000000000)")
-    add("--merchant-no", help="merchantNo to accept (default: VEXORA_MERCHANT_NO)")
-    add("--account-id", help="details account id (default: DETAILS_ACCOUNT_ID)")
+    add("--merchant-no", help=f"merchantNo to accept (default {MERCHANT_NO})")
+    add("--account-id", help=f"details account id (default {ACCOUNT_ID})")
     add("--seed", type=int, help="seed for reproducible outcomes and faults")
 
 
@@ -177,6 +183,11 @@ def run(args: argparse.Namespace) -> int:
         + (f" webhook_target={config.webhook_target}" if config.webhook_target else ""),
         flush=True,
     )
+    # Its own credentials (public: it is no place for real money), for the workers.
+    from worker.dev.credentials import sandbox_env
+
+    settings = " ".join(f"{k}={v}" for k, v in sandbox_env(sandbox.url, config).items())
+    print(f"  workers' settings: {settings}", flush=True)
     try:
         while not done.wait(0.5):
             pass

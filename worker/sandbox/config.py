@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.config import load_settings
 from worker.sandbox.protocol import ACCEPTED, CODE_DUPLICATE_TRADE_NO, CODE_ORDER_NOT_FOUND
 
 PAGINATION_STYLES = ("pagination", "meta", "empty", "none")
@@ -26,58 +25,35 @@ class SandboxConfigError(ValueError):
     """A knob that does not exist or a value it cannot take."""
 
 
-def _merchant_no() -> str:
-    return load_settings().vexora_merchant_no
-
-
-def _accounts() -> dict[str, dict[str, Any]]:
-    """The workers' other provider accounts (VEXORA_<MARKET>_*), by merchant number."""
-    settings = load_settings()
-    return {
-        account.merchant_no: {"app_secret": account.app_secret}
-        for account in settings.accounts
-        if account.merchant_no != settings.vexora_merchant_no
-    }
-
-
-def _app_secret() -> str:
-    return load_settings().vexora_app_secret
-
-
-def _api_key() -> str:
-    return load_settings().details_api_key
-
-
-def _client_id() -> str:
-    return load_settings().details_client_id
-
-
-def _client_secret() -> str:
-    return load_settings().details_client_secret
-
-
-def _account_id() -> str:
-    return load_settings().details_account_id
+# The sandbox's own credentials: public, in this repository, so accepted only by the
+# sandbox. No setting of the workers defaults to them (worker.config); the demo, `disburse
+# up`, the local cluster and the tests hand them in (worker.dev.credentials).
+MERCHANT_NO = "M-SANDBOX"
+APP_SECRET = "sandbox-secret"  # noqa: S105 - the sandbox's own, public
+API_KEY = "sandbox-partner"
+CLIENT_ID = "sandbox-client"
+CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105
+ACCOUNT_ID = "sandbox-account"
 
 
 @dataclass
 class SandboxConfig:
     """What the simulated provider accepts and how it misbehaves.
 
-    Credentials default to :func:`worker.config.load_settings` so that workers and the
-    sandbox agree without any configuration.
+    Its credentials are its own (above); :func:`worker.dev.credentials.sandbox_env`
+    gives the settings that make workers use them.
     """
 
-    merchant_no: str = field(default_factory=_merchant_no)
-    app_secret: str = field(default_factory=_app_secret, repr=False)
+    merchant_no: str = MERCHANT_NO
+    app_secret: str = field(default=APP_SECRET, repr=False)
     # More merchant accounts: merchantNo -> {"app_secret": ..., "rate_ceiling": ...}. Each
     # account (this one included) is checked against its own secret and has its own
     # rate ceiling window (the top-level rate_ceiling unless it sets one).
-    accounts: dict[str, dict[str, Any]] = field(default_factory=_accounts, repr=False)
-    api_key: str = field(default_factory=_api_key, repr=False)
-    client_id: str = field(default_factory=_client_id)
-    client_secret: str = field(default_factory=_client_secret, repr=False)
-    account_id: str = field(default_factory=_account_id)
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    api_key: str = field(default=API_KEY, repr=False)
+    client_id: str = CLIENT_ID
+    client_secret: str = field(default=CLIENT_SECRET, repr=False)
+    account_id: str = ACCOUNT_ID
 
     token_lifetime: float = 3600.0  # seconds; sent as a string in expires_in
     settle_delay: tuple[float, float] = (0.2, 1.0)  # uniform(a, b) seconds after acceptance
