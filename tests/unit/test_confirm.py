@@ -18,6 +18,7 @@ from tests.unit.ledger_sql import events
 from tests.unit.pending_orders import World, make_world, new_orders
 from worker.config import load_settings
 from worker.decisions import Decisions
+from worker.dev.credentials import sandbox_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import ConfigError, DecisionRefused, OutcomeUnknown
 from worker.ledger import Ledger
@@ -163,7 +164,7 @@ def test_another_provider_id_for_a_final_order_is_a_discrepancy_the_id_kept(
 
 
 def producer(world: World) -> Producer:
-    settings = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
+    settings = sandbox_settings(env={"NOTIFY_URL": "https://merchant.example/notify"})
     return Producer(
         world.ledger,
         settings,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from kombu.exceptions import OperationalError
 from tests.unit.pending_orders import make_world
 from tests.unit.test_cli_batch import write_csv
 from worker import cli, runtime
-from worker.config import load_settings
+from worker.config import get_settings, load_settings
+from worker.dev.credentials import sandbox_env, sandbox_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import ConfigError, IdempotencyKeyReused, InputError
 from worker.idempotency import file_key
@@ -29,7 +30,18 @@ from worker.producer import Producer
 from worker.report import iso_utc
 from worker.states import State
 
-SETTINGS = load_settings({"NOTIFY_URL": "https://merchant.example/notify"})
+SETTINGS = sandbox_settings(env={"NOTIFY_URL": "https://merchant.example/notify"})
+
+
+@pytest.fixture(autouse=True)
+def sandbox_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The command reads its settings from the environment: the sandbox's account."""
+    for name, value in sandbox_env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
 
 
 def unreachable_broker(trade_nos: Sequence[str]) -> None:

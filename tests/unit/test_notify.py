@@ -153,7 +153,7 @@ def test_a_notification_signed_by_another_market_account_is_401_and_counted(
 ) -> None:
     """AR's secret vouches for AR's orders only: an ID order stays as it is."""
     ar = MarketAccount(merchant_no="M-AR", app_secret="ar-secret")
-    config = Settings(vexora_app_secret=SECRET, vexora_markets={"AR": ar})
+    config = Settings(**ACCOUNT, vexora_app_secret=SECRET, vexora_markets={"AR": ar})
     app = create_app(
         ledger, config, Publisher(), Metrics(fake_redis, prefix="t"), redis_client=fake_redis
     )

@@ -17,6 +17,7 @@ import requests
 from tests.unit.fake_provider import FakeProvider, SpySession, serving
 from worker import vexora
 from worker.config import Settings, load_settings
+from worker.dev.credentials import sandbox_settings
 from worker.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
@@ -614,7 +615,7 @@ def test_a_query_refused_with_a_code_not_in_not_found_codes_is_not_known(
 
 @pytest.mark.parametrize("code", [vexora.CODE_REQUEST_FAILED, "9001"])
 def test_the_codes_of_not_found_codes_show_no_record(provider: FakeProvider, code: str) -> None:
-    settings = load_settings({"NOT_FOUND_CODES": f" 4004, {code}", "VEXORA_BASE_URL": provider.url})
+    settings = sandbox_settings(provider.url, {"NOT_FOUND_CODES": f" 4004, {code}"})
     assert settings.not_found_codes == {"4004", code}
     client = VexoraClient.from_settings(settings, "ID")
     for answer in (code, vexora.CODE_ORDER_NOT_FOUND):
