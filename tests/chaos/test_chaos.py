@@ -2,7 +2,8 @@
 and crashed, a misbehaving provider.
 
 The promise under test (DESIGN.md): every payout is paid at most once, and every payout
-ends SUCCEEDED, FAILED or REVIEW, with the provider's own final state.
+ends SUCCEEDED, FAILED or REVIEW, with the provider's own final state (or CANCELLED,
+only if the provider never received it).
 
 A real PostgreSQL (the ledger), a real Redis server with AOF on (it only coordinates),
 the sandbox over HTTP with its faults on (5xx, accept-then-hang, dropped and duplicated
@@ -12,8 +13,14 @@ the four markets; while they are worked through, one worker is SIGKILLed every o
 two seconds and started again; Redis is wiped once (FLUSHALL: queues, leases, markers,
 limiter state and token gone) and down for five seconds once; PostgreSQL is down for
 three seconds twice, after a fast shutdown and after a crash (SIGKILL: recovery from its
-WAL). No process (worker, beat, web receiver) may exit on its own. Then everything must
-settle and the ledger must agree with the sandbox and with itself.
+WAL). Meanwhile, as an attacker and an operator would (issue 21): notifications forged
+with the sandbox's public secret and with the other provider account's secret are posted
+all along (AR is an account of its own); one batch is cancelled while it is being sent;
+and an incident drill pauses everything, enqueues a late batch, wipes Redis while paused,
+checks that nothing is POSTed, cancels the late batch and resumes. No process (worker,
+beat, web receiver) may exit on its own. Then everything must settle and the ledger must
+agree with the sandbox and with itself: no forged state applied, nothing cancelled that
+the provider received.
 
 The run is driven by one seed, printed at the start; replay a failure with
 ``CHAOS_SEED=<seed> pytest tests/chaos -s``. On failure the seed and the cluster's log
@@ -41,13 +48,16 @@ import redis
 
 import worker
 from tests.app_receiver import DROP, AppReceiver
+from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
 from tests.integration.conftest import fast_sandbox, running_cluster
 from tests.integration.test_outbox import assert_delivered, states_went_through
 from worker import runtime
 from worker.config import Settings
+from worker.controls import ControlResult
 from worker.dev.cluster import LocalCluster
 from worker.dev.samples import sample_rows
 from worker.ledger import Ledger, Order
+from worker.sandbox.config import APP_SECRET as PUBLIC_SANDBOX_SECRET
 from worker.states import SETTLED_STATES, State
 
 pytestmark = pytest.mark.chaos
@@ -63,6 +73,15 @@ POSTGRES_DOWN = 3.0  # seconds PostgreSQL is away, twice
 # resubmitted and looked up again; the slowest recovery path with the defaults.
 SETTLE_TIMEOUT = 300.0
 WORKERS = 3
+# Two provider accounts, neither with the sandbox's public secret: ID, JP and KH on the
+# plain one, AR on its own (a forger may hold one account's secret).
+PLAIN_SECRET = "chaos-plain-S3CRET-7q"
+AR_MERCHANT, AR_SECRET = "M-AR-CHAOS", "chaos-ar-S3CRET-9w"
+SECRETS = {"ID": PLAIN_SECRET, "JP": PLAIN_SECRET, "KH": PLAIN_SECRET, "AR": AR_SECRET}
+CANCELLED_MARKET = "KH"  # its batch is cancelled while it is being sent
+LATE_PAYOUTS = 100  # enqueued during the incident drill, while paused, then cancelled
+PAUSE_SETTLES = 1.0  # POSTs begun before the pause reach the sandbox within this
+PAUSED_FOR = 5.0  # no POST at all for this long while paused, Redis wiped
 
 # The settings a user gets (Settings' defaults: the cluster's own test settings are
 # undone here), except these, each scaled with the sandbox, not with our recovery:
@@ -92,6 +111,8 @@ ENV = {
     "SWEEP_AFTER": "30",
     # The provider account's limits, not timers of ours: 2,000 payouts in about 35 s.
     "VEXORA_RATE_LIMIT": "60/s",
+    "VEXORA_AR_MERCHANT_NO": AR_MERCHANT,
+    "VEXORA_AR_APP_SECRET": AR_SECRET,
     "DETAILS_RATE_LIMIT": "100/s",
 }
 
@@ -154,6 +175,8 @@ def sandbox_config() -> Any:
         drop_webhook_ratio=0.05,
         duplicate_webhook_ratio=0.10,
         token_lifetime=5.0,  # the details API's token expires many times in a run
+        app_secret=PLAIN_SECRET,
+        accounts={AR_MERCHANT: {"app_secret": AR_SECRET}},
     )
 
 
@@ -195,9 +218,51 @@ def progress(ledger: Ledger) -> str:
     return " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
 
 
-def unleash(cluster: LocalCluster, rng: random.Random, ledger: Ledger) -> dict[str, Any]:
+class Drills:
+    """An operator's actions during the run (issue 21), and what each came back with."""
+
+    def __init__(self, cluster: LocalCluster, batches: dict[str, str]) -> None:
+        self.cluster = cluster
+        self.batches = batches  # market -> batch id
+        self.cancelled: ControlResult | None = None
+        self.late_batch: str | None = None
+        self.late_cancelled: ControlResult | None = None
+        self.posts_while_paused: int | None = None
+
+    def cancel_mid_run(self) -> None:
+        """Cancel a batch while it is being sent: only its payouts never POSTed may go."""
+        batch = self.batches[CANCELLED_MARKET]
+        self.cancelled = result = patiently(lambda: worker.cancel(batch))
+        say(f"cancelled {result.moved}, not cancelled {len(result.not_cancelled)} (may be sent)")
+
+    def incident(self) -> None:
+        """Pause; a late batch enqueued; Redis wiped while paused (the pause is
+        PostgreSQL's); nothing POSTed; the late batch cancelled; resume."""
+        patiently(lambda: worker.pause("chaos: incident drill", operator="chaos-drill"))
+        late = sample_rows("ID", LATE_PAYOUTS, seed=SEED, start=PER_MARKET)
+        batch = patiently(lambda: worker.enqueue_batch("ID", late)).batch_id
+        assert batch is not None
+        self.late_batch = batch
+        time.sleep(PAUSE_SETTLES)
+        before = payout_requests(self.cluster)
+        wipe_redis(self.cluster)
+        time.sleep(PAUSED_FOR)
+        self.posts_while_paused = payout_requests(self.cluster) - before
+        self.late_cancelled = patiently(lambda: worker.cancel(batch))
+        patiently(lambda: worker.resume(operator="chaos-drill"))
+        say(f"paused {PAUSED_FOR:g} s across a wipe: {self.posts_while_paused} POSTs; resumed")
+
+
+def payout_requests(cluster: LocalCluster) -> int:
+    return int(cluster.sandbox.stats()["payout_requests"])
+
+
+def unleash(
+    cluster: LocalCluster, rng: random.Random, ledger: Ledger, drills: Drills
+) -> dict[str, Any]:
     """SIGKILL a worker every 1-2 s and start it again; meanwhile, once each and in this
-    order: stop PostgreSQL, crash PostgreSQL, take Redis away, wipe Redis.
+    order: cancel a batch, stop PostgreSQL, crash PostgreSQL, take Redis away, the
+    incident drill (a wipe while paused), wipe Redis.
 
     A worker found exited before its turn to be killed died on its own (of an outage):
     that is recorded, and it is started again so the run goes on.
@@ -206,6 +271,13 @@ def unleash(cluster: LocalCluster, rng: random.Random, ledger: Ledger) -> dict[s
     # The wipe comes last: the orders whose messages it loses wait for the sweeper, and
     # the system is idle until then, so an outage meanwhile would hit no work.
     faults = [
+        (
+            0.05,
+            0.12,
+            "cancels",
+            f"batch {CANCELLED_MARKET} cancelled mid-run",
+            drills.cancel_mid_run,
+        ),
         (
             0.15,
             0.30,
@@ -221,13 +293,20 @@ def unleash(cluster: LocalCluster, rng: random.Random, ledger: Ledger) -> dict[s
             lambda: cluster.restart_postgres(down_for=POSTGRES_DOWN, crash=True),
         ),
         (
-            0.55,
-            0.70,
+            0.52,
+            0.62,
             "redis_restarts",
             f"Redis down for {REDIS_DOWN:g} s",
             lambda: cluster.restart_redis(down_for=REDIS_DOWN),
         ),
-        (0.75, 0.90, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
+        (
+            0.64,
+            0.74,
+            "incidents",
+            "incident drill: paused, a late batch, Redis wiped while paused",
+            drills.incident,
+        ),
+        (0.80, 0.92, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
     ]
     pending = [
         (start + CHAOS_SECONDS * rng.uniform(low, high), name, what, act)
@@ -348,6 +427,11 @@ def assert_ledger_agrees_with_sandbox(
         record = paid.get(order.trade_no)
         if order.state not in SETTLED_STATES:
             problems.append(f"{order.trade_no}: left in {order.state}")
+        elif order.state is State.CANCELLED:
+            # Only a payout no POST was ever started for may be cancelled.
+            tally["cancelled"] += 1
+            if record is not None:
+                problems.append(f"{order.trade_no}: CANCELLED but the sandbox received it")
         elif order.state is State.REVIEW:
             tally["review"] += 1
             if not order.reason:
@@ -372,7 +456,9 @@ def assert_ledger_agrees_with_sandbox(
     return tally
 
 
-def assert_counts_add_up(ledger: Ledger, by_batch: dict[str, list[Order]]) -> None:
+def assert_counts_add_up(
+    ledger: Ledger, by_batch: dict[str, list[Order]], sizes: dict[str, int]
+) -> None:
     """Batch counts, amounts, cluster counts and state indexes equal a recount of orders."""
     overall: Counter[State] = Counter()
     for batch_id, orders in by_batch.items():
@@ -380,7 +466,7 @@ def assert_counts_add_up(ledger: Ledger, by_batch: dict[str, list[Order]]) -> No
         assert summary is not None
         recount = Counter(o.state for o in orders)
         overall += recount
-        assert summary.total == len(orders) == PER_MARKET
+        assert summary.total == len(orders) == sizes[batch_id]
         assert summary.counts == dict(recount), (batch_id, summary.counts, recount)
         amounts: dict[State, dict[str, Decimal]] = defaultdict(dict)
         for o in orders:
@@ -418,6 +504,10 @@ def recovery_paths(ledger: Ledger, orders: list[Order]) -> Counter[str]:
     return paths
 
 
+def trade_nos(ledger: Ledger, batch_id: str) -> list[str]:
+    return [t for page in ledger.iter_batch(batch_id) for t in page]
+
+
 def republished_of_dead_tasks(cluster: LocalCluster) -> int:
     """Orders the reconcile passes published again because their submit task died."""
     found = 0
@@ -450,13 +540,29 @@ def test_kills_outages_wipe_and_provider_faults_never_pay_twice_or_lose_a_payout
             ledger = runtime.ledger()
             batch_ids = enqueue_all()
             say(f"enqueued {len(MARKETS) * PER_MARKET} payouts in batches {batch_ids}")
-            chaos = unleash(cluster, rng, ledger)
+            drills = Drills(cluster, dict(zip(MARKETS, batch_ids, strict=True)))
+            forger = Forger(
+                cluster.receiver_url,
+                [(t, m) for m, b in drills.batches.items() for t in trade_nos(ledger, b)],
+                SECRETS,
+                well_known=PUBLIC_SANDBOX_SECRET,
+                seed=SEED,
+            )
+            forger.start()
+            try:
+                chaos = unleash(cluster, rng, ledger, drills)
+            finally:
+                forger.stop()
             say(f"chaos over after {time.monotonic() - started:.0f} s: {chaos}")
+            assert drills.late_batch is not None
+            sizes = {b: PER_MARKET for b in batch_ids} | {drills.late_batch: LATE_PAYOUTS}
+            batch_ids = [*batch_ids, drills.late_batch]
             wait_settled(ledger, batch_ids, SETTLE_TIMEOUT)
             say(f"settled after {time.monotonic() - started:.0f} s")
 
             assert chaos["kills"] >= CHAOS_SECONDS / 2.5
             assert chaos["redis_wiped"] == chaos["redis_restarts"] == 1
+            assert chaos["incidents"] == chaos["cancels"] == 1
             assert chaos["postgres_restarts"] == chaos["postgres_crashes"] == 1
             assert chaos["died_on_their_own"] == [], "workers exited on an outage"
             assert cluster.exited() == {}, "processes exited during the run"
@@ -464,7 +570,25 @@ def test_kills_outages_wipe_and_provider_faults_never_pay_twice_or_lose_a_payout
             by_batch = all_orders(ledger, batch_ids)
             orders = [o for batch in by_batch.values() for o in batch]
             tally = assert_ledger_agrees_with_sandbox(orders, paid)
-            assert_counts_add_up(ledger, by_batch)
+            assert_counts_add_up(ledger, by_batch, sizes)
+            # Forgeries: every one refused (or "later" during an outage), none applied
+            # (the ledger agrees with the sandbox, above, provider ids included).
+            say(f"forged notifications answered: {forger.answers}")
+            for kind in (WELL_KNOWN, OTHER_ACCOUNT):
+                assert forger.answers[kind][401] > 0, (kind, forger.answers[kind])
+                assert set(forger.answers[kind]) <= REFUSALS, (kind, forger.answers[kind])
+            # The pause held across the wipe; the late batch was never sent, all cancelled.
+            assert drills.posts_while_paused == 0, "POSTs while paused after the Redis wipe"
+            late = drills.late_cancelled
+            assert late is not None and late.moved == LATE_PAYOUTS and not late.not_cancelled
+            assert {o.state for o in by_batch[drills.late_batch]} == {State.CANCELLED}
+            # The batch cancelled mid-run: some payouts cancelled (never sent: checked
+            # against the sandbox above); those that may have been sent went on to a
+            # final state through the provider.
+            cancelled = drills.cancelled
+            assert cancelled is not None and cancelled.moved > 0, cancelled
+            state_of = {o.trade_no: o.state for o in orders}
+            assert not any(state_of[t] is State.CANCELLED for t in cancelled.not_cancelled)
             paths = recovery_paths(ledger, orders)
             say(f"recovery paths taken: {dict(paths)}")
             assert (
