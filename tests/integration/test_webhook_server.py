@@ -80,6 +80,10 @@ def start_web(redis_url: str, database_url: str, tmp: Path, **env: str) -> WebSe
     environ.update(
         REDIS_URL=redis_url,
         DATABASE_URL=database_url,
+        # A complete provider account (no setting has a built-in value); the web
+        # process never calls it, so its URL names no server.
+        VEXORA_BASE_URL="http://127.0.0.1:9",
+        VEXORA_MERCHANT_NO="M-INTEGRATION",
         VEXORA_APP_SECRET=SECRET,
         DISBURSE_KEY_PREFIX=PREFIX,
         PORT=str(port),
