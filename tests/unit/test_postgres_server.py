@@ -38,7 +38,9 @@ def test_a_crash_mid_query_is_recovered_with_committed_data() -> None:
 
         thread = threading.Thread(target=long_query)
         thread.start()
-        with psycopg.connect(server.url) as conn:  # wait until the query runs on the server
+        # Wait until the query runs on the server. Autocommit: inside one transaction
+        # pg_stat_activity is a snapshot, and the loop would never see the query start.
+        with psycopg.connect(server.url, autocommit=True) as conn:
             while not conn.execute(
                 "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%generate_series%' "
                 "AND state = 'active' AND pid <> pg_backend_pid()"
