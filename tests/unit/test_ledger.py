@@ -18,12 +18,13 @@ from psycopg_pool import ConnectionPool
 
 from schemas import Payout, validate_rows
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, backdate, numbers_in_the_database
-from worker import ledger as ledger_module
 from worker import retention
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.dev.samples import sample_rows
-from worker.ledger import PAYLOAD_KEPT, Ledger, Transition
+from worker.ledger import PAYLOAD_KEPT, Ledger, Transition, new_trade_no
+from worker.ledger import queries as ledger_queries
+from worker.ledger.sql import OPEN_STATES
 from worker.states import FINAL_STATES, TRANSITIONS, Outcome, State
 from worker.vexora import ProviderReport
 
@@ -466,7 +467,7 @@ def test_a_scan_reads_oldest_first_and_skips_nothing_that_stays(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pages by key, not offset: orders leaving the state mid-scan shift nothing."""
-    monkeypatch.setattr(ledger_module, "PAGE", 10)
+    monkeypatch.setattr(ledger_queries, "PAGE", 10)
     first = create(ledger, *[payout() for _ in range(25)], batch="b1")  # one instant: ties
     second = create(ledger, *[payout() for _ in range(15)], batch="b2")
     now = ledger.now_ms()
@@ -536,7 +537,7 @@ def test_open_states_count_the_orders_not_final_and_their_oldest(
     # The partial index can serve it (a table this small is read whole otherwise).
     with psycopg.connect(database) as conn:
         conn.execute("SET enable_seqscan = off")
-        plan = conn.execute(sql.SQL("EXPLAIN ") + ledger_module._OPEN_STATES).fetchall()
+        plan = conn.execute(sql.SQL("EXPLAIN ") + OPEN_STATES).fetchall()
     assert "orders_open" in str(plan)
 
 
@@ -863,7 +864,7 @@ def test_every_event_and_order_has_its_parent_after_every_kind_of_change(
 
 def test_trade_nos_start_with_the_time_and_are_unique() -> None:
     before = time.time_ns() // 1_000_000
-    made = [ledger_module.new_trade_no() for _ in range(10_000)]
+    made = [new_trade_no() for _ in range(10_000)]
     after = time.time_ns() // 1_000_000
     assert all(re.fullmatch(r"[0-9a-f]{32}", trade_no) for trade_no in made)
     assert len(set(made)) == len(made)
