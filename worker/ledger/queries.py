@@ -46,51 +46,6 @@ class Queries:
             found = {row[0]: order_from_row(row) for row in conn.execute(query, (list(trade_nos),))}
         return [found.get(trade_no) for trade_no in trade_nos]
 
-    def payload(self, trade_no: str) -> dict[str, str]:
-        """The exact fields to send for this order (without tradeNo, timestamp, sign).
-
-        KeyError when there is no such order, or it is final and its fields are erased.
-        """
-        with self._connection() as conn:
-            row = conn.execute(
-                "SELECT payload FROM orders WHERE trade_no = %s", (trade_no,)
-            ).fetchone()
-        if row is None or row[0] is None:
-            raise KeyError(trade_no)
-        return dict(row[0])
-
-    def history(self, trade_no: str) -> list[tuple[int, str]]:
-        """The order's events, oldest first: (ms, "STATE source note") or, for a report
-        recorded but not applied, (ms, "DISCREPANCY <reported state> source note")."""
-        with self._connection() as conn:
-            rows = conn.execute(
-                "SELECT at, to_state, source, facts ->> 'discrepancy', facts ->> 'note' "
-                "FROM order_events WHERE trade_no = %s ORDER BY id",
-                (trade_no,),
-            ).fetchall()
-        return [
-            (
-                to_ms(at),
-                " ".join(
-                    part
-                    for part in (
-                        f"DISCREPANCY {reported}" if reported else to_state,
-                        source,
-                        note,
-                    )
-                    if part
-                ),
-            )
-            for at, to_state, source, reported, note in rows
-        ]
-
-    def trade_no_for(self, reference: str) -> str | None:
-        with self._connection() as conn:
-            row = conn.execute(
-                "SELECT trade_no FROM orders WHERE reference = %s", (reference,)
-            ).fetchone()
-        return row[0] if row is not None else None
-
     def iter_batch(self, batch_id: str, page: int = PAGE) -> Iterator[list[str]]:
         """The batch's tradeNos in row order, a page (one short query) at a time."""
         after = 0
@@ -144,7 +99,7 @@ class Queries:
         with self._connection() as conn:
             return conn.execute(query, params).fetchall()
 
-    def entered_ms(self, trade_no: str, state: State) -> int | None:
+    def _entered_ms(self, trade_no: str, state: State) -> int | None:
         """When the order entered ``state`` (if it is in that state now)."""
         with self._connection() as conn:
             row = conn.execute(
@@ -156,7 +111,7 @@ class Queries:
     def stale_claim(self, trade_no: str, lease: float) -> bool:
         """True when the order is SUBMITTING and was claimed more than ``lease`` s ago:
         its worker is certainly gone (killed at its time limit, if not before)."""
-        claimed = self.entered_ms(trade_no, State.SUBMITTING)
+        claimed = self._entered_ms(trade_no, State.SUBMITTING)
         if claimed is None:
             return False
         return self.now_ms() - claimed > lease * 1000
@@ -214,16 +169,6 @@ class Queries:
             row = conn.execute(query).fetchone()
         assert row is not None
         return int(row[0])
-
-    def discrepancies(self, limit: int = 100) -> list[str]:
-        """Orders with a report recorded but not applied, the latest first."""
-        with self._connection() as conn:
-            rows = conn.execute(
-                "SELECT trade_no FROM order_events WHERE facts ? 'discrepancy' "
-                "GROUP BY trade_no ORDER BY max(id) DESC LIMIT %s",
-                (limit,),
-            ).fetchall()
-        return [trade_no for (trade_no,) in rows]
 
     def ping(self) -> None:
         """One round trip to the server; raises ``psycopg.OperationalError`` (a

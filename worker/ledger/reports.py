@@ -221,6 +221,7 @@ class Reports(Transitions):
             and result.previous is State.FAILED
             and report.state is State.SUCCEEDED
         ):
+            # This part is always a Ledger's (worker.ledger.facade), which stop_retries takes.
             stop_retries(cast("Ledger", self), trade_no, source)
         match result.outcome:
             case TransitionOutcome.OK:
