@@ -47,6 +47,7 @@ import pytest
 import redis
 
 import worker
+from tests import ledger_reads
 from tests.app_receiver import DROP, AppReceiver
 from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
 from tests.integration.conftest import fast_sandbox, running_cluster
@@ -383,7 +384,8 @@ def describe_unsettled(ledger: Ledger, batch_ids: list[str], limit: int = 15) ->
                 if order is None or order.state in SETTLED_STATES or len(lines) >= limit:
                     continue
                 history = ", ".join(
-                    f"{ms % 1_000_000} {e}" for ms, e in ledger.history(order.trade_no)
+                    f"{ms % 1_000_000} {e}"
+                    for ms, e in ledger_reads.history(ledger, order.trade_no)
                 )
                 lease = leases.redis.zscore(leases.key, order.trade_no)
                 marker = in_flight.redis.pttl(in_flight.key(order.trade_no))
@@ -476,7 +478,7 @@ def assert_counts_add_up(
     assert ledger.state_counts() == dict(overall)
     for state in INDEXED_STATES:
         assert ledger.count(state) == overall.get(state, 0), state
-    assert not ledger.discrepancies()
+    assert not ledger_reads.discrepancies(ledger)
 
 
 def recovery_paths(ledger: Ledger, orders: list[Order]) -> Counter[str]:
@@ -485,7 +487,10 @@ def recovery_paths(ledger: Ledger, orders: list[Order]) -> Counter[str]:
     paths: Counter[str] = Counter()
     for order in orders:
         # Each entry is "STATE source note" (the note may be empty or several words).
-        steps = [(*entry.split(" ", 2), "")[:3] for _, entry in ledger.history(order.trade_no)]
+        steps = [
+            (*entry.split(" ", 2), "")[:3]
+            for _, entry in ledger_reads.history(ledger, order.trade_no)
+        ]
         if sum(1 for state, _, _ in steps if state == State.SUBMITTING) > 1:
             paths["claimed more than once"] += 1
         for (before, _, _), (after, source, note) in pairwise(steps):

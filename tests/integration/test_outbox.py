@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import worker
+from tests import ledger_reads
 from tests.app_receiver import AppReceiver
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
@@ -31,7 +32,7 @@ def went_through(ledger: Ledger, trade_no: str) -> list[str]:
     history: sending and not knowing are steps of QUEUED; a report recorded but not
     applied is no step."""
     path: list[str] = []
-    for _, entry in ledger.history(trade_no):
+    for _, entry in ledger_reads.history(ledger, trade_no):
         state = entry.split(" ", 1)[0]
         if state == "DISCREPANCY":
             continue

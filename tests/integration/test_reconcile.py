@@ -13,6 +13,7 @@ import fakeredis
 import pytest
 
 import worker
+from tests import ledger_reads
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
 from worker.config import get_settings
@@ -212,7 +213,7 @@ def test_accepted_then_hung_payouts_end_as_the_sandbox_settled_paid_once(
         hung = [
             o
             for o in orders
-            if any("UNKNOWN" in h for _, h in runtime.ledger().history(o.trade_no))
+            if any("UNKNOWN" in h for _, h in ledger_reads.history(runtime.ledger(), o.trade_no))
         ]
         assert len(hung) == stats["hangs"]
         assert_no_task_failed(cluster)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import worker
+from tests import ledger_reads
 from tests.integration.conftest import fast_sandbox, wait_settled
 from worker import runtime
 from worker.backoff import NO_RECORD_GRACE
@@ -72,7 +73,7 @@ def all_in(batch_ids: list[str], state: State, total: int) -> Callable[[], bool]
 
 
 def notes(order: Order) -> list[str]:
-    return [entry for _, entry in runtime.ledger().history(order.trade_no)]
+    return [entry for _, entry in ledger_reads.history(runtime.ledger(), order.trade_no)]
 
 
 def test_payouts_the_provider_never_stored_are_resubmitted_after_the_grace_period(

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 import worker
+from tests import ledger_reads
 from tests.integration.conftest import fast_sandbox, wait_settled
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from worker import report, runtime
@@ -95,10 +96,12 @@ def test_a_reversed_payout_ends_reversed_and_a_forged_failure_moves_nothing(
         for found in (reversed_order, checked):
             assert (found.fee, found.fee_currency) == (Decimal("2000.00"), "IDR")
             assert found.total_debited == found.amount + Decimal("2000.00")
-        history = ledger.history(bounced)
+        history = ledger_reads.history(ledger, bounced)
         assert history[-1][1].startswith("REVERSED lookup")
         assert any(h.startswith("DISCREPANCY FAILED webhook") for _, h in history)
-        assert [h for _, h in ledger.history(forged)][-1] == "DISCREPANCY FAILED webhook"
+        assert [h for _, h in ledger_reads.history(ledger, forged)][
+            -1
+        ] == "DISCREPANCY FAILED webhook"
         assert all(order(t).state is State.SUCCEEDED for t in paid)
 
         summary = ledger.batch(batch_id)

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from schemas import Payout
+from tests import ledger_reads
 from tests.unit import ledger_sql
 from worker.config import Rate, Settings
 from worker.deadline import ReviewDeadline
@@ -270,7 +271,7 @@ def backdate(world: World, trade_no: str, state: State, age: float) -> None:
     """Pretend the order entered ``state`` ``age`` seconds ago."""
     when = world.ledger.now_ms() - int(age * 1000)
     set_entered(world, [trade_no], when)
-    assert world.ledger.entered_ms(trade_no, state) == when
+    assert ledger_reads.entered_ms(world.ledger, trade_no, state) == when
 
 
 def set_entered(world: World, trade_nos: Sequence[str], ms: int) -> None:

@@ -13,6 +13,7 @@ import redis
 from click.testing import CliRunner
 
 import worker
+from tests import ledger_reads
 from tests.unit.fake_provider import FakeProvider, Seen, error, json_response, serving
 from tests.unit.ledger_sql import events
 from worker import cli, runtime
@@ -98,7 +99,7 @@ def test_review_lists_and_resolve_checks_with_the_provider(
     assert done.exit_code == 0, done.output
     assert done.output.startswith(f"{first}: FAILED (the provider says failed")
     assert [s.path for s in fake.seen].count("/v1/vexora/queryPayOutResult") == 3
-    event = ledger.history(first)[-1][1]
+    event = ledger_reads.history(ledger, first)[-1][1]
     assert event == "FAILED operator bank confirms, not paid"
     assert events(ledger, first)[-1][3]["operator"] == "ops-erin"  # DISBURSE_OPERATOR
 

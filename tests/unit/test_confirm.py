@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests import ledger_reads
 from tests.unit.fake_provider import FakeProvider, serving
 from tests.unit.ledger_sql import events
 from tests.unit.pending_orders import World, make_world, new_orders
@@ -241,7 +242,7 @@ def test_a_retry_the_provider_does_not_confirm_failed_is_refused_with_its_word(
     assert result.not_retried[stale].startswith("the provider says details API")
     assert said in result.not_retried[stale]
     assert result.to_dict()["refused"] == [stale]
-    assert world.ledger.payload(stale)  # kept: not retried
+    assert ledger_reads.payload(world.ledger, stale)  # kept: not retried
 
 
 def test_a_retry_of_a_payout_never_recorded_waits_for_the_grace(world: World) -> None:

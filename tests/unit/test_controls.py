@@ -13,6 +13,7 @@ import redis
 
 import worker
 from schemas import Payout
+from tests import ledger_reads
 from worker import cli, runtime
 from worker.controls import BatchNotFound, Controls
 from worker.exceptions import NotSent
@@ -130,7 +131,7 @@ def test_cancel_moves_only_what_is_unsent(fx: Fixture) -> None:
     assert (result.moved, result.held) == (2, None)
     assert counts(fx.ledger, batch_id) == {State.CANCELLED: 2, State.SUBMITTING: 1}
     (cancelled, *_) = [t for t in queued_before if t != sent]
-    assert fx.ledger.history(cancelled)[-1][1] == "CANCELLED operator cancelled"
+    assert ledger_reads.history(fx.ledger, cancelled)[-1][1] == "CANCELLED operator cancelled"
 
 
 def test_an_unknown_batch_is_batch_not_found(fx: Fixture) -> None:
@@ -275,8 +276,8 @@ def test_cancel_keeps_an_order_put_back_to_queued_after_a_post(fx: Fixture) -> N
     assert result.not_cancelled == {posted: "QUEUED", recovered: "QUEUED"}
     assert "2 payouts may have reached the provider and were not cancelled" in result.message
     assert counts(fx.ledger, batch_id) == {State.CANCELLED: 1, State.QUEUED: 2}
-    assert all("CANCELLED" not in line for _, line in fx.ledger.history(posted))
-    assert fx.ledger.history(unsent)[-1][1] == "CANCELLED operator cancelled"
+    assert all("CANCELLED" not in line for _, line in ledger_reads.history(fx.ledger, posted))
+    assert ledger_reads.history(fx.ledger, unsent)[-1][1] == "CANCELLED operator cancelled"
 
 
 def test_cancel_takes_an_order_whose_claims_were_all_given_back_before_the_post(

@@ -21,7 +21,8 @@ from worker.db import migrate
 from worker.db.pool import open_pool
 from worker.db.session import KEEPALIVES, SessionLimits, connection_kwargs
 from worker.exceptions import MigrationLocked
-from worker.ledger import _ENQUEUE_LOCK, Ledger, new_batch_id
+from worker.ledger import Ledger, new_batch_id
+from worker.ledger.sql import ENQUEUE_LOCK
 from worker.states import State
 
 SHOWN = (
@@ -213,7 +214,7 @@ def test_a_batch_waits_its_turn_past_the_lock_timeout(ledger: Ledger, ledger_url
     payouts = [Payout("ID", "IDR", Decimal("100000"), None, fields) for _ in range(2)]
     limits = SessionLimits(lock_timeout=0.1)
     with open_pool(ledger_url, limits=limits) as pool, psycopg.connect(ledger_url) as other:
-        other.execute("SELECT pg_advisory_xact_lock(%s)", (_ENQUEUE_LOCK,))  # a batch's turn
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (ENQUEUE_LOCK,))  # a batch's turn
         with ThreadPoolExecutor(1) as executor:
             done = executor.submit(
                 Ledger(pool).create_orders, payouts, batch_id=new_batch_id(), market="ID"

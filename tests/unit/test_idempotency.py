@@ -25,7 +25,8 @@ from worker.dev.credentials import sandbox_env, sandbox_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import ConfigError, IdempotencyKeyReused, InputError
 from worker.idempotency import file_key
-from worker.ledger import _ENQUEUE_LOCK, Ledger
+from worker.ledger import Ledger
+from worker.ledger.sql import ENQUEUE_LOCK
 from worker.producer import Producer
 from worker.report import iso_utc
 from worker.states import State
@@ -254,7 +255,7 @@ def test_concurrent_enqueues_with_one_key_make_one_batch(
     waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
     threads = [threading.Thread(target=enqueue) for _ in range(2)]
     with psycopg.connect(ledger_url, autocommit=True) as holder, holder.transaction():
-        holder.execute("SELECT pg_advisory_xact_lock(%s)", (_ENQUEUE_LOCK,))
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (ENQUEUE_LOCK,))
         for thread in threads:
             thread.start()
         # Until both enqueues wait on the lock (or one ended without: then it failed).

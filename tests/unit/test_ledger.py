@@ -17,13 +17,15 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from schemas import Payout, validate_rows
+from tests import ledger_reads
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, backdate, numbers_in_the_database
-from worker import ledger as ledger_module
 from worker import retention
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.dev.samples import sample_rows
-from worker.ledger import PAYLOAD_KEPT, Ledger, Transition
+from worker.ledger import PAYLOAD_KEPT, Ledger, Transition, TransitionOutcome, new_trade_no
+from worker.ledger import queries as ledger_queries
+from worker.ledger.sql import OPEN_STATES
 from worker.states import FINAL_STATES, TRANSITIONS, Outcome, State
 from worker.vexora import ProviderReport
 
@@ -68,8 +70,8 @@ def test_create_persists_order_payload_history_and_counts(ledger: Ledger) -> Non
     assert order.masked is not None
     assert (order.masked["bankAccountNo"], order.masked["bankCode"]) == ("*********4636", "0002")
     assert len(trade_no) == 32 and trade_no.isalnum()
-    assert ledger.payload(trade_no)["bankAccountNo"] == ACCOUNT
-    assert [h for _, h in ledger.history(trade_no)] == ["QUEUED producer"]
+    assert ledger_reads.payload(ledger, trade_no)["bankAccountNo"] == ACCOUNT
+    assert [h for _, h in ledger_reads.history(ledger, trade_no)] == ["QUEUED producer"]
     summary = ledger.batch("b1")
     assert summary is not None
     assert (summary.total, summary.market, summary.created_ms) == (1, "ID", order.created_ms)
@@ -84,8 +86,8 @@ def test_same_reference_returns_the_existing_order(ledger: Ledger) -> None:
     )
     assert again[0] == (first[0][0], False)
     assert again[1][1] is True
-    assert ledger.trade_no_for("r-1") == first[0][0]
-    assert ledger.trade_no_for("r-3") is None
+    assert ledger_reads.trade_no_for(ledger, "r-1") == first[0][0]
+    assert ledger_reads.trade_no_for(ledger, "r-3") is None
     b2 = ledger.batch("b2")
     assert b2 is not None and b2.total == 1 and b2.counts == {State.QUEUED: 1}
 
@@ -168,7 +170,7 @@ def test_a_failed_enqueue_leaves_nothing(ledger: Ledger, database: str) -> None:
     create(ledger, payout(reference="a"), batch="b1")
     with pytest.raises(psycopg.errors.UniqueViolation):
         create(ledger, payout(reference="b"), batch="b1")  # the batch id is taken
-    assert ledger.trade_no_for("b") is None
+    assert ledger_reads.trade_no_for(ledger, "b") is None
     assert rows(database, "SELECT count(*) FROM order_events") == [(1,)]
 
 
@@ -183,8 +185,8 @@ def test_transition_moves_counts_amounts_and_scans(ledger: Ledger) -> None:
     assert (order.state, order.platform_trade_no, order.provider_status, order.attempts) == (
         State.PROCESSING, "P1", "0015", 1,
     )  # fmt: skip
-    assert ledger.entered_ms(a, State.PROCESSING) == order.state_entered_ms
-    assert ledger.entered_ms(a, State.QUEUED) is None
+    assert ledger_reads.entered_ms(ledger, a, State.PROCESSING) == order.state_entered_ms
+    assert ledger_reads.entered_ms(ledger, a, State.QUEUED) is None
     now = ledger.now_ms()
     assert [t for t, _ in ledger.scan(State.PROCESSING, older_than=0, now_ms=now)] == [a]
     assert [t for t, _ in ledger.scan(State.QUEUED, older_than=0, now_ms=now)] == [b]
@@ -194,7 +196,7 @@ def test_transition_moves_counts_amounts_and_scans(ledger: Ledger) -> None:
     assert summary.amounts[State.PROCESSING] == {"IDR": Decimal(10000)}
     assert ledger.state_counts() == {State.QUEUED: 1, State.PROCESSING: 1}
     assert (ledger.count(State.QUEUED), ledger.count(State.HELD)) == (1, 0)
-    assert [h for _, h in ledger.history(a)] == [
+    assert [h for _, h in ledger_reads.history(ledger, a)] == [
         "QUEUED producer",
         "SUBMITTING submit",
         "PROCESSING submit",
@@ -208,7 +210,7 @@ def test_claim_is_a_compare_and_set_that_returns_the_payload(ledger: Ledger, dat
     assert payload == {"amount": "100000", "bankAccountNo": ACCOUNT, "bankCode": "0002"}
     order = ledger.get(t)
     assert order is not None and (order.state, order.attempts) == (State.SUBMITTING, 1)
-    assert ledger.entered_ms(t, State.SUBMITTING) == order.state_entered_ms
+    assert ledger_reads.entered_ms(ledger, t, State.SUBMITTING) == order.state_entered_ms
     assert rows(database, "SELECT source, from_state, to_state FROM order_events ORDER BY id") == [
         ("producer", None, "QUEUED"),
         ("submit", "QUEUED", "SUBMITTING"),
@@ -218,7 +220,7 @@ def test_claim_is_a_compare_and_set_that_returns_the_payload(ledger: Ledger, dat
     ledger.transition(t, State.UNKNOWN, source="submit")
     late, payload = ledger.claim(t)
     assert (late.outcome, late.previous, payload) == ("unexpected", State.UNKNOWN, None)
-    assert ledger.claim("nope") == (Transition("missing", None), None)
+    assert ledger.claim("nope") == (Transition(TransitionOutcome.MISSING, None), None)
     order = ledger.get(t)
     assert order is not None and order.attempts == 1
 
@@ -274,7 +276,7 @@ def test_one_statement_moves_an_order_once(ledger: Ledger) -> None:
     accepted = ProviderReport(State.PROCESSING, "P-1", "0015", "")
     with pytest.raises(ValueError, match="at most once"):
         ledger.claim_many([t], answers=[(t, accepted)])
-    assert ledger.history(t)[-1][1] == "QUEUED producer"  # nothing changed
+    assert ledger_reads.history(ledger, t)[-1][1] == "QUEUED producer"  # nothing changed
 
 
 def test_a_requeued_order_is_claimed_again_as_a_new_attempt(ledger: Ledger) -> None:
@@ -285,7 +287,10 @@ def test_a_requeued_order_is_claimed_again_as_a_new_attempt(ledger: Ledger) -> N
     assert claimed.moved and payload is not None
     order = ledger.get(t)
     assert order is not None and order.attempts == 2
-    assert [h for _, h in ledger.history(t)][-2:] == ["QUEUED submit paused", "SUBMITTING submit"]
+    assert [h for _, h in ledger_reads.history(ledger, t)][-2:] == [
+        "QUEUED submit paused",
+        "SUBMITTING submit",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -383,7 +388,7 @@ def test_final_states_never_change_and_contradictions_are_recorded(
     assert order is not None and order.state == final
     assert order.provider_status == "first"  # the contradicting facts are not applied
     assert order.discrepancy == f"{other} webhook"
-    assert ledger.discrepancies() == [t]
+    assert ledger_reads.discrepancies(ledger) == [t]
     summary = ledger.batch("b1")
     assert summary is not None and summary.discrepancies == 1
     assert summary.counts == {final: 1}
@@ -397,7 +402,7 @@ def test_final_states_never_change_and_contradictions_are_recorded(
         final,
         {"discrepancy": str(other), "provider_status": "contradicts"},
     )
-    assert ledger.history(t)[-1][1] == f"DISCREPANCY {other} webhook"
+    assert ledger_reads.history(ledger, t)[-1][1] == f"DISCREPANCY {other} webhook"
     # A repeat of the same final report is not a discrepancy.
     assert ledger.transition(t, final, source="webhook", report=True).outcome == "same"
     # Not from the provider: refused, not recorded.
@@ -414,8 +419,8 @@ def test_discrepancies_list_the_latest_first(ledger: Ledger) -> None:
         ledger.transition(t, State.SUCCEEDED, source="submit")
     for t in (a, b, a):
         ledger.transition(t, State.FAILED, source="lookup", report=True)
-    assert ledger.discrepancies() == [a, b]
-    assert ledger.discrepancies(limit=1) == [a]
+    assert ledger_reads.discrepancies(ledger) == [a, b]
+    assert ledger_reads.discrepancies(ledger, limit=1) == [a]
     summary = ledger.batch("b1")
     assert summary is not None and summary.discrepancies == 3  # reports, as they came
 
@@ -437,7 +442,7 @@ def test_held_batch_released_or_cancelled(ledger: Ledger) -> None:
     assert summary.counts == {State.CANCELLED: 3} and summary.settled
     assert ledger.count(State.HELD) == ledger.count(State.QUEUED) == 0
     with pytest.raises(KeyError):
-        ledger.payload(trade_nos[0])  # final: erased
+        ledger_reads.payload(ledger, trade_nos[0])  # final: erased
 
 
 def test_the_held_note(ledger: Ledger) -> None:
@@ -466,7 +471,7 @@ def test_a_scan_reads_oldest_first_and_skips_nothing_that_stays(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pages by key, not offset: orders leaving the state mid-scan shift nothing."""
-    monkeypatch.setattr(ledger_module, "PAGE", 10)
+    monkeypatch.setattr(ledger_queries, "PAGE", 10)
     first = create(ledger, *[payout() for _ in range(25)], batch="b1")  # one instant: ties
     second = create(ledger, *[payout() for _ in range(15)], batch="b2")
     now = ledger.now_ms()
@@ -491,11 +496,11 @@ def test_a_scan_reads_oldest_first_and_skips_nothing_that_stays(
 def test_the_sweeper_restarts_the_queued_clock(ledger: Ledger) -> None:
     a, b = create(ledger, payout(), payout())
     ledger.claim(b)
-    before = ledger.entered_ms(a, State.QUEUED)
+    before = ledger_reads.entered_ms(ledger, a, State.QUEUED)
     assert ledger.restart_queued([a, b, "nope"]) == [a]
-    after = ledger.entered_ms(a, State.QUEUED)
+    after = ledger_reads.entered_ms(ledger, a, State.QUEUED)
     assert before is not None and after is not None and after >= before
-    assert ledger.history(a)[-1][1] == "QUEUED sweeper republished"
+    assert ledger_reads.history(ledger, a)[-1][1] == "QUEUED sweeper republished"
     order = ledger.get(a)
     assert order is not None and order.state is State.QUEUED
 
@@ -517,7 +522,9 @@ def test_the_first_claim_is_read_from_the_events(ledger: Ledger, database: str) 
     backdate(ledger, t, 3600)
     ledger.transition(t, State.QUEUED, source="submit", expect=[State.SUBMITTING])
     ledger.claim(t)  # a second attempt: the first one counts
-    first, last = [ms for ms, entry in ledger.history(t) if entry.startswith("SUBMITTING")]
+    first, last = [
+        ms for ms, entry in ledger_reads.history(ledger, t) if entry.startswith("SUBMITTING")
+    ]
     assert ledger.first_claimed_ms(t) == first and last - first >= 3_600_000
 
 
@@ -531,12 +538,12 @@ def test_open_states_count_the_orders_not_final_and_their_oldest(
     ledger.transition(done, State.FAILED, source="lookup")
     ledger.transition(held, State.CANCELLED, source="operator")
     backdate(ledger, old, 90)
-    entered = {t: ledger.entered_ms(t, State.UNKNOWN) for t in (old, young)}
+    entered = {t: ledger_reads.entered_ms(ledger, t, State.UNKNOWN) for t in (old, young)}
     assert ledger.open_states() == {State.UNKNOWN: (2, entered[old])}
     # The partial index can serve it (a table this small is read whole otherwise).
     with psycopg.connect(database) as conn:
         conn.execute("SET enable_seqscan = off")
-        plan = conn.execute(sql.SQL("EXPLAIN ") + ledger_module._OPEN_STATES).fetchall()
+        plan = conn.execute(sql.SQL("EXPLAIN ") + OPEN_STATES).fetchall()
     assert "orders_open" in str(plan)
 
 
@@ -560,9 +567,9 @@ def test_unknown_order(ledger: Ledger) -> None:
     assert ledger.get("nope") is None
     assert ledger.transition("nope", State.SUBMITTING, source="submit").outcome == "missing"
     assert ledger.batch("nope") is None
-    assert ledger.history("nope") == []
+    assert ledger_reads.history(ledger, "nope") == []
     with pytest.raises(KeyError):
-        ledger.payload("nope")
+        ledger_reads.payload(ledger, "nope")
 
 
 def test_concurrent_claims_only_one_wins(ledger: Ledger) -> None:
@@ -580,7 +587,10 @@ def test_concurrent_claims_only_one_wins(ledger: Ledger) -> None:
     assert results.count((False, False)) == 7
     order = ledger.get(t)
     assert order is not None and order.attempts == 1
-    assert [h for _, h in ledger.history(t)] == ["QUEUED producer", "SUBMITTING submit"]
+    assert [h for _, h in ledger_reads.history(ledger, t)] == [
+        "QUEUED producer",
+        "SUBMITTING submit",
+    ]
 
 
 def test_a_claim_racing_a_cancel_one_wins_and_the_other_sees_its_state(
@@ -632,7 +642,7 @@ def test_concurrent_enqueues_of_one_reference_make_one_order(database: str) -> N
             assert len(found) == 4
             assert len({trade_no for trade_no, _ in found}) == 1
             assert sum(created for _, created in found) == 1
-            assert ledger.trade_no_for(ref) == found[0][0]
+            assert ledger_reads.trade_no_for(ledger, ref) == found[0][0]
     assert rows(database, "SELECT count(*) FROM orders") == [(2 + 4 * 1000,)]
     assert rows(database, "SELECT sum(row_count) FROM batches") == [(2 + 4 * 1000,)]
 
@@ -715,7 +725,7 @@ def test_a_report_moves_a_pending_order_and_stores_the_provider_facts(
     assert (order.state, order.platform_trade_no, order.provider_status) == (
         State.PROCESSING, "P-1", "0015",
     )  # fmt: skip
-    assert ledger.history(trade_no)[-1][1] == "PROCESSING submit"
+    assert ledger_reads.history(ledger, trade_no)[-1][1] == "PROCESSING submit"
     assert rows(database, "SELECT facts FROM order_events ORDER BY id DESC LIMIT 1") == [
         ({"platform_trade_no": "P-1", "provider_status": "0015", "provider_message": ""},)
     ]
@@ -735,7 +745,7 @@ def test_a_replayed_report_is_same_and_refreshes_only_the_facts(ledger: Ledger) 
         before.updated_ms,
         before.state_entered_ms,
     )
-    assert len(ledger.history(trade_no)) == 3
+    assert len(ledger_reads.history(ledger, trade_no)) == 3
     summary = ledger.batch("b1")
     assert summary is not None and summary.counts == {State.PROCESSING: 1}
 
@@ -750,7 +760,7 @@ def test_a_report_contradicting_a_final_state_is_a_discrepancy_never_applied(
     order = ledger.get(trade_no)
     assert order is not None and order.state is State.SUCCEEDED
     assert order.provider_status == "0000"
-    assert ledger.discrepancies() == [trade_no]
+    assert ledger_reads.discrepancies(ledger) == [trade_no]
 
 
 def test_a_late_processing_report_after_a_final_state_is_ignored(ledger: Ledger) -> None:
@@ -758,7 +768,7 @@ def test_a_late_processing_report_after_a_final_state_is_ignored(ledger: Ledger)
     ledger.apply_report(trade_no, report(State.FAILED, "00029"), source="submit")
     outcome = ledger.apply_report(trade_no, report(State.PROCESSING, "0015"), source="webhook")
     assert outcome is Outcome.IGNORED
-    assert ledger.discrepancies() == []
+    assert ledger_reads.discrepancies(ledger) == []
 
 
 def test_a_report_for_an_unknown_trade_no_is_missing(ledger: Ledger) -> None:
@@ -771,7 +781,7 @@ def test_a_success_reverses(ledger: Ledger) -> None:
     trade_no = sent(ledger)
     ledger.apply_report(trade_no, report(State.SUCCEEDED), source="webhook")
     assert ledger.apply_report(trade_no, report(State.REVERSED), source="lookup") == (Outcome.MOVED)
-    assert ledger.discrepancies() == []
+    assert ledger_reads.discrepancies(ledger) == []
 
 
 # --- personal data ---------------------------------------------------------------------
@@ -830,7 +840,7 @@ def test_settled_orders_leave_no_account_or_phone_number_in_the_database(
     assert order is not None and order.masked is not None
     assert order.masked["bankAccountNo"].endswith(payouts[0].fields["bankAccountNo"][-4:])
     assert order.masked["bankAccountNo"].startswith("****")
-    assert ledger.history(trade_nos[0])[-1][1] == "SUCCEEDED webhook"
+    assert ledger_reads.history(ledger, trade_nos[0])[-1][1] == "SUCCEEDED webhook"
 
 
 def test_every_event_and_order_has_its_parent_after_every_kind_of_change(
@@ -863,7 +873,7 @@ def test_every_event_and_order_has_its_parent_after_every_kind_of_change(
 
 def test_trade_nos_start_with_the_time_and_are_unique() -> None:
     before = time.time_ns() // 1_000_000
-    made = [ledger_module.new_trade_no() for _ in range(10_000)]
+    made = [new_trade_no() for _ in range(10_000)]
     after = time.time_ns() // 1_000_000
     assert all(re.fullmatch(r"[0-9a-f]{32}", trade_no) for trade_no in made)
     assert len(set(made)) == len(made)

@@ -11,6 +11,7 @@ import redis
 from werkzeug.wrappers import Response
 
 from schemas import Payout
+from tests import ledger_reads
 from tests.unit.fake_provider import (
     ACCOUNT,
     API_KEY,
@@ -106,7 +107,9 @@ def test_details_answer_by_platform_id(world: World, status: str, expected: Stat
     assert report.errors == 0 and report.requeued == []
     if expected is not State.PROCESSING:
         assert report.moved == {f"PROCESSING->{expected}": 1}
-        assert [h.split(" ")[0] for _, h in world.ledger.history(trade_no)][-1] == expected
+        assert [h.split(" ")[0] for _, h in ledger_reads.history(world.ledger, trade_no)][
+            -1
+        ] == expected
 
 
 @pytest.mark.parametrize(
@@ -195,7 +198,10 @@ def test_no_record_twice_30s_apart_resubmits_the_same_trade_no(world: World) -> 
     assert world.state(trade_no) is State.QUEUED
     assert report.requeued == [trade_no]
     assert world.submissions.published() == [trade_no]
-    assert world.ledger.history(trade_no)[-1][1] == "QUEUED lookup provider has no record"
+    assert (
+        ledger_reads.history(world.ledger, trade_no)[-1][1]
+        == "QUEUED lookup provider has no record"
+    )
     order = world.ledger.get(trade_no)
     assert order is not None and order.resubmits == 1
 
@@ -376,7 +382,7 @@ def test_answer_contradicting_a_final_state_is_a_discrepancy(world: World) -> No
     report = world.lookups.run([trade_no], budget=5)
     assert world.state(trade_no) is State.FAILED
     assert report.discrepancies == 1
-    assert world.ledger.discrepancies() == [trade_no]
+    assert ledger_reads.discrepancies(world.ledger) == [trade_no]
     order = world.ledger.get(trade_no)
     assert order is not None and order.discrepancy is not None
     summary = world.ledger.batch(order.batch_id)

@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from schemas import Payout
+from tests import ledger_reads
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
@@ -165,7 +166,7 @@ def test_reconcile_lag_is_the_age_of_the_oldest_pending_order(
     ledger.transition(first, State.UNKNOWN, source="submit")
     ledger.claim(second)
     ledger.transition(second, State.PROCESSING, source="submit")
-    entered = ledger.entered_ms(first, State.UNKNOWN)
+    entered = ledger_reads.entered_ms(ledger, first, State.UNKNOWN)
     assert entered is not None
     monkeypatch.setattr(ledger, "now_ms", lambda: entered + 90_000)
     lag = scrape(metrics, ledger)[("disburse_reconcile_lag_seconds", ())]

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 
+from tests import ledger_reads
 from tests.unit.notifications import (
     SECRET,
     Publisher,
@@ -107,7 +108,7 @@ def test_a_verified_notification_moves_the_order_and_is_answered_ok(rx: Receiver
     trade_no = new_order(rx.ledger)
     assert_ok(post(rx, signed(notification(trade_no))))
     assert state_of(rx.ledger, trade_no) == State.SUCCEEDED
-    assert rx.ledger.history(trade_no)[-1][1] == "SUCCEEDED webhook"
+    assert ledger_reads.history(rx.ledger, trade_no)[-1][1] == "SUCCEEDED webhook"
 
 
 def test_a_refused_notification_is_answered_with_its_status(rx: Receiver) -> None:

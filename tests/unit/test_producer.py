@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import ledger_reads
 from worker import cli
 from worker.dev.credentials import sandbox_settings
 from worker.dev.samples import sample_rows
@@ -32,7 +33,7 @@ def test_valid_batch_is_persisted_then_published(
     assert published == [result.trade_nos]
     summary = ledger.batch(result.batch_id)
     assert summary is not None and summary.counts == {State.QUEUED: 30}
-    fields = ledger.payload(result.trade_nos[0])
+    fields = ledger_reads.payload(ledger, result.trade_nos[0])
     assert fields["notifyUrl"] == "https://merchant.example/notify"
     assert "reference" not in fields
 
@@ -124,7 +125,7 @@ def test_skip_invalid_keeps_the_first_of_a_repeated_reference(
         (2, ["Same reference as row 1."]),
         (4, ["Same reference as row 1."]),
     ]
-    kept = ledger.trade_no_for(rows[0]["reference"])
+    kept = ledger_reads.trade_no_for(ledger, rows[0]["reference"])
     assert kept == result.trade_nos[0] and published == [result.trade_nos]
     order = ledger.get(kept)
     assert order is not None and order.amount == Decimal(rows[0]["amount"])

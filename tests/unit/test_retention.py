@@ -13,6 +13,7 @@ import redis
 from psycopg.types.json import Jsonb
 
 from schemas import Payout
+from tests import ledger_reads
 from tests.unit import ledger_sql
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from tests.unit.pending_orders import make_world
@@ -132,7 +133,7 @@ def test_paid_and_cancelled_orders_erase_their_fields_at_once_failed_keep_them(
     ledger.transition(failed, State.FAILED, source="submit")
     for trade_no, erased in ((paid, True), (cancelled, True), (failed, False)):
         try:
-            ledger.payload(trade_no)
+            ledger_reads.payload(ledger, trade_no)
             found = True
         except KeyError:
             found = False
@@ -156,7 +157,7 @@ def test_a_paid_order_keeps_no_fields_from_the_moment_it_succeeds(
         assert ledger.claim(trade_no)[0].moved
         assert ledger.apply_report(trade_no, paid, source=source) is Outcome.MOVED
         with pytest.raises(KeyError):
-            ledger.payload(trade_no)
+            ledger_reads.payload(ledger, trade_no)
     assert kept(ledger) == 0 and numbers_in_the_database(ledger_url, numbers) == []
     bounced = ProviderReport(State.FAILED, "p-1", "failed", "")
     cost = Debit(Decimal("2000.00"), "IDR", Decimal("102000.00"), "IDR")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from schemas import Payout
+from tests import ledger_reads
 from tests.unit.ledger_sql import events
 from worker.dev.samples import sample_rows
 from worker.exceptions import AlreadyRetried, BatchNotFound
@@ -33,7 +34,7 @@ def enqueue(make_producer: Producer, market: str, n: int) -> tuple[str, list[str
 
 def payload(ledger: Ledger, trade_no: str) -> dict[str, str] | None:
     try:
-        return ledger.payload(trade_no)
+        return ledger_reads.payload(ledger, trade_no)
     except KeyError:
         return None
 
@@ -46,7 +47,7 @@ def test_failed_orders_are_enqueued_again_with_the_same_fields_new_tradenos_and_
     failed, succeeded = trade_nos[:4], trade_nos[4:]
     settle(ledger, failed, State.FAILED)
     settle(ledger, succeeded, State.SUCCEEDED)
-    fields = {t: ledger.payload(t) for t in failed}  # a failed order keeps them
+    fields = {t: ledger_reads.payload(ledger, t) for t in failed}  # a failed order keeps them
     assert all(payload(ledger, t) is None for t in succeeded)  # a paid one, none
     published.clear()
 
@@ -63,10 +64,12 @@ def test_failed_orders_are_enqueued_again_with_the_same_fields_new_tradenos_and_
         assert new.state is State.QUEUED and retry != original
         assert (new.market, new.currency, new.amount) == (old.market, old.currency, old.amount)
         assert new.reference == f"{old.reference}#retry1"
-        assert ledger.payload(retry) == fields[original]  # validated again: the same fields
+        assert (
+            ledger_reads.payload(ledger, retry) == fields[original]
+        )  # validated again: the same fields
         assert payload(ledger, original) is None  # the retry holds them now
-        assert ledger.trade_no_for(f"{old.reference}#retry1") == retry
-        assert ledger.trade_no_for(str(old.reference)) == original
+        assert ledger_reads.trade_no_for(ledger, f"{old.reference}#retry1") == retry
+        assert ledger_reads.trade_no_for(ledger, str(old.reference)) == original
         # Its creation event says what it retries.
         assert events(ledger, retry) == [("producer", None, "QUEUED", {"retry_of": original})]
 

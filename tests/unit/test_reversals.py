@@ -16,6 +16,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from tests import ledger_reads
 from tests.unit.ledger_sql import events
 from tests.unit.notifications import SECRET, Publisher, notification, signed
 from tests.unit.pending_orders import World, make_world, new_orders, order_in
@@ -247,7 +248,9 @@ def test_a_forged_failure_the_details_api_contradicts_changes_no_state(world: Wo
     assert order is not None and order.state is State.SUCCEEDED
     # The forged webhook names another provider id than the stored one: said too (21.3).
     assert order.discrepancy == "FAILED webhook naming platFormTradeNo PT20241130000123"
-    assert world.ledger.discrepancies() == [trade_no] and order.platform_trade_no == "p-ok"
+    assert (
+        ledger_reads.discrepancies(world.ledger) == [trade_no] and order.platform_trade_no == "p-ok"
+    )
     assert order.recheck_ms is None and order.fee == Decimal("2000.00")
     assert check(world)[2] == []  # asked once, not on every pass
 

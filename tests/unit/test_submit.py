@@ -14,6 +14,7 @@ import redis
 from redis.client import Pipeline
 
 from schemas import Payout
+from tests import ledger_reads
 from tests.unit.ledger_sql import backdate
 from worker.backoff import MAX_SUBMIT_ATTEMPTS
 from worker.breaker import Breaker
@@ -253,7 +254,7 @@ def test_paused_cluster_sends_nothing_and_resumes(ledger: Ledger, fake_redis: re
     assert submitter.run(trade_nos, budget=10).paused
     assert provider.posts == []
     # The switch is read before the claim: not even claimed and given back.
-    assert all(len(ledger.history(t)) == 1 for t in trade_nos)
+    assert all(len(ledger_reads.history(ledger, t)) == 1 for t in trade_nos)
     switch.resume()
     assert submitter.run(trade_nos, budget=10).done == 3
 
@@ -434,9 +435,11 @@ def test_a_pause_within_a_group_is_seen_once_the_last_look_is_old(
         State.QUEUED
     ] * (5 - len(sent))
     if slow:  # claimed with the second, never sent: given back
-        assert ledger.history(three)[-1][1] == "QUEUED submit paused"
-    assert [h for _, h in ledger.history(four)] == ["QUEUED producer"]  # never claimed
-    assert [h for _, h in ledger.history(five)] == ["QUEUED producer"]
+        assert ledger_reads.history(ledger, three)[-1][1] == "QUEUED submit paused"
+    assert [h for _, h in ledger_reads.history(ledger, four)] == [
+        "QUEUED producer"
+    ]  # never claimed
+    assert [h for _, h in ledger_reads.history(ledger, five)] == ["QUEUED producer"]
 
 
 class SlotsFor:
@@ -606,7 +609,7 @@ def test_a_paused_account_claims_nothing_and_others_go_on(
     assert [t for t, _ in accounts.providers["ID"].posts] == ids
     assert accounts.providers["AR"].posts == []
     # Not even claimed and given back: its history is its creation alone.
-    assert all(len(ledger.history(t)) == 1 for t in ars)
+    assert all(len(ledger_reads.history(ledger, t)) == 1 for t in ars)
     assert {state(ledger, t) for t in ars} == {State.QUEUED}
 
 

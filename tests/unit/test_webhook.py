@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import ledger_reads
 from tests.unit.notifications import (
     SECRET,
     Publisher,
@@ -75,7 +76,7 @@ def test_signed_final_status_moves_the_order(rx: Receiver, status: str, expected
     assert order.platform_trade_no == "PT20241130000123"
     assert order.provider_status == status
     assert order.provider_message == "REJECTED_TRANSACTION"
-    assert rx.ledger.history(trade_no)[-1][1] == f"{expected} webhook"
+    assert ledger_reads.history(rx.ledger, trade_no)[-1][1] == f"{expected} webhook"
     assert rx.publisher.calls == []
 
 
@@ -113,15 +114,15 @@ def test_replay_is_ok_and_changes_nothing(rx: Receiver) -> None:
     trade_no = new_order(rx.ledger)
     body = signed(notification(trade_no))
     assert_ok(rx.handle(body), "accepted")
-    history = rx.ledger.history(trade_no)
+    history = ledger_reads.history(rx.ledger, trade_no)
     for _ in range(3):
         assert_ok(rx.handle(body), "replayed")
     order = rx.ledger.get(trade_no)
     assert order is not None
     assert order.state == State.SUCCEEDED
     assert order.discrepancy is None
-    assert rx.ledger.history(trade_no) == history
-    assert rx.ledger.discrepancies() == []
+    assert ledger_reads.history(rx.ledger, trade_no) == history
+    assert ledger_reads.discrepancies(rx.ledger) == []
 
 
 def test_contradicting_a_final_state_records_a_discrepancy(rx: Receiver) -> None:
@@ -133,7 +134,7 @@ def test_contradicting_a_final_state_records_a_discrepancy(rx: Receiver) -> None
     assert order is not None
     assert order.state == State.SUCCEEDED
     assert order.discrepancy == "FAILED webhook"
-    assert rx.ledger.discrepancies() == [trade_no]
+    assert ledger_reads.discrepancies(rx.ledger) == [trade_no]
     summary = rx.ledger.batch(order.batch_id)
     assert summary is not None and summary.discrepancies == 1
 
@@ -315,7 +316,7 @@ def test_another_account_secret_is_refused_and_changes_nothing(
 ) -> None:
     """A secret of ours, but not the order's account's: it vouches for its own orders only."""
     trade_no = new_order(ledger, market=market)
-    history = ledger.history(trade_no)
+    history = ledger_reads.history(ledger, trade_no)
     for status in ("0000", "00029", "0001"):
         reply = accounts.handle(signed(notification(trade_no, status), secret))
         assert (reply.status, reply.outcome, reply.trade_no) == (401, "wrong_account", trade_no)
@@ -323,7 +324,7 @@ def test_another_account_secret_is_refused_and_changes_nothing(
         assert [line.level for line in reply.logs] == [logging.ERROR]
         assert all(secret not in str(line) for line in reply.logs)
     assert state_of(ledger, trade_no) is State.PROCESSING
-    assert ledger.history(trade_no) == history
+    assert ledger_reads.history(ledger, trade_no) == history
 
 
 def test_an_order_of_a_market_without_an_account_is_never_applied(

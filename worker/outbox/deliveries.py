@@ -1,0 +1,216 @@
+"""The ``outbox_deliveries`` table: the feed's events taken in with their exact body,
+each payout's oldest pending one due for sending, every attempt recorded with its backoff,
+given up days after the event, and redelivered on request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from worker.backoff import backoff
+from worker.outbox.events import Event
+from worker.outbox.feed import INTAKE, Feed, first_column
+
+RETRY_BASE = 2.0  # an event's retries: 1-2 s, 2-4 s, ... (worker.backoff)
+RETRY_CAP = 3600.0  # ... and at most an hour apart
+GIVE_UP_AFTER = timedelta(days=3)  # an attempt failing this long after the event: given up
+_NAME = "webhook"  # outbox_state's row
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    event_id: int
+    body: str
+    attempts: int  # made before
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    event_id: int
+    number: int  # 1 for the first attempt
+    status: int | None  # the HTTP status; None when no answer came
+    latency_ms: int
+    error: str | None  # None: delivered
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    """Where one event's webhook stands (``disburse events``)."""
+
+    event_id: int
+    state: str  # pending | delivered | failed
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_at: datetime | None
+    delivered_at: datetime | None
+
+
+@dataclass
+class Endpoint:
+    """Failed attempts in a row; from TRIP_AFTER on, the next one not before ``retry_at``."""
+
+    failures: int = 0
+    retry_at: float = 0.0  # Unix seconds
+
+
+_DUE = """
+SELECT d.event_id, d.body, d.attempts FROM outbox_deliveries d
+WHERE d.state = 'pending' AND d.next_at <= now() AND NOT (d.event_id = ANY(%(busy)s))
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox_deliveries p
+      WHERE p.state = 'pending' AND p.trade_no = d.trade_no AND p.event_id < d.event_id)
+ORDER BY d.event_id LIMIT %(limit)s
+"""
+_RECORD = """
+WITH r AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(statuses)s::integer[], %(latencies)s::integer[],
+                         %(errors)s::text[], %(delays)s::float8[])
+        AS r(event_id, status, latency_ms, error, delay)
+), attempts AS (
+    INSERT INTO outbox_attempts (event_id, status, latency_ms, error)
+    SELECT event_id, status, latency_ms, error FROM r
+)
+UPDATE outbox_deliveries d SET
+    attempts = d.attempts + 1,
+    last_status = r.status,
+    last_error = r.error,
+    state = CASE WHEN r.error IS NULL THEN 'delivered'
+                 WHEN d.created_at < now() - %(give_up)s THEN 'failed'
+                 ELSE 'pending' END,
+    delivered_at = CASE WHEN r.error IS NULL THEN now() ELSE d.delivered_at END,
+    next_at = CASE WHEN r.error IS NULL THEN d.next_at
+                   ELSE now() + make_interval(secs => r.delay) END
+FROM r WHERE d.event_id = r.event_id AND d.state = 'pending'
+RETURNING d.state
+"""
+_ENQUEUE = """
+INSERT INTO outbox_deliveries (event_id, trade_no, body)
+SELECT * FROM unnest(%(ids)s::bigint[], %(trade_nos)s::text[], %(bodies)s::text[])
+ON CONFLICT (event_id) DO {conflict}
+"""
+# A redelivery is a new request: pending now, its backoff and its give-up clock restarted
+# (its earlier attempts stay recorded).
+_AGAIN = (
+    "UPDATE SET state = 'pending', next_at = now(), created_at = now(), attempts = 0 "
+    "WHERE outbox_deliveries.state <> 'pending'"
+)
+
+
+class Deliveries:
+    """The ``outbox_deliveries`` table: what is to be sent, what was, and each attempt."""
+
+    def __init__(self, pool: ConnectionPool, feed: Feed) -> None:
+        self.pool = pool
+        self.feed = feed
+
+    def take(self, conn: psycopg.Connection, *, wait: float = 0.0) -> int:
+        """Take the feed's events after the outbox's position; returns how many."""
+        row = conn.execute("SELECT position FROM outbox_state WHERE name = %s", (_NAME,)).fetchone()
+        position = first_column(row)
+        page = self.feed.read(position, INTAKE, wait=wait)
+        if page.cursor == position:
+            return 0
+        with conn.transaction():
+            self._enqueue(conn, page.events, again=False)
+            conn.execute(
+                "UPDATE outbox_state SET position = %s WHERE name = %s AND position = %s",
+                (page.cursor, _NAME, position),
+            )
+        return len(page.events)
+
+    def _enqueue(self, conn: psycopg.Connection, events: Sequence[Event], *, again: bool) -> int:
+        query = _ENQUEUE.format(conflict=_AGAIN if again else "NOTHING")
+        cur = conn.execute(
+            query,
+            {
+                "ids": [e.cursor for e in events],
+                "trade_nos": [e.trade_no for e in events],
+                "bodies": [e.body() for e in events],
+            },
+        )
+        return cur.rowcount
+
+    def due(self, conn: psycopg.Connection, limit: int, busy: Sequence[int]) -> list[Delivery]:
+        """Each payout's oldest pending event, if due, oldest first; not those in flight."""
+        rows = conn.execute(_DUE, {"limit": limit, "busy": list(busy)}).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    def record(self, conn: psycopg.Connection, attempts: Sequence[Attempt]) -> list[str]:
+        """Record the attempts; the deliveries' new states (delivered, pending, failed)."""
+        if not attempts:
+            return []
+        delays = [
+            0.0 if a.ok else backoff(a.number, base=RETRY_BASE, cap=RETRY_CAP) for a in attempts
+        ]
+        rows = conn.execute(
+            _RECORD,
+            {
+                "ids": [a.event_id for a in attempts],
+                "statuses": [a.status for a in attempts],
+                "latencies": [a.latency_ms for a in attempts],
+                "errors": [a.error for a in attempts],
+                "delays": delays,
+                "give_up": GIVE_UP_AFTER,
+            },
+        ).fetchall()
+        return [state for (state,) in rows]
+
+    def endpoint(self, conn: psycopg.Connection) -> Endpoint:
+        row = conn.execute(
+            "SELECT failures, extract(epoch FROM retry_at) FROM outbox_state WHERE name = %s",
+            (_NAME,),
+        ).fetchone()
+        assert row is not None
+        return Endpoint(row[0], float(row[1] or 0.0))
+
+    def save_endpoint(self, conn: psycopg.Connection, endpoint: Endpoint) -> None:
+        conn.execute(
+            "UPDATE outbox_state SET failures = %s, retry_at = to_timestamp(%s) WHERE name = %s",
+            (endpoint.failures, endpoint.retry_at or None, _NAME),
+        )
+
+    # for people (the CLI) ---------------------------------------------------------------
+    def status(self, event_ids: Sequence[int]) -> dict[int, DeliveryStatus]:
+        """Where each of these events' webhooks stands (absent: never taken)."""
+        found = self._statuses("d.event_id = ANY(%(ids)s)", {"ids": list(event_ids)})
+        return {status.event_id: status for status in found}
+
+    def failing(
+        self, *, after: int = 0, limit: int = 100, batch_id: str | None = None
+    ) -> list[DeliveryStatus]:
+        """Given up, or pending after a failed attempt (of ``batch_id``): oldest first."""
+        where = (
+            "(d.state = 'failed' OR (d.state = 'pending' AND d.attempts > 0)) "
+            "AND d.event_id > %(after)s AND (%(batch)s::text IS NULL OR o.batch_id = %(batch)s)"
+        )
+        params = {"after": after, "batch": batch_id, "limit": limit}
+        return self._statuses(where + " ORDER BY d.event_id LIMIT %(limit)s", params)
+
+    def _statuses(self, where: str, params: dict[str, Any]) -> list[DeliveryStatus]:
+        query = sql.SQL(
+            "SELECT d.event_id, d.state, d.attempts, d.last_status, d.last_error, d.next_at, "
+            "d.delivered_at FROM outbox_deliveries d JOIN orders o USING (trade_no) WHERE {}"
+        ).format(sql.SQL(where))  # where: one of this class's constants
+        with self.pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [DeliveryStatus(*row) for row in rows]
+
+    def redeliver(self, events: Sequence[Event]) -> int:
+        """Send these events again (also ones never taken, or taken before the outbox's
+        start); returns how many were made pending. One already pending is left as it is."""
+        if not events:
+            return 0
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            return self._enqueue(conn, events, again=True)
