@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from worker.exceptions import IdempotencyKeyReused, InputError
+from worker.core.exceptions import IdempotencyKeyReused, InputError
 
 # Printable ASCII without spaces: UUIDs, "payroll-2026-05", "sha256:<hex>".
 _KEY = re.compile(r"[!-~]{1,200}")

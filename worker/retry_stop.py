@@ -1,13 +1,13 @@
 """A payout retried under a new tradeNo, then reported paid after all: its retry stops.
 
 ``disburse retry`` pays a FAILED payout again only once the provider confirms the failure
-(worker.confirm); a success reported for it later (a late webhook, a lookup) still means
+(worker.core.confirm); a success reported for it later (a late webhook, a lookup) still means
 the retry may pay it twice. :func:`stop_retries` runs when the ledger records that
 discrepancy (Ledger.apply_report): each retry in the chain (the retry, its retry, ...)
 that was never claimed, so never sent, is CANCELLED; one that may have been sent goes to
 REVIEW, for a person to check both with the provider. The FAILED original keeps its
 state (final states never change) with the discrepancy recorded; ``disburse status``
-of the retry's batch counts the retries stopped (worker.report).
+of the retry's batch counts the retries stopped (worker.cli.report).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from worker.confirm import ORIGINAL_PAID
-from worker.states import FINAL_STATES, State
+from worker.core.confirm import ORIGINAL_PAID
+from worker.core.states import FINAL_STATES, State
 
 if TYPE_CHECKING:
     from worker.ledger import Ledger, Source

@@ -10,13 +10,13 @@ import pytest
 
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
-from worker import runtime
-from worker.app import app
+from worker.celery import runtime
+from worker.celery.app import app
+from worker.celery.publish import submit_queue_length
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.dev.cluster import LocalCluster
-from worker.dev.samples import sample_rows
 from worker.ledger import Ledger
-from worker.publish import submit_queue_length
-from worker.states import State
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from schemas import MARKETS
-from worker.backoff import MAX_DELAY
-from worker.config import (
+from worker.core.backoff import MAX_DELAY
+from worker.core.config import (
     DETAILS_SETTINGS,
     Account,
     ConfigError,
@@ -17,7 +17,7 @@ from worker.config import (
     Settings,
     load_settings,
 )
-from worker.exceptions import MarketUnavailable
+from worker.core.exceptions import MarketUnavailable
 
 PLAIN = {
     "VEXORA_BASE_URL": "https://pay.example/",
@@ -301,7 +301,7 @@ def test_notify_url_defaults_to_the_local_web_process_over_https() -> None:
 def test_a_dotenv_in_the_working_directory_fills_gaps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.config import get_settings
+    from worker.core.config import get_settings
 
     (tmp_path / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/5\nSWEEP_AFTER=77\n")
     monkeypatch.chdir(tmp_path)
@@ -322,7 +322,7 @@ def test_a_server_not_set_says_which_and_where_it_looked(
     value: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not the nearest .env above either: that one may be another project's."""
-    from worker.config import get_settings
+    from worker.core.config import get_settings
 
     folder = tmp_path / "project" / "inner"
     folder.mkdir(parents=True)

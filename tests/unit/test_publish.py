@@ -8,9 +8,8 @@ import json
 import pytest
 import redis
 
-from worker import runtime
-from worker.dev.redis_server import free_port
-from worker.publish import (
+from worker.celery import runtime
+from worker.celery.publish import (
     CHUNK,
     RESUBMIT_CHUNK,
     ResubmitFirst,
@@ -18,6 +17,7 @@ from worker.publish import (
     publish_submissions,
     submit_queue_length,
 )
+from worker.dev.redis_server import free_port
 
 
 def test_a_queue_the_broker_never_had_is_empty(broker: redis.Redis) -> None:

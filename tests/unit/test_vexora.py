@@ -15,10 +15,8 @@ import pytest
 import requests
 
 from tests.unit.fake_provider import FakeProvider, SpySession, serving
-from worker import vexora
-from worker.config import Settings, load_settings
-from worker.dev.credentials import sandbox_settings
-from worker.exceptions import (
+from worker.core.config import Settings, load_settings
+from worker.core.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
     NotFound,
@@ -28,9 +26,11 @@ from worker.exceptions import (
     Refused,
     Rejected,
 )
-from worker.signing import verify
-from worker.states import State
-from worker.vexora import Balance, PayoutResult, VexoraClient
+from worker.core.signing import verify
+from worker.core.states import State
+from worker.dev.credentials import sandbox_settings
+from worker.provider import vexora
+from worker.provider.vexora import Balance, PayoutResult, VexoraClient
 
 SECRET = "TEST_SECRET"
 MERCHANT = "M-123"
@@ -454,7 +454,7 @@ def test_a_transport_failure_is_logged_with_the_trade_no_in_its_field(
     closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     # In the text of a log line the tradeNo's digit runs are masked: its field is not.
-    with caplog.at_level(logging.WARNING, logger="worker.vexora"), pytest.raises(NotSent):
+    with caplog.at_level(logging.WARNING, logger="worker.provider.vexora"), pytest.raises(NotSent):
         _client(closed_port).submit(FIELDS, TRADE_NO)
     (record,) = caplog.records
     assert record.__dict__["trade_no"] == TRADE_NO

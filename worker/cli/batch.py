@@ -16,8 +16,8 @@ import click
 
 from schemas import MARKETS
 from worker.cli.common import UserError, echo_row_errors, pause_text
-from worker.exceptions import InputError, InvalidFile
-from worker.report import plural
+from worker.core.exceptions import InputError, InvalidFile
+from worker.core.text import plural
 
 if TYPE_CHECKING:
     from worker.ledger import BatchSummary
@@ -94,10 +94,10 @@ def enqueue(
       disburse enqueue payouts.csv --market JP --dry-run
       disburse enqueue payouts.jsonl --market KH --hold --json
     """
-    from worker import runtime
-    from worker.columns import check_columns
+    from worker.celery import runtime
+    from worker.core.columns import check_columns
+    from worker.core.rows import read_bytes, read_rows
     from worker.idempotency import file_key
-    from worker.rows import read_bytes, read_rows
 
     if allow_duplicate and idempotency_key is not None:
         raise click.UsageError("--allow-duplicate and --idempotency-key exclude each other")
@@ -150,7 +150,7 @@ def enqueue(
 
 
 def _say_duplicate(batch_id: str, at_ms: int | None, key: str | None) -> None:
-    from worker import report
+    from worker.cli import report
 
     same = f"idempotency key {key}" if key is not None else "same file"
     click.echo(
@@ -164,7 +164,8 @@ def _say_duplicate(batch_id: str, at_ms: int | None, key: str | None) -> None:
 
 
 def _say_enqueued(batch_id: str, accepted: int, held: bool, trade_nos: list[str]) -> None:
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
 
     state = "held for approval" if held else "queued"
     if accepted or len(trade_nos) == accepted:
@@ -187,9 +188,9 @@ def _say_enqueued(batch_id: str, accepted: int, held: bool, trade_nos: list[str]
 def _pause_of(market: str) -> dict[str, str] | None:
     """What stops the submissions of ``market``: the cluster-wide or its account's switch,
     why, who set it (an operator, ``systemic-code``, ``circuit-breaker``) and since when."""
-    from worker import runtime
-    from worker.config import get_settings
-    from worker.pause import ALL
+    from worker.celery import runtime
+    from worker.coordination.pause import ALL
+    from worker.core.config import get_settings
 
     paused = runtime.pause_switch().records()
     names = [ALL]
@@ -233,7 +234,8 @@ def status(batch: str, watch: bool, interval: float, as_json: bool, counts_only:
       disburse status b1f0c2d3e4a5b6c7 --watch
       disburse status b1f0c2d3e4a5b6c7 --json --counts-only
     """
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
 
     ledger = runtime.ledger()
     summary = ledger.batch(batch)
@@ -269,10 +271,11 @@ def _pause_or_warn(market: str) -> dict[str, str] | None:
 def _watch(batch: str, market: str, interval: float) -> BatchSummary:
     from rich.console import Console
 
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
     from worker.cli.watch import SERVER_ERRORS, Snapshot, held_text, server_error
     from worker.cli.watch import watch as follow
-    from worker.states import State
+    from worker.core.states import State
 
     ledger = runtime.ledger()
 
@@ -322,7 +325,8 @@ def export(batch: str, output: Path | None) -> None:
       disburse export b1f0c2d3e4a5b6c7 -o results.csv
       disburse export b1f0c2d3e4a5b6c7 | grep FAILED
     """
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
 
     ledger = runtime.ledger()
     if ledger.batch(batch) is None:
@@ -413,7 +417,7 @@ def _since(value: str | None) -> datetime | None:
 
 
 def _batch_state(counts: dict[Any, int]) -> str:
-    from worker.states import SETTLED_STATES, State
+    from worker.core.states import SETTLED_STATES, State
 
     if counts.get(State.HELD):
         return "held"
@@ -444,7 +448,8 @@ def batches(since: str | None, state: str | None, limit: int, as_json: bool) -> 
       disburse batches --since 2d --state open
       disburse batches --since 2026-12-01 --json
     """
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
 
     found = runtime.ledger().batches(
         since_ms=_ms(_since(since)),
@@ -485,7 +490,7 @@ def fields(market: str | None) -> None:
     Example:
       disburse fields --market JP
     """
-    from worker.columns import reference_table
+    from worker.core.columns import reference_table
 
     for index, code in enumerate([market] if market else list(MARKETS)):
         if index:
@@ -508,7 +513,7 @@ def template(market: str, output: Path | None) -> None:
       disburse template --market ID -o payouts.csv
       disburse enqueue payouts.csv --market ID --dry-run
     """
-    from worker.columns import template_csv
+    from worker.core.columns import template_csv
 
     with _writing(output) as out:
         out.write(template_csv(market))

@@ -45,6 +45,6 @@ def echo_row_errors(rejected: Iterable[RowError]) -> None:
 
 def pause_text(name: str, reason: str) -> str:
     """One pause switch said plainly: which accounts it stops, and why."""
-    from worker.pause import ALL
+    from worker.coordination.pause import ALL
 
     return f"{'every provider account' if name == ALL else f'provider account {name}'}: {reason}"
