@@ -27,7 +27,7 @@ try:
     broker_url = _settings.broker
     result_backend = _settings.redis_url
 except ConfigError:
-    # REDIS_URL not set: a worker or beat refuses to start, saying so (worker.celery.app), and
+    # REDIS_URL not set: a worker or beat refuses to start, saying so (worker.celery.signals), and
     # nothing else publishes without the Redis that worker.celery.runtime needs first.
     broker_url = result_backend = None
 # The ledger is the record of every payout; task results would only duplicate it.

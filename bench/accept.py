@@ -58,9 +58,9 @@ def _baseline(rows: list[dict[str, str]]) -> float:
 
 
 def _queued_messages() -> int:
-    from worker.celery.publish import submit_queue_length
+    from worker.celery import runtime
 
-    return submit_queue_length()
+    return runtime.publisher().submit_queue_length()
 
 
 def run(ctx: Context) -> list[Result]:

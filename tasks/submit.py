@@ -11,7 +11,6 @@ from celery.exceptions import Reject
 
 from worker.celery import runtime
 from worker.celery.app import app
-from worker.celery.publish import publish_resubmissions
 from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
 from worker.core.backoff import QUERY_DELAY
@@ -57,10 +56,10 @@ def submit_chunk(
     # are published again by the reconcile pass once the lease expires.
     with lease:
         report = submitter.run(trade_nos, budget=budget)
-        publish_resubmissions(report.leftover)
+        runtime.publisher().resubmissions(report.leftover)
         lease.hand_on(report.leftover)
         for trade_no, delay in report.retry:
-            publish_resubmissions([trade_no], countdown=delay)
+            runtime.publisher().resubmissions([trade_no], countdown=delay)
             lease.hand_on([trade_no], due_in=delay)
         # Marked as outstanding, so a reconcile pass does not ask twice.
         in_flight.request_lookups(report.query, countdown=QUERY_DELAY)

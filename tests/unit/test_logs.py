@@ -1,5 +1,6 @@
 """JSON log lines with masking (worker.core.logs; the rule itself is tests/unit/test_redact.py's),
-start-up warnings (worker.celery.preflight), and their Celery signal hookups (worker.celery.app)."""
+start-up warnings (worker.celery.preflight), and their Celery signal hookups
+(worker.celery.signals)."""
 
 from __future__ import annotations
 
@@ -176,7 +177,7 @@ def test_configure_logging_installs_one_json_handler_on_root() -> None:
 def test_celery_setup_logging_signal_uses_our_config() -> None:
     from celery.signals import setup_logging
 
-    import worker.celery.app  # noqa: F401 - connects the receivers
+    import worker.celery.signals  # noqa: F401 - connects the receivers
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -247,8 +248,8 @@ def test_preflight_warnings_are_logged_loudly(caplog: pytest.LogCaptureFixture) 
 def test_preflight_runs_on_worker_ready_and_beat_init(monkeypatch: pytest.MonkeyPatch) -> None:
     from celery.signals import beat_init, worker_ready
 
-    import worker.celery.app
     import worker.celery.preflight
+    import worker.celery.signals
     import worker.db.readiness
 
     # beat_init also checks the database's schema (test_readiness): not under test here.

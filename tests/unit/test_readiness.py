@@ -13,8 +13,8 @@ import pytest
 import redis
 from celery.signals import beat_init, celeryd_after_setup
 
-import worker.celery.app  # connects the signal handlers under test
 import worker.celery.preflight
+import worker.celery.signals  # connects the signal handlers under test
 from tests.unit.notifications import local_client
 from worker.celery import runtime
 from worker.core.config import get_settings

@@ -15,7 +15,7 @@ import redis
 from celery.signals import beat_init, celeryd_after_setup
 
 import worker
-import worker.celery.app  # connects the start-up checks under test
+import worker.celery.signals  # connects the start-up checks under test
 from worker import cli
 from worker.celery import runtime, startup
 from worker.core.config import get_settings, load_settings

@@ -17,12 +17,8 @@ import redis
 from psycopg_pool import ConnectionPool
 
 from schemas import MARKETS
-from worker.celery.publish import (
-    publish_lookups,
-    publish_resubmissions,
-    publish_submissions,
-    submit_queue_length,
-)
+from worker.celery.app import app
+from worker.celery.publish import Publisher
 from worker.coordination.breaker import Breaker
 from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
@@ -65,6 +61,12 @@ def interactive() -> None:
     global _interactive
     _interactive = True
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+
+@cache
+def publisher() -> Publisher:
+    """The workers' messages, sent through the Celery app."""
+    return Publisher(app)
 
 
 @cache
@@ -174,7 +176,7 @@ def details() -> DetailsClient | NoDetailsApi:
 @cache
 def in_flight() -> InFlightLookups:
     """The lookup-in-flight markers, and the one way to request lookups."""
-    return InFlightLookups.from_settings(redis_client(), publish_lookups, get_settings())
+    return InFlightLookups.from_settings(redis_client(), publisher().lookups, get_settings())
 
 
 @cache
@@ -191,7 +193,7 @@ def lookups() -> Lookups:
         # Recovery runs inside a submit task, whose time limit derives from its budget.
         recover_budget=settings.submit_budget,
         # An order a lookup puts back to QUEUED is a submission again.
-        publish_submissions=publish_resubmissions,
+        publish_submissions=publisher().resubmissions,
         no_record_grace=settings.no_record_grace,
     )
 
@@ -261,8 +263,8 @@ def reconciler() -> Reconciler:
         redis_client(),
         settings,
         # Everything the sweeper publishes is a submission again.
-        publish_submissions=publish_resubmissions,
-        submit_queue_length=submit_queue_length,
+        publish_submissions=publisher().resubmissions,
+        submit_queue_length=publisher().submit_queue_length,
         walk=walk,
     )
 
@@ -273,7 +275,7 @@ def producer() -> Producer:
     return Producer(
         ledger(),
         get_settings(),
-        publish=publish_submissions,
+        publish=publisher().submissions,
         sign=lambda market: vexora(market).signed_body,
         # A retry pays an old payout again: only once the provider confirms it failed.
         ask=lambda order: lookups().ask_both(order, budget),
@@ -286,7 +288,7 @@ def batch_controls() -> Controls:
     return Controls(
         ledger(),
         lambda market: vexora(market).balance(),
-        publish_submissions,
+        publisher().submissions,
         pause_switch(),
         operator=get_settings().operator,
     )
@@ -323,8 +325,8 @@ def sender() -> Sender | None:
     return Sender(deliveries(), settings.app_webhook_url, settings.app_webhook_secret)
 
 
-_BUILT = (redis_client, pool, ledger, pause_switch, metrics, _vexora, details, leases,
-          in_flight, lookups, _submitter, submitter, reconciler, producer,
+_BUILT = (publisher, redis_client, pool, ledger, pause_switch, metrics, _vexora, details,
+          leases, in_flight, lookups, _submitter, submitter, reconciler, producer,
           batch_controls, decisions, feed, deliveries, sender)  # fmt: skip
 
 
@@ -347,7 +349,6 @@ def reset() -> None:
     import kombu.pools
 
     import celeryconfig
-    from worker.celery.app import app
 
     if pool.cache_info().currsize:
         pool().close()

@@ -1,7 +1,7 @@
 """Leases: which QUEUED orders a worker holds in a submit message, and until when.
 
 A submit message carries up to 100 tradeNos. When a worker receives it, their lease is
-recorded (worker.celery.app; for a message with a countdown, until it is due), by the Redis
+recorded (worker.celery.signals; for a message with a countdown, until it is due), by the Redis
 server's clock. While its task works through them, a thread of the task renews the lease
 every few seconds; when the task ends normally it gives up those it claimed, and leaves
 those it handed on in a new message to the worker that receives it. A worker that dies

@@ -45,7 +45,7 @@ NO_RECORD_GRACE = 30.0
 # person looks at it (REVIEW).
 MAX_NO_RECORD_RESUBMITS = 3
 
-# Every Redis command of a task (worker.celery.app sets it in each pool process) is retried on
+# Every Redis command of a task (worker.celery.signals sets it in each pool process) is retried on
 # a lost connection for about 25 s (0.2, 0.4, 0.8, 1.6, then 2 s apart): a Redis
 # restart of a few seconds stalls the tasks instead of failing them. A transition run
 # twice (its reply lost) is harmless: each is a compare-and-set. Past that a task

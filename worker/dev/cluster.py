@@ -41,9 +41,9 @@ PROCESSES = {
     "web": "waitress-serve --listen=127.0.0.1:${PORT:-8701} --threads=8"
     " --max-request-body-size=65537 --no-clear-untrusted-proxy-headers"
     " --call worker.web.listeners:web_app",
-    "worker": "celery -A worker.celery.app worker -Q submit,resubmit,reconcile,outbox"
+    "worker": "celery -A worker.celery.main worker -Q submit,resubmit,reconcile,outbox"
     " --concurrency=4 --loglevel=INFO",
-    "beat": "celery -A worker.celery.app beat --loglevel=INFO",
+    "beat": "celery -A worker.celery.main beat --loglevel=INFO",
 }
 
 # The module each Procfile program runs (``python -m``).
