@@ -113,7 +113,7 @@ def submit_path(ledger: Ledger) -> Callable[[Sequence[str]], None]:
     answers alone."""
     from worker.core.states import State
     from worker.flows.submit import GROUP
-    from worker.provider.vexora import ProviderReport
+    from worker.provider.report import ProviderReport
 
     def work(trade_nos: Sequence[str]) -> None:
         answers: list[tuple[str, ProviderReport]] = []
@@ -149,7 +149,7 @@ def server_cpu(pool: ConnectionPool) -> float:
 
 def settle(ledger: Ledger) -> Callable[[Sequence[str]], None]:
     from worker.core.states import Outcome, State
-    from worker.provider.vexora import ProviderReport
+    from worker.provider.report import ProviderReport
 
     def work(trade_nos: Sequence[str]) -> None:
         for trade_no in trade_nos:

@@ -48,7 +48,7 @@ def _post_loop(
     """One baseline process: sign and POST each payload once, as fast as it answers."""
     import requests
 
-    from worker.core.config import Settings
+    from worker.core.settings import Settings
     from worker.provider.vexora import SUBMIT_PATH, VexoraClient
 
     client = VexoraClient(base_url, merchant_no, secret, timeouts=Settings().timeouts)

@@ -14,7 +14,7 @@ from worker.coordination.leases import Leases
 from worker.coordination.metrics import Metrics
 from worker.core.config import get_settings
 from worker.core.queues import LOOKUP_TASK, RECONCILE_TASK
-from worker.flows.lookup import LookupReport
+from worker.flows.reads import LookupReport
 
 log = logging.getLogger(__name__)
 

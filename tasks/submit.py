@@ -20,7 +20,7 @@ from worker.flows.submit import ChunkReport
 
 
 class Submits(Protocol):
-    """A Submitter, or MarketSubmitters (worker.flows.submit)."""
+    """A Submitter, or MarketSubmitters (worker.flows.market_submitters)."""
 
     def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport: ...
 

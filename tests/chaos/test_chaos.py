@@ -52,8 +52,8 @@ from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
 from tests.integration.conftest import fast_sandbox, running_cluster
 from tests.integration.test_outbox import assert_delivered, states_went_through
 from worker.celery import runtime
-from worker.core.config import Settings
 from worker.core.samples import sample_rows
+from worker.core.settings import Settings
 from worker.core.states import SETTLED_STATES, State
 from worker.dev.cluster import LocalCluster
 from worker.flows.controls import ControlResult

@@ -21,9 +21,10 @@ from worker.core.states import State
 from worker.dev.cluster import LocalCluster
 from worker.dev.credentials import sandbox_settings
 from worker.ledger import Order, new_batch_id, new_trade_no
+from worker.provider.answers import STATUS_PROCESSING
 from worker.provider.details import DetailsClient
 from worker.provider.token import TokenCache, TokenFetcher
-from worker.provider.vexora import STATUS_PROCESSING, VexoraClient
+from worker.provider.vexora import VexoraClient
 from worker.sandbox import Sandbox, SandboxConfig
 
 pytestmark = pytest.mark.integration

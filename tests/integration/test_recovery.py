@@ -24,7 +24,7 @@ from worker.core.backoff import NO_RECORD_GRACE
 from worker.core.samples import sample_rows
 from worker.core.states import State
 from worker.ledger import Order
-from worker.provider.vexora import CODE_ORDER_NOT_FOUND, CODE_REQUEST_FAILED
+from worker.provider.answers import CODE_ORDER_NOT_FOUND, CODE_REQUEST_FAILED
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ from worker.core.states import State
 from worker.dev.credentials import sandbox_settings
 from worker.flows.producer import Producer
 from worker.ledger import Ledger, Order
-from worker.provider.vexora import ProviderReport, VexoraClient
+from worker.provider.report import ProviderReport
+from worker.provider.vexora import VexoraClient
 
 
 @pytest.fixture

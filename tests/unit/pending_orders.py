@@ -16,15 +16,17 @@ from tests.unit import ledger_sql
 from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
 from worker.coordination.pause import PauseSwitch
-from worker.core.config import Rate, Settings
 from worker.core.exceptions import NotFound, RateLimitTimeout
+from worker.core.settings import Rate, Settings
 from worker.core.states import State
 from worker.flows.deadline import ReviewDeadline
-from worker.flows.lookup import DetailsReads, Lookups
+from worker.flows.lookup import Lookups
+from worker.flows.reads import DetailsReads
 from worker.flows.reconcile import PassReport, Reconciler
 from worker.ledger import Ledger, new_batch_id
-from worker.provider.details import Disbursement, Throttle, parse_disbursement
-from worker.provider.vexora import PayoutResult, payout_result
+from worker.provider.answers import PayoutResult, payout_result
+from worker.provider.details import Throttle
+from worker.provider.disbursements import Disbursement, parse_disbursement
 
 DAY = 86400.0
 

@@ -8,9 +8,10 @@ import pytest
 import redis
 
 from worker.coordination.breaker import Breaker, codes_text
-from worker.core.config import DEFAULT_SYSTEMIC_CODES, load_settings
+from worker.core.config import load_settings
 from worker.core.exceptions import ConfigError
-from worker.provider.vexora import SYSTEMIC_CODES
+from worker.core.settings import DEFAULT_SYSTEMIC_CODES
+from worker.provider.answers import SYSTEMIC_CODES
 
 
 def test_the_breaker_trips_at_the_nth_refusal_with_the_codes_seen(any_redis: redis.Redis) -> None:

@@ -1,8 +1,8 @@
 """The client against the sandbox (in-process, free port): two vocabularies must agree.
 
-The client's codes, statuses and signature (worker.provider.vexora, worker.core.signing) and the
-sandbox's (worker.sandbox.protocol) are written separately, each from the provider
-documents; a wrong code or signing rule on either side fails here.
+The client's codes, statuses and signature (worker.provider.answers,
+worker.core.signing) and the sandbox's (worker.sandbox.protocol) are written separately,
+each from the provider documents; a wrong code or signing rule on either side fails here.
 """
 
 from __future__ import annotations

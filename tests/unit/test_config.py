@@ -8,16 +8,11 @@ from pathlib import Path
 import pytest
 
 from schemas import MARKETS
+from worker.core.accounts import Account
 from worker.core.backoff import MAX_DELAY
-from worker.core.config import (
-    DETAILS_SETTINGS,
-    Account,
-    ConfigError,
-    Rate,
-    Settings,
-    load_settings,
-)
-from worker.core.exceptions import MarketUnavailable
+from worker.core.config import load_settings
+from worker.core.exceptions import ConfigError, MarketUnavailable
+from worker.core.settings import DETAILS_SETTINGS, Rate, Settings
 
 PLAIN = {
     "VEXORA_BASE_URL": "https://pay.example/",

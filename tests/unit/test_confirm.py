@@ -23,10 +23,11 @@ from worker.core.samples import sample_rows
 from worker.core.states import Outcome, State
 from worker.dev.credentials import sandbox_settings
 from worker.flows.decisions import Decisions
-from worker.flows.lookup import LookupReport
 from worker.flows.producer import Producer
+from worker.flows.reads import LookupReport
 from worker.ledger import Ledger
-from worker.provider.vexora import ProviderReport, VexoraClient
+from worker.provider.report import ProviderReport
+from worker.provider.vexora import VexoraClient
 
 GRACE = 30.0
 

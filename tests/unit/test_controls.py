@@ -21,7 +21,7 @@ from worker.core.exceptions import NotSent
 from worker.core.states import State
 from worker.flows.controls import BatchNotFound, Controls
 from worker.ledger import Ledger
-from worker.provider.vexora import Balance
+from worker.provider.answers import Balance
 
 FIELDS = {"amount": "500", "accountNo": "880123456789012345"}
 

@@ -24,7 +24,7 @@ from worker.core.exceptions import (
 from worker.core.states import State
 from worker.flows.decisions import Decisions
 from worker.ledger import Ledger
-from worker.provider.details import parse_disbursement
+from worker.provider.disbursements import parse_disbursement
 
 STUCK = "pending past its deadline"
 GRACE = 30.0

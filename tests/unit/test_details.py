@@ -26,7 +26,6 @@ from tests.unit.fake_provider import (
     json_response,
     serving,
 )
-from worker.core.config import Settings
 from worker.core.exceptions import (
     AuthenticationFailed,
     NotFound,
@@ -35,8 +34,10 @@ from worker.core.exceptions import (
     RateLimited,
     TokenUnavailable,
 )
+from worker.core.settings import Settings
 from worker.core.states import State
-from worker.provider.details import DetailsClient, Disbursement, parse_disbursement
+from worker.provider.details import DetailsClient
+from worker.provider.disbursements import Disbursement, parse_disbursement
 from worker.provider.token import TokenCache, TokenFetcher
 
 # The paths every client here asks for: the defaults, from the one place they are set.

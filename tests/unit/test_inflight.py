@@ -8,7 +8,7 @@ import redis
 
 from tests.unit.pending_orders import Recorder, World, in_flight, make_world, order_in, settings
 from worker.coordination.inflight import InFlightLookups
-from worker.core.config import Rate
+from worker.core.settings import Rate
 from worker.core.states import State
 from worker.ledger import Ledger
 

@@ -25,7 +25,7 @@ from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.flows import retention
 from worker.ledger import PAYLOAD_KEPT, Ledger, Transition
-from worker.provider.vexora import ProviderReport
+from worker.provider.report import ProviderReport
 
 ACCOUNT = "5464438554636"
 

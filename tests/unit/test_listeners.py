@@ -21,7 +21,8 @@ from werkzeug.test import Client
 import worker.core.logs
 from tests.unit.notifications import SECRET, Publisher
 from worker.coordination.metrics import Metrics
-from worker.core.config import Settings, get_settings
+from worker.core.config import get_settings
+from worker.core.settings import Settings
 from worker.dev.cluster import procfile_commands
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger

@@ -32,11 +32,12 @@ from tests.unit.pending_orders import (
     order_in,
 )
 from worker.core.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
-from worker.core.config import Settings
 from worker.core.exceptions import MarketUnavailable, NotFound, OutcomeUnknown, RateLimited
+from worker.core.settings import Settings
 from worker.core.states import State
 from worker.ledger import Ledger
-from worker.provider.details import DetailsClient, Disbursement, parse_disbursement
+from worker.provider.details import DetailsClient
+from worker.provider.disbursements import Disbursement, parse_disbursement
 from worker.provider.no_details import NoDetailsApi
 from worker.provider.token import TokenCache, TokenFetcher
 

@@ -19,7 +19,7 @@ from worker.core.states import FINAL_STATES, State
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
-from worker.provider.vexora import ProviderReport
+from worker.provider.report import ProviderReport
 
 
 def dead_redis() -> redis.Redis:

@@ -31,7 +31,8 @@ from tests.unit.notifications import (
     state_of,
 )
 from worker.coordination.metrics import Metrics
-from worker.core.config import MarketAccount, Settings
+from worker.core.accounts import MarketAccount
+from worker.core.settings import Settings
 from worker.core.states import State
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port

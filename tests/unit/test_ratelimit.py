@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from worker.coordination.ratelimit import TAKE_AHEAD, RateLimiter, RateLimitTimeout, Slots
-from worker.core.config import Rate
+from worker.core.settings import Rate
 from worker.dev.credentials import sandbox_settings
 from worker.dev.redis_server import RedisServer
 

@@ -17,11 +17,12 @@ from tests.unit import ledger_sql
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from tests.unit.pending_orders import make_world
 from tests.unit.test_ledger import sample_payouts
-from worker.core.config import ConfigError, load_settings
+from worker.core.config import load_settings
+from worker.core.exceptions import ConfigError
 from worker.core.states import Outcome, State
 from worker.flows import retention
 from worker.ledger import Debit, Ledger
-from worker.provider.vexora import ProviderReport
+from worker.provider.report import ProviderReport
 
 HOUR = 3600.0  # the retention window of these tests
 

@@ -26,9 +26,9 @@ from worker.core.exceptions import OutcomeUnknown
 from worker.core.states import Outcome, State
 from worker.dev.redis_server import RedisServer
 from worker.ledger import Debit, Ledger
-from worker.provider.details import Disbursement, parse_disbursement
+from worker.provider.disbursements import Disbursement, parse_disbursement
 from worker.provider.no_details import NoDetailsApi
-from worker.provider.vexora import ProviderReport
+from worker.provider.report import ProviderReport
 from worker.web.webhook import WebhookHandler
 
 MakeWorld = Callable[..., World]

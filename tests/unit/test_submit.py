@@ -21,7 +21,6 @@ from worker.coordination.pause import PauseSwitch
 from worker.coordination.pause_store import PauseStore
 from worker.coordination.ratelimit import RateLimiter, RateLimitTimeout, Slots
 from worker.core.backoff import MAX_SUBMIT_ATTEMPTS
-from worker.core.config import DEFAULT_SYSTEMIC_CODES, Rate
 from worker.core.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
@@ -31,10 +30,12 @@ from worker.core.exceptions import (
     Refused,
     Rejected,
 )
+from worker.core.settings import DEFAULT_SYSTEMIC_CODES, Rate
 from worker.core.states import State
-from worker.flows.submit import GROUP, PAUSE_LOOK_EVERY, MarketSubmitters, Submitter
+from worker.flows.market_submitters import MarketSubmitters
+from worker.flows.submit import GROUP, PAUSE_LOOK_EVERY, Submitter
 from worker.ledger import Ledger
-from worker.provider.vexora import PayoutResult
+from worker.provider.answers import PayoutResult
 
 FIELDS = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
 

@@ -20,6 +20,7 @@ from celery.signals import task_received
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+import worker.celery.signals  # noqa: F401 - connects the hookup under test (task_received)
 from schemas import Payout
 from tasks.reconcile import lookup_chunk
 from tasks.submit import submit_chunk
@@ -29,16 +30,17 @@ from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.ratelimit import RateLimiter
 from worker.core.backoff import QUERY_DELAY
-from worker.core.config import Rate, get_settings
+from worker.core.config import get_settings
+from worker.core.settings import Rate
 from worker.core.states import State
 from worker.db import migrate
 from worker.db.pool import open_pool
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import free_port
-from worker.flows.lookup import LookupReport
+from worker.flows.reads import LookupReport
 from worker.flows.submit import ChunkReport, Submitter
 from worker.ledger import Ledger, new_batch_id
-from worker.provider.vexora import PayoutResult
+from worker.provider.answers import PayoutResult
 
 
 @dataclass

@@ -24,7 +24,6 @@ from tests.unit.fake_provider import (
     error,
     serving,
 )
-from worker.core.config import Settings
 from worker.core.exceptions import (
     AuthenticationFailed,
     NotSent,
@@ -32,6 +31,7 @@ from worker.core.exceptions import (
     ProviderError,
     TokenUnavailable,
 )
+from worker.core.settings import Settings
 from worker.provider.token import TokenCache, TokenFetcher
 
 ClientFactory = Callable[..., redis.Redis]

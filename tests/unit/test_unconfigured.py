@@ -23,7 +23,8 @@ from worker.core.exceptions import MarketUnavailable
 from worker.core.samples import sample_rows
 from worker.core.states import State
 from worker.dev.credentials import NOWHERE, sandbox_env
-from worker.flows.submit import MarketSubmitters, Submitter
+from worker.flows.market_submitters import MarketSubmitters
+from worker.flows.submit import Submitter
 from worker.ledger import Ledger
 
 ONLY_ID = {
@@ -248,7 +249,7 @@ def test_no_secret_is_built_in_so_the_repositorys_sandbox_secret_verifies_nothin
 
     from tests.unit.notifications import Publisher, new_order, notification, signed, state_of
     from worker.coordination.metrics import Metrics
-    from worker.core.config import Settings
+    from worker.core.settings import Settings
     from worker.web.notify import create_app
 
     metrics = Metrics(fake_redis, prefix="t")

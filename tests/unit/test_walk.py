@@ -14,7 +14,8 @@ from worker.core.states import State
 from worker.flows.reconcile import PassReport, Reconciler
 from worker.flows.walk import ListWalk
 from worker.ledger import Ledger
-from worker.provider.details import DEFAULT_PER_PAGE, ListPage, Throttle, parse_disbursement
+from worker.provider.details import Throttle
+from worker.provider.disbursements import DEFAULT_PER_PAGE, ListPage, parse_disbursement
 
 HOUR_MS = 3_600_000
 

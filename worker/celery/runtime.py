@@ -27,16 +27,18 @@ from worker.coordination.pause import PauseSwitch
 from worker.coordination.pause_store import PauseStore
 from worker.coordination.ratelimit import RateLimiter
 from worker.core import keys
-from worker.core.config import Account, get_settings
+from worker.core.accounts import Account
+from worker.core.config import get_settings
 from worker.db.pool import open_pool
 from worker.db.session import SessionLimits
 from worker.flows.controls import Controls
 from worker.flows.deadline import ReviewDeadline
 from worker.flows.decisions import Decisions
 from worker.flows.lookup import Lookups
+from worker.flows.market_submitters import MarketSubmitters
 from worker.flows.producer import Producer
 from worker.flows.reconcile import Reconciler
-from worker.flows.submit import MarketSubmitters, Submitter
+from worker.flows.submit import Submitter
 from worker.flows.walk import ListWalk
 from worker.ledger import Ledger
 from worker.outbox import Deliveries, Feed, Sender

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from worker.core.config import DETAILS_SETTINGS, Settings
 from worker.core.exceptions import ConfigError
+from worker.core.settings import DETAILS_SETTINGS, Settings
 
 
 def servers(settings: Settings) -> None:

@@ -15,7 +15,7 @@ import psycopg
 import redis
 
 from worker import __version__
-from worker.cli import batch, db, events, local, operate, review
+from worker.cli import batch, db, enqueue, events, local, operate, review
 from worker.cli.common import SystemProblem, UserError
 from worker.core.exceptions import ConfigError, SchemaBehind
 from worker.core.redact import mask_text
@@ -124,14 +124,14 @@ def main() -> None:
 
 
 for command in (
-    batch.enqueue,
+    enqueue.enqueue,
     batch.status,
     batch.export,
     batch.approve,
     batch.cancel,
     batch.batches,
-    batch.fields,
-    batch.template,
+    enqueue.fields,
+    enqueue.template,
     operate.pause,
     operate.resume,
     operate.reconcile,

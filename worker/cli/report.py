@@ -12,8 +12,8 @@ from worker.core.confirm import ORIGINAL_PAID
 from worker.core.states import State
 from worker.core.text import plural
 from worker.ledger import PAGE, BatchSummary, Ledger, Order
-from worker.provider.details import STATES as DETAILS_STATES
-from worker.provider.vexora import PAYOUT_STATES
+from worker.provider.answers import PAYOUT_STATES
+from worker.provider.disbursements import STATES as DETAILS_STATES
 
 EXPORT_COLUMNS = [
     "reference",

@@ -18,7 +18,7 @@ from typing import Protocol
 import redis
 
 from worker.core import keys
-from worker.core.config import Settings
+from worker.core.settings import Settings
 
 
 class PublishLookups(Protocol):

@@ -30,7 +30,7 @@ from types import TracebackType
 import redis
 
 from worker.core import keys
-from worker.core.config import KEY_PREFIX
+from worker.core.settings import KEY_PREFIX
 
 log = logging.getLogger(__name__)
 

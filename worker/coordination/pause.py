@@ -33,7 +33,7 @@ from redis.client import Pipeline
 
 from worker.coordination.pause_store import PauseRecord, PauseStore
 from worker.core import keys
-from worker.core.config import KEY_PREFIX
+from worker.core.settings import KEY_PREFIX
 
 log = logging.getLogger(__name__)
 

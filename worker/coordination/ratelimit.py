@@ -24,8 +24,9 @@ from redis import Redis
 from redis.client import Pipeline
 
 from worker.core import keys
-from worker.core.config import KEY_PREFIX, Account, Rate, Settings
+from worker.core.accounts import Account
 from worker.core.exceptions import RateLimitTimeout
+from worker.core.settings import KEY_PREFIX, Rate, Settings
 
 log = logging.getLogger(__name__)
 

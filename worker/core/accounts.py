@@ -17,7 +17,7 @@ from schemas import MARKETS
 from worker.core.exceptions import ConfigError, MarketUnavailable
 
 if TYPE_CHECKING:
-    from worker.core.config import Rate
+    from worker.core.settings import Rate
 
 # What a market's account needs, as VEXORA_<MARKET>_<NAME> and VEXORA_<NAME>.
 REQUIRED = ("BASE_URL", "MERCHANT_NO", "APP_SECRET")

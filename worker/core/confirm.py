@@ -28,7 +28,7 @@ from worker.core.states import State
 
 if TYPE_CHECKING:
     from worker.ledger import Debit, Order
-    from worker.provider.vexora import ProviderReport
+    from worker.provider.report import ProviderReport
 
 # The reason a retry gets when the payout it retries is reported paid after all.
 ORIGINAL_PAID = "the payout it retries was reported paid"

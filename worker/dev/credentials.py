@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from worker.core.config import Settings, load_settings
+from worker.core.config import load_settings
+from worker.core.settings import Settings
 from worker.sandbox import config as sandbox
 
 # Where no sandbox runs (unit tests that never call it): a port nothing listens on.

@@ -13,7 +13,7 @@ from worker.core.exceptions import BatchNotFound, ProviderError
 from worker.core.states import FINAL_STATES, State
 from worker.core.text import plural
 from worker.ledger import Ledger
-from worker.provider.vexora import Balance
+from worker.provider.answers import Balance
 
 HELD_NOTE = "held"
 

@@ -38,9 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
 
 from worker.coordination.inflight import InFlightLookups
 from worker.core.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
@@ -57,61 +55,13 @@ from worker.core.exceptions import (
 )
 from worker.core.states import FINAL_STATES, PENDING_STATES, Outcome, State
 from worker.flows.deadline import ReviewDeadline
+from worker.flows.reads import DetailsReads, Limiter, LookupReport, PayoutQueries
 from worker.ledger import Debit, Ledger, Order
-from worker.provider.details import Disbursement, Throttle
+from worker.provider.disbursements import Disbursement
 from worker.provider.no_details import DetailsNotConfigured
-from worker.provider.vexora import PayoutResult, ProviderReport
+from worker.provider.report import ProviderReport
 
 log = logging.getLogger(__name__)
-
-
-class PayoutQueries(Protocol):
-    """What a lookup asks of a payout API client (worker.provider.vexora.VexoraClient)."""
-
-    def query(self, trade_no: str) -> PayoutResult: ...
-
-
-class DetailsReads(Protocol):
-    """What a lookup asks of the details client (worker.provider.details.DetailsClient)."""
-
-    def details(self, transaction_id: str, *, throttle: Throttle) -> Disbursement: ...
-
-
-class Limiter(Protocol):
-    """The shared details/query rate limit (worker.coordination.ratelimit.RateLimiter)."""
-
-    def acquire(self, timeout: float | None = None) -> float: ...
-
-    def penalize(self, seconds: float) -> None: ...
-
-
-@dataclass
-class LookupReport:
-    """What one batch of lookups did; the lookup task publishes ``leftover`` again."""
-
-    moved: dict[str, int] = field(default_factory=dict)  # "PROCESSING->SUCCEEDED": n, ...
-    requeued: list[str] = field(default_factory=list)  # back to QUEUED: resubmit these
-    review: list[str] = field(default_factory=list)  # moved to REVIEW past their deadline
-    discrepancies: int = 0  # answers contradicting a final state
-    errors: int = 0  # provider errors, 429s: asked again on a later pass
-    # Not asked: the details API cannot be used now (no token, our credentials refused).
-    # Asked again on a later pass.
-    deferred: int = 0
-    leftover: list[str] = field(default_factory=list)  # the rate-limit wait outlasted the budget
-
-    def count(self, what: str) -> None:
-        self.moved[what] = self.moved.get(what, 0) + 1
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            **self.moved,
-            "requeued": len(self.requeued),
-            "review": len(self.review),
-            "discrepancies": self.discrepancies,
-            "errors": self.errors,
-            "deferred": self.deferred,
-            "leftover": len(self.leftover),
-        }
 
 
 class _DetailsDown(Exception):

@@ -43,7 +43,6 @@ from schemas import (
     validate_rows,
 )
 from worker.core.columns import notify_url_error
-from worker.core.config import Settings
 from worker.core.confirm import Word, refuse_failure
 from worker.core.exceptions import (
     BatchNotFound,
@@ -54,6 +53,7 @@ from worker.core.exceptions import (
     UnknownMarket,
 )
 from worker.core.redact import mask_text
+from worker.core.settings import Settings
 from worker.core.states import State
 from worker.idempotency import BatchKey, Duplicate, KeyedBatch, batch_key, check
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no

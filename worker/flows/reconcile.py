@@ -33,7 +33,7 @@ from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
 from worker.coordination.pause import PauseSwitch
 from worker.core import keys
-from worker.core.config import Settings
+from worker.core.settings import Settings
 from worker.core.states import State
 from worker.flows import retention
 from worker.flows.walk import ListWalk, WalkReport

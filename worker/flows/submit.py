@@ -24,19 +24,19 @@ from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.ratelimit import RateLimitTimeout, Slots
 from worker.core.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
-from worker.core.config import DEFAULT_SYSTEMIC_CODES
 from worker.core.confirm import needs_confirmation
 from worker.core.exceptions import (
-    MarketUnavailable,
     NotSent,
     ProviderError,
     RateLimited,
     Refused,
     Rejected,
 )
+from worker.core.settings import DEFAULT_SYSTEMIC_CODES
 from worker.core.states import State
 from worker.ledger import Ledger, Transition
-from worker.provider.vexora import PayoutResult, ProviderReport
+from worker.provider.answers import PayoutResult
+from worker.provider.report import ProviderReport
 
 log = logging.getLogger(__name__)
 
@@ -453,58 +453,3 @@ class Submitter:
         """Give the claims back (SUBMITTING -> QUEUED). ``posted``: a POST was started on
         this claim, so the order may have reached the provider and is never cancelled."""
         self.ledger.give_back(trade_nos, why=why, posted=posted)
-
-
-class MarketSubmitters:
-    """Submits any orders, each through the :class:`Submitter` of its market's account.
-
-    A chunk's markets are read in one round trip before anything is claimed, so every
-    claim (pause switch, rate-limit slot, claim and payload) is already that account's.
-    Accounts run one after the other within the one budget. The orders of a market
-    without an account (its settings removed since they were enqueued) are not claimed:
-    they stay QUEUED, logged as an error, until the account is configured again (the
-    sweeper publishes them again now and then, and they are logged again).
-    """
-
-    def __init__(self, ledger: Ledger, for_market: Callable[[str], Submitter]) -> None:
-        self.ledger = ledger
-        self.for_market = for_market
-
-    def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport:
-        deadline = time.monotonic() + budget
-        report = ChunkReport()
-        for submitter, group in self._by_account(trade_nos):
-            if submitter.pause.reason() is not None:
-                # As a paused Submitter leaves them: QUEUED, published again on resume. Not
-                # even claimed, so a paused account's orders do not churn on every sweep.
-                report.paused = True
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                report.leftover += group
-                continue
-            part = submitter.run(group, left)
-            report.retry += part.retry
-            report.query += part.query
-            report.leftover += part.leftover
-            report.paused = report.paused or part.paused
-            report.done += part.done
-        return report
-
-    def _by_account(self, trade_nos: Sequence[str]) -> list[tuple[Submitter, list[str]]]:
-        """The orders grouped by account, in order; orders that do not exist, or whose
-        market has no account, are left out."""
-        groups: dict[Submitter, list[str]] = {}
-        unserved: dict[str, list[str]] = {}
-        for trade_no, order in zip(trade_nos, self.ledger.get_many(trade_nos), strict=True):
-            if order is None:
-                continue
-            try:
-                submitter = self.for_market(order.market)
-            except MarketUnavailable as exc:
-                unserved.setdefault(str(exc), []).append(trade_no)
-                continue
-            groups.setdefault(submitter, []).append(trade_no)
-        for why, left in unserved.items():
-            log.error("%d payouts left QUEUED, not sent: %s", len(left), why)
-        return list(groups.items())

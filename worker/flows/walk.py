@@ -55,9 +55,10 @@ import redis
 
 from worker.core import keys
 from worker.core.exceptions import ProviderError, RateLimited, RateLimitTimeout
-from worker.flows.lookup import Limiter, LookupReport
+from worker.flows.reads import Limiter, LookupReport
 from worker.ledger import Order
-from worker.provider.details import Disbursement, ListPage, Throttle
+from worker.provider.details import Throttle
+from worker.provider.disbursements import Disbursement, ListPage
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ says so once at start (worker.celery.startup).
 
 from __future__ import annotations
 
-from worker.core.config import DETAILS_SETTINGS
 from worker.core.exceptions import NotFound
-from worker.provider.details import Disbursement, Throttle
+from worker.core.settings import DETAILS_SETTINGS
+from worker.provider.details import Throttle
+from worker.provider.disbursements import Disbursement
 
 
 class DetailsNotConfigured(NotFound):

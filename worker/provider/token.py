@@ -33,8 +33,8 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 
 from worker.core import keys
-from worker.core.config import KEY_PREFIX, Settings
 from worker.core.exceptions import ProviderError, TokenUnavailable
+from worker.core.settings import KEY_PREFIX, Settings
 from worker.provider.details import DetailsApi, check_answer
 from worker.provider.http_client import json_object
 

@@ -58,7 +58,7 @@ from worker.web.webhook import LogLine, Reply, RequestLookups, Unavailable, Webh
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from worker.core.config import Settings
+    from worker.core.settings import Settings
     from worker.ledger import Ledger
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from worker.core.signing import SIGN_FIELD, verify
 from worker.core.states import FINAL_STATES, Outcome, State
-from worker.provider.vexora import PAYOUT_STATES, ProviderReport, is_trade_no
+from worker.provider.answers import PAYOUT_STATES
+from worker.provider.report import ProviderReport
+from worker.provider.vexora import is_trade_no
 
 if TYPE_CHECKING:
     from worker.ledger import Ledger, Order
