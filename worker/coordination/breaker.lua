@@ -1,6 +1,6 @@
--- The circuit breaker's count (worker.breaker): first attempts of one provider account
--- refused at the top level, in a sorted set scored by the Redis server's clock (ms), so
--- workers on machines whose clocks disagree count one window.
+-- The circuit breaker's count (worker.coordination.breaker): first attempts of one
+-- provider account refused at the top level, in a sorted set scored by the Redis server's
+-- clock (ms), so workers on machines whose clocks disagree count one window.
 --
 -- KEYS[1]  the account's set; members "<code>|<tradeNo>".
 -- ARGV[1]  the window in milliseconds; ARGV[2] the refusals that trip the breaker;

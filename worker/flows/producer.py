@@ -60,7 +60,7 @@ from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
 
 log = logging.getLogger(__name__)
 
-# Publishes submit messages for orders (worker.celery.publish.publish_submissions).
+# Publishes submit messages for orders (worker.celery.publish.Publisher.submissions).
 Publish = Callable[[Sequence[str]], object]
 # Signs one payout's fields with a tradeNo exactly as a worker would
 # (VexoraClient.signed_body of the market's account).
