@@ -53,7 +53,7 @@ broker_transport_options = {
 }
 result_backend_transport_options = _visibility
 broker_connection_retry_on_startup = True
-# A task's publishes ride through a Redis restart of a few seconds (retry.py).
+# A task's publishes ride through a Redis restart of a few seconds (worker.core.backoff).
 task_publish_retry_policy = PUBLISH_RETRY_POLICY
 # On a lost broker connection running tasks go on (Celery 6 will cancel them): a submit
 # may be in the middle of a POST, and its ack finds Redis again once it is back.
