@@ -1,13 +1,12 @@
-"""Every Celery setting, in one place, from the settings (worker.config) and the names of
-the tasks and queues (worker.queues)."""
+"""Every Celery setting, in one place, from the settings (worker.core.config) and the names of
+the tasks and queues (worker.core.queues)."""
 
 from kombu import Queue
 
-from worker.backoff import PUBLISH_RETRY_POLICY
-from worker.config import get_settings
-from worker.exceptions import ConfigError
-from worker.outbox import OUTBOX_EVERY
-from worker.queues import (
+from worker.core.backoff import PUBLISH_RETRY_POLICY
+from worker.core.config import get_settings
+from worker.core.exceptions import ConfigError
+from worker.core.queues import (
     DEFAULT_QUEUE,
     LOOKUP_TASK,
     OUTBOX_QUEUE,
@@ -18,6 +17,7 @@ from worker.queues import (
     SUBMIT_QUEUE,
     SUBMIT_TASK,
 )
+from worker.outbox import OUTBOX_EVERY
 
 _settings = get_settings()
 
@@ -27,8 +27,8 @@ try:
     broker_url = _settings.broker
     result_backend = _settings.redis_url
 except ConfigError:
-    # REDIS_URL not set: a worker or beat refuses to start, saying so (worker.app), and
-    # nothing else publishes without the Redis that worker.runtime needs first.
+    # REDIS_URL not set: a worker or beat refuses to start, saying so (worker.celery.signals), and
+    # nothing else publishes without the Redis that worker.celery.runtime needs first.
     broker_url = result_backend = None
 # The ledger is the record of every payout; task results would only duplicate it.
 task_ignore_result = True
@@ -47,10 +47,13 @@ task_soft_time_limit = int(_settings.task_time_limit) - 10
 
 # Celery reads the visibility timeout in both places.
 _visibility = {"visibility_timeout": _settings.visibility_timeout}
-broker_transport_options = {**_visibility, "queue_order_strategy": "worker.publish:ResubmitFirst"}
+broker_transport_options = {
+    **_visibility,
+    "queue_order_strategy": "worker.celery.publish:ResubmitFirst",
+}
 result_backend_transport_options = _visibility
 broker_connection_retry_on_startup = True
-# A task's publishes ride through a Redis restart of a few seconds (retry.py).
+# A task's publishes ride through a Redis restart of a few seconds (worker.core.backoff).
 task_publish_retry_policy = PUBLISH_RETRY_POLICY
 # On a lost broker connection running tasks go on (Celery 6 will cancel them): a submit
 # may be in the middle of a POST, and its ack finds Redis again once it is back.

@@ -42,8 +42,8 @@ def _ours(rows: list[dict[str, str]]) -> float:
 def _baseline(rows: list[dict[str, str]]) -> float:
     from schemas import validate_row
     from tasks.submit import submit_orders
-    from worker import runtime
-    from worker.config import get_settings
+    from worker.celery import runtime
+    from worker.core.config import get_settings
     from worker.ledger import new_batch_id
 
     empty_servers()
@@ -58,13 +58,13 @@ def _baseline(rows: list[dict[str, str]]) -> float:
 
 
 def _queued_messages() -> int:
-    from worker.publish import submit_queue_length
+    from worker.celery import runtime
 
-    return submit_queue_length()
+    return runtime.publisher().submit_queue_length()
 
 
 def run(ctx: Context) -> list[Result]:
-    from worker.dev.samples import sample_rows
+    from worker.core.samples import sample_rows
 
     n = ctx.size(100_000, 10_000)
     n_base = ctx.size(10_000, 1_000)

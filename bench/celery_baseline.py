@@ -19,9 +19,9 @@ import os
 
 from celery import Celery
 
-from worker.config import load_settings
-from worker.exceptions import DisburseError
-from worker.vexora import VexoraClient
+from worker.core.config import load_settings
+from worker.core.exceptions import DisburseError
+from worker.provider.vexora import VexoraClient
 
 QUEUE = "bench-baseline"
 TASK = "bench.baseline.post_payout"

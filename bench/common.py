@@ -197,7 +197,7 @@ def quiet_sandbox(**knobs: Any) -> SandboxConfig:
 
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
-    from worker import runtime
+    from worker.celery import runtime
 
     saved = dict(os.environ)
     try:
@@ -239,7 +239,7 @@ def private_servers() -> Iterator[RedisServer]:
 
 def empty_servers() -> None:
     """Every key of the private Redis and every row of the ledger gone, as if fresh."""
-    from worker import runtime
+    from worker.celery import runtime
 
     runtime.redis_client().flushall()
     with runtime.pool().connection() as conn:
@@ -300,7 +300,7 @@ POLL_DRAIN = 5_000
 def open_states(ledger: Ledger) -> int:
     """Orders not yet handed to the provider (QUEUED or SUBMITTING): two reads of the
     ledger's index of open orders, cheap enough to poll while workers run."""
-    from worker.states import State
+    from worker.core.states import State
 
     return ledger.count(State.QUEUED) + ledger.count(State.SUBMITTING)
 
@@ -308,7 +308,7 @@ def open_states(ledger: Ledger) -> int:
 def handed_over(ledger: Ledger) -> int:
     """Orders the provider has answered for (PROCESSING, UNKNOWN, REVIEW or final): a
     count of the whole table, not to poll."""
-    from worker.states import State
+    from worker.core.states import State
 
     counts = ledger.state_counts()
     return sum(n for state, n in counts.items() if state not in (State.QUEUED, State.SUBMITTING))

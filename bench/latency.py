@@ -38,7 +38,7 @@ def _one(sandbox_state: object, row: dict[str, str], timeout: float = 10.0) -> t
 
 
 def run(ctx: Context) -> list[Result]:
-    from worker.dev.samples import sample_rows
+    from worker.core.samples import sample_rows
 
     n = ctx.size(200, 40)
     rows = sample_rows(MARKET, WARMUP + n, seed=41)

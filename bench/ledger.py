@@ -51,8 +51,8 @@ class Fill:
 def fill(n: int, n_base: int) -> Fill:
     """Create ``n`` orders in bulk on fresh servers (and ``n_base`` one at a time)."""
     from schemas import validate_rows
-    from worker import runtime
-    from worker.dev.samples import sample_rows
+    from worker.celery import runtime
+    from worker.core.samples import sample_rows
     from worker.ledger import new_batch_id
 
     rows = list(enumerate(sample_rows(MARKET, n), start=1))

@@ -57,8 +57,8 @@ def _caught_up(ledger: Ledger, batch: int) -> bool:
 
 def _rss(ctx: Context) -> list[Result]:
     import worker
-    from worker import runtime
-    from worker.dev.samples import sample_rows
+    from worker.celery import runtime
+    from worker.core.samples import sample_rows
 
     total = ctx.size(100_000, 4_000)
     cap = ctx.size(240.0, 30.0)

@@ -7,7 +7,7 @@ On a private server (durable unless ``--not-durable``: fsync on, as payouts need
    masked copy) is timed too, and a baseline of one ``create_orders([payout])`` per
    order. Validation is timed for reference (the accept path is validate + create +
    publish).
-2. claim+apply: the submit path's ledger work per payout, as worker.submit does it at
+2. claim+apply: the submit path's ledger work per payout, as worker.flows.submit does it at
    full speed (``claim_many`` of a group with the answers to the group before,
    PROCESSING), from 1 and 2 threads (each with its own pooled
    connection), then every order settled by a webhook's report (SUCCEEDED: the payload
@@ -58,7 +58,7 @@ class Report:
 def sample_payouts(n: int) -> tuple[list[Payout], float]:
     """``n`` valid payouts, the four markets in turn, and the seconds validation took."""
     from schemas import validate_rows
-    from worker.dev.samples import sample_rows
+    from worker.core.samples import sample_rows
 
     per_market = -(-n // len(MARKETS))
     payouts: list[Payout] = []
@@ -77,8 +77,8 @@ def python_part(payouts: Sequence[Payout]) -> float:
     """Seconds for what ``create_orders`` computes per row before the COPY sends it."""
     import orjson
 
+    from worker.core.redact import mask_personal
     from worker.ledger import new_trade_no
-    from worker.redact import mask_personal
 
     started = time.perf_counter()
     for payout in payouts:
@@ -108,12 +108,12 @@ def in_threads(work: Callable[[Sequence[str]], None], trade_nos: list[str], thre
 
 
 def submit_path(ledger: Ledger) -> Callable[[Sequence[str]], None]:
-    """The submit task's ledger work (worker.submit) at full speed: groups of GROUP orders
+    """The submit task's ledger work (worker.flows.submit) at full speed: groups of GROUP orders
     claimed in one statement with the provider's answers to the group before, the last
     answers alone."""
-    from worker.states import State
-    from worker.submit import GROUP
-    from worker.vexora import ProviderReport
+    from worker.core.states import State
+    from worker.flows.submit import GROUP
+    from worker.provider.report import ProviderReport
 
     def work(trade_nos: Sequence[str]) -> None:
         answers: list[tuple[str, ProviderReport]] = []
@@ -148,8 +148,8 @@ def server_cpu(pool: ConnectionPool) -> float:
 
 
 def settle(ledger: Ledger) -> Callable[[Sequence[str]], None]:
-    from worker.states import Outcome, State
-    from worker.vexora import ProviderReport
+    from worker.core.states import Outcome, State
+    from worker.provider.report import ProviderReport
 
     def work(trade_nos: Sequence[str]) -> None:
         for trade_no in trade_nos:
@@ -162,11 +162,11 @@ def settle(ledger: Ledger) -> Callable[[Sequence[str]], None]:
 def run(n: int, per_thread: int, baseline: int, durable: bool) -> Report:
     import psycopg
 
+    from worker.core.states import State
     from worker.db.migrate import upgrade
     from worker.db.pool import open_pool
     from worker.dev.postgres_server import PostgresServer
     from worker.ledger import Ledger, new_batch_id
-    from worker.states import State
 
     report = Report()
     assert 3 * per_thread <= n, "claim+apply takes its orders from the bulk batch"

@@ -110,7 +110,7 @@ def report(sizes: Sizes) -> str:
 
 def _payouts(n: int) -> Iterator[tuple[int, Any]]:
     from schemas import validate_rows
-    from worker.dev.samples import sample_rows
+    from worker.core.samples import sample_rows
 
     per_market = -(-n // len(MARKETS))
     for market in MARKETS:
@@ -121,7 +121,7 @@ def _payouts(n: int) -> Iterator[tuple[int, Any]]:
 
 
 def _masked(fields: dict[str, str]) -> str:
-    from worker.redact import redact
+    from worker.core.redact import redact
 
     return json.dumps({key: redact(value) for key, value in fields.items()}, ensure_ascii=False)
 

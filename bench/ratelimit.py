@@ -48,7 +48,7 @@ def measure(local: LocalCluster) -> dict[str, float]:
 
 def ours(local: LocalCluster, rows: list[dict[str, Any]], warm: int) -> dict[str, float]:
     import worker
-    from worker import runtime
+    from worker.celery import runtime
 
     ledger = runtime.ledger()
     worker.enqueue_batch(MARKET, rows[:warm])
@@ -133,8 +133,8 @@ def _text(m: dict[str, float]) -> str:
 
 def run(ctx: Context) -> list[Result]:
     from schemas import validate_rows
-    from worker.config import get_settings
-    from worker.dev.samples import sample_rows
+    from worker.core.config import get_settings
+    from worker.core.samples import sample_rows
 
     n = ctx.size(2_000, 300)
     warm = 20

@@ -71,10 +71,10 @@ def measure(
     orders: int, limit: float, *, walk: bool, threshold: bool = False, workers: int = 2
 ) -> dict[str, Any]:
     """One way on its own cluster; with ``threshold`` (the walk), the sweep after it."""
-    from worker import runtime
+    from worker.celery import runtime
+    from worker.core.states import FINAL_STATES, State
     from worker.dev.pending import make_pending
     from worker.sandbox import SandboxConfig
-    from worker.states import FINAL_STATES, State
 
     sandbox = SandboxConfig(
         webhooks=False, failure_ratio=0.1, settle_delay=(0.0, 0.5), latency=0.0, seed=5
@@ -139,7 +139,7 @@ def measure(
 def sweep(local: LocalCluster) -> list[tuple[int, int, int]]:
     """(N, list requests of a walk over N due orders under YOUNG_ROWS younger rows, the
     orders it left to single lookups), for each N of THRESHOLD_SIZES."""
-    from worker import runtime
+    from worker.celery import runtime
     from worker.dev.pending import make_pending
 
     walk = runtime.reconciler().walk

@@ -84,7 +84,7 @@ class PassTimes:
 
 
 def _pass_runtime(line: str) -> float:
-    """The run time a worker log line (JSON: worker.logs) gives a reconcile pass, or 0."""
+    """The run time a worker log line (JSON: worker.core.logs) gives a reconcile pass, or 0."""
     if "disburse.reconcile" not in line:
         return 0.0
     try:
@@ -98,8 +98,8 @@ def _pass_runtime(line: str) -> float:
 def soak(payouts: int, checkpoints: int, batch: int) -> list[Checkpoint]:
     import worker
     from bench.common import quiet_sandbox
-    from worker import runtime
-    from worker.dev.samples import sample_rows
+    from worker.celery import runtime
+    from worker.core.samples import sample_rows
 
     sandbox = quiet_sandbox(webhooks=True, settle_delay=(0.05, 1.0), failure_ratio=0.05)
     env = {
@@ -158,7 +158,7 @@ def _wait_final(ledger: Ledger, timeout: float) -> None:
 
 
 def _database_size() -> int:
-    from worker import runtime
+    from worker.celery import runtime
 
     with runtime.pool().connection() as conn:
         row = conn.execute("SELECT pg_database_size(current_database())").fetchone()

@@ -23,8 +23,8 @@ WARM_UP = 300
 def measure(payouts: int) -> tuple[float, float]:
     """(payouts/s, ms of this thread's CPU per payout) of one submitter over ``payouts``."""
     import worker
-    from worker import runtime
-    from worker.dev.samples import sample_rows
+    from worker.celery import runtime
+    from worker.core.samples import sample_rows
 
     with cluster(workers=0):
         result = worker.enqueue_batch(MARKET, sample_rows(MARKET, WARM_UP + payouts, seed=3))

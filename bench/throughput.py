@@ -48,8 +48,8 @@ def _post_loop(
     """One baseline process: sign and POST each payload once, as fast as it answers."""
     import requests
 
-    from worker.config import Settings
-    from worker.vexora import SUBMIT_PATH, VexoraClient
+    from worker.core.settings import Settings
+    from worker.provider.vexora import SUBMIT_PATH, VexoraClient
 
     client = VexoraClient(base_url, merchant_no, secret, timeouts=Settings().timeouts)
     session = requests.Session()
@@ -74,7 +74,7 @@ def _post_loop(
 
 def baseline(local: LocalCluster, payloads: list[dict[str, str]], processes: int) -> float:
     """Orders/s of ``processes`` raw posting loops sharing ``payloads``."""
-    from worker.config import get_settings
+    from worker.core.config import get_settings
 
     settings = get_settings()
     mp = multiprocessing.get_context("spawn")
@@ -123,7 +123,7 @@ def ours(local: LocalCluster, rows: list[dict[str, Any]]) -> tuple[float, float]
     Redis commands each order cost (everything the server processed meanwhile: the
     broker, the limiter, the pause switch, the leases)."""
     import worker
-    from worker import runtime
+    from worker.celery import runtime
 
     ledger = runtime.ledger()
     client = runtime.redis_client()
@@ -144,7 +144,7 @@ def ours(local: LocalCluster, rows: list[dict[str, Any]]) -> tuple[float, float]
 def warm_up(rows: list[dict[str, Any]]) -> None:
     """A first batch through the workers: lazy imports, connections and pools are made."""
     import worker
-    from worker import runtime
+    from worker.celery import runtime
 
     ledger = runtime.ledger()
     already = sum(ledger.state_counts().values())
@@ -154,8 +154,8 @@ def warm_up(rows: list[dict[str, Any]]) -> None:
 
 def run(ctx: Context) -> list[Result]:
     from schemas import validate_rows
-    from worker.config import get_settings
-    from worker.dev.samples import sample_rows
+    from worker.core.config import get_settings
+    from worker.core.samples import sample_rows
 
     n = ctx.size(20_000, 2_000)
     warm = 400

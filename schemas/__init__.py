@@ -70,7 +70,7 @@ def market_code(market: object) -> str | None:
     """``market`` as a key of ``MARKETS`` (any case, spaces around ignored); None if none.
 
     Callers check the code with this first and raise their own error for a bad one
-    (``worker.exceptions.UnknownMarket``: this package sits below ``worker``).
+    (``worker.core.exceptions.UnknownMarket``: this package sits below ``worker``).
     """
     code = market.strip().upper() if isinstance(market, str) else None
     return code if code in _SCHEMAS else None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from worker import runtime
-from worker.app import app
-from worker.queues import OUTBOX_TASK
+from worker.celery import runtime
+from worker.celery.app import app
+from worker.core.queues import OUTBOX_TASK
 
 
 # No retry: beat sends the next run within a second, and it takes up where this one was.

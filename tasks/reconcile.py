@@ -1,5 +1,5 @@
-"""The reconcile beat task and the lookup task: thin; the work is in worker.reconcile
-(the pass) and worker.lookup (the lookups)."""
+"""The reconcile beat task and the lookup task: thin; the work is in worker.flows.reconcile
+(the pass) and worker.flows.lookup (the lookups)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from worker import runtime
-from worker.app import app
-from worker.config import get_settings
-from worker.inflight import InFlightLookups
-from worker.leases import Leases
-from worker.lookup import LookupReport
-from worker.metrics import Metrics
-from worker.queues import LOOKUP_TASK, RECONCILE_TASK
+from worker.celery import runtime
+from worker.celery.app import app
+from worker.coordination.inflight import InFlightLookups
+from worker.coordination.leases import Leases
+from worker.coordination.metrics import Metrics
+from worker.core.config import get_settings
+from worker.core.queues import LOOKUP_TASK, RECONCILE_TASK
+from worker.flows.reads import LookupReport
 
 log = logging.getLogger(__name__)
 
 
 class LooksUp(Protocol):
-    """Lookups (worker.lookup)."""
+    """Lookups (worker.flows.lookup)."""
 
     def run(self, trade_nos: Sequence[str], budget: float) -> LookupReport: ...
 

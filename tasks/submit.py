@@ -1,4 +1,5 @@
-"""The submit task: thin; the work is in worker.submit, the lease in worker.leases."""
+"""The submit task: thin; the work is in worker.flows.submit, the lease in
+worker.coordination.leases."""
 
 from __future__ import annotations
 
@@ -8,19 +9,18 @@ from typing import Protocol
 import redis
 from celery.exceptions import Reject
 
-from worker import runtime
-from worker.app import app
-from worker.backoff import QUERY_DELAY
-from worker.config import get_settings
-from worker.inflight import InFlightLookups
-from worker.leases import Leases
-from worker.publish import publish_resubmissions
-from worker.queues import SUBMIT_TASK
-from worker.submit import ChunkReport
+from worker.celery import runtime
+from worker.celery.app import app
+from worker.coordination.inflight import InFlightLookups
+from worker.coordination.leases import Leases
+from worker.core.backoff import QUERY_DELAY
+from worker.core.config import get_settings
+from worker.core.queues import SUBMIT_TASK
+from worker.flows.submit import ChunkReport
 
 
 class Submits(Protocol):
-    """A Submitter, or MarketSubmitters (worker.submit)."""
+    """A Submitter, or MarketSubmitters (worker.flows.market_submitters)."""
 
     def run(self, trade_nos: Sequence[str], budget: float) -> ChunkReport: ...
 
@@ -56,10 +56,10 @@ def submit_chunk(
     # are published again by the reconcile pass once the lease expires.
     with lease:
         report = submitter.run(trade_nos, budget=budget)
-        publish_resubmissions(report.leftover)
+        runtime.publisher().resubmissions(report.leftover)
         lease.hand_on(report.leftover)
         for trade_no, delay in report.retry:
-            publish_resubmissions([trade_no], countdown=delay)
+            runtime.publisher().resubmissions([trade_no], countdown=delay)
             lease.hand_on([trade_no], due_in=delay)
         # Marked as outstanding, so a reconcile pass does not ask twice.
         in_flight.request_lookups(report.query, countdown=QUERY_DELAY)

@@ -15,7 +15,7 @@ import redis
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from worker import runtime
+from worker.celery import runtime
 from worker.db import migrate
 from worker.db.pool import open_pool
 from worker.dev.credentials import sandbox_env

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from worker.core.states import State
+
 from worker.ledger import Ledger
-from worker.states import State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -24,7 +24,7 @@ retry), ``OrderNotFound``, ``NotInReview`` and ``DecisionRefused`` (resolve),
 ``AlreadyRetried`` (retry), ``ConfigError`` (the settings; ``MarketUnavailable`` for a
 market without a provider account), ``DatabaseUnavailable`` (no PostgreSQL connection:
 the server's reason), and ``DisburseError``. The workers' errors about the provider stay
-in :mod:`worker.exceptions`.
+in :mod:`worker.core.exceptions`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from typing import Any
 
-from worker.controls import ControlResult, Paused, Resumed
-from worker.exceptions import (
+from worker.core.exceptions import (
     AlreadyRetried,
     BatchNotFound,
     ConfigError,
@@ -47,10 +46,11 @@ from worker.exceptions import (
     OrderNotFound,
     UnknownMarket,
 )
+from worker.core.states import State
+from worker.flows.controls import ControlResult, Paused, Resumed
+from worker.flows.producer import BatchResult, RetryResult
 from worker.ledger import BatchSummary, Order
 from worker.outbox import Event, verify_webhook
-from worker.producer import BatchResult, RetryResult
-from worker.states import State
 
 # The installed distribution's version: one number, kept in pyproject.toml.
 __version__ = metadata.version("disburse")
@@ -100,7 +100,7 @@ def enqueue(market: str, payout: Mapping[str, Any], *, hold: bool = False) -> Or
     Raises InvalidPayout naming each bad field, UnknownMarket for a bad market code,
     MarketUnavailable (a ConfigError) for a market without a provider account.
     """
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.producer().enqueue(market, payout, hold=hold)
 
@@ -125,7 +125,7 @@ def enqueue_batch(
     ConfigError) for a market without a provider account, IdempotencyKeyReused when the
     key was given to other rows.
     """
-    from worker import runtime
+    from worker.celery import runtime
 
     numbered = list(enumerate(rows, start=1))
     return runtime.producer().enqueue_batch(
@@ -139,13 +139,13 @@ def enqueue_batch(
 
 
 def get_order(trade_no: str) -> Order | None:
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.ledger().get(trade_no)
 
 
 def batch_summary(batch_id: str) -> BatchSummary | None:
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.ledger().batch(batch_id)
 
@@ -153,7 +153,7 @@ def batch_summary(batch_id: str) -> BatchSummary | None:
 def approve(batch_id: str, *, check_balance: bool = True) -> ControlResult:
     """Release a HELD batch, unless its account's balance cannot cover it (then
     ``held`` says why and nothing moves); raises BatchNotFound."""
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.batch_controls().approve(batch_id, check_balance=check_balance)
 
@@ -161,7 +161,7 @@ def approve(batch_id: str, *, check_balance: bool = True) -> ControlResult:
 def cancel(batch_id: str) -> ControlResult:
     """Cancel every order of the batch never POSTed (HELD, or QUEUED and never sent); the
     others are listed in ``ControlResult.not_cancelled``. Raises BatchNotFound."""
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.batch_controls().cancel(batch_id)
 
@@ -170,7 +170,7 @@ def pause(reason: str, operator: str | None = None) -> Paused:
     """Stop every submission, cluster-wide, until :func:`resume`; kept in PostgreSQL with
     who (``operator``, else DISBURSE_OPERATOR or the login name) and why. Already paused:
     the first pause stays as it was (``Paused.already``)."""
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.batch_controls().pause(reason, operator)
 
@@ -178,7 +178,7 @@ def pause(reason: str, operator: str | None = None) -> Paused:
 def resume(operator: str | None = None) -> Resumed:
     """Restart submissions: clear every stop switch, also one a provider account's
     systemic rejection or the circuit breaker set, and publish the QUEUED orders again."""
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.batch_controls().resume(operator)
 
@@ -187,7 +187,7 @@ def review(batch: str | None = None) -> list[Order]:
     """The orders waiting for a person (REVIEW), of one batch or all, the longest waiting
     first; each says why (``reason``) and what the provider last said
     (``provider_status``, ``provider_message``). Raises BatchNotFound."""
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.decisions().pending(batch)
 
@@ -199,8 +199,8 @@ def resolve(
     answer, asked now, agrees (else DecisionRefused says what it said, and nothing
     changes). ``operator`` defaults to DISBURSE_OPERATOR, else the login name; it and
     the note go into the order's history."""
-    from worker import runtime
-    from worker.config import get_settings
+    from worker.celery import runtime
+    from worker.core.config import get_settings
 
     name = operator if operator is not None else get_settings().operator
     return runtime.decisions().resolve(trade_no, decision, note=note, operator=name)
@@ -214,7 +214,7 @@ def retry(batch: str, *, hold: bool = False) -> RetryResult:
     only once the provider, asked through both of its APIs, confirms it failed (else it
     is in ``not_retried`` with the provider's word, and in ``refused``).
     Raises BatchNotFound."""
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.producer().retry(batch, hold=hold)
 
@@ -223,7 +223,7 @@ def events(after: int = 0, limit: int = 100, *, batch_id: str | None = None) -> 
     """The payouts' changes of state after the cursor ``after`` (an ``Event.cursor``, 0
     for the beginning), oldest first, at most ``limit``: every event committed before
     the call, never one past an event still being committed. No personal data."""
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.feed().read(after, limit, wait=5.0, batch_id=batch_id).events
 
@@ -233,6 +233,6 @@ def follow_events(
 ) -> Iterator[Event]:
     """:func:`events`, then every new event as it is committed (checking every ``poll``
     seconds); never ends. Keep the last ``Event.cursor`` to resume after a restart."""
-    from worker import runtime
+    from worker.celery import runtime
 
     return runtime.feed().follow(after, poll=poll, batch_id=batch_id)

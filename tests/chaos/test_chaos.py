@@ -52,14 +52,14 @@ from tests.app_receiver import DROP, AppReceiver
 from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
 from tests.integration.conftest import fast_sandbox, running_cluster
 from tests.integration.test_outbox import assert_delivered, states_went_through
-from worker import runtime
-from worker.config import Settings
-from worker.controls import ControlResult
+from worker.celery import runtime
+from worker.core.samples import sample_rows
+from worker.core.settings import Settings
+from worker.core.states import SETTLED_STATES, State
 from worker.dev.cluster import LocalCluster
-from worker.dev.samples import sample_rows
+from worker.flows.controls import ControlResult
 from worker.ledger import Ledger, Order
 from worker.sandbox.config import APP_SECRET as PUBLIC_SANDBOX_SECRET
-from worker.states import SETTLED_STATES, State
 
 pytestmark = pytest.mark.chaos
 
@@ -518,7 +518,7 @@ def republished_of_dead_tasks(cluster: LocalCluster) -> int:
     found = 0
     for log in cluster.log_dir.glob("worker*.log"):
         for line in log.read_text(errors="replace").splitlines():
-            if "whose submit task died" in line and '"worker.reconcile"' in line:
+            if "whose submit task died" in line and '"worker.flows.reconcile"' in line:
                 found += int(line.split("republished ", 1)[1].split(" ", 1)[0])
     return found
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from worker import runtime
+from worker.celery import runtime
+from worker.core.states import SETTLED_STATES
 from worker.dev.cluster import LocalCluster
 from worker.ledger import Ledger
 from worker.sandbox import SandboxConfig
-from worker.states import SETTLED_STATES
 
 ClusterFactory = Callable[..., Any]
 

@@ -12,10 +12,11 @@ import pytest
 
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
-from worker import cli, runtime
-from worker.dev.samples import sample_rows
-from worker.exceptions import MarketUnavailable
-from worker.states import State
+from worker import cli
+from worker.celery import runtime
+from worker.core.exceptions import MarketUnavailable
+from worker.core.samples import sample_rows
+from worker.core.states import State
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
-from worker import runtime
-from worker.dev.samples import sample_rows
-from worker.states import State
+from worker.celery import runtime
+from worker.core.samples import sample_rows
+from worker.core.states import State
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,12 @@ import pytest
 
 import worker
 from tests.integration.conftest import fast_sandbox, wait_settled
-from worker import runtime
-from worker.app import app
+from worker.celery import runtime
+from worker.celery.app import app
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.dev.cluster import LocalCluster
-from worker.dev.samples import sample_rows
 from worker.ledger import Ledger
-from worker.publish import submit_queue_length
-from worker.states import State
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +72,7 @@ def test_a_killed_workers_payouts_are_taken_up_while_a_big_batch_is_queued(
 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            assert submit_queue_length() > 0, (
+            assert runtime.publisher().submit_queue_length() > 0, (
                 "the batch ran out before the killed worker's payouts were taken up: "
                 f"{sum(s is State.QUEUED for s in states(ledger, stranded).values())} "
                 f"of {len(stranded)} still QUEUED"

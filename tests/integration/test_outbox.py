@@ -14,8 +14,8 @@ import worker
 from tests import ledger_reads
 from tests.app_receiver import AppReceiver
 from tests.integration.conftest import fast_sandbox, wait_settled
-from worker import runtime
-from worker.dev.samples import sample_rows
+from worker.celery import runtime
+from worker.core.samples import sample_rows
 from worker.ledger import Ledger
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,12 @@ import pytest
 import worker
 from tests.integration.conftest import fast_sandbox, wait_erased, wait_settled
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, found_whole, numbers_in_the_database
-from worker import report, runtime
-from worker.config import get_settings
+from worker.celery import runtime
+from worker.cli import report
+from worker.core.config import get_settings
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.dev.cluster import LocalCluster
-from worker.dev.samples import sample_rows
-from worker.states import State
 
 pytestmark = pytest.mark.integration
 

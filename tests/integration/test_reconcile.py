@@ -15,17 +15,18 @@ import pytest
 import worker
 from tests import ledger_reads
 from tests.integration.conftest import fast_sandbox, wait_settled
-from worker import runtime
-from worker.config import get_settings
-from worker.details import DetailsClient
+from worker.celery import runtime
+from worker.core.config import get_settings
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.dev.cluster import LocalCluster
 from worker.dev.credentials import sandbox_settings
-from worker.dev.samples import sample_rows
 from worker.ledger import Order, new_batch_id, new_trade_no
+from worker.provider.answers import STATUS_PROCESSING
+from worker.provider.details import DetailsClient
+from worker.provider.token import TokenCache, TokenFetcher
+from worker.provider.vexora import VexoraClient
 from worker.sandbox import Sandbox, SandboxConfig
-from worker.states import State
-from worker.token import TokenCache, TokenFetcher
-from worker.vexora import STATUS_PROCESSING, VexoraClient
 
 pytestmark = pytest.mark.integration
 

@@ -20,12 +20,12 @@ import pytest
 import worker
 from tests import ledger_reads
 from tests.integration.conftest import fast_sandbox, wait_settled
-from worker import runtime
-from worker.backoff import NO_RECORD_GRACE
-from worker.dev.samples import sample_rows
+from worker.celery import runtime
+from worker.core.backoff import NO_RECORD_GRACE
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.ledger import Order
-from worker.states import State
-from worker.vexora import CODE_ORDER_NOT_FOUND, CODE_REQUEST_FAILED
+from worker.provider.answers import CODE_ORDER_NOT_FOUND, CODE_REQUEST_FAILED
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import worker
 from tests.integration.conftest import fast_sandbox, wait_erased, wait_settled
 from tests.unit import ledger_sql
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
-from worker import runtime
-from worker.config import get_settings
-from worker.dev.samples import sample_rows
+from worker.celery import runtime
+from worker.core.config import get_settings
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.ledger import Order
-from worker.states import State
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,13 @@ import worker
 from tests import ledger_reads
 from tests.integration.conftest import fast_sandbox, wait_settled
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
-from worker import report, runtime
-from worker.config import get_settings
-from worker.dev.samples import sample_rows
+from worker.celery import runtime
+from worker.cli import report
+from worker.core.config import get_settings
+from worker.core.samples import sample_rows
+from worker.core.signing import sign
+from worker.core.states import State
 from worker.ledger import Order
-from worker.signing import sign
-from worker.states import State
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ import pytest
 from dotenv import dotenv_values
 
 from schemas import validate_rows
-from worker.dev.samples import sample_rows
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.ledger import Ledger
-from worker.states import State
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import fast_sandbox, running_cluster, wait_settled
-from worker import keys, runtime
+from worker.celery import runtime
+from worker.core import keys
+from worker.core.states import State
 from worker.dev.cluster import LocalCluster
 from worker.dev.pending import make_pending
-from worker.reconcile import PassReport
-from worker.states import State
+from worker.flows.reconcile import PassReport
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The REAL web process (the Procfile's ``web`` line: waitress serving worker.listeners:web_app)
+"""The REAL web process (the Procfile's ``web`` line: waitress serving worker.web.listeners:web_app)
 against the session's private Redis and ledger database, over real HTTP."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import requests
 
 from schemas import Payout
 from tests import ledger_reads
+from worker.core.signing import sign
+from worker.core.states import State
 from worker.dev.redis_server import RedisServer, free_port
 from worker.ledger import Ledger, new_batch_id
-from worker.signing import sign
-from worker.states import State
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def web_command(port: int) -> list[str]:
             parts = [re.sub(r"\$\{PORT(:-[^}]*)?\}", str(port), p) for p in shlex.split(command)]
             assert parts[0] == "waitress-serve"
             parts[0] = str(Path(sys.executable).with_name("waitress-serve"))
-            assert parts[-2:] == ["--call", "worker.listeners:web_app"]
+            assert parts[-2:] == ["--call", "worker.web.listeners:web_app"]
             return parts
     raise AssertionError("no web line in the Procfile")
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from worker.confirm import Word
+from worker.core.confirm import Word
+from worker.core.states import State
 from worker.dev.credentials import sandbox_settings
+from worker.flows.producer import Producer
 from worker.ledger import Ledger, Order
-from worker.producer import Producer
-from worker.states import State
-from worker.vexora import ProviderReport, VexoraClient
+from worker.provider.report import ProviderReport
+from worker.provider.vexora import VexoraClient
 
 
 @pytest.fixture
@@ -31,6 +32,6 @@ def make_producer(ledger: Ledger, published: list[list[str]]) -> Producer:
 
 def failed_through_both_apis(order: Order) -> Word:
     """A provider that confirms every payout asked about failed (details API and status
-    query): what a retry needs (worker.confirm); test_retry_failed asks real lookups."""
+    query): what a retry needs (worker.core.confirm); test_retry_failed asks real lookups."""
     failed = ProviderReport(State.FAILED, order.platform_trade_no, "00029", "")
     return Word(failed, failed)

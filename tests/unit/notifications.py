@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.test import Client
 
 from schemas import Payout
+from worker.core.signing import sign
+from worker.core.states import State
 from worker.ledger import Ledger, new_batch_id
-from worker.signing import sign
-from worker.states import State
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

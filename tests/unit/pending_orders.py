@@ -14,18 +14,20 @@ import redis
 from schemas import Payout
 from tests import ledger_reads
 from tests.unit import ledger_sql
-from worker.config import Rate, Settings
-from worker.deadline import ReviewDeadline
-from worker.details import Disbursement, Throttle, parse_disbursement
-from worker.exceptions import NotFound, RateLimitTimeout
-from worker.inflight import InFlightLookups
-from worker.leases import Leases
+from worker.coordination.inflight import InFlightLookups
+from worker.coordination.leases import Leases
+from worker.coordination.pause import PauseSwitch
+from worker.core.exceptions import NotFound, RateLimitTimeout
+from worker.core.settings import Rate, Settings
+from worker.core.states import State
+from worker.flows.deadline import ReviewDeadline
+from worker.flows.lookup import Lookups
+from worker.flows.reads import DetailsReads
+from worker.flows.reconcile import PassReport, Reconciler
 from worker.ledger import Ledger, new_batch_id
-from worker.lookup import DetailsReads, Lookups
-from worker.pause import PauseSwitch
-from worker.reconcile import PassReport, Reconciler
-from worker.states import State
-from worker.vexora import PayoutResult, payout_result
+from worker.provider.answers import PayoutResult, payout_result
+from worker.provider.details import Throttle
+from worker.provider.disbursements import Disbursement, parse_disbursement
 
 DAY = 86400.0
 

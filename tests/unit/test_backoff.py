@@ -1,4 +1,4 @@
-"""The retry policy for payouts that were certainly not sent (worker.backoff)."""
+"""The retry policy for payouts that were certainly not sent (worker.core.backoff)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from worker.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
+from worker.core.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
 
 
 @pytest.mark.parametrize(("attempt", "window"), [(0, 1.0), (1, 1.0), (2, 2.0), (7, 64.0)])

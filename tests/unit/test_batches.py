@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from schemas import Payout
+from worker.core.states import State
 from worker.ledger import Ledger
-from worker.states import State
 
 
 def payout(reference: str, amount: str = "100000") -> Payout:

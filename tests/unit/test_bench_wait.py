@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bench import common
-from worker.states import State
+from worker.core.states import State
 
 
 class DrainingLedger:

@@ -1,4 +1,4 @@
-"""The circuit breaker's count (worker.breaker), on fakeredis and a real server."""
+"""The circuit breaker's count (worker.coordination.breaker), on fakeredis and a real server."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections import Counter
 import pytest
 import redis
 
-from worker.breaker import Breaker, codes_text
-from worker.config import DEFAULT_SYSTEMIC_CODES, load_settings
-from worker.exceptions import ConfigError
-from worker.vexora import SYSTEMIC_CODES
+from worker.coordination.breaker import Breaker, codes_text
+from worker.core.config import load_settings
+from worker.core.exceptions import ConfigError
+from worker.core.settings import DEFAULT_SYSTEMIC_CODES
+from worker.provider.answers import SYSTEMIC_CODES
 
 
 def test_the_breaker_trips_at_the_nth_refusal_with_the_codes_seen(any_redis: redis.Redis) -> None:

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from worker import cli
-from worker.config import get_settings
+from worker.core.config import get_settings
 
 
 def test_help_lists_every_command_and_the_environment() -> None:

@@ -23,13 +23,14 @@ from click.testing import CliRunner, Result
 
 from schemas import MARKETS
 from tests.conftest import empty_ledger
-from worker import cli, runtime
-from worker.config import get_settings
+from worker import cli
+from worker.celery import runtime
+from worker.core.config import get_settings
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.dev.credentials import sandbox_env
 from worker.dev.redis_server import RedisServer
-from worker.dev.samples import sample_rows
 from worker.ledger import Ledger
-from worker.states import State
 
 # Addresses where nothing listens (port 9), for a server a command does not reach.
 NOWHERE_REDIS = "redis://127.0.0.1:9/0"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import empty_ledger
 from worker import cli
-from worker.config import get_settings
+from worker.core.config import get_settings
 from worker.db import migrate
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
@@ -112,7 +112,7 @@ def test_a_redis_it_cannot_reach_is_named_with_the_password_masked(
     ledger: Ledger,
     ledger_url: str,
 ) -> None:
-    from worker import runtime
+    from worker.celery import runtime
 
     port = free_port()
     # The pause is kept in PostgreSQL first; its cache in Redis is what fails.

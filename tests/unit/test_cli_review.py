@@ -16,10 +16,11 @@ import worker
 from tests import ledger_reads
 from tests.unit.fake_provider import FakeProvider, Seen, error, json_response, serving
 from tests.unit.ledger_sql import events
-from worker import cli, runtime
-from worker.dev.samples import sample_rows
+from worker import cli
+from worker.celery import runtime
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.ledger import Ledger
-from worker.states import State
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The client against the sandbox (in-process, free port): two vocabularies must agree.
 
-The client's codes, statuses and signature (worker.vexora, worker.signing) and the
-sandbox's (worker.sandbox.protocol) are written separately, each from the provider
-documents; a wrong code or signing rule on either side fails here.
+The client's codes, statuses and signature (worker.provider.answers,
+worker.core.signing) and the sandbox's (worker.sandbox.protocol) are written separately,
+each from the provider documents; a wrong code or signing rule on either side fails here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker import signing
-from worker.exceptions import (
+from worker.core import signing
+from worker.core.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
     NotFound,
@@ -25,10 +25,10 @@ from worker.exceptions import (
     RateLimited,
     Rejected,
 )
+from worker.core.states import State
+from worker.provider.vexora import VexoraClient
 from worker.sandbox import Sandbox, SandboxConfig, protocol
 from worker.sandbox.webhooks import webhook_body
-from worker.states import State
-from worker.vexora import VexoraClient
 
 # A valid ID payout (seed 000), every value a string as the client sends it.
 ID_FIELDS = {

@@ -6,10 +6,16 @@ from __future__ import annotations
 import pytest
 
 from schemas import MARKETS, validate_rows
-from worker.columns import check_columns, columns, notify_url_error, reference_table, template_csv
-from worker.dev.samples import sample_rows
-from worker.exceptions import InvalidFile
-from worker.rows import delimiter, parse_rows
+from worker.core.columns import (
+    check_columns,
+    columns,
+    notify_url_error,
+    reference_table,
+    template_csv,
+)
+from worker.core.exceptions import InvalidFile
+from worker.core.rows import delimiter, parse_rows
+from worker.core.samples import sample_rows
 
 NOTIFY = "https://merchant.example/notify"
 

@@ -8,16 +8,11 @@ from pathlib import Path
 import pytest
 
 from schemas import MARKETS
-from worker.backoff import MAX_DELAY
-from worker.config import (
-    DETAILS_SETTINGS,
-    Account,
-    ConfigError,
-    Rate,
-    Settings,
-    load_settings,
-)
-from worker.exceptions import MarketUnavailable
+from worker.core.accounts import Account
+from worker.core.backoff import MAX_DELAY
+from worker.core.config import load_settings
+from worker.core.exceptions import ConfigError, MarketUnavailable
+from worker.core.settings import DETAILS_SETTINGS, Rate, Settings
 
 PLAIN = {
     "VEXORA_BASE_URL": "https://pay.example/",
@@ -301,7 +296,7 @@ def test_notify_url_defaults_to_the_local_web_process_over_https() -> None:
 def test_a_dotenv_in_the_working_directory_fills_gaps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.config import get_settings
+    from worker.core.config import get_settings
 
     (tmp_path / ".env").write_text("REDIS_URL=redis://127.0.0.1:1/5\nSWEEP_AFTER=77\n")
     monkeypatch.chdir(tmp_path)
@@ -322,7 +317,7 @@ def test_a_server_not_set_says_which_and_where_it_looked(
     value: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not the nearest .env above either: that one may be another project's."""
-    from worker.config import get_settings
+    from worker.core.config import get_settings
 
     folder = tmp_path / "project" / "inner"
     folder.mkdir(parents=True)

@@ -1,5 +1,5 @@
 """FAILED is confirmed with the provider before it is final or paid again (issue 21.3,
-21.5, 21.6; worker.confirm): on the test ledger with fake details and payout clients
+21.5, 21.6; worker.core.confirm): on the test ledger with fake details and payout clients
 (tests.unit.pending_orders) and, for the query codes, the fake provider on a real port.
 
 Every test here fails on the code before these changes: a FAILED report was final on one
@@ -17,17 +17,18 @@ from tests import ledger_reads
 from tests.unit.fake_provider import FakeProvider, serving
 from tests.unit.ledger_sql import events
 from tests.unit.pending_orders import World, make_world, new_orders
-from worker.config import load_settings
-from worker.decisions import Decisions
+from worker.cli.report import status_dict, status_text
+from worker.core.config import load_settings
+from worker.core.exceptions import ConfigError, DecisionRefused, OutcomeUnknown
+from worker.core.samples import sample_rows
+from worker.core.states import Outcome, State
 from worker.dev.credentials import sandbox_settings
-from worker.dev.samples import sample_rows
-from worker.exceptions import ConfigError, DecisionRefused, OutcomeUnknown
+from worker.flows.decisions import Decisions
+from worker.flows.producer import Producer
+from worker.flows.reads import LookupReport
 from worker.ledger import Ledger
-from worker.lookup import LookupReport
-from worker.producer import Producer
-from worker.report import status_dict, status_text
-from worker.states import Outcome, State
-from worker.vexora import ProviderReport, VexoraClient
+from worker.provider.report import ProviderReport
+from worker.provider.vexora import VexoraClient
 
 GRACE = 30.0
 

@@ -1,4 +1,4 @@
-"""Operator controls (worker.controls) on the test ledger and fakeredis: approve, cancel,
+"""Operator controls (worker.flows.controls) on the test ledger and fakeredis: approve, cancel,
 pause and resume, as the public API and the ``disburse`` commands reach them."""
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import redis
 import worker
 from schemas import Payout
 from tests import ledger_reads
-from worker import cli, runtime
-from worker.controls import BatchNotFound, Controls
-from worker.exceptions import NotSent
+from worker import cli
+from worker.celery import runtime
+from worker.coordination.pause import PauseSwitch
+from worker.coordination.pause_store import PauseStore
+from worker.core.exceptions import NotSent
+from worker.core.states import State
+from worker.flows.controls import BatchNotFound, Controls
 from worker.ledger import Ledger
-from worker.pause import PauseSwitch
-from worker.pause_store import PauseStore
-from worker.states import State
-from worker.vexora import Balance
+from worker.provider.answers import Balance
 
 FIELDS = {"amount": "500", "accountNo": "880123456789012345"}
 

@@ -13,11 +13,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from worker.core.exceptions import ConfigError, DatabaseUnavailable, DisburseError, SchemaBehind
+from worker.core.states import FINAL_STATES, State
 from worker.db import migrate
 from worker.db.pool import open_pool
 from worker.dev.postgres_server import PostgresServer
-from worker.exceptions import ConfigError, DatabaseUnavailable, DisburseError, SchemaBehind
-from worker.states import FINAL_STATES, State
 
 ALL_VERSIONS = [migration.version for migration in migrate.migrations()]
 
@@ -293,7 +293,8 @@ def test_the_cli_says_the_servers_reason_and_exits_2(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from worker import cli, runtime
+    from worker import cli
+    from worker.celery import runtime
 
     monkeypatch.setenv("DATABASE_URL", postgres_server.database_url("no_such_db"))
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # set, never reached

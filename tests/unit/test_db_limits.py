@@ -15,15 +15,15 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from schemas import Payout
-from worker import runtime
-from worker.config import get_settings, load_settings
+from worker.celery import runtime
+from worker.core.config import get_settings, load_settings
+from worker.core.exceptions import MigrationLocked
+from worker.core.states import State
 from worker.db import migrate
 from worker.db.pool import open_pool
 from worker.db.session import KEEPALIVES, SessionLimits, connection_kwargs
-from worker.exceptions import MigrationLocked
 from worker.ledger import Ledger, new_batch_id
 from worker.ledger.sql import ENQUEUE_LOCK
-from worker.states import State
 
 SHOWN = (
     "statement_timeout",
@@ -132,7 +132,7 @@ def test_a_statement_over_the_timeout_is_cancelled(ledger_url: str) -> None:
     ],
 )
 def test_a_bad_limit_is_one_line_naming_the_setting(name: str, value: str, message: str) -> None:
-    from worker.exceptions import ConfigError
+    from worker.core.exceptions import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         load_settings({name: value})

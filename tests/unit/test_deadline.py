@@ -1,4 +1,4 @@
-"""The REVIEW deadline (worker.deadline), on the test ledger."""
+"""The REVIEW deadline (worker.flows.deadline), on the test ledger."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import redis
 
 from tests.unit.pending_orders import DAY, World, make_world, order_in
-from worker.deadline import ReviewDeadline
+from worker.core.states import State
+from worker.flows.deadline import ReviewDeadline
 from worker.ledger import Ledger
-from worker.states import State
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""REVIEW has exits (worker.decisions): the list of what waits for a person, and a person's
+"""REVIEW has exits (worker.flows.decisions): the list of what waits for a person, and a person's
 decision, checked with the provider through both of its APIs (Lookups.ask_both with
 fake details and payout clients) on the test ledger."""
 
@@ -12,10 +12,8 @@ import redis
 
 from tests.unit.ledger_sql import events
 from tests.unit.pending_orders import World, make_world, order_in
-from worker.config import load_settings
-from worker.decisions import Decisions
-from worker.details import parse_disbursement
-from worker.exceptions import (
+from worker.core.config import load_settings
+from worker.core.exceptions import (
     BatchNotFound,
     DecisionRefused,
     InputError,
@@ -23,8 +21,10 @@ from worker.exceptions import (
     OrderNotFound,
     OutcomeUnknown,
 )
+from worker.core.states import State
+from worker.flows.decisions import Decisions
 from worker.ledger import Ledger
-from worker.states import State
+from worker.provider.disbursements import parse_disbursement
 
 STUCK = "pending past its deadline"
 GRACE = 30.0

@@ -26,9 +26,7 @@ from tests.unit.fake_provider import (
     json_response,
     serving,
 )
-from worker.config import Settings
-from worker.details import DetailsClient, Disbursement, parse_disbursement
-from worker.exceptions import (
+from worker.core.exceptions import (
     AuthenticationFailed,
     NotFound,
     OutcomeUnknown,
@@ -36,8 +34,11 @@ from worker.exceptions import (
     RateLimited,
     TokenUnavailable,
 )
-from worker.states import State
-from worker.token import TokenCache, TokenFetcher
+from worker.core.settings import Settings
+from worker.core.states import State
+from worker.provider.details import DetailsClient
+from worker.provider.disbursements import Disbursement, parse_disbursement
+from worker.provider.token import TokenCache, TokenFetcher
 
 # The paths every client here asks for: the defaults, from the one place they are set.
 DEFAULTS = Settings()

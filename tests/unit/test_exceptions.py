@@ -1,4 +1,4 @@
-"""The error tree (worker.exceptions): one base, the built-in kinds callers catch, and
+"""The error tree (worker.core.exceptions): one base, the built-in kinds callers catch, and
 every error survives pickling (Celery result backends, multiprocessing)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 import worker
-from worker.exceptions import (
+from worker.core.exceptions import (
     AlreadySubmitted,
     AuthenticationFailed,
     BatchNotFound,
@@ -110,4 +110,4 @@ def test_the_public_api_exports_the_errors_an_application_sees() -> None:
     seen = ("DisburseError", "InputError", "InvalidPayout", "UnknownMarket", "ConfigError")
     for name in (*seen, "BatchNotFound"):
         assert name in worker.__all__
-        assert getattr(worker, name) is getattr(worker.exceptions, name)
+        assert getattr(worker, name) is getattr(worker.core.exceptions, name)

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from schemas import Payout
-from worker import cli, report, runtime
+from worker import cli
+from worker.celery import runtime
+from worker.cli import report
+from worker.cli.report import export_cell, export_csv
+from worker.core.states import State
 from worker.ledger import Ledger
-from worker.report import export_cell, export_csv
-from worker.states import State
 
 # Values a spreadsheet would evaluate, as references, provider ids or messages can carry.
 FORMULAS = ["-1-1", '=HYPERLINK("http://x","y")', "+1", "@SUM(A1)", "\tTAB", "\rCR"]

@@ -21,13 +21,13 @@ from psycopg_pool import ConnectionPool
 
 from schemas import MARKETS, Payout, RowError, validate_rows
 from tests.conftest import empty_ledger
+from worker.core.exceptions import InvalidFile
+from worker.core.rows import parse_rows
+from worker.core.samples import sample_rows
 from worker.dev.credentials import sandbox_settings
-from worker.dev.samples import sample_rows
-from worker.exceptions import InvalidFile
+from worker.flows.producer import Producer
 from worker.ledger import Ledger
-from worker.producer import Producer
-from worker.rows import parse_rows
-from worker.vexora import VexoraClient
+from worker.provider.vexora import VexoraClient
 
 FORMATS = ("csv", "jsonl")
 MARKET_CODES = sorted(MARKETS)

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from worker.signing import SIGN_FIELD, canonical, sign, verify
+from worker.core.signing import SIGN_FIELD, canonical, sign, verify
 
 SECRET = "TEST_SECRET"
 PROPS = settings(max_examples=200, deadline=None)

@@ -1,4 +1,4 @@
-"""Transport failures mapped onto the error tree, and Retry-After (worker.http_client)."""
+"""Transport failures mapped onto the error tree, and Retry-After (worker.provider.http_client)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from worker.exceptions import NotSent, OutcomeUnknown
-from worker.http_client import (
+from worker.core.exceptions import NotSent, OutcomeUnknown
+from worker.provider.http_client import (
     from_transport_error,
     never_sent,
     parse_retry_after,

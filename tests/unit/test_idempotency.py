@@ -19,17 +19,18 @@ from kombu.exceptions import OperationalError
 
 from tests.unit.pending_orders import make_world
 from tests.unit.test_cli_batch import write_csv
-from worker import cli, runtime
-from worker.config import get_settings, load_settings
+from worker import cli
+from worker.celery import runtime
+from worker.cli.report import iso_utc
+from worker.core.config import get_settings, load_settings
+from worker.core.exceptions import ConfigError, IdempotencyKeyReused, InputError
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.dev.credentials import sandbox_env, sandbox_settings
-from worker.dev.samples import sample_rows
-from worker.exceptions import ConfigError, IdempotencyKeyReused, InputError
-from worker.idempotency import file_key
+from worker.flows.producer import Producer
 from worker.ledger import Ledger
+from worker.ledger.idempotency import file_key
 from worker.ledger.sql import ENQUEUE_LOCK
-from worker.producer import Producer
-from worker.report import iso_utc
-from worker.states import State
 
 SETTINGS = sandbox_settings(env={"NOTIFY_URL": "https://merchant.example/notify"})
 
@@ -81,7 +82,7 @@ def counts(ledger: Ledger) -> tuple[int, int]:
 def test_a_batch_stored_but_not_published_is_enqueued_and_says_so(
     ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "worker.producer")
+    caplog.set_level(logging.WARNING, "worker.flows.producer")
     result = producer(ledger, unreachable_broker).enqueue_batch(
         "ID", numbered(unreferenced("ID", 3))
     )
@@ -364,7 +365,7 @@ def test_a_bad_window_names_the_setting() -> None:
 def test_the_rows_digest_tells_rows_apart_by_value_type_and_order() -> None:
     from decimal import Decimal
 
-    from worker.idempotency import rows_digest
+    from worker.ledger.idempotency import rows_digest
 
     a, b = {"amount": "100000", "x": "1"}, {"amount": "200000"}
     assert rows_digest("ID", [a, b]) == rows_digest("ID", [{"x": "1", "amount": "100000"}, b])

@@ -1,4 +1,5 @@
-"""The lookup-in-flight markers (worker.inflight) on fakeredis, with a fake publisher."""
+"""The lookup-in-flight markers (worker.coordination.inflight) on fakeredis, with a fake
+publisher."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import pytest
 import redis
 
 from tests.unit.pending_orders import Recorder, World, in_flight, make_world, order_in, settings
-from worker.config import Rate
-from worker.inflight import InFlightLookups
+from worker.coordination.inflight import InFlightLookups
+from worker.core.settings import Rate
+from worker.core.states import State
 from worker.ledger import Ledger
-from worker.states import State
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ the next version must find the pause switch and the token the running ones wrote
 
 from __future__ import annotations
 
-from worker import keys
+from worker.core import keys
 
 
 def test_the_keys_of_a_deployment_keep_their_names() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from worker.leases import Leases
+from worker.coordination.leases import Leases
 
 
 def deadlines(leases: Leases) -> dict[str, int]:

@@ -19,15 +19,15 @@ from psycopg_pool import ConnectionPool
 from schemas import Payout, validate_rows
 from tests import ledger_reads
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, backdate, numbers_in_the_database
-from worker import retention
+from worker.core.samples import sample_rows
+from worker.core.states import FINAL_STATES, TRANSITIONS, Outcome, State
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
-from worker.dev.samples import sample_rows
+from worker.flows import retention
 from worker.ledger import PAYLOAD_KEPT, Ledger, Transition, TransitionOutcome, new_trade_no
 from worker.ledger import queries as ledger_queries
 from worker.ledger.sql import OPEN_STATES
-from worker.states import FINAL_STATES, TRANSITIONS, Outcome, State
-from worker.vexora import ProviderReport
+from worker.provider.report import ProviderReport
 
 ACCOUNT = "5464438554636"
 
@@ -356,7 +356,7 @@ def test_every_pair_of_states_moves_exactly_as_the_table_says(ledger: Ledger) ->
 
 def test_the_schema_knows_the_final_states_of_the_code(database: str) -> None:
     """The CHECK that erases personal data, the index of open orders and the index of the
-    payloads kept name the same states as worker/states.py and worker/ledger.py (SQL
+    payloads kept name the same states as worker/core/states.py and worker/ledger.py (SQL
     cannot import the Python tables)."""
     (check,) = rows(
         database,

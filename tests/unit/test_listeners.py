@@ -1,4 +1,4 @@
-"""The web process's listeners (worker.listeners): the body limit waitress enforces with the
+"""The web process's listeners (worker.web.listeners): the body limit waitress enforces with the
 Procfile's own flags, and /metrics and /healthz kept off the provider's listener."""
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from waitress import create_server
 from waitress.adjustments import Adjustments
 from werkzeug.test import Client
 
-import worker.logs
+import worker.core.logs
 from tests.unit.notifications import SECRET, Publisher
-from worker import listeners
-from worker.config import Settings, get_settings
+from worker.coordination.metrics import Metrics
+from worker.core.config import get_settings
+from worker.core.settings import Settings
 from worker.dev.cluster import procfile_commands
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
-from worker.listeners import OperationsApp, start_operations_listener, web_app
-from worker.metrics import Metrics
-from worker.notify import MAX_BODY, NotifyApp, app
+from worker.web import listeners
+from worker.web.listeners import OperationsApp, start_operations_listener, web_app
+from worker.web.notify import MAX_BODY, NotifyApp, app
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -41,7 +42,7 @@ def web_adjustments() -> dict[str, Any]:
     command = procfile_commands((ROOT / "Procfile").read_text())["web"]
     assert command[0] == "waitress-serve"
     kw, args = Adjustments.parse_args(command[1:])
-    assert kw.pop("call") is True and args == ["worker.listeners:web_app"]
+    assert kw.pop("call") is True and args == ["worker.web.listeners:web_app"]
     del kw["help"], kw["listen"]
     return kw
 
@@ -184,7 +185,7 @@ def test_an_operations_app_wraps_the_receiver(ledger: Ledger, fake_redis: redis.
 @pytest.fixture
 def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """Settings read afresh; web_app's logging set-up not applied to the test process."""
-    monkeypatch.setattr(worker.logs, "configure_logging", lambda level: None)
+    monkeypatch.setattr(worker.core.logs, "configure_logging", lambda level: None)
     get_settings.cache_clear()
     yield monkeypatch
     monkeypatch.undo()

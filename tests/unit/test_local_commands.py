@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from schemas import validate_rows
 from worker.cli import main
-from worker.dev.samples import sample_rows
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.ledger import Ledger
-from worker.states import State
 
 
 @pytest.mark.parametrize("command", [["demo", "--payouts", "4"], ["up", "--port", "0"]])

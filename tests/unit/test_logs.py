@@ -1,5 +1,6 @@
-"""JSON log lines with masking (worker.logs; the rule itself is tests/unit/test_redact.py's),
-start-up warnings (worker.preflight), and their Celery signal hookups (worker.app)."""
+"""JSON log lines with masking (worker.core.logs; the rule itself is tests/unit/test_redact.py's),
+start-up warnings (worker.celery.preflight), and their Celery signal hookups
+(worker.celery.signals)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from worker.config import get_settings
-from worker.logs import JsonFormatter, configure_logging
-from worker.preflight import NO_PERSISTENCE, check_redis, log_warnings
+from worker.celery.preflight import NO_PERSISTENCE, check_redis, log_warnings
+from worker.core.config import get_settings
+from worker.core.logs import JsonFormatter, configure_logging
 
 TRADE_NO = "39fa354542824ee789faf526f27c024f"
 
@@ -176,7 +177,7 @@ def test_configure_logging_installs_one_json_handler_on_root() -> None:
 def test_celery_setup_logging_signal_uses_our_config() -> None:
     from celery.signals import setup_logging
 
-    import worker.app  # noqa: F401 - connects the receivers
+    import worker.celery.signals  # noqa: F401 - connects the receivers
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -192,7 +193,7 @@ def test_celery_setup_logging_signal_uses_our_config() -> None:
         root.setLevel(saved[1])
 
 
-# --- start-up checks (worker.preflight), logged loudly at worker/beat start -------------
+# --- start-up checks (worker.celery.preflight), logged loudly at worker/beat start -------------
 
 
 class FakeConfig:
@@ -247,9 +248,9 @@ def test_preflight_warnings_are_logged_loudly(caplog: pytest.LogCaptureFixture) 
 def test_preflight_runs_on_worker_ready_and_beat_init(monkeypatch: pytest.MonkeyPatch) -> None:
     from celery.signals import beat_init, worker_ready
 
-    import worker.app
+    import worker.celery.preflight
+    import worker.celery.signals
     import worker.db.readiness
-    import worker.preflight
 
     # beat_init also checks the database's schema (test_readiness): not under test here.
     monkeypatch.setattr(worker.db.readiness, "check_schema", lambda url: None)
@@ -257,7 +258,9 @@ def test_preflight_runs_on_worker_ready_and_beat_init(monkeypatch: pytest.Monkey
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
     get_settings.cache_clear()
     calls: list[object] = []
-    monkeypatch.setattr(worker.preflight, "log_warnings", lambda client, log: calls.append(client))
+    monkeypatch.setattr(
+        worker.celery.preflight, "log_warnings", lambda client, log: calls.append(client)
+    )
     worker_ready.send(sender=None)
     beat_init.send(sender=None)
     assert len(calls) == 2
@@ -265,7 +268,7 @@ def test_preflight_runs_on_worker_ready_and_beat_init(monkeypatch: pytest.Monkey
     def broken(client: object, log: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(worker.preflight, "log_warnings", broken)
+    monkeypatch.setattr(worker.celery.preflight, "log_warnings", broken)
     worker_ready.send(sender=None)  # never fails the start
     monkeypatch.undo()
     get_settings.cache_clear()

@@ -1,4 +1,4 @@
-"""Lookups (worker.lookup) on the test ledger and fakeredis, with fake provider clients and
+"""Lookups (worker.flows.lookup) on the test ledger and fakeredis, with fake provider clients and
 fake publishers."""
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ from tests.unit.pending_orders import (
     make_world,
     order_in,
 )
-from worker.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
-from worker.config import Settings
-from worker.details import DetailsClient, Disbursement, parse_disbursement
-from worker.exceptions import MarketUnavailable, NotFound, OutcomeUnknown, RateLimited
+from worker.core.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
+from worker.core.exceptions import MarketUnavailable, NotFound, OutcomeUnknown, RateLimited
+from worker.core.settings import Settings
+from worker.core.states import State
 from worker.ledger import Ledger
-from worker.no_details import NoDetailsApi
-from worker.states import State
-from worker.token import TokenCache, TokenFetcher
+from worker.provider.details import DetailsClient
+from worker.provider.disbursements import Disbursement, parse_disbursement
+from worker.provider.no_details import NoDetailsApi
+from worker.provider.token import TokenCache, TokenFetcher
 
 MakeWorld = Callable[..., World]
 

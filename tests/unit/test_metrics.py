@@ -1,4 +1,4 @@
-"""Cluster-wide metrics (worker.metrics): Redis hash and the ledger's open orders in,
+"""Cluster-wide metrics (worker.coordination.metrics): Redis hash and the ledger's open orders in,
 Prometheus text out."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from redis.retry import Retry
 
 from schemas import Payout
 from tests import ledger_reads
+from worker.coordination.metrics import LATENCY_BUCKETS, WEBHOOK_OUTCOMES, Metrics
+from worker.core.states import FINAL_STATES, State
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
-from worker.metrics import LATENCY_BUCKETS, WEBHOOK_OUTCOMES, Metrics
-from worker.states import FINAL_STATES, State
-from worker.vexora import ProviderReport
+from worker.provider.report import ProviderReport
 
 
 def dead_redis() -> redis.Redis:

@@ -1,4 +1,4 @@
-"""The webhook receiver (worker.notify) on the test ledger and fakeredis, through werkzeug's
+"""The webhook receiver (worker.web.notify) on the test ledger and fakeredis, through werkzeug's
 test client: routes, body limits, answers, health, metrics. The webhook's rules are
 test_webhook's."""
 
@@ -31,13 +31,14 @@ from tests.unit.notifications import (
     signed,
     state_of,
 )
-from worker.config import MarketAccount, Settings
+from worker.coordination.metrics import Metrics
+from worker.core.accounts import MarketAccount
+from worker.core.settings import Settings
+from worker.core.states import State
 from worker.db.pool import open_pool
 from worker.dev.redis_server import free_port
 from worker.ledger import Ledger
-from worker.metrics import Metrics
-from worker.notify import MAX_BODY, create_app, notify_paths
-from worker.states import State
+from worker.web.notify import MAX_BODY, create_app, notify_paths
 
 # Every market's account, but for its secret (no setting has a built-in value).
 ACCOUNT = {"vexora_base_url": "https://pay.example", "vexora_merchant_no": "M-1"}
@@ -124,7 +125,7 @@ def test_the_webhook_log_lines_are_written_with_the_trade_no(
 ) -> None:
     trade_no = new_order(rx.ledger)
     rx.client.get("/healthz")  # resolves the dependencies, which logs a line of its own
-    with caplog.at_level(logging.INFO, logger="worker.notify"):
+    with caplog.at_level(logging.INFO, logger="worker.web.notify"):
         assert_ok(post(rx, signed(notification(trade_no, amount="999"))))
     lines = [(r.levelno, r.getMessage(), r.__dict__.get("trade_no")) for r in caplog.records]
     assert lines == [
@@ -299,7 +300,7 @@ def test_a_notification_to_an_unknown_path_is_counted_and_logged(
 ) -> None:
     rx = make_receiver(ledger, fake_redis, notify_url=CONFIGURED)
     trade_no = new_order(rx.ledger)
-    with caplog.at_level(logging.WARNING, logger="worker.notify"):
+    with caplog.at_level(logging.WARNING, logger="worker.web.notify"):
         response = post(rx, signed(notification(trade_no)), path="/notify/other?k=v")
         assert rx.client.get("/favicon.ico").status_code == 404  # not a notification
     assert response.status_code == 404
@@ -414,9 +415,9 @@ def test_each_webhook_is_counted_before_it_is_answered(
 
 
 def test_importing_the_module_app_connects_to_nothing() -> None:
-    import worker.notify
+    import worker.web.notify
 
-    assert worker.notify.app._deps is None  # type: ignore[attr-defined]
+    assert worker.web.notify.app._deps is None  # type: ignore[attr-defined]
 
 
 # --- fuzz ------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from psycopg_pool import ConnectionPool
 
 from schemas import Payout
 from tests.app_receiver import AppReceiver
-from worker.config import load_settings
-from worker.exceptions import ConfigError
+from worker.core.config import load_settings
+from worker.core.exceptions import ConfigError
+from worker.core.states import State
 from worker.ledger import Ledger, new_batch_id
 from worker.outbox import (
     EVENT_TYPES,
@@ -30,7 +31,6 @@ from worker.outbox import (
     signature_header,
     verify_webhook,
 )
-from worker.states import State
 
 SECRET = "whsec-test-4242"
 ACCOUNT = "5464438554636"
@@ -565,8 +565,8 @@ def test_beat_sends_a_run_every_second_only_when_there_is_an_endpoint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import celeryconfig
-    from worker import runtime
-    from worker.queues import OUTBOX_QUEUE, OUTBOX_TASK
+    from worker.celery import runtime
+    from worker.core.queues import OUTBOX_QUEUE, OUTBOX_TASK
 
     monkeypatch.delenv("APP_WEBHOOK_URL", raising=False)
     runtime.reset()

@@ -6,10 +6,10 @@ import fakeredis
 import psycopg
 import pytest
 
+from worker.coordination.pause import PauseSwitch
+from worker.coordination.pause_store import PauseRecord, PauseStore
 from worker.dev.redis_server import RedisServer
 from worker.ledger import Ledger
-from worker.pause import PauseSwitch
-from worker.pause_store import PauseRecord, PauseStore
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ import pytest
 
 from tests import ledger_reads
 from worker import cli
+from worker.core.exceptions import ConfigError, InvalidFile, InvalidPayout, UnknownMarket
+from worker.core.rows import parse_rows, read_rows
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.dev.credentials import sandbox_settings
-from worker.dev.samples import sample_rows
-from worker.exceptions import ConfigError, InvalidFile, InvalidPayout, UnknownMarket
+from worker.flows.producer import Producer
 from worker.ledger import Ledger
-from worker.producer import Producer
-from worker.rows import parse_rows, read_rows
-from worker.states import State
-from worker.vexora import VexoraClient
+from worker.provider.vexora import VexoraClient
 
 
 def numbered(rows: list[dict[str, str]]) -> list[tuple[int, dict[str, str]]]:
@@ -148,7 +148,8 @@ def test_a_repeated_reference_is_reported_even_when_its_first_row_is_invalid(
 def test_public_enqueue_batch_numbers_the_repeated_rows_from_1(
     monkeypatch: pytest.MonkeyPatch, make_producer: Producer, published: list[list[str]]
 ) -> None:
-    from worker import enqueue_batch, runtime
+    from worker import enqueue_batch
+    from worker.celery import runtime
 
     monkeypatch.setattr(runtime, "producer", lambda: make_producer)
     rows = sample_rows("AR", 2)
@@ -261,7 +262,7 @@ def test_cli_enqueue_json_reports_rows_and_exits_1(
     make_producer: Producer,
     published: list[list[str]],
 ) -> None:
-    from worker import runtime
+    from worker.celery import runtime
 
     monkeypatch.setattr(runtime, "producer", lambda: make_producer)
     path = tmp_path / "batch.csv"
@@ -285,7 +286,7 @@ def test_cli_enqueue_prints_both_rows_of_a_repeated_reference(
     ledger: Ledger,
     published: list[list[str]],
 ) -> None:
-    from worker import runtime
+    from worker.celery import runtime
 
     monkeypatch.setattr(runtime, "producer", lambda: make_producer)
     path = tmp_path / "batch.csv"

@@ -8,27 +8,20 @@ import json
 import pytest
 import redis
 
-from worker import runtime
+from worker.celery import runtime
+from worker.celery.publish import CHUNK, RESUBMIT_CHUNK, ResubmitFirst
 from worker.dev.redis_server import free_port
-from worker.publish import (
-    CHUNK,
-    RESUBMIT_CHUNK,
-    ResubmitFirst,
-    publish_resubmissions,
-    publish_submissions,
-    submit_queue_length,
-)
 
 
 def test_a_queue_the_broker_never_had_is_empty(broker: redis.Redis) -> None:
     assert not broker.exists("submit")  # Redis has no such list: a passive declare fails
-    assert submit_queue_length() == 0
+    assert runtime.publisher().submit_queue_length() == 0
 
 
 def test_submissions_go_out_a_chunk_per_message(broker: redis.Redis) -> None:
     trade_nos = [f"{i:032x}" for i in range(CHUNK * 2 + 1)]
-    assert publish_submissions(trade_nos) == 3
-    assert submit_queue_length() == 3
+    assert runtime.publisher().submissions(trade_nos) == 3
+    assert runtime.publisher().submit_queue_length() == 3
     messages = [json.loads(raw) for raw in broker.lrange("submit", 0, -1)]
     bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
     sent = sorted(t for args, _, _ in bodies for t in args[0])
@@ -51,7 +44,7 @@ def test_submissions_whose_pipeline_fails_go_again_one_by_one(
 
     monkeypatch.setattr(redis.client.Pipeline, "execute", fail_once)
     trade_nos = [f"{i:032x}" for i in range(CHUNK * 2 + 1)]
-    assert publish_submissions(trade_nos) == 3
+    assert runtime.publisher().submissions(trade_nos) == 3
     assert failures == [6]  # the three messages and their task-sent events, in one pipeline
     messages = [json.loads(raw) for raw in broker.lrange("submit", 0, -1)]
     bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
@@ -64,20 +57,20 @@ def test_the_queue_length_of_an_unreachable_broker_is_an_error(
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     runtime.reset()
     with pytest.raises(Exception, match=r"(?i)connect|refused"):
-        submit_queue_length()
+        runtime.publisher().submit_queue_length()
 
 
 def test_resubmissions_go_to_their_own_queue_and_count_as_waiting(broker: redis.Redis) -> None:
-    assert publish_submissions(["a" * 32]) == 1
+    assert runtime.publisher().submissions(["a" * 32]) == 1
     again = [f"{i:032x}" for i in range(RESUBMIT_CHUNK + 1)]
-    assert publish_resubmissions(again, countdown=5) == 2
+    assert runtime.publisher().resubmissions(again, countdown=5) == 2
     assert broker.llen("submit") == 1 and broker.llen("resubmit") == 2
     messages = [json.loads(raw) for raw in broker.lrange("resubmit", 0, -1)]
     assert all(m["headers"]["task"] == "disburse.submit" for m in messages)
     assert all(m["headers"]["eta"] is not None for m in messages)
     bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
     assert sorted(t for args, _, _ in bodies for t in args[0]) == again
-    assert submit_queue_length() == 3
+    assert runtime.publisher().submit_queue_length() == 3
 
 
 def test_a_worker_waits_on_resubmit_first_and_on_the_others_in_turn() -> None:

@@ -6,8 +6,8 @@ import celeryconfig
 from tasks.outbox import send_events
 from tasks.reconcile import lookup_orders, reconcile_pass
 from tasks.submit import submit_orders
+from worker.core.queues import RESUBMIT_QUEUE
 from worker.dev.cluster import procfile_commands
-from worker.queues import RESUBMIT_QUEUE
 
 
 def test_every_task_is_routed() -> None:
@@ -21,6 +21,6 @@ def test_the_procfile_worker_consumes_every_queue_a_message_is_sent_to() -> None
     command = procfile_commands()["worker"]
     consumed = set(command[command.index("-Q") + 1].split(","))
     routed = {route["queue"] for route in celeryconfig.task_routes.values()}
-    # worker.publish sends orders taken up before to the resubmit queue explicitly.
+    # worker.celery.publish sends orders taken up before to the resubmit queue explicitly.
     assert routed | {RESUBMIT_QUEUE} <= consumed
     assert consumed <= {queue.name for queue in celeryconfig.task_queues}

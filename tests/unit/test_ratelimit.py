@@ -14,10 +14,10 @@ import fakeredis
 import pytest
 import redis
 
-from worker.config import Rate
+from worker.coordination.ratelimit import TAKE_AHEAD, RateLimiter, RateLimitTimeout, Slots
+from worker.core.settings import Rate
 from worker.dev.credentials import sandbox_settings
 from worker.dev.redis_server import RedisServer
-from worker.ratelimit import TAKE_AHEAD, RateLimiter, RateLimitTimeout, Slots
 
 ClientFactory = Callable[[], redis.Redis]
 

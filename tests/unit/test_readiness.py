@@ -13,14 +13,14 @@ import pytest
 import redis
 from celery.signals import beat_init, celeryd_after_setup
 
-import worker.app  # connects the signal handlers under test
-import worker.preflight
+import worker.celery.preflight
+import worker.celery.signals  # connects the signal handlers under test
 from tests.unit.notifications import local_client
-from worker import runtime
-from worker.config import get_settings
+from worker.celery import runtime
+from worker.core.config import get_settings
 from worker.db import migrate
 from worker.dev.redis_server import free_port
-from worker.notify import create_app
+from worker.web.notify import create_app
 
 
 def start_worker() -> None:
@@ -35,7 +35,7 @@ def start_beat() -> None:
 def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """``point_at(url)``: the processes' settings name ``url`` as DATABASE_URL."""
     # beat_init also runs the Redis pre-flight checks: not under test here.
-    monkeypatch.setattr(worker.preflight, "log_warnings", lambda client, log: [])
+    monkeypatch.setattr(worker.celery.preflight, "log_warnings", lambda client, log: [])
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # set, and never reached
     yield monkeypatch
     monkeypatch.undo()
@@ -123,7 +123,7 @@ def test_the_web_receiver_answers_503_while_the_server_cannot_be_reached(
     point_at(database, unreachable_url())
     runtime.reset()
 
-    with caplog.at_level(logging.ERROR, logger="worker.notify"):
+    with caplog.at_level(logging.ERROR, logger="worker.web.notify"):
         answer = local_client(create_app()).get("/healthz")
 
     assert answer.status_code == 503

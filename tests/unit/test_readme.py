@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from schemas import MARKETS
 from worker import cli
-from worker.config import load_settings
+from worker.core.config import load_settings
 
 README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 

@@ -1,4 +1,4 @@
-"""The reconcile pass (worker.reconcile) on the test ledger and fakeredis, with fake
+"""The reconcile pass (worker.flows.reconcile) on the test ledger and fakeredis, with fake
 publishers: lock, gate, scan, the sweeper and the lease sweep."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from tests.unit.pending_orders import (
     order_in,
     set_entered,
 )
+from worker.core.states import State
+from worker.flows.reconcile import PAGE, PassReport
 from worker.ledger import Ledger
-from worker.reconcile import PAGE, PassReport
-from worker.states import State
 
 MakeWorld = Callable[..., World]
 

@@ -1,4 +1,4 @@
-"""The one masking rule (worker.redact): the cases the two old rules covered (logs'
+"""The one masking rule (worker.core.redact): the cases the two old rules covered (logs'
 stand-alone 6+ digit runs and secrets; the provider-text rule's 7+ digit runs anywhere,
 cut to 300 characters), and the cases where they disagreed."""
 
@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from worker.redact import MASK, mask_digits, mask_personal, mask_text, mask_value, redact
+from worker.core.redact import MASK, mask_digits, mask_personal, mask_text, mask_value, redact
 
 TRADE_NO = "39fa354542824ee789faf526f27c024f"
 FULL_WIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))

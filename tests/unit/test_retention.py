@@ -1,5 +1,5 @@
 """FAILED and REVERSED orders keep their fields for FAILED_PAYLOAD_RETENTION, then the
-reconcile pass erases them (worker.retention): on the test ledger, searching every text
+reconcile pass erases them (worker.flows.retention): on the test ledger, searching every text
 and jsonb column of the database for the personal numbers afterwards."""
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from tests.unit import ledger_sql
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from tests.unit.pending_orders import make_world
 from tests.unit.test_ledger import sample_payouts
-from worker import retention
-from worker.config import ConfigError, load_settings
+from worker.core.config import load_settings
+from worker.core.exceptions import ConfigError
+from worker.core.states import Outcome, State
+from worker.flows import retention
 from worker.ledger import Debit, Ledger
-from worker.states import Outcome, State
-from worker.vexora import ProviderReport
+from worker.provider.report import ProviderReport
 
 HOUR = 3600.0  # the retention window of these tests
 

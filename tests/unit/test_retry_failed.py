@@ -11,11 +11,11 @@ import pytest
 from schemas import Payout
 from tests import ledger_reads
 from tests.unit.ledger_sql import events
-from worker.dev.samples import sample_rows
-from worker.exceptions import AlreadyRetried, BatchNotFound
+from worker.core.exceptions import AlreadyRetried, BatchNotFound
+from worker.core.samples import sample_rows
+from worker.core.states import State
+from worker.flows.producer import Producer, retry_reference
 from worker.ledger import Ledger
-from worker.producer import Producer, retry_reference
-from worker.states import State
 
 MARKETS = ("ID", "AR", "JP", "KH")
 

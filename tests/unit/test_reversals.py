@@ -20,15 +20,17 @@ from tests import ledger_reads
 from tests.unit.ledger_sql import events
 from tests.unit.notifications import SECRET, Publisher, notification, signed
 from tests.unit.pending_orders import World, make_world, new_orders, order_in
-from worker import cli, report, runtime
-from worker.details import Disbursement, parse_disbursement
+from worker import cli
+from worker.celery import runtime
+from worker.cli import report
+from worker.core.exceptions import OutcomeUnknown
+from worker.core.states import Outcome, State
 from worker.dev.redis_server import RedisServer
-from worker.exceptions import OutcomeUnknown
 from worker.ledger import Debit, Ledger
-from worker.no_details import NoDetailsApi
-from worker.states import Outcome, State
-from worker.vexora import ProviderReport
-from worker.webhook import WebhookHandler
+from worker.provider.disbursements import Disbursement, parse_disbursement
+from worker.provider.no_details import NoDetailsApi
+from worker.provider.report import ProviderReport
+from worker.web.webhook import WebhookHandler
 
 MakeWorld = Callable[..., World]
 FAILED = ProviderReport(State.FAILED, "p-1", "failed", "")

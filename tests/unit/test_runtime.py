@@ -1,4 +1,4 @@
-"""The process-wide objects (worker.runtime): one PostgreSQL pool per process, never
+"""The process-wide objects (worker.celery.runtime): one PostgreSQL pool per process, never
 shared with a forked child (Celery's prefork pool), closed by ``reset``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 
-from worker import runtime
+from worker.celery import runtime
 
 
 def in_a_forked_child(check: Callable[[], object]) -> str:

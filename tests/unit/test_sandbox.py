@@ -258,7 +258,7 @@ def test_the_documented_codes_and_statuses() -> None:
 
 
 SANDBOX_DIR = REPO / "worker" / "sandbox"
-CLIENT_VOCABULARY = ("worker.vexora", "worker.signing")
+CLIENT_VOCABULARY = ("worker.provider.vexora", "worker.provider.answers", "worker.core.signing")
 
 
 def _sandbox_imports() -> dict[str, set[str]]:

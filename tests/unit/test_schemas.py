@@ -19,7 +19,7 @@ from schemas import (
     validate_row,
     validate_rows,
 )
-from worker.signing import sign
+from worker.core.signing import sign
 
 # One valid row per market, from the seeds' request examples (where those follow the text).
 ROWS: dict[str, dict[str, Any]] = {
@@ -193,7 +193,7 @@ def test_registry_lists_the_four_markets() -> None:
     assert all(issubclass(schema, marshmallow.Schema) for schema in MARKETS.values())
 
 
-# The public error for a bad code (worker.exceptions.UnknownMarket, listing the valid
+# The public error for a bad code (worker.core.exceptions.UnknownMarket, listing the valid
 # ones) is the producer's: tests/unit/test_producer.py. This package sits below worker/.
 @pytest.mark.parametrize("code", ["XX", "", "IDN", "indonesia", "I D", None, 7])
 def test_unknown_market_has_no_code_and_is_refused(code: Any) -> None:
@@ -460,7 +460,7 @@ def test_an_amount_with_more_decimals_than_its_currency_allows_is_refused(
 
 
 def test_an_argentine_semicolon_file_with_thousands_dots_is_refused_not_read_as_pesos() -> None:
-    from worker.rows import parse_rows
+    from worker.core.rows import parse_rows
 
     header = ";".join(ROWS["AR"])
     cells = ";".join("150.000" if k == "amount" else str(v) for k, v in ROWS["AR"].items())

@@ -16,10 +16,13 @@ from redis.client import Pipeline
 from schemas import Payout
 from tests import ledger_reads
 from tests.unit.ledger_sql import backdate
-from worker.backoff import MAX_SUBMIT_ATTEMPTS
-from worker.breaker import Breaker
-from worker.config import DEFAULT_SYSTEMIC_CODES, Rate
-from worker.exceptions import (
+from worker.coordination.breaker import Breaker
+from worker.coordination.metrics import Metrics
+from worker.coordination.pause import PauseSwitch
+from worker.coordination.pause_store import PauseStore
+from worker.coordination.ratelimit import RateLimiter, RateLimitTimeout, Slots
+from worker.core.backoff import MAX_SUBMIT_ATTEMPTS
+from worker.core.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
     NotSent,
@@ -28,14 +31,12 @@ from worker.exceptions import (
     Refused,
     Rejected,
 )
+from worker.core.settings import DEFAULT_SYSTEMIC_CODES, Rate
+from worker.core.states import State
+from worker.flows.market_submitters import MarketSubmitters
+from worker.flows.submit import GROUP, PAUSE_LOOK_EVERY, Submitter
 from worker.ledger import Ledger
-from worker.metrics import Metrics
-from worker.pause import PauseSwitch
-from worker.pause_store import PauseStore
-from worker.ratelimit import RateLimiter, RateLimitTimeout, Slots
-from worker.states import State
-from worker.submit import GROUP, PAUSE_LOOK_EVERY, MarketSubmitters, Submitter
-from worker.vexora import PayoutResult
+from worker.provider.answers import PayoutResult
 
 FIELDS = {"amount": "100000", "bankAccountNo": "5464438554636", "bankCode": "0002"}
 

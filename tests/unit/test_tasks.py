@@ -1,5 +1,5 @@
 """The tasks are thin: what a submit task publishes for the orders its chunk left over,
-and what it leaves leased (worker.leases) for the reconcile pass, also when PostgreSQL
+and what it leaves leased (worker.coordination.leases) for the reconcile pass, also when PostgreSQL
 goes away in the middle."""
 
 from __future__ import annotations
@@ -20,25 +20,27 @@ from celery.signals import task_received
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+import worker.celery.signals  # noqa: F401 - connects the hookup under test (task_received)
 from schemas import Payout
 from tasks.reconcile import lookup_chunk
 from tasks.submit import submit_chunk
-from worker import runtime
-from worker.backoff import QUERY_DELAY
-from worker.config import Rate, get_settings
+from worker.celery import runtime
+from worker.coordination.leases import Leases
+from worker.coordination.metrics import Metrics
+from worker.coordination.pause import PauseSwitch
+from worker.coordination.ratelimit import RateLimiter
+from worker.core.backoff import QUERY_DELAY
+from worker.core.config import get_settings
+from worker.core.settings import Rate
+from worker.core.states import State
 from worker.db import migrate
 from worker.db.pool import open_pool
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import free_port
-from worker.leases import Leases
+from worker.flows.reads import LookupReport
+from worker.flows.submit import ChunkReport, Submitter
 from worker.ledger import Ledger, new_batch_id
-from worker.lookup import LookupReport
-from worker.metrics import Metrics
-from worker.pause import PauseSwitch
-from worker.ratelimit import RateLimiter
-from worker.states import State
-from worker.submit import ChunkReport, Submitter
-from worker.vexora import PayoutResult
+from worker.provider.answers import PayoutResult
 
 
 @dataclass

@@ -24,15 +24,15 @@ from tests.unit.fake_provider import (
     error,
     serving,
 )
-from worker.config import Settings
-from worker.exceptions import (
+from worker.core.exceptions import (
     AuthenticationFailed,
     NotSent,
     OutcomeUnknown,
     ProviderError,
     TokenUnavailable,
 )
-from worker.token import TokenCache, TokenFetcher
+from worker.core.settings import Settings
+from worker.provider.token import TokenCache, TokenFetcher
 
 ClientFactory = Callable[..., redis.Redis]
 SECRET = "client-secret-hunter2"

@@ -15,15 +15,17 @@ import redis
 from celery.signals import beat_init, celeryd_after_setup
 
 import worker
-import worker.app  # connects the start-up checks under test
-from worker import cli, runtime, startup
-from worker.config import get_settings, load_settings
+import worker.celery.signals  # connects the start-up checks under test
+from worker import cli
+from worker.celery import runtime, startup
+from worker.core.config import get_settings, load_settings
+from worker.core.exceptions import MarketUnavailable
+from worker.core.samples import sample_rows
+from worker.core.states import State
 from worker.dev.credentials import NOWHERE, sandbox_env
-from worker.dev.samples import sample_rows
-from worker.exceptions import MarketUnavailable
+from worker.flows.market_submitters import MarketSubmitters
+from worker.flows.submit import Submitter
 from worker.ledger import Ledger
-from worker.states import State
-from worker.submit import MarketSubmitters, Submitter
 
 ONLY_ID = {
     "VEXORA_ID_BASE_URL": NOWHERE,
@@ -230,7 +232,7 @@ def test_the_web_receiver_without_a_server_answers_503_and_says_why(
 ) -> None:
     from werkzeug.test import Client
 
-    from worker.notify import create_app
+    from worker.web.notify import create_app
 
     client = Client(create_app())
     for answer in (client.get("/healthz"), client.post("/notify", json={})):
@@ -246,9 +248,9 @@ def test_no_secret_is_built_in_so_the_repositorys_sandbox_secret_verifies_nothin
     from werkzeug.test import Client
 
     from tests.unit.notifications import Publisher, new_order, notification, signed, state_of
-    from worker.config import Settings
-    from worker.metrics import Metrics
-    from worker.notify import create_app
+    from worker.coordination.metrics import Metrics
+    from worker.core.settings import Settings
+    from worker.web.notify import create_app
 
     metrics = Metrics(fake_redis, prefix="t")
     app = create_app(ledger, Settings(), Publisher(), metrics, redis_client=fake_redis)

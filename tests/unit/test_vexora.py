@@ -15,10 +15,8 @@ import pytest
 import requests
 
 from tests.unit.fake_provider import FakeProvider, SpySession, serving
-from worker import vexora
-from worker.config import Settings, load_settings
-from worker.dev.credentials import sandbox_settings
-from worker.exceptions import (
+from worker.core.config import load_settings
+from worker.core.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
     NotFound,
@@ -28,9 +26,13 @@ from worker.exceptions import (
     Refused,
     Rejected,
 )
-from worker.signing import verify
-from worker.states import State
-from worker.vexora import Balance, PayoutResult, VexoraClient
+from worker.core.settings import Settings
+from worker.core.signing import verify
+from worker.core.states import State
+from worker.dev.credentials import sandbox_settings
+from worker.provider import answers, vexora
+from worker.provider.answers import Balance, PayoutResult
+from worker.provider.vexora import VexoraClient
 
 SECRET = "TEST_SECRET"
 MERCHANT = "M-123"
@@ -211,7 +213,7 @@ def test_an_answer_about_another_trade_no_is_not_trusted(
 
 
 @pytest.mark.parametrize(
-    "code", [vexora.CODE_BAD_SIGN, vexora.CODE_UNKNOWN_MERCHANT, vexora.CODE_IP_NOT_ALLOWED]
+    "code", [answers.CODE_BAD_SIGN, answers.CODE_UNKNOWN_MERCHANT, answers.CODE_IP_NOT_ALLOWED]
 )
 def test_systemic_codes_are_configuration_rejected(
     client: VexoraClient, provider: FakeProvider, code: str
@@ -227,7 +229,7 @@ def test_systemic_codes_are_configuration_rejected(
 def test_request_failed_is_a_final_rejection_not_systemic(
     client: VexoraClient, provider: FakeProvider
 ) -> None:
-    provider.reply(refusal(vexora.CODE_REQUEST_FAILED, "invalid bankCode"))
+    provider.reply(refusal(answers.CODE_REQUEST_FAILED, "invalid bankCode"))
     with pytest.raises(Rejected) as caught:
         client.submit(FIELDS, TRADE_NO)
     assert type(caught.value) is Rejected
@@ -238,7 +240,7 @@ def test_request_failed_is_a_final_rejection_not_systemic(
 def test_a_documented_rejection_in_a_4xx_body_is_still_classified(
     client: VexoraClient, provider: FakeProvider
 ) -> None:
-    provider.reply(refusal(vexora.CODE_REQUEST_FAILED, "bad amount"), status=400)
+    provider.reply(refusal(answers.CODE_REQUEST_FAILED, "bad amount"), status=400)
     with pytest.raises(Rejected) as caught:
         client.submit(FIELDS, TRADE_NO)
     assert caught.value.status_code == 400
@@ -247,7 +249,7 @@ def test_a_documented_rejection_in_a_4xx_body_is_still_classified(
 def test_duplicate_trade_no_is_already_submitted(
     client: VexoraClient, provider: FakeProvider
 ) -> None:
-    provider.reply(refusal(vexora.CODE_DUPLICATE_TRADE_NO, "duplicate order"))
+    provider.reply(refusal(answers.CODE_DUPLICATE_TRADE_NO, "duplicate order"))
     with pytest.raises(AlreadySubmitted) as caught:
         client.submit(FIELDS, TRADE_NO)
     assert isinstance(caught.value, OutcomeUnknown)
@@ -257,10 +259,10 @@ def test_duplicate_trade_no_is_already_submitted(
 @pytest.mark.parametrize(
     ("code", "msg"),
     [
-        (vexora.CODE_SYSTEM_ERROR, "system error, retry later"),
+        (answers.CODE_SYSTEM_ERROR, "system error, retry later"),
         ("7777", "sign verification failed"),  # unknown code, "sign" in text: NOT systemic
         ("4999", "merchant ip whitelist"),
-        (vexora.CODE_ORDER_NOT_FOUND, "order not found"),  # makes no sense for a submit
+        (answers.CODE_ORDER_NOT_FOUND, "order not found"),  # makes no sense for a submit
         (None, "no code at all"),
     ],
 )
@@ -272,7 +274,7 @@ def test_system_error_and_unknown_codes_are_outcome_unknown(
         client.submit(FIELDS, TRADE_NO)
     # A code we do not know is a refusal of the request (Refused, an OutcomeUnknown: the
     # circuit breaker counts it); 5000 and no code say nothing of the kind.
-    known = code in (None, vexora.CODE_SYSTEM_ERROR)
+    known = code in (None, answers.CODE_SYSTEM_ERROR)
     assert type(caught.value) is (OutcomeUnknown if known else Refused)
     assert caught.value.code == code
 
@@ -314,7 +316,7 @@ def test_429_is_rate_limited_with_retry_after(client: VexoraClient, provider: Fa
 def test_5xx_is_outcome_unknown_even_with_a_rejection_body(
     client: VexoraClient, provider: FakeProvider, status: int
 ) -> None:
-    provider.reply(refusal(vexora.CODE_REQUEST_FAILED), status=status)
+    provider.reply(refusal(answers.CODE_REQUEST_FAILED), status=status)
     with pytest.raises(OutcomeUnknown) as caught:
         client.submit(FIELDS, TRADE_NO)
     assert type(caught.value) is OutcomeUnknown
@@ -454,7 +456,7 @@ def test_a_transport_failure_is_logged_with_the_trade_no_in_its_field(
     closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     # In the text of a log line the tradeNo's digit runs are masked: its field is not.
-    with caplog.at_level(logging.WARNING, logger="worker.vexora"), pytest.raises(NotSent):
+    with caplog.at_level(logging.WARNING, logger="worker.provider.vexora"), pytest.raises(NotSent):
         _client(closed_port).submit(FIELDS, TRADE_NO)
     (record,) = caplog.records
     assert record.__dict__["trade_no"] == TRADE_NO
@@ -592,13 +594,13 @@ def test_query_garbage_amount_is_outcome_unknown(
 def test_query_of_unknown_trade_no_is_not_found(
     client: VexoraClient, provider: FakeProvider
 ) -> None:
-    provider.reply(refusal(vexora.CODE_ORDER_NOT_FOUND, "order not exist"))
+    provider.reply(refusal(answers.CODE_ORDER_NOT_FOUND, "order not exist"))
     with pytest.raises(NotFound) as caught:
         client.query(TRADE_NO)
     assert caught.value.code == "4004"
 
 
-@pytest.mark.parametrize("code", [vexora.CODE_REQUEST_FAILED, "1001", "9999", 4010])
+@pytest.mark.parametrize("code", [answers.CODE_REQUEST_FAILED, "1001", "9999", 4010])
 def test_a_query_refused_with_a_code_not_in_not_found_codes_is_not_known(
     client: VexoraClient, provider: FakeProvider, code: str | int
 ) -> None:
@@ -613,12 +615,12 @@ def test_a_query_refused_with_a_code_not_in_not_found_codes_is_not_known(
     assert not isinstance(caught.value, NotFound | Rejected)
 
 
-@pytest.mark.parametrize("code", [vexora.CODE_REQUEST_FAILED, "9001"])
+@pytest.mark.parametrize("code", [answers.CODE_REQUEST_FAILED, "9001"])
 def test_the_codes_of_not_found_codes_show_no_record(provider: FakeProvider, code: str) -> None:
     settings = sandbox_settings(provider.url, {"NOT_FOUND_CODES": f" 4004, {code}"})
     assert settings.not_found_codes == {"4004", code}
     client = VexoraClient.from_settings(settings, "ID")
-    for answer in (code, vexora.CODE_ORDER_NOT_FOUND):
+    for answer in (code, answers.CODE_ORDER_NOT_FOUND):
         provider.reply(refusal(answer, "order does not exist"))
         with pytest.raises(NotFound) as caught:
             client.query(TRADE_NO)
@@ -635,8 +637,8 @@ def test_the_codes_of_not_found_codes_show_no_record(provider: FakeProvider, cod
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        (refusal(vexora.CODE_ORDER_NOT_FOUND), 500),  # a 5xx is no answer, whatever it says
-        (refusal(vexora.CODE_SYSTEM_ERROR), 200),  # "retry later": the provider did not look
+        (refusal(answers.CODE_ORDER_NOT_FOUND), 500),  # a 5xx is no answer, whatever it says
+        (refusal(answers.CODE_SYSTEM_ERROR), 200),  # "retry later": the provider did not look
         ("<html>Not Found</html>", 404),  # not the provider's JSON
     ],
 )
@@ -651,7 +653,7 @@ def test_a_query_that_failed_is_not_a_missing_record(
 def test_a_systemic_refusal_of_a_query_is_a_configuration_fault(
     client: VexoraClient, provider: FakeProvider
 ) -> None:
-    provider.reply(refusal(vexora.CODE_BAD_SIGN, "sign error"))
+    provider.reply(refusal(answers.CODE_BAD_SIGN, "sign error"))
     with pytest.raises(ConfigurationRejected):
         client.query(TRADE_NO)
 
@@ -682,7 +684,7 @@ def test_balance_defaults_and_errors(client: VexoraClient, provider: FakeProvide
     provider.reply({"code": "0000", "data": {"availableAmount": "NaN"}})
     with pytest.raises(OutcomeUnknown):
         client.balance()
-    provider.reply(refusal(vexora.CODE_IP_NOT_ALLOWED))
+    provider.reply(refusal(answers.CODE_IP_NOT_ALLOWED))
     with pytest.raises(ConfigurationRejected):
         client.balance()
 

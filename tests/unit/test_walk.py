@@ -1,4 +1,4 @@
-"""The list walk (worker.walk) in the reconcile pass, on the test ledger and fakeredis,
+"""The list walk (worker.flows.walk) in the reconcile pass, on the test ledger and fakeredis,
 with a fake paged list whose rows shift down as payouts arrive."""
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import fakeredis
 import pytest
 
 from tests.unit.pending_orders import FakeLimiter, World, make_world, order_in
-from worker.details import DEFAULT_PER_PAGE, ListPage, Throttle, parse_disbursement
-from worker.exceptions import OutcomeUnknown
+from worker.core.exceptions import OutcomeUnknown
+from worker.core.states import State
+from worker.flows.reconcile import PassReport, Reconciler
+from worker.flows.walk import ListWalk
 from worker.ledger import Ledger
-from worker.reconcile import PassReport, Reconciler
-from worker.states import State
-from worker.walk import ListWalk
+from worker.provider.details import Throttle
+from worker.provider.disbursements import DEFAULT_PER_PAGE, ListPage, parse_disbursement
 
 HOUR_MS = 3_600_000
 

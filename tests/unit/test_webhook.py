@@ -1,4 +1,4 @@
-"""The webhook's rules (worker.webhook) on the test ledger, without HTTP: a body in, a Reply
+"""The webhook's rules (worker.web.webhook) on the test ledger, without HTTP: a body in, a Reply
 out."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from tests.unit.notifications import (
     signed,
     state_of,
 )
+from worker.core.signing import sign
+from worker.core.states import State
 from worker.ledger import Ledger
-from worker.signing import sign
-from worker.states import State
-from worker.webhook import Reply, Unavailable, WebhookHandler, signers
+from worker.web.webhook import Reply, Unavailable, WebhookHandler, signers
 
 
 class Receiver:

@@ -15,10 +15,10 @@ import psycopg
 import redis
 
 from worker import __version__
-from worker.cli import batch, db, events, local, operate, review
+from worker.cli import batch, db, enqueue, events, local, operate, review
 from worker.cli.common import SystemProblem, UserError
-from worker.exceptions import ConfigError, SchemaBehind
-from worker.redact import mask_text
+from worker.core.exceptions import ConfigError, SchemaBehind
+from worker.core.redact import mask_text
 
 ENVIRONMENT = """\b
 Environment (a .env file in the current directory may supply it):
@@ -66,7 +66,7 @@ class DisburseGroup(click.Group):
     """Maps the errors of every command to one line on stderr and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from worker import runtime
+        from worker.celery import runtime
 
         runtime.interactive()  # a person waits: a server that does not answer fails in seconds
         try:
@@ -77,24 +77,24 @@ class DisburseGroup(click.Group):
         except ConfigError as exc:
             raise SystemProblem(f"configuration: {exc}") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            from worker.config import get_settings
+            from worker.core.config import get_settings
 
             url = mask_text(get_settings().redis_url)
             raise SystemProblem(f"cannot reach Redis at {url} ({_first_line(exc)})") from None
         except redis.RedisError as exc:
-            from worker.config import get_settings
+            from worker.core.config import get_settings
 
             url = mask_text(get_settings().redis_url)
             raise SystemProblem(
                 f"Redis at {url} answered {type(exc).__name__}: is it a Redis server?"
             ) from None
         except psycopg.OperationalError as exc:  # psycopg_pool.PoolTimeout too
-            from worker.config import get_settings
+            from worker.core.config import get_settings
             from worker.db.readiness import unreachable
 
             raise SystemProblem(unreachable(get_settings().database_url, exc)) from None
         except psycopg.ProgrammingError:  # a table or column this code reads is missing
-            from worker.config import get_settings
+            from worker.core.config import get_settings
             from worker.db.readiness import check_schema
 
             try:
@@ -124,14 +124,14 @@ def main() -> None:
 
 
 for command in (
-    batch.enqueue,
+    enqueue.enqueue,
     batch.status,
     batch.export,
     batch.approve,
     batch.cancel,
     batch.batches,
-    batch.fields,
-    batch.template,
+    enqueue.fields,
+    enqueue.template,
     operate.pause,
     operate.resume,
     operate.reconcile,

@@ -1,195 +1,37 @@
-"""Commands on batches: enqueue a file, see where it stands, export it, approve, cancel,
-list batches, and the columns each market's file takes."""
+"""Commands on stored batches: where one stands, export it, approve, cancel, and list
+them."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import re
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
-from schemas import MARKETS
-from worker.cli.common import UserError, echo_row_errors, pause_text
-from worker.exceptions import InputError, InvalidFile
-from worker.report import plural
+from worker.cli.common import OUTPUT, UserError, pause_text, writing
+from worker.core.text import plural
 
 if TYPE_CHECKING:
     from worker.ledger import BatchSummary
 
-MARKET = click.Choice(list(MARKETS), case_sensitive=False)
-OUTPUT = click.Path(dir_okay=False, writable=True, path_type=Path)
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-@contextlib.contextmanager
-def _writing(path: Path | None) -> Iterator[IO[str]]:
-    """``path`` opened for a CSV (stdout without one); a file error names the path."""
-    if path is None:
-        yield sys.stdout
-        return
-    try:
-        out = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    with out:
-        yield out
 
 
 def _no_batch(batch: str) -> UserError:
     return UserError(f"no batch {batch} (`disburse batches` lists them)")
 
 
-@click.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--market", required=True, type=MARKET, help="The market of every row.")
-@click.option("--skip-invalid", is_flag=True, help="Enqueue the valid rows even if some are not.")
-@click.option("--dry-run", is_flag=True, help="Validate and sign every row; enqueue nothing.")
-@click.option("--hold", is_flag=True, help="Create the batch HELD until `disburse approve`.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.option(
-    "--idempotency-key",
-    metavar="KEY",
-    help="The batch's idempotency key (default: the digest of FILE's bytes).",
-)
-@click.option(
-    "--allow-duplicate", is_flag=True, help="Enqueue FILE even if it was enqueued before."
-)
-def enqueue(
-    file: Path,
-    market: str,
-    skip_invalid: bool,
-    dry_run: bool,
-    hold: bool,
-    as_json: bool,
-    idempotency_key: str | None,
-    allow_duplicate: bool,
-) -> None:
-    """Validate FILE and enqueue its payouts as one batch.
-
-    FILE is CSV (comma, semicolon or tab separated, UTF-8, a header row) or JSON Lines
-    (.jsonl: one object per line), in the market's column names: `disburse fields
-    --market ID` lists them, `disburse template --market ID` writes a sample. A row
-    whose `reference` was enqueued before is not paid again: the command says which
-    batch holds it.
-
-    The same FILE (the same bytes) enqueued again for the market within
-    IDEMPOTENCY_WINDOW (30 days) is not paid again: the command names the first batch
-    and exits 0. --idempotency-key KEY does the same for any file given KEY (a KEY given
-    before to other rows is refused); --allow-duplicate enqueues FILE all the same.
-
-    Nothing is enqueued when a row is invalid (each one is listed, exit 1), unless
-    --skip-invalid. Once the batch is stored the command succeeds: if its messages
-    cannot be sent, it warns and the reconcile pass sends them (never enqueue it again).
-
-    \b
-    Examples:
-      disburse enqueue payouts.csv --market ID
-      disburse enqueue payouts.csv --market JP --dry-run
-      disburse enqueue payouts.jsonl --market KH --hold --json
-    """
-    from worker import runtime
-    from worker.columns import check_columns
-    from worker.idempotency import file_key
-    from worker.rows import read_bytes, read_rows
-
-    if allow_duplicate and idempotency_key is not None:
-        raise click.UsageError("--allow-duplicate and --idempotency-key exclude each other")
-    given_key = idempotency_key
-    try:
-        raw = read_bytes(file)
-        rows, parse_errors = read_rows(file, raw)
-        check_columns(market, {name for _, row in rows for name in row})
-        if idempotency_key is None and not allow_duplicate:
-            idempotency_key = file_key(raw)
-        result = runtime.producer().enqueue_batch(
-            market,
-            rows,
-            parse_errors=parse_errors,
-            skip_invalid=skip_invalid,
-            hold=hold,
-            dry_run=dry_run,
-            idempotency_key=idempotency_key,
-        )
-    except InvalidFile as exc:
-        message = str(exc)
-        raise UserError(message if str(file) in message else f"{file}: {message}") from None
-    except InputError as exc:
-        raise UserError(str(exc)) from None
-    if not result.published:
-        click.echo(
-            f"warning: batch {result.batch_id} is stored ({plural(result.accepted, 'payout')}"
-            " QUEUED) but its messages could not be sent to the broker: the reconcile pass"
-            " (beat) sends them once the broker answers; do not enqueue the file again",
-            err=True,
-        )
-    if as_json:
-        click.echo(json.dumps(result.to_dict()))
-    else:
-        echo_row_errors(result.rejected)
-        if result.duplicate_of is not None:
-            _say_duplicate(result.duplicate_of, result.duplicate_at_ms, given_key)
-        elif result.dry_run:
-            payouts = plural(result.accepted, "payout")
-            click.echo(f"dry run: {payouts} valid and signed; nothing enqueued")
-        elif result.batch_id is None:
-            invalid = plural(len(result.rejected), "invalid row")
-            click.echo(f"nothing enqueued: {invalid}", err=True)
-        else:
-            _say_enqueued(result.batch_id, result.accepted, result.held, result.trade_nos)
-            if result.rejected:
-                click.echo(f"{plural(len(result.rejected), 'row')} skipped")
-    if result.rejected and not skip_invalid:
-        raise click.exceptions.Exit(1)
-
-
-def _say_duplicate(batch_id: str, at_ms: int | None, key: str | None) -> None:
-    from worker import report
-
-    same = f"idempotency key {key}" if key is not None else "same file"
-    click.echo(
-        f"duplicate of batch {batch_id} enqueued at {report.iso_utc(at_ms)} ({same}): "
-        "nothing new stored or sent"
-    )
-    click.echo(
-        f"follow it with `disburse status {batch_id} --watch`; "
-        "--allow-duplicate enqueues the file again as a new batch"
-    )
-
-
-def _say_enqueued(batch_id: str, accepted: int, held: bool, trade_nos: list[str]) -> None:
-    from worker import report, runtime
-
-    state = "held for approval" if held else "queued"
-    if accepted or len(trade_nos) == accepted:
-        click.echo(f"batch {batch_id}: {plural(accepted, 'payout')} {state}")
-    else:
-        click.echo("nothing new to pay: every row's reference was enqueued before")
-    if len(trade_nos) > accepted:
-        earlier = report.earlier_batches(runtime.ledger(), trade_nos, batch_id)
-        for other, n in earlier.items():
-            click.echo(
-                f"  {plural(n, 'row')} already enqueued in batch {other} (same reference, "
-                f"not paid again): `disburse status {other}`"
-            )
-    if held and accepted:
-        click.echo(f"release it with `disburse approve {batch_id}`")
-    elif accepted:
-        click.echo(f"follow it with `disburse status {batch_id} --watch`")
-
-
 def _pause_of(market: str) -> dict[str, str] | None:
     """What stops the submissions of ``market``: the cluster-wide or its account's switch,
     why, who set it (an operator, ``systemic-code``, ``circuit-breaker``) and since when."""
-    from worker import runtime
-    from worker.config import get_settings
-    from worker.pause import ALL
+    from worker.celery import runtime
+    from worker.coordination.pause import ALL
+    from worker.core.config import get_settings
 
     paused = runtime.pause_switch().records()
     names = [ALL]
@@ -233,7 +75,8 @@ def status(batch: str, watch: bool, interval: float, as_json: bool, counts_only:
       disburse status b1f0c2d3e4a5b6c7 --watch
       disburse status b1f0c2d3e4a5b6c7 --json --counts-only
     """
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
 
     ledger = runtime.ledger()
     summary = ledger.batch(batch)
@@ -269,10 +112,11 @@ def _pause_or_warn(market: str) -> dict[str, str] | None:
 def _watch(batch: str, market: str, interval: float) -> BatchSummary:
     from rich.console import Console
 
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
     from worker.cli.watch import SERVER_ERRORS, Snapshot, held_text, server_error
     from worker.cli.watch import watch as follow
-    from worker.states import State
+    from worker.core.states import State
 
     ledger = runtime.ledger()
 
@@ -322,12 +166,13 @@ def export(batch: str, output: Path | None) -> None:
       disburse export b1f0c2d3e4a5b6c7 -o results.csv
       disburse export b1f0c2d3e4a5b6c7 | grep FAILED
     """
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
 
     ledger = runtime.ledger()
     if ledger.batch(batch) is None:
         raise _no_batch(batch)
-    with _writing(output) as out:
+    with writing(output) as out:
         rows = report.export_csv(ledger, [batch], out)
     if output is not None:
         click.echo(f"wrote {plural(rows, 'payout')} to {output}")
@@ -413,7 +258,7 @@ def _since(value: str | None) -> datetime | None:
 
 
 def _batch_state(counts: dict[Any, int]) -> str:
-    from worker.states import SETTLED_STATES, State
+    from worker.core.states import SETTLED_STATES, State
 
     if counts.get(State.HELD):
         return "held"
@@ -444,7 +289,8 @@ def batches(since: str | None, state: str | None, limit: int, as_json: bool) -> 
       disburse batches --since 2d --state open
       disburse batches --since 2026-12-01 --json
     """
-    from worker import report, runtime
+    from worker.celery import runtime
+    from worker.cli import report
 
     found = runtime.ledger().batches(
         since_ms=_ms(_since(since)),
@@ -471,46 +317,3 @@ def batches(since: str | None, state: str | None, limit: int, as_json: bool) -> 
 
 def _ms(at: datetime | None) -> int | None:
     return None if at is None else int(at.timestamp() * 1000)
-
-
-@click.command()
-@click.option("--market", type=MARKET, help="One market (default: every market).")
-def fields(market: str | None) -> None:
-    """The columns of each market's rows file, as Markdown tables.
-
-    Each column's name, whether it is required, its format and an example. Read
-    from the schemas that validate the rows, so it is always what `enqueue` checks.
-
-    \b
-    Example:
-      disburse fields --market JP
-    """
-    from worker.columns import reference_table
-
-    for index, code in enumerate([market] if market else list(MARKETS)):
-        if index:
-            click.echo()
-        click.echo(f"{code}\n\n{reference_table(code)}")
-
-
-@click.command()
-@click.option("--market", required=True, type=MARKET, help="The market of the sample rows.")
-@click.option("--output", "-o", type=OUTPUT, help="Write to this file instead of stdout.")
-def template(market: str, output: Path | None) -> None:
-    """Write a sample rows file that `disburse enqueue` accepts.
-
-    A CSV file with the market's header and three made-up payouts. Replace the rows
-    with yours (`disburse fields` describes each column); empty optional cells are
-    fine.
-
-    \b
-    Examples:
-      disburse template --market ID -o payouts.csv
-      disburse enqueue payouts.csv --market ID --dry-run
-    """
-    from worker.columns import template_csv
-
-    with _writing(output) as out:
-        out.write(template_csv(market))
-    if output is not None:
-        click.echo(f"wrote the {market} template to {output}", err=True)

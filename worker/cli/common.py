@@ -1,4 +1,5 @@
-"""What every ``disburse`` command shares: its exit codes and the errors that carry them.
+"""What every ``disburse`` command shares: its exit codes and the errors that carry them,
+and where a CSV goes (``--output``, else stdout).
 
 0 is success, 1 a user's mistake (a bad file, an unknown batch, a wrong option), 2 a
 system problem (a server out of reach, a broken configuration).
@@ -6,8 +7,11 @@ system problem (a server out of reach, a broken configuration).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import contextlib
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import click
 
@@ -16,6 +20,8 @@ if TYPE_CHECKING:
 
 USER_ERROR = 1
 SYSTEM_PROBLEM = 2
+
+OUTPUT = click.Path(dir_okay=False, writable=True, path_type=Path)
 
 
 class UserError(click.ClickException):
@@ -45,6 +51,20 @@ def echo_row_errors(rejected: Iterable[RowError]) -> None:
 
 def pause_text(name: str, reason: str) -> str:
     """One pause switch said plainly: which accounts it stops, and why."""
-    from worker.pause import ALL
+    from worker.coordination.pause import ALL
 
     return f"{'every provider account' if name == ALL else f'provider account {name}'}: {reason}"
+
+
+@contextlib.contextmanager
+def writing(path: Path | None) -> Iterator[IO[str]]:
+    """``path`` opened for a CSV (stdout without one); a file error names the path."""
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        out = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with out:
+        yield out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from worker.cli.common import SystemProblem
-from worker.exceptions import MigrationLocked, SchemaBehind
-from worker.redact import mask_text
+from worker.core.exceptions import MigrationLocked, SchemaBehind
+from worker.core.redact import mask_text
 
 
 @click.group()
@@ -17,7 +17,7 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Apply every pending schema migration."""
-    from worker.config import get_settings
+    from worker.core.config import get_settings
     from worker.db import migrate
 
     settings = get_settings()
@@ -36,7 +36,7 @@ def upgrade() -> None:
 @db.command()
 def status() -> None:
     """The schema's version against this code's; exits 1 when it is behind."""
-    from worker.config import get_settings
+    from worker.core.config import get_settings
     from worker.db import migrate
 
     url = get_settings().database_url

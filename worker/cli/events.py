@@ -57,7 +57,7 @@ def _delivery_dict(status: DeliveryStatus | None) -> dict[str, Any] | None:
 
 
 def _show(events: Sequence[Event], as_json: bool) -> None:
-    from worker import runtime
+    from worker.celery import runtime
 
     statuses = runtime.deliveries().status([e.cursor for e in events])
     for event in events:
@@ -104,7 +104,7 @@ def events(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from worker import runtime
+    from worker.celery import runtime
 
     feed = runtime.feed()
     if batch is not None and runtime.ledger().batch(batch) is None:
@@ -132,8 +132,8 @@ def redeliver(event_ids: tuple[str, ...], since: datetime | None) -> None:
     A redelivery carries the same id and body, so the application's deduplication
     holds; it goes out on the next sending run, after that payout's pending events.
     """
-    from worker import runtime
-    from worker.config import get_settings
+    from worker.celery import runtime
+    from worker.core.config import get_settings
 
     if bool(event_ids) == (since is not None):
         raise UserError("name the events to send again, or give --since, not both")

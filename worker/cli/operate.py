@@ -9,7 +9,7 @@ import click
 from worker.cli.common import pause_text
 
 if TYPE_CHECKING:
-    from worker.pause_store import PauseRecord
+    from worker.coordination.pause_store import PauseRecord
 
 
 @click.command()
@@ -56,6 +56,6 @@ def _who(record: PauseRecord, *, why: bool = True) -> str:
 @click.command()
 def reconcile() -> None:
     """One reconcile pass now (beat runs one every RECONCILE_EVERY seconds)."""
-    from worker import runtime
+    from worker.celery import runtime
 
     click.echo(runtime.reconciler().run_pass())

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import click
 
 from worker.cli.common import SystemProblem, UserError, echo_row_errors
-from worker.exceptions import InputError, ProviderError, RateLimitTimeout
+from worker.core.exceptions import InputError, ProviderError, RateLimitTimeout
 
 
 @click.command()

@@ -29,9 +29,10 @@ from rich.progress import (
 from rich.text import Text
 
 from worker.cli.common import pause_text
+from worker.cli.report import counts_text
+from worker.core.states import State
+from worker.core.text import plural
 from worker.ledger import BatchSummary
-from worker.report import counts_text, plural
-from worker.states import State
 
 # What a read may fail with while a server is away: the CLI says so and reads again.
 SERVER_ERRORS = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError)
@@ -107,9 +108,9 @@ def _read_or_say(read: Callable[[], Snapshot], say: Callable[[str], None]) -> Sn
 
 def server_error(exc: BaseException) -> str:
     """One line for a server that did not answer, its URL's password masked."""
-    from worker.config import get_settings
+    from worker.core.config import get_settings
+    from worker.core.redact import mask_text
     from worker.db.readiness import unreachable
-    from worker.redact import mask_text
 
     settings = get_settings()
     if isinstance(exc, psycopg.OperationalError):

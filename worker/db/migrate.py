@@ -24,8 +24,8 @@ from importlib.resources.abc import Traversable
 
 import psycopg
 
-from worker.backoff import backoff
-from worker.exceptions import MigrationLocked, SchemaBehind
+from worker.core.backoff import backoff
+from worker.core.exceptions import MigrationLocked, SchemaBehind
 
 UPGRADE_COMMAND = "disburse db upgrade"
 # Each lock wait of a migration, seconds (PG_LOCK_TIMEOUT); tries per migration; the

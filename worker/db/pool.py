@@ -1,7 +1,7 @@
 """The PostgreSQL connection pool of one process.
 
 The rule: build the pool in the process that uses it, after Celery's prefork pool
-has forked, that is lazily on first use (as ``worker.runtime`` builds everything),
+has forked, that is lazily on first use (as ``worker.celery.runtime`` builds everything),
 never at import time nor in a worker's main process before it forks. A pool's
 connections and maintenance threads do not survive ``fork()``: a child using its
 parent's sockets would interleave its messages with the parent's on one session.
@@ -10,7 +10,7 @@ A pool that a forked child inherited is to be dropped there, never closed
 
 The pool survives a server restart: every connection is checked as it is handed
 out, a broken one is replaced, and while the server is down ``connection()`` waits
-up to ``timeout`` seconds, then raises :class:`~worker.exceptions.DatabaseUnavailable`
+up to ``timeout`` seconds, then raises :class:`~worker.core.exceptions.DatabaseUnavailable`
 (a ``psycopg_pool.PoolTimeout``) with the server's own reason, for the caller's retry
 policy to handle. The check costs no round trip for a connection whose socket is quiet
 (see :func:`check_quiet`).
@@ -24,10 +24,10 @@ from typing import Any, Self
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from worker.core.exceptions import DatabaseUnavailable
+from worker.core.redact import mask_text
 from worker.db.readiness import unreachable
 from worker.db.session import SessionLimits, connection_kwargs
-from worker.exceptions import DatabaseUnavailable
-from worker.redact import mask_text
 
 
 class LedgerPool(ConnectionPool):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from worker.core.exceptions import DatabaseUnavailable
+from worker.core.redact import mask_text
 from worker.db import migrate
-from worker.exceptions import DatabaseUnavailable
-from worker.redact import mask_text
 
 # Seconds the check waits for a connection (libpq counts whole seconds): a server that
 # cannot be reached is reported after this, not after the system's TCP timeout.
@@ -24,7 +24,7 @@ CONNECT_TIMEOUT = 5
 def check_schema(url: str) -> None:
     """Return when the database at ``url`` holds every migration of this code.
 
-    Raises :class:`~worker.exceptions.SchemaBehind` (naming ``disburse db upgrade``)
+    Raises :class:`~worker.core.exceptions.SchemaBehind` (naming ``disburse db upgrade``)
     when it lacks some, :class:`psycopg.OperationalError` when it cannot be reached.
     """
     migrate.check(make_conninfo(url, connect_timeout=CONNECT_TIMEOUT))

@@ -23,27 +23,27 @@ from pathlib import Path
 import psycopg
 import requests
 
+from worker.core.redact import mask_text
+from worker.core.states import FINAL_STATES
 from worker.db import migrate
 from worker.db.readiness import unreachable
 from worker.dev.credentials import sandbox_env
 from worker.dev.postgres_server import PostgresServer
 from worker.dev.redis_server import RedisServer, free_port
 from worker.dev.service import Service
-from worker.redact import mask_text
 from worker.sandbox import Sandbox, SandboxConfig
-from worker.states import FINAL_STATES
 
 # The Procfile's lines, here so that an installed package (no Procfile in site-packages)
 # starts the same processes; tests/unit/test_packaging.py keeps the two the same.
 # web: waitress refuses a body over the receiver's 64 KiB itself, before buffering it, and
-# leaves a proxy's forwarding headers for the receiver to see (worker.listeners).
+# leaves a proxy's forwarding headers for the receiver to see (worker.web.listeners).
 PROCESSES = {
     "web": "waitress-serve --listen=127.0.0.1:${PORT:-8701} --threads=8"
     " --max-request-body-size=65537 --no-clear-untrusted-proxy-headers"
-    " --call worker.listeners:web_app",
-    "worker": "celery -A worker.app worker -Q submit,resubmit,reconcile,outbox --concurrency=4"
-    " --loglevel=INFO",
-    "beat": "celery -A worker.app beat --loglevel=INFO",
+    " --call worker.web.listeners:web_app",
+    "worker": "celery -A worker.celery.main worker -Q submit,resubmit,reconcile,outbox"
+    " --concurrency=4 --loglevel=INFO",
+    "beat": "celery -A worker.celery.main beat --loglevel=INFO",
 }
 
 # The module each Procfile program runs (``python -m``).
@@ -239,7 +239,7 @@ class LocalCluster(Service):
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until every worker answers a ping and the web receiver its health check."""
-        from worker.app import app
+        from worker.celery.app import app
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 credentials: written once, here, for the demo, ``disburse up``, the local cluster,
 the sandbox's own start-up lines and the tests.
 
-No setting has a built-in credential or server address (worker.config): these are
+No setting has a built-in credential or server address (worker.core.config): these are
 handed in explicitly, and only ever name the sandbox.
 """
 
@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from worker.config import Settings, load_settings
+from worker.core.config import load_settings
+from worker.core.settings import Settings
 from worker.sandbox import config as sandbox
 
 # Where no sandbox runs (unit tests that never call it): a port nothing listens on.

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.redact import mask_text
+from worker.core.redact import mask_text
 from worker.sandbox import SandboxConfig
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ _BROKEN = [
 
 
 def _write_samples(directory: Path, per_market: int) -> dict[str, Path]:
-    from worker.dev.samples import sample_rows
+    from worker.core.samples import sample_rows
 
     files = {}
     for market in MARKETS:
@@ -91,7 +91,7 @@ def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
     try:
         cluster.start()
         os.environ.update(cluster.env())
-        from worker import runtime
+        from worker.celery import runtime
 
         runtime.reset()
         cluster.wait_ready()
@@ -106,8 +106,9 @@ def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
 
 
 def _run_batches(cluster: LocalCluster, payouts: int, output: Path) -> int:
-    from worker import report, runtime
-    from worker.rows import read_rows
+    from worker.celery import runtime
+    from worker.cli import report
+    from worker.core.rows import read_rows
 
     ledger = runtime.ledger()
     producer = runtime.producer()

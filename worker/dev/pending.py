@@ -12,8 +12,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from schemas import validate_rows
-from worker import runtime
-from worker.dev.samples import sample_rows
+from worker.celery import runtime
+from worker.core.samples import sample_rows
 from worker.ledger import new_batch_id
 
 

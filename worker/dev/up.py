@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from worker.core.redact import mask_text
 from worker.dev.cluster import LocalCluster, refuse_open_payouts
-from worker.redact import mask_text
 from worker.sandbox import SandboxConfig
 
 # The first line of every .env this command writes: one without it is the user's own.
@@ -124,7 +124,7 @@ def run(
         try:
             cluster.start()
             os.environ.update(cluster.env())
-            from worker import runtime
+            from worker.celery import runtime
 
             runtime.reset()
             cluster.wait_ready(timeout=60)

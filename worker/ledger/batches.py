@@ -8,10 +8,10 @@ from typing import Literal
 
 from psycopg import sql
 
+from worker.core.states import SETTLED_STATES, State
 from worker.ledger.model import BatchSummary, from_ms, to_ms
 from worker.ledger.queries import Queries
 from worker.ledger.sql import COSTS
-from worker.states import SETTLED_STATES, State
 
 # Batch notes and the column that keeps each.
 BATCH_NOTES = {"held": "hold_reason"}

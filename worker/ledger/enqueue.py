@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import orjson
 import psycopg
 
-from worker import idempotency
-from worker.exceptions import AlreadyRetried
+from worker.core.exceptions import AlreadyRetried
+from worker.core.redact import mask_personal
+from worker.core.states import State
+from worker.ledger import idempotency
 from worker.ledger.model import new_trade_nos
 from worker.ledger.queries import Queries
 from worker.ledger.sql import COPY_ORDERS, CREATED, ENQUEUE_LOCK
-from worker.redact import mask_personal
-from worker.states import State
 
 if TYPE_CHECKING:
     from schemas import Payout

@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-from worker.states import SETTLED_STATES, State
+from worker.core.states import SETTLED_STATES, State
 
 # Who made a change, as ``order_events.source`` records it.
 Source = Literal["producer", "submit", "webhook", "lookup", "reconcile", "operator", "sweeper"]

@@ -12,9 +12,9 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from worker.core.states import State
 from worker.ledger.model import EPOCH, PAGE, Order, from_ms, order_from_row, to_ms
 from worker.ledger.sql import OPEN_STATES, ORDER_COLUMNS, RETRIES, STATE_PAGE
-from worker.states import State
 
 
 class Queries:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, cast
 
 from psycopg.types.json import Jsonb
 
-from worker.confirm import needs_confirmation
+from worker.core.confirm import needs_confirmation
+from worker.core.states import ALLOWED_FROM, FINAL_STATES, Outcome, State
 from worker.ledger.model import (
     PAGE,
     Debit,
@@ -23,13 +24,12 @@ from worker.ledger.model import (
     from_ms,
     to_ms,
 )
+from worker.ledger.retry_stop import stop_retries
 from worker.ledger.transitions import REVIEW_FROM, Move, Transitions, report_move
-from worker.retry_stop import stop_retries
-from worker.states import ALLOWED_FROM, FINAL_STATES, Outcome, State
 
 if TYPE_CHECKING:
     from worker.ledger.facade import Ledger
-    from worker.vexora import ProviderReport
+    from worker.provider.report import ProviderReport
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Reports(Transitions):
         the order stays pending (SUBMITTING becomes UNKNOWN) for a lookup to confirm it
         (UNCONFIRMED). A report naming another provider id than the stored one sends a
         pending order to REVIEW with both ids, the stored one kept (OTHER_ID). A success
-        reported for a FAILED order stops its retry (worker.retry_stop).
+        reported for a FAILED order stops its retry (worker.ledger.retry_stop).
         """
         if debit is not None:
             self._record_debit(trade_no, debit)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from worker.core.states import FINAL_STATES, State
 from worker.ledger.model import PAYLOAD_KEPT
-from worker.states import FINAL_STATES, State
 
 ORDER_COLUMNS = sql.SQL(
     "trade_no, batch_id, market, currency, amount, reference, state, created_at, updated_at, "

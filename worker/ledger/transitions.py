@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from psycopg.types.json import Jsonb
 
+from worker.core.states import ALLOWED_FROM, FINAL_STATES, State
 from worker.ledger.model import (
     PAYLOAD_KEPT,
     Order,
@@ -21,10 +22,9 @@ from worker.ledger.model import (
 )
 from worker.ledger.queries import Queries
 from worker.ledger.sql import MOVE
-from worker.states import ALLOWED_FROM, FINAL_STATES, State
 
 if TYPE_CHECKING:
-    from worker.vexora import ProviderReport
+    from worker.provider.report import ProviderReport
 
 _SUBMITTING = frozenset({State.SUBMITTING})
 _UNSENT = frozenset({State.HELD, State.QUEUED})

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from worker.backoff import backoff
+from worker.core.backoff import backoff
 from worker.outbox.events import Event
 from worker.outbox.feed import INTAKE, Feed, first_column
 

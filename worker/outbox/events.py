@@ -21,8 +21,8 @@ from typing import Any
 
 from psycopg import sql
 
-from worker.redact import redact
-from worker.states import State
+from worker.core.redact import redact
+from worker.core.states import State
 
 
 class EventType(StrEnum):

@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass
 import psycopg
 import requests
 
-from worker.backoff import backoff
-from worker.http_client import pooled_session
+from worker.core.backoff import backoff
+from worker.core.redact import redact
 from worker.outbox.deliveries import Attempt, Deliveries, Delivery, Endpoint
 from worker.outbox.feed import first_column
 from worker.outbox.signature import SIGNATURE_HEADER, signature_header
-from worker.redact import redact
+from worker.provider.http_client import pooled_session
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ class SandboxConfigError(ValueError):
 
 
 # The sandbox's own credentials: public, in this repository, so accepted only by the
-# sandbox. No setting of the workers defaults to them (worker.config); the demo, `disburse
+# sandbox. No setting of the workers defaults to them (worker.core.config); the demo, `disburse
 # up`, the local cluster and the tests hand them in (worker.dev.credentials).
 MERCHANT_NO = "M-SANDBOX"
 APP_SECRET = "sandbox-secret"  # noqa: S105 - the sandbox's own, public

@@ -1,8 +1,8 @@
 """The provider's vocabulary as its documents state it: codes, statuses, the MD5 signature.
 
 Written from PROVIDERS.md and the seeds (/work/shared/seeds/), never imported from
-the client (``worker.vexora``, ``worker.signing``): the sandbox is the other side of
-the wire, so a wrong code or a wrong signing rule in the client shows up as a
+the client (``worker.provider.answers``, ``worker.core.signing``): the sandbox is the
+other side of the wire, so a wrong code or a wrong signing rule in the client shows up as a
 disagreement in the tests that run the client against the sandbox.
 """
 

@@ -1,0 +1,367 @@
+"""The process-wide objects the tasks, the CLI and the webhook receiver use.
+
+Built lazily from the settings, because Celery's prefork pool forks after import:
+each child process must open its own Redis connections, PostgreSQL pool and HTTP
+pools. A child forked after its parent built some forgets them (without closing
+them: they are the parent's), and builds its own on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from functools import cache
+
+import redis
+from psycopg_pool import ConnectionPool
+
+from schemas import MARKETS
+from worker.celery.app import app
+from worker.celery.publish import Publisher
+from worker.coordination.breaker import Breaker
+from worker.coordination.inflight import InFlightLookups
+from worker.coordination.leases import Leases
+from worker.coordination.metrics import Metrics
+from worker.coordination.pause import PauseSwitch
+from worker.coordination.pause_store import PauseStore
+from worker.coordination.ratelimit import RateLimiter
+from worker.core import keys
+from worker.core.accounts import Account
+from worker.core.config import get_settings
+from worker.db.pool import open_pool
+from worker.db.session import SessionLimits
+from worker.flows.controls import Controls
+from worker.flows.deadline import ReviewDeadline
+from worker.flows.decisions import Decisions
+from worker.flows.lookup import Lookups
+from worker.flows.market_submitters import MarketSubmitters
+from worker.flows.producer import Producer
+from worker.flows.reconcile import Reconciler
+from worker.flows.submit import Submitter
+from worker.flows.walk import ListWalk
+from worker.ledger import Ledger
+from worker.outbox import Deliveries, Feed, Sender
+from worker.provider.details import DetailsClient
+from worker.provider.no_details import NoDetailsApi
+from worker.provider.token import TokenCache, TokenFetcher
+from worker.provider.vexora import VexoraClient
+
+# Seconds a command a person waits on gives Redis and PostgreSQL (see ``interactive``).
+INTERACTIVE_TIMEOUT = 3
+_interactive = False
+
+
+def interactive() -> None:
+    """Give up on Redis and PostgreSQL after INTERACTIVE_TIMEOUT seconds (the CLI).
+
+    A wrong address, or one where something else than Redis listens, then fails in
+    seconds rather than after the workers' HTTP read timeout, and the caller says so
+    in one line: the pool's own warnings of each failed attempt are not shown. Call it
+    before anything is built.
+    """
+    global _interactive
+    _interactive = True
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+
+@cache
+def publisher() -> Publisher:
+    """The workers' messages, sent through the Celery app."""
+    return Publisher(app)
+
+
+@cache
+def redis_client() -> redis.Redis:
+    settings = get_settings()
+    timeout = INTERACTIVE_TIMEOUT if _interactive else settings.read_timeout
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(settings.connect_timeout, timeout),
+        health_check_interval=30,
+    )
+
+
+@cache
+def pool() -> ConnectionPool:
+    """The process's PostgreSQL connection pool (worker.db.pool)."""
+    settings = get_settings()
+    limits = SessionLimits(
+        statement_timeout=settings.pg_statement_timeout,
+        lock_timeout=settings.pg_lock_timeout,
+        idle_in_transaction_timeout=settings.pg_idle_in_transaction_timeout,
+    )
+    if _interactive:
+        return open_pool(
+            settings.database_url,
+            timeout=INTERACTIVE_TIMEOUT,
+            connect_timeout=INTERACTIVE_TIMEOUT - 1,  # libpq: whole seconds, 2 at least
+            limits=limits,
+        )
+    return open_pool(settings.database_url, limits=limits)
+
+
+@cache
+def ledger() -> Ledger:
+    # Orders made final are counted as they go: the metrics count no table.
+    return Ledger(pool(), on_final=metrics().finalized)
+
+
+@cache
+def leases() -> Leases:
+    return Leases(redis_client(), prefix=get_settings().key_prefix)
+
+
+@cache
+def pause_switch(account: Account | None = None) -> PauseSwitch:
+    """The cluster-wide switch, or with ``account`` that provider account's."""
+    name = account.name if account is not None else None
+    # PostgreSQL holds the switches; Redis caches them (worker.coordination.pause).
+    store = PauseStore(ledger().pool)
+    return PauseSwitch(redis_client(), prefix=get_settings().key_prefix, account=name, store=store)
+
+
+@cache
+def _vexora(account: Account) -> VexoraClient:
+    settings = get_settings()
+    return VexoraClient.for_account(
+        account, timeouts=settings.timeouts, not_found_codes=settings.not_found_codes
+    )
+
+
+def vexora(market: str) -> VexoraClient:
+    """The payout API client of ``market``'s provider account (one per account)."""
+    return _vexora(get_settings().account(market))
+
+
+@cache
+def metrics() -> Metrics:
+    """The process's one Metrics: it batches what it records (worker.coordination.metrics) and
+    writes it out a second after its last write, at the end of every task, after
+    every webhook answer, and when the process exits (a CLI command)."""
+    built = Metrics(redis_client(), prefix=get_settings().key_prefix, flush_every=1.0)
+    atexit.register(_flush_at_exit, built, os.getpid())
+    return built
+
+
+def _flush_at_exit(built: Metrics, pid: int) -> None:
+    # Not in a forked child: its copy holds what the parent had not yet written.
+    if os.getpid() == pid:
+        built.flush()
+
+
+@cache
+def details() -> DetailsClient | NoDetailsApi:
+    """The details client, its bearer token shared by the whole cluster through Redis;
+    without the details API's settings, one that asks nothing (worker.provider.details)."""
+    settings = get_settings()
+    if not settings.details_configured:
+        return NoDetailsApi()
+    fetch = TokenFetcher.from_settings(settings)
+
+    def fetch_token() -> tuple[str, float]:
+        metrics().token_refresh()
+        return fetch()
+
+    tokens = TokenCache(
+        redis_client(),
+        fetch_token,
+        key=keys.oauth_token(settings.key_prefix),
+        lock_timeout=settings.token_lock_timeout,
+        wait_timeout=settings.token_lock_timeout + 5.0,  # a waiter outlasts one fetch
+    )
+    return DetailsClient.from_settings(settings, tokens)
+
+
+@cache
+def in_flight() -> InFlightLookups:
+    """The lookup-in-flight markers, and the one way to request lookups."""
+    return InFlightLookups.from_settings(redis_client(), publisher().lookups, get_settings())
+
+
+@cache
+def lookups() -> Lookups:
+    settings = get_settings()
+    return Lookups(
+        ledger(),
+        vexora,
+        details(),
+        RateLimiter.for_details(redis_client(), settings),
+        in_flight(),
+        ReviewDeadline(ledger(), settings.review_after),
+        claim_lease=settings.claim_lease,
+        # Recovery runs inside a submit task, whose time limit derives from its budget.
+        recover_budget=settings.submit_budget,
+        # An order a lookup puts back to QUEUED is a submission again.
+        publish_submissions=publisher().resubmissions,
+        no_record_grace=settings.no_record_grace,
+    )
+
+
+@cache
+def _submitter(account: Account) -> Submitter:
+    """Submits the orders of one provider account: its client, limiter and pause switch."""
+    settings = get_settings()
+    return Submitter(
+        ledger(),
+        _vexora(account),
+        RateLimiter.for_submit(redis_client(), settings, account),
+        pause_switch(account),
+        claim_lease=settings.claim_lease,
+        recover=lookups().recover,
+        metrics=metrics(),
+        breaker=Breaker(
+            redis_client(),
+            settings.key_prefix,
+            account.name,
+            rejections=settings.breaker_rejections,
+            window=settings.breaker_window,
+        ),
+        systemic_codes=settings.systemic_codes,
+    )
+
+
+@cache
+def submitter() -> Submitter | MarketSubmitters:
+    """Submits any orders, each through the submitter of its market's account.
+
+    With one account for every market (the plain ``VEXORA_*`` alone), that account's
+    submitter itself: no order's market needs reading. Else the orders of a market
+    without an account are left QUEUED (MarketSubmitters).
+    """
+    accounts = get_settings().accounts
+    if len(accounts) == 1 and set(accounts[0].markets) == set(MARKETS):
+        return _submitter(accounts[0])
+    return MarketSubmitters(ledger(), lambda market: _submitter(get_settings().account(market)))
+
+
+@cache
+def reconciler() -> Reconciler:
+    settings = get_settings()
+    details_api = details()
+    # The paged list needs the details API: without it, single lookups only.
+    walk = None
+    if isinstance(details_api, DetailsClient):
+        walk = ListWalk(
+            details_api,
+            RateLimiter.for_details(redis_client(), settings),
+            lookups().apply_details,
+            ledger(),
+            redis_client(),
+            metrics(),
+            prefix=settings.key_prefix,
+            # Within a pass, as a lookup task's wait; a cursor left by passes that
+            # stopped is forgotten after a few intervals (the next walk starts afresh).
+            budget=settings.lookup_budget,
+            cursor_ttl=10 * settings.reconcile_every,
+        )
+    return Reconciler(
+        ledger(),
+        in_flight(),
+        pause_switch(),
+        leases(),
+        redis_client(),
+        settings,
+        # Everything the sweeper publishes is a submission again.
+        publish_submissions=publisher().resubmissions,
+        submit_queue_length=publisher().submit_queue_length,
+        walk=walk,
+    )
+
+
+@cache
+def producer() -> Producer:
+    budget = get_settings().lookup_budget
+    return Producer(
+        ledger(),
+        get_settings(),
+        publish=publisher().submissions,
+        sign=lambda market: vexora(market).signed_body,
+        # A retry pays an old payout again: only once the provider confirms it failed.
+        ask=lambda order: lookups().ask_both(order, budget),
+    )
+
+
+@cache
+def batch_controls() -> Controls:
+    """Approve, cancel, pause and resume, on the cluster-wide pause switch."""
+    return Controls(
+        ledger(),
+        lambda market: vexora(market).balance(),
+        publisher().submissions,
+        pause_switch(),
+        operator=get_settings().operator,
+    )
+
+
+@cache
+def decisions() -> Decisions:
+    """REVIEW orders and a person's decisions, checked with the provider as a lookup asks."""
+    settings = get_settings()
+    return Decisions(
+        ledger(),
+        lambda order: lookups().ask_both(order, settings.lookup_budget),
+        settings.no_record_grace,
+    )
+
+
+@cache
+def feed() -> Feed:
+    """The application's event feed (its horizon's ticks are kept per process)."""
+    return Feed(pool())
+
+
+@cache
+def deliveries() -> Deliveries:
+    return Deliveries(pool(), feed())
+
+
+@cache
+def sender() -> Sender | None:
+    """The webhook sender to APP_WEBHOOK_URL; None when it is not set."""
+    settings = get_settings()
+    if settings.app_webhook_url is None:
+        return None
+    return Sender(deliveries(), settings.app_webhook_url, settings.app_webhook_secret)
+
+
+_BUILT = (publisher, redis_client, pool, ledger, pause_switch, metrics, _vexora, details,
+          leases, in_flight, lookups, _submitter, submitter, reconciler, producer,
+          batch_controls, decisions, feed, deliveries, sender)  # fmt: skip
+
+
+def _forget_built() -> None:
+    for built in _BUILT:
+        built.cache_clear()
+
+
+# A forked child (a Celery prefork process) never uses what its parent built: a pool's
+# connections and threads do not survive fork(), and closing them would end the
+# parent's sessions.
+os.register_at_fork(after_in_child=_forget_built)
+
+
+def reset() -> None:
+    """Close the pool, forget every cached object and re-read the environment (tests,
+    demo, benchmarks)."""
+    import importlib
+
+    import kombu.pools
+
+    import celeryconfig
+
+    if pool.cache_info().currsize:
+        pool().close()
+    atexit.unregister(_flush_at_exit)  # what the forgotten Metrics holds is dropped
+    get_settings.cache_clear()
+    _forget_built()
+    app.config_from_object(importlib.reload(celeryconfig), force=True)
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+    # kombu keeps producer pools per broker URL: one for the same URL would still
+    # hold the connections just closed.
+    kombu.pools.reset()

@@ -1,0 +1,2 @@
+"""Redis coordination: rate limiter, circuit breaker, pause switches, leases, in-flight
+markers, metrics."""

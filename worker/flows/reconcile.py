@@ -1,0 +1,269 @@
+"""The reconcile pass: every pending payout is looked up, no QUEUED payout is lost.
+
+A pass (Celery beat; a Redis lock with an owner token plus a short gate make a second
+beat, or a pass that outlasts its interval, change nothing) reads the pending orders
+oldest first, in pages, from the ledger (its index of open orders): PROCESSING and
+UNKNOWN older than ``RECONCILE_AFTER``, and SUBMITTING orders whose claim outlived any
+worker, and SUCCEEDED orders someone reported failed, for the details API to confirm
+or not (``Ledger.rechecks``). It
+publishes them as lookup tasks (worker.flows.lookup) through the in-flight markers
+(worker.coordination.inflight): an order with a lookup outstanding is not published again, so no
+order is looked up twice at once, however many beats run. When at least
+``RECONCILE_WALK_AT`` orders are due, the pass first walks the provider's paged list
+(worker.flows.walk, 25 orders a request), and publishes lookups only of the orders the list
+did not show.
+
+The sweeper republishes QUEUED orders whose submit task died (their lease expired:
+worker.coordination.leases), whatever the length of the submit queues, and, once the queues are
+empty, QUEUED orders older than ``SWEEP_AFTER`` (their broker message was lost); the
+claim makes a duplicate harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+from redis.exceptions import LockError
+from redis.lock import Lock
+
+from worker.coordination.inflight import InFlightLookups
+from worker.coordination.leases import Leases
+from worker.coordination.pause import PauseSwitch
+from worker.core import keys
+from worker.core.settings import Settings
+from worker.core.states import State
+from worker.flows import retention
+from worker.flows.walk import ListWalk, WalkReport
+from worker.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+PAGE = 500  # orders read or restarted per round trip
+# Orders published per pass, by the state they were found in, in this order.
+_KINDS = (State.SUBMITTING, State.UNKNOWN, State.PROCESSING)
+_REPORTED = (*_KINDS, State.SUCCEEDED)  # and SUCCEEDED orders reported failed
+
+
+@dataclass
+class PassReport:
+    """What one reconcile pass did; ``disburse reconcile`` prints it."""
+
+    ran: bool = True
+    why_not: str = ""
+    # Orders sent to lookup, by the state they were in (SUBMITTING: an expired claim;
+    # SUCCEEDED: reported failed).
+    published: dict[State, int] = field(default_factory=dict)
+    skipped_in_flight: int = 0
+    abandoned: int = 0  # QUEUED orders whose submit task died, published again
+    swept: int = 0
+    sweep_skipped: str = ""
+    walk: WalkReport | None = None  # the list walk, when the pass chose one
+
+    @property
+    def lookups(self) -> int:
+        return sum(self.published.values())
+
+    @property
+    def stale_claims(self) -> int:
+        return self.published.get(State.SUBMITTING, 0)
+
+    def __str__(self) -> str:
+        if not self.ran:
+            return f"reconcile pass not run: {self.why_not}; nothing changed"
+        lines = ["reconcile pass:"]
+        if self.walk is not None:
+            lines.append(f"  {self.walk}")
+        if self.lookups:
+            kinds = ", ".join(
+                f"{self.published[s]} {_KIND_NAMES[s]}" for s in _REPORTED if self.published.get(s)
+            )
+            lines.append(
+                f"  {self.lookups} orders sent to lookup ({kinds}); "
+                "the workers apply the provider's answers"
+            )
+        else:
+            lines.append("  no pending order is due for a lookup")
+        if self.skipped_in_flight:
+            lines.append(f"  {self.skipped_in_flight} orders skipped: a lookup is already queued")
+        if self.abandoned:
+            lines.append(f"  {self.abandoned} QUEUED orders republished (their submit task died)")
+        if self.swept:
+            lines.append(f"  {self.swept} QUEUED orders republished (their messages were lost)")
+        elif self.sweep_skipped:
+            lines.append(f"  sweeper: {self.sweep_skipped}")
+        else:
+            lines.append("  no lost QUEUED order to republish")
+        return "\n".join(lines)
+
+
+_KIND_NAMES = {
+    State.SUBMITTING: "SUBMITTING with an expired claim",
+    State.UNKNOWN: "UNKNOWN",
+    State.PROCESSING: "PROCESSING",
+    State.SUCCEEDED: "SUCCEEDED reported failed (a reversal?)",
+}
+
+
+class Reconciler:
+    """The reconcile pass: pending orders -> lookups; the sweeper; the lease sweep."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        in_flight: InFlightLookups,
+        pause: PauseSwitch,
+        leases: Leases,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        publish_submissions: Callable[[Sequence[str]], object],
+        submit_queue_length: Callable[[], int],
+        walk: ListWalk | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.in_flight = in_flight
+        self.pause = pause  # the cluster-wide switch: the sweeper waits while it is on
+        self.leases = leases
+        self.redis = client  # the pass's lock and gate
+        self.settings = settings
+        self.publish_submissions = publish_submissions
+        self.submit_queue_length = submit_queue_length
+        self.walk = walk  # None: single lookups only
+
+    def _key(self, name: str) -> str:
+        return keys.reconcile(self.settings.key_prefix, name)
+
+    # the pass -----------------------------------------------------------------
+    def run_pass(self) -> PassReport:
+        """One pass; does nothing when another pass holds the lock or ran moments ago."""
+        every = self.settings.reconcile_every
+        # A pass takes well under a second, a few with 100,000 orders pending; the lock
+        # of one killed halfway holds the next ones off for an interval at most.
+        lock = Lock(
+            self.redis,
+            self._key("lock"),
+            timeout=max(10.0, every),
+            blocking=False,
+            thread_local=False,
+        )
+        if not lock.acquire(blocking=False):
+            return PassReport(ran=False, why_not="another reconcile pass is running")
+        try:
+            # A second beat started by mistake sends its passes between the first's: the
+            # gate (most of an interval) turns them into no-ops.
+            if not self.redis.set(self._key("gate"), "1", px=max(1, int(every * 800)), nx=True):
+                return PassReport(ran=False, why_not=f"a pass ran less than {every * 0.8:g} s ago")
+            report = PassReport()
+            self._fan_out(report, lock)
+            self.sweep(report)
+            retention.erase_expired(self.ledger, self.settings.failed_payload_retention)
+            log.info("%s", report)
+            return report
+        finally:
+            try:
+                lock.release()
+            except LockError:
+                log.warning("reconcile lock expired before the pass ended")
+
+    def _fan_out(self, report: PassReport, lock: Lock) -> None:
+        now = self.ledger.now_ms()
+        found: list[tuple[int, str, State]] = []
+        for state in _KINDS:
+            older_than = (
+                self.settings.claim_lease
+                if state is State.SUBMITTING
+                else self.settings.reconcile_after
+            )
+            found += [
+                (ms, t, state)
+                for t, ms in self.ledger.scan(state, older_than=older_than, now_ms=now)
+            ]
+        found += [(ms, t, State.SUCCEEDED) for t, ms in self.ledger.rechecks()]
+        found.sort()  # oldest first, whatever the state
+        walk_at = self.settings.reconcile_walk_at
+        if self.walk is not None and 0 < walk_at <= len(found):
+            report.walk = self._walk(found, lock)
+            shown = {*report.walk.matched, *report.walk.waiting}
+            found = [item for item in found if item[1] not in shown]
+        fresh = set(self.in_flight.mark([t for _, t, _ in found], backlog=len(found)))
+        published = [t for _, t, _ in found if t in fresh]
+        for _, trade_no, state in found:
+            if trade_no in fresh:
+                report.published[state] = report.published.get(state, 0) + 1
+        report.skipped_in_flight = len(found) - len(published)
+        self.in_flight.publish_marked(published)
+
+    def _walk(self, found: list[tuple[int, str, State]], lock: Lock) -> WalkReport:
+        assert self.walk is not None
+        orders = []
+        trade_nos = [t for _, t, _ in found]
+        for start in range(0, len(trade_nos), PAGE):
+            orders += [o for o in self.ledger.get_many(trade_nos[start : start + PAGE]) if o]
+
+        def keep_lock() -> bool:
+            try:
+                lock.reacquire()  # the lock's full timeout again, from now
+            except LockError:
+                return False
+            return True
+
+        return self.walk.run(orders, keep_lock)
+
+    def sweep(self, report: PassReport) -> None:
+        """Republish QUEUED orders whose task died or whose message was lost; the claim
+        makes a copy harmless."""
+        self.pause.refresh()  # the pause cache follows PostgreSQL, whatever Redis missed
+        if self.pause.reason() is not None:
+            report.sweep_skipped = "submissions are paused; QUEUED orders wait for resume"
+            return
+        self._republish_abandoned(report)
+        try:
+            waiting = self.submit_queue_length()
+        except Exception as exc:
+            log.warning("sweeper skipped: submit queue length unknown (%s)", type(exc).__name__)
+            report.sweep_skipped = f"submit queue length unknown ({type(exc).__name__})"
+            return
+        if waiting > 0:
+            # Messages are still waiting: those orders are not lost, only queued.
+            report.sweep_skipped = "the submit queue is not empty"
+            return
+        now = self.ledger.now_ms()
+        found = [
+            t
+            for t, _ in self.ledger.scan(
+                State.QUEUED, older_than=self.settings.sweep_after, now_ms=now
+            )
+        ]
+        # Restart their clocks so the same orders are not republished on every pass; an
+        # order claimed meanwhile is left out.
+        lost: list[str] = []
+        for start in range(0, len(found), PAGE):
+            lost += self.ledger.restart_queued(found[start : start + PAGE])
+        if not lost:
+            return
+        self.publish_submissions(lost)
+        report.swept = len(lost)
+        log.warning("republished %d QUEUED orders whose messages were lost", len(lost))
+
+    def _republish_abandoned(self, report: PassReport) -> None:
+        """Publish again the QUEUED orders whose task stopped renewing its lease.
+
+        However long the submit queues are: the broker would give a dead worker's
+        message back only after its visibility timeout. Orders claimed or final since
+        are left alone. The leases are dropped only once published: a pass that dies
+        halfway leaves them to the next one.
+        """
+        now = self.leases.now_ms()  # leases run on the Redis server's clock
+        expired = self.leases.expired(now)
+        queued: list[str] = []
+        for start in range(0, len(expired), PAGE):
+            orders = self.ledger.get_many(expired[start : start + PAGE])
+            queued += [o.trade_no for o in orders if o and o.state is State.QUEUED]
+        if queued:
+            self.publish_submissions(queued)
+            report.abandoned = len(queued)
+            log.warning("republished %d QUEUED orders whose submit task died", len(queued))
+        self.leases.forget_expired(now)
