@@ -49,8 +49,8 @@ import redis
 import worker
 from tests.app_receiver import DROP, AppReceiver
 from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
-from tests.integration.conftest import fast_sandbox, running_cluster
-from tests.integration.test_outbox import assert_delivered, states_went_through
+from tests.support.cluster import EXPECTED_STATE, fast_sandbox, running_cluster
+from tests.support.events import assert_delivered, states_went_through
 from worker import runtime
 from worker.config import Settings
 from worker.controls import ControlResult
@@ -125,7 +125,6 @@ APP_HANG = 0.003  # answered after 11 s: no answer in time
 # Once every payout settled, its events reach the application within this.
 DELIVERY_TIMEOUT = 240.0
 
-EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
 INDEXED_STATES = (
     State.HELD,
     State.QUEUED,

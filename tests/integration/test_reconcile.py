@@ -13,7 +13,8 @@ import fakeredis
 import pytest
 
 import worker
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import EXPECTED_STATE, fast_sandbox
+from tests.support.waiting import wait_settled
 from worker import runtime
 from worker.config import get_settings
 from worker.details import DetailsClient
@@ -28,7 +29,6 @@ from worker.vexora import STATUS_PROCESSING, VexoraClient
 
 pytestmark = pytest.mark.integration
 
-EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
 # Reconcile every 2 s anything pending for 1 s; submissions fast enough not to matter.
 # These tests count single lookups: the list walk (tests/integration/test_walk.py) is off.
 FAST = {

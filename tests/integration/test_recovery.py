@@ -11,14 +11,14 @@ webhooks off, so only lookups and resubmissions can settle them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import worker
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import fast_sandbox
+from tests.support.waiting import wait_for, wait_settled
 from worker import runtime
 from worker.backoff import NO_RECORD_GRACE
 from worker.dev.samples import sample_rows
@@ -55,14 +55,6 @@ def orders_of(batch_ids: list[str]) -> list[Order]:
     return [o for o in found if o is not None]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.25)
-
-
 def all_in(batch_ids: list[str], state: State, total: int) -> Callable[[], bool]:
     def check() -> bool:
         summaries = [runtime.ledger().batch(b) for b in batch_ids]
@@ -90,7 +82,7 @@ def test_payouts_the_provider_never_stored_are_resubmitted_after_the_grace_perio
     env = {**FAST, "NOT_FOUND_CODES": UNDOCUMENTED}
     with cluster_factory(env=env, sandbox=sandbox, web=False) as cluster:
         batch_ids = enqueue(10)
-        wait_until(all_in(batch_ids, State.UNKNOWN, 20), 60, "every first POST failed")
+        wait_for("every first POST failed", all_in(batch_ids, State.UNKNOWN, 20), 60)
         cluster.sandbox.configure(error_ratio=0.0)  # the resubmissions go through
         wait_settled(runtime.ledger(), batch_ids, timeout=120)  # not a day (REVIEW_AFTER)
 
@@ -134,7 +126,7 @@ def test_a_paid_payout_whose_resubmission_is_refused_8000_ends_succeeded(
             return len(paid) == 16 and all(p["post_count"] == 2 for p in paid.values())
 
         # Two lookups NO_RECORD_GRACE apart showed no record: resubmitted, refused 8000.
-        wait_until(every_payout_posted_twice, 60 + 2 * NO_RECORD_GRACE, "resubmissions")
+        wait_for("resubmissions", every_payout_posted_twice, 60 + 2 * NO_RECORD_GRACE)
         assert provider.stats()["succeeded"] == 16  # paid, every one, by the first POST
         provider.configure(query_lag=0.0)  # now the query shows them
         wait_settled(runtime.ledger(), batch_ids, timeout=60)

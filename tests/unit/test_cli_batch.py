@@ -22,7 +22,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from schemas import MARKETS
-from tests.conftest import empty_ledger
+from tests.support.servers import empty_ledger
 from worker import cli, runtime
 from worker.config import get_settings
 from worker.dev.credentials import sandbox_env

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
 from schemas import MARKETS, Payout, RowError, validate_rows
-from tests.conftest import empty_ledger
+from tests.support.servers import empty_ledger
 from worker.dev.credentials import sandbox_settings
 from worker.dev.samples import sample_rows
 from worker.exceptions import InvalidFile
