@@ -25,7 +25,7 @@ test: lint
 	$(BIN)/pytest -n 3 --dist worksteal --durations=20
 
 unit: $(VENV)/.installed
-	$(BIN)/pytest -m "not integration and not chaos"
+	$(BIN)/pytest -m "not integration and not chaos" -n 2
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

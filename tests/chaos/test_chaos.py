@@ -51,6 +51,7 @@ from tests.app_receiver import DROP, AppReceiver
 from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
 from tests.support.cluster import EXPECTED_STATE, fast_sandbox, running_cluster
 from tests.support.events import assert_delivered, states_went_through
+from tests.support.waiting import wait_for
 from worker import runtime
 from worker.config import Settings
 from worker.controls import ControlResult
@@ -355,19 +356,24 @@ def worker_exits(cluster: LocalCluster) -> dict[int, int | None]:
 
 
 def wait_settled(ledger: Ledger, batch_ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    next_report = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    """As tests.support.waiting's, through the outages, saying how far it got every 10 s."""
+    next_report = [time.monotonic() + 10]
+
+    def settled() -> bool:
         summaries = patiently(lambda: [ledger.batch(b) for b in batch_ids])
         if all(s is not None and s.settled for s in summaries):
-            return
-        if time.monotonic() >= next_report:
+            return True
+        if time.monotonic() >= next_report[0]:
             say(f"settling: {progress(ledger)}")
-            next_report += 10
-        time.sleep(0.5)
-    pytest.fail(
-        f"not settled within {timeout:.0f} s after the chaos: {progress(ledger)}\n"
-        + describe_unsettled(ledger, batch_ids)
+            next_report[0] += 10
+        return False
+
+    wait_for(
+        "settled after the chaos",
+        settled,
+        timeout,
+        interval=0.5,
+        seen=lambda: f"{progress(ledger)}\n" + describe_unsettled(ledger, batch_ids),
     )
 
 
