@@ -20,7 +20,6 @@ import worker
 from tests.support.cluster import fast_sandbox
 from tests.support.waiting import wait_for, wait_settled
 from worker import runtime
-from worker.backoff import NO_RECORD_GRACE
 from worker.dev.samples import sample_rows
 from worker.ledger import Order
 from worker.states import State
@@ -28,10 +27,15 @@ from worker.vexora import CODE_ORDER_NOT_FOUND, CODE_REQUEST_FAILED
 
 pytestmark = pytest.mark.integration
 
-# Reconcile every 2 s whatever is pending for 1 s: the grace period (30 s) dominates.
+# Reconcile every 2 s whatever is pending for 1 s. "No record" must hold NO_RECORD_GRACE
+# before a resubmission so that a POST still in flight can land first (30 s by default,
+# for a slow provider): this sandbox answers every POST at once (no hangs, no latency),
+# so none is in flight after 5 s.
+GRACE = 5.0
 FAST = {
     "RECONCILE_EVERY": "2",
     "RECONCILE_AFTER": "1",
+    "NO_RECORD_GRACE": str(GRACE),
     "VEXORA_RATE_LIMIT": "200/s",
     "DETAILS_RATE_LIMIT": "200/s",
 }
@@ -126,7 +130,7 @@ def test_a_paid_payout_whose_resubmission_is_refused_8000_ends_succeeded(
             return len(paid) == 16 and all(p["post_count"] == 2 for p in paid.values())
 
         # Two lookups NO_RECORD_GRACE apart showed no record: resubmitted, refused 8000.
-        wait_for("resubmissions", every_payout_posted_twice, 60 + 2 * NO_RECORD_GRACE)
+        wait_for("resubmissions", every_payout_posted_twice, 60 + 2 * GRACE)
         assert provider.stats()["succeeded"] == 16  # paid, every one, by the first POST
         provider.configure(query_lag=0.0)  # now the query shows them
         wait_settled(runtime.ledger(), batch_ids, timeout=60)
