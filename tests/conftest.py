@@ -1,147 +1,37 @@
-"""Shared fixtures: a private real Redis server for the session (also as the Celery
-broker), fakeredis for unit tests, and a private PostgreSQL server for the session:
-the ledger on one migrated database emptied before each test, or a fresh database."""
+"""The fixtures every test may take live in the plugin ``tests.support.servers``; this
+file orders the tests for pytest-xdist (``make test``)."""
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
+from itertools import groupby
 
-import fakeredis
-import psycopg
 import pytest
-import redis
-from psycopg import sql
-from psycopg_pool import ConnectionPool
 
-from worker.celery import runtime
-from worker.db import migrate
-from worker.db.pool import open_pool
-from worker.dev.credentials import sandbox_env
-from worker.dev.postgres_server import PostgresServer
-from worker.dev.redis_server import RedisServer
-from worker.ledger import Ledger
+pytest_plugins = ["tests.support.servers"]
 
 # The tests run as a deployment that names its public URL (the default only names the
 # local web process). A test of the setting itself builds its own environment.
 os.environ.setdefault("NOTIFY_URL", "https://disburse.example/notify")
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A real redis-server on a free port, started for this test session only."""
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def real_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A client of the session's own server, emptied before each test (never port 6379)."""
-    client = redis_server.client()
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def fake_redis() -> redis.Redis:
-    return fakeredis.FakeRedis(decode_responses=True)
-
-
-@pytest.fixture(params=["fakeredis", "redis-server"])
-def any_redis(request: pytest.FixtureRequest) -> redis.Redis:
-    """Runs a test twice: on fakeredis and on a real server, whose Lua differs in places."""
-    if request.param == "fakeredis":
-        return request.getfixturevalue("fake_redis")
-    return request.getfixturevalue("real_redis")
-
-
-@pytest.fixture
-def broker(
-    real_redis: redis.Redis,
-    redis_server: RedisServer,
-    ledger: Ledger,
-    ledger_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[redis.Redis]:
-    """The app publishing to the session's own Redis (emptied by ``real_redis``), its
-    ledger on the session's ledger database (emptied by ``ledger``), every market on
-    the sandbox's account (no sandbox runs: nothing is sent)."""
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("DATABASE_URL", ledger_url)
-    for name, value in sandbox_env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
-    runtime.reset()
-    yield real_redis
-    monkeypatch.undo()
-    runtime.reset()
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A real PostgreSQL on a free port, started for this test session only (never 5432).
-
-    Not durable (fsync off): nothing here has to survive the machine crashing.
-    """
-    with PostgresServer(durable=False) as server:
-        yield server
-
-
-@pytest.fixture
-def empty_database(postgres_server: PostgresServer) -> Iterator[str]:
-    """The URL of a database created for this test alone, without any schema."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    yield _create_database(postgres_server, name)
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _create_database(server: PostgresServer, name: str) -> str:
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        # FILE_COPY (PostgreSQL 15+): a checkpoint and a file copy, about twice as fast
-        # without fsync as the default WAL_LOG, which logs every page of the template.
-        create = sql.SQL("CREATE DATABASE {} STRATEGY FILE_COPY")
-        conn.execute(create.format(sql.Identifier(name)))
-    return server.database_url(name)
-
-
-@pytest.fixture(scope="session")
-def ledger_url(postgres_server: PostgresServer) -> str:
-    """The URL of the session's ledger database, migrated once (see ``ledger``)."""
-    url = _create_database(postgres_server, "ledger")
-    migrate.upgrade(url)
-    return url
-
-
-@pytest.fixture(scope="session")
-def ledger_pool(ledger_url: str) -> Iterator[ConnectionPool]:
-    with open_pool(ledger_url, max_size=8) as pool:
-        yield pool
-
-
-# Referencing tables first.
-_EMPTY = sql.SQL("; ").join(
-    sql.SQL("DELETE FROM {}").format(sql.Identifier(table))
-    for table in ("order_events", "orders", "batch_totals", "batches", "pauses")
-)
-
-
-def empty_ledger(pool: ConnectionPool) -> None:
-    """Every row of the ledger's tables deleted."""
-    with pool.connection() as conn:
-        conn.execute(_EMPTY)
-
-
-@pytest.fixture
-def ledger(ledger_pool: ConnectionPool) -> Ledger:
-    """The ledger, on the session's ledger database emptied for this test.
-
-    Measured on this (shared, 2-core) machine: deleting the few rows a test leaves
-    takes about 2 ms; TRUNCATE, which makes new files for every table, 15 to 80 ms; a
-    fresh database per test (``empty_database`` + ``migrate.upgrade``) 110 to 250 ms.
-    A test that needs a database of its own takes ``empty_database``.
-    """
-    empty_ledger(ledger_pool)
-    return Ledger(ledger_pool)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On several xdist processes: the chaos test first (one process spends its minutes
+    of timers on it), then each integration module's tests, kept together (a module's
+    cluster boots once), spread evenly among the unit modules, so that every process
+    starts on a share of the clusters instead of all of them waiting at the end."""
+    if not (config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses")):
+        return
+    modules = [list(tests) for _, tests in groupby(items, key=lambda item: item.path)]
+    chaos = [m for m in modules if m[0].get_closest_marker("chaos")]
+    clusters = [m for m in modules if m[0].get_closest_marker("integration") and m not in chaos]
+    units = [m for m in modules if m not in chaos and m not in clusters]
+    ordered = [item for module in chaos for item in module]
+    every = max(1, len(units) // max(1, len(clusters)))
+    for index, module in enumerate(units):
+        if index % every == 0 and clusters:
+            ordered += clusters.pop(0)
+        ordered += module
+    ordered += [item for module in clusters for item in module]
+    assert len(ordered) == len(items)
+    items[:] = ordered

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from worker.core.states import State
-
 from worker.ledger import Ledger
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -50,8 +50,9 @@ import worker
 from tests import ledger_reads
 from tests.app_receiver import DROP, AppReceiver
 from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
-from tests.integration.conftest import fast_sandbox, running_cluster
-from tests.integration.test_outbox import assert_delivered, states_went_through
+from tests.support.cluster import EXPECTED_STATE, fast_sandbox, running_cluster
+from tests.support.events import assert_delivered, states_went_through
+from tests.support.waiting import wait_for
 from worker.celery import runtime
 from worker.core.samples import sample_rows
 from worker.core.settings import Settings
@@ -126,7 +127,6 @@ APP_HANG = 0.003  # answered after 11 s: no answer in time
 # Once every payout settled, its events reach the application within this.
 DELIVERY_TIMEOUT = 240.0
 
-EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
 INDEXED_STATES = (
     State.HELD,
     State.QUEUED,
@@ -357,19 +357,24 @@ def worker_exits(cluster: LocalCluster) -> dict[int, int | None]:
 
 
 def wait_settled(ledger: Ledger, batch_ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    next_report = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    """As tests.support.waiting's, through the outages, saying how far it got every 10 s."""
+    next_report = [time.monotonic() + 10]
+
+    def settled() -> bool:
         summaries = patiently(lambda: [ledger.batch(b) for b in batch_ids])
         if all(s is not None and s.settled for s in summaries):
-            return
-        if time.monotonic() >= next_report:
+            return True
+        if time.monotonic() >= next_report[0]:
             say(f"settling: {progress(ledger)}")
-            next_report += 10
-        time.sleep(0.5)
-    pytest.fail(
-        f"not settled within {timeout:.0f} s after the chaos: {progress(ledger)}\n"
-        + describe_unsettled(ledger, batch_ids)
+            next_report[0] += 10
+        return False
+
+    wait_for(
+        "settled after the chaos",
+        settled,
+        timeout,
+        interval=0.5,
+        seen=lambda: f"{progress(ledger)}\n" + describe_unsettled(ledger, batch_ids),
     )
 
 

@@ -4,14 +4,14 @@ its own account, and a systemic rejection on one pauses that account only."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import worker
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import fast_sandbox
+from tests.support.waiting import wait_for, wait_settled
 from worker import cli
 from worker.celery import runtime
 from worker.core.exceptions import MarketUnavailable
@@ -42,14 +42,6 @@ def counts(batch_id: str) -> dict[State, int]:
     summary = runtime.ledger().batch(batch_id)
     assert summary is not None
     return {state: n for state, n in summary.counts.items() if n}
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.2)
 
 
 def test_each_market_is_signed_sent_and_limited_as_its_own_account(
@@ -96,7 +88,7 @@ def test_a_systemic_rejection_pauses_only_that_account(
         ar_batch, id_batch = enqueue("AR", 10), enqueue("ID", 30)
         wait_settled(runtime.ledger(), [id_batch], timeout=90)
         assert counts(id_batch) == {State.SUCCEEDED: 30}
-        wait_until(lambda: counts(ar_batch) == {State.QUEUED: 10}, 30, "AR orders QUEUED")
+        wait_for("AR orders QUEUED", lambda: counts(ar_batch) == {State.QUEUED: 10}, 30)
         paused = runtime.pause_switch().paused()
         assert list(paused) == ["AR"] and "4001" in paused["AR"]
         assert cluster.sandbox.stats()["bad_sign"] >= 1

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import worker
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import fast_sandbox
+from tests.support.waiting import wait_for, wait_settled
 from worker.celery import runtime
 from worker.core.samples import sample_rows
 from worker.core.states import State
@@ -20,11 +21,15 @@ from worker.core.states import State
 pytestmark = pytest.mark.integration
 
 
+def sent(cluster: Any) -> int:
+    return int(cluster.sandbox.stats()["payout_requests"])
+
+
 def test_held_batch_moves_only_after_approval(cluster_factory: Any) -> None:
     with cluster_factory(sandbox=fast_sandbox()) as cluster:
         result = worker.enqueue_batch("ID", sample_rows("ID", 40), hold=True)
         assert result.batch_id is not None
-        time.sleep(2)
+        time.sleep(2)  # time enough for the workers to send, which they must not
         assert cluster.sandbox.stats()["payout_requests"] == 0
         summary = worker.batch_summary(result.batch_id)
         assert summary is not None and summary.counts == {State.HELD: 40}
@@ -55,7 +60,7 @@ def test_cancel_stops_what_is_unsent(cluster_factory: Any) -> None:
         summary = worker.batch_summary(held.batch_id)
         assert summary is not None and summary.counts == {State.CANCELLED: 25}
         assert runtime.batch_controls().approve(held.batch_id).moved == 0
-        time.sleep(1)
+        time.sleep(1)  # time enough for a worker to send one, which it must not
         assert cluster.sandbox.stats()["payout_requests"] == 0
 
 
@@ -66,8 +71,7 @@ def test_pause_stops_every_worker_within_a_second_and_resume_loses_nothing(
     with cluster_factory(env=env, sandbox=fast_sandbox(failure_ratio=0)) as cluster:
         result = worker.enqueue_batch("JP", sample_rows("JP", 200))  # 10 s at 20/s
         assert result.batch_id is not None
-        while cluster.sandbox.stats()["payout_requests"] < 20:
-            time.sleep(0.05)
+        wait_for("20 payouts sent", lambda: sent(cluster) >= 20, timeout=30, interval=0.05)
         runtime.pause_switch().pause("test")
         time.sleep(1.0)
         sent_after_a_second = cluster.sandbox.stats()["payout_requests"]
@@ -93,8 +97,7 @@ def test_a_pause_held_across_a_redis_wipe_then_cancel_pays_nothing_cancelled(
     with cluster_factory(env=env, sandbox=fast_sandbox(failure_ratio=0)) as cluster:
         result = worker.enqueue_batch("JP", sample_rows("JP", 200))  # 10 s at 20/s
         assert result.batch_id is not None
-        while cluster.sandbox.stats()["payout_requests"] < 20:
-            time.sleep(0.05)
+        wait_for("20 payouts sent", lambda: sent(cluster) >= 20, timeout=30, interval=0.05)
         assert worker.pause("incident", operator="ops").already is None
         runtime.redis_client().flushall()  # the pause is PostgreSQL's: the wipe keeps it
         time.sleep(1.0)

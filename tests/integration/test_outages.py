@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 import worker
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import fast_sandbox
+from tests.support.waiting import wait_for, wait_settled
 from worker.celery import runtime
 from worker.celery.app import app
 from worker.core.samples import sample_rows
@@ -64,7 +65,13 @@ def test_a_killed_workers_payouts_are_taken_up_while_a_big_batch_is_queued(
         while not held and time.monotonic() < deadline:
             held = active_submissions(hostname)
         assert held, "worker 0 never ran a submit task"
-        time.sleep(2)  # into the chunks, so some of them are claimed and sent
+        # Into the chunk: some of it claimed and sent, the rest still QUEUED.
+        wait_for(
+            "a payout of worker 0's chunk claimed",
+            lambda: set(states(ledger, held).values()) != {State.QUEUED},
+            timeout=30,
+            interval=0.05,
+        )
         cluster.kill_worker(0)
         cluster.start_worker(0)
         stranded = [t for t, s in states(ledger, held).items() if s is State.QUEUED]

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import worker
-from tests import ledger_reads
 from tests.app_receiver import AppReceiver
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import fast_sandbox
+from tests.support.events import assert_delivered, states_went_through
+from tests.support.waiting import wait_settled
 from worker.celery import runtime
 from worker.core.samples import sample_rows
-from worker.ledger import Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -25,50 +24,6 @@ SECRET = "whsec-integration-7d1f"
 
 def app_env(app: AppReceiver) -> dict[str, str]:
     return {"APP_WEBHOOK_URL": app.url, "APP_WEBHOOK_SECRET": SECRET}
-
-
-def went_through(ledger: Ledger, trade_no: str) -> list[str]:
-    """The states an order went through as the application sees them, read from its
-    history: sending and not knowing are steps of QUEUED; a report recorded but not
-    applied is no step."""
-    path: list[str] = []
-    for _, entry in ledger_reads.history(ledger, trade_no):
-        state = entry.split(" ", 1)[0]
-        if state == "DISCREPANCY":
-            continue
-        state = "QUEUED" if state in ("SUBMITTING", "UNKNOWN") else state
-        if not path or path[-1] != state:
-            path.append(state)
-    return path
-
-
-def states_went_through(ledger: Ledger, batch_ids: list[str]) -> dict[str, list[str]]:
-    return {
-        trade_no: went_through(ledger, trade_no)
-        for batch_id in batch_ids
-        for page in ledger.iter_batch(batch_id)
-        for trade_no in page
-    }
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: Callable[[], Any]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"not within {timeout:.0f} s: {what()}")
-
-
-def assert_delivered(app: AppReceiver, expected: dict[str, list[str]], timeout: float) -> None:
-    """Every payout's events acknowledged, each payout's in the order it went through."""
-
-    def differences() -> dict[str, tuple[list[str], list[str] | None]]:
-        got = app.states()
-        return {t: (p, got.get(t)) for t, p in expected.items() if got.get(t) != p}
-
-    wait_for(lambda: not differences(), timeout, lambda: list(differences().items())[:10])
-    assert set(app.states()) == set(expected)
 
 
 def test_every_payout_reaches_the_application_in_the_states_it_went_through(

@@ -14,7 +14,8 @@ import pytest
 
 import worker
 from tests import ledger_reads
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import EXPECTED_STATE, fast_sandbox
+from tests.support.waiting import wait_settled
 from worker.celery import runtime
 from worker.core.config import get_settings
 from worker.core.samples import sample_rows
@@ -30,7 +31,6 @@ from worker.sandbox import Sandbox, SandboxConfig
 
 pytestmark = pytest.mark.integration
 
-EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
 # Reconcile every 2 s anything pending for 1 s; submissions fast enough not to matter.
 # These tests count single lookups: the list walk (tests/integration/test_walk.py) is off.
 FAST = {

@@ -11,7 +11,6 @@ webhooks off, so only lookups and resubmissions can settle them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +18,9 @@ import pytest
 
 import worker
 from tests import ledger_reads
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import fast_sandbox
+from tests.support.waiting import wait_for, wait_settled
 from worker.celery import runtime
-from worker.core.backoff import NO_RECORD_GRACE
 from worker.core.samples import sample_rows
 from worker.core.states import State
 from worker.ledger import Order
@@ -29,10 +28,15 @@ from worker.provider.answers import CODE_ORDER_NOT_FOUND, CODE_REQUEST_FAILED
 
 pytestmark = pytest.mark.integration
 
-# Reconcile every 2 s whatever is pending for 1 s: the grace period (30 s) dominates.
+# Reconcile every 2 s whatever is pending for 1 s. "No record" must hold NO_RECORD_GRACE
+# before a resubmission so that a POST still in flight can land first (30 s by default,
+# for a slow provider): this sandbox answers every POST at once (no hangs, no latency),
+# so none is in flight after 5 s.
+GRACE = 5.0
 FAST = {
     "RECONCILE_EVERY": "2",
     "RECONCILE_AFTER": "1",
+    "NO_RECORD_GRACE": str(GRACE),
     "VEXORA_RATE_LIMIT": "200/s",
     "DETAILS_RATE_LIMIT": "200/s",
 }
@@ -54,14 +58,6 @@ def orders_of(batch_ids: list[str]) -> list[Order]:
     found = [o for b in batch_ids for page in ledger.iter_batch(b) for o in ledger.get_many(page)]
     assert all(o is not None for o in found)
     return [o for o in found if o is not None]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.25)
 
 
 def all_in(batch_ids: list[str], state: State, total: int) -> Callable[[], bool]:
@@ -91,7 +87,7 @@ def test_payouts_the_provider_never_stored_are_resubmitted_after_the_grace_perio
     env = {**FAST, "NOT_FOUND_CODES": UNDOCUMENTED}
     with cluster_factory(env=env, sandbox=sandbox, web=False) as cluster:
         batch_ids = enqueue(10)
-        wait_until(all_in(batch_ids, State.UNKNOWN, 20), 60, "every first POST failed")
+        wait_for("every first POST failed", all_in(batch_ids, State.UNKNOWN, 20), 60)
         cluster.sandbox.configure(error_ratio=0.0)  # the resubmissions go through
         wait_settled(runtime.ledger(), batch_ids, timeout=120)  # not a day (REVIEW_AFTER)
 
@@ -135,7 +131,7 @@ def test_a_paid_payout_whose_resubmission_is_refused_8000_ends_succeeded(
             return len(paid) == 16 and all(p["post_count"] == 2 for p in paid.values())
 
         # Two lookups NO_RECORD_GRACE apart showed no record: resubmitted, refused 8000.
-        wait_until(every_payout_posted_twice, 60 + 2 * NO_RECORD_GRACE, "resubmissions")
+        wait_for("resubmissions", every_payout_posted_twice, 60 + 2 * GRACE)
         assert provider.stats()["succeeded"] == 16  # paid, every one, by the first POST
         provider.configure(query_lag=0.0)  # now the query shows them
         wait_settled(runtime.ledger(), batch_ids, timeout=60)

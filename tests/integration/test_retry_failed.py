@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import worker
-from tests.integration.conftest import fast_sandbox, wait_erased, wait_settled
+from tests.support.cluster import fast_sandbox
+from tests.support.waiting import wait_erased, wait_settled
 from tests.unit import ledger_sql
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from worker.celery import runtime

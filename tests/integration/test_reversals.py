@@ -6,7 +6,6 @@ webhook for a paid payout, which the details API contradicts, moves nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +14,8 @@ import requests
 
 import worker
 from tests import ledger_reads
-from tests.integration.conftest import fast_sandbox, wait_settled
+from tests.support.cluster import fast_sandbox
+from tests.support.waiting import wait_for, wait_settled
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from worker.celery import runtime
 from worker.cli import report
@@ -28,14 +28,6 @@ from worker.ledger import Order
 pytestmark = pytest.mark.integration
 
 FAST = {"RECONCILE_EVERY": "2", "RECONCILE_AFTER": "1"}
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.25)
 
 
 def order(trade_no: str) -> Order:

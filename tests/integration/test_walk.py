@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import fast_sandbox, running_cluster, wait_settled
+from tests.support.cluster import EXPECTED_STATE, SharedServers, fast_sandbox, running_cluster
+from tests.support.waiting import wait_settled
 from worker.celery import runtime
 from worker.core import keys
-from worker.core.states import State
 from worker.dev.cluster import LocalCluster
 from worker.dev.pending import make_pending
 from worker.flows.reconcile import PassReport
@@ -30,14 +30,13 @@ ENV = {
     "DETAILS_RATE_LIMIT": "200/s",
     "SWEEP_AFTER": "3600",
 }
-EXPECTED_STATE = {"0000": State.SUCCEEDED, "00029": State.FAILED}
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
+def cluster(shared_servers: SharedServers) -> Iterator[LocalCluster]:
     sandbox = fast_sandbox(webhooks=False, failure_ratio=0.2)
     with running_cluster(
-        workers=1, concurrency=2, beat=False, web=False, sandbox=sandbox, env=ENV
+        shared_servers, workers=1, concurrency=2, beat=False, web=False, sandbox=sandbox, env=ENV
     ) as local:
         yield local
 

@@ -22,7 +22,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from schemas import MARKETS
-from tests.conftest import empty_ledger
+from tests.support.servers import empty_ledger
 from worker import cli
 from worker.celery import runtime
 from worker.core.config import get_settings

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.conftest import empty_ledger
+from tests.support.servers import empty_ledger
 from worker import cli
 from worker.core.config import get_settings
 from worker.db import migrate

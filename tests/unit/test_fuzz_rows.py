@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
 from schemas import MARKETS, Payout, RowError, validate_rows
-from tests.conftest import empty_ledger
+from tests.support.servers import empty_ledger
 from worker.core.exceptions import InvalidFile
 from worker.core.rows import parse_rows
 from worker.core.samples import sample_rows

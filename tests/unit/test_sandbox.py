@@ -576,7 +576,9 @@ def test_hang_records_the_payout_but_never_answers(make_sandbox: Callable[..., S
     started = time.monotonic()
     with pytest.raises(requests.ConnectionError):  # closed without an answer
         client.submit("ID", "hang2", timeout=3)
-    assert 0.3 < time.monotonic() - started < 2.5
+    # Closed after hang_seconds: a ConnectionError, where the client's timeout (3 s)
+    # would have raised ReadTimeout.
+    assert time.monotonic() - started > 0.3
     assert set(sandbox.payouts()) == {"hang1", "hang2"}
     assert sandbox.stats()["hangs"] == 2
     sandbox.configure(hang_ratio=0)

@@ -207,12 +207,12 @@ def test_failed_fetch_backs_off_cluster_wide(
     assert isinstance(caught.value.__cause__, ConnectionError)  # the original error, chained
     assert SECRET not in str(caught.value)
 
-    started = time.monotonic()
     for cache in (theirs, mine):
         with pytest.raises(TokenUnavailable) as caught:
             cache.get()
         assert caught.value.__cause__ is None
-    assert time.monotonic() - started < 0.1  # refused at once, not after wait_timeout
+        # Refused at once by the back-off, not after waiting out wait_timeout.
+        assert "back-off" in str(caught.value) and "no token within" not in str(caught.value)
     assert provider.calls == 1
 
     time.sleep(0.3)
@@ -235,10 +235,10 @@ def test_waiters_give_up_when_the_fetching_worker_fails(
         except TokenUnavailable as exc:
             errors[i] = exc
 
-    started = time.monotonic()
     run_threads(4, body)
-    assert time.monotonic() - started < 1.0
     assert all(isinstance(error, TokenUnavailable) for error in errors)
+    # They gave up on the fetcher's failure, not on waiting out wait_timeout.
+    assert not [e for e in errors if "no token within" in str(e)]
     assert provider.calls == 1
 
 
@@ -247,9 +247,11 @@ def test_waiter_times_out_while_another_worker_holds_the_lock(any_redis: redis.R
     cache = TokenCache(any_redis, provider, wait_timeout=0.2)
     any_redis.set(f"{cache.key}:lock", "someone-else", px=10_000)
     started = time.monotonic()
-    with pytest.raises(TokenUnavailable):
+    with pytest.raises(TokenUnavailable) as caught:
         cache.get()
-    assert 0.2 <= time.monotonic() - started < 0.5
+    assert time.monotonic() - started >= 0.2
+    # At wait_timeout, not when the lock expired.
+    assert "no token within 0.2s" in str(caught.value)
     assert provider.calls == 0
 
 
