@@ -23,7 +23,7 @@ from types import FrameType, ModuleType
 from bench.common import Context, Result, say, table
 
 # In the order they run: the short, Redis-only cases first.
-CASES = ("accept", "ledger", "latency", "throughput", "ratelimit", "memory")
+CASES = ("cli_start", "accept", "ledger", "latency", "throughput", "ratelimit", "memory")
 # Cases other modules may provide: run when present and shaped like the others.
 OPTIONAL = ("reconcile",)
 # Run only when named: the million-payout soak takes hours.

@@ -29,31 +29,78 @@ in :mod:`worker.core.exceptions`.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Iterator, Mapping
-from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.core.exceptions import (
-    AlreadyRetried,
-    BatchNotFound,
-    ConfigError,
-    DecisionRefused,
-    DisburseError,
-    IdempotencyKeyReused,
-    InputError,
-    InvalidPayout,
-    NotInReview,
-    OrderNotFound,
-    UnknownMarket,
-)
-from worker.core.states import State
-from worker.flows.controls import ControlResult, Paused, Resumed
-from worker.flows.producer import BatchResult, RetryResult
-from worker.ledger import BatchSummary, Order
-from worker.outbox import Event, verify_webhook
+if TYPE_CHECKING:
+    from worker.core.exceptions import (
+        AlreadyRetried,
+        BatchNotFound,
+        ConfigError,
+        DecisionRefused,
+        DisburseError,
+        IdempotencyKeyReused,
+        InputError,
+        InvalidPayout,
+        NotInReview,
+        OrderNotFound,
+        UnknownMarket,
+    )
+    from worker.core.states import State
+    from worker.flows.controls import ControlResult, Paused, Resumed
+    from worker.flows.producer import BatchResult, RetryResult
+    from worker.ledger import BatchSummary, Order
+    from worker.outbox import Event, verify_webhook
 
-# The installed distribution's version: one number, kept in pyproject.toml.
-__version__ = metadata.version("disburse")
+    __version__: str
+
+# The public names defined elsewhere, and the module of each: imported on first use, so
+# that ``import worker`` (and every ``disburse`` command, which imports it first) does
+# not load PostgreSQL's, Redis's and Celery's libraries before it needs them.
+_ELSEWHERE = {
+    **dict.fromkeys(
+        (
+            "AlreadyRetried",
+            "BatchNotFound",
+            "ConfigError",
+            "DecisionRefused",
+            "DisburseError",
+            "IdempotencyKeyReused",
+            "InputError",
+            "InvalidPayout",
+            "NotInReview",
+            "OrderNotFound",
+            "UnknownMarket",
+        ),
+        "worker.core.exceptions",
+    ),
+    "State": "worker.core.states",
+    **dict.fromkeys(("ControlResult", "Paused", "Resumed"), "worker.flows.controls"),
+    **dict.fromkeys(("BatchResult", "RetryResult"), "worker.flows.producer"),
+    **dict.fromkeys(("BatchSummary", "Order"), "worker.ledger"),
+    **dict.fromkeys(("Event", "verify_webhook"), "worker.outbox"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names of :data:`_ELSEWHERE`, and ``__version__``: the installed
+    distribution's (one number, kept in pyproject.toml)."""
+    if name == "__version__":
+        from importlib import metadata
+
+        value: Any = metadata.version("disburse")
+    elif name in _ELSEWHERE:
+        value = getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # found once: the next use is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "AlreadyRetried",

@@ -2,23 +2,67 @@
 
 Each command lives in the module of its topic; this one builds the group, turns the
 errors a user can meet into one line and an exit code (see :mod:`worker.cli.common`),
-and registers the commands.
+and names the commands. A command's module is imported only when that command runs, and
+the libraries of PostgreSQL, Redis and Celery only when it needs them: ``--version`` and
+``--help`` load click alone.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
 import click
-import psycopg
-import redis
 
-from worker import __version__
-from worker.cli import batch, db, enqueue, events, local, operate, review
 from worker.cli.common import SystemProblem, UserError
-from worker.core.exceptions import ConfigError, SchemaBehind
 from worker.core.redact import mask_text
+
+# Every command: the module of worker.cli that defines it (under the command's name) and
+# the first paragraph of its help, which `disburse --help` shows without importing the
+# module (tests/unit/test_cli_start.py checks that both agree with the command).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "approve": ("batch", "Release a held BATCH once the provider balance covers it."),
+    "batches": ("batch", "List batches, newest first, with their counts per state."),
+    "cancel": (
+        "batch",
+        "Cancel the payouts of BATCH never sent to the provider (HELD, or QUEUED and never "
+        "POSTed).",
+    ),
+    "db": ("db", "The ledger's database schema (DATABASE_URL)."),
+    "demo": ("local", "The whole system end to end on this machine, on private servers."),
+    "enqueue": ("enqueue", "Validate FILE and enqueue its payouts as one batch."),
+    "events": (
+        "events",
+        "The payouts' events as the application gets them, oldest first, each with where its "
+        "webhook stands.",
+    ),
+    "export": ("batch", "One CSV row per payout of BATCH, for people and spreadsheets."),
+    "fields": ("enqueue", "The columns of each market's rows file, as Markdown tables."),
+    "pause": ("operate", "Stop all submissions, cluster-wide (every provider account)."),
+    "reconcile": (
+        "operate",
+        "One reconcile pass now (beat runs one every RECONCILE_EVERY seconds).",
+    ),
+    "resolve": ("review", "Decide a payout in REVIEW: --succeeded or --failed."),
+    "resume": (
+        "operate",
+        "Restart submissions (every account, also one paused by the provider).",
+    ),
+    "retry": ("review", "Enqueue BATCH's FAILED and REVERSED payouts again, as a new batch."),
+    "review": (
+        "review",
+        "List the payouts waiting for a person (REVIEW), the longest waiting first, with why "
+        "and what the provider last said.",
+    ),
+    "sandbox": (
+        "local",
+        "The local payout provider simulator (`disburse sandbox --help` lists its knobs).",
+    ),
+    "status": ("batch", "Where BATCH stands; --watch follows it with a progress bar."),
+    "template": ("enqueue", "Write a sample rows file that `disburse enqueue` accepts."),
+    "up": ("local", "The whole system on this machine for your own files, until Ctrl-C."),
+}
 
 ENVIRONMENT = """\b
 Environment (a .env file in the current directory may supply it):
@@ -63,7 +107,22 @@ Environment (a .env file in the current directory may supply it):
 
 
 class DisburseGroup(click.Group):
-    """Maps the errors of every command to one line on stderr and an exit code."""
+    """Imports each command when it is asked for (COMMANDS), and maps the errors of every
+    command to one line on stderr and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f"{__name__}.{COMMANDS[cmd_name][0]}")
+            self.add_command(getattr(module, cmd_name), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own list of the commands, from COMMANDS' help: no module imported."""
+        listed = [click.Command(name, help=help) for name, (_, help) in COMMANDS.items()]
+        click.Group(commands=listed).format_commands(ctx, formatter)
 
     def invoke(self, ctx: click.Context) -> Any:
         from worker.celery import runtime
@@ -74,38 +133,50 @@ class DisburseGroup(click.Group):
         except click.UsageError as exc:
             exc.show()  # and exit 1: click's own 2 would read as a system problem
             raise click.exceptions.Exit(UserError.exit_code) from None
-        except ConfigError as exc:
-            raise SystemProblem(f"configuration: {exc}") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            from worker.core.config import get_settings
-
-            url = mask_text(get_settings().redis_url)
-            raise SystemProblem(f"cannot reach Redis at {url} ({_first_line(exc)})") from None
-        except redis.RedisError as exc:
-            from worker.core.config import get_settings
-
-            url = mask_text(get_settings().redis_url)
-            raise SystemProblem(
-                f"Redis at {url} answered {type(exc).__name__}: is it a Redis server?"
-            ) from None
-        except psycopg.OperationalError as exc:  # psycopg_pool.PoolTimeout too
-            from worker.core.config import get_settings
-            from worker.db.readiness import unreachable
-
-            raise SystemProblem(unreachable(get_settings().database_url, exc)) from None
-        except psycopg.ProgrammingError:  # a table or column this code reads is missing
-            from worker.core.config import get_settings
-            from worker.db.readiness import check_schema
-
-            try:
-                check_schema(get_settings().database_url)
-            except SchemaBehind as behind:  # the usual cause: say what to run
-                raise SystemProblem(str(behind)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except OSError as exc:
-            if exc.filename is None:
+        except Exception as exc:
+            problem = _problem(exc)
+            if problem is None:
                 raise
-            raise UserError(f"{exc.filename}: {exc.strerror or exc}") from None
+            raise problem from None
+
+
+def _problem(exc: Exception) -> UserError | None:
+    """The one line ``exc`` is to a user, or None when it is no error a user can meet.
+
+    The libraries named are imported here, once something failed: a command that never
+    needed them did not load them.
+    """
+    import psycopg
+    import redis
+
+    from worker.core.config import get_settings
+    from worker.core.exceptions import ConfigError, SchemaBehind
+
+    if isinstance(exc, ConfigError):
+        return SystemProblem(f"configuration: {exc}")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        url = mask_text(get_settings().redis_url)
+        return SystemProblem(f"cannot reach Redis at {url} ({_first_line(exc)})")
+    if isinstance(exc, redis.RedisError):
+        url = mask_text(get_settings().redis_url)
+        return SystemProblem(f"Redis at {url} answered {type(exc).__name__}: is it a Redis server?")
+    if isinstance(exc, psycopg.OperationalError):  # psycopg_pool.PoolTimeout too
+        from worker.db.readiness import unreachable
+
+        return SystemProblem(unreachable(get_settings().database_url, exc))
+    if isinstance(exc, psycopg.ProgrammingError):  # a table or column this code reads is missing
+        from worker.db.readiness import check_schema
+
+        try:
+            check_schema(get_settings().database_url)
+        except SchemaBehind as behind:  # the usual cause: say what to run
+            return SystemProblem(str(behind))
+        return None
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return UserError(f"{exc.filename}: {exc.strerror or exc}")
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -113,7 +184,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 @click.group(cls=DisburseGroup, epilog=ENVIRONMENT)
-@click.version_option(__version__, prog_name="disburse", message="%(prog)s %(version)s")
+# The version is read from the distribution's metadata only when it is asked for.
+@click.version_option(package_name="disburse", prog_name="disburse", message="%(prog)s %(version)s")
 def main() -> None:
     """Bulk payouts through a payout provider's API, on Celery, Redis and PostgreSQL.
 
@@ -121,30 +193,6 @@ def main() -> None:
     A first run, everything on this machine:
       disburse demo
     """
-
-
-for command in (
-    enqueue.enqueue,
-    batch.status,
-    batch.export,
-    batch.approve,
-    batch.cancel,
-    batch.batches,
-    enqueue.fields,
-    enqueue.template,
-    operate.pause,
-    operate.resume,
-    operate.reconcile,
-    db.db,
-    local.sandbox,
-    local.demo,
-    local.up,
-):
-    main.add_command(command)
-main.add_command(events.events)
-main.add_command(review.review)
-main.add_command(review.resolve)
-main.add_command(review.retry)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -100,7 +100,7 @@ def status(batch: str, watch: bool, interval: float, as_json: bool, counts_only:
 def _pause_or_warn(market: str) -> dict[str, str] | None:
     """The pause switch, or None and a warning when Redis cannot be read (the counts
     come from PostgreSQL and are still worth showing)."""
-    from worker.cli.watch import SERVER_ERRORS, server_error
+    from worker.cli.unreachable import SERVER_ERRORS, server_error
 
     try:
         return _pause_of(market)
@@ -114,7 +114,8 @@ def _watch(batch: str, market: str, interval: float) -> BatchSummary:
 
     from worker.celery import runtime
     from worker.cli import report
-    from worker.cli.watch import SERVER_ERRORS, Snapshot, held_text, server_error
+    from worker.cli.unreachable import SERVER_ERRORS, server_error
+    from worker.cli.watch import Snapshot, held_text
     from worker.cli.watch import watch as follow
     from worker.core.states import State
 

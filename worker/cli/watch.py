@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import click
-import psycopg
-import redis
 from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
@@ -30,12 +28,10 @@ from rich.text import Text
 
 from worker.cli.common import pause_text
 from worker.cli.report import counts_text
+from worker.cli.unreachable import SERVER_ERRORS, server_error
 from worker.core.states import State
 from worker.core.text import plural
 from worker.ledger import BatchSummary
-
-# What a read may fail with while a server is away: the CLI says so and reads again.
-SERVER_ERRORS = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError)
 
 
 @dataclass(frozen=True)
@@ -104,18 +100,6 @@ def _read_or_say(read: Callable[[], Snapshot], say: Callable[[str], None]) -> Sn
     except SERVER_ERRORS as exc:
         say(f"reconnecting: {server_error(exc)}")
         return None
-
-
-def server_error(exc: BaseException) -> str:
-    """One line for a server that did not answer, its URL's password masked."""
-    from worker.core.config import get_settings
-    from worker.core.redact import mask_text
-    from worker.db.readiness import unreachable
-
-    settings = get_settings()
-    if isinstance(exc, psycopg.OperationalError):
-        return unreachable(settings.database_url, exc)
-    return mask_text(f"cannot reach Redis at {settings.redis_url} ({type(exc).__name__})")
 
 
 def _done(snapshot: Snapshot) -> bool:
