@@ -4,6 +4,10 @@ Built lazily from the settings, because Celery's prefork pool forks after import
 each child process must open its own Redis connections, PostgreSQL pool and HTTP
 pools. A child forked after its parent built some forgets them (without closing
 them: they are the parent's), and builds its own on first use.
+
+What only the workers and some commands use (the Celery app, the flows, the provider
+clients, the outbox) is imported by the function that builds it, so that a command
+such as ``disburse status`` loads the ledger and the pause switch alone.
 """
 
 from __future__ import annotations
@@ -12,40 +16,36 @@ import atexit
 import logging
 import os
 from functools import cache
+from typing import TYPE_CHECKING
 
 import redis
 from psycopg_pool import ConnectionPool
 
-from schemas import MARKETS
-from worker.celery.app import app
-from worker.celery.publish import Publisher
-from worker.coordination.breaker import Breaker
-from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
 from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.pause_store import PauseStore
-from worker.coordination.ratelimit import RateLimiter
 from worker.core import keys
 from worker.core.accounts import Account
 from worker.core.config import get_settings
 from worker.db.pool import open_pool
 from worker.db.session import SessionLimits
-from worker.flows.controls import Controls
-from worker.flows.deadline import ReviewDeadline
-from worker.flows.decisions import Decisions
-from worker.flows.lookup import Lookups
-from worker.flows.market_submitters import MarketSubmitters
-from worker.flows.producer import Producer
-from worker.flows.reconcile import Reconciler
-from worker.flows.submit import Submitter
-from worker.flows.walk import ListWalk
 from worker.ledger import Ledger
-from worker.outbox import Deliveries, Feed, Sender
-from worker.provider.details import DetailsClient
-from worker.provider.no_details import NoDetailsApi
-from worker.provider.token import TokenCache, TokenFetcher
-from worker.provider.vexora import VexoraClient
+
+if TYPE_CHECKING:
+    from worker.celery.publish import Publisher
+    from worker.coordination.inflight import InFlightLookups
+    from worker.flows.controls import Controls
+    from worker.flows.decisions import Decisions
+    from worker.flows.lookup import Lookups
+    from worker.flows.market_submitters import MarketSubmitters
+    from worker.flows.producer import Producer
+    from worker.flows.reconcile import Reconciler
+    from worker.flows.submit import Submitter
+    from worker.outbox import Deliveries, Feed, Sender
+    from worker.provider.details import DetailsClient
+    from worker.provider.no_details import NoDetailsApi
+    from worker.provider.vexora import VexoraClient
 
 # Seconds a command a person waits on gives Redis and PostgreSQL (see ``interactive``).
 INTERACTIVE_TIMEOUT = 3
@@ -68,6 +68,9 @@ def interactive() -> None:
 @cache
 def publisher() -> Publisher:
     """The workers' messages, sent through the Celery app."""
+    from worker.celery.app import app
+    from worker.celery.publish import Publisher
+
     return Publisher(app)
 
 
@@ -125,6 +128,8 @@ def pause_switch(account: Account | None = None) -> PauseSwitch:
 
 @cache
 def _vexora(account: Account) -> VexoraClient:
+    from worker.provider.vexora import VexoraClient
+
     settings = get_settings()
     return VexoraClient.for_account(
         account, timeouts=settings.timeouts, not_found_codes=settings.not_found_codes
@@ -156,6 +161,10 @@ def _flush_at_exit(built: Metrics, pid: int) -> None:
 def details() -> DetailsClient | NoDetailsApi:
     """The details client, its bearer token shared by the whole cluster through Redis;
     without the details API's settings, one that asks nothing (worker.provider.details)."""
+    from worker.provider.details import DetailsClient
+    from worker.provider.no_details import NoDetailsApi
+    from worker.provider.token import TokenCache, TokenFetcher
+
     settings = get_settings()
     if not settings.details_configured:
         return NoDetailsApi()
@@ -178,11 +187,17 @@ def details() -> DetailsClient | NoDetailsApi:
 @cache
 def in_flight() -> InFlightLookups:
     """The lookup-in-flight markers, and the one way to request lookups."""
+    from worker.coordination.inflight import InFlightLookups
+
     return InFlightLookups.from_settings(redis_client(), publisher().lookups, get_settings())
 
 
 @cache
 def lookups() -> Lookups:
+    from worker.coordination.ratelimit import RateLimiter
+    from worker.flows.deadline import ReviewDeadline
+    from worker.flows.lookup import Lookups
+
     settings = get_settings()
     return Lookups(
         ledger(),
@@ -203,6 +218,10 @@ def lookups() -> Lookups:
 @cache
 def _submitter(account: Account) -> Submitter:
     """Submits the orders of one provider account: its client, limiter and pause switch."""
+    from worker.coordination.breaker import Breaker
+    from worker.coordination.ratelimit import RateLimiter
+    from worker.flows.submit import Submitter
+
     settings = get_settings()
     return Submitter(
         ledger(),
@@ -231,6 +250,9 @@ def submitter() -> Submitter | MarketSubmitters:
     submitter itself: no order's market needs reading. Else the orders of a market
     without an account are left QUEUED (MarketSubmitters).
     """
+    from schemas import MARKETS
+    from worker.flows.market_submitters import MarketSubmitters
+
     accounts = get_settings().accounts
     if len(accounts) == 1 and set(accounts[0].markets) == set(MARKETS):
         return _submitter(accounts[0])
@@ -239,6 +261,11 @@ def submitter() -> Submitter | MarketSubmitters:
 
 @cache
 def reconciler() -> Reconciler:
+    from worker.coordination.ratelimit import RateLimiter
+    from worker.flows.reconcile import Reconciler
+    from worker.flows.walk import ListWalk
+    from worker.provider.details import DetailsClient
+
     settings = get_settings()
     details_api = details()
     # The paged list needs the details API: without it, single lookups only.
@@ -273,6 +300,8 @@ def reconciler() -> Reconciler:
 
 @cache
 def producer() -> Producer:
+    from worker.flows.producer import Producer
+
     budget = get_settings().lookup_budget
     return Producer(
         ledger(),
@@ -287,6 +316,8 @@ def producer() -> Producer:
 @cache
 def batch_controls() -> Controls:
     """Approve, cancel, pause and resume, on the cluster-wide pause switch."""
+    from worker.flows.controls import Controls
+
     return Controls(
         ledger(),
         lambda market: vexora(market).balance(),
@@ -299,6 +330,8 @@ def batch_controls() -> Controls:
 @cache
 def decisions() -> Decisions:
     """REVIEW orders and a person's decisions, checked with the provider as a lookup asks."""
+    from worker.flows.decisions import Decisions
+
     settings = get_settings()
     return Decisions(
         ledger(),
@@ -310,17 +343,23 @@ def decisions() -> Decisions:
 @cache
 def feed() -> Feed:
     """The application's event feed (its horizon's ticks are kept per process)."""
+    from worker.outbox import Feed
+
     return Feed(pool())
 
 
 @cache
 def deliveries() -> Deliveries:
+    from worker.outbox import Deliveries
+
     return Deliveries(pool(), feed())
 
 
 @cache
 def sender() -> Sender | None:
     """The webhook sender to APP_WEBHOOK_URL; None when it is not set."""
+    from worker.outbox import Sender
+
     settings = get_settings()
     if settings.app_webhook_url is None:
         return None
@@ -351,6 +390,7 @@ def reset() -> None:
     import kombu.pools
 
     import celeryconfig
+    from worker.celery.app import app
 
     if pool.cache_info().currsize:
         pool().close()
