@@ -7,7 +7,7 @@
 -- - an event is inserted only by the statement that inserts or changes its order, from
 --   the rows that statement returned;
 -- - no code deletes an order or a batch.
--- tests/unit/test_ledger.py checks that every event and every order has its parent after
+-- tests/unit/ledger/test_ledger.py checks that every event and every order has its parent after
 -- every kind of change.
 ALTER TABLE order_events DROP CONSTRAINT order_events_trade_no_fkey;
 ALTER TABLE orders DROP CONSTRAINT orders_batch_id_fkey;

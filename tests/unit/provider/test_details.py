@@ -1,5 +1,5 @@
 """DetailsClient against a real local HTTP server (werkzeug): details, paged list, and the
-bearer token's use (its fetch and shared cache are tests/unit/test_token.py's)."""
+bearer token's use (its fetch and shared cache are tests/unit/provider/test_token.py's)."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ from psycopg.types.json import Jsonb
 from schemas import Payout
 from tests import ledger_reads
 from tests.unit import ledger_sql
+from tests.unit.ledger.test_ledger import sample_payouts
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from tests.unit.pending_orders import make_world
-from tests.unit.test_ledger import sample_payouts
 from worker.core.config import load_settings
 from worker.core.exceptions import ConfigError
 from worker.core.states import Outcome, State

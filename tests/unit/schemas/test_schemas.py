@@ -194,7 +194,7 @@ def test_registry_lists_the_four_markets() -> None:
 
 
 # The public error for a bad code (worker.core.exceptions.UnknownMarket, listing the valid
-# ones) is the producer's: tests/unit/test_producer.py. This package sits below worker/.
+# ones) is the producer's: tests/unit/flows/test_producer.py. This package sits below worker/.
 @pytest.mark.parametrize("code", ["XX", "", "IDN", "indonesia", "I D", None, 7])
 def test_unknown_market_has_no_code_and_is_refused(code: Any) -> None:
     assert market_code(code) is None

@@ -47,7 +47,7 @@ from worker.sandbox.protocol import (
 from worker.sandbox.state import State
 from worker.sandbox.webhooks import check_url
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FAST: dict[str, Any] = {"settle_delay": (0.02, 0.05), "failure_ratio": 0.0, "webhooks": False}
 
 # --- helpers --------------------------------------------------------------------------------

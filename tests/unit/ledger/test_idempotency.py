@@ -17,8 +17,8 @@ import redis
 from click.testing import CliRunner, Result
 from kombu.exceptions import OperationalError
 
+from tests.unit.cli.test_cli_batch import write_csv
 from tests.unit.pending_orders import make_world
-from tests.unit.test_cli_batch import write_csv
 from worker import cli
 from worker.celery import runtime
 from worker.cli.report import iso_utc

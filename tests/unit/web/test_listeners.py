@@ -33,7 +33,7 @@ from worker.web.notify import MAX_BODY, NotifyApp, app
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = (3.05, 10.0)
 
 

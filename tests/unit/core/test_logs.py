@@ -1,6 +1,6 @@
-"""JSON log lines with masking (worker.core.logs; the rule itself is tests/unit/test_redact.py's),
-start-up warnings (worker.celery.preflight), and their Celery signal hookups
-(worker.celery.signals)."""
+"""JSON log lines with masking (worker.core.logs; the rule itself is
+tests/unit/core/test_redact.py's), start-up warnings (worker.celery.preflight), and their
+Celery signal hookups (worker.celery.signals)."""
 
 from __future__ import annotations
 

@@ -177,7 +177,7 @@ def test_the_batch_summary_shows_no_internal_fields(ledger: Ledger) -> None:
 
 def test_amounts_are_exported_exactly_as_they_were_signed(ledger: Ledger) -> None:
     from schemas import validate_row
-    from tests.unit.test_schemas import row
+    from tests.unit.schemas.test_schemas import row
 
     written = [
         ("ID", {"amount": "100000"}),
