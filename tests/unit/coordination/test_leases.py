@@ -60,9 +60,11 @@ def test_a_task_that_fails_leaves_its_leases_to_expire(leases: Leases) -> None:
 
 
 def test_a_live_task_keeps_renewing(real_redis: redis.Redis) -> None:
-    leases = Leases(real_redis, prefix="t", ttl=0.5, renew_every=0.05)
+    # A TTL long enough that a renewing thread starved of the CPU for a second on a
+    # loaded machine still renews in time; the sleep spans more than two of them.
+    leases = Leases(real_redis, prefix="t", ttl=1.5, renew_every=0.05)
     with leases.take(["a"]):
-        time.sleep(1.5)  # three TTLs
+        time.sleep(3.5)
         assert leases.expired(leases.now_ms()) == []
     assert deadlines(leases) == {}
 

@@ -292,7 +292,12 @@ def test_the_sandbox_imports_no_client_vocabulary_and_no_cycle() -> None:
 # --- payout API: happy path -------------------------------------------------------------
 
 
-def test_submit_accepts_then_settles_and_query_follows(api: Api) -> None:
+def test_submit_accepts_then_settles_and_query_follows(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    # Settling after a second: the first query, right after the answer, must find the
+    # payout still processing even on a loaded machine.
+    api = Api(make_sandbox(seed=1, settle_delay=(1.0, 1.0)))
     answer = api.submit("ID", "happy1", remark="r-1").json()
     assert answer["code"] == ACCEPTED and answer["msg"] == "success" and answer["success"] is True
     data = answer["data"]
