@@ -32,7 +32,7 @@ from tests.unit.pending_orders import (
     make_world,
     order_in,
 )
-from worker.core.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
+from worker.core.defaults import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.core.exceptions import MarketUnavailable, NotFound, OutcomeUnknown, RateLimited
 from worker.core.settings import Settings
 from worker.core.states import State

@@ -21,7 +21,7 @@ from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.pause_store import PauseStore
 from worker.coordination.ratelimit import RateLimiter, RateLimitTimeout, Slots
-from worker.core.backoff import MAX_SUBMIT_ATTEMPTS
+from worker.core.defaults import MAX_SUBMIT_ATTEMPTS
 from worker.core.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,

@@ -23,8 +23,9 @@ from worker.coordination.breaker import Breaker, codes_text
 from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.ratelimit import RateLimitTimeout, Slots
-from worker.core.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
+from worker.core.backoff import backoff
 from worker.core.confirm import needs_confirmation
+from worker.core.defaults import MAX_DELAY, MAX_SUBMIT_ATTEMPTS
 from worker.core.exceptions import (
     NotSent,
     ProviderError,
