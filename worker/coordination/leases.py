@@ -5,7 +5,7 @@ recorded (worker.celery.signals; for a message with a countdown, until it is due
 server's clock. While its task works through them, a thread of the task renews the lease
 every few seconds; when the task ends normally it gives up those it claimed, and leaves
 those it handed on in a new message to the worker that receives it. A worker that dies
-(SIGKILLed, out of memory, its machine gone) stops renewing, and ``LEASE_TTL`` seconds later
+(SIGKILLed, out of memory, its machine gone) stops renewing, and LEASE_TTL seconds later
 its orders' leases have expired: the reconcile pass publishes the ones still QUEUED
 again, however long the submit queues are. The broker alone would give the dead worker's
 messages back only after their visibility timeout. A task that fails leaves its leases

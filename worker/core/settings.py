@@ -236,7 +236,7 @@ class Settings:
 
         Such a message's worker died, or its ack could not reach a Redis that was down.
         So it must outlast the longest a live worker holds a message: its countdown (at
-        most backoff.MAX_DELAY), a wait for a free process (at most one task) and its own
+        most defaults.MAX_DELAY), a wait for a free process (at most one task) and its own
         run (at most the time limit), with a minute to spare. It should not be much
         longer, as it bounds how long such a message waits; the orders of a dead submit
         task are taken up sooner, through their leases (worker.coordination.leases).
