@@ -13,7 +13,6 @@ from worker.celery import runtime
 from worker.celery.app import app
 from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
-from worker.core.backoff import QUERY_DELAY
 from worker.core.config import get_settings
 from worker.core.queues import SUBMIT_TASK
 from worker.flows.submit import ChunkReport
@@ -33,6 +32,7 @@ def submit_orders(trade_nos: list[str]) -> dict[str, int]:
         runtime.leases(),
         runtime.in_flight(),
         budget=get_settings().submit_budget,
+        query_delay=get_settings().query_delay,
     )
 
 
@@ -43,6 +43,7 @@ def submit_chunk(
     in_flight: InFlightLookups,
     *,
     budget: float,
+    query_delay: float,
 ) -> dict[str, int]:
     """The submit task's work, its dependencies passed in."""
     try:
@@ -62,5 +63,5 @@ def submit_chunk(
             runtime.publisher().resubmissions([trade_no], countdown=delay)
             lease.hand_on([trade_no], due_in=delay)
         # Marked as outstanding, so a reconcile pass does not ask twice.
-        in_flight.request_lookups(report.query, countdown=QUERY_DELAY)
+        in_flight.request_lookups(report.query, countdown=query_delay)
     return {"done": report.done, "retry": len(report.retry), "query": len(report.query)}

@@ -141,7 +141,9 @@ def test_faults_never_pay_twice_and_everything_ends_final(cluster_factory: Any) 
     # NO_RECORD_GRACE: "no record" must hold that long before a resubmission, so that a
     # POST still in flight lands first; none is in flight here for longer than the read
     # timeout (1.5 s) or a hang (2.5 s), so 5 s (not the default 30 s) is ample.
-    env = {"HTTP_READ_TIMEOUT": "1.5", "NO_RECORD_GRACE": "5"}
+    # QUERY_DELAY 3 s (not 5): an UNKNOWN order is still asked about only after every
+    # request here has ended (read timeout 1.5 s, hang 2.5 s), as in production.
+    env = {"HTTP_READ_TIMEOUT": "1.5", "NO_RECORD_GRACE": "5", "QUERY_DELAY": "3"}
     sandbox = fast_sandbox(error_ratio=0.1, hang_ratio=0.05, hang_seconds=2.5, failure_ratio=0.1)
     with cluster_factory(env=env, sandbox=sandbox) as cluster:
         batch_ids = enqueue_markets(50)

@@ -15,6 +15,7 @@ import pytest
 import worker
 from tests import ledger_reads
 from tests.support.cluster import EXPECTED_STATE, fast_sandbox
+from tests.support.details import every_row
 from tests.support.waiting import wait_settled
 from worker.celery import runtime
 from worker.core.config import get_settings
@@ -248,7 +249,7 @@ def test_list_follows_every_pagination_spelling(listing_sandbox: Any, style: str
     before = sandbox.stats()["list_requests"]
     tokens = TokenCache(fakeredis.FakeRedis(), TokenFetcher.from_settings(settings))
     with DetailsClient.from_settings(settings, tokens) as client:
-        listed = list(client.list())
+        listed = every_row(client)
     assert len(listed) == count
     assert [d.transaction_id for d in listed] == newest_first  # every row once, in order
     assert {d.status for d in listed} <= {"success", "failed"}

@@ -9,16 +9,8 @@ from kombu import Producer
 from kombu.exceptions import BatchPublishError
 from kombu.utils.scheduling import round_robin_cycle
 
+from worker.core.defaults import LOOKUP_CHUNK, RESUBMIT_CHUNK, SUBMIT_CHUNK
 from worker.core.queues import LOOKUP_TASK, RESUBMIT_QUEUE, SUBMIT_QUEUE, SUBMIT_TASK
-
-# One message per this many orders: a worker works through them under the shared rate
-# limit, and 100,000 orders cost 1,000 messages instead of 100,000.
-CHUNK = 100
-LOOKUP_CHUNK = 50
-# Smaller chunks for orders taken up before (worker.core.queues): a task works through its
-# chunk at its share of the rate limit, and a short chunk is done before its budget
-# runs out, by several workers at once.
-RESUBMIT_CHUNK = 25
 
 
 class ResubmitFirst(round_robin_cycle):
@@ -42,7 +34,7 @@ class Publisher:
         self.app = app
 
     def submissions(
-        self, trade_nos: Sequence[str], *, countdown: float | None = None, chunk: int = CHUNK
+        self, trade_nos: Sequence[str], *, countdown: float | None = None, chunk: int = SUBMIT_CHUNK
     ) -> int:
         """Publish submit messages for ``trade_nos`` over one broker connection; returns
         count."""

@@ -114,7 +114,8 @@ def ledger() -> Ledger:
 
 @cache
 def leases() -> Leases:
-    return Leases(redis_client(), prefix=get_settings().key_prefix)
+    settings = get_settings()
+    return Leases(redis_client(), prefix=settings.key_prefix, ttl=settings.lease_ttl)
 
 
 @cache

@@ -91,6 +91,8 @@ Environment (a .env file in the current directory may supply it):
   RECONCILE_WALK_AT   due orders from which a pass walks the paged list (0: never)
   NOT_FOUND_CODES     status query codes meaning "no such order" (4004)
   NO_RECORD_GRACE     seconds "no record" must hold before a resubmission (30)
+  QUERY_DELAY         seconds after a POST with no outcome before it is asked about (5)
+  LEASE_TTL           seconds a task's hold on its payouts lasts unless renewed (15)
   FAILED_PAYLOAD_RETENTION
                       how long a FAILED payout keeps its fields for a retry (7d)
   IDEMPOTENCY_WINDOW  how long a batch's key (a file's digest) returns that batch (30d)

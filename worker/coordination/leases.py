@@ -5,7 +5,7 @@ recorded (worker.celery.signals; for a message with a countdown, until it is due
 server's clock. While its task works through them, a thread of the task renews the lease
 every few seconds; when the task ends normally it gives up those it claimed, and leaves
 those it handed on in a new message to the worker that receives it. A worker that dies
-(SIGKILLed, out of memory, its machine gone) stops renewing, and ``TTL`` seconds later
+(SIGKILLed, out of memory, its machine gone) stops renewing, and LEASE_TTL seconds later
 its orders' leases have expired: the reconcile pass publishes the ones still QUEUED
 again, however long the submit queues are. The broker alone would give the dead worker's
 messages back only after their visibility timeout. A task that fails leaves its leases
@@ -30,14 +30,10 @@ from types import TracebackType
 import redis
 
 from worker.core import keys
+from worker.core.defaults import LEASE_TTL
 from worker.core.settings import KEY_PREFIX
 
 log = logging.getLogger(__name__)
-
-# Seconds a lease lasts unless renewed, and how often a live task renews it: two
-# renewals may be missed (a starved thread on a busy machine) before it expires.
-TTL = 15.0
-RENEW_EVERY = 5.0
 
 
 class Leases:
@@ -48,13 +44,15 @@ class Leases:
         client: redis.Redis,
         *,
         prefix: str = KEY_PREFIX,
-        ttl: float = TTL,
-        renew_every: float = RENEW_EVERY,
+        ttl: float = LEASE_TTL,
+        renew_every: float | None = None,
     ) -> None:
         self.redis = client
         self.key = keys.submit_leases(prefix)
         self.ttl = ttl
-        self.renew_every = renew_every
+        # Every third of the TTL by default: two renewals may be missed (a starved
+        # thread on a busy machine) before the lease expires.
+        self.renew_every = ttl / 3 if renew_every is None else renew_every
 
     def take(self, trade_nos: Sequence[str]) -> Lease:
         """Lease ``trade_nos`` for ``ttl`` s; use the result as a context manager to keep

@@ -1,5 +1,5 @@
-"""The retry policy, in one place: payouts certainly not sent, and payouts the provider
-shows no record of."""
+"""Retry delays: exponential backoff with jitter, and the Redis clients' and publishing's
+retries; the policy's numbers are in worker.core.defaults."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import random
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-# Claims of one order (each a POST attempt that certainly never arrived) before a
-# person looks at it: the provider has been unreachable for this order for a minute
-# or two (the delays between them add up to 64-127 s, see ``backoff``).
-MAX_SUBMIT_ATTEMPTS = 8
-# Retries wait at most this long (Submitter caps a provider's Retry-After to it): the
-# broker's visibility timeout is derived from it (Settings.visibility_timeout), or Redis
-# would deliver a delayed message a second time.
-MAX_DELAY = 300.0
+from worker.core.defaults import MAX_DELAY
 
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = MAX_DELAY) -> float:
@@ -31,19 +24,6 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = MAX_DELAY) -> float
     window = min(cap, base * 2 ** max(attempt - 1, 0))
     return random.uniform(window / 2, window)
 
-
-# An UNKNOWN order is asked about this long after its POST: long enough for the
-# provider to have recorded a request that did arrive.
-QUERY_DELAY = 5.0
-
-# A POST that may have arrived (UNKNOWN, or a claim whose worker is gone) is resubmitted
-# with the same tradeNo once two lookups at least this many seconds apart both showed
-# no record of it: a request still in flight at the provider may not show at first.
-# The resubmission is safe because the provider refuses a repeated tradeNo.
-NO_RECORD_GRACE = 30.0
-# Resubmission rounds of an order the provider keeps showing no record of, before a
-# person looks at it (REVIEW).
-MAX_NO_RECORD_RESUBMITS = 3
 
 # Every Redis command of a task (worker.celery.signals sets it in each pool process) is retried on
 # a lost connection for about 25 s (0.2, 0.4, 0.8, 1.6, then 2 s apart): a Redis

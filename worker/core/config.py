@@ -2,9 +2,10 @@
 object (:class:`worker.core.settings.Settings`, which holds the defaults and the limits
 derived from them).
 
-This is where settings are read: besides it only the HTTP transport, for requests' own
-proxy and CA bundle variables (worker.provider.http_client), and the dev tooling,
-building the environment of the processes it starts, look at the environment.
+This is where settings are read. Besides it only the HTTP transport, for requests' own
+proxy and CA bundle variables (worker.provider.http_client), and the dev tooling
+(worker.dev), which starts processes with this one's environment and its own
+additions, look at the environment.
 """
 
 from __future__ import annotations
@@ -304,6 +305,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         not_found_codes=_codes(env, "NOT_FOUND_CODES", d.not_found_codes),
         no_record_grace=_float(env, "NO_RECORD_GRACE", d.no_record_grace),
+        query_delay=_float(env, "QUERY_DELAY", d.query_delay),
+        lease_ttl=_float(env, "LEASE_TTL", d.lease_ttl),
         systemic_codes=_codes(env, "SYSTEMIC_CODES", d.systemic_codes),
         breaker_rejections=_count(env, "BREAKER_REJECTIONS", d.breaker_rejections),
         breaker_window=_float(env, "BREAKER_WINDOW", d.breaker_window),

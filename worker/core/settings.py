@@ -14,7 +14,7 @@ from functools import cached_property
 from schemas import MARKETS
 from worker.core import accounts
 from worker.core.accounts import Account, MarketAccount
-from worker.core.backoff import MAX_DELAY, NO_RECORD_GRACE
+from worker.core.defaults import LEASE_TTL, MAX_DELAY, NO_RECORD_GRACE, QUERY_DELAY
 from worker.core.exceptions import ConfigError, UnknownMarket
 
 # The first part of every Redis key this system writes (DISBURSE_KEY_PREFIX sets another).
@@ -133,6 +133,11 @@ class Settings:
     # retried or decided FAILED (worker.flows.lookup, worker.core.confirm).
     not_found_codes: frozenset[str] = DEFAULT_NOT_FOUND_CODES
     no_record_grace: float = NO_RECORD_GRACE
+    # Seconds after its POST an UNKNOWN order is asked about (QUERY_DELAY), and a submit
+    # or lookup task's lease on its orders lasts unless renewed (LEASE_TTL;
+    # worker.coordination.leases): worker.core.defaults says why these values.
+    query_delay: float = QUERY_DELAY
+    lease_ttl: float = LEASE_TTL
 
     # /metrics and /healthz on a listener of their own (worker.web.listeners); None: only on
     # the provider's listener, and there only to clients on this machine.
@@ -231,7 +236,7 @@ class Settings:
 
         Such a message's worker died, or its ack could not reach a Redis that was down.
         So it must outlast the longest a live worker holds a message: its countdown (at
-        most backoff.MAX_DELAY), a wait for a free process (at most one task) and its own
+        most defaults.MAX_DELAY), a wait for a free process (at most one task) and its own
         run (at most the time limit), with a minute to spare. It should not be much
         longer, as it bounds how long such a message waits; the orders of a dead submit
         task are taken up sooner, through their leases (worker.coordination.leases).

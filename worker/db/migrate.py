@@ -25,14 +25,14 @@ from importlib.resources.abc import Traversable
 import psycopg
 
 from worker.core.backoff import backoff
+from worker.core.defaults import (
+    MIGRATION_LOCK_ATTEMPTS,
+    MIGRATION_LOCK_BACKOFF_CAP,
+    MIGRATION_LOCK_TIMEOUT,
+)
 from worker.core.exceptions import MigrationLocked, SchemaBehind
 
 UPGRADE_COMMAND = "disburse db upgrade"
-# Each lock wait of a migration, seconds (PG_LOCK_TIMEOUT); tries per migration; the
-# longest pause between two tries.
-LOCK_TIMEOUT = 10.0
-LOCK_ATTEMPTS = 5
-LOCK_BACKOFF_CAP = 30.0
 # The advisory lock key every upgrade takes: any constant unlikely to be used elsewhere.
 _LOCK_KEY = 0x64697362_75727365  # "disburse"
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -74,17 +74,17 @@ def migrations() -> list[Migration]:
 def upgrade(
     conninfo: str,
     *,
-    lock_timeout: float = LOCK_TIMEOUT,
+    lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     attempts: int | None = None,
     sleep: Callable[[float], object] | None = None,
 ) -> list[int]:
     """Apply every migration the database lacks; returns the versions this call applied.
 
     ``lock_timeout`` seconds (0: no limit) per lock wait, ``attempts`` tries per
-    migration (:data:`LOCK_ATTEMPTS`), ``sleep`` between them (:func:`time.sleep`);
+    migration (:data:`MIGRATION_LOCK_ATTEMPTS`), ``sleep`` between them (:func:`time.sleep`);
     raises :class:`MigrationLocked`.
     """
-    attempts = attempts or LOCK_ATTEMPTS
+    attempts = attempts or MIGRATION_LOCK_ATTEMPTS
     sleep = sleep or time.sleep
     applied: list[int] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -97,7 +97,7 @@ def upgrade(
                 except psycopg.errors.LockNotAvailable:
                     if attempt == attempts:
                         raise MigrationLocked(_locked(migration, lock_timeout, attempts)) from None
-                    sleep(backoff(attempt, base=1.0, cap=LOCK_BACKOFF_CAP))
+                    sleep(backoff(attempt, base=1.0, cap=MIGRATION_LOCK_BACKOFF_CAP))
     return applied
 
 

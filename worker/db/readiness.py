@@ -12,13 +12,10 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from worker.core.defaults import DB_CHECK_CONNECT_TIMEOUT
 from worker.core.exceptions import DatabaseUnavailable
 from worker.core.redact import mask_text
 from worker.db import migrate
-
-# Seconds the check waits for a connection (libpq counts whole seconds): a server that
-# cannot be reached is reported after this, not after the system's TCP timeout.
-CONNECT_TIMEOUT = 5
 
 
 def check_schema(url: str) -> None:
@@ -27,7 +24,7 @@ def check_schema(url: str) -> None:
     Raises :class:`~worker.core.exceptions.SchemaBehind` (naming ``disburse db upgrade``)
     when it lacks some, :class:`psycopg.OperationalError` when it cannot be reached.
     """
-    migrate.check(make_conninfo(url, connect_timeout=CONNECT_TIMEOUT))
+    migrate.check(make_conninfo(url, connect_timeout=DB_CHECK_CONNECT_TIMEOUT))
 
 
 def unreachable(url: str, error: psycopg.OperationalError) -> str:

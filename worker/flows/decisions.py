@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker.core.backoff import NO_RECORD_GRACE
 from worker.core.confirm import Word, refuse_failure
+from worker.core.defaults import NO_RECORD_GRACE
 from worker.core.exceptions import (
     BatchNotFound,
     DecisionRefused,

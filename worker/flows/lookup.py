@@ -41,8 +41,8 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from worker.coordination.inflight import InFlightLookups
-from worker.core.backoff import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.core.confirm import Word, needs_confirmation
+from worker.core.defaults import MAX_NO_RECORD_RESUBMITS, NO_RECORD_GRACE
 from worker.core.exceptions import (
     AuthenticationFailed,
     MarketUnavailable,

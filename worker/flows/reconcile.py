@@ -33,6 +33,7 @@ from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
 from worker.coordination.pause import PauseSwitch
 from worker.core import keys
+from worker.core.defaults import RECONCILE_PAGE
 from worker.core.settings import Settings
 from worker.core.states import State
 from worker.flows import retention
@@ -41,7 +42,6 @@ from worker.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
-PAGE = 500  # orders read or restarted per round trip
 # Orders published per pass, by the state they were found in, in this order.
 _KINDS = (State.SUBMITTING, State.UNKNOWN, State.PROCESSING)
 _REPORTED = (*_KINDS, State.SUCCEEDED)  # and SUCCEEDED orders reported failed
@@ -65,10 +65,6 @@ class PassReport:
     @property
     def lookups(self) -> int:
         return sum(self.published.values())
-
-    @property
-    def stale_claims(self) -> int:
-        return self.published.get(State.SUBMITTING, 0)
 
     def __str__(self) -> str:
         if not self.ran:
@@ -200,8 +196,10 @@ class Reconciler:
         assert self.walk is not None
         orders = []
         trade_nos = [t for _, t, _ in found]
-        for start in range(0, len(trade_nos), PAGE):
-            orders += [o for o in self.ledger.get_many(trade_nos[start : start + PAGE]) if o]
+        for start in range(0, len(trade_nos), RECONCILE_PAGE):
+            orders += [
+                o for o in self.ledger.get_many(trade_nos[start : start + RECONCILE_PAGE]) if o
+            ]
 
         def keep_lock() -> bool:
             try:
@@ -240,8 +238,8 @@ class Reconciler:
         # Restart their clocks so the same orders are not republished on every pass; an
         # order claimed meanwhile is left out.
         lost: list[str] = []
-        for start in range(0, len(found), PAGE):
-            lost += self.ledger.restart_queued(found[start : start + PAGE])
+        for start in range(0, len(found), RECONCILE_PAGE):
+            lost += self.ledger.restart_queued(found[start : start + RECONCILE_PAGE])
         if not lost:
             return
         self.publish_submissions(lost)
@@ -259,8 +257,8 @@ class Reconciler:
         now = self.leases.now_ms()  # leases run on the Redis server's clock
         expired = self.leases.expired(now)
         queued: list[str] = []
-        for start in range(0, len(expired), PAGE):
-            orders = self.ledger.get_many(expired[start : start + PAGE])
+        for start in range(0, len(expired), RECONCILE_PAGE):
+            orders = self.ledger.get_many(expired[start : start + RECONCILE_PAGE])
             queued += [o.trade_no for o in orders if o and o.state is State.QUEUED]
         if queued:
             self.publish_submissions(queued)

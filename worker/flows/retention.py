@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import logging
 
+from worker.core.defaults import RETENTION_PAGES_PER_PASS
 from worker.ledger import PAGE, Ledger
 
 log = logging.getLogger(__name__)
-
-# Pages erased per pass at most (about 0.1 s each): a backlog (a first deploy, a long
-# outage) is worked off over several passes, never holding one past its lock.
-PAGES_PER_PASS = 20
 
 
 def erase_expired(ledger: Ledger, retention: float) -> int:
     """Erase the fields of the final orders that keep them (ledger.PAYLOAD_KEPT) for longer than
     ``retention`` seconds, oldest first, a page per statement and at most
-    ``PAGES_PER_PASS`` pages; returns how many were erased."""
+    ``RETENTION_PAGES_PER_PASS`` pages; returns how many were erased."""
     erased = 0
-    for _ in range(PAGES_PER_PASS):
+    for _ in range(RETENTION_PAGES_PER_PASS):
         page = ledger.erase_kept_payloads(retention, limit=PAGE)
         erased += page
         if page < PAGE:

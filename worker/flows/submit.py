@@ -23,8 +23,9 @@ from worker.coordination.breaker import Breaker, codes_text
 from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.ratelimit import RateLimitTimeout, Slots
-from worker.core.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
+from worker.core.backoff import backoff
 from worker.core.confirm import needs_confirmation
+from worker.core.defaults import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, PAUSE_LOOK_EVERY, SUBMIT_GROUP
 from worker.core.exceptions import (
     NotSent,
     ProviderError,
@@ -87,15 +88,6 @@ class Next:
 # What a claim found, and the fields to send when it claimed the order.
 Claim = tuple[Transition, dict[str, str] | None]
 
-# Orders claimed (and answered) in one statement while rate-limit slots come free at
-# once: the ledger's cost per payout, and the orders a killed worker leaves claimed
-# (its claim lease, then lookups, settle them), both grow with it. While orders wait for
-# their slots, one at a time: the ledger is not what limits them then.
-GROUP = 16
-
-# A group's orders are sent on one look at the pause switch (with their rate-limit slots)
-# while its POSTs are quick; one that comes later than this after the last look looks again.
-PAUSE_LOOK_EVERY = 0.05
 
 # Why claims not used are given back (SUBMITTING -> QUEUED).
 _GIVEN_BACK = {Step.PAUSED: "paused", Step.OUT_OF_TIME: "the task's budget is spent"}
@@ -103,7 +95,7 @@ _GIVEN_BACK = {Step.PAUSED: "paused", Step.OUT_OF_TIME: "the task's budget is sp
 
 def _next_group_size(size: int, waited: bool) -> int:
     """Doubled after a group whose slots were all free at once, else one."""
-    return 1 if waited else min(GROUP, size * 2)
+    return 1 if waited else min(SUBMIT_GROUP, size * 2)
 
 
 @dataclass
@@ -146,7 +138,7 @@ class Submitter:
         self.metrics = metrics
         # When the pause switch was last seen off (time.monotonic()).
         self._pause_seen = 0.0
-        # How many orders the next group claims (see GROUP): carried from one task to the
+        # How many orders the next group claims (see SUBMIT_GROUP): carried from one task to the
         # next, so that a run of tasks does not start every chunk at one.
         self._group_size = 1
 

@@ -9,7 +9,7 @@ row about one of them as a lookup would (:meth:`worker.flows.lookup.Lookups.appl
 
 - every order the walk must cover (pending since before it began) has been shown;
 - a page's oldest row was posted before the first of those orders was first claimed
-  (less ``SKEW``): older rows cannot be about them;
+  (less ``WALK_SKEW``): older rows cannot be about them;
 - the list ends;
 - it has read as many pages as single lookups of the orders left would cost
   (``pages >= orders``): a list in which they lie far apart is not worth walking;
@@ -54,6 +54,7 @@ from typing import Protocol
 import redis
 
 from worker.core import keys
+from worker.core.defaults import WALK_SKEW, WALK_STALE_PAGES
 from worker.core.exceptions import ProviderError, RateLimited, RateLimitTimeout
 from worker.flows.reads import Limiter, LookupReport
 from worker.ledger import Order
@@ -61,9 +62,6 @@ from worker.provider.details import Throttle
 from worker.provider.disbursements import Disbursement, ListPage
 
 log = logging.getLogger(__name__)
-
-SKEW = 60.0  # seconds the provider's clock may be behind ours (its post_timestamp)
-STALE_PAGES = 3  # pages in a row with nothing new: the walk is not getting anywhere
 
 
 class ListReads(Protocol):
@@ -182,7 +180,7 @@ class ListWalk:
         want = {o.platform_trade_no: o for o in pending if o.platform_trade_no}
         cover = {o.trade_no for o in want.values() if (o.state_entered_ms or 0) < started_ms}
         first_claim = self.ledger.earliest_claim_ms(sorted(cover)) if cover else None
-        horizon = None if first_claim is None else first_claim - int(SKEW * 1000)
+        horizon = None if first_claim is None else first_claim - int(WALK_SKEW * 1000)
         cap = max(1, len(cover))
         deadline = time.monotonic() + self.budget
         seen: set[str] = set()
@@ -243,7 +241,7 @@ class ListWalk:
             if not found.more:
                 report.why = "end of the list"
                 break
-            if stale >= STALE_PAGES:
+            if stale >= WALK_STALE_PAGES:
                 report.why = f"{stale} pages in a row showed nothing new"
                 break
             page += 1

@@ -6,10 +6,11 @@ them, :mod:`~worker.outbox.feed` reads them in order without skipping one,
 keeps what is to be sent and each attempt, and :mod:`~worker.outbox.sender` POSTs it.
 """
 
+from worker.core.defaults import OUTBOX_EVERY, TRIP_AFTER
 from worker.outbox.deliveries import Deliveries, DeliveryStatus
 from worker.outbox.events import EVENT_TYPES, Event, EventType
 from worker.outbox.feed import INTAKE, Feed
-from worker.outbox.sender import OUTBOX_EVERY, TRIP_AFTER, Sender
+from worker.outbox.sender import Sender
 from worker.outbox.signature import signature_header, verify_webhook
 
 __all__ = [

@@ -14,11 +14,10 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from worker.core.backoff import backoff
+from worker.core.defaults import EVENT_RETRY_BASE, EVENT_RETRY_CAP
 from worker.outbox.events import Event
 from worker.outbox.feed import INTAKE, Feed, first_column
 
-RETRY_BASE = 2.0  # an event's retries: 1-2 s, 2-4 s, ... (worker.backoff)
-RETRY_CAP = 3600.0  # ... and at most an hour apart
 GIVE_UP_AFTER = timedelta(days=3)  # an attempt failing this long after the event: given up
 _NAME = "webhook"  # outbox_state's row
 
@@ -151,7 +150,8 @@ class Deliveries:
         if not attempts:
             return []
         delays = [
-            0.0 if a.ok else backoff(a.number, base=RETRY_BASE, cap=RETRY_CAP) for a in attempts
+            0.0 if a.ok else backoff(a.number, base=EVENT_RETRY_BASE, cap=EVENT_RETRY_CAP)
+            for a in attempts
         ]
         rows = conn.execute(
             _RECORD,

@@ -1,7 +1,7 @@
 """The webhook sender (when ``APP_WEBHOOK_URL`` is set): a beat-driven run
 (tasks/outbox.py, its own queue; one at a time cluster-wide, under a PostgreSQL advisory
 lock) takes the feed's new events into ``outbox_deliveries`` with their exact body, and
-POSTs each payout's oldest pending event, up to :data:`CONCURRENCY` at once, signed
+POSTs each payout's oldest pending event, up to :data:`OUTBOX_CONCURRENCY` at once, signed
 ``Disburse-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``. A 2xx delivers
 it; anything else, or no answer in 10 s, is retried with the same id and body after an
 exponential backoff (at most an hour apart), until it is delivered or, failing days
@@ -22,6 +22,14 @@ import psycopg
 import requests
 
 from worker.core.backoff import backoff
+from worker.core.defaults import (
+    OUTBOX_BUDGET,
+    OUTBOX_CONCURRENCY,
+    OUTBOX_PATIENCE,
+    OUTBOX_PROBE_CAP,
+    OUTBOX_TIMEOUTS,
+    TRIP_AFTER,
+)
 from worker.core.redact import redact
 from worker.outbox.deliveries import Attempt, Deliveries, Delivery, Endpoint
 from worker.outbox.feed import first_column
@@ -30,16 +38,6 @@ from worker.provider.http_client import pooled_session
 
 log = logging.getLogger(__name__)
 
-OUTBOX_EVERY = 1.0  # seconds between sending runs (celeryconfig's beat entry)
-BUDGET = 20.0  # a run sends for this long, then leaves the rest to the next run
-TIMEOUTS = (3.05, 10.0)  # (connect, read): no answer in 10 s is a failed attempt
-CONCURRENCY = 8  # requests in flight at once to a healthy endpoint
-# After this many failed attempts in a row (none succeeding between them) the endpoint
-# gets one request at a time, backing off up to 30 s, until one succeeds; a few
-# events refused or timing out among successes change nothing.
-TRIP_AFTER = 3
-PROBE_CAP = 30.0
-PATIENCE = 5.0  # seconds a run with nothing to send waits for transactions still running
 _LOCK_KEY = 0x64697362_6F757462  # "disbout": one sending run at a time, cluster-wide
 
 
@@ -65,8 +63,8 @@ class Sender:
         secret: str,
         *,
         session: requests.Session | None = None,
-        concurrency: int = CONCURRENCY,
-        timeouts: tuple[float, float] = TIMEOUTS,
+        concurrency: int = OUTBOX_CONCURRENCY,
+        timeouts: tuple[float, float] = OUTBOX_TIMEOUTS,
     ) -> None:
         self.deliveries = deliveries
         self.url = url
@@ -75,7 +73,7 @@ class Sender:
         self.timeouts = timeouts
         self.session = session or pooled_session(url, concurrency)
 
-    def run(self, budget: float = BUDGET) -> RunReport:
+    def run(self, budget: float = OUTBOX_BUDGET) -> RunReport:
         """Take new events and send what is due for ``budget`` seconds (then finish the
         requests in flight); does nothing while another run holds the lock."""
         with self.deliveries.pool.connection() as conn:
@@ -95,7 +93,7 @@ class Sender:
     def _run(self, conn: psycopg.Connection, budget: float) -> RunReport:
         report = RunReport()
         deadline = time.monotonic() + budget
-        patience = time.monotonic() + min(budget, PATIENCE)
+        patience = time.monotonic() + min(budget, OUTBOX_PATIENCE)
         endpoint = self.deliveries.endpoint(conn)
         busy: dict[Future[Attempt], int] = {}
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="outbox") as pool:
@@ -150,7 +148,7 @@ class Sender:
             return
         endpoint.failures += len(attempts)
         if endpoint.failures >= TRIP_AFTER:
-            delay = backoff(endpoint.failures - TRIP_AFTER + 1, cap=PROBE_CAP)
+            delay = backoff(endpoint.failures - TRIP_AFTER + 1, cap=OUTBOX_PROBE_CAP)
             endpoint.retry_at = time.time() + delay
             log.warning(
                 "APP_WEBHOOK_URL failed %d times in a row (last: %s); one request at a time, "

@@ -19,7 +19,7 @@ page, so none of them escapes the limit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -49,7 +49,6 @@ from worker.provider.http_client import (
 )
 
 __all__ = [
-    "MAX_PAGES",
     "DetailsApi",
     "DetailsClient",
     "TokenProvider",
@@ -58,7 +57,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_PAGES = 10_000  # a hard stop, so a provider that never says "last page" cannot loop us
 # Runs before each request: a rate limiter's acquire (it may raise to give up).
 Throttle = Callable[[], object]
 
@@ -220,8 +218,6 @@ def check_answer(
 class DetailsClient(DetailsApi):
     """Disbursement-details API client: reads with a bearer token from ``tokens``."""
 
-    max_pages = MAX_PAGES
-
     def __init__(
         self,
         base_url: str,
@@ -289,29 +285,6 @@ class DetailsClient(DetailsApi):
         for why in found.skipped:
             log.warning("details %s: row skipped", why)
         return found
-
-    def list(
-        self, start_page: int = 1, *, throttle: Throttle = _unthrottled
-    ) -> Iterator[Disbursement]:
-        """Every disbursement from ``start_page`` on, following the pagination
-        (:attr:`ListPage.more`); malformed rows are skipped. Raises ProviderError when
-        the provider serves the same page twice or after :attr:`max_pages` pages.
-        """
-        number = start_page
-        previous_ids: list[str] | None = None
-        for _ in range(self.max_pages):
-            found = self.page(number, throttle=throttle)
-            ids = [row.transaction_id for row in found.rows]
-            if ids and ids == previous_ids:
-                raise ProviderError(
-                    f"list page {number}: same rows as the page before; paging ignored?"
-                )
-            previous_ids = ids
-            yield from found.rows
-            if not found.more:
-                return
-            number += 1
-        raise ProviderError(f"list: stopped after {self.max_pages} pages")
 
     # -- plumbing -------------------------------------------------------------------
 

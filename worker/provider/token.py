@@ -33,6 +33,7 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 
 from worker.core import keys
+from worker.core.defaults import TOKEN_DEFAULT_EXPIRES_IN, TOKEN_POLL_FIRST, TOKEN_POLL_MAX
 from worker.core.exceptions import ProviderError, TokenUnavailable
 from worker.core.settings import KEY_PREFIX, Settings
 from worker.provider.details import DetailsApi, check_answer
@@ -42,13 +43,8 @@ log = logging.getLogger(__name__)
 
 _INVALIDATE = Path(__file__).with_name("token.lua").read_text(encoding="utf-8")
 
-# Waiters poll the key: first quickly (a refresh usually takes one HTTP round
-# trip), then at most this often.
-_POLL_FIRST = 0.005
-_POLL_MAX = 0.05
 
 TOKEN_PATH = "/api/v1.0/access-token/b2b"  # noqa: S105 (a URL path, not a secret)
-DEFAULT_EXPIRES_IN = 300.0  # when a token answer carries no expires_in at all
 
 
 class TokenFetcher(DetailsApi):
@@ -110,7 +106,7 @@ class TokenFetcher(DetailsApi):
             raise ProviderError(f"{what}: no access_token in the answer")
         raw_expiry = source.get("expires_in", source.get("expiresIn"))
         if raw_expiry is None:
-            return token, DEFAULT_EXPIRES_IN
+            return token, TOKEN_DEFAULT_EXPIRES_IN
         try:
             expires_in = float(str(raw_expiry).strip())
         except ValueError:
@@ -169,7 +165,7 @@ class TokenCache:
         started here or in another process lasts.
         """
         deadline = time.monotonic() + self._wait_timeout
-        delay = _POLL_FIRST
+        delay = TOKEN_POLL_FIRST
         while True:
             token = self._cached()
             if token is not None:
@@ -204,7 +200,7 @@ class TokenCache:
                     f"token; cluster-wide back-off {self._failure_backoff:g}s"
                 )
             time.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
+            delay = min(delay * 2, TOKEN_POLL_MAX)
 
     def invalidate(self, token: str) -> None:
         """The provider rejected ``token`` (401): forget it, unless it was already replaced."""

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from worker.celery import runtime
-from worker.celery.publish import CHUNK, RESUBMIT_CHUNK, ResubmitFirst
+from worker.celery.publish import ResubmitFirst
+from worker.core.defaults import RESUBMIT_CHUNK, SUBMIT_CHUNK
 from worker.dev.redis_server import free_port
 
 
@@ -19,7 +20,7 @@ def test_a_queue_the_broker_never_had_is_empty(broker: redis.Redis) -> None:
 
 
 def test_submissions_go_out_a_chunk_per_message(broker: redis.Redis) -> None:
-    trade_nos = [f"{i:032x}" for i in range(CHUNK * 2 + 1)]
+    trade_nos = [f"{i:032x}" for i in range(SUBMIT_CHUNK * 2 + 1)]
     assert runtime.publisher().submissions(trade_nos) == 3
     assert runtime.publisher().submit_queue_length() == 3
     messages = [json.loads(raw) for raw in broker.lrange("submit", 0, -1)]
@@ -43,7 +44,7 @@ def test_submissions_whose_pipeline_fails_go_again_one_by_one(
         return execute(self, *args, **kwargs)
 
     monkeypatch.setattr(redis.client.Pipeline, "execute", fail_once)
-    trade_nos = [f"{i:032x}" for i in range(CHUNK * 2 + 1)]
+    trade_nos = [f"{i:032x}" for i in range(SUBMIT_CHUNK * 2 + 1)]
     assert runtime.publisher().submissions(trade_nos) == 3
     assert failures == [6]  # the three messages and their task-sent events, in one pipeline
     messages = [json.loads(raw) for raw in broker.lrange("submit", 0, -1)]

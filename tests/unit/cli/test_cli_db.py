@@ -136,7 +136,7 @@ def test_upgrade_behind_a_held_lock_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     use(settings_from_env, DATABASE_URL=empty_database, PG_LOCK_TIMEOUT="0.1")
-    settings_from_env.setattr(migrate, "LOCK_ATTEMPTS", 2)
+    settings_from_env.setattr(migrate, "MIGRATION_LOCK_ATTEMPTS", 2)
     pauses: list[float] = []
     settings_from_env.setattr(migrate.time, "sleep", pauses.append)
     with psycopg.connect(empty_database) as other:

@@ -95,3 +95,8 @@ def test_a_lease_taken_after_the_pass_read_the_expired_ones_is_not_forgotten(
     leases.take(["again"])  # a worker received a message with it meanwhile
     leases.forget_expired(now)
     assert list(deadlines(leases)) == ["again"]
+
+
+def test_a_lease_is_renewed_every_third_of_its_ttl(real_redis: redis.Redis) -> None:
+    assert Leases(real_redis).renew_every == 5.0  # the default TTL, 15 s
+    assert Leases(real_redis, ttl=3.0).renew_every == 1.0

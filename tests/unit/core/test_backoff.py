@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from worker.core.backoff import MAX_DELAY, MAX_SUBMIT_ATTEMPTS, backoff
+from worker.core.backoff import backoff
+from worker.core.defaults import MAX_DELAY, MAX_SUBMIT_ATTEMPTS
 
 
 @pytest.mark.parametrize(("attempt", "window"), [(0, 1.0), (1, 1.0), (2, 2.0), (7, 64.0)])

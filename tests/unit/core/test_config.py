@@ -9,8 +9,8 @@ import pytest
 
 from schemas import MARKETS
 from worker.core.accounts import Account
-from worker.core.backoff import MAX_DELAY
 from worker.core.config import load_settings
+from worker.core.defaults import MAX_DELAY
 from worker.core.exceptions import ConfigError, MarketUnavailable
 from worker.core.settings import DETAILS_SETTINGS, Rate, Settings
 
@@ -340,3 +340,12 @@ def test_a_server_not_set_says_which_and_where_it_looked(
             f"{name} is not set (looked in the environment and {folder / '.env'} (no such "
             "file)): set it to "
         )
+
+
+def test_the_query_delay_and_lease_ttl_are_settings_the_workers_use() -> None:
+    d = load_settings({})
+    assert (d.query_delay, d.lease_ttl) == (5.0, 15.0)
+    set_ = load_settings({"QUERY_DELAY": "0.5", "LEASE_TTL": "3"})
+    assert (set_.query_delay, set_.lease_ttl) == (0.5, 3.0)
+    with pytest.raises(ConfigError, match="LEASE_TTL"):
+        load_settings({"LEASE_TTL": "0"})

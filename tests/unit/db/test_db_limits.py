@@ -182,7 +182,9 @@ def test_a_migration_behind_a_held_lock_retries_then_fails_naming_it(
         "session through 3 tries of 0.1 s each (PG_LOCK_TIMEOUT)"
     )
     assert "disburse db upgrade" in str(failed.value)
-    assert len(pauses) == 2 and all(0 < pause <= migrate.LOCK_BACKOFF_CAP for pause in pauses)
+    assert len(pauses) == 2 and all(
+        0 < pause <= migrate.MIGRATION_LOCK_BACKOFF_CAP for pause in pauses
+    )
     assert migrate.current_version(url) == 0
     with psycopg.connect(url) as conn:
         columns = "SELECT count(*) FROM information_schema.columns WHERE table_name = 't'"

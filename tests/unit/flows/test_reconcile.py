@@ -18,8 +18,9 @@ from tests.unit.pending_orders import (
     order_in,
     set_entered,
 )
+from worker.core.defaults import RECONCILE_PAGE
 from worker.core.states import State
-from worker.flows.reconcile import PAGE, PassReport
+from worker.flows.reconcile import PassReport
 from worker.ledger import Ledger
 
 MakeWorld = Callable[..., World]
@@ -97,7 +98,7 @@ def test_failed_publish_frees_the_orders_for_the_next_pass(world: World) -> None
 
 
 def test_pass_reads_every_page_even_with_equal_scores(world: World) -> None:
-    count = PAGE * 2 + 7
+    count = RECONCILE_PAGE * 2 + 7
     trade_nos = new_orders(world, count)
     set_entered(world, trade_nos, 1000)  # all at the same instant, long ago
     report = world.reconciler.run_pass()

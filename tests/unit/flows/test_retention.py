@@ -89,7 +89,7 @@ def test_a_backlog_is_worked_off_over_several_passes(
 ) -> None:
     failed_orders(ledger, sample_payouts(2))  # 8 orders
     monkeypatch.setattr(retention, "PAGE", 2)
-    monkeypatch.setattr(retention, "PAGES_PER_PASS", 3)
+    monkeypatch.setattr(retention, "RETENTION_PAGES_PER_PASS", 3)
     assert retention.erase_expired(ledger, 0) == 6 and kept(ledger) == 2
     assert retention.erase_expired(ledger, 0) == 2 and kept(ledger) == 0
 

@@ -21,7 +21,7 @@ from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.pause_store import PauseStore
 from worker.coordination.ratelimit import RateLimiter, RateLimitTimeout, Slots
-from worker.core.backoff import MAX_SUBMIT_ATTEMPTS
+from worker.core.defaults import MAX_SUBMIT_ATTEMPTS, PAUSE_LOOK_EVERY, SUBMIT_GROUP
 from worker.core.exceptions import (
     AlreadySubmitted,
     ConfigurationRejected,
@@ -34,7 +34,7 @@ from worker.core.exceptions import (
 from worker.core.settings import DEFAULT_SYSTEMIC_CODES, Rate
 from worker.core.states import State
 from worker.flows.market_submitters import MarketSubmitters
-from worker.flows.submit import GROUP, PAUSE_LOOK_EVERY, Submitter
+from worker.flows.submit import Submitter
 from worker.ledger import Ledger
 from worker.provider.answers import PayoutResult
 
@@ -391,11 +391,11 @@ def test_the_group_size_carries_over_to_the_next_chunk(
 
 def test_groups_stop_growing_at_their_limit(ledger: Ledger, fake_redis: redis.Redis) -> None:
     submitter, _, _ = make(ledger, fake_redis, accepted())
-    trade_nos = new_orders(ledger, 3 * GROUP)
-    assert submitter.run(trade_nos, budget=10).done == 3 * GROUP
+    trade_nos = new_orders(ledger, 3 * SUBMIT_GROUP)
+    assert submitter.run(trade_nos, budget=10).done == 3 * SUBMIT_GROUP
     claims = [sum(1 for _, to in changes if to == "SUBMITTING") for changes in commits(ledger)]
-    assert max(claims) == GROUP
-    assert sum(claims) == 3 * GROUP
+    assert max(claims) == SUBMIT_GROUP
+    assert sum(claims) == 3 * SUBMIT_GROUP
 
 
 def test_orders_waiting_for_their_slot_are_claimed_one_at_a_time(

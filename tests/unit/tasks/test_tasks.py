@@ -29,7 +29,6 @@ from worker.coordination.leases import Leases
 from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.ratelimit import RateLimiter
-from worker.core.backoff import QUERY_DELAY
 from worker.core.config import get_settings
 from worker.core.settings import Rate
 from worker.core.states import State
@@ -74,6 +73,7 @@ def submit_orders(trade_nos: list[str], submitter: ReportingSubmitter) -> dict[s
         runtime.leases(),
         runtime.in_flight(),
         budget=get_settings().submit_budget,
+        query_delay=get_settings().query_delay,
     )
 
 
@@ -109,8 +109,7 @@ def test_submit_task_publishes_retries_leftovers_and_marked_lookups(broker: redi
     assert etas[(leftover,)] is None  # at once
     assert etas[(retry,)] is not None  # after its backoff
     ((lookup, eta),) = queued(broker, "reconcile")
-    assert lookup == [unknown] and eta is not None  # after QUERY_DELAY
-    assert QUERY_DELAY > 0
+    assert lookup == [unknown] and eta is not None  # after the query delay
     # Marked as outstanding: the next reconcile pass (or anyone) does not ask again.
     assert runtime.in_flight().request_lookups([unknown]) == 0
     assert len(queued(broker, "reconcile")) == 1
@@ -164,7 +163,12 @@ def test_a_submit_task_that_cannot_record_its_lease_gives_its_message_back(
     away = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     with pytest.raises(Reject) as rejected:
         submit_chunk(
-            ["a" * 32], stub, Leases(away), runtime.in_flight(), budget=get_settings().submit_budget
+            ["a" * 32],
+            stub,
+            Leases(away),
+            runtime.in_flight(),
+            budget=get_settings().submit_budget,
+            query_delay=get_settings().query_delay,
         )
     assert rejected.value.requeue is True
     assert stub.ran == []  # nothing was done
@@ -285,6 +289,7 @@ def test_a_submit_task_that_cannot_reach_postgresql_leaves_its_orders_leased(
             runtime.leases(),
             runtime.in_flight(),
             budget=5,
+            query_delay=5.0,
         )
     assert provider.posts == []
     # Leased until they expire; then the reconcile pass publishes them again.
@@ -325,6 +330,7 @@ def test_a_submit_task_losing_postgresql_after_a_post_leaves_a_claim_to_recover(
                     runtime.leases(),
                     runtime.in_flight(),
                     budget=5,
+                    query_delay=5.0,
                 )
             server.start()
             reconnected(ledger)
