@@ -96,7 +96,6 @@ Environment (a .env file in the current directory may supply it):
   FAILED_PAYLOAD_RETENTION
                       how long a FAILED payout keeps its fields for a retry (7d)
   IDEMPOTENCY_WINDOW  how long a batch's key (a file's digest) returns that batch (30d)
-  DISBURSE_OPERATOR   the name `disburse resolve` records (else the login name)
   METRICS_PORT, METRICS_HOST
                       the web process's own listener for /metrics and /healthz
   PG_STATEMENT_TIMEOUT, PG_LOCK_TIMEOUT, PG_IDLE_IN_TRANSACTION_TIMEOUT
