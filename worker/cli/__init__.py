@@ -20,7 +20,7 @@ from worker.core.redact import mask_text
 
 # Every command: the module of worker.cli that defines it (under the command's name) and
 # the first paragraph of its help, which `disburse --help` shows without importing the
-# module (tests/unit/test_cli_start.py checks that both agree with the command).
+# module (tests/unit/cli/test_cli_start.py checks that both agree with the command).
 COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("batch", "Release a held BATCH once the provider balance covers it."),
     "batches": ("batch", "List batches, newest first, with their counts per state."),
