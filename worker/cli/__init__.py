@@ -100,7 +100,10 @@ Environment (a .env file in the current directory may supply it):
                       the web process's own listener for /metrics and /healthz
   PG_STATEMENT_TIMEOUT, PG_LOCK_TIMEOUT, PG_IDLE_IN_TRANSACTION_TIMEOUT
                       PostgreSQL session limits, in seconds (0: none)
-  DISBURSE_OPERATOR   the name `disburse resolve`, pause, resume record (else the login name)
+  DISBURSE_OPERATOR   who runs the command, in the audit trail (else the login name)
+  DISBURSE_POLICY     the approvals and limits policy file (TOML)
+  APPROVALS_REQUIRE_LOGIN
+                      approvals only from an authenticated console session
   SYSTEMIC_CODES      submit refusal codes that pause the account (4001,4002,4003)
   BREAKER_REJECTIONS, BREAKER_WINDOW
                       first attempts refused within seconds that pause the account (5, 30)
