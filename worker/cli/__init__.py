@@ -22,7 +22,8 @@ from worker.core.redact import mask_text
 # the first paragraph of its help, which `disburse --help` shows without importing the
 # module (tests/unit/cli/test_cli_start.py checks that both agree with the command).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "approve": ("batch", "Release a held BATCH once the provider balance covers it."),
+    "approve": ("batch", "Approve a held BATCH; it is released once nothing else holds it."),
+    "audit": ("audit", "Who did what: every operator action, oldest first."),
     "batches": ("batch", "List batches, newest first, with their counts per state."),
     "cancel": (
         "batch",

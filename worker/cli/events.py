@@ -157,6 +157,11 @@ def redeliver(event_ids: tuple[str, ...], since: datetime | None) -> None:
         while page := feed.since(since, after=after, limit=INTAKE):
             sent += deliveries.redeliver(page)
             after = page[-1].cursor
+    from worker.ledger.audit import Action
+
+    asked = ", ".join(event_ids) if event_ids else f"since {since.isoformat() if since else ''}"
+    facts = {"events": asked, "sent": sent}
+    runtime.ledger().audit(Action.REDELIVER, get_settings().operator, runtime.origin(), facts=facts)
     click.echo(f"{sent} event{'s' if sent != 1 else ''} to be sent again")
     if get_settings().app_webhook_url is None:
         click.echo("APP_WEBHOOK_URL is not set: they are sent once it is", err=True)
