@@ -5,6 +5,7 @@ from kombu import Queue
 
 from worker.core.backoff import PUBLISH_RETRY_POLICY
 from worker.core.config import get_settings
+from worker.core.defaults import RELEASE_EVERY
 from worker.core.exceptions import ConfigError
 from worker.core.queues import (
     DEFAULT_QUEUE,
@@ -13,6 +14,7 @@ from worker.core.queues import (
     OUTBOX_TASK,
     RECONCILE_QUEUE,
     RECONCILE_TASK,
+    RELEASE_TASK,
     RESUBMIT_QUEUE,
     SUBMIT_QUEUE,
     SUBMIT_TASK,
@@ -68,9 +70,10 @@ task_routes = {
     SUBMIT_TASK: {"queue": SUBMIT_QUEUE},
     LOOKUP_TASK: {"queue": RECONCILE_QUEUE},
     RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
+    RELEASE_TASK: {"queue": RECONCILE_QUEUE},
     OUTBOX_TASK: {"queue": OUTBOX_QUEUE},
 }
-imports = ("tasks.submit", "tasks.reconcile", "tasks.outbox")
+imports = ("tasks.submit", "tasks.reconcile", "tasks.outbox", "tasks.approvals")
 
 # Warm shutdown first lets running tasks finish; soft shutdown gives them this long more.
 worker_soft_shutdown_timeout = 15.0
@@ -92,6 +95,13 @@ beat_schedule = {
         "task": RECONCILE_TASK,
         "schedule": _settings.reconcile_every,
         "options": {"expires": 10 * _settings.reconcile_every},
+    },
+    # Held batches whose approvals are complete, released once their schedule, the
+    # balance and the daily limit allow (a run while another runs releases nothing twice).
+    "release": {
+        "task": RELEASE_TASK,
+        "schedule": RELEASE_EVERY,
+        "options": {"expires": 4 * RELEASE_EVERY},
     },
 }
 # Webhooks to the application: a sending run every second; one runs at a time (it holds

@@ -8,6 +8,8 @@ the queues.
 SUBMIT_TASK = "disburse.submit"
 LOOKUP_TASK = "disburse.lookup"
 RECONCILE_TASK = "disburse.reconcile"
+# The release of held batches nothing holds any more (worker.flows.approvals), by the beat.
+RELEASE_TASK = "disburse.release"
 
 # First submissions wait their turn in ``submit``, in row order. Every order a task
 # took up before (the rest of a chunk handed on, a retry, an order whose task died, one
@@ -17,7 +19,8 @@ RECONCILE_TASK = "disburse.reconcile"
 # never starved.
 SUBMIT_QUEUE = "submit"
 RESUBMIT_QUEUE = "resubmit"
-# The reconcile pass and the lookups, which likewise never wait behind a big batch.
+# The reconcile pass, the lookups and the releases, which likewise never wait behind a
+# big batch.
 RECONCILE_QUEUE = "reconcile"
 # Where a task without a route would go: every task has one.
 DEFAULT_QUEUE = "default"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import celeryconfig
+from tasks.approvals import release_due
 from tasks.outbox import send_events
 from tasks.reconcile import lookup_orders, reconcile_pass
 from tasks.submit import submit_orders
@@ -11,7 +12,7 @@ from worker.dev.cluster import procfile_commands
 
 
 def test_every_task_is_routed() -> None:
-    tasks = (submit_orders, lookup_orders, reconcile_pass, send_events)
+    tasks = (submit_orders, lookup_orders, reconcile_pass, send_events, release_due)
     registered = {task.name for task in tasks}
     assert registered == set(celeryconfig.task_routes)
     assert {entry["task"] for entry in celeryconfig.beat_schedule.values()} <= registered
@@ -24,3 +25,7 @@ def test_the_procfile_worker_consumes_every_queue_a_message_is_sent_to() -> None
     # worker.celery.publish sends orders taken up before to the resubmit queue explicitly.
     assert routed | {RESUBMIT_QUEUE} <= consumed
     assert consumed <= {queue.name for queue in celeryconfig.task_queues}
+
+
+def test_the_beat_releases_held_batches() -> None:
+    assert celeryconfig.beat_schedule["release"]["task"] == release_due.name
