@@ -31,6 +31,7 @@ from worker.core.policy import (
 from worker.core.states import State
 from worker.core.text import plural
 from worker.flows.controls import ControlResult
+from worker.flows.results import RetryResult
 from worker.ledger import Ledger
 from worker.ledger.approvals import BatchHold, BatchTerms
 from worker.ledger.audit import Action
@@ -162,9 +163,9 @@ class Approvals:
         self.ledger.batch_event(batch_id, "held", "producer", {"reason": reason})
         return True, summary.held_reason
 
-    def retried(self, batch_id: str, retry: str | None, who: str | None) -> None:
-        """The audit row of a retry of ``batch_id`` as the batch ``retry``."""
-        facts = {"retry_batch": retry}
+    def retried(self, batch_id: str, retry: RetryResult, who: str | None) -> None:
+        """The audit row of a retry of ``batch_id``: the new batch, what was not retried."""
+        facts = {"retry_batch": retry.batch_id, "not_retried": len(retry.not_retried)}
         self.ledger.audit(
             Action.RETRY, who or self.operator, self.origin, batch_id=batch_id, facts=facts
         )

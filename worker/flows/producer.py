@@ -209,8 +209,14 @@ class Producer:
         are in ``not_retried`` with the reason, and in ``erased`` when their fields are
         gone (a REVERSED order's went when it succeeded). The fields are validated as rows are (an
         error names the order's row in ``batch_id``): unless every one is valid, nothing
-        is enqueued. Raises BatchNotFound.
+        is enqueued. Raises BatchNotFound. The retry is in the audit trail, as ``operator``'s.
         """
+        result = self._retry(batch_id, hold=hold, operator=operator)
+        if self.approvals is not None:
+            self.approvals.retried(batch_id, result, operator)
+        return result
+
+    def _retry(self, batch_id: str, *, hold: bool, operator: str | None) -> RetryResult:
         candidates = self.ledger.retry_candidates(batch_id)
         if not candidates and self.ledger.batch(batch_id) is None:
             raise BatchNotFound(batch_id)
@@ -265,8 +271,6 @@ class Producer:
         except OverBeneficiaryLimit as over:
             over_rows = [RowError(valid[i - 1][0], {"amount": [w]}) for i, w in over.rows.items()]
             return RetryResult(None, 0, over_rows, retried_batch=batch_id, not_retried=not_retried)
-        if self.approvals is not None:
-            self.approvals.retried(batch_id, result.batch_id, operator)
         return RetryResult(
             result.batch_id,
             result.accepted,

@@ -342,3 +342,15 @@ def test_the_policy_in_force_is_recorded_once_per_digest(fx: Fx) -> None:
     (row,) = fx.ledger.audit_events(after=mark)
     assert (row.action, row.who, row.note) == ("policy_loaded", "op", "policy.toml")
     assert row.facts == {"digest": fx.approvals.policy.digest, "markets": ["ID"]}
+
+
+def test_a_retry_is_in_the_audit_trail_even_when_nothing_is_retried(fx: Fx) -> None:
+    batch_id = approved(fx, fx.enqueue(100_000))
+    result = fx.producer.retry(batch_id, operator="erin")
+    assert result.batch_id is None
+    (*_, retry) = fx.ledger.audit_events(batch_id=batch_id)
+    assert (retry.who, retry.action, retry.facts) == (
+        "erin",
+        "retry",
+        {"retry_batch": None, "not_retried": 0},
+    )

@@ -110,6 +110,15 @@ def test_pause_says_every_switch_that_is_set(fx: Fixture) -> None:
     assert PauseSwitch(fx.redis, "t", account="JP").reason() == "maintenance"
 
 
+def test_pause_and_resume_are_in_the_audit_trail(fx: Fixture) -> None:
+    before = fx.ledger.audit_events()
+    mark = before[-1].id if before else 0
+    fx.controls.pause("maintenance")
+    fx.controls.resume("dave")
+    audited = [(e.who, e.action, e.note) for e in fx.ledger.audit_events(after=mark)]
+    assert audited == [("tester", "pause", "maintenance"), ("dave", "resume", None)]
+
+
 def test_resume_clears_every_switch_and_publishes_the_queued_orders(fx: Fixture) -> None:
     held = batch(fx.ledger, "AR", 2)
     queued = batch(fx.ledger, "ID", 3, hold=False)
