@@ -160,7 +160,7 @@ class Approvals:
         if not summary.counts.get(State.HELD):
             return False, None
         reason = summary.held_reason or "held"
-        self.ledger.batch_event(batch_id, "held", "producer", {"reason": reason})
+        self._batch_event(batch_id, "held", "producer", {"reason": reason})
         return True, summary.held_reason
 
     def retried(self, batch_id: str, retry: RetryResult, who: str | None) -> None:
@@ -181,9 +181,9 @@ class Approvals:
         authenticated: bool = False,
         origin: str | None = None,
     ) -> ControlResult:
-        """Give ``operator``'s approval (never the creator's; one per person), then
-        release the batch if nothing else holds it. ``override_limit`` (with a note) lets
-        it past the daily limit. Raises BatchNotFound, ApprovalRefused."""
+        """Give ``operator``'s approval (under a policy never the creator's; one per
+        person), then release the batch if nothing else holds it. ``override_limit``
+        (with a note) lets it past the daily limit. Raises BatchNotFound, ApprovalRefused."""
         who = operator or self.operator
         where = origin or self.origin
         if self.require_login and not authenticated:
@@ -194,7 +194,9 @@ class Approvals:
             raise BatchNotFound(batch_id)
         if not summary.counts.get(State.HELD):
             return self._result(batch_id, 0, "nothing is held in this batch", hold)
-        if who == hold.created_by:
+        # Without a policy (DISBURSE_POLICY unset) a --hold batch is released as before:
+        # by anyone, its creator too.
+        if self.policy is not None and who == hold.created_by:
             raise ApprovalRefused(
                 f"{who} created batch {batch_id}: another person must approve it (four eyes)"
             )
@@ -210,9 +212,12 @@ class Approvals:
                 raise ApprovalRefused("letting a batch past the daily limit needs a note: why")
             self.ledger.override_limit(batch_id, f"{who}: {note}")
             self.ledger.audit(Action.OVERRIDE_LIMIT, who, where, batch_id=batch_id, note=note)
-        if who not in hold.approvers and self.ledger.add_approval(batch_id, who):
+        four_eyes = self.policy is not None
+        if who not in hold.approvers and self.ledger.add_approval(
+            batch_id, who, four_eyes=four_eyes
+        ):
             self.ledger.audit(Action.APPROVE, who, where, batch_id=batch_id, note=note)
-            self.ledger.batch_event(batch_id, "approved", "operator", {"by": who})
+            self._batch_event(batch_id, "approved", "operator", {"by": who})
         return self.release(batch_id, check_balance=check_balance)
 
     def release(
@@ -231,7 +236,7 @@ class Approvals:
         if reason is not None:
             if reason != hold.held_reason:
                 self.ledger.set_batch_note(batch_id, "held", reason)
-                self.ledger.batch_event(batch_id, "held", source, {"reason": reason})
+                self._batch_event(batch_id, "held", source, {"reason": reason})
             return self._result(batch_id, 0, f"still held: {reason}", hold, held=reason)
         moved: list[str] = []
         for page in self.ledger.iter_batch(batch_id):
@@ -241,7 +246,7 @@ class Approvals:
             moved += [t for t, r in zip(page, results, strict=True) if r.moved]
         self.ledger.set_batch_note(batch_id, "held", None)
         if moved:  # none when the batch was cancelled meanwhile
-            self.ledger.batch_event(batch_id, "released", source, {"payouts": len(moved)})
+            self._batch_event(batch_id, "released", source, {"payouts": len(moved)})
         self.publish_submissions(moved)
         return self._result(batch_id, len(moved), f"released {plural(len(moved), 'payout')}", hold)
 
@@ -264,6 +269,14 @@ class Approvals:
         self.ledger.audit(
             Action.POLICY_LOADED, self.operator, self.origin, note=self.policy.source, facts=facts
         )
+
+    def _batch_event(
+        self, batch_id: str, kind: str, source: Source, facts: dict[str, object]
+    ) -> None:
+        """``batch.<kind>`` in the application's feed, under a policy only: without one
+        the feed carries the payouts' events alone, as before."""
+        if self.policy is not None:
+            self.ledger.batch_event(batch_id, kind, source, facts)
 
     def _waits_for(
         self, hold: BatchHold, held: dict[str, Decimal], *, check_balance: bool

@@ -125,15 +125,16 @@ class Approvals(Queries):
             dict(totals),
         )
 
-    def add_approval(self, batch_id: str, who: str) -> bool:
-        """Record ``who``'s approval; False when they had given one already. The caller
-        refuses the creator first; the statement refuses them too (a race cannot)."""
+    def add_approval(self, batch_id: str, who: str, *, four_eyes: bool = True) -> bool:
+        """Record ``who``'s approval; False when they had given one already, or (with
+        ``four_eyes``) created the batch: the caller refuses the creator first, and the
+        statement refuses them too."""
         with self._connection() as conn:
             row = conn.execute(
                 "INSERT INTO batch_approvals (batch_id, who) SELECT id, %(who)s FROM batches "
-                "WHERE id = %(batch)s AND created_by IS DISTINCT FROM %(who)s "
-                "ON CONFLICT DO NOTHING RETURNING 1",
-                {"batch": batch_id, "who": who},
+                "WHERE id = %(batch)s AND (NOT %(four_eyes)s OR created_by IS DISTINCT FROM "
+                "%(who)s) ON CONFLICT DO NOTHING RETURNING 1",
+                {"batch": batch_id, "who": who, "four_eyes": four_eyes},
             ).fetchone()
         return row is not None
 

@@ -354,3 +354,12 @@ def test_a_retry_is_in_the_audit_trail_even_when_nothing_is_retried(fx: Fx) -> N
         "retry",
         {"retry_batch": None, "not_retried": 0},
     )
+
+
+def test_without_a_policy_a_held_batch_is_released_by_anyone_as_before(fx: Fx) -> None:
+    fx.approvals.policy = None
+    fx.producer.approvals = fx.approvals
+    result = fx.enqueue(100_000, hold=True)
+    assert result.held_reason == "needs 1 approval, none given yet"
+    released = fx.approvals.approve(result.batch_id or "", operator="carol")  # its creator
+    assert released.moved == 1
