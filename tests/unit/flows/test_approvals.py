@@ -363,3 +363,14 @@ def test_without_a_policy_a_held_batch_is_released_by_anyone_as_before(fx: Fx) -
     assert result.held_reason == "needs 1 approval, none given yet"
     released = fx.approvals.approve(result.batch_id or "", operator="carol")  # its creator
     assert released.moved == 1
+
+
+def test_a_release_interrupted_after_its_mark_is_completed_by_the_beat(fx: Fx) -> None:
+    batch_id = fx.enqueue(100_000).batch_id or ""
+    fx.ledger.add_approval(batch_id, "alice")
+    # The release was marked (the daily limit counts it), then the process died.
+    assert fx.ledger.claim_release(batch_id, POLICY.of("ID"), datetime.now(UTC)) is None
+    assert fx.counts(batch_id) == {State.HELD: 1}
+    fx.provider.down = True  # a marked release asks the balance no more
+    assert fx.approvals.release_due() == 1
+    assert fx.counts(batch_id) == {State.QUEUED: 1}
