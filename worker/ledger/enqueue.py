@@ -4,6 +4,7 @@ their creation events, in one transaction (see :data:`worker.ledger.sql.CREATED`
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from itertools import chain, islice, repeat
 from typing import TYPE_CHECKING
@@ -74,6 +75,10 @@ class Enqueue(Approvals):
         """
         terms = terms or BatchTerms()
         state = State.HELD if hold or terms.held is not None else State.QUEUED
+        if hold and not terms.approvals_needed:
+            # Held on request: it waits for an approval (the beat releases only a batch
+            # whose approvals are complete).
+            terms = replace(terms, approvals_needed=1)
         links: Iterable[str | None] = retry_of if retry_of is not None else repeat(None)
         numbered = enumerate(zip(payouts, links, strict=retry_of is not None), 1)
         trade_nos = _trade_nos()

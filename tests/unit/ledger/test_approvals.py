@@ -100,3 +100,14 @@ def test_the_audit_trail_is_append_only(ledger: Ledger) -> None:
         with ledger.pool.connection() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(statement)
     assert ledger.audit_events(batch_id="b9") == [event]
+
+
+def test_a_batch_held_on_request_waits_for_an_approval_before_the_beat_may_release_it(
+    ledger: Ledger,
+) -> None:
+    ledger.create_orders([payout(100)], batch_id="b1", market="ID", hold=True)
+    hold = ledger.hold("b1")
+    assert hold is not None and hold.approvals_needed == 1
+    assert ledger.releasable() == []
+    assert ledger.add_approval("b1", "alice")
+    assert ledger.releasable() == ["b1"]

@@ -9,9 +9,11 @@ ALTER TABLE batches
     ADD COLUMN not_before timestamptz,
     ADD COLUMN released_at timestamptz,
     ADD COLUMN limit_override text;
--- Batches from before this migration: released when enqueued, unless still held.
+-- Batches from before this migration: released when enqueued, unless still held; one
+-- still held waits for its approval (`disburse approve`), as before.
 UPDATE batches b SET released_at = b.created_at
 WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.batch_id = b.id AND o.state = 'HELD');
+UPDATE batches SET approvals_needed = 1 WHERE released_at IS NULL;
 CREATE INDEX batches_released ON batches (market, released_at) WHERE released_at IS NOT NULL;
 
 -- One row per approval: N approvals are N different people (the key); the statement that
