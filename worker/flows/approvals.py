@@ -138,7 +138,8 @@ class Approvals:
         if batch.hold:
             needed = max(needed, 1)
         reasons = [approvals_reason(needed, ())]
-        if batch.not_before is not None and batch.not_before > self.now():
+        now = self.now()
+        if batch.not_before is not None and batch.not_before > now:
             reasons.append(scheduled_reason(batch.not_before))
         held = "; ".join(r for r in reasons if r) or None
         return BatchTerms(
@@ -147,21 +148,21 @@ class Approvals:
             not_before=batch.not_before,
             held=held,
             policy=policy,
-            day_start=local_day_start(self.now(), policy.zone) if policy else None,
+            day_start=local_day_start(now, policy.zone) if policy else None,
         )
 
     def stored(self, batch_id: str, who: str) -> tuple[bool, str | None]:
         """After an enqueue: the audit row, and ``batch.held`` when it waits. Whether it
         is held, and why."""
-        summary = self.ledger.batch(batch_id)
-        assert summary is not None
-        facts = {"market": summary.market, "payouts": summary.total}
+        hold = self.ledger.hold(batch_id)  # its row, not its orders: cheap for any size
+        assert hold is not None
+        facts = {"market": hold.market, "totals": {c: str(a) for c, a in hold.totals.items()}}
         self.ledger.audit(Action.ENQUEUE, who, self.origin, batch_id=batch_id, facts=facts)
-        if not summary.counts.get(State.HELD):
+        if hold.released_at is not None:
             return False, None
-        reason = summary.held_reason or "held"
+        reason = hold.held_reason or "held"
         self._batch_event(batch_id, "held", "producer", {"reason": reason})
-        return True, summary.held_reason
+        return True, hold.held_reason
 
     def retried(self, batch_id: str, retry: RetryResult, who: str | None) -> None:
         """The audit row of a retry of ``batch_id``: the new batch, what was not retried."""

@@ -19,26 +19,29 @@ from worker.core.policy import MarketPolicy, daily_limit_reason
 from worker.ledger.queries import Queries
 from worker.ledger.sql import ENQUEUE_LOCK
 
-# What the orders of a market released since a time amount to, in one currency (a
-# cancelled order moved no money).
+# What the batches of a market released since a time were enqueued to pay, in one
+# currency: a sum over those batches' totals (the index of releases finds them), so it
+# costs the same however many payouts they hold. A payout cancelled after its release
+# still counts: the allowance is of what was released.
 RELEASED_SINCE = """
-SELECT coalesce(sum(o.amount), 0) FROM orders o JOIN batches b ON b.id = o.batch_id
+SELECT coalesce(sum(t.amount), 0) FROM batches b JOIN batch_totals t ON t.batch_id = b.id
 WHERE b.market = %(market)s AND b.released_at >= %(since)s AND b.id <> %(batch)s
-  AND o.currency = %(currency)s AND o.state <> 'CANCELLED'
+  AND t.currency = %(currency)s
 """
-# The rows of a batch whose beneficiary gets more than the limit since a time.
+# The rows of a batch whose beneficiary gets more than the limit since a time: each of
+# the batch's beneficiaries once, its day's payouts found by the index of beneficiaries.
 BENEFICIARIES_OVER = """
 WITH mine AS (
-    SELECT row_no, beneficiary FROM orders
+    SELECT beneficiary, array_agg(row_no) AS rows FROM orders
     WHERE batch_id = %(batch)s AND beneficiary IS NOT NULL AND currency = %(currency)s
-), totals AS (
-    SELECT beneficiary, sum(amount) AS amount FROM orders
-    WHERE beneficiary IN (SELECT beneficiary FROM mine) AND created_at >= %(since)s
-      AND currency = %(currency)s AND state <> 'CANCELLED'
     GROUP BY beneficiary
 )
-SELECT m.row_no, t.amount FROM mine m JOIN totals t USING (beneficiary)
-WHERE t.amount > %(limit)s ORDER BY m.row_no
+SELECT m.rows, t.amount FROM mine m CROSS JOIN LATERAL (
+    SELECT sum(o.amount) AS amount FROM orders o
+    WHERE o.beneficiary = m.beneficiary AND o.created_at >= %(since)s
+      AND o.currency = %(currency)s AND o.state <> 'CANCELLED'
+) t
+WHERE t.amount > %(limit)s
 """
 
 
@@ -196,16 +199,16 @@ class Approvals(Queries):
         if limit is None:
             return
         params = {"batch": batch_id, "since": since, "limit": limit, "currency": policy.currency}
-        rows = conn.execute(BENEFICIARIES_OVER, params).fetchall()
-        if rows:
+        found = conn.execute(BENEFICIARIES_OVER, params).fetchall()
+        if found:
             ceiling = f"{limit:,} {policy.currency}"
-            raise OverBeneficiaryLimit(
-                {
-                    row: f"beneficiary daily limit: this account would get {amount:,} of "
-                    f"{ceiling} today"
-                    for row, amount in rows
-                }
-            )
+            over = {
+                row: f"beneficiary daily limit: this account would get {amount:,} of "
+                f"{ceiling} today"
+                for rows, amount in found
+                for row in rows
+            }
+            raise OverBeneficiaryLimit(dict(sorted(over.items())))
 
     def releasable(self, limit: int = 100) -> list[str]:
         """Batches with HELD orders that no approval keeps waiting (enough given), oldest
