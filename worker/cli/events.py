@@ -65,9 +65,13 @@ def _show(events: Sequence[Event], as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps({**event.to_dict(), "delivery": _delivery_dict(status)}))
             continue
+        head = f"{event.id}  {event.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z  {event.type:<17} "
+        if event.batch_facts is not None:  # a batch's event: what it says of the batch
+            said = "  ".join(f"{k}: {v}" for k, v in event.batch_facts.items())
+            click.echo(f"{head}{event.batch_id}  {said}  [{_delivery(status)}]")
+            continue
         click.echo(
-            f"{event.id}  {event.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z  {event.type:<17} "
-            f"{event.trade_no}  {event.reference or '-'}  {event.batch_id}  "
+            f"{head}{event.trade_no}  {event.reference or '-'}  {event.batch_id}  "
             f"{format(event.amount, 'f')} {event.currency}  [{_delivery(status)}]"
         )
 

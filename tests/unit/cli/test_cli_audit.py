@@ -93,6 +93,16 @@ def test_two_people_approve_what_carol_enqueued(policy_servers: Path) -> None:
     assert all(a["origin"].startswith("cli@") for a in actions)
     text = invoke("audit", "--batch", batch_id).stdout
     assert "bob" in text and "approve" in text and batch_id in text
+    events = invoke("events", "--batch", batch_id).stdout.splitlines()
+    said = [line.split()[3:] for line in events if " batch." in line]
+    assert [words[0] for words in said] == [
+        "batch.held",
+        "batch.approved",
+        "batch.held",
+        "batch.approved",
+        "batch.released",
+    ]
+    assert said[1][1:4] == [batch_id, "by:", "alice"]
 
 
 def test_enqueue_not_before_holds_until_then(policy_servers: Path) -> None:
