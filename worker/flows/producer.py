@@ -166,7 +166,9 @@ class Producer:
             # checked, and the transaction commits only if the batch is to be enqueued.
             numbers: list[int] = []  # the input row of each payout taken, in order
             taken: Iterable[Payout] = _enqueued(valid, errors, skip_invalid, numbers)
-            if policy is not None and (policy.approvals or policy.beneficiary_daily_limit):
+            if policy is not None and (
+                policy.approvals or (policy.beneficiary_daily_limit and skip_invalid)
+            ):
                 # Its band needs the batch's total; rows over a beneficiary's limit are
                 # taken out and the rest stored again (skip_invalid).
                 taken = list(taken)
@@ -182,7 +184,8 @@ class Producer:
                     kept = [i for i in range(len(numbers)) if i + 1 not in over.rows]
                     if not skip_invalid or not kept:
                         raise _Rejected from None
-                    taken = [list(taken)[i] for i in kept]
+                    payouts = list(taken)  # a list already: skip_invalid made it one
+                    taken = [payouts[i] for i in kept]
                     numbers[:] = [numbers[i] for i in kept]
         except _Rejected:
             return BatchResult(None, 0, sorted(errors, key=lambda e: e.row))
@@ -240,6 +243,9 @@ class Producer:
         market = candidates[0][0].market  # one market per batch
         self.settings.account(market)  # MarketUnavailable: refused before anything is stored
         valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
+        policy = self.approvals.market_policy(market) if self.approvals else None
+        if policy is not None:  # a retry pays again: under the policy as any batch
+            valid = list(within_policy(valid, errors, policy))
         if errors:
             return RetryResult(
                 None, 0, errors, retried_batch=batch_id, not_retried=not_retried, erased=erased
@@ -265,7 +271,7 @@ class Producer:
             for row, payout in valid
         ]
         retry_of = [originals[row].trade_no for row, _ in valid]
-        new = NewBatch.of(market, None, payouts, hold, None, operator or self.settings.operator)
+        new = NewBatch.of(market, policy, payouts, hold, None, operator or self.settings.operator)
         try:
             result = self._persist(market, payouts, [], new=new, retry_of=retry_of)
         except OverBeneficiaryLimit as over:
@@ -276,7 +282,8 @@ class Producer:
             result.accepted,
             trade_nos=result.trade_nos,
             existing=result.existing,
-            held=hold,
+            held=result.held,
+            held_reason=result.held_reason,
             published=result.published,
             retried_batch=batch_id,
             retries=dict(zip(retry_of, result.trade_nos, strict=True)),

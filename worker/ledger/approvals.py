@@ -28,8 +28,9 @@ SELECT coalesce(sum(t.amount), 0) FROM batches b JOIN batch_totals t ON t.batch_
 WHERE b.market = %(market)s AND b.released_at >= %(since)s AND b.id <> %(batch)s
   AND t.currency = %(currency)s
 """
-# The rows of a batch whose beneficiary gets more than the limit since a time: each of
-# the batch's beneficiaries once, its day's payouts found by the index of beneficiaries.
+# The rows of a batch whose beneficiary gets more than the limit since a time (payouts
+# that paid nothing, such as a FAILED one retried, do not count): each of the batch's
+# beneficiaries once, its day's payouts found by the index of beneficiaries.
 BENEFICIARIES_OVER = """
 WITH mine AS (
     SELECT beneficiary, array_agg(row_no) AS rows FROM orders
@@ -39,7 +40,7 @@ WITH mine AS (
 SELECT m.rows, t.amount FROM mine m CROSS JOIN LATERAL (
     SELECT sum(o.amount) AS amount FROM orders o
     WHERE o.beneficiary = m.beneficiary AND o.created_at >= %(since)s
-      AND o.currency = %(currency)s AND o.state <> 'CANCELLED'
+      AND o.currency = %(currency)s AND o.state NOT IN ('CANCELLED', 'FAILED', 'REVERSED')
 ) t
 WHERE t.amount > %(limit)s
 """

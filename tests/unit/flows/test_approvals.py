@@ -374,3 +374,18 @@ def test_a_release_interrupted_after_its_mark_is_completed_by_the_beat(fx: Fx) -
     fx.provider.down = True  # a marked release asks the balance no more
     assert fx.approvals.release_due() == 1
     assert fx.counts(batch_id) == {State.QUEUED: 1}
+
+
+def test_a_retry_is_a_batch_under_the_policy_too(fx: Fx, ledger: Ledger) -> None:
+    from tests.unit.conftest import failed_through_both_apis
+
+    batch_id = approved(fx, fx.enqueue(25_000_000))
+    fx.approvals.approve(batch_id, operator="bob")
+    (trade_no,) = [t for page in ledger.iter_batch(batch_id) for t in page]
+    assert ledger.claim(trade_no)[0].moved
+    ledger.transition(trade_no, State.FAILED, source="submit")
+    fx.producer.ask = failed_through_both_apis
+    retry = fx.producer.retry(batch_id, operator="erin")
+    assert retry.batch_id is not None and retry.held
+    hold = ledger.hold(retry.batch_id)
+    assert hold is not None and (hold.created_by, hold.approvals_needed) == ("erin", 2)
