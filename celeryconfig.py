@@ -3,9 +3,9 @@ the tasks and queues (worker.core.queues)."""
 
 from kombu import Queue
 
+from worker.core import defaults
 from worker.core.backoff import PUBLISH_RETRY_POLICY
 from worker.core.config import get_settings
-from worker.core.defaults import RELEASE_EVERY
 from worker.core.exceptions import ConfigError
 from worker.core.queues import (
     DEFAULT_QUEUE,
@@ -70,8 +70,8 @@ task_routes = {
     SUBMIT_TASK: {"queue": SUBMIT_QUEUE},
     LOOKUP_TASK: {"queue": RECONCILE_QUEUE},
     RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
-    RELEASE_TASK: {"queue": RECONCILE_QUEUE},
     OUTBOX_TASK: {"queue": OUTBOX_QUEUE},
+    RELEASE_TASK: {"queue": RECONCILE_QUEUE},
 }
 imports = ("tasks.submit", "tasks.reconcile", "tasks.outbox", "tasks.approvals")
 
@@ -96,13 +96,6 @@ beat_schedule = {
         "schedule": _settings.reconcile_every,
         "options": {"expires": 10 * _settings.reconcile_every},
     },
-    # Held batches whose approvals are complete, released once their schedule, the
-    # balance and the daily limit allow (a run while another runs releases nothing twice).
-    "release": {
-        "task": RELEASE_TASK,
-        "schedule": RELEASE_EVERY,
-        "options": {"expires": 4 * RELEASE_EVERY},
-    },
 }
 # Webhooks to the application: a sending run every second; one runs at a time (it holds
 # a PostgreSQL lock), so the others return at once, and a message older than a few
@@ -113,3 +106,11 @@ if _settings.app_webhook_url:
         "schedule": OUTBOX_EVERY,
         "options": {"expires": 10 * OUTBOX_EVERY},
     }
+# Held batches whose approvals are complete, released once their schedule, the balance
+# and the daily limit allow (worker.flows.approvals; a run while another runs releases
+# nothing twice).
+beat_schedule["release"] = {
+    "task": RELEASE_TASK,
+    "schedule": defaults.RELEASE_EVERY,
+    "options": {"expires": 4 * defaults.RELEASE_EVERY},
+}

@@ -19,8 +19,7 @@ RELEASE_TASK = "disburse.release"
 # never starved.
 SUBMIT_QUEUE = "submit"
 RESUBMIT_QUEUE = "resubmit"
-# The reconcile pass, the lookups and the releases, which likewise never wait behind a
-# big batch.
+# The reconcile pass and the lookups, which likewise never wait behind a big batch.
 RECONCILE_QUEUE = "reconcile"
 # Where a task without a route would go: every task has one.
 DEFAULT_QUEUE = "default"
