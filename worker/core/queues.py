@@ -8,8 +8,6 @@ the queues.
 SUBMIT_TASK = "disburse.submit"
 LOOKUP_TASK = "disburse.lookup"
 RECONCILE_TASK = "disburse.reconcile"
-# The release of held batches nothing holds any more (worker.flows.approvals), by the beat.
-RELEASE_TASK = "disburse.release"
 
 # First submissions wait their turn in ``submit``, in row order. Every order a task
 # took up before (the rest of a chunk handed on, a retry, an order whose task died, one
@@ -28,3 +26,7 @@ DEFAULT_QUEUE = "default"
 # so that a slow application endpoint never holds up submissions or reconciliation.
 OUTBOX_TASK = "disburse.outbox"
 OUTBOX_QUEUE = "outbox"
+
+# The beat's release of held batches nothing holds any more (worker.flows.approvals), on
+# the reconcile queue.
+RELEASE_TASK = "disburse.release"
