@@ -96,7 +96,11 @@ def test_the_audit_trail_is_append_only(ledger: Ledger) -> None:
         "cli:host",
         "ok",
     )
-    for statement in ("UPDATE audit_events SET who = 'x'", "DELETE FROM audit_events"):
+    for statement in (
+        "UPDATE audit_events SET who = 'x'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+    ):
         with ledger.pool.connection() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(statement)
     assert ledger.audit_events(batch_id="b9") == [event]
