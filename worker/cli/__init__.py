@@ -40,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "export": ("batch", "One CSV row per payout of BATCH, for people and spreadsheets."),
     "fields": ("enqueue", "The columns of each market's rows file, as Markdown tables."),
+    "payout": (
+        "payout",
+        "One payout found by its reference or tradeNo: state, history, provider ids and "
+        "operator notes.",
+    ),
     "pause": ("operate", "Stop all submissions, cluster-wide (every provider account)."),
     "reconcile": (
         "operate",

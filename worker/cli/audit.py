@@ -31,7 +31,7 @@ def audit(since: str | None, batch: str | None, limit: int, as_json: bool) -> No
       disburse audit --batch b1f0c2d3e4a5b6c7 --json
     """
     import worker
-    from worker.cli.batch import parse_since
+    from worker.cli.common import parse_since
 
     events = worker.audit(since=parse_since(since), batch_id=batch, limit=limit)
     for event in events:

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import click
 
-from worker.cli.common import OUTPUT, UserError, pause_text, writing
+from worker.cli.common import OUTPUT, UserError, parse_since, pause_text, writing
 from worker.core.text import plural
 
 if TYPE_CHECKING:
     from worker.ledger import BatchSummary
-
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def _no_batch(batch: str) -> UserError:
@@ -272,32 +268,6 @@ def cancel(batch: str, as_json: bool, operator: str | None) -> None:
 _LISTED = 20
 
 
-def parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    match = _DURATION.fullmatch(value.strip())
-    if match:
-        ago = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return datetime.now(UTC) - ago
-    try:
-        at = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(
-            "a duration such as 30m, 12h or 7d, or a date such as 2026-12-01 or "
-            "2026-12-01T09:00 (UTC unless it says)",
-            param_hint="--since",
-        ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-def _batch_state(counts: dict[Any, int]) -> str:
-    from worker.core.states import SETTLED_STATES, State
-
-    if counts.get(State.HELD):
-        return "held"
-    return "settled" if all(s in SETTLED_STATES for s in counts) else "open"
-
-
 @click.command()
 @click.option("--since", help="Only batches created since: 30m, 12h, 7d, or a date/time.")
 @click.option(
@@ -333,7 +303,8 @@ def batches(since: str | None, state: str | None, limit: int, as_json: bool) -> 
     for summary in found:
         data = summary.to_dict()
         data["created"] = report.iso_utc(summary.created_ms)
-        data["state"] = _batch_state(summary.counts)
+        data["state"] = report.batch_state(summary.counts)
+        data["settled"] = summary.settled  # the key `status --json` has had since the start
         if as_json:
             click.echo(json.dumps(data))
             continue

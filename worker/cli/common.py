@@ -8,9 +8,10 @@ system problem (a server out of reach, a broken configuration).
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -92,3 +93,32 @@ class IsoTime(click.ParamType):
 
 
 ISO_TIME = IsoTime()
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """Every command's ``--since``: a duration back from now (30m, 12h, 7d), a date or
+    time (UTC unless it says), or Unix seconds."""
+    if value is None:
+        return None
+    text = value.strip()
+    match = _DURATION.fullmatch(text)
+    if match:
+        return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        at = (
+            datetime.fromtimestamp(float(text), UTC)
+            if _SECONDS.fullmatch(text)
+            else datetime.fromisoformat(text)
+        )
+    except (ValueError, OverflowError):
+        raise click.BadParameter(
+            f"{value!r} is not a duration such as 30m, 12h or 7d, a date such as 2026-12-01 or "
+            "2026-12-01T09:00 (UTC unless it says), or Unix seconds",
+            param_hint="--since",
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

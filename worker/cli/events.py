@@ -11,25 +11,14 @@ from typing import Any
 
 import click
 
-from worker.cli.common import UserError
+from worker.cli.common import UserError, parse_since
 from worker.outbox import INTAKE, DeliveryStatus, Event
 
 _EVENT_ID = re.compile(r"^(?:evt_)?([0-9]{1,18})$")
 
 
 def _time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    """An ISO 8601 time (UTC unless it says otherwise) or Unix seconds."""
-    if value is None:
-        return None
-    try:
-        if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", value):
-            return datetime.fromtimestamp(float(value), UTC)
-        at = datetime.fromisoformat(value)
-    except (ValueError, OverflowError):
-        raise click.BadParameter(
-            f"{value!r} is not a time such as 2026-12-01T17:00:00Z or Unix seconds"
-        ) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return parse_since(value)
 
 
 def _delivery(status: DeliveryStatus | None) -> str:
@@ -78,7 +67,9 @@ def _show(events: Sequence[Event], as_json: bool) -> None:
 
 @click.group(invoke_without_command=True)
 @click.option("--batch", help="Only this batch's events.")
-@click.option("--since", callback=_time, help="Only events at or after this time.")
+@click.option(
+    "--since", callback=_time, help="Only events since: 30m, 12h, 7d, a date/time, Unix seconds."
+)
 @click.option("--after", type=click.IntRange(min=0), default=0, help="Only after this cursor.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option(
@@ -129,7 +120,7 @@ def events(
 
 @events.command()
 @click.argument("event_ids", nargs=-1, metavar="[ID]...")
-@click.option("--since", callback=_time, help="Every event at or after this time.")
+@click.option("--since", callback=_time, help="Every event since: 1h, 2d, a date/time.")
 def redeliver(event_ids: tuple[str, ...], since: datetime | None) -> None:
     """Send events to APP_WEBHOOK_URL again: those named (evt_1234), or --since a time.
 
@@ -167,5 +158,8 @@ def redeliver(event_ids: tuple[str, ...], since: datetime | None) -> None:
     facts = {"events": asked, "sent": sent}
     runtime.ledger().audit(Action.REDELIVER, get_settings().operator, runtime.origin(), facts=facts)
     click.echo(f"{sent} event{'s' if sent != 1 else ''} to be sent again")
-    if get_settings().app_webhook_url is None:
-        click.echo("APP_WEBHOOK_URL is not set: they are sent once it is", err=True)
+    if get_settings().app_webhook_url is None:  # the workers' environment may have it
+        click.echo(
+            "APP_WEBHOOK_URL is not set in this shell: the workers send them if theirs is set",
+            err=True,
+        )

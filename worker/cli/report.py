@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from worker.core.confirm import ORIGINAL_PAID
-from worker.core.states import State
+from worker.core.states import SETTLED_STATES, State
 from worker.core.text import plural
 from worker.ledger import PAGE, BatchSummary, Ledger, Order
 from worker.provider.answers import PAYOUT_STATES
@@ -84,9 +84,17 @@ def batch_orders(ledger: Ledger, batch_id: str) -> Iterator[Order]:
         yield from (order for order in ledger.get_many(page) if order is not None)
 
 
+def batch_state(counts: Mapping[State, int]) -> str:
+    """A batch in one word: held (some payout waits for approval), settled, or open."""
+    if counts.get(State.HELD):
+        return "held"
+    return "settled" if all(s in SETTLED_STATES for s in counts) else "open"
+
+
 def status_dict(ledger: Ledger, summary: BatchSummary, *, details: bool) -> dict[str, Any]:
     data = summary.to_dict()
     data["settled"] = summary.settled
+    data["state"] = batch_state(summary.counts)  # as `batches --json` says it
     data["created"] = iso_utc(summary.created_ms)
     hold = ledger.hold(summary.batch_id)
     if hold is not None:
@@ -106,12 +114,16 @@ def status_dict(ledger: Ledger, summary: BatchSummary, *, details: bool) -> dict
                 stopped[str(order.state)] += 1
             markets[f"{order.market} {order.state}"] += 1
             if order.state is State.REVIEW:
-                review.append({"tradeNo": order.trade_no, "reason": reason(order)})
+                review.append(
+                    # trade_no as every command's JSON spells it; tradeNo kept for old readers
+                    {"trade_no": order.trade_no, "tradeNo": order.trade_no, "reason": reason(order)}
+                )
             if order.state is State.FAILED:
                 failed[reason(order)] += 1
             if order.discrepancy:
                 discrepancies.append(
                     {
+                        "trade_no": order.trade_no,
                         "tradeNo": order.trade_no,
                         "state": str(order.state),
                         "report": order.discrepancy,

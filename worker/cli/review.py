@@ -21,7 +21,7 @@ def review(batch: str | None, as_json: bool) -> None:
 
     \b
     Decide one with:
-      disburse resolve TRADENO --failed --note "no record at the bank"
+      disburse resolve REF_OR_TRADENO --failed --note "no record at the bank"
     """
     import worker
 
@@ -32,23 +32,25 @@ def review(batch: str | None, as_json: bool) -> None:
     for order in orders:
         since = datetime.fromtimestamp((order.state_entered_ms or 0) / 1000, UTC)
         item = {
-            "tradeNo": order.trade_no,
+            "trade_no": order.trade_no,
+            "reference": order.reference,
             "batch_id": order.batch_id,
             "market": order.market,
             "currency": order.currency,
             "amount": str(order.amount),
             "since": since.isoformat(timespec="seconds"),
             "reason": order.reason,
-            "platformTradeNo": order.platform_trade_no,
-            "providerStatus": order.provider_status,
-            "providerMessage": order.provider_message,
+            "platform_trade_no": order.platform_trade_no,
+            "provider_status": order.provider_status,
+            "provider_message": order.provider_message,
         }
         if as_json:
             click.echo(json.dumps(item))
             continue
         said = " ".join(filter(None, (order.provider_status, order.provider_message)))
         click.echo(
-            f"{order.trade_no}  batch {order.batch_id}  {order.amount} {order.currency}  "
+            f"{order.trade_no}  reference {order.reference or '-'}  batch {order.batch_id}  "
+            f"{order.amount} {order.currency}  "
             f"since {item['since']}\n  why: {order.reason or '-'}\n  provider: {said or '-'}"
         )
     if not orders and not as_json:
@@ -56,32 +58,42 @@ def review(batch: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("trade_no", metavar="TRADENO")
-@click.option("--succeeded", "decision", flag_value="SUCCEEDED", help="The payout was paid.")
-@click.option("--failed", "decision", flag_value="FAILED", help="The payout was not paid.")
+@click.argument("key", metavar="REF_OR_TRADENO")
+@click.option("--succeeded", is_flag=True, help="The payout was paid.")
+@click.option("--failed", is_flag=True, help="The payout was not paid.")
 @click.option("--note", required=True, help="What was checked; kept in the order's history.")
 @click.option("--operator", help="Who decides (default: DISBURSE_OPERATOR, else the login name).")
-def resolve(trade_no: str, decision: str | None, note: str, operator: str | None) -> None:
+def resolve(key: str, succeeded: bool, failed: bool, note: str, operator: str | None) -> None:
     """Decide a payout in REVIEW: --succeeded or --failed.
 
-    The provider is asked first: a decision its answer contradicts is refused (exit 1)
-    with what it said, and nothing changes.
+    The payout is named by its reference or its tradeNo. The provider is asked first: a
+    decision its answer contradicts is refused (exit 1) with what it said, and nothing
+    changes.
     """
     import worker
+    from worker.celery import runtime
 
-    if decision is None:
-        raise click.UsageError("say --succeeded or --failed")
+    if succeeded == failed:
+        raise click.UsageError("say either --succeeded or --failed" + (", not both" * failed))
+    found = runtime.ledger().find(key)
+    if found is None:
+        raise UserError(f"no payout with the reference or tradeNo {key!r}")
     try:
-        order = worker.resolve(trade_no, decision, note=note, operator=operator)
+        order = worker.resolve(
+            found.trade_no, "SUCCEEDED" if succeeded else "FAILED", note=note, operator=operator
+        )
     except InputError as exc:
         raise UserError(str(exc)) from None
     except (ProviderError, RateLimitTimeout) as exc:
         raise SystemProblem(
-            f"could not ask the provider about {trade_no} ({type(exc).__name__}: {exc}); "
+            f"could not ask the provider about {found.trade_no} ({type(exc).__name__}: {exc}); "
             "nothing changed, try again"
         ) from None
     said = " ".join(filter(None, (order.provider_status, order.provider_message)))
-    click.echo(f"{order.trade_no}: {order.state} (the provider says {said or 'no record'})")
+    click.echo(
+        f"{order.trade_no} (reference {order.reference or '-'}): {order.state} "
+        f"(the provider says {said or 'no record'})"
+    )
 
 
 @click.command()
@@ -110,8 +122,15 @@ def retry(batch: str, hold: bool, as_json: bool) -> None:
         click.echo(json.dumps(result.to_dict()))
     else:
         echo_row_errors(result.rejected)
-        for trade_no, why in result.not_retried.items():
-            click.echo(f"{trade_no}: not retried: {why}")
+        if result.not_retried:
+            from worker.celery import runtime
+
+            named = list(result.not_retried)
+            found = runtime.ledger().get_many(named)
+            references = {t: o.reference for t, o in zip(named, found, strict=True) if o}
+            for trade_no, why in result.not_retried.items():
+                reference = references.get(trade_no) or "-"
+                click.echo(f"{trade_no} (reference {reference}): not retried: {why}")
         if result.batch_id is not None:
             state = "held for approval" if result.held else "queued"
             line = f"batch {result.batch_id}: {result.accepted} payouts of {batch} {state} again"

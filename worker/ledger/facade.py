@@ -7,11 +7,12 @@ from __future__ import annotations
 from worker.ledger.audit import Audit
 from worker.ledger.batches import Batches
 from worker.ledger.enqueue import Enqueue
+from worker.ledger.history import History
 from worker.ledger.reports import Reports
 from worker.ledger.retention import Retention
 
 
-class Ledger(Enqueue, Batches, Retention, Reports, Audit):
+class Ledger(Enqueue, Batches, Retention, Reports, Audit, History):
     """Orders, transitions, batch counts and pending scans, in PostgreSQL.
 
     ``Ledger(pool, on_final=...)``: ``on_final(state, n)`` is told of every ``n`` orders

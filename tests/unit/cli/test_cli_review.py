@@ -83,7 +83,9 @@ def test_review_lists_and_resolve_checks_with_the_provider(
     assert listed.output.count("why: pending past its deadline") == 2
     assert listed.output.index(first) < listed.output.index(second)
     as_json = [json.loads(line) for line in invoke("review", "--json").output.splitlines()]
-    assert [item["tradeNo"] for item in as_json] == [first, second]
+    assert [item["trade_no"] for item in as_json] == [first, second]
+    done_ref = as_json[0]["reference"]
+    assert done_ref and done_ref in listed.output  # the reference is shown beside the tradeNo
 
     answers[first] = {"tradeNo": first, "platFormTradeNo": "p-9", "status": "00029"}
     refused = invoke("resolve", first, "--succeeded", "--note", "the bank says paid")
@@ -98,7 +100,7 @@ def test_review_lists_and_resolve_checks_with_the_provider(
     answers["details:p-9"] = {"transaction_id": "p-9", "status": "failed"}
     done = invoke("resolve", first, "--failed", "--note", "bank confirms, not paid")
     assert done.exit_code == 0, done.output
-    assert done.output.startswith(f"{first}: FAILED (the provider says failed")
+    assert done.output.startswith(f"{first} (reference {done_ref}): FAILED (the provider says")
     assert [s.path for s in fake.seen].count("/v1/vexora/queryPayOutResult") == 3
     event = ledger_reads.history(ledger, first)[-1][1]
     assert event == "FAILED operator bank confirms, not paid"
@@ -120,6 +122,9 @@ def test_resolve_needs_a_decision_and_says_when_the_provider_is_out_of_reach(
 ) -> None:
     (trade_no,) = in_review(ledger)
     assert invoke("resolve", trade_no, "--note", "x").exit_code == 1
+    both = invoke("resolve", trade_no, "--failed", "--succeeded", "--note", "x")
+    assert both.exit_code == 1 and "not both" in both.output
+    assert invoke("resolve", "no-such-payout", "--failed", "--note", "x").exit_code == 1
     assert invoke("review", "--batch", "bnope").exit_code == 1
     monkeypatch.setenv("VEXORA_BASE_URL", "http://127.0.0.1:9")  # nothing listens
     runtime.reset()
@@ -172,7 +177,8 @@ def test_retry_names_a_reversed_payout_it_cannot_send_and_exits_1(
 
     assert retried.exit_code == 1, retried.output
     lines = retried.stdout.splitlines()
-    assert lines[0] == f"{reversed_}: not retried: {why}"
+    reference = worker.get_order(reversed_).reference  # type: ignore[union-attr]
+    assert lines[0] == f"{reversed_} (reference {reference}): not retried: {why}"
     assert lines[1].endswith(f": 1 payouts of {result.batch_id} held for approval again")
     assert retried.stderr == (
         f"1 payouts of {result.batch_id} not retried, their fields erased: "
@@ -207,8 +213,37 @@ def test_retry_refuses_a_payout_the_provider_shows_paid_and_exits_1(
         "details API: SUCCEEDED, status success; status query: SUCCEEDED, status 0000: "
         "not failed through both APIs"
     )
-    assert retried.stdout.splitlines()[0] == f"{paid}: not retried: the provider says {said}"
+    reference = worker.get_order(paid).reference  # type: ignore[union-attr]
+    said = f"not retried: the provider says {said}"
+    assert retried.stdout.splitlines()[0] == f"{paid} (reference {reference}): {said}"
     assert f": 1 payouts of {result.batch_id} held for approval again" in retried.stdout
     assert retried.stderr.startswith(f"1 payouts of {result.batch_id} not retried: the provider")
     data = json.loads(invoke("retry", result.batch_id, "--json").stdout)
     assert data["refused"] == [paid] and data["not_retried"][never].startswith("already retried")
+
+
+def test_resolve_and_payout_take_the_reference_too(
+    provider: tuple[FakeProvider, dict[str, dict[str, Any]]], ledger: Ledger
+) -> None:
+    _, answers = provider
+    (trade_no,) = in_review(ledger)
+    order = worker.get_order(trade_no)
+    assert order is not None and order.reference
+    answers[trade_no] = {"tradeNo": trade_no, "platFormTradeNo": "p-1", "status": "0000"}
+    done = invoke("resolve", order.reference, "--succeeded", "--note", "paid, says the bank")
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith(f"{trade_no} (reference {order.reference}): SUCCEEDED")
+
+    shown = invoke("payout", order.reference)
+    assert shown.exit_code == 0, shown.output
+    assert trade_no in shown.output and "SUCCEEDED" in shown.output
+    assert "REVIEW -> SUCCEEDED" in shown.output and "paid, says the bank" in shown.output
+    as_json = json.loads(invoke("payout", trade_no, "--json").output)
+    assert as_json["trade_no"] == trade_no and as_json["reference"] == order.reference
+    assert [e["to"] for e in as_json["history"]][-1] == "SUCCEEDED"
+    assert as_json["history"][-1]["facts"]["operator"] == "ops-erin"
+    # The beneficiary is the ledger's masked copy: no full account number anywhere.
+    account = sample_rows("ID", 1)[0]["bankAccountNo"]
+    assert as_json["beneficiary"] and account not in shown.output + json.dumps(as_json)
+    missing = invoke("payout", "nope")
+    assert missing.exit_code == 1 and "no payout with the reference or tradeNo" in missing.output
