@@ -127,6 +127,8 @@ _EMPTY = sql.SQL("; ").join(
         "batch_approvals",
         "batches",
         "pauses",
+        "console_users",
+        "console_signin_failures",
     )
 )
 

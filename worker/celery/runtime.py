@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from worker.flows.producer import Producer
     from worker.flows.reconcile import Reconciler
     from worker.flows.submit import Submitter
+    from worker.flows.users import Accounts
     from worker.outbox import Deliveries, Feed, Sender
     from worker.provider.details import DetailsClient
     from worker.provider.no_details import NoDetailsApi
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 # Seconds a command a person waits on gives Redis and PostgreSQL (see ``interactive``).
 INTERACTIVE_TIMEOUT = 3
 _interactive = False
+_front: str | None = None  # "console" in the console's process (serving_console)
 
 
 def interactive() -> None:
@@ -67,10 +69,17 @@ def interactive() -> None:
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
+def serving_console() -> None:
+    """This process serves the operations console: its actions say so in the audit trail."""
+    global _front
+    _front = "console"
+
+
 def origin() -> str:
-    """Where this process acts from, for the audit trail: the command line or the Python
-    API, and the host."""
-    return f"{'cli' if _interactive else 'api'}@{socket.gethostname()}"
+    """Where this process acts from, for the audit trail: the command line, the console or
+    the Python API, and the host."""
+    front = _front or ("cli" if _interactive else "api")
+    return f"{front}@{socket.gethostname()}"
 
 
 @cache
@@ -358,6 +367,14 @@ def approvals() -> Approvals:
 
 
 @cache
+def accounts() -> Accounts:
+    """The console's users and their sign-ins."""
+    from worker.flows.users import Accounts
+
+    return Accounts(ledger())
+
+
+@cache
 def decisions() -> Decisions:
     """REVIEW orders and a person's decisions, checked with the provider as a lookup asks."""
     from worker.flows.decisions import Decisions
@@ -399,7 +416,7 @@ def sender() -> Sender | None:
 
 _BUILT = (publisher, redis_client, pool, ledger, pause_switch, metrics, _vexora, details,
           leases, in_flight, lookups, _submitter, submitter, reconciler, producer,
-          batch_controls, approvals, decisions, feed, deliveries, sender)  # fmt: skip
+          batch_controls, approvals, accounts, decisions, feed, deliveries, sender)  # fmt: skip
 
 
 def _forget_built() -> None:

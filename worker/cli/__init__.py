@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("batch", "Approve a held BATCH; it is released once nothing else holds it."),
     "audit": ("audit", "Who did what: every operator action, oldest first."),
     "batches": ("batch", "List batches, newest first, with their counts per state."),
+    "console": ("console", "The operations console in the browser (CONSOLE_HOST:CONSOLE_PORT)."),
     "cancel": (
         "batch",
         "Cancel the payouts of BATCH never sent to the provider (HELD, or QUEUED and never "
@@ -67,6 +68,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "status": ("batch", "Where BATCH stands; --watch follows it with a progress bar."),
     "template": ("enqueue", "Write a sample rows file that `disburse enqueue` accepts."),
+    "users": ("users", "The operations console's users and their roles."),
     "up": ("local", "The whole system on this machine for your own files, until Ctrl-C."),
 }
 
@@ -102,6 +104,10 @@ Environment (a .env file in the current directory may supply it):
   FAILED_PAYLOAD_RETENTION
                       how long a FAILED payout keeps its fields for a retry (7d)
   IDEMPOTENCY_WINDOW  how long a batch's key (a file's digest) returns that batch (30d)
+  CONSOLE_PORT, CONSOLE_HOST
+                      the operations console (127.0.0.1:8702)
+  CONSOLE_TRUSTED_HEADER, CONSOLE_TRUSTED_PROXIES
+                      a proxy's header naming the signed-in user, and the proxies
   METRICS_PORT, METRICS_HOST
                       the web process's own listener for /metrics and /healthz
   PG_STATEMENT_TIMEOUT, PG_LOCK_TIMEOUT, PG_IDLE_IN_TRANSACTION_TIMEOUT

@@ -11,6 +11,7 @@ additions, look at the environment.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -91,6 +92,19 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     if not raw.strip().isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"{name}={raw!r} is not a TCP port (1-65535)")
     return int(raw)
+
+
+def _addresses(env: Mapping[str, str], name: str) -> frozenset[str]:
+    """IP addresses, comma-separated (the proxies whose header the console believes)."""
+    found = set()
+    for part in (env.get(name) or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            found.add(str(ipaddress.ip_address(part.strip())))
+        except ValueError:
+            raise ConfigError(f"{name}: {part.strip()!r} is not an IP address") from None
+    return frozenset(found)
 
 
 _CODE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -301,6 +315,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         approvals_require_login=_flag(env, "APPROVALS_REQUIRE_LOGIN"),
         metrics_port=_port(env, "METRICS_PORT"),
         metrics_host=text("METRICS_HOST", d.metrics_host),
+        console_port=_port(env, "CONSOLE_PORT") or d.console_port,
+        console_host=text("CONSOLE_HOST", d.console_host),
+        console_trusted_header=text("CONSOLE_TRUSTED_HEADER", "") or None,
+        console_trusted_proxies=_addresses(env, "CONSOLE_TRUSTED_PROXIES"),
         pg_statement_timeout=_duration(env, "PG_STATEMENT_TIMEOUT", d.pg_statement_timeout),
         pg_lock_timeout=_duration(env, "PG_LOCK_TIMEOUT", d.pg_lock_timeout),
         pg_idle_in_transaction_timeout=_duration(

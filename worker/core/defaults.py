@@ -111,3 +111,16 @@ DB_CHECK_CONNECT_TIMEOUT = 5
 # scheduled for a time goes within this long after it, and one held by the daily limit
 # this long after the market's day turns; each run reads only the batches held.
 RELEASE_EVERY = 15.0
+
+# The operations console (worker.console, worker.flows.users). Failed sign-ins of one name
+# from one address within SIGNIN_WINDOW seconds after which sign-in is refused until the
+# window passes: slows password guessing to a few tries per quarter hour without locking
+# the user out from elsewhere.
+SIGNIN_FAILURES = 5
+SIGNIN_WINDOW = 900.0
+# Seconds without a request after which a console session must sign in again.
+CONSOLE_IDLE_TIMEOUT = 1800.0
+# Shortest password the console accepts for a user (NIST SP 800-63B's minimum is 8).
+PASSWORD_MIN_LENGTH = 12
+# Rows a console page lists at a time (batches, review queue, audit trail).
+CONSOLE_PAGE = 50

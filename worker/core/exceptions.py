@@ -131,6 +131,11 @@ class ApprovalRefused(InputError):
     the same person, APPROVALS_REQUIRE_LOGIN from a command line): nothing changed."""
 
 
+class SignInRefused(InputError):
+    """A console sign-in refused: a wrong name or password (never saying which), or too
+    many failures from that address lately."""
+
+
 class InvalidFile(InputError, ValueError):
     """A rows file cannot be used as a whole (unreadable, not UTF-8, no rows, a bad header).
 

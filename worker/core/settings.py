@@ -150,6 +150,12 @@ class Settings:
     # the provider's listener, and there only to clients on this machine.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # The operations console (`disburse console`, worker.console): where it listens; a
+    # header naming the signed-in user, believed only from these proxies' addresses.
+    console_port: int = 8702
+    console_host: str = "127.0.0.1"
+    console_trusted_header: str | None = None
+    console_trusted_proxies: frozenset[str] = frozenset()
     # Limits of every pooled PostgreSQL session (worker.db.session), seconds; 0: none.
     pg_statement_timeout: float = 60.0
     pg_lock_timeout: float = 10.0

@@ -96,7 +96,9 @@ class Controls:
         self.publish_submissions = publish_submissions
         self.pause_switch = pause_switch
 
-    def cancel(self, batch_id: str, operator: str | None = None) -> ControlResult:
+    def cancel(
+        self, batch_id: str, operator: str | None = None, *, origin: str | None = None
+    ) -> ControlResult:
         """Cancel every order of the batch no POST was ever started for (HELD, or QUEUED
         and never sent). The others go on through the provider: a POST of them may have
         arrived (DESIGN: CANCELLED only for an order never POSTed), and are listed in
@@ -122,30 +124,34 @@ class Controls:
         self.ledger.audit(
             Action.CANCEL,
             operator or self.operator,
-            self.origin,
+            origin or self.origin,
             batch_id=batch_id,
             facts={"cancelled": cancelled, "not_cancelled": len(kept)},
         )
         return ControlResult(batch_id, cancelled, message, not_cancelled=kept)
 
-    def pause(self, reason: str, operator: str | None = None) -> Paused:
+    def pause(
+        self, reason: str, operator: str | None = None, *, origin: str | None = None
+    ) -> Paused:
         """Stop every submission, cluster-wide, within a request's time. Already paused:
         the pause in force stays as it was (``Paused.already``)."""
         who = operator or self.operator
         record, created = self.pause_switch.pause(reason, who=who)
-        self.ledger.audit(Action.PAUSE, who, self.origin, note=reason, facts={"changed": created})
+        where = origin or self.origin
+        self.ledger.audit(Action.PAUSE, who, where, note=reason, facts={"changed": created})
         records = self.pause_switch.records()
         switches = {scope: r.reason for scope, r in records.items()}
         return Paused(switches, records, None if created else record)
 
-    def resume(self, operator: str | None = None) -> Resumed:
+    def resume(self, operator: str | None = None, *, origin: str | None = None) -> Resumed:
         """Clear every stop switch (also an account's the provider's rejection or the
         circuit breaker set) and publish the QUEUED orders again."""
         by = operator or self.operator
         records = self.pause_switch.records()
         was = {scope: record.reason for scope, record in records.items()}
         self.pause_switch.resume(who=by)
-        self.ledger.audit(Action.RESUME, by, self.origin, facts={"was_paused": sorted(was)})
+        where = origin or self.origin
+        self.ledger.audit(Action.RESUME, by, where, facts={"was_paused": sorted(was)})
         # Paused workers left their orders QUEUED and dropped the messages: publish again.
         now = self.ledger.now_ms()
         queued = [t for t, _ in self.ledger.scan(State.QUEUED, older_than=0, now_ms=now)]

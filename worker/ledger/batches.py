@@ -98,8 +98,11 @@ class Batches(Queries):
         since_ms: int | None = None,
         state: Literal["held", "open", "settled"] | None = None,
         limit: int = 20,
+        market: str | None = None,
+        until_ms: int | None = None,
     ) -> list[BatchSummary]:
-        """The newest batches (created at or after ``since_ms``), at most ``limit``, each
+        """The newest batches (created at or after ``since_ms``, before ``until_ms``, of
+        ``market``), at most ``limit``, each
         as :meth:`batch` reads it. ``state`` keeps those with a HELD order (``held``),
         with an order still on its way (``open``), or with none (``settled``)."""
         settled = sql.SQL(", ").join(sql.Literal(str(s)) for s in sorted(SETTLED_STATES))
@@ -114,10 +117,14 @@ class Batches(Queries):
         }[state]  # fmt: skip
         query = sql.SQL(
             "SELECT b.id FROM batches b WHERE b.created_at >= %s AND {} "
+            "AND (%s::timestamptz IS NULL OR b.created_at < %s) "
+            "AND (%s::text IS NULL OR b.market = %s) "
             "ORDER BY b.created_at DESC, b.id LIMIT %s"
         ).format(having)
+        until = from_ms(until_ms) if until_ms is not None else None
+        given = (from_ms(since_ms or 0), until, until, market, market, limit)
         with self._connection() as conn:
-            ids = [row[0] for row in conn.execute(query, (from_ms(since_ms or 0), limit))]
+            ids = [row[0] for row in conn.execute(query, given)]
         # One read per batch, the same as ``batch``: a listing is a page of a few.
         found = (self.batch(batch_id) for batch_id in ids)
         return [summary for summary in found if summary is not None]

@@ -10,9 +10,10 @@ from worker.ledger.enqueue import Enqueue
 from worker.ledger.history import History
 from worker.ledger.reports import Reports
 from worker.ledger.retention import Retention
+from worker.ledger.users import Users
 
 
-class Ledger(Enqueue, Batches, Retention, Reports, Audit, History):
+class Ledger(Enqueue, Batches, Retention, Reports, Audit, History, Users):
     """Orders, transitions, batch counts and pending scans, in PostgreSQL.
 
     ``Ledger(pool, on_final=...)``: ``on_final(state, n)`` is told of every ``n`` orders

@@ -349,3 +349,24 @@ def test_the_query_delay_and_lease_ttl_are_settings_the_workers_use() -> None:
     assert (set_.query_delay, set_.lease_ttl) == (0.5, 3.0)
     with pytest.raises(ConfigError, match="LEASE_TTL"):
         load_settings({"LEASE_TTL": "0"})
+
+
+def test_the_console_settings() -> None:
+    settings = load_settings(PLAIN)
+    assert (settings.console_host, settings.console_port) == ("127.0.0.1", 8702)
+    assert settings.console_trusted_header is None and not settings.console_trusted_proxies
+    given = load_settings(
+        {
+            **PLAIN,
+            "CONSOLE_PORT": "9000",
+            "CONSOLE_HOST": "10.0.0.2",
+            "CONSOLE_TRUSTED_HEADER": "X-Remote-User",
+            "CONSOLE_TRUSTED_PROXIES": "10.0.0.1, ::1",
+        }
+    )
+    assert (given.console_host, given.console_port) == ("10.0.0.2", 9000)
+    assert given.console_trusted_proxies == {"10.0.0.1", "::1"}
+    with pytest.raises(ConfigError, match="CONSOLE_PORT='x' is not a TCP port"):
+        load_settings({**PLAIN, "CONSOLE_PORT": "x"})
+    with pytest.raises(ConfigError, match="CONSOLE_TRUSTED_PROXIES: 'proxy' is not an IP"):
+        load_settings({**PLAIN, "CONSOLE_TRUSTED_PROXIES": "proxy"})
