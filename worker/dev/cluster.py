@@ -44,10 +44,12 @@ PROCESSES = {
     "worker": "celery -A worker.celery.main worker -Q submit,resubmit,reconcile,outbox"
     " --concurrency=4 --loglevel=INFO",
     "beat": "celery -A worker.celery.main beat --loglevel=INFO",
+    # Optional: the operations console (CONSOLE_HOST:CONSOLE_PORT); the engine runs without it.
+    "console": "disburse console",
 }
 
 # The module each Procfile program runs (``python -m``).
-_MODULES = {"celery": "celery", "waitress-serve": "waitress"}
+_MODULES = {"celery": "celery", "waitress-serve": "waitress", "disburse": "worker"}
 
 
 def procfile_commands(text: str | None = None) -> dict[str, list[str]]:
@@ -82,6 +84,7 @@ class LocalCluster(Service):
         concurrency: int = 4,
         beat: bool = True,
         web: bool = True,
+        console: bool = False,
         appendonly: bool = False,
         database_url: str | None = None,
         redis_url: str | None = None,
@@ -95,6 +98,9 @@ class LocalCluster(Service):
         self.concurrency = concurrency
         self.with_beat = beat
         self.with_web = web
+        self.with_console = console
+        self.console_port = free_port() if console else None
+        self.console: subprocess.Popen[bytes] | None = None
         self.redis: RedisServer | None = None
         if redis_url is None:
             self.redis = RedisServer(appendonly=appendonly)
@@ -122,6 +128,10 @@ class LocalCluster(Service):
         self._commands = procfile_commands()
 
     @property
+    def console_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.console_port}/" if self.console_port else None
+
+    @property
     def receiver_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}/notify"
 
@@ -144,6 +154,7 @@ class LocalCluster(Service):
                 "RECONCILE_AFTER": "5",
                 "SWEEP_AFTER": "60",
                 "PORT": str(self.web_port),
+                **({"CONSOLE_PORT": str(self.console_port)} if self.console_port else {}),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -180,6 +191,8 @@ class LocalCluster(Service):
                 self.start_worker(index)
             if self.with_beat:
                 self.start_beat()
+            if self.with_console:
+                self.console = self._spawn("console", [], "console.log")
         except BaseException:
             self.stop()
             raise
@@ -231,6 +244,8 @@ class LocalCluster(Service):
         processes += [(f"beat{i}", b) for i, b in enumerate(self.beats)]
         if self.with_web:
             processes.append(("web", self.web))
+        if self.with_console:
+            processes.append(("console", self.console))
         return {
             name: None if p is None else p.returncode
             for name, p in processes
@@ -254,7 +269,8 @@ class LocalCluster(Service):
             time.sleep(0.1)
 
     def stop(self) -> None:
-        processes = [p for p in [*self.workers, *self.beats, self.web] if p is not None]
+        running = [*self.workers, *self.beats, self.web, self.console]
+        processes = [p for p in running if p is not None]
         for process in processes:
             _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + 20
@@ -264,7 +280,7 @@ class LocalCluster(Service):
             except subprocess.TimeoutExpired:
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
-        self.workers, self.beats, self.web = [], [], None
+        self.workers, self.beats, self.web, self.console = [], [], None, None
         if self.sandbox is not None:
             self.sandbox.stop()
         if self.redis is not None:

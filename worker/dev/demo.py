@@ -68,6 +68,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
     from worker.dev.cluster import LocalCluster, refuse_open_payouts
+    from worker.dev.first_login import console_lines
 
     sandbox = SandboxConfig(
         settle_delay=(0.3, 2.0), failure_ratio=FAILURE_RATIO, seed=2026, webhook_time_scale=0.05
@@ -86,7 +87,12 @@ def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
           f"{_count(workers, 'worker')}, beat ...", flush=True)  # fmt: skip
     log_dir = log_dir.resolve()
     cluster = LocalCluster(
-        workers=workers, database_url=database_url, sandbox=sandbox, env=env, log_dir=log_dir
+        workers=workers,
+        database_url=database_url,
+        sandbox=sandbox,
+        env=env,
+        log_dir=log_dir,
+        console=True,
     )
     try:
         cluster.start()
@@ -95,6 +101,8 @@ def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
 
         runtime.reset()
         cluster.wait_ready()
+        for said in console_lines(cluster.console_url):
+            print(f"console: {said}", flush=True)
         return _run_batches(cluster, payouts, output.resolve())
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)

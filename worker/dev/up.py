@@ -28,6 +28,8 @@ from typing import Any
 
 from worker.core.redact import mask_text
 from worker.dev.cluster import LocalCluster, refuse_open_payouts
+from worker.dev.first_login import console_lines
+from worker.dev.redis_server import free_port
 from worker.sandbox import SandboxConfig
 
 # The first line of every .env this command writes: one without it is the user's own.
@@ -108,12 +110,17 @@ def run(
         workers=0 if servers_only else workers,
         beat=not servers_only,
         web=not servers_only,
+        console=not servers_only,
         redis_url=given.get("REDIS_URL") or None,
         database_url=given.get("DATABASE_URL") or None,
         provider_url=given.get("VEXORA_BASE_URL") or None,
         sandbox=SandboxConfig(failure_ratio=failure_ratio),
         port=port or None,
-        env={name: given[name] for name in _YOURS_WIN if given.get(name)},
+        env={
+            # `honcho start` runs the Procfile's console: on a free port, as the web's.
+            **({"CONSOLE_PORT": str(free_port())} if servers_only else {}),
+            **{name: given[name] for name in _YOURS_WIN if given.get(name)},
+        },
         log_dir=log_dir,
     )
     _show_sandbox_warnings()
@@ -219,6 +226,9 @@ def _print_ready(
                  f"{log(f'worker{index}')}")  # fmt: skip
     for index, beat in enumerate(cluster.beats):
         line("beat", f"pid {beat.pid}  {log(f'beat{index}')}")
+    console_port = cluster.console_port or env.get("CONSOLE_PORT")
+    for said in console_lines(f"http://127.0.0.1:{console_port}/" if console_port else None):
+        line("console", said + ("  (started by `honcho start`)" if servers_only else ""))
     print()
     if written:
         print(f"wrote {env_file}: every disburse command run in {env_file.parent} reads it.")
