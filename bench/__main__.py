@@ -25,7 +25,7 @@ from bench.common import Context, Result, say, table
 # In the order they run: the short, Redis-only cases first.
 CASES = ("cli_start", "accept", "ledger", "latency", "throughput", "ratelimit", "memory")
 # Cases other modules may provide: run when present and shaped like the others.
-OPTIONAL = ("reconcile",)
+OPTIONAL = ("reconcile", "console")
 # Run only when named: the million-payout soak takes hours.
 OPT_IN = ("soak",)
 

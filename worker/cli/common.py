@@ -48,7 +48,9 @@ def echo_row_errors(rejected: Iterable[RowError]) -> None:
     """Every error of every rejected row, one line each on stderr: ``row N: field: why``."""
     for error in rejected:
         for name, messages in error.errors.items():
-            click.echo(f"row {error.row}: {name}: {' '.join(messages)}", err=True)
+            # "_row": the row as a whole (a bad line), not a column
+            where = "" if name == "_row" else f"{name}: "
+            click.echo(f"row {error.row}: {where}{' '.join(messages)}", err=True)
 
 
 def pause_text(name: str, reason: str) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ MARKET = click.Choice(list(MARKETS), case_sensitive=False)
 
 
 @click.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
 @click.option("--market", required=True, type=MARKET, help="The market of every row.")
 @click.option("--skip-invalid", is_flag=True, help="Enqueue the valid rows even if some are not.")
 @click.option("--dry-run", is_flag=True, help="Validate and sign every row; enqueue nothing.")
@@ -54,7 +55,7 @@ def enqueue(
     """Validate FILE and enqueue its payouts as one batch.
 
     FILE is CSV (comma, semicolon or tab separated, UTF-8, a header row) or JSON Lines
-    (.jsonl: one object per line), in the market's column names: `disburse fields
+    (.jsonl: one object per line; `-` reads stdin), in the market's column names: `disburse fields
     --market ID` lists them, `disburse template --market ID` writes a sample. A row
     whose `reference` was enqueued before is not paid again: the command says which
     batch holds it.
@@ -89,7 +90,7 @@ def enqueue(
         raise click.UsageError("--allow-duplicate and --idempotency-key exclude each other")
     given_key = idempotency_key
     try:
-        raw = read_bytes(file)
+        raw = sys.stdin.buffer.read() if str(file) == "-" else read_bytes(file)
         rows, parse_errors = read_rows(file, raw)
         check_columns(market, {name for _, row in rows for name in row})
         if idempotency_key is None and not allow_duplicate:

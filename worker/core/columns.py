@@ -164,6 +164,29 @@ def check_columns(market: str, names: Collection[str]) -> None:
     """
     known = _names(market)
     unknown = sorted(set(names) - known)
+    by_case = {name.lower(): name for name in known}
+    recased = {  # a column the file lacks, given in other letter cases
+        name: by_case[name.lower()]
+        for name in unknown
+        if name.lower() in by_case and by_case[name.lower()] not in names
+    }
+    if recased:
+        said = ", ".join(f"{given} -> {meant}" for given, meant in recased.items())
+        raise InvalidFile(
+            f"column names are case-sensitive: {said} (see `disburse fields --market {market}`)"
+        )
+    # A file's columns: the template's (sample_rows); the others (notifyUrl) are filled in.
+    in_files = set(sample_rows(market, 1)[0])
+    missing = sorted(
+        name
+        for name, field in _schema(market).load_fields.items()
+        if field.required and name in in_files and name not in names
+    )
+    if names and missing and not unknown:
+        raise InvalidFile(
+            f"missing column(s) {', '.join(missing)}: every row needs them "
+            f"(see `disburse fields --market {market}`)"
+        )
     if not unknown:
         return
     fits = [

@@ -45,7 +45,16 @@ def read_bytes(path: Path) -> bytes:
         raise InvalidFile(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+# The first bytes of a ZIP archive (.xlsx, .ods) and of an OLE2 file (.xls).
+_WORKBOOKS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
+
+
 def parse_rows(raw: bytes, fmt: str) -> tuple[list[ParsedRow], list[RowError]]:
+    if raw.startswith(_WORKBOOKS):
+        raise InvalidFile(
+            "this is a spreadsheet workbook (.xlsx, .xls or .ods), not rows: "
+            "save it as CSV (UTF-8) and enqueue that"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

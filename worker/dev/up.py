@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -64,11 +65,35 @@ def _ours(env_file: Path) -> bool:
         return True
 
 
+def _writer(env_file: Path) -> int | None:
+    """The pid of the `disburse up` that wrote ``env_file`` (None: unknown or not ours)."""
+    try:
+        with env_file.open(encoding="utf-8") as text:
+            found = re.match(re.escape(MARK) + r" \(pid (\d+)\)", text.readline())
+    except FileNotFoundError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+def _running_elsewhere(env_file: Path) -> int | None:
+    """The pid of another `disburse up`, still running, whose .env ``env_file`` is."""
+    pid = _writer(env_file)
+    if pid is None or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
 def env_text(env: dict[str, str]) -> str:
     """``env`` as a .env file (python-dotenv's and honcho's syntax)."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = [
-        f"{MARK} at {stamp}; removed when it stops.",
+        f"{MARK} (pid {os.getpid()}) at {stamp}; removed when it stops.",
         "# The servers named here run only while `disburse up` does.",
         *(f"{name}={shlex.quote(value)}" for name, value in env.items()),
     ]
@@ -94,6 +119,8 @@ def run(
     from dotenv import dotenv_values
 
     write_env = _ours(env_file)
+    # A second `disburse up` here (another --port) leaves the first one's .env alone.
+    other = _running_elsewhere(env_file)
     found = {k: v for k, v in dotenv_values(env_file).items() if v} if env_file.exists() else {}
     if write_env:
         # An earlier run's .env names servers that are gone: none of it is yours, also
@@ -136,12 +163,12 @@ def run(
             runtime.reset()
             cluster.wait_ready(timeout=60)
             env = {k: v for k, v in cluster.env().items() if k not in _NOT_FOR_SHELLS}
-            if write_env:
+            if write_env and other is None:
                 _write_private(env_file, env_text(env))
         except (RuntimeError, TimeoutError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        _print_ready(cluster, env, env_file.resolve(), write_env, servers_only)
+        _print_ready(cluster, env, env_file.resolve(), write_env, servers_only, other)
         return _wait(cluster)
     except KeyboardInterrupt:
         return 0
@@ -150,7 +177,7 @@ def run(
             signal.signal(sig, signal.SIG_IGN)
         print("stopping ...", flush=True)
         cluster.close()
-        if write_env and _ours(env_file):
+        if write_env and _ours(env_file) and _writer(env_file) in (None, os.getpid()):
             env_file.unlink(missing_ok=True)
         print(f"stopped: every process and server it started; logs kept in {log_dir}", flush=True)
         for sig, handler in handlers.items():
@@ -192,7 +219,12 @@ def _show_sandbox_warnings() -> None:
 
 
 def _print_ready(
-    cluster: LocalCluster, env: dict[str, str], env_file: Path, written: bool, servers_only: bool
+    cluster: LocalCluster,
+    env: dict[str, str],
+    env_file: Path,
+    written: bool,
+    servers_only: bool,
+    other: int | None = None,
 ) -> None:
     def line(name: str, what: str) -> None:
         print(f"  {name:<9} {what}")
@@ -230,7 +262,9 @@ def _print_ready(
     for said in console_lines(f"http://127.0.0.1:{console_port}/" if console_port else None):
         line("console", said + ("  (started by `honcho start`)" if servers_only else ""))
     print()
-    if written:
+    if other is not None:
+        print(f"{env_file} is the disburse up's running as pid {other}: left alone.")
+    elif written:
         print(f"wrote {env_file}: every disburse command run in {env_file.parent} reads it.")
     else:
         print(f"{env_file} is yours (not written by disburse up): left alone.")

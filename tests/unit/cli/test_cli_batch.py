@@ -106,6 +106,38 @@ def test_a_file_of_another_market_is_one_line(servers: None, tmp_path: Path) -> 
     assert line.startswith(f"error: {path}: the columns look like market JP's, not ID's")
 
 
+def test_a_file_s_column_mistakes_are_one_line(servers: None, tmp_path: Path) -> None:
+    rows = sample_rows("ID", 5)
+    without = write_csv(
+        tmp_path / "no-amount.csv", [{k: v for k, v in r.items() if k != "amount"} for r in rows]
+    )
+    result = invoke("enqueue", str(without), "--market", "ID")
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()  # once, not once per row
+    assert "missing column(s) amount: every row needs them" in line
+    upper = write_csv(tmp_path / "upper.csv", [{k.upper(): v for k, v in r.items()} for r in rows])
+    result = invoke("enqueue", str(upper), "--market", "ID")
+    (line,) = result.output.splitlines()
+    assert "column names are case-sensitive: AMOUNT -> amount" in line
+    workbook = tmp_path / "payouts.xlsx"
+    workbook.write_bytes(b"PK\x03\x04" + bytes(100))
+    result = invoke("enqueue", str(workbook), "--market", "ID")
+    assert result.exit_code == 1 and "spreadsheet workbook" in result.output
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    result = invoke("enqueue", str(broken), "--market", "ID")
+    assert result.exit_code == 1 and "_row" not in result.output
+    assert "row 1: not a valid JSON object" in result.output
+
+
+def test_enqueue_reads_stdin_for_dash(servers: None, tmp_path: Path, ledger: Ledger) -> None:
+    text = write_csv(tmp_path / "id.csv", sample_rows("ID", 2)).read_text()
+    result = CliRunner().invoke(cli.main, ["enqueue", "-", "--market", "ID", "--json"], input=text)
+    assert result.exit_code == 0, result.output
+    summary = ledger.batch(json.loads(result.stdout)["batch_id"])
+    assert summary is not None and summary.total == 2
+
+
 @pytest.mark.parametrize("delimiter", [";", "\t"])
 def test_semicolon_and_tab_files_are_enqueued(
     servers: None, tmp_path: Path, ledger: Ledger, delimiter: str

@@ -91,3 +91,12 @@ def test_the_reference_examples_are_the_templates_first_row() -> None:
     assert dict(zip(header.split(","), first.split(","), strict=True)) == {
         c.name: c.example for c in columns("JP")
     }
+
+
+def test_missing_and_miscased_columns_are_said_once() -> None:
+    row = sample_rows("ID", 1)[0]
+    with pytest.raises(InvalidFile, match="missing column\\(s\\) amount, bankCode"):
+        check_columns("ID", {k for k in row if k not in ("amount", "bankCode")})
+    with pytest.raises(InvalidFile, match="case-sensitive: AMOUNT -> amount"):
+        check_columns("ID", {"AMOUNT", *(k for k in row if k != "amount")})
+    check_columns("ID", {k for k in row if k != "reference"})  # optional: left out freely
