@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
 from worker.celery import runtime
 from worker.console.auth import origin, requires
+from worker.coordination.pause import ALL, PauseSwitch
+from worker.core.config import get_settings
 from worker.core.exceptions import InputError, ProviderError, RateLimitTimeout
 from worker.core.roles import Permission
 from worker.ledger.audit import Action
@@ -92,6 +94,16 @@ def resolve(trade_no: str) -> Any:
     return _back("pages.review")
 
 
+def _switch(name: str | None) -> PauseSwitch | None:
+    """The switch of the provider account named (``ID+JP``); None: the cluster-wide one."""
+    if not name or name == ALL:
+        return None
+    for account in get_settings().accounts:
+        if account.name == name:
+            return runtime.pause_switch(account)
+    abort(400)
+
+
 @bp.route("/pauses/pause", methods=["POST"])
 @requires(Permission.OPERATE)
 def pause() -> Any:
@@ -99,18 +111,23 @@ def pause() -> Any:
     if not reason:
         flash("a pause needs a reason", "error")
         return _back("pages.pauses")
-    paused = runtime.batch_controls().pause(reason, g.user.name, origin=origin())
+    switch = _switch(request.form.get("account"))
+    paused = runtime.batch_controls().pause(reason, g.user.name, origin=origin(), switch=switch)
+    where = "cluster-wide" if switch is None else f"for provider account {switch.account}"
     if paused.already is not None:
-        flash(f"already paused by {paused.already.who}: {paused.already.reason}; not changed")
+        flash(
+            f"already paused {where} by {paused.already.who}: {paused.already.reason}; not changed"
+        )
     else:
-        flash("submissions paused cluster-wide")
+        flash(f"submissions paused {where}")
     return _back("pages.pauses")
 
 
 @bp.route("/pauses/resume", methods=["POST"])
 @requires(Permission.OPERATE)
 def resume() -> Any:
-    resumed = runtime.batch_controls().resume(g.user.name, origin=origin())
+    switch = _switch(request.form.get("account"))
+    resumed = runtime.batch_controls().resume(g.user.name, origin=origin(), switch=switch)
     flash(f"resumed; {resumed.published} queued payouts published")
     return _back("pages.pauses")
 

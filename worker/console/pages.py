@@ -133,7 +133,11 @@ def review() -> Any:
 @bp.route("/pauses")
 @requires(Permission.READ)
 def pauses() -> Any:
-    return render_template("pauses.html", records=runtime.pause_switch().records())
+    from worker.core.config import get_settings
+
+    accounts = [account.name for account in get_settings().accounts]
+    records = runtime.pause_switch().records()
+    return render_template("pauses.html", records=records, accounts=accounts)
 
 
 @bp.route("/deliveries")

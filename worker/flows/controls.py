@@ -131,25 +131,45 @@ class Controls:
         return ControlResult(batch_id, cancelled, message, not_cancelled=kept)
 
     def pause(
-        self, reason: str, operator: str | None = None, *, origin: str | None = None
+        self,
+        reason: str,
+        operator: str | None = None,
+        *,
+        origin: str | None = None,
+        switch: PauseSwitch | None = None,
     ) -> Paused:
-        """Stop every submission, cluster-wide, within a request's time. Already paused:
-        the pause in force stays as it was (``Paused.already``)."""
+        """Stop every submission, cluster-wide (or, with an account's ``switch``, that
+        provider account's), within a request's time. Already paused: the pause in force
+        stays as it was (``Paused.already``)."""
         who = operator or self.operator
-        record, created = self.pause_switch.pause(reason, who=who)
+        switch = switch or self.pause_switch
+        record, created = switch.pause(reason, who=who)
         where = origin or self.origin
-        self.ledger.audit(Action.PAUSE, who, where, note=reason, facts={"changed": created})
+        facts: dict[str, object] = {"changed": created}
+        if switch.account is not None:
+            facts["account"] = switch.account
+        self.ledger.audit(Action.PAUSE, who, where, note=reason, facts=facts)
         records = self.pause_switch.records()
         switches = {scope: r.reason for scope, r in records.items()}
         return Paused(switches, records, None if created else record)
 
-    def resume(self, operator: str | None = None, *, origin: str | None = None) -> Resumed:
+    def resume(
+        self,
+        operator: str | None = None,
+        *,
+        origin: str | None = None,
+        switch: PauseSwitch | None = None,
+    ) -> Resumed:
         """Clear every stop switch (also an account's the provider's rejection or the
-        circuit breaker set) and publish the QUEUED orders again."""
+        circuit breaker set), or with an account's ``switch`` that account's only, and
+        publish the QUEUED orders again."""
         by = operator or self.operator
+        switch = switch or self.pause_switch
         records = self.pause_switch.records()
+        if switch.account is not None:
+            records = {s: r for s, r in records.items() if s == switch.account}
         was = {scope: record.reason for scope, record in records.items()}
-        self.pause_switch.resume(who=by)
+        switch.resume(who=by)
         where = origin or self.origin
         self.ledger.audit(Action.RESUME, by, where, facts={"was_paused": sorted(was)})
         # Paused workers left their orders QUEUED and dropped the messages: publish again.

@@ -307,6 +307,23 @@ def test_watch_says_a_pause_plainly(servers: None, tmp_path: Path, ledger: Ledge
     assert "PAUSED (every provider account: bank holiday): `disburse resume`" in result.output
 
 
+def test_pause_and_resume_one_market_s_account(servers: None) -> None:
+    account = get_settings().account("ID")
+    paused = invoke("pause", "--market", "id", "--reason", "ID bank down")
+    assert paused.exit_code == 0, paused.output
+    assert f"submissions paused for provider account {account.name}" in paused.output
+    again = invoke("pause", "--market", "ID", "--reason", "other")
+    assert f"already paused for provider account {account.name}, not changed" in again.output
+    assert "ID bank down" in again.output
+    assert set(runtime.pause_switch().records()) == {account.name}
+    resumed = invoke("resume", "--market", "ID")
+    assert (
+        resumed.exit_code == 0 and f"was paused: provider account {account.name}" in resumed.output
+    )
+    assert runtime.pause_switch().records() == {}
+    assert invoke("pause", "--market", "XX").exit_code == 1
+
+
 def test_watch_rides_through_a_server_that_does_not_answer(
     servers: None, tmp_path: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -112,3 +112,27 @@ def test_the_live_progress_fragment_polls_until_settled(app: Flask, signed_in: A
     worker.cancel(result.batch_id, operator="otto")
     settled = vera.get(f"/batches/{result.batch_id}/progress").get_data(as_text=True)
     assert "settled" in settled and "hx-trigger" not in settled
+
+
+def test_an_operator_pauses_one_provider_account(app: Flask, signed_in: Any) -> None:
+    from worker.core.config import get_settings
+
+    account = get_settings().account("ID")
+    otto = signed_in("otto")
+    post(otto, "/pauses", "/pauses/pause", reason="ID bank down", account=account.name)
+    page = otto.get("/pauses").get_data(as_text=True)
+    assert f"provider account {account.name}: ID bank down (by otto" in page
+    assert set(runtime.pause_switch().records()) == {account.name}
+    assert runtime.pause_switch(account).paused()
+    again = post(otto, "/pauses", "/pauses/pause", reason="second", account=account.name)
+    assert again.status_code == 303
+    assert "already paused for provider account" in otto.get("/pauses").get_data(as_text=True)
+    assert runtime.pause_switch().records()[account.name].reason == "ID bank down"
+    post(otto, "/pauses", "/pauses/resume", account=account.name)
+    assert runtime.pause_switch().records() == {}
+    assert post(otto, "/pauses", "/pauses/pause", reason="x", account="nope").status_code == 400
+    pauses = [e for e in runtime.ledger().audit_events() if e.action == "pause"]
+    assert [e.facts for e in pauses[-2:]] == [
+        {"changed": True, "account": account.name},
+        {"changed": False, "account": account.name},
+    ]
