@@ -141,3 +141,17 @@ def redeliver(event_id: int) -> Any:
     runtime.ledger().audit(Action.REDELIVER, g.user.name, origin(), facts=facts)
     flash(f"evt_{event_id}: to be sent again" if sent else f"evt_{event_id}: nothing to send")
     return _back("pages.deliveries")
+
+
+@bp.route("/users", methods=["POST"])
+@requires(Permission.MANAGE_USERS)
+def add_user() -> Any:
+    name = (request.form.get("name") or "").strip()
+    role = request.form.get("role") or ""
+    try:
+        runtime.accounts().add(name, role, request.form.get("password") or "", by=g.user.name)
+    except InputError as exc:
+        flash(f"not added: {exc}", "error")
+    else:
+        flash(f"user {name} added as {role}")
+    return _back("pages.users")

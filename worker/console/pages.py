@@ -157,3 +157,11 @@ def audit() -> Any:
     after = request.args.get("after", type=int, default=0)
     events = runtime.ledger().audit_events(batch_id=batch_id, after=after, limit=CONSOLE_PAGE)
     return render_template("audit.html", events=events, batch=batch_id or "")
+
+
+@bp.route("/users")
+@requires(Permission.MANAGE_USERS)
+def users() -> Any:
+    from worker.core.roles import Role
+
+    return render_template("users.html", users=runtime.ledger().users(), roles=list(Role))

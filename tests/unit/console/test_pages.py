@@ -136,3 +136,19 @@ def test_an_operator_pauses_one_provider_account(app: Flask, signed_in: Any) -> 
         {"changed": True, "account": account.name},
         {"changed": False, "account": account.name},
     ]
+
+
+def test_an_admin_adds_users_and_no_one_else_may(app: Flask, signed_in: Any) -> None:
+    ada = signed_in("ada")
+    post(ada, "/users", "/users", name="gil", role="operator", password="a long password!")
+    assert "user gil added as operator" in ada.get("/users").get_data(as_text=True)
+    stored = runtime.ledger().user("gil")
+    assert stored is not None and stored.role == "operator"
+    post(ada, "/users", "/users", name="hal", role="operator", password="short")
+    assert "at least 12 characters" in ada.get("/users").get_data(as_text=True)
+    otto = signed_in("otto")
+    assert otto.get("/users").status_code == 403
+    assert (
+        post(otto, "/pauses", "/users", name="x", role="admin", password="p" * 12).status_code
+        == 403
+    )
