@@ -440,6 +440,8 @@ def reset() -> None:
     import celeryconfig
     from worker.celery.app import app
 
+    global _front
+    _front = None  # the console's app sets it again when built
     if pool.cache_info().currsize:
         pool().close()
     atexit.unregister(_flush_at_exit)  # what the forgotten Metrics holds is dropped

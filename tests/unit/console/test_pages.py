@@ -57,9 +57,11 @@ def test_an_operator_pauses_and_resumes_audited_by_name(app: Flask, signed_in: A
     assert "bank maintenance (by otto" in page and "Resume submissions" in page
     post(otto, "/pauses", "/pauses/resume")
     assert "nothing is paused" in otto.get("/pauses").get_data(as_text=True)
-    actions = [(e.action, e.who, e.origin) for e in runtime.ledger().audit_events()]
-    assert ("pause", "otto", "console@127.0.0.1") in actions
-    assert ("resume", "otto", "console@127.0.0.1") in actions
+    actions = [(e.action, e.who, e.origin, e.note) for e in runtime.ledger().audit_events()]
+    assert actions[-2:] == [
+        ("pause", "otto", "console@127.0.0.1", "bank maintenance"),
+        ("resume", "otto", "console@127.0.0.1", None),
+    ]
     assert "bank maintenance" in otto.get("/audit").get_data(as_text=True)
     approver = signed_in("alice")  # an approver is not an operator
     assert post(approver, "/pauses", "/pauses/pause", reason="x").status_code == 403
@@ -98,7 +100,8 @@ def test_an_operator_cancels_a_batch_and_a_viewer_cannot(app: Flask, signed_in: 
     assert "cancelled 2 unsent payouts" in otto.get(page).get_data(as_text=True)
     order = worker.get_order(result.trade_nos[0])
     assert order is not None and order.state is State.CANCELLED
-    (cancel,) = [e for e in runtime.ledger().audit_events() if e.action == "cancel"]
+    audited = runtime.ledger().audit_events(batch_id=result.batch_id)
+    (cancel,) = [e for e in audited if e.action == "cancel"]
     assert (cancel.who, cancel.origin) == ("otto", "console@127.0.0.1")
 
 
