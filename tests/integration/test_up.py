@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -188,6 +189,27 @@ def test_up_runs_everything_and_a_second_shell_settles_a_file_by_webhook(folder:
         assert written["DETAILS_CLIENT_SECRET"] == "sandbox-client-secret"
         assert (folder / ".env").stat().st_mode & 0o777 == 0o600  # only the user reads it
         assert f"  export DATABASE_URL={written['DATABASE_URL']}" in up.lines
+        # The console: its URL and a first login, the password shown once, and it signs in.
+        (console,) = [line for line in up.lines if line.startswith("  console ")]
+        found = re.search(
+            r"(http://127\.0\.0\.1:\d+/)  sign in as admin with password (\S+)", console
+        )
+        assert found is not None, console
+        assert found.group(2) not in (folder / ".env").read_text()
+        _wait_console(found.group(1))
+
+        # A second `disburse up` here (as the port-in-use message suggests) leaves this
+        # one's .env alone, also when it stops.
+        env_before = (folder / ".env").read_text()
+        second = Up(folder, "--port", "0", "--workers", "1", env=clean_env())
+        try:
+            second.wait_for("Next, in a second shell")
+            assert any("left alone" in line for line in second.lines)
+            assert (folder / ".env").read_text() == env_before
+            assert second.stop(signal.SIGTERM) == 0
+        finally:
+            second.kill()
+        assert (folder / ".env").read_text() == env_before
 
         # JP requires an HTTPS notifyUrl: the .env's is HTTPS, the sandbox delivers locally.
         batches = [enqueue(folder, "JP", 6), enqueue(folder, "ID", 6)]
@@ -253,6 +275,21 @@ def test_a_dotenv_of_the_users_is_read_and_left_alone(folder: Path) -> None:
         up.kill()
     assert code == 0
     assert (folder / ".env").read_text() == mine
+
+
+def _wait_console(url: str) -> None:
+    """Until the console answers its sign-in page."""
+    import requests
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(url + "signin", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "the console did not answer"
+        time.sleep(0.2)
 
 
 def _free_port() -> int:
