@@ -196,7 +196,7 @@ def test_up_runs_everything_and_a_second_shell_settles_a_file_by_webhook(folder:
         )
         assert found is not None, console
         assert found.group(2) not in (folder / ".env").read_text()
-        _wait_console(found.group(1))
+        _wait_console(found.group(1), found.group(2))
 
         # A second `disburse up` here (as the port-in-use message suggests) leaves this
         # one's .env alone, also when it stops.
@@ -277,19 +277,24 @@ def test_a_dotenv_of_the_users_is_read_and_left_alone(folder: Path) -> None:
     assert (folder / ".env").read_text() == mine
 
 
-def _wait_console(url: str) -> None:
-    """Until the console answers its sign-in page."""
+def _wait_console(url: str, password: str) -> None:
+    """Until the console answers; then sign in as admin with ``password``."""
     import requests
 
+    session = requests.Session()
     deadline = time.monotonic() + 30
     while True:
         try:
-            if requests.get(url + "signin", timeout=2).status_code == 200:
-                return
+            page = session.get(url + "signin", timeout=2)
+            break
         except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "the console did not answer"
-        time.sleep(0.2)
+            assert time.monotonic() < deadline, "the console did not answer"
+            time.sleep(0.2)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    form = {"csrf_token": token.group(1), "name": "admin", "password": password}
+    signed = session.post(url + "signin", data=form, timeout=5)
+    assert signed.status_code == 200 and "admin (admin)" in signed.text, signed.text[-500:]
 
 
 def _free_port() -> int:
