@@ -154,8 +154,10 @@ def deliveries() -> Any:
 @requires(Permission.READ)
 def audit() -> Any:
     batch_id = request.args.get("batch") or None
-    after = request.args.get("after", type=int, default=0)
-    events = runtime.ledger().audit_events(batch_id=batch_id, after=after, limit=CONSOLE_PAGE)
+    before = request.args.get("before", type=int)
+    events = runtime.ledger().audit_events(
+        batch_id=batch_id, before=before, limit=CONSOLE_PAGE, newest_first=True
+    )
     return render_template("audit.html", events=events, batch=batch_id or "")
 
 

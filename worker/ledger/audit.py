@@ -61,7 +61,8 @@ _SELECT = """
 SELECT id, at, who, action, origin, batch_id, trade_no, note, facts FROM audit_events
 WHERE id > %(after)s AND (%(since)s::timestamptz IS NULL OR at >= %(since)s)
   AND (%(batch)s::text IS NULL OR batch_id = %(batch)s)
-ORDER BY id LIMIT %(limit)s
+  AND (%(before)s::bigint IS NULL OR id < %(before)s)
+ORDER BY id {order} LIMIT %(limit)s
 """
 
 
@@ -102,13 +103,15 @@ class Audit(Queries):
         batch_id: str | None = None,
         after: int = 0,
         limit: int = 1000,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> list[AuditEvent]:
-        """The rows since a time, of a batch, after an id; oldest first, at most ``limit``."""
+        """The rows since a time, of a batch, after an id (and before one); oldest first
+        (or newest first: the console's page), at most ``limit``."""
+        query = _SELECT.format(order="DESC" if newest_first else "ASC")
+        given = {"after": after, "since": since, "batch": batch_id, "limit": limit}
         with self._connection() as conn:
-            rows = conn.execute(
-                _SELECT,
-                {"after": after, "since": since, "batch": batch_id, "limit": limit},
-            ).fetchall()
+            rows = conn.execute(query, {**given, "before": before}).fetchall()
         return [AuditEvent(*row) for row in rows]
 
     def last_policy_digest(self) -> str | None:
