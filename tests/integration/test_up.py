@@ -201,7 +201,7 @@ def test_up_runs_everything_and_a_second_shell_settles_a_file_by_webhook(folder:
         # A second `disburse up` here (as the port-in-use message suggests) leaves this
         # one's .env alone, also when it stops.
         env_before = (folder / ".env").read_text()
-        second = Up(folder, "--port", "0", "--workers", "1", env=clean_env())
+        second = Up(folder, "--servers-only", "--port", "0", env=clean_env())
         try:
             second.wait_for("Next, in a second shell")
             assert any("left alone" in line for line in second.lines)
