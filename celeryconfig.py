@@ -45,13 +45,19 @@ worker_prefetch_multiplier = 1
 task_time_limit = int(_settings.task_time_limit)
 task_soft_time_limit = int(_settings.task_time_limit) - 10
 
-# Celery reads the visibility timeout in both places.
+# Celery reads the visibility timeout in both places. Through Sentinels (a sentinel://
+# URL), both ask them for the master by its name, and again after a failover.
 _visibility = {"visibility_timeout": _settings.visibility_timeout}
+_master = {"master_name": _settings.redis_sentinel_master}
 broker_transport_options = {
     **_visibility,
+    **(_master if broker_url and broker_url.startswith("sentinel://") else {}),
     "queue_order_strategy": "worker.celery.publish:ResubmitFirst",
 }
-result_backend_transport_options = _visibility
+result_backend_transport_options = {
+    **_visibility,
+    **(_master if result_backend and result_backend.startswith("sentinel://") else {}),
+}
 broker_connection_retry_on_startup = True
 # A task's publishes ride through a Redis restart of a few seconds (worker.core.backoff).
 task_publish_retry_policy = PUBLISH_RETRY_POLICY

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import redis
 from psycopg_pool import ConnectionPool
 
+from worker.coordination.client import connect as connect_redis
 from worker.coordination.leases import Leases
 from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
@@ -76,10 +77,13 @@ def publisher() -> Publisher:
 
 @cache
 def redis_client() -> redis.Redis:
+    """The process's one Redis client: every limiter, lease, lock, marker, cache and
+    metric of the app goes through it (through Sentinels, it follows the master)."""
     settings = get_settings()
     timeout = INTERACTIVE_TIMEOUT if _interactive else settings.read_timeout
-    return redis.Redis.from_url(
+    return connect_redis(
         settings.redis_url,
+        master=settings.redis_sentinel_master,
         decode_responses=True,
         socket_timeout=timeout,
         socket_connect_timeout=min(settings.connect_timeout, timeout),

@@ -67,7 +67,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 ENVIRONMENT = """\b
 Environment (a .env file in the current directory may supply it):
   DATABASE_URL        PostgreSQL, the ledger
-  REDIS_URL           Redis: broker, rate limiters, token, locks
+  REDIS_URL           Redis: broker, rate limiters, token, locks (sentinel:// too)
+  REDIS_SENTINEL_MASTER
+                      the master's name at the Sentinels (mymaster)
   CELERY_BROKER_URL   optional broker override, e.g. amqp:// for RabbitMQ
   VEXORA_BASE_URL, VEXORA_MERCHANT_NO, VEXORA_APP_SECRET, VEXORA_RATE_LIMIT
                       the payout API (VEXORA_<MARKET>_* for one market's account)

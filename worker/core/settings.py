@@ -41,7 +41,10 @@ DETAILS_SETTINGS = (
 # Server URLs: what each is for, and an example, for the error when one is not set.
 _SERVERS = {
     "DATABASE_URL": ("the ledger's PostgreSQL", "postgresql://user:password@host:5432/disburse"),
-    "REDIS_URL": ("the Redis server", "redis://host:6379/0"),
+    "REDIS_URL": (
+        "the Redis server (or its Sentinels)",
+        "redis://host:6379/0 or sentinel://h1:26379;sentinel://h2:26379/0",
+    ),
 }
 # The notifyUrl sent when NOTIFY_URL is not set (a warning at start says so).
 DEFAULT_NOTIFY_URL = "https://127.0.0.1:8701/notify"
@@ -78,6 +81,8 @@ class Settings:
     database: str = field(default="", repr=False)
     redis: str = field(default="", repr=False)
     broker_url: str = field(default="", repr=False)
+    # The master the Sentinels of a sentinel:// REDIS_URL (or broker URL) watch.
+    redis_sentinel_master: str = "mymaster"
     key_prefix: str = KEY_PREFIX
     looked_in: str = "the environment"
 
