@@ -98,10 +98,14 @@ def test_connection_kwargs() -> None:
     )
     assert connection_kwargs("postgresql://h/db", limits) == {
         **KEEPALIVES,
+        "target_session_attrs": "read-write",
         "options": options + server_keepalives,
     }
-    given = connection_kwargs("host=h options='-c search_path=x' keepalives=0", limits)
+    given = connection_kwargs(
+        "host=h options='-c search_path=x' keepalives=0 target_session_attrs=any", limits
+    )
     assert given["options"] == f"{options} -c search_path=x" and "keepalives" not in given
+    assert "target_session_attrs" not in given  # the URL's own wins
 
 
 def test_our_side_of_a_pooled_connection_sends_keepalives(ledger_pool: ConnectionPool) -> None:
