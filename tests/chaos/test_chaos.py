@@ -36,13 +36,11 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psycopg
 import pytest
 import redis
 
@@ -52,7 +50,7 @@ from tests.app_receiver import DROP, AppReceiver
 from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
 from tests.support.cluster import EXPECTED_STATE, fast_sandbox, running_cluster
 from tests.support.events import assert_delivered, states_went_through
-from tests.support.waiting import wait_for
+from tests.support.waiting import patiently, wait_for
 from worker.celery import runtime
 from worker.core.samples import sample_rows
 from worker.core.settings import Settings
@@ -136,24 +134,9 @@ INDEXED_STATES = (
     State.REVIEW,
 )
 
-T = TypeVar("T")
-
 
 def say(message: str) -> None:
     print(f"[chaos seed={SEED}] {message}", flush=True)
-
-
-def patiently(read: Callable[[], T], timeout: float = 30.0) -> T:
-    """``read()``, retried while Redis or PostgreSQL is away (restarted during the run;
-    psycopg's OperationalError covers the pool's PoolTimeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return read()
-        except (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def sandbox_config() -> Any:

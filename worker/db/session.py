@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 KEEPALIVES = {
     "keepalives": "1",
@@ -49,6 +49,11 @@ def writable(conninfo: str) -> dict[str, str]:
     except psycopg.ProgrammingError:  # the connection reports it, with libpq's words
         given = {}
     return {} if "target_session_attrs" in given else dict(WRITABLE)
+
+
+def writable_conninfo(conninfo: str) -> str:
+    """``conninfo`` asking for a writable server (:func:`writable`)."""
+    return make_conninfo(conninfo, **writable(conninfo)) if writable(conninfo) else conninfo
 
 
 @dataclass(frozen=True)
