@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "webhook stands.",
     ),
     "export": ("batch", "One CSV row per payout of BATCH, for people and spreadsheets."),
+    "failover": (
+        "local",
+        "Fail over a server of `disburse up --replicated` (on this machine only).",
+    ),
     "fields": ("enqueue", "The columns of each market's rows file, as Markdown tables."),
     "pause": ("operate", "Stop all submissions, cluster-wide (every provider account)."),
     "reconcile": (

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from worker.cli.common import UserError
+
 
 @click.command(
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
@@ -57,6 +59,8 @@ Examples:
   disburse up                   # everything; then, in a second shell here:
   disburse enqueue payouts.csv --market ID
   disburse up --servers-only    # Redis, PostgreSQL, sandbox; then: honcho start
+  disburse up --replicated      # PostgreSQL + standby, Redis + replica + Sentinels
+  disburse failover postgres    # then, in a second shell: kill the primary, promote
 
 \b
 REDIS_URL, DATABASE_URL, VEXORA_BASE_URL set (in the environment or a .env of
@@ -78,6 +82,12 @@ NOTIFY_URL, RECONCILE_EVERY, RECONCILE_AFTER, SWEEP_AFTER set: passed on."""
     "--servers-only",
     is_flag=True,
     help="Only Redis, PostgreSQL and the sandbox: run the Procfile yourself (honcho start).",
+)
+@click.option(
+    "--replicated",
+    is_flag=True,
+    help="PostgreSQL with a streaming standby, Redis with a replica and 3 Sentinels: "
+    "`disburse failover postgres|redis` then fails one over.",
 )
 @click.option(
     "--failure-ratio",
@@ -104,6 +114,7 @@ def up(
     workers: int,
     port: int,
     servers_only: bool,
+    replicated: bool,
     failure_ratio: float,
     log_dir: Path,
     env_file: Path,
@@ -124,6 +135,39 @@ def up(
         env_file=env_file,
         servers_only=servers_only,
         failure_ratio=failure_ratio,
+        replicated=replicated,
     )
     if code:
         raise click.exceptions.Exit(code)
+
+
+@click.command()
+@click.argument("server", type=click.Choice(["postgres", "redis"]))
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("disburse-logs"),
+    show_default=True,
+    help="The log directory of the `disburse up --replicated` to fail over.",
+)
+def failover(server: str, log_dir: Path) -> None:
+    """Fail over a server of `disburse up --replicated` (on this machine only).
+
+    postgres: the primary is SIGKILLed and the standby promoted. redis: the master is
+    SIGKILLed and the Sentinels promote the replica. The running workers follow on their
+    own; watch `disburse status`. One failover of each per `disburse up`.
+    """
+    from worker.dev import replicated
+
+    fail_over = (
+        replicated.fail_over_postgres if server == "postgres" else replicated.fail_over_redis
+    )
+    try:
+        click.echo(fail_over(log_dir.resolve()))
+    except FileNotFoundError:
+        raise UserError(
+            f"no `disburse up --replicated` runs with --log-dir {log_dir}: this command only "
+            "fails over the servers it started"
+        ) from None
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None

@@ -16,6 +16,7 @@ at the close; nothing here touches a server it did not start.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import tempfile
@@ -132,57 +133,26 @@ class ReplicatedRedis(Service):
         for sentinel in self.sentinels:
             client = sentinel.client()
             try:
-                replicas = client.execute_command("SENTINEL", "REPLICAS", SENTINEL_MASTER)
                 others = client.execute_command("SENTINEL", "SENTINELS", SENTINEL_MASTER)
             finally:
                 client.close()
-            synced = [r for r in replicas if _fields(r).get("master-link-status") == "ok"]
-            if not synced or len(others) < SENTINELS - 1:
+            if not live_replicas([sentinel.port]) or len(others) < SENTINELS - 1:
                 return False
         return True
 
-    def master_port(self) -> int:
-        """The port of the master the Sentinels name now."""
-        for sentinel in self.sentinels:
-            client = sentinel.client()
-            try:
-                _, port = client.execute_command(
-                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER
-                )
-                return int(port)
-            except redis.ConnectionError:
-                continue
-            finally:
-                client.close()
-        raise RuntimeError("no Sentinel answers")
+    @property
+    def sentinel_ports(self) -> list[int]:
+        return [s.port for s in self.sentinels]
 
     def kill_master(self) -> int:
         """SIGKILL the current master (no SHUTDOWN, nothing flushed); its port."""
-        port = self.master_port()
+        port = master_port(self.sentinel_ports)
         server = next(s for s in (self.master, self.replica) if s.port == port)
         server.kill()
         return port
 
     def wait_promoted(self, old_port: int, timeout: float = 30.0) -> int:
-        """Until the Sentinels name another master, which answers as one; its port."""
-        found: list[int] = []
-
-        def promoted() -> bool:
-            port = self.master_port()
-            if port == old_port:
-                return False
-            client = redis.Redis(port=port, socket_timeout=1)
-            try:
-                role = client.execute_command("ROLE")
-            except redis.ConnectionError:
-                return False
-            finally:
-                client.close()
-            found[:] = [port]
-            return bool(role and role[0] in (b"master", "master"))
-
-        _wait(promoted, timeout, f"the Sentinels promoted no replica within {timeout:g} s")
-        return found[0]
+        return wait_promoted(self.sentinel_ports, old_port, timeout)
 
     def close(self) -> None:
         for sentinel in self.sentinels:
@@ -240,30 +210,112 @@ class ReplicatedPostgres(Service):
         self.primary.close()
 
 
+def master_port(sentinel_ports: list[int]) -> int:
+    """The port of the master the Sentinels name now."""
+    for port in sentinel_ports:
+        client = redis.Redis(port=port, decode_responses=True, socket_timeout=2)
+        try:
+            _, master = client.execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER
+            )
+            return int(master)
+        except redis.ConnectionError:
+            continue
+        finally:
+            client.close()
+    raise RuntimeError("no Sentinel answers")
+
+
+def live_replicas(sentinel_ports: list[int]) -> int:
+    """How many replicas in sync the first Sentinel that answers knows."""
+    for port in sentinel_ports:
+        client = redis.Redis(port=port, decode_responses=True, socket_timeout=2)
+        try:
+            replicas = client.execute_command("SENTINEL", "REPLICAS", SENTINEL_MASTER)
+        except redis.ConnectionError:
+            continue
+        finally:
+            client.close()
+        return sum(1 for r in replicas if _fields(r).get("master-link-status") == "ok")
+    raise RuntimeError("no Sentinel answers")
+
+
+def wait_promoted(sentinel_ports: list[int], old_port: int, timeout: float = 30.0) -> int:
+    """Until the Sentinels name a master other than ``old_port``'s, which answers as one;
+    its port."""
+    found: list[int] = []
+
+    def promoted() -> bool:
+        port = master_port(sentinel_ports)
+        if port == old_port:
+            return False
+        client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+        try:
+            role = client.execute_command("ROLE")
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+        found[:] = [port]
+        return bool(role) and role[0] == "master"
+
+    _wait(promoted, timeout, f"the Sentinels promoted no replica within {timeout:g} s")
+    return found[0]
+
+
 @dataclass
 class RunState:
-    """What ``disburse failover`` needs to find the servers of ``up --replicated``."""
+    """What ``disburse failover`` needs to find the servers of ``up --replicated``: the
+    primary's postmaster and the standby's port (0: none left), the Sentinels' ports."""
 
     postgres_primary_pid: int
     postgres_standby_port: int
-    redis_ports: list[int]  # master and replica, whichever is which now
     sentinel_ports: list[int]
+
+    @classmethod
+    def of(cls, postgres: ReplicatedPostgres, redis_servers: ReplicatedRedis) -> RunState:
+        return cls(postgres.primary.pid or 0, postgres.standby.port, redis_servers.sentinel_ports)
 
     def write(self, directory: Path) -> None:
         (directory / STATE_FILE).write_text(json.dumps(asdict(self)))
 
     @classmethod
     def read(cls, directory: Path) -> RunState:
+        """Raises FileNotFoundError when ``up --replicated`` does not run there."""
         return cls(**json.loads((directory / STATE_FILE).read_text()))
 
-    @classmethod
-    def of(cls, postgres: ReplicatedPostgres, redis_servers: ReplicatedRedis) -> RunState:
-        return cls(
-            postgres_primary_pid=postgres.primary.pid or 0,
-            postgres_standby_port=postgres.standby.port,
-            redis_ports=[redis_servers.master.port, redis_servers.replica.port],
-            sentinel_ports=[s.port for s in redis_servers.sentinels],
-        )
+
+def fail_over_postgres(directory: Path) -> str:
+    """SIGKILL the primary of the ``up --replicated`` whose state is in ``directory``,
+    promote its standby; what happened, in a line."""
+    state = RunState.read(directory)
+    if not state.postgres_standby_port:
+        raise RuntimeError("no standby left: a failover was made already; restart `disburse up`")
+    started = time.monotonic()
+    kill_tree(state.postgres_primary_pid)
+    promote(state.postgres_standby_port)
+    RunState(0, 0, state.sentinel_ports).write(directory)
+    return (
+        f"PostgreSQL primary (pid {state.postgres_primary_pid}) killed; the standby on port "
+        f"{state.postgres_standby_port} promoted in {time.monotonic() - started:.2f} s"
+    )
+
+
+def fail_over_redis(directory: Path) -> str:
+    """SIGKILL the Redis master of the ``up --replicated`` whose state is in ``directory``
+    and wait for the Sentinels to promote the replica; what happened, in a line."""
+    state = RunState.read(directory)
+    if not live_replicas(state.sentinel_ports):
+        raise RuntimeError("no replica left: a failover was made already; restart `disburse up`")
+    old = master_port(state.sentinel_ports)
+    pid = redis_pid(old)
+    started = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    new = wait_promoted(state.sentinel_ports, old)
+    return (
+        f"Redis master on port {old} (pid {pid}) killed; the Sentinels promoted the replica "
+        f"on port {new} after {time.monotonic() - started:.2f} s"
+    )
 
 
 def kill_tree(pid: int) -> None:
