@@ -2,7 +2,10 @@ import pytest
 import redis
 from redis.sentinel import SentinelConnectionPool
 
+from worker.coordination.breaker import Breaker
 from worker.coordination.client import SentinelUrl, connect
+from worker.coordination.ratelimit import RateLimiter
+from worker.core.settings import Rate
 
 
 def test_a_sentinel_url_names_every_sentinel_and_the_masters_login() -> None:
@@ -46,3 +49,17 @@ def test_a_sentinel_url_gives_a_client_of_the_named_master() -> None:
     # The Sentinels are asked without the master's password, within the same timeouts.
     assert sentinels[0].connection_pool.connection_kwargs["password"] is None
     assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == 2.0
+
+
+def test_the_lua_scripts_run_on_a_master_that_never_loaded_them(real_redis: redis.Redis) -> None:
+    """A promoted replica has none of the old master's scripts cached (as after a
+    restart): each is loaded again when the server answers NOSCRIPT."""
+    limiter = RateLimiter(real_redis, "submit:ID", Rate(1000))
+    breaker = Breaker(real_redis, "disburse", "ID", rejections=2, window=30.0)
+    assert limiter.try_acquire() == 0.0
+
+    real_redis.script_flush()
+
+    assert limiter.try_acquire() == 0.0
+    assert breaker.refused("T1", "9001") is None
+    assert breaker.refused("T2", "9001") == {"9001": 2}
