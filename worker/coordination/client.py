@@ -3,9 +3,10 @@
 the Sentinels name, which asks them again after a failover.
 
 The URL is kombu's (the broker reads the same one):
-``sentinel://[:password@]host:port[;sentinel://host:port...][/db]``; the password, user
-and database of the first part are the master's, as for kombu and Celery. The Sentinels
-themselves are asked without credentials (kombu's ``sentinel_kwargs`` default).
+``sentinel://[:password@]host:port[/db][;sentinel://host:port[/db]...]`` (the settings
+give every part the database named); the password, user and database of the first part
+are the master's, as kombu and Celery read them. The Sentinels themselves are asked
+without credentials (kombu's ``sentinel_kwargs`` default).
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ class SentinelUrl:
         if not parts or any(p.scheme != SENTINEL_SCHEME or not p.hostname for p in parts):
             raise ValueError("not a sentinel://host:port[;sentinel://host:port...] URL")
         first = parts[0]
-        path = next((p.path for p in reversed(parts) if p.path.strip("/")), "")
         return cls(
             sentinels=tuple((str(p.hostname), p.port or 26379) for p in parts),
-            db=int(path.strip("/") or 0),
+            db=int(first.path.strip("/") or 0),
             username=unquote(first.username) if first.username else None,
             password=unquote(first.password) if first.password else None,
         )

@@ -178,18 +178,31 @@ def _server_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> 
 
 
 def _redis_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
-    """A Redis URL; a ``sentinel://`` one may name several Sentinels as kombu reads them:
-    ``sentinel://[:password@]host:port[;sentinel://host:port...][/db]``."""
+    """A Redis URL; a ``sentinel://`` one may name several Sentinels as kombu does:
+    ``sentinel://[:password@]host:port[;sentinel://host:port...][/db]``.
+
+    kombu and Celery read the database of the first part only: it is given to every
+    part, so that the broker, the results and the app use the one named wherever it is.
+    """
     raw = env.get(name) or ""
     if not raw.startswith("sentinel://"):
         return _server_url(env, name, schemes)
-    for sentinel in raw.split(_SENTINEL_SEPARATOR):
+    sentinels = raw.split(_SENTINEL_SEPARATOR)
+    for sentinel in sentinels:
         _server_url({name: sentinel}, name, ("sentinel",))
         if not urlsplit(sentinel).hostname:
             raise ConfigError(
                 f"{name} names a Sentinel without a host; expected sentinel://host:port"
             )
-    return raw
+    databases = {urlsplit(s).path.strip("/") for s in sentinels} - {""}
+    if len(databases) > 1:
+        raise ConfigError(
+            f"{name} names two databases; name one, e.g. sentinel://h1:26379;sentinel://h2:26379/0"
+        )
+    if not databases:
+        return raw
+    path = f"/{databases.pop()}"
+    return _SENTINEL_SEPARATOR.join(urlsplit(s)._replace(path=path).geturl() for s in sentinels)
 
 
 def _database_url(env: Mapping[str, str]) -> str:

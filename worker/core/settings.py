@@ -43,7 +43,7 @@ _SERVERS = {
     "DATABASE_URL": ("the ledger's PostgreSQL", "postgresql://user:password@host:5432/disburse"),
     "REDIS_URL": (
         "the Redis server (or its Sentinels)",
-        "redis://host:6379/0 or sentinel://h1:26379;sentinel://h2:26379/0",
+        "redis://host:6379/0 or sentinel://h1:26379/0;sentinel://h2:26379/0",
     ),
 }
 # The notifyUrl sent when NOTIFY_URL is not set (a warning at start says so).

@@ -112,8 +112,8 @@ class ReplicatedRedis(Service):
 
     @property
     def url(self) -> str:
-        """kombu's form: every Sentinel, ``;``-separated, database 0."""
-        return ";".join(f"sentinel://127.0.0.1:{s.port}" for s in self.sentinels) + "/0"
+        """kombu's form: every Sentinel, ``;``-separated, each with database 0."""
+        return ";".join(f"sentinel://127.0.0.1:{s.port}/0" for s in self.sentinels)
 
     def start(self) -> ReplicatedRedis:
         try:

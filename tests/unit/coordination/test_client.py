@@ -9,7 +9,7 @@ from worker.core.settings import Rate
 
 
 def test_a_sentinel_url_names_every_sentinel_and_the_masters_login() -> None:
-    url = "sentinel://:pw%40x@s1:26379;sentinel://s2:26380;sentinel://s3/2"
+    url = "sentinel://:pw%40x@s1:26379/2;sentinel://s2:26380;sentinel://s3/2"
 
     parsed = SentinelUrl.parse(url)
 
@@ -32,7 +32,7 @@ def test_a_redis_url_gives_a_plain_client() -> None:
 
 def test_a_sentinel_url_gives_a_client_of_the_named_master() -> None:
     client = connect(
-        "sentinel://:pw@127.0.0.1:1;sentinel://127.0.0.1:2/4",
+        "sentinel://:pw@127.0.0.1:1/4;sentinel://127.0.0.1:2/4",
         master="payouts",
         socket_timeout=2.0,
         decode_responses=True,

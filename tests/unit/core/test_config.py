@@ -221,6 +221,17 @@ def test_celery_is_given_the_visibility_timeout_for_broker_and_results() -> None
         assert options["visibility_timeout"] >= MAX_DELAY + 2 * celeryconfig.task_time_limit + 60
 
 
+def test_the_database_of_a_sentinel_url_is_given_to_every_sentinel() -> None:
+    """kombu and Celery read it on the first part, the issue's form puts it on the last."""
+    settings = load_settings(
+        {"REDIS_URL": "sentinel://:pw@s1:26379;sentinel://s2:26379;sentinel://s3:26379/2"}
+    )
+
+    assert settings.redis_url == (
+        "sentinel://:pw@s1:26379/2;sentinel://s2:26379/2;sentinel://s3:26379/2"
+    )
+
+
 def test_the_sentinels_master_is_mymaster_unless_named() -> None:
     assert load_settings({}).redis_sentinel_master == "mymaster"
     assert load_settings({"REDIS_SENTINEL_MASTER": "pay"}).redis_sentinel_master == "pay"
@@ -230,7 +241,7 @@ def test_the_sentinels_master_is_mymaster_unless_named() -> None:
     ("env", "broker_master", "backend_master"),
     [
         ({"REDIS_URL": "redis://r:6379/0"}, None, None),
-        ({"REDIS_URL": "sentinel://s1:26379;sentinel://s2:26379/0"}, "pay", "pay"),
+        ({"REDIS_URL": "sentinel://s1:26379/0;sentinel://s2:26379/0"}, "pay", "pay"),
         (
             {"REDIS_URL": "sentinel://s1:26379/0", "CELERY_BROKER_URL": "amqp://mq//"},
             None,
@@ -288,6 +299,7 @@ def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
         ("REDIS_URL", "sentinel://:s3cret@h1:26379;redis://h2:6379", "must start with sentinel"),
         ("REDIS_URL", "sentinel://:s3cret@h1:port;sentinel://h2/0", "REDIS_URL has a malformed"),
         ("REDIS_URL", "sentinel://:s3cret@:26379/0", "a Sentinel without a host"),
+        ("REDIS_URL", "sentinel://:s3cret@h1:26379/0;sentinel://h2:26379/1", "two databases"),
         ("CELERY_BROKER_URL", "http://u:s3cret@mq.example", "CELERY_BROKER_URL must start"),
         ("NOTIFY_URL", "/notify?token=s3cret", "NOTIFY_URL is not an http(s) URL"),
         ("DETAILS_BASE_URL", "details.example", "DETAILS_BASE_URL is not an http(s) URL"),
@@ -311,8 +323,9 @@ def test_a_malformed_server_url_is_one_line_naming_the_variable(
     [
         ("REDIS_URL", "rediss://:pw@redis.example:6380/1"),
         ("REDIS_URL", "unix:///run/redis.sock"),
-        ("REDIS_URL", "sentinel://:pw@s1:26379;sentinel://s2:26379;sentinel://s3:26379/0"),
-        ("CELERY_BROKER_URL", "sentinel://s1:26379;sentinel://s2:26379/1"),
+        ("REDIS_URL", "sentinel://:pw@s1:26379/0;sentinel://s2:26379/0"),
+        ("REDIS_URL", "sentinel://s1:26379;sentinel://s2:26379"),
+        ("CELERY_BROKER_URL", "sentinel://s1:26379/1;sentinel://s2:26379/1"),
         ("DATABASE_URL", "postgres://u:pw@db.example/disburse"),
         ("DATABASE_URL", "postgresql://u:pw@db1.example:5432,db2.example:5433/disburse"),
         ("DATABASE_URL", "postgresql://u@db1,db2/disburse?target_session_attrs=any"),
