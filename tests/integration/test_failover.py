@@ -1,18 +1,20 @@
-"""The failover drills (issue 24; tests/integration/test_failover_*.py): a server lost
-mid-batch, workers SIGKILLed meanwhile as in the chaos run; the engine must follow the
+"""Failover drill (issue 24): the PostgreSQL primary, then the Redis master, lost
+mid-batch, workers SIGKILLed meanwhile as in the chaos run; the engine must follow each
 promoted server without a person and without a process exiting.
 
-Each drill runs a real cluster (celery workers and beat from the Procfile, the web
+It runs a real cluster (celery workers and beat from the Procfile, the web
 receiver, the sandbox over HTTP) whose only knowledge of the replication is its
 environment: ``DATABASE_URL`` a multi-host URL (the standby listed first: every
 connection asks for a writable server), ``REDIS_URL`` the three Sentinels and
 ``REDIS_SENTINEL_MASTER``. Mid-batch the primary is SIGKILLed and the standby promoted
-(synchronous replication: no committed claim lost), or the Redis master SIGKILLed and
+(synchronous replication: no committed claim lost), then the Redis master SIGKILLed and
 the Sentinels left to promote its replica (asynchronous: what it loses, the leases and
-the sweeper bring back). Then: no tradeNo accepted twice by the sandbox, every payout
-SUCCEEDED, FAILED or REVIEW as the sandbox settled it, no process exited on its own.
-Each prints the seconds from the failure to the first claim committed after it and to
-the first POST of a payout claimed after it (the sandbox's own receipt time).
+the sweeper bring back). One batch for both: one cluster to start and one recovery tail
+to wait for (the claims of killed workers come back after their lease). Then: no
+tradeNo accepted twice by the sandbox, every payout SUCCEEDED, FAILED or REVIEW as the
+sandbox settled it, no process exited on its own.
+For each failure it prints the seconds to the first claim committed after it and to the
+first POST of a payout claimed after it (the sandbox's own receipt time).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import pytest
 
 import worker
 from tests.support.cluster import EXPECTED_STATE, fast_sandbox, running_cluster
@@ -36,8 +40,11 @@ from worker.dev.cluster import LocalCluster
 from worker.dev.replicated import SENTINEL_MASTER, ReplicatedPostgres, ReplicatedRedis
 from worker.ledger import Ledger
 
-PAYOUTS = 400  # 20 s of POSTs at the rate below: the failover lands mid-batch
-FAIL_AFTER = 6.0  # seconds into the batch
+pytestmark = pytest.mark.integration
+
+PAYOUTS = 400  # 20 s of POSTs at the rate below: both failovers land mid-batch
+POSTGRES_FAILS_AFTER = 6.0  # seconds into the batch
+REDIS_FAILS_AFTER = 12.0
 KILL_EVERY = (2.0, 3.0)  # a worker SIGKILLed and started again, as in the chaos run
 KILLING_FOR = 20.0
 SETTLE_TIMEOUT = 120.0
@@ -106,25 +113,28 @@ class WorkerKiller(threading.Thread):
             self.kills += 1
 
 
-Fail = Callable[[ReplicatedPostgres, ReplicatedRedis], None]
-
-
-def drill(fail: Fail, what: str) -> None:
+def test_failovers_of_postgresql_and_redis_mid_batch_pay_nothing_twice_and_lose_nothing() -> None:
     with replicated_cluster() as (postgres, redis_servers, cluster):
         ledger = runtime.ledger()
         result = worker.enqueue_batch("ID", sample_rows("ID", PAYOUTS))
         assert result.batch_id is not None and result.accepted == PAYOUTS
+        started = time.monotonic()
         killer = WorkerKiller(cluster, KILLING_FOR)
         killer.start()
-        time.sleep(FAIL_AFTER)
-        posted_before = payout_requests(cluster)
-        failed_at = time.time()
-        fail(postgres, redis_servers)
-        say(f"{what} {time.time() - failed_at:.2f} s after the failure")
+        time.sleep(POSTGRES_FAILS_AFTER)
+        assert payout_requests(cluster) > 0, "the failure came before any POST"
+        postgres_failed = time.time()
+        postgres.fail_over()  # SIGKILL the primary, promote the standby
+        say(f"PostgreSQL primary killed, standby promoted in {time.time() - postgres_failed:.2f} s")
+        time.sleep(max(0.0, REDIS_FAILS_AFTER - (time.monotonic() - started)))
+        redis_failed = time.time()
+        redis_servers.wait_promoted(redis_servers.kill_master())
+        promoted_in = time.time() - redis_failed
+        say(f"Redis master killed, replica promoted by the Sentinels in {promoted_in:.2f} s")
+        assert payout_requests(cluster) < PAYOUTS, "the batch was over before Redis failed"
         killer.join()
         wait_settled(ledger, result.batch_id)
 
-        assert posted_before > 0, "the failure came before any POST"
         assert killer.kills >= 5 and killer.died == [], "a worker exited on its own"
         assert cluster.exited() == {}, "a process exited on its own"
         paid = cluster.sandbox.payouts()
@@ -137,14 +147,15 @@ def drill(fail: Fail, what: str) -> None:
             record = paid.get(order.trade_no)
             if record is not None and order.state in EXPECTED_STATE.values():
                 assert order.state is EXPECTED_STATE[record["status"]], order.trade_no
-        by_second = Counter(math.floor(r["received_at"] - failed_at) for r in paid.values())
-        say(f"POSTs received by second from the failure: {sorted(by_second.items())}")
-        claim, post = patiently(lambda: resumed_after(ledger, paid, failed_at))
-        say(
-            f"{what}: {len(paid)} of {PAYOUTS} paid once each, {killer.kills} worker kills; "
-            f"from the failure to the first claim after it {claim:.2f} s, to the first POST "
-            f"of a payout claimed after it {post:.2f} s"
-        )
+        by_second = Counter(math.floor(r["received_at"] - postgres_failed) for r in paid.values())
+        say(f"POSTs received by second from the PostgreSQL failure: {sorted(by_second.items())}")
+        say(f"{len(paid)} of {PAYOUTS} paid once each, {killer.kills} worker kills")
+        for what, failed_at in (("PostgreSQL", postgres_failed), ("Redis", redis_failed)):
+            claim, post = patiently(lambda at=failed_at: resumed_after(ledger, paid, at))
+            say(
+                f"{what} failover: the first claim after it {claim:.2f} s, the first POST of "
+                f"a payout claimed after it {post:.2f} s"
+            )
 
 
 def payout_requests(cluster: LocalCluster) -> int:
