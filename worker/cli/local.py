@@ -21,6 +21,24 @@ def sandbox(options: tuple[str, ...]) -> None:
         raise click.exceptions.Exit(code)
 
 
+_LATENCY_MEDIAN = click.option(
+    "--latency-median",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="The sandbox answers after a lognormal wait of this median, like a real provider "
+    "(e.g. 0.25; 0: at once).",
+)
+_LATENCY_SIGMA = click.option(
+    "--latency-sigma",
+    type=click.FloatRange(min=0),
+    default=0.6,
+    show_default=True,
+    help="The spread of that wait: median * exp(sigma * N(0,1)), at most 10 medians.",
+)
+
+
 @click.command()
 @click.option("--payouts", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
@@ -38,7 +56,16 @@ def sandbox(options: tuple[str, ...]) -> None:
     show_default=True,
     help="Where each process writes its log (kept).",
 )
-def demo(payouts: int, workers: int, output: Path, log_dir: Path) -> None:
+@_LATENCY_MEDIAN
+@_LATENCY_SIGMA
+def demo(
+    payouts: int,
+    workers: int,
+    output: Path,
+    log_dir: Path,
+    latency_median: float,
+    latency_sigma: float,
+) -> None:
     """The whole system end to end on this machine, on private servers.
 
     The sandbox provider settles about 5% of payouts FAILED on purpose, and a few rows
@@ -46,7 +73,14 @@ def demo(payouts: int, workers: int, output: Path, log_dir: Path) -> None:
     """
     from worker.dev import demo as run_demo
 
-    code = run_demo.run(payouts=payouts, workers=workers, output=output, log_dir=log_dir)
+    code = run_demo.run(
+        payouts=payouts,
+        workers=workers,
+        output=output,
+        log_dir=log_dir,
+        latency_median=latency_median,
+        latency_sigma=latency_sigma,
+    )
     if code:
         raise click.exceptions.Exit(code)
 
@@ -100,6 +134,8 @@ NOTIFY_URL, RECONCILE_EVERY, RECONCILE_AFTER, SWEEP_AFTER set: passed on."""
     show_default=True,
     help="Where the environment for other shells is written (never over a .env of yours).",
 )
+@_LATENCY_MEDIAN
+@_LATENCY_SIGMA
 def up(
     workers: int,
     port: int,
@@ -107,6 +143,8 @@ def up(
     failure_ratio: float,
     log_dir: Path,
     env_file: Path,
+    latency_median: float,
+    latency_sigma: float,
 ) -> None:
     """The whole system on this machine for your own files, until Ctrl-C.
 
@@ -124,6 +162,8 @@ def up(
         env_file=env_file,
         servers_only=servers_only,
         failure_ratio=failure_ratio,
+        latency_median=latency_median,
+        latency_sigma=latency_sigma,
     )
     if code:
         raise click.exceptions.Exit(code)
