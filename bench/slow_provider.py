@@ -36,11 +36,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench import paced_loop
 from bench.common import MARKET, Context, Result, cluster, process_tree_rss, say, worker_pids
 
 if TYPE_CHECKING:
-    from multiprocessing.synchronize import Event
-
     from worker.dev.cluster import LocalCluster
     from worker.sandbox import SandboxConfig
 
@@ -105,11 +104,13 @@ def procfile_concurrency() -> int:
 
 
 def default_submit_concurrency() -> int:
-    """SUBMIT_CONCURRENCY when unset: the setting's default once it exists, else 1 (one
-    POST at a time per pool process, as before it existed)."""
+    """SUBMIT_CONCURRENCY as the workers will read it: this environment's (they inherit
+    it), else the setting's default once it exists, else 1 (one POST at a time per pool
+    process, as before it existed)."""
     from worker.core.settings import Settings
 
-    return int(getattr(Settings(), "submit_concurrency", 1))
+    given = os.environ.get("SUBMIT_CONCURRENCY", "").strip()
+    return int(given) if given else int(getattr(Settings(), "submit_concurrency", 1))
 
 
 # --- measuring processes ---------------------------------------------------------------
@@ -161,6 +162,23 @@ def _wait_paid(local: LocalCluster, total: int, deadline: float) -> bool:
     return True
 
 
+def timeline(local: LocalCluster, started: float, payouts: int) -> dict[str, float | None]:
+    """Seconds from ``started`` (wall clock) until 5, 50, 95 and 100 % of ``payouts`` were
+    accepted (None: not in the measured time), and the rate between 5 and 95 %: the
+    steady pace, without the start and the tail."""
+    assert local.sandbox is not None
+    stamps = sorted(p["received_at"] - started for p in local.sandbox.payouts().values())
+    marks: dict[str, float | None] = {}
+    for pct in (5, 50, 95, 100):
+        rank = max(1, round(payouts * pct / 100))
+        marks[f"to_{pct}pct_s"] = stamps[rank - 1] if rank <= len(stamps) else None
+    low, high = marks["to_5pct_s"], marks["to_95pct_s"]
+    marks["steady_per_s"] = None
+    if low is not None and high is not None and high > low:
+        marks["steady_per_s"] = 0.9 * payouts / (high - low)
+    return marks
+
+
 def measure_ours(row: Row, local: LocalCluster, payouts: int) -> Row:
     """Enqueue ``payouts`` on a warmed-up cluster and time them to the provider."""
     import worker
@@ -174,7 +192,7 @@ def measure_ours(row: Row, local: LocalCluster, payouts: int) -> Row:
     pids = worker_pids(local)
     rows = _rows(payouts, seed=231)
     cpu_before = cpu_seconds(pids)
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()
     worker.enqueue_batch(MARKET, rows)
     done = _wait_paid(local, payouts, started + cap_for(payouts, row.limit))
     row.seconds = time.monotonic() - started
@@ -183,7 +201,8 @@ def measure_ours(row: Row, local: LocalCluster, payouts: int) -> Row:
     row.capped = not done
     row.cpu = cpu_spent(cpu_before, cpu_seconds(pids))
     row.rss = process_tree_rss(pids)
-    row.extra = {"rate_limited": stats.get("rate_limited", 0), "posts": stats["payout_requests"]}
+    row.extra = {"rate_limited": stats.get("rate_limited", 0), "posts": stats["payout_requests"],
+                 **timeline(local, wall, payouts)}  # fmt: skip
     if not done:
         worker.pause("bench: the row's time cap", operator="bench")  # a quick shutdown
     return row
@@ -253,7 +272,7 @@ def naive_celery(limit: int, in_flight: int, payouts: int) -> Row:
             time.sleep(1.0)
             local.sandbox.reset()
             cpu_before = cpu_seconds(pids)
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             _publish(app, TASK, QUEUE, payloads[WARM:])
             done = _wait_paid(local, payouts, started + cap_for(payouts, limit))
             row.seconds = time.monotonic() - started
@@ -262,79 +281,13 @@ def naive_celery(limit: int, in_flight: int, payouts: int) -> Row:
             row.capped = not done
             row.cpu = cpu_spent(cpu_before, cpu_seconds(pids))
             row.rss = process_tree_rss(pids)
+            row.extra = timeline(local, wall, payouts)
             if not done:
                 app.control.purge()
     return row
 
 
 # --- the raw loop -----------------------------------------------------------------------
-
-
-def _raw_loop(
-    base_url: str,
-    merchant_no: str,
-    secret: str,
-    payloads: list[dict[str, str]],
-    in_flight: int,
-    limit: int,
-    cap: float,
-    ready: Event,
-    start: Event,
-    out: Any,
-) -> None:
-    """One process: ``in_flight`` threads share one client and POST payload i at start +
-    i / limit (or as soon after as a thread is free), until done or ``cap`` seconds."""
-    import threading
-
-    import psutil
-
-    from worker.core.exceptions import DisburseError
-    from worker.core.settings import Settings
-    from worker.provider.vexora import VexoraClient
-
-    client = VexoraClient(
-        base_url, merchant_no, secret, timeouts=Settings().timeouts, pool_size=in_flight
-    )
-    lock = threading.Lock()
-    counts = {"next": 0, "sent": 0, "failures": 0}
-
-    def work(began: float) -> None:
-        while True:
-            with lock:
-                index = counts["next"]
-                counts["next"] += 1
-            due = began + index / limit
-            if index >= len(payloads) or max(due, time.monotonic()) > began + cap:
-                return
-            time.sleep(max(0.0, due - time.monotonic()))
-            try:
-                client.submit(payloads[index], uuid.uuid4().hex)
-            except DisburseError:
-                with lock:
-                    counts["failures"] += 1
-            with lock:
-                counts["sent"] += 1
-
-    with contextlib.suppress(DisburseError):
-        client.submit(payloads[0], uuid.uuid4().hex)  # import and connect before the start
-    ready.set()
-    start.wait()
-    cpu = time.process_time()
-    began = time.monotonic()
-    threads = [threading.Thread(target=work, args=(began,)) for _ in range(in_flight)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    out.put(
-        {
-            "seconds": time.monotonic() - began,
-            "cpu": time.process_time() - cpu,
-            "rss": psutil.Process().memory_info().rss,
-            "failures": counts["failures"],
-            "sent": counts["sent"],
-        }
-    )
 
 
 def raw_loop(limit: int, in_flight: int, payouts: int) -> Row:
@@ -351,12 +304,13 @@ def raw_loop(limit: int, in_flight: int, payouts: int) -> Row:
         cap = cap_for(payouts, limit)
         args = (account.base_url, account.merchant_no, account.app_secret,
                 _payloads(payouts, seed=233), in_flight, limit, cap, ready, start, out)  # fmt: skip
-        child = mp.Process(target=_raw_loop, args=args)
+        child = mp.Process(target=paced_loop.run, args=args)
         child.start()
         try:
             if not ready.wait(60):
                 raise TimeoutError("raw loop: the process did not start")
             local.sandbox.reset()
+            wall = time.time()
             start.set()
             report = out.get(timeout=cap + 120)
         finally:
@@ -364,10 +318,10 @@ def raw_loop(limit: int, in_flight: int, payouts: int) -> Row:
             if child.is_alive():
                 child.kill()
         stats = local.sandbox.stats()
+        row.extra = {"failures": report["failures"], **timeline(local, wall, payouts)}
     row.seconds, row.cpu, row.rss = report["seconds"], report["cpu"], report["rss"]
     row.paid, row.busiest = stats["payouts"], stats["max_payout_requests_per_second"]
     row.capped = report["sent"] < payouts
-    row.extra = {"failures": report["failures"]}
     return row
 
 
@@ -442,7 +396,7 @@ def targets(rows: Sequence[Row]) -> dict[int, tuple[str, bool | None]]:
 
 
 COLUMNS = ("configuration", "limit", "in flight", "payouts/s", "of limit", "busiest second",
-           "RSS MB", "CPU ms/payout", "wall s", "target", "pass/miss")  # fmt: skip
+           "RSS MB", "CPU ms/payout", "wall s", "steady/s", "target", "pass/miss")  # fmt: skip
 
 
 def _cells(row: Row, target: tuple[str, bool | None]) -> tuple[str, ...]:
@@ -450,9 +404,11 @@ def _cells(row: Row, target: tuple[str, bool | None]) -> tuple[str, ...]:
     verdict = "-" if met is None else ("pass" if met else "MISS")
     per_payout = row.cpu / row.paid * 1000 if row.paid else 0.0
     capped = f" (capped, {row.paid:,} paid)" if row.capped else ""
+    steady = row.extra.get("steady_per_s")
     return (row.label, f"{row.limit}/s", str(row.in_flight), f"{row.rate:.1f}",
             f"{row.ratio:.2f}", str(row.busiest), f"{row.rss / 2**20:.0f}",
-            f"{per_payout:.1f}", f"{row.seconds:.1f}{capped}", text, verdict)  # fmt: skip
+            f"{per_payout:.1f}", f"{row.seconds:.1f}{capped}",
+            "-" if steady is None else f"{steady:.1f}", text, verdict)  # fmt: skip
 
 
 def render(results: Sequence[Result]) -> str:
@@ -476,7 +432,8 @@ def run(ctx: Context) -> list[Result]:
         f"at most 10 medians), webhooks settling payouts 1-3 s after acceptance; ours runs "
         f"the Procfile's lines (web, beat, workers of --concurrency={procfile_concurrency()}); "
         f"payouts/s = accepted by the sandbox / time from the enqueue (first request) to "
-        f"the last answer or the row's cap; busiest second = the sandbox's busiest sliding "
+        f"the last answer or the row's cap; steady/s = the pace between 5 % and 95 % of the "
+        f"payouts accepted (no start, no tail); busiest second = the sandbox's busiest sliding "
         f"1 s of received POSTs; RSS and CPU over the processes that POST; "
         f"{os.cpu_count()} cores shared with the sandbox (this process)."
     )

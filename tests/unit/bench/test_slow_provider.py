@@ -40,13 +40,14 @@ def test_ours_under_0_8_of_the_raw_loop_misses_even_at_the_limit_share() -> None
 def test_the_table_has_a_line_per_row_with_its_numbers() -> None:
     row = _row("ours", "ours", 100, paid=960, busiest=97)
     row.capped = True
+    row.extra = {"steady_per_s": 99.04}
     raw = _row("raw", "raw", 100, paid=1000, busiest=100)
     results = [Result(case=r.label, ours="-", raw={"row": r.__dict__}) for r in (row, raw)]
     lines = render(results).splitlines()
     assert lines[0].startswith("| configuration ")
     cells = [cell.strip() for cell in lines[2].split("|")[1:-1]]
     assert cells[:-2] == ["ours", "100/s", "8", "96.0", "0.96", "97", "100", "5.2",
-                          "10.0 (capped, 960 paid)"]  # fmt: skip
+                          "10.0 (capped, 960 paid)", "99.0"]  # fmt: skip
     assert cells[-2:] == [">= 0.95 of limit, >= 0.8 of raw (0.96)", "pass"]
 
 
