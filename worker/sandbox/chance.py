@@ -87,8 +87,9 @@ class Latency:
     """How long each API answer waits: the fixed ``latency`` knob plus, when
     ``latency_median`` is set, an independent lognormal draw per request.
 
-    One generator for the whole sandbox, seeded like every other decision; the lock
-    guards only the draw (microseconds), never the wait that follows it.
+    One generator for the whole sandbox, seeded like every other decision when the
+    sandbox is made; the lock guards only the draw (microseconds), never the wait that
+    follows it.
     """
 
     def __init__(self, config: SandboxConfig, nonce: str) -> None:

@@ -37,9 +37,10 @@ from worker.sandbox.webhooks import WebhookSender
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20  # bytes; payout requests are a few hundred
-# Connections the kernel holds until accepted. werkzeug's 128 overflowed when hundreds of
-# clients connect at once (a slow provider's worth of POSTs in flight): the ones beyond
-# it waited a second for their SYN to be resent.
+# Connections the kernel holds until accepted. werkzeug's 128 overflows when hundreds of
+# clients connect at once (a slow provider's worth of POSTs in flight) and the ones
+# beyond wait for their SYN to be resent (measured: 500 clients at once, 250 ms each,
+# all answered in 1.9 s with 128, 1.2 s with 1024).
 LISTEN_BACKLOG = 1024
 
 
