@@ -433,9 +433,9 @@ def run(ctx: Context) -> list[Result]:
         f"the Procfile's lines (web, beat, workers of --concurrency={procfile_concurrency()}); "
         f"payouts/s = accepted by the sandbox / time from the enqueue (first request) to "
         f"the last answer or the row's cap; steady/s = the pace between the 5th and 95th "
-        f"percentile of the payouts accepted (no start, no tail); busiest second = the sandbox's busiest sliding "
-        f"1 s of received POSTs; RSS and CPU over the processes that POST; "
-        f"{os.cpu_count()} cores shared with the sandbox (this process)."
+        f"percentile of the payouts accepted (no start, no tail); busiest second = the "
+        f"sandbox's busiest sliding 1 s of received POSTs; RSS and CPU over the processes "
+        f"that POST; {os.cpu_count()} cores shared with the sandbox (this process)."
     )
     results = []
     for index, row in enumerate(rows):
