@@ -79,16 +79,32 @@ EVENT_RETRY_CAP = 3600.0
 
 # Sending webhooks (worker.outbox.sender): seconds between sending runs (celeryconfig's
 # beat entry); a run sends for OUTBOX_BUDGET seconds, then leaves the rest to the next;
-# (connect, read) timeouts: no answer in 10 s is a failed attempt; requests in flight at
-# once to a healthy endpoint.
+# (connect, read) timeouts: no answer in 10 s is a failed attempt (the wire contract).
 OUTBOX_EVERY = 1.0
 OUTBOX_BUDGET = 20.0
 OUTBOX_TIMEOUTS = (3.05, 10.0)
+# An event being sent is leased for this long (longer than a request can take: connect,
+# then 10 s for the answer): the next run, which may start while this one still waits
+# for its last answers, does not send it again; one whose process died is sent again
+# after it.
+OUTBOX_LEASE = 15.0
+# Requests in flight at once (worker.outbox.concurrency): a run starts at
+# OUTBOX_CONCURRENCY, grows by one per success while it uses its limit, up to
+# OUTBOX_MAX_CONCURRENCY (a slow endpoint holds a request 10 s: a few slow answers must
+# not hold up the rest), and halves when requests get no answer or most of them fail.
 OUTBOX_CONCURRENCY = 8
-# After this many failed attempts in a row (none succeeding between them) the endpoint
-# gets one request at a time, backing off up to OUTBOX_PROBE_CAP seconds, until one
-# succeeds; a few events refused or timing out among successes change nothing.
-TRIP_AFTER = 3
+OUTBOX_MAX_CONCURRENCY = 64
+# The endpoint's breaker (worker.outbox.breaker) judges the attempts of the last
+# OUTBOX_WINDOW seconds (at least the last OUTBOX_WINDOW_LEAST, however old): from
+# OUTBOX_TRIP_RATE of them failed on, the endpoint is dead and gets one request at a
+# time, backing off up to OUTBOX_PROBE_CAP seconds, until one succeeds. An endpoint
+# failing 35% of the time is far below it (24 of 30 attempts failing: 1 in 1.7 million;
+# the window holds many more while many are sent). From OUTBOX_STRUGGLING_RATE failed
+# on, a failure halves the concurrency.
+OUTBOX_WINDOW = 30.0
+OUTBOX_WINDOW_LEAST = 30
+OUTBOX_TRIP_RATE = 0.8
+OUTBOX_STRUGGLING_RATE = 0.5
 OUTBOX_PROBE_CAP = 30.0
 # Seconds a run with nothing to send waits for transactions still running.
 OUTBOX_PATIENCE = 5.0
