@@ -73,7 +73,7 @@ LOOKUP_CHUNK = 50
 RESUBMIT_CHUNK = 25
 
 # A webhook event's retries (worker.outbox.deliveries): 1-2 s, 2-4 s, ...
-# (worker.core.backoff), and at most an hour apart.
+# (worker.core.backoff), and at most an hour apart, counted from each attempt's start.
 EVENT_RETRY_BASE = 2.0
 EVENT_RETRY_CAP = 3600.0
 
@@ -94,6 +94,11 @@ OUTBOX_LEASE = 15.0
 # not hold up the rest), and halves when requests get no answer or most of them fail.
 OUTBOX_CONCURRENCY = 8
 OUTBOX_MAX_CONCURRENCY = 64
+# A request unanswered after OUTBOX_SLOW seconds (a healthy endpoint answers well within
+# it) no longer counts against that limit: slow answers (up to the 10 s timeout) hold a
+# thread each, not the other events' turn; OUTBOX_MAX_IN_FLIGHT requests at most in all.
+OUTBOX_SLOW = 2.0
+OUTBOX_MAX_IN_FLIGHT = 256
 # The endpoint's breaker (worker.outbox.breaker) judges the attempts of the last
 # OUTBOX_WINDOW seconds (at least the last OUTBOX_WINDOW_LEAST, however old): from
 # OUTBOX_TRIP_RATE of them failed on, the endpoint is dead and gets one request at a

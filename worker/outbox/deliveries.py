@@ -126,6 +126,13 @@ _AGAIN = (
 )
 
 
+def _retry_in(attempt: Attempt) -> float:
+    """Seconds until a failed attempt's retry: its backoff, counted from when it was sent
+    (an attempt that waited 10 s for no answer has waited out the first few already)."""
+    delay = backoff(attempt.number, base=EVENT_RETRY_BASE, cap=EVENT_RETRY_CAP)
+    return max(0.0, delay - attempt.latency_ms / 1000)
+
+
 class Deliveries:
     """The ``outbox_deliveries`` table: what is to be sent, what was, and each attempt."""
 
@@ -171,10 +178,7 @@ class Deliveries:
         """Record the attempts; the deliveries' new states (delivered, pending, failed)."""
         if not attempts:
             return []
-        delays = [
-            0.0 if a.ok else backoff(a.number, base=EVENT_RETRY_BASE, cap=EVENT_RETRY_CAP)
-            for a in attempts
-        ]
+        delays = [0.0 if a.ok else _retry_in(a) for a in attempts]
         rows = conn.execute(
             _RECORD,
             {

@@ -5,8 +5,9 @@ PostgreSQL advisory lock) takes the feed's new events into ``outbox_deliveries``
 their exact body, and POSTs them signed ``Disburse-Signature: t=<unix>,v1=<hex
 HMAC-SHA256 of "<t>.<body>">``. A 2xx delivers an event; anything else, or no answer in
 10 s, is retried with the same id and body after an exponential backoff (at most an hour
-apart), until it is delivered or, failing days after it was written, given up
-(``disburse events --failed-deliveries``; ``redeliver``). Every attempt is recorded.
+apart, counted from the attempt's start), until it is delivered or, failing days after
+it was written, given up (``disburse events --failed-deliveries``; ``redeliver``). Every
+attempt is recorded.
 
 **In order per payout, and nothing else waits.** A run sends each payout's oldest
 pending event once it is due; a payout's later event waits for its earlier one to be
@@ -17,11 +18,14 @@ sends it again while it is in flight.
 **As many at once as the endpoint takes** (:mod:`~worker.outbox.concurrency`): from
 :data:`OUTBOX_CONCURRENCY` requests in flight, one more per success up to
 :data:`OUTBOX_MAX_CONCURRENCY`, halved when requests get no answer or most fail. A slow
-answer holds one request, never the run: the others go on around it.
+answer holds its own thread, not the others' turn: a request unanswered after
+:data:`OUTBOX_SLOW` seconds no longer counts against the limit (at most
+:data:`OUTBOX_MAX_IN_FLIGHT` in flight in all), so answers taking 10 s to a few requests
+never stop the rest.
 
 **A dead endpoint gets one request at a time** (:mod:`~worker.outbox.breaker`): judged
 by the failure rate of recent attempts, so an endpoint that refuses or drops a third of
-its requests keeps getting the rest at full speed; once most of them fail, one probe at
+its requests keeps getting the rest at full speed; once 80% of them fail, one probe at
 a time, backing off to one every 30 s, until one succeeds. It holds one thread of one
 worker process; submissions and reconciliation never wait for it.
 
@@ -47,7 +51,9 @@ from worker.core.defaults import (
     OUTBOX_CONCURRENCY,
     OUTBOX_LEASE,
     OUTBOX_MAX_CONCURRENCY,
+    OUTBOX_MAX_IN_FLIGHT,
     OUTBOX_PATIENCE,
+    OUTBOX_SLOW,
     OUTBOX_TIMEOUTS,
 )
 from worker.core.redact import redact
@@ -77,8 +83,10 @@ class RunReport:
 
 @dataclass(frozen=True, slots=True)
 class _Request:
-    """One request in flight: the limit when it was sent; a probe of a dead endpoint?"""
+    """One request in flight: when it was sent (monotonic seconds), the limit then, and
+    whether it probes a dead endpoint."""
 
+    sent: float
     ticket: Ticket
     probe: bool
 
@@ -106,6 +114,8 @@ class Sender:
         session: requests.Session | None = None,
         concurrency: int = OUTBOX_CONCURRENCY,
         max_concurrency: int = OUTBOX_MAX_CONCURRENCY,
+        slow: float = OUTBOX_SLOW,
+        max_in_flight: int = OUTBOX_MAX_IN_FLIGHT,
         timeouts: tuple[float, float] = OUTBOX_TIMEOUTS,
         lease: float = OUTBOX_LEASE,
     ) -> None:
@@ -114,9 +124,11 @@ class Sender:
         self._secret = secret
         self.concurrency = concurrency  # the limit a run starts at
         self.max_concurrency = max_concurrency
+        self.slow = slow
+        self.max_in_flight = max_in_flight
         self.timeouts = timeouts
         self.lease = lease
-        self.session = session or pooled_session(url, max_concurrency)
+        self.session = session or pooled_session(url, max_in_flight)
 
     def run(self, budget: float = OUTBOX_BUDGET) -> RunReport:
         """Take new events and send what is due for ``budget`` seconds, then record the
@@ -129,7 +141,7 @@ class Sender:
                 return RunReport(ran=False)
             breaker = Breaker(self.deliveries.endpoint(conn))
             run = _Run(conn, breaker, Concurrency(self.concurrency, self.max_concurrency))
-            executor = ThreadPoolExecutor(self.max_concurrency + 1, thread_name_prefix="outbox")
+            executor = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="outbox")
             try:
                 self._send(run, executor, budget)
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
@@ -165,17 +177,21 @@ class Sender:
             self._answered(run, done)
 
     def _start(self, run: _Run, executor: ThreadPoolExecutor) -> None:
-        """Claims and sends what the limit (or, while the endpoint is dead, a probe) allows."""
+        """Claims and sends what the limit (or, while the endpoint is dead, a probe) allows;
+        the limit counts the requests in flight that are not slow yet."""
+        now = time.monotonic()
+        prompt = sum(1 for request in run.flight.values() if now - request.sent < self.slow)
         probe = run.breaker.open
         if probe:
             room = 1 if run.breaker.may_probe(time.time(), len(run.flight)) else 0
         else:
-            room = run.limit.room(len(run.flight))
-        if not room:
+            room = min(run.limit.room(prompt), self.max_in_flight - len(run.flight))
+        if room <= 0:
             return
         for delivery in self.deliveries.claim(run.conn, room, self.lease):
-            ticket = run.limit.sent(len(run.flight))
-            run.flight[executor.submit(self.send, delivery)] = _Request(ticket, probe)
+            request = _Request(now, run.limit.sent(prompt), probe)
+            run.flight[executor.submit(self.send, delivery)] = request
+            prompt += 1
 
     def _answered(self, run: _Run, done: set[Future[Attempt]]) -> None:
         """Records these attempts, and what they say of the endpoint."""

@@ -140,12 +140,13 @@ class Flaky(Endpoint):
 
 
 def test_a_flaky_endpoint_never_trips_the_breaker_and_gets_every_event_in_order(
-    ledger: Ledger, deliveries: Deliveries
+    ledger: Ledger, deliveries: Deliveries, caplog: pytest.LogCaptureFixture
 ) -> None:
     orders = [new_order(ledger) for _ in range(60)]
     for trade_no in orders:
         walk(ledger, trade_no, *PAID)
     endpoint = Flaky(seed=5)
+    caplog.set_level(logging.WARNING, logger="worker.outbox.sender")
     with AppReceiver(SECRET, answer=endpoint) as app:
         for _ in range(20):
             sender(deliveries, app.url).run(budget=2)
@@ -157,8 +158,10 @@ def test_a_flaky_endpoint_never_trips_the_breaker_and_gets_every_event_in_order(
             let_time_pass(ledger)
     assert app.states() == {t: ["QUEUED", "PROCESSING", "SUCCEEDED"] for t in orders}
     assert endpoint.in_order()
-    # Refused often, and several times in a row (which tripped the breaker before).
+    # Refused often, and several times in a row (which tripped the breaker before),
+    # never sent one request at a time.
     assert sum(endpoint.refusals.values()) > 60
+    assert "one request at a time" not in caplog.text
 
 
 def test_concurrency_grows_on_successes_up_to_its_cap(
@@ -171,6 +174,26 @@ def test_concurrency_grows_on_successes_up_to_its_cap(
         report = sender(deliveries, app.url, concurrency=2, max_concurrency=12).run(budget=20)
     assert report.delivered == 150 and len(app.acked) == 150
     assert 2 < endpoint.most_at_once <= 12
+
+
+def test_slow_answers_do_not_hold_the_other_events(ledger: Ledger, deliveries: Deliveries) -> None:
+    slow = {new_order(ledger) for _ in range(4)}  # sent first: the oldest events
+    fast = {new_order(ledger) for _ in range(20)}
+
+    class SlowForSome(Endpoint):
+        def answer(self, event: dict[str, Any]) -> tuple[int, float]:
+            return 200, (2.0 if event["data"]["trade_no"] in slow else 0.0)
+
+    endpoint = SlowForSome()
+    with AppReceiver(SECRET, answer=endpoint) as app:
+        # Two at a time; a request unanswered after 0.2 s no longer counts.
+        report = sender(deliveries, app.url, concurrency=2, max_concurrency=2, slow=0.2).run(
+            budget=10
+        )
+    assert report.delivered == 24
+    acked = [event["data"]["trade_no"] for event in app.acked]
+    assert set(acked[:20]) == fast and set(acked[20:]) == slow
+    assert endpoint.most_at_once <= len(slow) + 2
 
 
 def test_one_payout_s_refused_event_holds_only_that_payout(
