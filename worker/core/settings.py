@@ -114,6 +114,9 @@ class Settings:
     # A submit task hands the rest of its chunk on after this long, which bounds every
     # task's run time and so the claim lease and Celery's time limits derived from it.
     submit_budget: float = 30.0
+    # POSTs a submit task keeps in flight at once (SUBMIT_CONCURRENCY; worker.flows.submit):
+    # enough to reach a 100/s limit from one process at 250 ms a POST (docs/architecture.md).
+    submit_concurrency: int = 32
     reconcile_every: float = 30.0
     reconcile_after: float = 60.0
     review_after: float = 86400.0
