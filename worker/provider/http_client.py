@@ -96,7 +96,6 @@ def read_by(response: requests.Response, deadline: float) -> None:
         raise
     # What requests' Response.content keeps once it has read a body.
     response._content = b"".join(parts)
-    response._content_consumed = True
     raw.release_conn()
 
 

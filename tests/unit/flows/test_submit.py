@@ -3,9 +3,10 @@ the provider and the limiter."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -813,3 +814,217 @@ def test_resume_starts_the_breaker_count_afresh(ledger: Ledger, fake_redis: redi
     assert fake_redis.exists("t:breaker:AR") == 0
     report = submitters.run(new_orders(ledger, 1, "AR", batch="b2"), budget=10)
     assert not report.paused and len(report.retry) == 1
+
+
+# --- many POSTs in flight (issue 23) --------------------------------------------------
+
+
+class SlowProvider:
+    """Answers after ``seconds``, counting the POSTs in flight at once; the first
+    ``meet`` POSTs each wait (at most 5 s) until that many are in flight together."""
+
+    def __init__(self, seconds: float, meet: int = 0) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.posts: list[tuple[float, str]] = []
+        self.meeting = threading.Barrier(meet) if meet else None
+
+    def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.posts.append((time.monotonic(), trade_no))
+            first = len(self.posts) <= (self.meeting.parties if self.meeting else 0)
+        try:
+            if first and self.meeting is not None:
+                self.meeting.wait(timeout=5)  # BrokenBarrierError: never that many at once
+            time.sleep(self.seconds)
+            return accepted()(trade_no)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+class Claims:
+    """A ClaimHolder that records what it was told."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: list[str] = []
+        self.dropped: list[str] = []
+
+    def hold(self, trade_nos: Sequence[str]) -> None:
+        with self.lock:
+            self.held += trade_nos
+
+    def drop(self, trade_nos: Sequence[str]) -> None:
+        with self.lock:
+            self.dropped += trade_nos
+
+
+def concurrent(
+    ledger: Ledger,
+    fake_redis: redis.Redis,
+    client: object,
+    concurrency: int,
+    limiter: object | None = None,
+    heartbeat: Claims | None = None,
+) -> Submitter:
+    return Submitter(
+        ledger,
+        client,  # type: ignore[arg-type]
+        limiter or FakeLimiter(),  # type: ignore[arg-type]
+        PauseSwitch(fake_redis, prefix="t"),
+        claim_lease=60.0,
+        recover=lambda trade_no: None,
+        concurrency=concurrency,
+        heartbeat=heartbeat,
+    )
+
+
+def test_a_chunk_keeps_its_concurrency_of_posts_in_flight_and_never_more(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    provider = SlowProvider(0.02, meet=8)  # the first eight meet: eight at once
+    trade_nos = new_orders(ledger, 60)
+    report = concurrent(ledger, fake_redis, provider, 8).run(trade_nos, budget=30)
+    assert report.done == 60 and not report.leftover
+    assert provider.most == 8
+    assert sorted(t for _, t in provider.posts) == sorted(trade_nos)  # each POSTed once
+    assert {state(ledger, t) for t in trade_nos} == {State.PROCESSING}
+
+
+def test_posts_in_flight_never_outrun_the_rate_limit(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    # A real limiter at 100/s, POSTs of 50 ms, 16 senders: the limit paces them.
+    limiter = RateLimiter(fake_redis, "submit", Rate(100), prefix="t")
+    provider = SlowProvider(0.05)
+    trade_nos = new_orders(ledger, 110)
+    report = concurrent(ledger, fake_redis, provider, 16, limiter).run(trade_nos, budget=30)
+    assert report.done == 110
+    starts = sorted(at for at, _ in provider.posts)
+    busiest = max(sum(1 for at in starts if first <= at < first + 1.0) for first in starts)
+    assert busiest <= 100
+    assert provider.most > 1  # slow POSTs overlap
+
+
+def test_a_pause_mid_chunk_stops_new_posts(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    switch = PauseSwitch(fake_redis, prefix="t")
+    trade_nos = new_orders(ledger, 40)
+    paused_at: list[float] = []
+
+    class PausingProvider(SlowProvider):
+        def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+            if trade_no == trade_nos[5] and not paused_at:
+                switch.pause("operator")
+                paused_at.append(time.monotonic())
+            return super().submit(fields, trade_no)
+
+    # POSTs slower than PAUSE_LOOK_EVERY: a sender starting after one looks again.
+    provider = PausingProvider(PAUSE_LOOK_EVERY * 1.2)
+    report = concurrent(ledger, fake_redis, provider, 4).run(trade_nos, budget=30)
+    assert report.paused
+    after = [t for at, t in provider.posts if at > paused_at[0]]
+    # Only senders whose last look was fresh when the pause came: at most one each.
+    assert len(after) <= 4
+    posted = {t for _, t in provider.posts}
+    assert len(posted) < 40
+    states = {t: state(ledger, t) for t in trade_nos}
+    assert {states[t] for t in posted} == {State.PROCESSING}
+    assert {states[t] for t in trade_nos if t not in posted} == {State.QUEUED}  # none SUBMITTING
+
+
+def test_a_senders_error_leaves_every_claim_with_a_state_and_is_raised(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    trade_nos = new_orders(ledger, 20)
+
+    class BrokenOnce(SlowProvider):
+        def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+            if trade_no == trade_nos[3]:
+                raise RuntimeError("a bug in the middle of a POST")
+            return super().submit(fields, trade_no)
+
+    claims = Claims()
+    provider = BrokenOnce(0.01)
+    submitter = concurrent(ledger, fake_redis, provider, 4, heartbeat=claims)
+    with pytest.raises(RuntimeError):
+        submitter.run(trade_nos, budget=30)
+    states = {t: state(ledger, t) for t in trade_nos}
+    assert states[trade_nos[3]] is State.UNKNOWN  # maybe sent: asked about
+    posted = {t for _, t in provider.posts}
+    assert {states[t] for t in posted} == {State.PROCESSING}  # answers applied
+    others = {states[t] for t in trade_nos if t not in posted and t != trade_nos[3]}
+    assert others <= {State.QUEUED}  # given back or never claimed: none SUBMITTING
+    assert sorted(claims.held) == sorted(claims.dropped)  # every claim let go, once
+
+
+def test_an_error_before_the_post_gives_the_claim_back(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    provider = SlowProvider(0.0)
+    submitter = concurrent(ledger, fake_redis, provider, 2)
+
+    def redis_gone() -> bool:
+        raise redis.ConnectionError("Redis went away")
+
+    submitter.watch.paused = redis_gone  # type: ignore[method-assign]
+    (t,) = new_orders(ledger)
+    with pytest.raises(redis.ConnectionError):
+        submitter.run([t], budget=30)
+    assert provider.posts == []
+    assert state(ledger, t) is State.QUEUED
+    (cancelled,) = ledger.cancel_unposted([t], note="cancelled")  # never POSTed
+    assert cancelled.moved
+
+
+def test_a_post_past_its_deadline_is_queried(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    # The client ends a POST at its total deadline as OutcomeUnknown (test_vexora): the
+    # order is UNKNOWN and asked about, the others go on.
+    trade_nos = new_orders(ledger, 6)
+
+    def hang_one(trade_no: str) -> PayoutResult:
+        if trade_no == trade_nos[2]:
+            time.sleep(0.05)
+            raise OutcomeUnknown("submit: outcome unknown (read timeout after sending)")
+        return accepted()(trade_no)
+
+    provider = FakeProvider(hang_one)
+    report = concurrent(ledger, fake_redis, provider, 4).run(trade_nos, budget=30)
+    assert report.query == [trade_nos[2]] and report.done == 5
+    assert state(ledger, trade_nos[2]) is State.UNKNOWN
+
+
+def test_the_claim_holder_is_told_of_every_claim_and_its_end(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    claims = Claims()
+    switch = PauseSwitch(fake_redis, prefix="t")
+    trade_nos = new_orders(ledger, 12)
+
+    def pause_at_the_sixth(trade_no: str) -> PayoutResult:
+        if trade_no == trade_nos[5]:
+            switch.pause("operator")
+            time.sleep(PAUSE_LOOK_EVERY * 1.5)
+        return accepted()(trade_no)
+
+    submitter = concurrent(
+        ledger, fake_redis, FakeProvider(pause_at_the_sixth), 2, heartbeat=claims
+    )
+    assert submitter.run(trade_nos, budget=30).paused
+    claimed = [t for t in trade_nos if len(ledger_reads.history(ledger, t)) > 1]
+    assert sorted(claims.held) == sorted(claimed)
+    assert sorted(claims.dropped) == sorted(claimed)  # each once: outcome or given back
+
+
+def test_no_post_starts_after_the_budget(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    provider = SlowProvider(0.1)
+    trade_nos = new_orders(ledger, 30)
+    report = concurrent(ledger, fake_redis, provider, 2).run(trade_nos, budget=0.25)
+    posted = {t for _, t in provider.posts}
+    assert 0 < len(posted) < 30
+    assert report.done == len(posted)
+    assert sorted(report.leftover) == sorted(set(trade_nos) - posted)  # handed on, QUEUED
+    assert {state(ledger, t) for t in report.leftover} == {State.QUEUED}
