@@ -19,7 +19,6 @@ from worker.core.queues import (
     SUBMIT_TASK,
 )
 
-
 # The order a worker looks at its queues in on the Redis broker (lower first).
 _URGENCY = {RECONCILE_QUEUE: 0, OUTBOX_QUEUE: 0, RESUBMIT_QUEUE: 1}
 

@@ -225,7 +225,9 @@ class Settings:
 
     @property
     def task_time_limit(self) -> float:
-        """Hard limit for any task: the longer budget, one more HTTP call, and margin."""
+        """Hard limit for any task: the longer budget, one more HTTP call (no POST starts
+        after a submit task's budget, and each ends within the client's total deadline,
+        the sum of ``timeouts``), and margin."""
         return max(self.submit_budget, self.lookup_budget) + sum(self.timeouts) + 30.0
 
     @property
