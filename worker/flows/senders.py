@@ -1,6 +1,8 @@
 """One claimed order's POST, on a sender thread of a submit task: wait for its rate-limit
 slot, look at the pause switch once more if the last look is old, POST, and classify
-what came back (DESIGN rule 3).
+what came back (DESIGN rule 3). A sender that comes to its slot late (LATE_SLOT: a
+machine short of CPU, a thread that waited for another's POST) takes a new slot rather
+than bunch up with the POSTs sent on time.
 
 The coordinator (worker.flows.submit) claims the orders and takes their slots; a
 :class:`Sender` only spends a slot it was given. An accepted answer goes back to the
@@ -24,10 +26,10 @@ from redis.client import Pipeline
 from worker.coordination.breaker import WHO as BREAKER
 from worker.coordination.breaker import Breaker, codes_text
 from worker.coordination.pause import PauseSwitch
-from worker.coordination.ratelimit import Slots
+from worker.coordination.ratelimit import RateLimitTimeout, Slots
 from worker.core.backoff import backoff
 from worker.core.confirm import needs_confirmation
-from worker.core.defaults import MAX_SUBMIT_ATTEMPTS, PAUSE_LOOK_EVERY
+from worker.core.defaults import LATE_SLOT, MAX_SUBMIT_ATTEMPTS, PAUSE_LOOK_EVERY
 from worker.core.exceptions import NotSent, ProviderError, RateLimited, Refused, Rejected
 from worker.core.states import State
 from worker.ledger import Ledger
@@ -151,8 +153,10 @@ class Sender:
         *,
         breaker: Breaker | None,
         systemic_codes: frozenset[str],
+        late_slot: float = LATE_SLOT,
     ) -> None:
         self.ledger = ledger
+        self.late_slot = late_slot
         self.client = client
         self.limiter = limiter
         self.watch = watch
@@ -167,16 +171,25 @@ class Sender:
         chunk (kept in ``halt``) and leaves the order UNKNOWN (POST started) or QUEUED."""
         posted = False
         try:
-            late = order.usable_from - time.monotonic()
-            if late > 0:
-                time.sleep(late)  # a slot taken with others may be due a little later
-            if halt.step is not None:
-                return self.give_back(order.trade_no, halt.step)
-            if time.monotonic() >= deadline:  # waited behind slow POSTs past the budget
-                return self.give_back(order.trade_no, Step.OUT_OF_TIME)
-            if self.watch.paused():
-                halt.set(Step.PAUSED)
-                return self.give_back(order.trade_no, Step.PAUSED)
+            early = order.usable_from - time.monotonic()
+            if early > 0:
+                time.sleep(early)  # a slot taken with others may be due a little later
+            renewed = False
+            while True:
+                if halt.step is not None:
+                    return self.give_back(order.trade_no, halt.step)
+                if time.monotonic() >= deadline:  # waited behind slow POSTs past the budget
+                    return self.give_back(order.trade_no, Step.OUT_OF_TIME)
+                if self.watch.paused():
+                    halt.set(Step.PAUSED)
+                    return self.give_back(order.trade_no, Step.PAUSED)
+                if renewed or time.monotonic() - order.usable_from <= self.late_slot:
+                    break
+                try:  # too late for its slot: a new one (the old one goes unused)
+                    self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
+                except RateLimitTimeout:
+                    return self.give_back(order.trade_no, Step.OUT_OF_TIME)
+                renewed = True
             posted = True
             then = self._post(order.trade_no, order.payload)
             if then.step is Step.PAUSED:  # a systemic code or the breaker paused the account

@@ -34,7 +34,7 @@ from worker.coordination.breaker import Breaker
 from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.ratelimit import RateLimitTimeout, Slots
-from worker.core.defaults import MAX_DELAY, SUBMIT_GROUP
+from worker.core.defaults import LATE_SLOT, MAX_DELAY, SUBMIT_GROUP
 from worker.core.settings import DEFAULT_SYSTEMIC_CODES
 from worker.core.states import State
 from worker.flows.senders import (
@@ -121,6 +121,7 @@ class Submitter:
         systemic_codes: frozenset[str] = DEFAULT_SYSTEMIC_CODES,
         concurrency: int = 1,
         heartbeat: ClaimHolder | None = None,
+        late_slot: float = LATE_SLOT,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
@@ -129,7 +130,13 @@ class Submitter:
         self.pause = pause
         self.watch = PauseWatch(pause)
         self.sender = Sender(
-            ledger, client, limiter, self.watch, breaker=breaker, systemic_codes=systemic_codes
+            ledger,
+            client,
+            limiter,
+            self.watch,
+            breaker=breaker,
+            systemic_codes=systemic_codes,
+            late_slot=late_slot,
         )
         self.claim_lease = claim_lease
         # Asks the provider about an order whose claim holder is gone (Lookups.recover):

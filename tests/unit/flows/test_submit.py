@@ -3,6 +3,7 @@ the provider and the limiter."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -68,7 +69,7 @@ class FakeLimiter:
         pipe.echo(str(count))
 
     def slots(self, reply: object) -> Slots:
-        return Slots() if self.wait else Slots(deque([0.0] * int(str(reply))))
+        return Slots() if self.wait else Slots(deque([time.monotonic()] * int(str(reply))))
 
     def acquire(self, timeout: float | None = None) -> float:
         if self.timeout:
@@ -111,6 +112,7 @@ def make(
         claim_lease=60.0,
         recover=recovered.append,
         metrics=metrics,
+        late_slot=math.inf,  # a slot used late: test_a_sender_late_for_its_slot_takes_a_new_one
     )
     return submitter, provider, recovered
 
@@ -456,7 +458,7 @@ class SlotsFor:
     def slots(self, reply: object) -> Slots:
         taken = min(self.free, int(str(reply)))
         self.free -= taken
-        return Slots(deque([0.0] * taken))
+        return Slots(deque([time.monotonic()] * taken))
 
     def acquire(self, timeout: float | None = None) -> float:
         raise RateLimitTimeout("budget")
@@ -682,6 +684,7 @@ def test_a_pause_held_across_a_redis_wipe_still_stops_every_post(
         claim_lease=60.0,
         recover=lambda trade_no: None,
         metrics=None,
+        late_slot=math.inf,
     )
     trade_nos = new_orders(ledger, 3)
     cluster = PauseSwitch(fake_redis, prefix="t", store=store)
@@ -722,6 +725,7 @@ def breaker_accounts(
             recover=lambda trade_no: None,
             breaker=Breaker(fake_redis, "t", market, rejections=rejections, window=30.0),
             systemic_codes=systemic_codes,
+            late_slot=math.inf,
         )
     return MarketSubmitters(ledger, by_market.__getitem__), providers
 
@@ -1028,3 +1032,25 @@ def test_no_post_starts_after_the_budget(ledger: Ledger, fake_redis: redis.Redis
     assert report.done == len(posted)
     assert sorted(report.leftover) == sorted(set(trade_nos) - posted)  # handed on, QUEUED
     assert {state(ledger, t) for t in report.leftover} == {State.QUEUED}
+
+
+def test_a_sender_late_for_its_slot_takes_a_new_one(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    # A slot used late bunches up with the next ones used on time: the sender that
+    # comes to its slot more than LATE_SLOT after its time takes a new one first.
+    limiter = FakeLimiter()
+    provider = FakeProvider(accepted())
+    late = Submitter(
+        ledger,
+        provider,
+        limiter,
+        PauseSwitch(fake_redis, prefix="t"),
+        claim_lease=60.0,
+        recover=lambda trade_no: None,
+        late_slot=0.0,  # every slot is late by the time its sender runs
+    )
+    trade_nos = new_orders(ledger, 3)
+    assert late.run(trade_nos, budget=10).done == 3
+    assert limiter.acquired == 3  # a new slot each
+    assert [t for t, _ in provider.posts] == trade_nos
