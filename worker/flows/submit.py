@@ -73,6 +73,12 @@ def _next_group_size(size: int, waited: bool) -> int:
     return 1 if waited else min(SUBMIT_GROUP, size * 2)
 
 
+def _claimed_from(group: list[str], claims: list[Claim], position: int) -> list[str]:
+    """The orders of ``group`` this task claimed, from ``position`` on."""
+    rest = zip(group[position:], claims[position:], strict=True)
+    return [trade_no for trade_no, (claim, _) in rest if claim.moved]
+
+
 @dataclass
 class ChunkReport:
     """What a submit task leaves for later: the task publishes these."""
@@ -239,27 +245,38 @@ class Submitter:
         chunk: _Chunk,
     ) -> bool:
         """Hand each claimed order of ``group`` to a sender with its slot. When the chunk
-        must stop first (PAUSED, OUT_OF_TIME), the claims not handed on are given back
-        (with OUT_OF_TIME those orders are the report's leftover). Returns whether any
-        order had to wait for its rate-limit slot."""
+        must stop first (PAUSED, OUT_OF_TIME, an error), the claims not handed on are
+        given back (with OUT_OF_TIME those orders are the report's leftover). Returns
+        whether any order had to wait for its rate-limit slot."""
         waited = False
-        for position, (trade_no, (claim, payload)) in enumerate(zip(group, claims, strict=True)):
-            if not claim.moved:
-                self._not_claimed(trade_no, claim)
-                continue
-            slot = self._slot(slots, deadline)
-            waited = waited or slot.waited
-            if slot.stop is not None:
-                rest = zip(group[position:], claims[position:], strict=True)
-                self._give_back([t for t, (later, _) in rest if later.moved], slot.stop)
-                chunk.halt.set(slot.stop)
-                if slot.stop is Step.OUT_OF_TIME:
-                    chunk.report.leftover += group[position:]
-                return waited
-            if self.metrics:
-                self.metrics.limiter_wait("submit", slot.wait)
-            order = Dispatch(trade_no, payload or {}, slot.usable_from)
-            chunk.in_flight.add(self._pool().submit(self._send, order, chunk.halt, deadline))
+        position = 0
+        try:
+            for position, (trade_no, (claim, payload)) in enumerate(
+                zip(group, claims, strict=True)
+            ):
+                if not claim.moved:
+                    self._not_claimed(trade_no, claim)
+                    continue
+                slot = self._slot(slots, deadline)
+                waited = waited or slot.waited
+                if slot.stop is not None:
+                    self._give_back(_claimed_from(group, claims, position), slot.stop)
+                    chunk.halt.set(slot.stop)
+                    if slot.stop is Step.OUT_OF_TIME:
+                        chunk.report.leftover += group[position:]
+                    return waited
+                if self.metrics:
+                    self.metrics.limiter_wait("submit", slot.wait)
+                order = Dispatch(trade_no, payload or {}, slot.usable_from)
+                chunk.in_flight.add(self._pool().submit(self._send, order, chunk.halt, deadline))
+        except BaseException:
+            # Redis or PostgreSQL away mid-group: the claims never handed on go back (if
+            # the ledger can), and are no longer held either way.
+            try:
+                self._give_back(_claimed_from(group, claims, position), Step.STOPPED)
+            except Exception:
+                log.exception("claims left SUBMITTING after an error; their claim lease ends")
+            raise
         return waited
 
     def _not_claimed(self, trade_no: str, claim: Transition) -> None:

@@ -1054,3 +1054,30 @@ def test_a_sender_late_for_its_slot_takes_a_new_one(
     assert late.run(trade_nos, budget=10).done == 3
     assert limiter.acquired == 3  # a new slot each
     assert [t for t, _ in provider.posts] == trade_nos
+
+
+def test_an_error_of_the_coordinator_gives_back_the_claims_not_handed_on(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    calls = 0
+
+    def redis_gone_at_the_second() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise redis.ConnectionError("Redis went away")
+
+    claims = Claims()
+    limiter = FakeLimiter(wait=True, on_acquire=redis_gone_at_the_second)
+    provider = FakeProvider(accepted())
+    submitter = concurrent(ledger, fake_redis, provider, 4, limiter, heartbeat=claims)
+    first, second, third = new_orders(ledger, 3)
+    with pytest.raises(redis.ConnectionError):
+        submitter.run([first, second, third], budget=10)
+    assert [t for t, _ in provider.posts] == [first]
+    assert [state(ledger, t) for t in (first, second, third)] == [
+        State.PROCESSING,  # its answer applied
+        State.QUEUED,  # claimed, its slot never came: given back
+        State.QUEUED,  # never claimed
+    ]
+    assert sorted(claims.held) == sorted(claims.dropped) == sorted([first, second])
