@@ -46,7 +46,7 @@ def test_reconcile_passes_run_while_a_big_batch_is_submitted(cluster_factory: An
         wait_for(
             "a reconcile pass while the batch is submitted",
             lambda: passes_logged(log) > before,
-            timeout=12,  # six pass intervals: a pass no longer waits for a 25 s task
+            timeout=15,  # seven pass intervals: a pass no longer waits for a 25 s task
             interval=0.1,
             seen=lambda: ledger.state_counts(),
         )
