@@ -171,25 +171,9 @@ class Sender:
         chunk (kept in ``halt``) and leaves the order UNKNOWN (POST started) or QUEUED."""
         posted = False
         try:
-            early = order.usable_from - time.monotonic()
-            if early > 0:
-                time.sleep(early)  # a slot taken with others may be due a little later
-            renewed = False
-            while True:
-                if halt.step is not None:
-                    return self.give_back(order.trade_no, halt.step)
-                if time.monotonic() >= deadline:  # waited behind slow POSTs past the budget
-                    return self.give_back(order.trade_no, Step.OUT_OF_TIME)
-                if self.watch.paused():
-                    halt.set(Step.PAUSED)
-                    return self.give_back(order.trade_no, Step.PAUSED)
-                if renewed or time.monotonic() - order.usable_from <= self.late_slot:
-                    break
-                try:  # too late for its slot: a new one (the old one goes unused)
-                    self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
-                except RateLimitTimeout:
-                    return self.give_back(order.trade_no, Step.OUT_OF_TIME)
-                renewed = True
+            stopped = self._wait_for_slot(order, halt, deadline)
+            if stopped is not None:
+                return stopped
             posted = True
             then = self._post(order.trade_no, order.payload)
             if then.step is Step.PAUSED:  # a systemic code or the breaker paused the account
@@ -199,13 +183,36 @@ class Sender:
             halt.set(Step.STOPPED, exc)
             return self._settle(order.trade_no, exc, posted=posted)
 
+    def _wait_for_slot(self, order: Dispatch, halt: Halt, deadline: float) -> Next | None:
+        """None when ``order`` may be POSTed now; else its claim is given back and the
+        step says why (the chunk halted, the budget is spent, submissions paused)."""
+        early = order.usable_from - time.monotonic()
+        if early > 0:
+            time.sleep(early)  # a slot taken with others may be due a little later
+        renewed = False
+        while True:
+            if halt.step is not None:
+                return self.give_back(order.trade_no, halt.step)
+            if time.monotonic() >= deadline:  # waited behind slow POSTs past the budget
+                return self.give_back(order.trade_no, Step.OUT_OF_TIME)
+            if self.watch.paused():
+                halt.set(Step.PAUSED)
+                return self.give_back(order.trade_no, Step.PAUSED)
+            if renewed or time.monotonic() - order.usable_from <= self.late_slot:
+                return None
+            try:  # too late for its slot: a new one (the old one goes unused)
+                self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            except RateLimitTimeout:
+                return self.give_back(order.trade_no, Step.OUT_OF_TIME)
+            renewed = True  # then the checks again: time has passed
+
     def give_back(self, trade_no: str, step: Step) -> Next:
         self.unclaim([trade_no], GIVEN_BACK[step])
         return Next(trade_no, step)
 
     def _settle(self, trade_no: str, error: Exception, *, posted: bool) -> Next:
         """The state of an order whose send failed unexpectedly (a bug, the ledger away)."""
-        log.error(
+        log.exception(
             "submit failed unexpectedly (%s)", type(error).__name__, extra={"trade_no": trade_no}
         )
         try:
