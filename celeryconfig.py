@@ -49,7 +49,7 @@ task_soft_time_limit = int(_settings.task_time_limit) - 10
 _visibility = {"visibility_timeout": _settings.visibility_timeout}
 broker_transport_options = {
     **_visibility,
-    "queue_order_strategy": "worker.celery.publish:ResubmitFirst",
+    "queue_order_strategy": "worker.celery.publish:UrgentFirst",
 }
 result_backend_transport_options = _visibility
 broker_connection_retry_on_startup = True

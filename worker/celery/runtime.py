@@ -133,7 +133,11 @@ def _vexora(account: Account) -> VexoraClient:
 
     settings = get_settings()
     return VexoraClient.for_account(
-        account, timeouts=settings.timeouts, not_found_codes=settings.not_found_codes
+        account,
+        timeouts=settings.timeouts,
+        not_found_codes=settings.not_found_codes,
+        # A connection for each POST in flight: no sender waits for one.
+        pool_size=max(10, settings.submit_concurrency),
     )
 
 
@@ -240,6 +244,7 @@ def _submitter(account: Account) -> Submitter:
             window=settings.breaker_window,
         ),
         systemic_codes=settings.systemic_codes,
+        concurrency=settings.submit_concurrency,
     )
 
 

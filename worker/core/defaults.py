@@ -55,6 +55,12 @@ SUBMIT_GROUP = 16
 # slots) while its POSTs are quick; one that comes later than this many seconds after
 # the last look looks again.
 PAUSE_LOOK_EVERY = 0.05
+# A sender about to POST more than this many seconds after its rate-limit slot's time (a
+# machine short of CPU) takes a new slot instead: a slot used late bunches up with the
+# next ones used on time, and only the limiter's headroom (3% of any second, less its
+# 3 ms tolerance) keeps the busiest second within the limit; this leaves half of it to
+# the network and the provider's side.
+LATE_SLOT = 0.015
 
 # An OAuth token's lifetime, seconds, when the token answer carries no expires_in at
 # all (worker.provider.token); processes waiting for another's refresh poll the key

@@ -114,6 +114,9 @@ class Settings:
     # A submit task hands the rest of its chunk on after this long, which bounds every
     # task's run time and so the claim lease and Celery's time limits derived from it.
     submit_budget: float = 30.0
+    # POSTs a submit task keeps in flight at once (SUBMIT_CONCURRENCY; worker.flows.submit):
+    # enough to reach a 100/s limit from one process at 250 ms a POST (docs/architecture.md).
+    submit_concurrency: int = 32
     reconcile_every: float = 30.0
     reconcile_after: float = 60.0
     review_after: float = 86400.0
@@ -222,7 +225,9 @@ class Settings:
 
     @property
     def task_time_limit(self) -> float:
-        """Hard limit for any task: the longer budget, one more HTTP call, and margin."""
+        """Hard limit for any task: the longer budget, one more HTTP call (no POST starts
+        after a submit task's budget, and each ends within the client's total deadline,
+        the sum of ``timeouts``), and margin."""
         return max(self.submit_budget, self.lookup_budget) + sum(self.timeouts) + 30.0
 
     @property

@@ -3,9 +3,11 @@ the provider and the limiter."""
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -67,7 +69,7 @@ class FakeLimiter:
         pipe.echo(str(count))
 
     def slots(self, reply: object) -> Slots:
-        return Slots() if self.wait else Slots(deque([0.0] * int(str(reply))))
+        return Slots() if self.wait else Slots(deque([time.monotonic()] * int(str(reply))))
 
     def acquire(self, timeout: float | None = None) -> float:
         if self.timeout:
@@ -110,6 +112,7 @@ def make(
         claim_lease=60.0,
         recover=recovered.append,
         metrics=metrics,
+        late_slot=math.inf,  # a slot used late: test_a_sender_late_for_its_slot_takes_a_new_one
     )
     return submitter, provider, recovered
 
@@ -455,7 +458,7 @@ class SlotsFor:
     def slots(self, reply: object) -> Slots:
         taken = min(self.free, int(str(reply)))
         self.free -= taken
-        return Slots(deque([0.0] * taken))
+        return Slots(deque([time.monotonic()] * taken))
 
     def acquire(self, timeout: float | None = None) -> float:
         raise RateLimitTimeout("budget")
@@ -517,7 +520,7 @@ def test_the_last_answer_is_applied_when_the_chunk_fails(
     with pytest.raises(RuntimeError):
         submitter.run([first, second], budget=10)
     assert state(ledger, first) is State.PROCESSING  # its answer was not lost
-    assert state(ledger, second) is State.SUBMITTING  # claimed: a lookup settles it
+    assert state(ledger, second) is State.UNKNOWN  # maybe sent: the provider is asked
 
 
 def test_metrics_are_written_once_per_task(ledger: Ledger, fake_redis: redis.Redis) -> None:
@@ -681,6 +684,7 @@ def test_a_pause_held_across_a_redis_wipe_still_stops_every_post(
         claim_lease=60.0,
         recover=lambda trade_no: None,
         metrics=None,
+        late_slot=math.inf,
     )
     trade_nos = new_orders(ledger, 3)
     cluster = PauseSwitch(fake_redis, prefix="t", store=store)
@@ -721,6 +725,7 @@ def breaker_accounts(
             recover=lambda trade_no: None,
             breaker=Breaker(fake_redis, "t", market, rejections=rejections, window=30.0),
             systemic_codes=systemic_codes,
+            late_slot=math.inf,
         )
     return MarketSubmitters(ledger, by_market.__getitem__), providers
 
@@ -813,3 +818,266 @@ def test_resume_starts_the_breaker_count_afresh(ledger: Ledger, fake_redis: redi
     assert fake_redis.exists("t:breaker:AR") == 0
     report = submitters.run(new_orders(ledger, 1, "AR", batch="b2"), budget=10)
     assert not report.paused and len(report.retry) == 1
+
+
+# --- many POSTs in flight (issue 23) --------------------------------------------------
+
+
+class SlowProvider:
+    """Answers after ``seconds``, counting the POSTs in flight at once; the first
+    ``meet`` POSTs each wait (at most 5 s) until that many are in flight together."""
+
+    def __init__(self, seconds: float, meet: int = 0) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.posts: list[tuple[float, str]] = []
+        self.meeting = threading.Barrier(meet) if meet else None
+
+    def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.posts.append((time.monotonic(), trade_no))
+            first = len(self.posts) <= (self.meeting.parties if self.meeting else 0)
+        try:
+            if first and self.meeting is not None:
+                self.meeting.wait(timeout=5)  # BrokenBarrierError: never that many at once
+            time.sleep(self.seconds)
+            return accepted()(trade_no)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+class Claims:
+    """A ClaimHolder that records what it was told."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: list[str] = []
+        self.dropped: list[str] = []
+
+    def hold(self, trade_nos: Sequence[str]) -> None:
+        with self.lock:
+            self.held += trade_nos
+
+    def drop(self, trade_nos: Sequence[str]) -> None:
+        with self.lock:
+            self.dropped += trade_nos
+
+
+def concurrent(
+    ledger: Ledger,
+    fake_redis: redis.Redis,
+    client: object,
+    concurrency: int,
+    limiter: object | None = None,
+    heartbeat: Claims | None = None,
+) -> Submitter:
+    return Submitter(
+        ledger,
+        client,  # type: ignore[arg-type]
+        limiter or FakeLimiter(),  # type: ignore[arg-type]
+        PauseSwitch(fake_redis, prefix="t"),
+        claim_lease=60.0,
+        recover=lambda trade_no: None,
+        concurrency=concurrency,
+        heartbeat=heartbeat,
+    )
+
+
+def test_a_chunk_keeps_its_concurrency_of_posts_in_flight_and_never_more(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    provider = SlowProvider(0.02, meet=8)  # the first eight meet: eight at once
+    trade_nos = new_orders(ledger, 60)
+    report = concurrent(ledger, fake_redis, provider, 8).run(trade_nos, budget=30)
+    assert report.done == 60 and not report.leftover
+    assert provider.most == 8
+    assert sorted(t for _, t in provider.posts) == sorted(trade_nos)  # each POSTed once
+    assert {state(ledger, t) for t in trade_nos} == {State.PROCESSING}
+
+
+def test_posts_in_flight_never_outrun_the_rate_limit(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    # A real limiter at 100/s, POSTs of 50 ms, 16 senders: the limit paces them.
+    limiter = RateLimiter(fake_redis, "submit", Rate(100), prefix="t")
+    provider = SlowProvider(0.05)
+    trade_nos = new_orders(ledger, 110)
+    report = concurrent(ledger, fake_redis, provider, 16, limiter).run(trade_nos, budget=30)
+    assert report.done == 110
+    starts = sorted(at for at, _ in provider.posts)
+    busiest = max(sum(1 for at in starts if first <= at < first + 1.0) for first in starts)
+    assert busiest <= 100
+    assert provider.most > 1  # slow POSTs overlap
+
+
+def test_a_pause_mid_chunk_stops_new_posts(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    switch = PauseSwitch(fake_redis, prefix="t")
+    trade_nos = new_orders(ledger, 40)
+    paused_at: list[float] = []
+
+    class PausingProvider(SlowProvider):
+        def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+            if trade_no == trade_nos[5] and not paused_at:
+                switch.pause("operator")
+                paused_at.append(time.monotonic())
+            return super().submit(fields, trade_no)
+
+    # POSTs slower than PAUSE_LOOK_EVERY: a sender starting after one looks again.
+    provider = PausingProvider(PAUSE_LOOK_EVERY * 1.2)
+    report = concurrent(ledger, fake_redis, provider, 4).run(trade_nos, budget=30)
+    assert report.paused
+    after = [t for at, t in provider.posts if at > paused_at[0]]
+    # Only senders whose last look was fresh when the pause came: at most one each.
+    assert len(after) <= 4
+    posted = {t for _, t in provider.posts}
+    assert len(posted) < 40
+    states = {t: state(ledger, t) for t in trade_nos}
+    assert {states[t] for t in posted} == {State.PROCESSING}
+    assert {states[t] for t in trade_nos if t not in posted} == {State.QUEUED}  # none SUBMITTING
+
+
+def test_a_senders_error_leaves_every_claim_with_a_state_and_is_raised(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    trade_nos = new_orders(ledger, 20)
+
+    class BrokenOnce(SlowProvider):
+        def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+            if trade_no == trade_nos[3]:
+                raise RuntimeError("a bug in the middle of a POST")
+            return super().submit(fields, trade_no)
+
+    claims = Claims()
+    provider = BrokenOnce(0.01)
+    submitter = concurrent(ledger, fake_redis, provider, 4, heartbeat=claims)
+    with pytest.raises(RuntimeError):
+        submitter.run(trade_nos, budget=30)
+    states = {t: state(ledger, t) for t in trade_nos}
+    assert states[trade_nos[3]] is State.UNKNOWN  # maybe sent: asked about
+    posted = {t for _, t in provider.posts}
+    assert {states[t] for t in posted} == {State.PROCESSING}  # answers applied
+    others = {states[t] for t in trade_nos if t not in posted and t != trade_nos[3]}
+    assert others <= {State.QUEUED}  # given back or never claimed: none SUBMITTING
+    assert sorted(claims.held) == sorted(claims.dropped)  # every claim let go, once
+
+
+def test_an_error_before_the_post_gives_the_claim_back(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    provider = SlowProvider(0.0)
+    submitter = concurrent(ledger, fake_redis, provider, 2)
+
+    def redis_gone() -> bool:
+        raise redis.ConnectionError("Redis went away")
+
+    submitter.watch.paused = redis_gone  # type: ignore[method-assign]
+    (t,) = new_orders(ledger)
+    with pytest.raises(redis.ConnectionError):
+        submitter.run([t], budget=30)
+    assert provider.posts == []
+    assert state(ledger, t) is State.QUEUED
+    (cancelled,) = ledger.cancel_unposted([t], note="cancelled")  # never POSTed
+    assert cancelled.moved
+
+
+def test_a_post_past_its_deadline_is_queried(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    # The client ends a POST at its total deadline as OutcomeUnknown (test_vexora): the
+    # order is UNKNOWN and asked about, the others go on.
+    trade_nos = new_orders(ledger, 6)
+
+    def hang_one(trade_no: str) -> PayoutResult:
+        if trade_no == trade_nos[2]:
+            time.sleep(0.05)
+            raise OutcomeUnknown("submit: outcome unknown (read timeout after sending)")
+        return accepted()(trade_no)
+
+    provider = FakeProvider(hang_one)
+    report = concurrent(ledger, fake_redis, provider, 4).run(trade_nos, budget=30)
+    assert report.query == [trade_nos[2]] and report.done == 5
+    assert state(ledger, trade_nos[2]) is State.UNKNOWN
+
+
+def test_the_claim_holder_is_told_of_every_claim_and_its_end(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    claims = Claims()
+    switch = PauseSwitch(fake_redis, prefix="t")
+    trade_nos = new_orders(ledger, 12)
+
+    def pause_at_the_sixth(trade_no: str) -> PayoutResult:
+        if trade_no == trade_nos[5]:
+            switch.pause("operator")
+            time.sleep(PAUSE_LOOK_EVERY * 1.5)
+        return accepted()(trade_no)
+
+    submitter = concurrent(
+        ledger, fake_redis, FakeProvider(pause_at_the_sixth), 2, heartbeat=claims
+    )
+    assert submitter.run(trade_nos, budget=30).paused
+    claimed = [t for t in trade_nos if len(ledger_reads.history(ledger, t)) > 1]
+    assert sorted(claims.held) == sorted(claimed)
+    assert sorted(claims.dropped) == sorted(claimed)  # each once: outcome or given back
+
+
+def test_no_post_starts_after_the_budget(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    provider = SlowProvider(0.1)
+    trade_nos = new_orders(ledger, 30)
+    report = concurrent(ledger, fake_redis, provider, 2).run(trade_nos, budget=0.25)
+    posted = {t for _, t in provider.posts}
+    assert 0 < len(posted) < 30
+    assert report.done == len(posted)
+    assert sorted(report.leftover) == sorted(set(trade_nos) - posted)  # handed on, QUEUED
+    assert {state(ledger, t) for t in report.leftover} == {State.QUEUED}
+
+
+def test_a_sender_late_for_its_slot_takes_a_new_one(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    # A slot used late bunches up with the next ones used on time: the sender that
+    # comes to its slot more than LATE_SLOT after its time takes a new one first.
+    limiter = FakeLimiter()
+    provider = FakeProvider(accepted())
+    late = Submitter(
+        ledger,
+        provider,
+        limiter,
+        PauseSwitch(fake_redis, prefix="t"),
+        claim_lease=60.0,
+        recover=lambda trade_no: None,
+        late_slot=0.0,  # every slot is late by the time its sender runs
+    )
+    trade_nos = new_orders(ledger, 3)
+    assert late.run(trade_nos, budget=10).done == 3
+    assert limiter.acquired == 3  # a new slot each
+    assert [t for t, _ in provider.posts] == trade_nos
+
+
+def test_an_error_of_the_coordinator_gives_back_the_claims_not_handed_on(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    calls = 0
+
+    def redis_gone_at_the_second() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise redis.ConnectionError("Redis went away")
+
+    claims = Claims()
+    limiter = FakeLimiter(wait=True, on_acquire=redis_gone_at_the_second)
+    provider = FakeProvider(accepted())
+    submitter = concurrent(ledger, fake_redis, provider, 4, limiter, heartbeat=claims)
+    first, second, third = new_orders(ledger, 3)
+    with pytest.raises(redis.ConnectionError):
+        submitter.run([first, second, third], budget=10)
+    assert [t for t, _ in provider.posts] == [first]
+    assert [state(ledger, t) for t in (first, second, third)] == [
+        State.PROCESSING,  # its answer applied
+        State.QUEUED,  # claimed, its slot never came: given back
+        State.QUEUED,  # never claimed
+    ]
+    assert sorted(claims.held) == sorted(claims.dropped) == sorted([first, second])
