@@ -33,6 +33,12 @@ MAX_NO_RECORD_RESUBMITS = 3
 # renewed (worker.coordination.leases); a live task renews it every third of that, so
 # two renewals may be missed (a starved thread on a busy machine) before it expires.
 LEASE_TTL = 15.0
+# Seconds between two looks for abandoned claims (SUBMITTING orders whose lease expired:
+# worker.flows.heartbeat; celeryconfig's beat entry): with LEASE_TTL and the grace after
+# it (Settings.abandoned_claim_grace), a killed worker's claims are taken up 25 s after
+# the kill at most, where a pass comes only every RECONCILE_EVERY. One indexed query of
+# the few SUBMITTING orders each.
+CLAIM_CHECK_EVERY = 2.0
 
 # The reconcile walk of the paged list (worker.flows.walk): seconds the provider's clock
 # may be behind ours (its post_timestamp), and pages in a row with nothing new after

@@ -134,8 +134,9 @@ class Settings:
     not_found_codes: frozenset[str] = DEFAULT_NOT_FOUND_CODES
     no_record_grace: float = NO_RECORD_GRACE
     # Seconds after its POST an UNKNOWN order is asked about (QUERY_DELAY), and a submit
-    # or lookup task's lease on its orders lasts unless renewed (LEASE_TTL;
-    # worker.coordination.leases): worker.core.defaults says why these values.
+    # or lookup task's lease on its orders, or a claim's (worker.flows.heartbeat), lasts
+    # unless renewed (LEASE_TTL; worker.coordination.leases): worker.core.defaults says
+    # why these values.
     query_delay: float = QUERY_DELAY
     lease_ttl: float = LEASE_TTL
 
@@ -229,6 +230,13 @@ class Settings:
     def claim_lease(self) -> float:
         """After this long a SUBMITTING order's worker is certainly gone (killed at the limit)."""
         return self.task_time_limit + 10.0
+
+    @property
+    def abandoned_claim_grace(self) -> float:
+        """Seconds after an abandoned claim's lease expired from which the provider's "no
+        record" of it is believed (worker.flows.lookup): a POST of it started by then has
+        reached the provider within the connect timeout, and shows within QUERY_DELAY."""
+        return self.connect_timeout + self.query_delay
 
     @property
     def visibility_timeout(self) -> int:

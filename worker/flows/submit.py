@@ -48,6 +48,14 @@ class PayoutApi(Protocol):
     def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult: ...
 
 
+class ClaimHolder(Protocol):
+    """Keeps this process's claims alive while held (worker.flows.heartbeat)."""
+
+    def hold(self, trade_nos: Sequence[str]) -> None: ...
+
+    def drop(self, trade_nos: Sequence[str]) -> None: ...
+
+
 class Limiter(Protocol):
     """An account's submit rate limit (worker.coordination.ratelimit.RateLimiter)."""
 
@@ -122,8 +130,11 @@ class Submitter:
         metrics: Metrics | None = None,
         breaker: Breaker | None = None,
         systemic_codes: frozenset[str] = DEFAULT_SYSTEMIC_CODES,
+        heartbeat: ClaimHolder | None = None,
     ) -> None:
         self.ledger = ledger
+        # Renews the claims from claim to outcome: a killed worker's expire (LEASE_TTL).
+        self.heartbeat = heartbeat
         # First attempts refused one after another pause the account (worker.coordination.breaker).
         self.breaker = breaker
         # Top-level codes that say the account, not the payout, is refused (SYSTEMIC_CODES).
@@ -174,7 +185,16 @@ class Submitter:
                     break
                 claims = self.ledger.claim_many(group, answers=answers)
                 answers = []
-                stop, waited = self._send_group(group, claims, slots, deadline, report, answers)
+                held = [t for t, (claim, _) in zip(group, claims, strict=True) if claim.moved]
+                if self.heartbeat:
+                    self.heartbeat.hold(held)
+                try:
+                    stop, waited = self._send_group(group, claims, slots, deadline, report, answers)
+                finally:
+                    # Every claim has its next state, or an answer applied with the next
+                    # claims (moments from now, well within the lease).
+                    if self.heartbeat:
+                        self.heartbeat.drop(held)
                 size = self._group_size = _next_group_size(size, waited)
                 if stop is Step.OUT_OF_TIME:
                     report.leftover += orders[start + len(group) :]

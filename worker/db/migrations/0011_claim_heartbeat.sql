@@ -1,0 +1,13 @@
+-- Issue 23 item 4: a killed worker's claimed payouts come back within seconds.
+--
+-- A claim (QUEUED -> SUBMITTING) is leased until ``claim_expires_at``, by the server's
+-- clock: set to now() + LEASE_TTL by the claim, renewed every third of that by the
+-- claiming process's heartbeat (worker.flows.heartbeat) while the claim is held, and
+-- cleared when the order leaves SUBMITTING. A SUBMITTING order whose lease expired is
+-- abandoned: its worker stopped renewing, so the lookups take it up. The lease lives in
+-- PostgreSQL, not Redis: losing Redis must never make a live claim look abandoned.
+-- Orders claimed before this migration have none (NULL): they are judged by the age of
+-- their claim, as before (Settings.claim_lease). A nullable column without a default
+-- is added without rewriting the table; SUBMITTING orders are few and the index of open
+-- orders (orders_open) finds them, so no index of its own.
+ALTER TABLE orders ADD COLUMN claim_expires_at timestamptz;
