@@ -208,6 +208,24 @@ def test_orders_of_a_dead_task_not_published_are_taken_up_by_the_next_pass(world
     assert world.submissions.published() == [order]
 
 
+# --- the claim check: abandoned claims within seconds, between passes ------------------
+
+
+def test_the_check_finds_claims_whose_lease_expired_and_marks_each_once(world: World) -> None:
+    ttl = world.ledger.claim_ttl
+    dead = order_in(world, State.SUBMITTING, age=ttl + 1)  # killed moments ago
+    older = order_in(world, State.SUBMITTING, age=ttl + 3)
+    live = order_in(world, State.SUBMITTING, age=5)
+    renewed = order_in(world, State.SUBMITTING, age=DAY)  # old, but its worker is alive
+    world.ledger.renew_claims([renewed])
+    order_in(world, State.UNKNOWN, age=600)  # the pass's business, not the check's
+    assert world.reconciler.abandoned_claims() == [older, dead]
+    assert in_flight(world, dead) and not in_flight(world, live)
+    assert world.reconciler.abandoned_claims() == []  # their lookups are outstanding
+    # The check looks them up itself (tasks.reconcile): it publishes nothing.
+    assert world.lookups_published.calls == []
+
+
 # --- what `disburse reconcile` prints --------------------------------------------------
 
 

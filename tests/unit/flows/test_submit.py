@@ -33,6 +33,7 @@ from worker.core.exceptions import (
 )
 from worker.core.settings import DEFAULT_SYSTEMIC_CODES, Rate
 from worker.core.states import State
+from worker.flows.heartbeat import ClaimHeartbeat
 from worker.flows.market_submitters import MarketSubmitters
 from worker.flows.submit import Submitter
 from worker.ledger import Ledger
@@ -99,6 +100,7 @@ def make(
     limiter: FakeLimiter | RateLimiter | None = None,
     metrics: Metrics | None = None,
     account: str | None = None,
+    heartbeat: ClaimHeartbeat | None = None,
 ) -> tuple[Submitter, FakeProvider, list[str]]:
     provider = FakeProvider(answer)
     recovered: list[str] = []
@@ -110,6 +112,7 @@ def make(
         claim_lease=60.0,
         recover=recovered.append,
         metrics=metrics,
+        heartbeat=heartbeat,
     )
     return submitter, provider, recovered
 
@@ -287,6 +290,39 @@ def test_expired_claim_is_recovered_by_asking_the_provider(
     submitter.run([t], budget=10)
     assert provider.posts == []
     assert recovered == [t]
+
+
+def test_a_claim_whose_lease_expired_is_recovered_however_young(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, provider, recovered = make(ledger, fake_redis, accepted())
+    (t,) = new_orders(ledger)
+    assert ledger.claim(t)[0].moved
+    backdate(ledger, t, 20)  # claimed 20 s ago (claim_lease is 60), never renewed
+    submitter.run([t], budget=10)
+    assert provider.posts == [] and recovered == [t]
+
+
+def test_claims_are_held_by_the_heartbeat_from_claim_to_outcome(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    heartbeat = ClaimHeartbeat(ledger, every=60)  # renewed by hand below
+    held_during_posts: list[list[str]] = []
+
+    def answer(trade_no: str) -> PayoutResult:
+        held_during_posts.append(heartbeat.held())
+        if len(held_during_posts) == 3:
+            raise RuntimeError("a bug in the middle of a group")
+        return accepted()(trade_no)
+
+    submitter, _, _ = make(ledger, fake_redis, answer, heartbeat=heartbeat)
+    a, b, c = new_orders(ledger, 3)
+    submitter.run([a], budget=10)  # a group of one, then (slots free) of two
+    with pytest.raises(RuntimeError):
+        submitter.run([b, c], budget=10)
+    assert held_during_posts == [[a], [b, c], [b, c]]
+    assert heartbeat.held() == []  # dropped, also when the group ended in an error
+    heartbeat.stop()
 
 
 def test_budget_spent_leaves_the_rest_queued(ledger: Ledger, fake_redis: redis.Redis) -> None:
