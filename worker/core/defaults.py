@@ -22,8 +22,8 @@ QUERY_DELAY = 5.0
 # Setting NO_RECORD_GRACE: a POST that may have arrived (UNKNOWN) is resubmitted with
 # the same tradeNo once two lookups at least this many seconds apart both showed no
 # record of it: a request still in flight at the provider may not show at first (an
-# abandoned claim's grace counts from its lease's end: Settings.abandoned_claim_grace). The resubmission is safe because the provider
-# refuses a repeated tradeNo.
+# abandoned claim's grace counts from its lease's end: Settings.abandoned_claim_grace).
+# The resubmission is safe because the provider refuses a repeated tradeNo.
 NO_RECORD_GRACE = 30.0
 # Resubmission rounds of an order the provider keeps showing no record of, before a
 # person looks at it (REVIEW).
