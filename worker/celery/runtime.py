@@ -223,7 +223,7 @@ def claim_heartbeat() -> ClaimHeartbeat:
     """The process's one heartbeat on the claims it holds (every submitter's)."""
     from worker.flows.heartbeat import ClaimHeartbeat
 
-    return ClaimHeartbeat(ledger(), every=get_settings().lease_ttl / 3)
+    return ClaimHeartbeat(ledger(), ttl=get_settings().lease_ttl)
 
 
 @cache

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
@@ -34,16 +35,19 @@ class ClaimRenewals(Protocol):
 
 
 class ClaimHeartbeat:
-    """The claims one process holds, renewed every ``every`` seconds by a daemon thread
-    started at the first :meth:`hold` (in the process that holds them: a Celery prefork
-    child builds its own after the fork)."""
+    """The claims one process holds, leased for ``ttl`` seconds and renewed every third
+    of that by a daemon thread started at the first :meth:`hold` (in the process that
+    holds them: a Celery prefork child builds its own after the fork)."""
 
-    def __init__(self, ledger: ClaimRenewals, *, every: float) -> None:
+    def __init__(self, ledger: ClaimRenewals, *, ttl: float) -> None:
         self.ledger = ledger
-        self.every = every
+        self.ttl = ttl
+        self.every = ttl / 3
         # tradeNo -> holds not yet dropped: an order given back and claimed again by
         # another thread of this process before the first drop stays held.
         self._held: Counter[str] = Counter()
+        # tradeNo -> time.monotonic() at which its lease was last set, at the latest.
+        self._leased: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,8 +56,10 @@ class ClaimHeartbeat:
         """Keep these claims alive (just claimed) until each is dropped once."""
         if not trade_nos:
             return
+        now = time.monotonic()  # just after the claim that leased them
         with self._lock:
             self._held.update(trade_nos)
+            self._leased.update(dict.fromkeys(trade_nos, now))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._beat, name="claim-heartbeat", daemon=True
@@ -69,6 +75,16 @@ class ClaimHeartbeat:
                     self._held[trade_no] -= 1
                 else:
                     del self._held[trade_no]
+                    self._leased.pop(trade_no, None)
+
+    def alive(self, trade_no: str) -> bool:
+        """Whether the claim is held and its lease has at least a tick left for certain:
+        a POST is started only then (worker.flows.submit), so that none starts after the
+        lease ran out, when a lookup may take the claim for abandoned (worker.flows.lookup
+        counts on it). False once two renewals in a row failed."""
+        with self._lock:
+            leased = self._leased.get(trade_no)
+        return leased is not None and time.monotonic() - leased < self.ttl - self.every
 
     def held(self) -> list[str]:
         """The claims renewed at the next tick."""
@@ -81,6 +97,7 @@ class ClaimHeartbeat:
         held = self.held()
         if not held:
             return
+        started = time.monotonic()  # the leases run from later than this
         try:
             self.ledger.renew_claims(held)
         except Exception as exc:  # the thread must outlive any failure: it is the lease
@@ -90,6 +107,11 @@ class ClaimHeartbeat:
                 type(exc).__name__,
                 self.every,
             )
+            return
+        with self._lock:
+            for trade_no in held:
+                if trade_no in self._leased:
+                    self._leased[trade_no] = max(self._leased[trade_no], started)
 
     def stop(self) -> None:
         """End the thread (tests; a worker's thread ends with its process)."""

@@ -55,6 +55,8 @@ class ClaimHolder(Protocol):
 
     def drop(self, trade_nos: Sequence[str]) -> None: ...
 
+    def alive(self, trade_no: str) -> bool: ...
+
 
 class Limiter(Protocol):
     """An account's submit rate limit (worker.coordination.ratelimit.RateLimiter)."""
@@ -313,6 +315,10 @@ class Submitter:
             waited = max(0.0, usable_from - time.monotonic())
             if waited:
                 time.sleep(waited)
+        if self.heartbeat and not self.heartbeat.alive(trade_no):
+            # Its lease may run out (renewals failed): a lookup may take the claim for
+            # abandoned, and counts on no POST of it starting later. Left to the lookups.
+            return Next(Step.SKIPPED)
         if self.metrics:
             self.metrics.limiter_wait("submit", waited)
         then = self._post(trade_no, payload)

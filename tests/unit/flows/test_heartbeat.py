@@ -29,7 +29,7 @@ class Renewals:
 
 def test_held_claims_are_renewed_together_until_dropped() -> None:
     renewals = Renewals()
-    heartbeat = ClaimHeartbeat(renewals, every=60)  # ticks by hand
+    heartbeat = ClaimHeartbeat(renewals, ttl=180)  # ticks by hand
     heartbeat.renew()
     assert renewals.calls == []  # nothing held: no statement
     heartbeat.hold(["a", "b"])
@@ -46,7 +46,7 @@ def test_held_claims_are_renewed_together_until_dropped() -> None:
 def test_a_claim_held_twice_stays_held_until_dropped_twice() -> None:
     # Given back and claimed again by another thread of the process before the first
     # drop: the second claim must still be renewed.
-    heartbeat = ClaimHeartbeat(Renewals(), every=60)
+    heartbeat = ClaimHeartbeat(Renewals(), ttl=180)
     heartbeat.hold(["a"])
     heartbeat.hold(["a"])
     heartbeat.drop(["a"])
@@ -60,7 +60,7 @@ def test_the_thread_renews_every_tick_and_outlives_a_database_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     renewals = Renewals(failures=2)
-    heartbeat = ClaimHeartbeat(renewals, every=0.01)
+    heartbeat = ClaimHeartbeat(renewals, ttl=0.03)  # a tick every 0.01 s
     heartbeat.hold(["a"])
     wait_for("renewals after two failed ones", lambda: len(renewals.calls) >= 4, timeout=10)
     heartbeat.stop()
@@ -68,3 +68,32 @@ def test_the_thread_renews_every_tick_and_outlives_a_database_error(
     failed = [r.getMessage() for r in caplog.records if "not renewed" in r.getMessage()]
     assert len(failed) == 2 and "OperationalError" in failed[0]
     assert "server closed" not in failed[0]  # the type only: a message may name the server
+
+
+def test_a_claim_is_alive_for_posting_only_while_its_lease_has_a_tick_left_for_certain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("worker.flows.heartbeat.time.monotonic", lambda: clock[0])
+    renewals = Renewals()
+    heartbeat = ClaimHeartbeat(renewals, ttl=15)  # renewed every 5 s (by hand here)
+    heartbeat.hold(["a"])
+    assert heartbeat.alive("a") and not heartbeat.alive("never-held")
+    clock[0] += 9.9
+    assert heartbeat.alive("a")
+    clock[0] += 0.2  # two ticks without a renewal: the lease may end within one
+    assert not heartbeat.alive("a")
+    heartbeat.renew()
+    assert heartbeat.alive("a")
+    renewals.failures = 2
+    for _ in range(2):
+        clock[0] += 5
+        heartbeat.renew()
+    clock[0] += 0.1
+    assert not heartbeat.alive("a")  # two failed renewals
+    clock[0] += 4.9
+    heartbeat.renew()  # the database is back
+    assert heartbeat.alive("a")
+    heartbeat.drop(["a"])
+    assert not heartbeat.alive("a")
+    heartbeat.stop()

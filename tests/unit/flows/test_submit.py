@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -35,7 +35,7 @@ from worker.core.settings import DEFAULT_SYSTEMIC_CODES, Rate
 from worker.core.states import State
 from worker.flows.heartbeat import ClaimHeartbeat
 from worker.flows.market_submitters import MarketSubmitters
-from worker.flows.submit import Submitter
+from worker.flows.submit import ClaimHolder, Submitter
 from worker.ledger import Ledger
 from worker.provider.answers import PayoutResult
 
@@ -100,7 +100,7 @@ def make(
     limiter: FakeLimiter | RateLimiter | None = None,
     metrics: Metrics | None = None,
     account: str | None = None,
-    heartbeat: ClaimHeartbeat | None = None,
+    heartbeat: ClaimHolder | None = None,
 ) -> tuple[Submitter, FakeProvider, list[str]]:
     provider = FakeProvider(answer)
     recovered: list[str] = []
@@ -306,7 +306,7 @@ def test_a_claim_whose_lease_expired_is_recovered_however_young(
 def test_claims_are_held_by_the_heartbeat_from_claim_to_outcome(
     ledger: Ledger, fake_redis: redis.Redis
 ) -> None:
-    heartbeat = ClaimHeartbeat(ledger, every=60)  # renewed by hand below
+    heartbeat = ClaimHeartbeat(ledger, ttl=180)  # no renewal needed in this test
     held_during_posts: list[list[str]] = []
 
     def answer(trade_no: str) -> PayoutResult:
@@ -323,6 +323,34 @@ def test_claims_are_held_by_the_heartbeat_from_claim_to_outcome(
     assert held_during_posts == [[a], [b, c], [b, c]]
     assert heartbeat.held() == []  # dropped, also when the group ended in an error
     heartbeat.stop()
+
+
+class LapsedHeartbeat:
+    """A heartbeat whose renewals have been failing: no claim is alive for a POST."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def hold(self, trade_nos: Sequence[str]) -> None:
+        self.held += trade_nos
+
+    def drop(self, trade_nos: Sequence[str]) -> None:
+        self.held = [t for t in self.held if t not in trade_nos]
+
+    def alive(self, trade_no: str) -> bool:
+        return False
+
+
+def test_no_post_starts_on_a_claim_whose_lease_may_have_run_out(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    heartbeat = LapsedHeartbeat()
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), heartbeat=heartbeat)
+    (t,) = new_orders(ledger)
+    assert submitter.run([t], budget=10).done == 0
+    # A lookup may take it for abandoned now, counting on no POST of it starting later.
+    assert provider.posts == [] and state(ledger, t) is State.SUBMITTING
+    assert heartbeat.held == []
 
 
 def test_budget_spent_leaves_the_rest_queued(ledger: Ledger, fake_redis: redis.Redis) -> None:
