@@ -37,7 +37,7 @@ def reconcile_pass() -> str:
 @app.task(name=CLAIM_CHECK_TASK)
 def check_claims() -> dict[str, int]:
     """Look up the claims abandoned since the last check (beat runs it every
-    CLAIM_CHECK_EVERY s), here and now: no second hop through the queue."""
+    CLAIM_CHECK_EVERY s): a few here and now, the rest by other processes."""
     found = runtime.reconciler().abandoned_claims()
     if not found:
         return {}

@@ -36,10 +36,14 @@ MAX_NO_RECORD_RESUBMITS = 3
 LEASE_TTL = 15.0
 # Seconds between two looks for abandoned claims (SUBMITTING orders whose lease expired:
 # worker.flows.heartbeat; celeryconfig's beat entry): with LEASE_TTL and the grace after
-# it (Settings.abandoned_claim_grace), a killed worker's claims are taken up 25 s after
-# the kill at most, where a pass comes only every RECONCILE_EVERY. One indexed query of
-# the few SUBMITTING orders each.
+# it (Settings.abandoned_claim_grace), a killed worker's claims are looked up about 20 s
+# after the kill at most, where a pass comes only every RECONCILE_EVERY. One indexed
+# query of the few SUBMITTING orders each.
 CLAIM_CHECK_EVERY = 2.0
+# Abandoned claims a check looks up itself; the rest go out as lookup tasks of this many
+# each: a lookup task asks about its orders one after another, at the provider's latency
+# each, and a killed worker may leave dozens claimed.
+CLAIM_LOOKUP_CHUNK = 5
 
 # The reconcile walk of the paged list (worker.flows.walk): seconds the provider's clock
 # may be behind ours (its post_timestamp), and pages in a row with nothing new after

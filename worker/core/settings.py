@@ -234,9 +234,11 @@ class Settings:
     @property
     def abandoned_claim_grace(self) -> float:
         """Seconds after an abandoned claim's lease expired from which the provider's "no
-        record" of it is believed (worker.flows.lookup): a POST of it started by then has
-        reached the provider within the connect timeout, and shows within QUERY_DELAY."""
-        return self.connect_timeout + self.query_delay
+        record" of it is believed (worker.flows.lookup). A POST of it started a renewal
+        interval (a third of LEASE_TTL) before that at the latest (its holder starts one
+        only then: worker.flows.heartbeat), reached the provider within the connect
+        timeout, and shows within QUERY_DELAY."""
+        return max(0.0, self.connect_timeout + self.query_delay - self.lease_ttl / 3)
 
     @property
     def visibility_timeout(self) -> int:

@@ -396,10 +396,11 @@ class Lookups:
         - SUBMITTING, its claim abandoned (its lease expired: worker.flows.heartbeat):
           resubmitted at once when the answer comes ``abandoned_grace`` seconds or more
           after the lease expired (else asked again at the next check). A POST of the
-          claim started before its lease expired (its holder starts one only while the
-          lease has a renewal's time left: ClaimHeartbeat.alive); it reached the provider
-          within its connect timeout, and the provider shows a request that arrived
-          within QUERY_DELAY: ``abandoned_grace`` is both. A claim
+          claim started a renewal interval before its lease expired at the latest (its
+          holder starts one only while the lease has that much left:
+          ClaimHeartbeat.alive); it reached the provider within its connect timeout, and
+          the provider shows a request that arrived within QUERY_DELAY: hence
+          ``abandoned_grace`` (Settings.abandoned_claim_grace). A claim
           alive again (renewed late) is never taken: the move requires the lease expired,
           on the row as locked. And were that reasoning wrong (a POST held up longer in
           some proxy), the resubmission still cannot pay twice: it carries the same

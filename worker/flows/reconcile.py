@@ -34,7 +34,7 @@ from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
 from worker.coordination.pause import PauseSwitch
 from worker.core import keys
-from worker.core.defaults import RECONCILE_PAGE
+from worker.core.defaults import CLAIM_LOOKUP_CHUNK, RECONCILE_PAGE
 from worker.core.settings import Settings
 from worker.core.states import State
 from worker.flows import retention
@@ -193,14 +193,24 @@ class Reconciler:
 
     # the claim check ------------------------------------------------------------
     def abandoned_claims(self) -> list[str]:
-        """The claims abandoned since the last look (their lease expired: their holder
-        stopped renewing them), marked as having a lookup outstanding, for the caller to
-        look up now: a frequent check (CLAIM_CHECK_EVERY) that finds a killed worker's
-        claims within seconds, where a pass comes every RECONCILE_EVERY. One indexed
-        query; one with a lookup outstanding already is left to it."""
-        now = self.ledger.now_ms()
-        found = [t for t, _ in self.ledger.abandoned_claims(self.settings.claim_lease, now_ms=now)]
-        return self.in_flight.mark(found, backlog=len(found)) if found else []
+        """The claims abandoned long enough for a lookup to decide them (their lease
+        expired ``abandoned_claim_grace`` ago: worker.flows.lookup), marked as having a
+        lookup outstanding: the first CLAIM_LOOKUP_CHUNK are returned for the caller to
+        look up now, the rest published as lookup tasks of that many each, so that a
+        whole worker's claims are asked about by several processes at once. A frequent
+        check (CLAIM_CHECK_EVERY) finds a killed worker's claims within seconds, where a
+        pass comes every RECONCILE_EVERY. One indexed query; an order with a lookup
+        outstanding already is left to it."""
+        settings = self.settings
+        decided_from = self.ledger.now_ms() - int(settings.abandoned_claim_grace * 1000)
+        found = [
+            t for t, _ in self.ledger.abandoned_claims(settings.claim_lease, now_ms=decided_from)
+        ]
+        marked = self.in_flight.mark(found, backlog=len(found)) if found else []
+        here, rest = marked[:CLAIM_LOOKUP_CHUNK], marked[CLAIM_LOOKUP_CHUNK:]
+        for start in range(0, len(rest), CLAIM_LOOKUP_CHUNK):
+            self.in_flight.publish_marked(rest[start : start + CLAIM_LOOKUP_CHUNK])
+        return here
 
     def _walk(self, found: list[tuple[int, str, State]], lock: Lock) -> WalkReport:
         assert self.walk is not None
