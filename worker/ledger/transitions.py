@@ -272,7 +272,7 @@ class Transitions(Queries):
         with self._connection() as conn:
             cursor = conn.execute(
                 "UPDATE orders SET claim_expires_at = now() + %s * interval '1 second' "
-                "WHERE trade_no = ANY(%s) AND state = 'SUBMITTING'",
+                "WHERE trade_no = ANY(%s) AND state = 'SUBMITTING' AND claim_attempt = attempts",
                 (self.claim_ttl, list(trade_nos)),
             )
         return cursor.rowcount

@@ -113,3 +113,21 @@ def test_a_move_for_abandoned_claims_only_leaves_a_live_one_alone(ledger: Ledger
         State.SUBMITTING,
         State.QUEUED,
     ]
+
+
+def test_a_lease_left_by_an_earlier_claim_never_counts(ledger: Ledger) -> None:
+    (t,) = orders(ledger, 1)
+    ledger.claim_many([t])
+    expire(ledger, t)
+    with ledger.pool.connection() as conn:
+        # A process of the version before 0011 (during an upgrade) moved the order on
+        # and claimed it again, touching neither lease column: the lease is not its own.
+        conn.execute(
+            "UPDATE orders SET attempts = attempts + 1, state_entered_at = now() "
+            "WHERE trade_no = %s",
+            (t,),
+        )
+    assert not ledger.stale_claim(t, LEASE)  # judged by its age: claimed just now
+    assert ledger.renew_claims([t]) == 0  # nor is another claim's lease renewed
+    backdate(ledger, t, LEASE + 1)
+    assert ledger.stale_claim(t, LEASE)

@@ -6,8 +6,14 @@
 -- cleared when the order leaves SUBMITTING. A SUBMITTING order whose lease expired is
 -- abandoned: its worker stopped renewing, so the lookups take it up. The lease lives in
 -- PostgreSQL, not Redis: losing Redis must never make a live claim look abandoned.
--- Orders claimed before this migration have none (NULL): they are judged by the age of
--- their claim, as before (Settings.claim_lease). A nullable column without a default
--- is added without rewriting the table; SUBMITTING orders are few and the index of open
--- orders (orders_open) finds them, so no index of its own.
-ALTER TABLE orders ADD COLUMN claim_expires_at timestamptz;
+-- The lease is the claim's whose attempt ``claim_attempt`` names: read only while that
+-- is the order's ``attempts``, so a value left by an earlier claim (a process of the
+-- version before this one moved the order on without clearing it, then claimed it
+-- again) never counts. A claim without a lease of its own (made before this migration,
+-- or by that version during an upgrade) is judged by its age, as before
+-- (Settings.claim_lease). Nullable columns without a default are added without
+-- rewriting the table; SUBMITTING orders are few and the index of open orders
+-- (orders_open) finds them, so no index of their own.
+ALTER TABLE orders
+    ADD COLUMN claim_expires_at timestamptz,
+    ADD COLUMN claim_attempt integer;
