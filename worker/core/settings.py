@@ -228,7 +228,8 @@ class Settings:
 
     @property
     def claim_lease(self) -> float:
-        """After this long a SUBMITTING order's worker is certainly gone (killed at the limit)."""
+        """After this long a SUBMITTING order's worker is certainly gone (killed at the
+        limit): the rule for a claim without a lease of its own (migration 0011)."""
         return self.task_time_limit + 10.0
 
     @property
