@@ -167,12 +167,11 @@ class Reconciler:
 
     def _fan_out(self, report: PassReport, lock: Lock) -> None:
         now = self.ledger.now_ms()
-        lease = self.settings.claim_lease
+        lease, after = self.settings.claim_lease, self.settings.reconcile_after
         found = [
             (ms, t, State.SUBMITTING) for t, ms in self.ledger.abandoned_claims(lease, now_ms=now)
         ]
         for state in (State.UNKNOWN, State.PROCESSING):
-            after = self.settings.reconcile_after
             found += [
                 (ms, t, state) for t, ms in self.ledger.scan(state, older_than=after, now_ms=now)
             ]
