@@ -19,20 +19,31 @@ MAX_DELAY = 300.0
 # enough for the provider to have recorded a request that did arrive.
 QUERY_DELAY = 5.0
 
-# Setting NO_RECORD_GRACE: a POST that may have arrived (UNKNOWN, or a claim whose
-# worker is gone) is resubmitted with the same tradeNo once two lookups at least this
-# many seconds apart both showed no record of it: a request still in flight at the
-# provider may not show at first. The resubmission is safe because the provider
-# refuses a repeated tradeNo.
+# Setting NO_RECORD_GRACE: a POST that may have arrived (UNKNOWN) is resubmitted with
+# the same tradeNo once two lookups at least this many seconds apart both showed no
+# record of it: a request still in flight at the provider may not show at first (an
+# abandoned claim's grace counts from its lease's end: Settings.abandoned_claim_grace).
+# The resubmission is safe because the provider refuses a repeated tradeNo.
 NO_RECORD_GRACE = 30.0
 # Resubmission rounds of an order the provider keeps showing no record of, before a
 # person looks at it (REVIEW).
 MAX_NO_RECORD_RESUBMITS = 3
 
-# Setting LEASE_TTL: seconds a submit or lookup task's lease on its orders lasts unless
-# renewed (worker.coordination.leases); a live task renews it every third of that, so
-# two renewals may be missed (a starved thread on a busy machine) before it expires.
+# Setting LEASE_TTL: seconds a submit or lookup task's lease on its orders, and a claim's
+# lease (worker.coordination.leases, worker.flows.heartbeat), last unless renewed; a
+# live task or claim holder renews them every third of that, so two renewals may be
+# missed (a starved thread on a busy machine) before one expires.
 LEASE_TTL = 15.0
+# Seconds between two looks for abandoned claims (SUBMITTING orders whose lease expired:
+# worker.flows.heartbeat; celeryconfig's beat entry): with LEASE_TTL and the grace after
+# it (Settings.abandoned_claim_grace), a killed worker's claims are looked up about 20 s
+# after the kill at most, where a pass comes only every RECONCILE_EVERY. One indexed
+# query of the few SUBMITTING orders each.
+CLAIM_CHECK_EVERY = 2.0
+# Abandoned claims a check looks up itself; the rest go out as lookup tasks of this many
+# each: a lookup task asks about its orders one after another, at the provider's latency
+# each, and a killed worker may leave dozens claimed.
+CLAIM_LOOKUP_CHUNK = 5
 
 # The reconcile walk of the paged list (worker.flows.walk): seconds the provider's clock
 # may be behind ours (its post_timestamp), and pages in a row with nothing new after
@@ -47,7 +58,7 @@ RETENTION_PAGES_PER_PASS = 20
 
 # Orders a submit claims (and answers) in one statement while rate-limit slots come
 # free at once (worker.flows.submit): the ledger's cost per payout, and the orders a
-# killed worker leaves claimed (its claim lease, then lookups, settle them), both grow
+# killed worker leaves claimed (its claim's lease, then lookups, settle them), both grow
 # with it. While orders wait for their slots, one at a time: the ledger is not what
 # limits them then.
 SUBMIT_GROUP = 16

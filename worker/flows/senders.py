@@ -57,6 +57,16 @@ class Limiter(Protocol):
     def penalize(self, seconds: float) -> None: ...
 
 
+class ClaimHolder(Protocol):
+    """Keeps this process's claims alive while it holds them (worker.flows.heartbeat)."""
+
+    def hold(self, trade_nos: Sequence[str]) -> None: ...  # these claims are ours now
+
+    def drop(self, trade_nos: Sequence[str]) -> None: ...  # no longer SUBMITTING by us
+
+    def alive(self, trade_no: str) -> bool: ...  # its lease has a renewal left for certain
+
+
 class Step(Enum):
     DONE = "done"  # the order has its next state; nothing more to do here
     SKIPPED = "skipped"  # someone else has it, or it is past submission
@@ -154,9 +164,11 @@ class Sender:
         breaker: Breaker | None,
         systemic_codes: frozenset[str],
         late_slot: float = LATE_SLOT,
+        heartbeat: ClaimHolder | None = None,
     ) -> None:
         self.ledger = ledger
         self.late_slot = late_slot
+        self.heartbeat = heartbeat
         self.client = client
         self.limiter = limiter
         self.watch = watch
@@ -199,6 +211,11 @@ class Sender:
                 halt.set(Step.PAUSED)
                 return self.give_back(order.trade_no, Step.PAUSED)
             if renewed or time.monotonic() - order.usable_from <= self.late_slot:
+                if self.heartbeat is not None and not self.heartbeat.alive(order.trade_no):
+                    # Its lease may run out (renewals failed): a lookup may take the claim
+                    # for abandoned, and counts on no POST of it starting later. Left
+                    # SUBMITTING, to the lookups.
+                    return Next(order.trade_no, Step.SKIPPED)
                 return None
             try:  # too late for its slot: a new one (the old one goes unused)
                 self.limiter.acquire(timeout=max(0.0, deadline - time.monotonic()))

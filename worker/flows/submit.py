@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from worker.coordination.breaker import Breaker
 from worker.coordination.metrics import Metrics
@@ -40,6 +39,7 @@ from worker.core.states import State
 from worker.flows.senders import (
     GIVEN_BACK,
     Answer,
+    ClaimHolder,
     Dispatch,
     Halt,
     Limiter,
@@ -54,14 +54,6 @@ from worker.ledger import Ledger, Transition
 __all__ = ["ChunkReport", "ClaimHolder", "Limiter", "PayoutApi", "Step", "Submitter"]
 
 log = logging.getLogger(__name__)
-
-
-class ClaimHolder(Protocol):
-    """Keeps the claims of this process alive while it holds them (the claim lease)."""
-
-    def hold(self, trade_nos: Sequence[str]) -> None: ...  # these claims are ours now
-
-    def drop(self, trade_nos: Sequence[str]) -> None: ...  # no longer SUBMITTING by us
 
 
 # What a claim found, and the fields to send when it claimed the order.
@@ -143,6 +135,7 @@ class Submitter:
             breaker=breaker,
             systemic_codes=systemic_codes,
             late_slot=late_slot,
+            heartbeat=heartbeat,
         )
         self.claim_lease = claim_lease
         # Asks the provider about an order whose claim holder is gone (Lookups.recover):
@@ -192,8 +185,11 @@ class Submitter:
                     chunk.halt.set(Step.PAUSED)
                     break
                 # One statement, so one commit, per group instead of two per payout.
-                claims = self.ledger.claim_many(group, answers=chunk.answers)
-                chunk.answers = []
+                applied, chunk.answers = chunk.answers, []
+                try:
+                    claims = self.ledger.claim_many(group, answers=applied)
+                finally:
+                    self._drop([trade_no for trade_no, _ in applied])
                 if self.heartbeat is not None:
                     self.heartbeat.hold(
                         [t for t, (c, _) in zip(group, claims, strict=True) if c.moved]
@@ -213,7 +209,10 @@ class Submitter:
             while chunk.in_flight:
                 self._collect(chunk, block=True)
             if chunk.answers:
-                self.ledger.claim_many([], answers=chunk.answers)
+                try:
+                    self.ledger.claim_many([], answers=chunk.answers)
+                finally:
+                    self._drop([trade_no for trade_no, _ in chunk.answers])
         if chunk.halt.error is not None:
             raise chunk.halt.error  # a bug stays loud; every order it touched has a state
         return report
@@ -312,12 +311,20 @@ class Submitter:
         return _Slot(time.monotonic(), wait=waited, waited=True)
 
     def _send(self, order: Dispatch, halt: Halt, deadline: float) -> Next:
-        """A sender thread's work: the order, then its claim is no longer ours."""
+        """A sender thread's work. The claim is no longer ours once the order's outcome is
+        written; an accepted answer is still to be applied, with the next claims, so its
+        claim stays held until then (:meth:`_run`)."""
+        then: Next | None = None
         try:
-            return self.sender.send(order, halt, deadline)
+            then = self.sender.send(order, halt, deadline)
+            return then
         finally:
-            if self.heartbeat is not None:
-                self.heartbeat.drop([order.trade_no])
+            if then is None or then.answer is None:
+                self._drop([order.trade_no])
+
+    def _drop(self, trade_nos: list[str]) -> None:
+        if trade_nos and self.heartbeat is not None:
+            self.heartbeat.drop(trade_nos)
 
     def _collect(self, chunk: _Chunk, *, block: bool) -> None:
         """Record the sends that ended (with ``block``, wait for one at least)."""
@@ -363,8 +370,7 @@ class Submitter:
             try:
                 self.sender.unclaim(trade_nos, GIVEN_BACK[step])
             finally:
-                if self.heartbeat is not None:
-                    self.heartbeat.drop(trade_nos)
+                self._drop(trade_nos)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._senders is None:

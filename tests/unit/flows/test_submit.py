@@ -35,8 +35,9 @@ from worker.core.exceptions import (
 )
 from worker.core.settings import DEFAULT_SYSTEMIC_CODES, Rate
 from worker.core.states import State
+from worker.flows.heartbeat import ClaimHeartbeat
 from worker.flows.market_submitters import MarketSubmitters
-from worker.flows.submit import Submitter
+from worker.flows.submit import ClaimHolder, Submitter
 from worker.ledger import Ledger
 from worker.provider.answers import PayoutResult
 
@@ -101,6 +102,7 @@ def make(
     limiter: FakeLimiter | RateLimiter | None = None,
     metrics: Metrics | None = None,
     account: str | None = None,
+    heartbeat: ClaimHolder | None = None,
 ) -> tuple[Submitter, FakeProvider, list[str]]:
     provider = FakeProvider(answer)
     recovered: list[str] = []
@@ -113,6 +115,7 @@ def make(
         recover=recovered.append,
         metrics=metrics,
         late_slot=math.inf,  # a slot used late: test_a_sender_late_for_its_slot_takes_a_new_one
+        heartbeat=heartbeat,
     )
     return submitter, provider, recovered
 
@@ -290,6 +293,67 @@ def test_expired_claim_is_recovered_by_asking_the_provider(
     submitter.run([t], budget=10)
     assert provider.posts == []
     assert recovered == [t]
+
+
+def test_a_claim_whose_lease_expired_is_recovered_however_young(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, provider, recovered = make(ledger, fake_redis, accepted())
+    (t,) = new_orders(ledger)
+    assert ledger.claim(t)[0].moved
+    backdate(ledger, t, 20)  # claimed 20 s ago (claim_lease is 60), never renewed
+    submitter.run([t], budget=10)
+    assert provider.posts == [] and recovered == [t]
+
+
+def test_claims_are_held_by_the_heartbeat_from_claim_to_outcome(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    heartbeat = ClaimHeartbeat(ledger, ttl=180)  # no renewal needed in this test
+    held_during_posts: list[list[str]] = []
+
+    def answer(trade_no: str) -> PayoutResult:
+        held_during_posts.append(heartbeat.held())
+        if len(held_during_posts) == 3:
+            raise RuntimeError("a bug in the middle of a group")
+        return accepted()(trade_no)
+
+    submitter, _, _ = make(ledger, fake_redis, answer, heartbeat=heartbeat)
+    a, b, c = new_orders(ledger, 3)
+    submitter.run([a], budget=10)  # a group of one, then (slots free) of two
+    with pytest.raises(RuntimeError):
+        submitter.run([b, c], budget=10)
+    assert held_during_posts == [[a], [b, c], [b, c]]
+    assert heartbeat.held() == []  # dropped, also when the group ended in an error
+    heartbeat.stop()
+
+
+class LapsedHeartbeat:
+    """A heartbeat whose renewals have been failing: no claim is alive for a POST."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def hold(self, trade_nos: Sequence[str]) -> None:
+        self.held += trade_nos
+
+    def drop(self, trade_nos: Sequence[str]) -> None:
+        self.held = [t for t in self.held if t not in trade_nos]
+
+    def alive(self, trade_no: str) -> bool:
+        return False
+
+
+def test_no_post_starts_on_a_claim_whose_lease_may_have_run_out(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    heartbeat = LapsedHeartbeat()
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), heartbeat=heartbeat)
+    (t,) = new_orders(ledger)
+    assert submitter.run([t], budget=10).done == 0
+    # A lookup may take it for abandoned now, counting on no POST of it starting later.
+    assert provider.posts == [] and state(ledger, t) is State.SUBMITTING
+    assert heartbeat.held == []
 
 
 def test_budget_spent_leaves_the_rest_queued(ledger: Ledger, fake_redis: redis.Redis) -> None:
