@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import redis
@@ -930,6 +931,9 @@ class Claims:
         with self.lock:
             self.dropped += trade_nos
 
+    def alive(self, trade_no: str) -> bool:
+        return True
+
 
 def concurrent(
     ledger: Ledger,
@@ -1145,3 +1149,26 @@ def test_an_error_of_the_coordinator_gives_back_the_claims_not_handed_on(
         State.QUEUED,  # never claimed
     ]
     assert sorted(claims.held) == sorted(claims.dropped) == sorted([first, second])
+
+
+def test_an_accepted_claim_stays_held_until_its_answer_is_written(
+    ledger: Ledger, fake_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer waits for the next claims (or the chunk's end) to be written: until
+    # then the order is SUBMITTING, and its lease must not run out meanwhile.
+    heartbeat = ClaimHeartbeat(ledger, ttl=180)  # no renewal needed in this test
+    held_when_written: list[tuple[list[str], list[str]]] = []
+    claim_many = ledger.claim_many
+
+    def recording(group: Sequence[str], *, answers: Sequence[Any] = ()) -> Any:
+        if answers:
+            held_when_written.append(([t for t, _ in answers], heartbeat.held()))
+        return claim_many(group, answers=answers)
+
+    monkeypatch.setattr(ledger, "claim_many", recording)
+    submitter, _, _ = make(ledger, fake_redis, accepted(), heartbeat=heartbeat)
+    (t,) = new_orders(ledger)
+    assert submitter.run([t], budget=10).done == 1
+    assert held_when_written == [([t], [t])]
+    assert heartbeat.held() == [] and state(ledger, t) is State.PROCESSING
+    heartbeat.stop()
