@@ -37,8 +37,9 @@ def reconcile_pass() -> str:
 @app.task(name=CLAIM_CHECK_TASK)
 def check_claims() -> dict[str, int]:
     """Look up the claims abandoned since the last check (beat runs it every
-    CLAIM_CHECK_EVERY s): a few here and now, the rest by other processes."""
-    found = runtime.reconciler().abandoned_claims()
+    CLAIM_CHECK_EVERY s): a few here and now, the rest by other processes; and publish
+    again the unclaimed orders of submit tasks that died, unless submissions are paused."""
+    found = runtime.reconciler().check()
     if not found:
         return {}
     return lookup_orders(found)

@@ -19,10 +19,9 @@ import pytest
 
 import worker
 from tests.support.cluster import fast_sandbox
-from tests.support.waiting import wait_for, wait_settled
+from tests.support.waiting import wait_for
 from worker.celery import runtime
 from worker.core.samples import sample_rows
-from worker.core.states import FINAL_STATES
 from worker.ledger import Ledger
 
 pytestmark = pytest.mark.integration
@@ -67,18 +66,16 @@ def test_a_killed_workers_claims_come_back_within_30_s_with_the_default_settings
 ) -> None:
     sandbox = fast_sandbox(webhooks=False, latency=LATENCY, failure_ratio=0.0)
     with cluster_factory(workers=1, env=SETTINGS, sandbox=sandbox, web=False) as cluster:
+        # A second worker for the reconcile queue alone: the claim check and the lookups
+        # run there, and every claim is the first worker's.
+        cluster.workers.append(None)
+        cluster.start_worker(1, queues="reconcile,outbox")
         cluster.wait_ready()
         ledger = runtime.ledger()
-        # A message of 100 for each of the worker's 4 processes: every claim is its own.
+        # A message of 100 for each of the first worker's 4 processes.
         batch = worker.enqueue_batch("ID", sample_rows("ID", PAYOUTS))
         assert batch.batch_id is not None
-        wait_for("the messages taken", lambda: cluster.sandbox.stats()["payout_requests"] > 8)
-        # A second worker, idle: the reconcile queue's work does not wait behind a batch
-        # here (a saturated cluster's is issue 23 item 3's).
-        cluster.workers.append(None)
-        cluster.start_worker(1)
-        cluster.wait_ready()
-        wait_for("groups of payouts being sent", lambda: len(submitting(ledger)) >= 24, 60, 0.05)
+        wait_for("groups of payouts being sent", lambda: len(submitting(ledger)) >= 24, 60, 0.01)
 
         cluster.kill_worker(0)
         killed_ms = ledger.now_ms()
@@ -102,10 +99,17 @@ def test_a_killed_workers_claims_come_back_within_30_s_with_the_default_settings
         assert seconds[-1] < WITHIN, taken_up
         assert {source for _, source, _ in taken_up.values()} == {"lookup"}
 
-        wait_settled(ledger, [batch.batch_id], timeout=180)
-        summary = ledger.batch(batch.batch_id)
-        assert summary is not None and set(summary.counts) <= FINAL_STATES
+        # The rest of the batch: the dead worker's messages come back through their leases.
+        cluster.start_worker(0)
+
+        # Every payout reaches the provider once (settling them from here is the lookups'
+        # work of every pass, RECONCILE_AFTER later: tested elsewhere).
+        wait_for(
+            "every payout accepted by the provider",
+            lambda: len(cluster.sandbox.payouts()) == PAYOUTS,
+            timeout=120,
+            seen=lambda: len(cluster.sandbox.payouts()),
+        )
         paid = cluster.sandbox.payouts()
         twice = {t: r["accepted_count"] for t, r in paid.items() if r["accepted_count"] != 1}
         assert twice == {} and cluster.sandbox.stats()["duplicate_payments"] == 0
-        assert len(paid) == PAYOUTS

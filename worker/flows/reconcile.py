@@ -191,6 +191,14 @@ class Reconciler:
         self.in_flight.publish_marked(published)
 
     # the claim check ------------------------------------------------------------
+    def check(self) -> list[str]:
+        """The claim check (beat, every CLAIM_CHECK_EVERY s): publish again the unclaimed
+        orders of submit tasks that died, unless submissions are paused, and return
+        :meth:`abandoned_claims` to look up now."""
+        if self.pause.reason() is None:
+            self.republish_abandoned()
+        return self.abandoned_claims()
+
     def abandoned_claims(self) -> list[str]:
         """The claims abandoned long enough for a lookup to decide them (their lease
         expired ``abandoned_claim_grace`` ago: worker.flows.lookup), marked as having a
@@ -236,7 +244,7 @@ class Reconciler:
         if self.pause.reason() is not None:
             report.sweep_skipped = "submissions are paused; QUEUED orders wait for resume"
             return
-        self._republish_abandoned(report)
+        report.abandoned = self.republish_abandoned()
         try:
             waiting = self.submit_queue_length()
         except Exception as exc:
@@ -265,13 +273,15 @@ class Reconciler:
         report.swept = len(lost)
         log.warning("republished %d QUEUED orders whose messages were lost", len(lost))
 
-    def _republish_abandoned(self, report: PassReport) -> None:
-        """Publish again the QUEUED orders whose task stopped renewing its lease.
+    def republish_abandoned(self) -> int:
+        """Publish again the QUEUED orders whose task stopped renewing its lease; how many.
 
         However long the submit queues are: the broker would give a dead worker's
         message back only after its visibility timeout. Orders claimed or final since
         are left alone. The leases are dropped only once published: a pass that dies
-        halfway leaves them to the next one.
+        halfway leaves them to the next one. The pass and the claim check both run it
+        (a dead worker's unclaimed orders then come back with its claims, within
+        seconds of its leases expiring); an order published by both is claimed once.
         """
         now = self.leases.now_ms()  # leases run on the Redis server's clock
         expired = self.leases.expired(now)
@@ -281,6 +291,6 @@ class Reconciler:
             queued += [o.trade_no for o in orders if o and o.state is State.QUEUED]
         if queued:
             self.publish_submissions(queued)
-            report.abandoned = len(queued)
             log.warning("republished %d QUEUED orders whose submit task died", len(queued))
         self.leases.forget_expired(now)
+        return len(queued)

@@ -211,6 +211,21 @@ def test_orders_of_a_dead_task_not_published_are_taken_up_by_the_next_pass(world
 # --- the claim check: abandoned claims within seconds, between passes ------------------
 
 
+def test_the_check_republishes_a_dead_tasks_queued_orders_unless_paused(world: World) -> None:
+    # Within seconds of the leases expiring, not at the next pass: the check runs every
+    # CLAIM_CHECK_EVERY s.
+    stranded = new_orders(world, 2)
+    expire_lease(world, *stranded)
+    world.pause.pause("operator")
+    assert world.reconciler.check() == []
+    assert world.submissions.calls == []  # paused: they wait for resume
+    world.pause.resume()
+    assert world.reconciler.check() == []
+    assert world.submissions.published() == stranded
+    world.reconciler.check()
+    assert world.submissions.published() == stranded  # once, not on every check
+
+
 def test_the_check_finds_claims_abandoned_past_the_grace_and_marks_each_once(
     world: World,
 ) -> None:
