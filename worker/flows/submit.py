@@ -180,20 +180,15 @@ class Submitter:
                     chunk.halt.set(Step.OUT_OF_TIME)
                     break
                 group = orders[start : start + size]
-                slots = self._slots(len(group))
+                if self.watch.paused():  # read before a claim, at most every PAUSE_LOOK_EVERY
+                    chunk.halt.set(Step.PAUSED)
+                    break
+                claims = self._claim(group, chunk)
+                claimed = _claimed_from(group, claims, 0)
+                slots = self._slots_for(claimed)
                 if slots is None:
                     chunk.halt.set(Step.PAUSED)
                     break
-                # One statement, so one commit, per group instead of two per payout.
-                applied, chunk.answers = chunk.answers, []
-                try:
-                    claims = self.ledger.claim_many(group, answers=applied)
-                finally:
-                    self._drop([trade_no for trade_no, _ in applied])
-                if self.heartbeat is not None:
-                    self.heartbeat.hold(
-                        [t for t, (c, _) in zip(group, claims, strict=True) if c.moved]
-                    )
                 waited = self._dispatch(group, claims, slots, deadline, chunk)
                 size = self._group_size = _next_group_size(size, waited)
                 start += len(group)
@@ -216,6 +211,37 @@ class Submitter:
         if chunk.halt.error is not None:
             raise chunk.halt.error  # a bug stays loud; every order it touched has a state
         return report
+
+    def _claim(self, group: list[str], chunk: _Chunk) -> list[Claim]:
+        """Claim ``group`` and write the answers collected so far, in one statement (so one
+        commit per group instead of two per payout); the claims are held from here."""
+        applied, chunk.answers = chunk.answers, []
+        try:
+            claims = self.ledger.claim_many(group, answers=applied)
+        finally:
+            self._drop([trade_no for trade_no, _ in applied])
+        if self.heartbeat is not None:
+            self.heartbeat.hold(_claimed_from(group, claims, 0))
+        return claims
+
+    def _slots_for(self, claimed: list[str]) -> Slots | None:
+        """The slots of the orders just claimed, or None when submissions are paused (the
+        claims are given back). Taken after the claim's commit, right before the POSTs: a
+        slot taken before it would be spent later by the claim's round trip, and one a
+        sender reaches too late is not used at all (LATE_SLOT)."""
+        if not claimed:
+            return Slots()
+        try:
+            slots = self._slots(len(claimed))
+        except BaseException:
+            try:
+                self._give_back(claimed, Step.STOPPED)
+            except Exception:
+                log.exception("claims left SUBMITTING after an error; their claim lease ends")
+            raise
+        if slots is None:
+            self._give_back(claimed, Step.PAUSED)
+        return slots
 
     def _slots(self, count: int) -> Slots | None:
         """Up to ``count`` rate-limit slots, or None when submissions are paused.
