@@ -252,8 +252,10 @@ def unleash(
     that is recorded, and it is started again so the run goes on.
     """
     start = time.monotonic()
-    # The wipe comes last: the orders whose messages it loses wait for the sweeper, and
-    # the system is idle until then, so an outage meanwhile would hit no work.
+    # The wipe comes early, while most of the batch is still QUEUED behind the submit
+    # queues (many POSTs in flight per process send it in about half a minute): the
+    # messages it loses are the sweeper's to find, once they are SWEEP_AFTER old and the
+    # queues empty, while the outages after it hit the work still going on.
     faults = [
         (
             0.05,
@@ -262,9 +264,10 @@ def unleash(
             f"batch {CANCELLED_MARKET} cancelled mid-run",
             drills.cancel_mid_run,
         ),
+        (0.14, 0.20, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
         (
-            0.15,
-            0.30,
+            0.24,
+            0.32,
             "postgres_restarts",
             f"PostgreSQL stopped for {POSTGRES_DOWN:g} s",
             lambda: cluster.restart_postgres(down_for=POSTGRES_DOWN),
@@ -290,7 +293,6 @@ def unleash(
             "incident drill: paused, a late batch, Redis wiped while paused",
             drills.incident,
         ),
-        (0.80, 0.92, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
     ]
     pending = [
         (start + CHAOS_SECONDS * rng.uniform(low, high), name, what, act)

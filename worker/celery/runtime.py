@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from worker.coordination.inflight import InFlightLookups
     from worker.flows.controls import Controls
     from worker.flows.decisions import Decisions
+    from worker.flows.heartbeat import ClaimHeartbeat
     from worker.flows.lookup import Lookups
     from worker.flows.market_submitters import MarketSubmitters
     from worker.flows.producer import Producer
@@ -113,7 +114,7 @@ def pool() -> ConnectionPool:
 @cache
 def ledger() -> Ledger:
     # Orders made final are counted as they go: the metrics count no table.
-    return Ledger(pool(), on_final=metrics().finalized)
+    return Ledger(pool(), on_final=metrics().finalized, claim_ttl=get_settings().lease_ttl)
 
 
 @cache
@@ -137,7 +138,11 @@ def _vexora(account: Account) -> VexoraClient:
 
     settings = get_settings()
     return VexoraClient.for_account(
-        account, timeouts=settings.timeouts, not_found_codes=settings.not_found_codes
+        account,
+        timeouts=settings.timeouts,
+        not_found_codes=settings.not_found_codes,
+        # A connection for each POST in flight: no sender waits for one.
+        pool_size=max(10, settings.submit_concurrency),
     )
 
 
@@ -217,7 +222,16 @@ def lookups() -> Lookups:
         # An order a lookup puts back to QUEUED is a submission again.
         publish_submissions=publisher().resubmissions,
         no_record_grace=settings.no_record_grace,
+        abandoned_grace=settings.abandoned_claim_grace,
     )
+
+
+@cache
+def claim_heartbeat() -> ClaimHeartbeat:
+    """The process's one heartbeat on the claims it holds (every submitter's)."""
+    from worker.flows.heartbeat import ClaimHeartbeat
+
+    return ClaimHeartbeat(ledger(), ttl=get_settings().lease_ttl)
 
 
 @cache
@@ -244,6 +258,8 @@ def _submitter(account: Account) -> Submitter:
             window=settings.breaker_window,
         ),
         systemic_codes=settings.systemic_codes,
+        concurrency=settings.submit_concurrency,
+        heartbeat=claim_heartbeat(),
     )
 
 
@@ -372,7 +388,7 @@ def sender() -> Sender | None:
 
 
 _BUILT = (publisher, redis_client, pool, ledger, pause_switch, metrics, _vexora, details,
-          leases, in_flight, lookups, _submitter, submitter, reconciler, producer,
+          leases, in_flight, lookups, claim_heartbeat, _submitter, submitter, reconciler, producer,
           batch_controls, decisions, feed, deliveries, sender)  # fmt: skip
 
 

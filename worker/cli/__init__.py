@@ -91,6 +91,7 @@ Environment (a .env file in the current directory may supply it):
                       every provider call, in seconds
   SUBMIT_BUDGET, LOOKUP_BUDGET
                       seconds a submit or lookup task works before handing on
+  SUBMIT_CONCURRENCY  POSTs a submit task keeps in flight at once (32)
   DISBURSE_KEY_PREFIX the first part of every Redis key
   APP_WEBHOOK_URL, APP_WEBHOOK_SECRET
                       where and how payouts' events are sent to the application

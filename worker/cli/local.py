@@ -23,6 +23,24 @@ def sandbox(options: tuple[str, ...]) -> None:
         raise click.exceptions.Exit(code)
 
 
+_LATENCY_MEDIAN = click.option(
+    "--latency-median",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="The sandbox answers after a lognormal wait of this median, like a real provider "
+    "(e.g. 0.25; 0: at once).",
+)
+_LATENCY_SIGMA = click.option(
+    "--latency-sigma",
+    type=click.FloatRange(min=0),
+    default=0.6,
+    show_default=True,
+    help="The spread of that wait: median * exp(sigma * N(0,1)), at most 10 medians.",
+)
+
+
 @click.command()
 @click.option("--payouts", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
@@ -40,7 +58,16 @@ def sandbox(options: tuple[str, ...]) -> None:
     show_default=True,
     help="Where each process writes its log (kept).",
 )
-def demo(payouts: int, workers: int, output: Path, log_dir: Path) -> None:
+@_LATENCY_MEDIAN
+@_LATENCY_SIGMA
+def demo(
+    payouts: int,
+    workers: int,
+    output: Path,
+    log_dir: Path,
+    latency_median: float,
+    latency_sigma: float,
+) -> None:
     """The whole system end to end on this machine, on private servers.
 
     The sandbox provider settles about 5% of payouts FAILED on purpose, and a few rows
@@ -48,7 +75,14 @@ def demo(payouts: int, workers: int, output: Path, log_dir: Path) -> None:
     """
     from worker.dev import demo as run_demo
 
-    code = run_demo.run(payouts=payouts, workers=workers, output=output, log_dir=log_dir)
+    code = run_demo.run(
+        payouts=payouts,
+        workers=workers,
+        output=output,
+        log_dir=log_dir,
+        latency_median=latency_median,
+        latency_sigma=latency_sigma,
+    )
     if code:
         raise click.exceptions.Exit(code)
 
@@ -110,6 +144,8 @@ NOTIFY_URL, RECONCILE_EVERY, RECONCILE_AFTER, SWEEP_AFTER set: passed on."""
     show_default=True,
     help="Where the environment for other shells is written (never over a .env of yours).",
 )
+@_LATENCY_MEDIAN
+@_LATENCY_SIGMA
 def up(
     workers: int,
     port: int,
@@ -118,6 +154,8 @@ def up(
     failure_ratio: float,
     log_dir: Path,
     env_file: Path,
+    latency_median: float,
+    latency_sigma: float,
 ) -> None:
     """The whole system on this machine for your own files, until Ctrl-C.
 
@@ -136,6 +174,8 @@ def up(
         servers_only=servers_only,
         failure_ratio=failure_ratio,
         replicated=replicated,
+        latency_median=latency_median,
+        latency_sigma=latency_sigma,
     )
     if code:
         raise click.exceptions.Exit(code)

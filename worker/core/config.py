@@ -54,7 +54,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, *, least: int = 0) -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -62,8 +62,10 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    if value < least:
+        if least == 0:
+            raise ConfigError(f"{name} must not be negative, got {raw!r}")
+        raise ConfigError(f"{name} must be at least {least}, got {raw!r}")
     return value
 
 
@@ -329,6 +331,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", d.connect_timeout),
         read_timeout=_float(env, "HTTP_READ_TIMEOUT", d.read_timeout),
         submit_budget=_float(env, "SUBMIT_BUDGET", d.submit_budget),
+        submit_concurrency=_count(env, "SUBMIT_CONCURRENCY", d.submit_concurrency, least=1),
         reconcile_every=_float(env, "RECONCILE_EVERY", d.reconcile_every),
         reconcile_after=_float(env, "RECONCILE_AFTER", d.reconcile_after),
         review_after=_float(env, "REVIEW_AFTER", d.review_after),

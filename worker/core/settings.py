@@ -119,6 +119,9 @@ class Settings:
     # A submit task hands the rest of its chunk on after this long, which bounds every
     # task's run time and so the claim lease and Celery's time limits derived from it.
     submit_budget: float = 30.0
+    # POSTs a submit task keeps in flight at once (SUBMIT_CONCURRENCY; worker.flows.submit):
+    # enough to reach a 100/s limit from one process at 250 ms a POST (docs/architecture.md).
+    submit_concurrency: int = 32
     reconcile_every: float = 30.0
     reconcile_after: float = 60.0
     review_after: float = 86400.0
@@ -139,8 +142,9 @@ class Settings:
     not_found_codes: frozenset[str] = DEFAULT_NOT_FOUND_CODES
     no_record_grace: float = NO_RECORD_GRACE
     # Seconds after its POST an UNKNOWN order is asked about (QUERY_DELAY), and a submit
-    # or lookup task's lease on its orders lasts unless renewed (LEASE_TTL;
-    # worker.coordination.leases): worker.core.defaults says why these values.
+    # or lookup task's lease on its orders, or a claim's (worker.flows.heartbeat), lasts
+    # unless renewed (LEASE_TTL; worker.coordination.leases): worker.core.defaults says
+    # why these values.
     query_delay: float = QUERY_DELAY
     lease_ttl: float = LEASE_TTL
 
@@ -227,13 +231,25 @@ class Settings:
 
     @property
     def task_time_limit(self) -> float:
-        """Hard limit for any task: the longer budget, one more HTTP call, and margin."""
+        """Hard limit for any task: the longer budget, one more HTTP call (no POST starts
+        after a submit task's budget, and each ends within the client's total deadline,
+        the sum of ``timeouts``), and margin."""
         return max(self.submit_budget, self.lookup_budget) + sum(self.timeouts) + 30.0
 
     @property
     def claim_lease(self) -> float:
-        """After this long a SUBMITTING order's worker is certainly gone (killed at the limit)."""
+        """After this long a SUBMITTING order's worker is certainly gone (killed at the
+        limit): the rule for a claim without a lease of its own (migration 0011)."""
         return self.task_time_limit + 10.0
+
+    @property
+    def abandoned_claim_grace(self) -> float:
+        """Seconds after an abandoned claim's lease expired from which the provider's "no
+        record" of it is believed (worker.flows.lookup). A POST of it started a renewal
+        interval (a third of LEASE_TTL) before that at the latest (its holder starts one
+        only then: worker.flows.heartbeat), reached the provider within the connect
+        timeout, and shows within QUERY_DELAY."""
+        return max(0.0, self.connect_timeout + self.query_delay - self.lease_ttl / 3)
 
     @property
     def visibility_timeout(self) -> int:

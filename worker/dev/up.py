@@ -85,6 +85,8 @@ def run(
     servers_only: bool = False,
     failure_ratio: float = 0.05,
     replicated: bool = False,
+    latency_median: float = 0.0,
+    latency_sigma: float = 0.6,
 ) -> int:
     """Start everything, print where it is, wait for Ctrl-C or SIGTERM, stop everything.
 
@@ -122,8 +124,13 @@ def run(
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        sandbox = SandboxConfig(
+            failure_ratio=failure_ratio,
+            latency_median=latency_median,
+            latency_sigma=latency_sigma,
+        )
         return _run(given, write_env, workers, port, log_dir, env_file, servers_only,
-                    failure_ratio, servers)  # fmt: skip
+                    sandbox, servers)  # fmt: skip
     finally:
         if servers is not None:
             servers.close()
@@ -137,7 +144,7 @@ def _run(
     log_dir: Path,
     env_file: Path,
     servers_only: bool,
-    failure_ratio: float,
+    sandbox: SandboxConfig,
     servers: Replicas | None,
 ) -> int:
     cluster = LocalCluster(
@@ -147,7 +154,7 @@ def _run(
         redis_url=given.get("REDIS_URL") or None,
         database_url=given.get("DATABASE_URL") or None,
         provider_url=given.get("VEXORA_BASE_URL") or None,
-        sandbox=SandboxConfig(failure_ratio=failure_ratio),
+        sandbox=sandbox,
         port=port or None,
         env={name: given[name] for name in (*_YOURS_WIN, *_PASSED_ON) if given.get(name)},
         log_dir=log_dir,
@@ -295,10 +302,12 @@ def _print_ready(
     )
     if cluster.sandbox is not None:
         ratio = cluster.sandbox.config.failure_ratio
+        median, sigma = cluster.sandbox.config.latency_median, cluster.sandbox.config.latency_sigma
         line(
             "sandbox",
             f"{cluster.sandbox.url}  provider simulator: {ratio:.0%} of payouts FAILED on "
-            f"purpose; webhooks to {cluster.receiver_url}",
+            f"purpose; webhooks to {cluster.receiver_url}"
+            + (f"; answers after a median {median:g} s (sigma {sigma:g})" if median else ""),
         )
     else:
         line("provider", f"{mask_text(str(cluster.provider_url))}  (yours: no sandbox)")

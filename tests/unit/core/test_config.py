@@ -413,3 +413,11 @@ def test_the_query_delay_and_lease_ttl_are_settings_the_workers_use() -> None:
     assert (set_.query_delay, set_.lease_ttl) == (0.5, 3.0)
     with pytest.raises(ConfigError, match="LEASE_TTL"):
         load_settings({"LEASE_TTL": "0"})
+
+
+def test_submit_concurrency_is_a_whole_number_of_one_at_least() -> None:
+    assert load_settings({}).submit_concurrency == 32
+    assert load_settings({"SUBMIT_CONCURRENCY": "8"}).submit_concurrency == 8
+    for wrong in ("0", "-1", "2.5", "many"):
+        with pytest.raises(ConfigError, match=r"^SUBMIT_CONCURRENCY"):
+            load_settings({"SUBMIT_CONCURRENCY": wrong})
