@@ -3,6 +3,7 @@ the tasks and queues (worker.core.queues)."""
 
 from kombu import Queue
 
+from worker.core import defaults
 from worker.core.backoff import PUBLISH_RETRY_POLICY
 from worker.core.config import get_settings
 from worker.core.defaults import CLAIM_CHECK_EVERY
@@ -15,6 +16,7 @@ from worker.core.queues import (
     OUTBOX_TASK,
     RECONCILE_QUEUE,
     RECONCILE_TASK,
+    RELEASE_TASK,
     RESUBMIT_QUEUE,
     SUBMIT_QUEUE,
     SUBMIT_TASK,
@@ -78,8 +80,9 @@ task_routes = {
     RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
     CLAIM_CHECK_TASK: {"queue": RECONCILE_QUEUE},
     OUTBOX_TASK: {"queue": OUTBOX_QUEUE},
+    RELEASE_TASK: {"queue": RECONCILE_QUEUE},
 }
-imports = ("tasks.submit", "tasks.reconcile", "tasks.outbox")
+imports = ("tasks.submit", "tasks.reconcile", "tasks.outbox", "tasks.approvals")
 
 # Warm shutdown first lets running tasks finish; soft shutdown gives them this long more.
 worker_soft_shutdown_timeout = 15.0
@@ -120,3 +123,11 @@ if _settings.app_webhook_url:
         "schedule": OUTBOX_EVERY,
         "options": {"expires": 10 * OUTBOX_EVERY},
     }
+# Held batches whose approvals are complete, released once their schedule, the balance
+# and the daily limit allow (worker.flows.approvals; a run while another runs releases
+# nothing twice).
+beat_schedule["release"] = {
+    "task": RELEASE_TASK,
+    "schedule": defaults.RELEASE_EVERY,
+    "options": {"expires": 4 * defaults.RELEASE_EVERY},
+}

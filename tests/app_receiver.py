@@ -81,6 +81,8 @@ class AppReceiver:
             if event["id"] in seen:
                 continue
             seen.add(event["id"])
+            if not event["type"].startswith("payout."):
+                continue  # a batch's event (batch.held, ...): no payout's state
             found.setdefault(event["data"]["trade_no"], []).append(event["data"]["state"])
         return found
 

@@ -7,7 +7,7 @@ The public API::
     order = worker.enqueue("JP", {...})              # one payout -> Order
     worker.get_order(order.trade_no)                 # Order | None
     worker.batch_summary(result.batch_id)            # BatchSummary | None
-    worker.approve(batch_id)                         # ControlResult(moved, message, held)
+    worker.approve(batch_id, operator="bob")         # ControlResult(moved, message, held)
     worker.cancel(batch_id)                          # ControlResult
     worker.pause("reason")                           # Paused(switches, records, already)
     worker.resume()                                  # Resumed(was_paused, published, ...)
@@ -17,25 +17,29 @@ The public API::
     worker.review(batch=None)                        # [Order] in REVIEW, longest waiting first
     worker.resolve(trade_no, "failed", note="...")   # Order, once the provider agrees
     worker.retry(batch, hold=False)                  # RetryResult: FAILED enqueued again
+    worker.audit(batch_id=None, since=None)          # [AuditEvent]: who did what, oldest first
 
 The errors an application sees: ``InvalidPayout`` and ``UnknownMarket`` (enqueue),
 ``IdempotencyKeyReused`` (enqueue_batch), ``BatchNotFound`` (approve, cancel, review,
 retry), ``OrderNotFound``, ``NotInReview`` and ``DecisionRefused`` (resolve),
-``AlreadyRetried`` (retry), ``ConfigError`` (the settings; ``MarketUnavailable`` for a
-market without a provider account), ``DatabaseUnavailable`` (no PostgreSQL connection:
-the server's reason), and ``DisburseError``. The workers' errors about the provider stay
-in :mod:`worker.core.exceptions`.
+``AlreadyRetried`` (retry), ``ApprovalRefused`` (approve: four eyes), ``ConfigError``
+(the settings; ``MarketUnavailable`` for a market without a provider account),
+``DatabaseUnavailable`` (no PostgreSQL connection: the server's reason), and
+``DisburseError``. The workers' errors about the provider stay in
+:mod:`worker.core.exceptions`.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from worker.core.exceptions import (
         AlreadyRetried,
+        ApprovalRefused,
         BatchNotFound,
         ConfigError,
         DecisionRefused,
@@ -49,8 +53,9 @@ if TYPE_CHECKING:
     )
     from worker.core.states import State
     from worker.flows.controls import ControlResult, Paused, Resumed
-    from worker.flows.producer import BatchResult, RetryResult
+    from worker.flows.results import BatchResult, RetryResult
     from worker.ledger import BatchSummary, Order
+    from worker.ledger.audit import AuditEvent
     from worker.outbox import Event, verify_webhook
 
     __version__: str
@@ -62,6 +67,7 @@ _ELSEWHERE = {
     **dict.fromkeys(
         (
             "AlreadyRetried",
+            "ApprovalRefused",
             "BatchNotFound",
             "ConfigError",
             "DecisionRefused",
@@ -77,7 +83,7 @@ _ELSEWHERE = {
     ),
     "State": "worker.core.states",
     **dict.fromkeys(("ControlResult", "Paused", "Resumed"), "worker.flows.controls"),
-    **dict.fromkeys(("BatchResult", "RetryResult"), "worker.flows.producer"),
+    **dict.fromkeys(("BatchResult", "RetryResult"), "worker.flows.results"),
     **dict.fromkeys(("BatchSummary", "Order"), "worker.ledger"),
     **dict.fromkeys(("Event", "verify_webhook"), "worker.outbox"),
 }
@@ -104,6 +110,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AlreadyRetried",
+    "ApprovalRefused",
     "BatchNotFound",
     "BatchResult",
     "BatchSummary",
@@ -125,6 +132,7 @@ __all__ = [
     "UnknownMarket",
     "__version__",
     "approve",
+    "audit",
     "batch_summary",
     "cancel",
     "enqueue",
@@ -141,15 +149,25 @@ __all__ = [
 ]
 
 
-def enqueue(market: str, payout: Mapping[str, Any], *, hold: bool = False) -> Order:
-    """Validate, persist and publish one payout.
+def enqueue(
+    market: str,
+    payout: Mapping[str, Any],
+    *,
+    hold: bool = False,
+    operator: str | None = None,
+    not_before: datetime | None = None,
+) -> Order:
+    """Validate, persist and publish one payout (a batch of one: see :func:`enqueue_batch`).
 
-    Raises InvalidPayout naming each bad field, UnknownMarket for a bad market code,
-    MarketUnavailable (a ConfigError) for a market without a provider account.
+    Raises InvalidPayout naming each bad field (also a payout the policy refuses),
+    UnknownMarket for a bad market code, MarketUnavailable (a ConfigError) for a market
+    without a provider account.
     """
     from worker.celery import runtime
 
-    return runtime.producer().enqueue(market, payout, hold=hold)
+    return runtime.producer().enqueue(
+        market, payout, hold=hold, operator=operator, not_before=not_before
+    )
 
 
 def enqueue_batch(
@@ -160,6 +178,8 @@ def enqueue_batch(
     hold: bool = False,
     dry_run: bool = False,
     idempotency_key: str | None = None,
+    operator: str | None = None,
+    not_before: datetime | None = None,
 ) -> BatchResult:
     """Validate every row, then persist and publish all of them, or (by default) none.
 
@@ -171,6 +191,13 @@ def enqueue_batch(
     sending nothing. Raises UnknownMarket for a bad market code, MarketUnavailable (a
     ConfigError) for a market without a provider account, IdempotencyKeyReused when the
     key was given to other rows.
+
+    Under DISBURSE_POLICY a row over its market's ``max_payout`` or whose beneficiary would
+    pass its daily limit is a row error, and the batch waits HELD (``held``, with the
+    reason in ``held_reason``) while it needs approvals, until ``not_before`` (an aware
+    datetime), or while it would pass the daily limit. ``operator`` (else
+    DISBURSE_OPERATOR, else the login name) is the batch's ``created_by``: it may not
+    approve it.
     """
     from worker.celery import runtime
 
@@ -182,6 +209,8 @@ def enqueue_batch(
         hold=hold,
         dry_run=dry_run,
         idempotency_key=idempotency_key,
+        operator=operator,
+        not_before=not_before,
     )
 
 
@@ -197,20 +226,38 @@ def batch_summary(batch_id: str) -> BatchSummary | None:
     return runtime.ledger().batch(batch_id)
 
 
-def approve(batch_id: str, *, check_balance: bool = True) -> ControlResult:
-    """Release a HELD batch, unless its account's balance cannot cover it (then
-    ``held`` says why and nothing moves); raises BatchNotFound."""
+def approve(
+    batch_id: str,
+    *,
+    check_balance: bool = True,
+    operator: str | None = None,
+    note: str | None = None,
+    override_limit: bool = False,
+) -> ControlResult:
+    """Give ``operator``'s approval (else DISBURSE_OPERATOR, else the login name) to a
+    HELD batch, and release it when nothing else holds it: enough approvals, its
+    schedule, its account's balance, the daily limit (``override_limit`` with a ``note``
+    lets it past that). Else ``held`` says what it waits for and
+    ``approvals_remaining`` how many approvals are missing. Raises BatchNotFound,
+    ApprovalRefused (the batch's creator, a second approval by the same person, or
+    APPROVALS_REQUIRE_LOGIN set)."""
     from worker.celery import runtime
 
-    return runtime.batch_controls().approve(batch_id, check_balance=check_balance)
+    return runtime.approvals().approve(
+        batch_id,
+        operator=operator,
+        note=note,
+        override_limit=override_limit,
+        check_balance=check_balance,
+    )
 
 
-def cancel(batch_id: str) -> ControlResult:
+def cancel(batch_id: str, operator: str | None = None) -> ControlResult:
     """Cancel every order of the batch never POSTed (HELD, or QUEUED and never sent); the
     others are listed in ``ControlResult.not_cancelled``. Raises BatchNotFound."""
     from worker.celery import runtime
 
-    return runtime.batch_controls().cancel(batch_id)
+    return runtime.batch_controls().cancel(batch_id, operator)
 
 
 def pause(reason: str, operator: str | None = None) -> Paused:
@@ -253,7 +300,7 @@ def resolve(
     return runtime.decisions().resolve(trade_no, decision, note=note, operator=name)
 
 
-def retry(batch: str, *, hold: bool = False) -> RetryResult:
+def retry(batch: str, *, hold: bool = False, operator: str | None = None) -> RetryResult:
     """Enqueue the batch's FAILED and REVERSED orders again as a new batch (new tradeNos,
     each linked to the order it retries), while they keep their fields
     (FAILED_PAYLOAD_RETENTION; a REVERSED order's were erased when it succeeded: it is in
@@ -263,7 +310,18 @@ def retry(batch: str, *, hold: bool = False) -> RetryResult:
     Raises BatchNotFound."""
     from worker.celery import runtime
 
-    return runtime.producer().retry(batch, hold=hold)
+    return runtime.producer().retry(batch, hold=hold, operator=operator)
+
+
+def audit(
+    *, since: datetime | None = None, batch_id: str | None = None, limit: int = 1000
+) -> list[AuditEvent]:
+    """The operator actions (enqueue, approve, cancel, pause, resume, resolve, retry,
+    redeliver, the policy loaded), oldest first: who, what, which batch or payout, when,
+    from where, the note."""
+    from worker.celery import runtime
+
+    return runtime.ledger().audit_events(since=since, batch_id=batch_id, limit=limit)
 
 
 def events(after: int = 0, limit: int = 100, *, batch_id: str | None = None) -> list[Event]:

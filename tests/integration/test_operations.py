@@ -33,7 +33,7 @@ def test_held_batch_moves_only_after_approval(cluster_factory: Any) -> None:
         assert cluster.sandbox.stats()["payout_requests"] == 0
         summary = worker.batch_summary(result.batch_id)
         assert summary is not None and summary.counts == {State.HELD: 40}
-        approved = runtime.batch_controls().approve(result.batch_id)
+        approved = worker.approve(result.batch_id)
         assert approved.moved == 40
         wait_settled(runtime.ledger(), [result.batch_id], timeout=60)
         assert len(cluster.sandbox.payouts()) == 40
@@ -43,7 +43,7 @@ def test_batch_the_balance_cannot_cover_stays_held(cluster_factory: Any) -> None
     with cluster_factory(sandbox=fast_sandbox(balance="50000")) as cluster:
         result = worker.enqueue_batch("ID", sample_rows("ID", 10), hold=True)
         assert result.batch_id is not None
-        outcome = runtime.batch_controls().approve(result.batch_id)
+        outcome = worker.approve(result.batch_id)
         assert outcome.moved == 0 and "does not cover" in outcome.message
         summary = worker.batch_summary(result.batch_id)
         assert summary is not None
@@ -59,7 +59,7 @@ def test_cancel_stops_what_is_unsent(cluster_factory: Any) -> None:
         assert runtime.batch_controls().cancel(held.batch_id).moved == 25
         summary = worker.batch_summary(held.batch_id)
         assert summary is not None and summary.counts == {State.CANCELLED: 25}
-        assert runtime.batch_controls().approve(held.batch_id).moved == 0
+        assert worker.approve(held.batch_id).moved == 0
         time.sleep(1)  # time enough for a worker to send one, which it must not
         assert cluster.sandbox.stats()["payout_requests"] == 0
 

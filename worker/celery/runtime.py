@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from worker.ledger import Ledger
 if TYPE_CHECKING:
     from worker.celery.publish import Publisher
     from worker.coordination.inflight import InFlightLookups
+    from worker.flows.approvals import Approvals
     from worker.flows.controls import Controls
     from worker.flows.decisions import Decisions
     from worker.flows.heartbeat import ClaimHeartbeat
@@ -65,6 +67,12 @@ def interactive() -> None:
     global _interactive
     _interactive = True
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+
+def origin() -> str:
+    """Where this process acts from, for the audit trail: the command line or the Python
+    API, and the host."""
+    return f"{'cli' if _interactive else 'api'}@{socket.gethostname()}"
 
 
 @cache
@@ -331,21 +339,42 @@ def producer() -> Producer:
         sign=lambda market: vexora(market).signed_body,
         # A retry pays an old payout again: only once the provider confirms it failed.
         ask=lambda order: lookups().ask_both(order, budget),
+        approvals=approvals(),
     )
 
 
 @cache
 def batch_controls() -> Controls:
-    """Approve, cancel, pause and resume, on the cluster-wide pause switch."""
+    """Cancel, pause and resume, on the cluster-wide pause switch."""
     from worker.flows.controls import Controls
 
     return Controls(
         ledger(),
-        lambda market: vexora(market).balance(),
         publisher().submissions,
         pause_switch(),
         operator=get_settings().operator,
+        origin=origin(),
     )
+
+
+@cache
+def approvals() -> Approvals:
+    """The policy's approvals and releases; the policy in force is recorded in the audit
+    trail when it is not the one recorded last."""
+    from worker.flows.approvals import Approvals
+
+    settings = get_settings()
+    built = Approvals(
+        ledger(),
+        lambda market: vexora(market).balance(),
+        publisher().submissions,
+        policy=settings.policy,
+        operator=settings.operator,
+        origin=origin(),
+        require_login=settings.approvals_require_login,
+    )
+    built.record_policy()
+    return built
 
 
 @cache
@@ -358,6 +387,7 @@ def decisions() -> Decisions:
         ledger(),
         lambda order: lookups().ask_both(order, settings.lookup_budget),
         settings.no_record_grace,
+        origin=origin(),
     )
 
 
@@ -389,7 +419,7 @@ def sender() -> Sender | None:
 
 _BUILT = (publisher, redis_client, pool, ledger, pause_switch, metrics, _vexora, details,
           leases, in_flight, lookups, claim_heartbeat, _submitter, submitter, reconciler, producer,
-          batch_controls, decisions, feed, deliveries, sender)  # fmt: skip
+          batch_controls, approvals, decisions, feed, deliveries, sender)  # fmt: skip
 
 
 def _forget_built() -> None:

@@ -22,7 +22,8 @@ from worker.core.redact import mask_text
 # the first paragraph of its help, which `disburse --help` shows without importing the
 # module (tests/unit/cli/test_cli_start.py checks that both agree with the command).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "approve": ("batch", "Release a held BATCH once the provider balance covers it."),
+    "approve": ("batch", "Approve a held BATCH; it is released once nothing else holds it."),
+    "audit": ("audit", "Who did what: every operator action, oldest first."),
     "batches": ("batch", "List batches, newest first, with their counts per state."),
     "cancel": (
         "batch",
@@ -107,7 +108,10 @@ Environment (a .env file in the current directory may supply it):
                       the web process's own listener for /metrics and /healthz
   PG_STATEMENT_TIMEOUT, PG_LOCK_TIMEOUT, PG_IDLE_IN_TRANSACTION_TIMEOUT
                       PostgreSQL session limits, in seconds (0: none)
-  DISBURSE_OPERATOR   the name `disburse resolve`, pause, resume record (else the login name)
+  DISBURSE_OPERATOR   who runs the command, in the audit trail (else the login name)
+  DISBURSE_POLICY     the approvals and limits policy file (TOML)
+  APPROVALS_REQUIRE_LOGIN
+                      approvals only from an authenticated console session
   SYSTEMIC_CODES      submit refusal codes that pause the account (4001,4002,4003)
   BREAKER_REJECTIONS, BREAKER_WINDOW
                       first attempts refused within seconds that pause the account (5, 30)

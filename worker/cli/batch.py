@@ -181,25 +181,56 @@ def export(batch: str, output: Path | None) -> None:
 
 @click.command()
 @click.argument("batch")
+@click.option("--operator", help="Who approves (default: DISBURSE_OPERATOR, else the login name).")
+@click.option("--note", help="Why (recorded in the audit trail; required by --override-limit).")
+@click.option("--override-limit", is_flag=True, help="Let the batch past the market's daily limit.")
 @click.option("--no-balance-check", is_flag=True, help="Release without checking the balance.")
-def approve(batch: str, no_balance_check: bool) -> None:
-    """Release a held BATCH once the provider balance covers it.
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def approve(
+    batch: str,
+    operator: str | None,
+    note: str | None,
+    override_limit: bool,
+    no_balance_check: bool,
+    as_json: bool,
+) -> None:
+    """Approve a held BATCH; it is released once nothing else holds it.
 
-    BATCH was enqueued with --hold; its payouts wait as HELD until this command.
+    BATCH waits HELD for approvals (--hold, or the band of DISBURSE_POLICY it meets),
+    its schedule, the provider balance, or the market's daily limit. Each approval is
+    another person's, never the batch's creator's; the command says how many remain.
 
-    Exits 2 when the batch stays held (the balance is short, or cannot be read).
+    Exits 2 when the batch stays held.
 
     \b
-    Example:
-      disburse approve b1f0c2d3e4a5b6c7
+    Examples:
+      disburse approve b1f0c2d3e4a5b6c7 --operator alice
+      disburse approve b1f0c2d3e4a5b6c7 --override-limit --note "month end, agreed"
     """
     import worker
 
     try:
-        result = worker.approve(batch, check_balance=not no_balance_check)
+        result = worker.approve(
+            batch,
+            check_balance=not no_balance_check,
+            operator=operator,
+            note=note,
+            override_limit=override_limit,
+        )
     except worker.BatchNotFound:
         raise _no_batch(batch) from None
-    click.echo(result.message)
+    except worker.ApprovalRefused as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(result.message)
+        if result.approvals_remaining:
+            given = ", ".join(result.approvals) or "none"
+            click.echo(
+                f"approvals: {len(result.approvals)} of {result.approvals_needed} "
+                f"(given by {given}); {result.approvals_remaining} more needed"
+            )
     if result.held is not None:
         raise click.exceptions.Exit(2)
 
@@ -207,7 +238,8 @@ def approve(batch: str, no_balance_check: bool) -> None:
 @click.command()
 @click.argument("batch")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def cancel(batch: str, as_json: bool) -> None:
+@click.option("--operator", help="Who cancels (default: DISBURSE_OPERATOR, else the login name).")
+def cancel(batch: str, as_json: bool, operator: str | None) -> None:
     """Cancel the payouts of BATCH never sent to the provider (HELD, or QUEUED and
     never POSTed).
 
@@ -222,7 +254,7 @@ def cancel(batch: str, as_json: bool) -> None:
     import worker
 
     try:
-        result = worker.cancel(batch)
+        result = worker.cancel(batch, operator)
     except worker.BatchNotFound:
         raise _no_batch(batch) from None
     if as_json:
@@ -240,7 +272,7 @@ def cancel(batch: str, as_json: bool) -> None:
 _LISTED = 20
 
 
-def _since(value: str | None) -> datetime | None:
+def parse_since(value: str | None) -> datetime | None:
     if value is None:
         return None
     match = _DURATION.fullmatch(value.strip())
@@ -294,7 +326,7 @@ def batches(since: str | None, state: str | None, limit: int, as_json: bool) -> 
     from worker.cli import report
 
     found = runtime.ledger().batches(
-        since_ms=_ms(_since(since)),
+        since_ms=_ms(parse_since(since)),
         state=cast(Literal["held", "open", "settled"] | None, state),  # a click.Choice
         limit=limit,
     )

@@ -1,5 +1,5 @@
 """What every ``disburse`` command shares: its exit codes and the errors that carry them,
-and where a CSV goes (``--output``, else stdout).
+where a CSV goes (``--output``, else stdout), and a time option's type.
 
 0 is success, 1 a user's mistake (a bad file, an unknown batch, a wrong option), 2 a
 system problem (a server out of reach, a broken configuration).
@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -68,3 +69,26 @@ def writing(path: Path | None) -> Iterator[IO[str]]:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     with out:
         yield out
+
+
+class IsoTime(click.ParamType):
+    """An ISO 8601 time with its UTC offset (``2026-12-24T09:00+07:00``, ``...Z``): a time
+    without one would be read in whichever zone the machine is set to."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            at = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an ISO 8601 time such as 2026-12-24T09:00+07:00", param, ctx
+            )
+        if at.tzinfo is None:
+            self.fail(f"{value!r} has no UTC offset: add one, e.g. +07:00 or Z", param, ctx)
+        return at
+
+
+ISO_TIME = IsoTime()

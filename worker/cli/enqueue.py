@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from schemas import MARKETS
-from worker.cli.common import OUTPUT, UserError, echo_row_errors, writing
+from worker.cli.common import ISO_TIME, OUTPUT, UserError, echo_row_errors, writing
 from worker.core.exceptions import InputError, InvalidFile
 from worker.core.text import plural
 
@@ -31,6 +32,13 @@ MARKET = click.Choice(list(MARKETS), case_sensitive=False)
 @click.option(
     "--allow-duplicate", is_flag=True, help="Enqueue FILE even if it was enqueued before."
 )
+@click.option(
+    "--not-before",
+    metavar="TIME",
+    type=ISO_TIME,
+    help="Hold the batch until TIME (ISO 8601 with offset, e.g. 2026-12-24T09:00+07:00).",
+)
+@click.option("--operator", help="Who enqueues (default: DISBURSE_OPERATOR, else the login name).")
 def enqueue(
     file: Path,
     market: str,
@@ -40,6 +48,8 @@ def enqueue(
     as_json: bool,
     idempotency_key: str | None,
     allow_duplicate: bool,
+    not_before: datetime | None,
+    operator: str | None,
 ) -> None:
     """Validate FILE and enqueue its payouts as one batch.
 
@@ -58,11 +68,17 @@ def enqueue(
     --skip-invalid. Once the batch is stored the command succeeds: if its messages
     cannot be sent, it warns and the reconcile pass sends them (never enqueue it again).
 
+    Under DISBURSE_POLICY the batch waits HELD while it needs approvals (never its
+    creator's: --operator, else DISBURSE_OPERATOR, else the login name), until
+    --not-before, or while it would pass the market's daily limit; the beat releases it
+    once nothing holds it.
+
     \b
     Examples:
       disburse enqueue payouts.csv --market ID
       disburse enqueue payouts.csv --market JP --dry-run
       disburse enqueue payouts.jsonl --market KH --hold --json
+      disburse enqueue payouts.csv --market ID --not-before 2026-12-24T09:00+07:00
     """
     from worker.celery import runtime
     from worker.core.columns import check_columns
@@ -86,6 +102,8 @@ def enqueue(
             hold=hold,
             dry_run=dry_run,
             idempotency_key=idempotency_key,
+            operator=operator,
+            not_before=not_before,
         )
     except InvalidFile as exc:
         message = str(exc)
@@ -113,6 +131,8 @@ def enqueue(
             click.echo(f"nothing enqueued: {invalid}", err=True)
         else:
             _say_enqueued(result.batch_id, result.accepted, result.held, result.trade_nos)
+            if result.held_reason:
+                click.echo(f"held: {result.held_reason}")
             if result.rejected:
                 click.echo(f"{plural(len(result.rejected), 'row')} skipped")
     if result.rejected and not skip_invalid:

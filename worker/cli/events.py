@@ -65,9 +65,13 @@ def _show(events: Sequence[Event], as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps({**event.to_dict(), "delivery": _delivery_dict(status)}))
             continue
+        head = f"{event.id}  {event.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z  {event.type:<17} "
+        if event.batch_facts is not None:  # a batch's event: what it says of the batch
+            said = "  ".join(f"{k}: {v}" for k, v in event.batch_facts.items())
+            click.echo(f"{head}{event.batch_id}  {said}  [{_delivery(status)}]")
+            continue
         click.echo(
-            f"{event.id}  {event.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z  {event.type:<17} "
-            f"{event.trade_no}  {event.reference or '-'}  {event.batch_id}  "
+            f"{head}{event.trade_no}  {event.reference or '-'}  {event.batch_id}  "
             f"{format(event.amount, 'f')} {event.currency}  [{_delivery(status)}]"
         )
 
@@ -157,6 +161,11 @@ def redeliver(event_ids: tuple[str, ...], since: datetime | None) -> None:
         while page := feed.since(since, after=after, limit=INTAKE):
             sent += deliveries.redeliver(page)
             after = page[-1].cursor
+    from worker.ledger.audit import Action
+
+    asked = ", ".join(event_ids) if event_ids else f"since {since.isoformat() if since else ''}"
+    facts = {"events": asked, "sent": sent}
+    runtime.ledger().audit(Action.REDELIVER, get_settings().operator, runtime.origin(), facts=facts)
     click.echo(f"{sent} event{'s' if sent != 1 else ''} to be sent again")
     if get_settings().app_webhook_url is None:
         click.echo("APP_WEBHOOK_URL is not set: they are sent once it is", err=True)

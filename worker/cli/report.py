@@ -88,6 +88,12 @@ def status_dict(ledger: Ledger, summary: BatchSummary, *, details: bool) -> dict
     data = summary.to_dict()
     data["settled"] = summary.settled
     data["created"] = iso_utc(summary.created_ms)
+    hold = ledger.hold(summary.batch_id)
+    if hold is not None:
+        data["created_by"] = hold.created_by
+        data["approvals_needed"] = hold.approvals_needed
+        data["approvals"] = [{"who": who, "at": at.isoformat()} for who, at in hold.approvals]
+        data["not_before"] = hold.not_before.isoformat() if hold.not_before else None
     if details:
         review: list[dict[str, Any]] = []
         discrepancies: list[dict[str, Any]] = []
@@ -127,6 +133,12 @@ def status_text(data: dict[str, Any]) -> str:
     if data["counts"].get(str(State.HELD)):
         why = f" ({data['held_reason']})" if data.get("held_reason") else ""
         lines.append(f"HELD{why}: waits for `disburse approve {data['batch_id']}`")
+    if data.get("approvals_needed"):
+        given = ", ".join(a["who"] for a in data["approvals"]) or "none"
+        lines.append(
+            f"created by {data['created_by']}; approvals {len(data['approvals'])} of "
+            f"{data['approvals_needed']} (given by {given})"
+        )
     for state in State:
         n = data["counts"].get(str(state), 0)
         if n:

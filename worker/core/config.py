@@ -26,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from schemas import MARKETS
 from worker.core.accounts import MarketAccount
 from worker.core.exceptions import ConfigError
+from worker.core.policy_file import load_policy
 from worker.core.settings import (
     DETAILS_SETTINGS,
     Rate,
@@ -345,6 +346,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         idempotency_window=_duration(env, "IDEMPOTENCY_WINDOW", d.idempotency_window),
         operator=text("DISBURSE_OPERATOR", "") or _login_name(),
+        policy=load_policy(env["DISBURSE_POLICY"]) if env.get("DISBURSE_POLICY") else None,
+        approvals_require_login=_flag(env, "APPROVALS_REQUIRE_LOGIN"),
         metrics_port=_port(env, "METRICS_PORT"),
         metrics_host=text("METRICS_HOST", d.metrics_host),
         pg_statement_timeout=_duration(env, "PG_STATEMENT_TIMEOUT", d.pg_statement_timeout),

@@ -144,3 +144,8 @@ MIGRATION_LOCK_BACKOFF_CAP = 30.0
 # libpq counts whole seconds): a server that cannot be reached is reported after this,
 # not after the system's TCP timeout.
 DB_CHECK_CONNECT_TIMEOUT = 5
+
+# Seconds between the beat's releases of held batches (worker.flows.approvals): a batch
+# scheduled for a time goes within this long after it, and one held by the daily limit
+# this long after the market's day turns; each run reads only the batches held.
+RELEASE_EVERY = 15.0

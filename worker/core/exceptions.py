@@ -126,6 +126,11 @@ class UnknownMarket(InputError, ValueError):
         self.market = market
 
 
+class ApprovalRefused(InputError):
+    """An approval the four-eyes rule refuses (the batch's creator, a second approval by
+    the same person, APPROVALS_REQUIRE_LOGIN from a command line): nothing changed."""
+
+
 class InvalidFile(InputError, ValueError):
     """A rows file cannot be used as a whole (unreadable, not UTF-8, no rows, a bad header).
 

@@ -28,3 +28,7 @@ DEFAULT_QUEUE = "default"
 # so that a slow application endpoint never holds up submissions or reconciliation.
 OUTBOX_TASK = "disburse.outbox"
 OUTBOX_QUEUE = "outbox"
+
+# The beat's release of held batches nothing holds any more (worker.flows.approvals), on
+# the reconcile queue.
+RELEASE_TASK = "disburse.release"

@@ -16,6 +16,7 @@ from worker.core import accounts
 from worker.core.accounts import Account, MarketAccount
 from worker.core.defaults import LEASE_TTL, MAX_DELAY, NO_RECORD_GRACE, QUERY_DELAY
 from worker.core.exceptions import ConfigError, UnknownMarket
+from worker.core.policy import Policy
 
 # The first part of every Redis key this system writes (DISBURSE_KEY_PREFIX sets another).
 KEY_PREFIX = "disburse"
@@ -131,8 +132,14 @@ class Settings:
     failed_payload_retention: float = 7 * 86400.0
     # How long a batch's idempotency key returns that batch (worker.ledger.idempotency; 0: off).
     idempotency_window: float = 30 * 86400.0
-    # Who decides REVIEW orders from this process: DISBURSE_OPERATOR, else the login name.
+    # Who acts from this process (enqueue, approve, resolve, ...): DISBURSE_OPERATOR, else
+    # the login name; recorded in the audit trail.
     operator: str = "unknown"
+    # Who may release how much (DISBURSE_POLICY; worker.core.policy); None: no policy.
+    policy: Policy | None = None
+    # Approvals only from an authenticated console session, never a name typed on a
+    # command line (APPROVALS_REQUIRE_LOGIN).
+    approvals_require_login: bool = False
     # Pending orders from which a pass walks the paged list instead of asking about each
     # (RECONCILE_WALK_AT; 0: never). Why 50: worker.flows.walk.
     reconcile_walk_at: int = 50

@@ -1,29 +1,28 @@
-"""Operator controls, each returning what it did as a value: approve a held batch (after a
-balance check), cancel what is unsent, pause and resume submissions cluster-wide."""
+"""Operator controls, each returning what it did as a value: cancel what is unsent, pause and
+resume submissions cluster-wide (approvals: worker.flows.approvals). Each is a row of the
+audit trail."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from worker.coordination.pause import PauseSwitch
 from worker.coordination.pause_store import PauseRecord
-from worker.core.exceptions import BatchNotFound, ProviderError
+from worker.core.exceptions import BatchNotFound
 from worker.core.states import FINAL_STATES, State
 from worker.core.text import plural
 from worker.ledger import Ledger
-from worker.provider.answers import Balance
-
-HELD_NOTE = "held"
+from worker.ledger.audit import Action
 
 
 @dataclass(frozen=True)
 class ControlResult:
     """What approve or cancel did to a batch: ``moved`` orders, said in ``message``.
 
-    ``held`` is why an approved batch stays held (its balance check did not pass); None
-    when the batch was released or nothing in it was held.
+    ``held`` is why an approved batch stays held (approvals missing, its schedule, the
+    balance, the daily limit); None when the batch was released or nothing in it was
+    held. ``approvals`` names who approved it, of the ``approvals_needed``.
     """
 
     batch_id: str
@@ -33,6 +32,12 @@ class ControlResult:
     # Cancel: the orders left to go on to a final state through the provider, because a
     # POST of them may have reached it (tradeNo -> state). Never told "cancelled".
     not_cancelled: Mapping[str, str] = field(default_factory=dict)
+    approvals_needed: int = 0
+    approvals: tuple[str, ...] = ()
+
+    @property
+    def approvals_remaining(self) -> int:
+        return max(0, self.approvals_needed - len(self.approvals))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -40,6 +45,9 @@ class ControlResult:
             "moved": self.moved,
             "message": self.message,
             "held": self.held,
+            "approvals_needed": self.approvals_needed,
+            "approvals": list(self.approvals),
+            "approvals_remaining": self.approvals_remaining,
             "not_cancelled": [
                 {"trade_no": trade_no, "state": state}
                 for trade_no, state in self.not_cancelled.items()
@@ -76,42 +84,19 @@ class Controls:
     def __init__(
         self,
         ledger: Ledger,
-        balance: Callable[[str], Balance],
         publish_submissions: Callable[[Sequence[str]], object],
         pause_switch: PauseSwitch,
         *,
         operator: str = "unknown",
+        origin: str = "api",
     ) -> None:
         self.operator = operator  # who acts, unless a call names someone
+        self.origin = origin  # where this process acts from, for the audit trail
         self.ledger = ledger
-        self.balance = balance  # market -> the balance of its provider account
         self.publish_submissions = publish_submissions
         self.pause_switch = pause_switch
 
-    def approve(self, batch_id: str, *, check_balance: bool = True) -> ControlResult:
-        """Release a HELD batch, unless the provider balance cannot cover it."""
-        summary = self.ledger.batch(batch_id)
-        if summary is None:
-            raise BatchNotFound(batch_id)
-        held = summary.amounts.get(State.HELD, {})
-        if not held:
-            return ControlResult(batch_id, 0, "nothing is held in this batch")
-        if check_balance:
-            shortfall = self._shortfall(summary.market, held)
-            if shortfall:
-                self.ledger.set_batch_note(batch_id, HELD_NOTE, shortfall)
-                return ControlResult(batch_id, 0, f"still held: {shortfall}", held=shortfall)
-        moved: list[str] = []
-        for page in self.ledger.iter_batch(batch_id):
-            results = self.ledger.transition_many(
-                page, State.QUEUED, source="operator", expect=[State.HELD], note="approved"
-            )
-            moved += [t for t, r in zip(page, results, strict=True) if r.moved]
-        self.ledger.set_batch_note(batch_id, HELD_NOTE, None)
-        self.publish_submissions(moved)
-        return ControlResult(batch_id, len(moved), f"released {plural(len(moved), 'payout')}")
-
-    def cancel(self, batch_id: str) -> ControlResult:
+    def cancel(self, batch_id: str, operator: str | None = None) -> ControlResult:
         """Cancel every order of the batch no POST was ever started for (HELD, or QUEUED
         and never sent). The others go on through the provider: a POST of them may have
         arrived (DESIGN: CANCELLED only for an order never POSTed), and are listed in
@@ -134,12 +119,21 @@ class Controls:
                 f"{'was' if len(kept) == 1 else 'were'} not cancelled (they go on to a final "
                 f"state through the provider: `disburse status {batch_id}`)"
             )
+        self.ledger.audit(
+            Action.CANCEL,
+            operator or self.operator,
+            self.origin,
+            batch_id=batch_id,
+            facts={"cancelled": cancelled, "not_cancelled": len(kept)},
+        )
         return ControlResult(batch_id, cancelled, message, not_cancelled=kept)
 
     def pause(self, reason: str, operator: str | None = None) -> Paused:
         """Stop every submission, cluster-wide, within a request's time. Already paused:
         the pause in force stays as it was (``Paused.already``)."""
-        record, created = self.pause_switch.pause(reason, who=operator or self.operator)
+        who = operator or self.operator
+        record, created = self.pause_switch.pause(reason, who=who)
+        self.ledger.audit(Action.PAUSE, who, self.origin, note=reason, facts={"changed": created})
         records = self.pause_switch.records()
         switches = {scope: r.reason for scope, r in records.items()}
         return Paused(switches, records, None if created else record)
@@ -151,21 +145,9 @@ class Controls:
         records = self.pause_switch.records()
         was = {scope: record.reason for scope, record in records.items()}
         self.pause_switch.resume(who=by)
+        self.ledger.audit(Action.RESUME, by, self.origin, facts={"was_paused": sorted(was)})
         # Paused workers left their orders QUEUED and dropped the messages: publish again.
         now = self.ledger.now_ms()
         queued = [t for t, _ in self.ledger.scan(State.QUEUED, older_than=0, now_ms=now)]
         self.publish_submissions(queued)
         return Resumed(was, len(queued), records, by)
-
-    def _shortfall(self, market: str, held: dict[str, Decimal]) -> str | None:
-        """Why the balance of ``market``'s account cannot cover ``held``, or None when it can."""
-        if len(held) != 1:
-            return None  # one balance, several currencies: the provider decides per payout
-        ((currency, needed),) = held.items()
-        try:
-            available = self.balance(market).available
-        except ProviderError as exc:
-            return f"could not read the provider balance ({type(exc).__name__}); try again"
-        if available < needed:
-            return f"balance {available} {currency} does not cover the batch total {needed}"
-        return None

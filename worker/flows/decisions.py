@@ -38,6 +38,7 @@ from worker.core.exceptions import (
 from worker.core.redact import mask_text
 from worker.core.states import State
 from worker.ledger import PAGE, Ledger, Order
+from worker.ledger.audit import Action
 
 DECISIONS = (State.SUCCEEDED, State.FAILED)
 
@@ -50,6 +51,7 @@ class Decisions:
     ledger: Ledger
     ask: Callable[[Order], Word]
     grace: float = NO_RECORD_GRACE
+    origin: str = "api"  # where this process acts from, for the audit trail
 
     def pending(self, batch_id: str | None = None) -> list[Order]:
         """The orders in REVIEW (of one batch), the longest waiting first."""
@@ -102,6 +104,15 @@ class Decisions:
         )
         if not moved.moved:  # a provider report moved it meanwhile
             raise NotInReview(trade_no, str(moved.previous))
+        self.ledger.audit(
+            Action.RESOLVE,
+            operator.strip(),
+            self.origin,
+            batch_id=order.batch_id,
+            trade_no=trade_no,
+            note=said,
+            facts={"decision": str(target)},
+        )
         decided = self.ledger.get(trade_no)
         assert decided is not None
         return decided

@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError
@@ -55,7 +56,10 @@ from worker.core.exceptions import (
 from worker.core.redact import mask_text
 from worker.core.settings import Settings
 from worker.core.states import State
+from worker.flows.approvals import Approvals, NewBatch, policy_problem, within_policy
+from worker.flows.results import BatchResult, RetryResult
 from worker.ledger import Ledger, Order, new_batch_id, new_trade_no
+from worker.ledger.approvals import OverBeneficiaryLimit
 from worker.ledger.idempotency import BatchKey, Duplicate, KeyedBatch, batch_key, check
 
 log = logging.getLogger(__name__)
@@ -80,61 +84,6 @@ _ERASED = {
 }
 
 
-@dataclass
-class BatchResult:
-    batch_id: str | None  # None when nothing was enqueued
-    accepted: int  # orders this batch created (rows found by reference are ``existing``)
-    rejected: list[RowError] = field(default_factory=list)
-    trade_nos: list[str] = field(default_factory=list)
-    existing: int = 0  # rows whose reference an earlier batch enqueued: its order is kept
-    held: bool = False
-    dry_run: bool = False
-    # False: the batch is stored, but its messages could not be sent; the reconcile pass's
-    # sweeper sends them (after SWEEP_AFTER). Never enqueue such a batch again.
-    published: bool = True
-    # The batch's idempotency key had been given to this batch, enqueued then (ms): nothing
-    # new was stored or sent, and ``accepted`` and ``trade_nos`` are that batch's.
-    duplicate_of: str | None = None
-    duplicate_at_ms: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "batch_id": self.batch_id,
-            "accepted": self.accepted,
-            "rejected": [{"row": e.row, "errors": e.errors} for e in self.rejected],
-        }
-        if not self.published:
-            data["published"] = False
-        if self.duplicate_of is not None:
-            data["duplicate_of"] = self.duplicate_of
-        return data
-
-
-@dataclass
-class RetryResult(BatchResult):
-    """A retry's new batch (``batch_id``), and for the retried batch's FAILED and REVERSED
-    orders: the retry of each (tradeNo -> its retry's tradeNo) or why there is none.
-    ``erased`` names those of ``not_retried`` that no retry can send, their fields being
-    gone: only the application, from its own records, can enqueue them again."""
-
-    retried_batch: str = ""
-    retries: dict[str, str] = field(default_factory=dict)
-    not_retried: dict[str, str] = field(default_factory=dict)
-    erased: list[str] = field(default_factory=list)
-    # Those of ``not_retried`` the provider did not confirm failed (its word in the reason).
-    refused: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **super().to_dict(),
-            "retried_batch": self.retried_batch,
-            "retries": self.retries,
-            "not_retried": self.not_retried,
-            "erased": self.erased,
-            "refused": self.refused,
-        }
-
-
 class Producer:
     """``sign`` gives the signer of a market's account, for dry runs; ``ask`` what the
     provider says about an order, for retries (without it nothing is retried)."""
@@ -147,12 +96,16 @@ class Producer:
         publish: Publish,
         sign: Callable[[str], Sign],
         ask: Ask | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
         self.publish = publish
         self.sign = sign
         self.ask = ask
+        # The policy (limits, approvals, schedules) and the audit trail; without it a
+        # batch is held only when asked (``hold``), and nothing is audited.
+        self.approvals = approvals
 
     def enqueue_batch(
         self,
@@ -164,6 +117,8 @@ class Producer:
         dry_run: bool = False,
         parse_errors: Iterable[RowError] = (),
         idempotency_key: str | None = None,
+        operator: str | None = None,
+        not_before: datetime | None = None,
     ) -> BatchResult:
         """Validate all rows; unless every one is valid (or ``skip_invalid``), enqueue none.
 
@@ -176,6 +131,11 @@ class Producer:
         notifyUrl would be sent the NOTIFY_URL setting and this market refuses it (JP
         and KH notify over HTTPS only), IdempotencyKeyReused when the key was given to
         other rows.
+
+        Under a policy (worker.flows.approvals) a row over its market's ``max_payout``, or
+        whose beneficiary would pass its daily limit, is a row error; the batch is held
+        while it needs approvals, waits for ``not_before``, or would pass the daily limit.
+        ``operator`` (else the settings') is its ``created_by``.
         """
         market = _market(market)
         self.settings.account(market)  # MarketUnavailable: refused before anything is stored
@@ -191,6 +151,9 @@ class Producer:
         self._check_notify_url(market, [row for _, row in rows])
         errors = list(parse_errors)
         valid = iter_valid(market, rows, errors, notify_url=self.settings.notify_url)
+        policy = self.approvals.market_policy(market) if self.approvals else None
+        if policy is not None:
+            valid = within_policy(valid, errors, policy)
         if dry_run:
             payouts = [payout for _, payout in valid]
             errors.sort(key=lambda e: e.row)
@@ -201,8 +164,29 @@ class Producer:
         try:
             # Stored as they are validated: the ledger's server works while the rows are
             # checked, and the transaction commits only if the batch is to be enqueued.
-            taken = _enqueued(valid, errors, skip_invalid)
-            return self._persist(market, taken, errors, hold=hold, key=key)
+            numbers: list[int] = []  # the input row of each payout taken, in order
+            taken: Iterable[Payout] = _enqueued(valid, errors, skip_invalid, numbers)
+            if policy is not None and (
+                policy.approvals or (policy.beneficiary_daily_limit and skip_invalid)
+            ):
+                # Its band needs the batch's total; rows over a beneficiary's limit are
+                # taken out and the rest stored again (skip_invalid).
+                taken = list(taken)
+            who = operator or self.settings.operator
+            while True:
+                new = NewBatch.of(market, policy, taken, hold, not_before, who)
+                try:
+                    return self._persist(market, taken, errors, new=new, key=key)
+                except OverBeneficiaryLimit as over:
+                    errors += [
+                        RowError(numbers[i - 1], {"amount": [why]}) for i, why in over.rows.items()
+                    ]
+                    kept = [i for i in range(len(numbers)) if i + 1 not in over.rows]
+                    if not skip_invalid or not kept:
+                        raise _Rejected from None
+                    payouts = list(taken)  # a list already: skip_invalid made it one
+                    taken = [payouts[i] for i in kept]
+                    numbers[:] = [numbers[i] for i in kept]
         except _Rejected:
             return BatchResult(None, 0, sorted(errors, key=lambda e: e.row))
         except Duplicate as duplicate:  # another enqueue with the key committed meanwhile
@@ -219,15 +203,23 @@ class Producer:
             duplicate_at_ms=found.created_ms,
         )
 
-    def retry(self, batch_id: str, *, hold: bool = False) -> RetryResult:
+    def retry(
+        self, batch_id: str, *, hold: bool = False, operator: str | None = None
+    ) -> RetryResult:
         """Enqueue the batch's FAILED and REVERSED orders again as a new batch.
 
         Each still has its fields (FAILED_PAYLOAD_RETENTION) and no retry yet; the others
         are in ``not_retried`` with the reason, and in ``erased`` when their fields are
         gone (a REVERSED order's went when it succeeded). The fields are validated as rows are (an
         error names the order's row in ``batch_id``): unless every one is valid, nothing
-        is enqueued. Raises BatchNotFound.
+        is enqueued. Raises BatchNotFound. The retry is in the audit trail, as ``operator``'s.
         """
+        result = self._retry(batch_id, hold=hold, operator=operator)
+        if self.approvals is not None:
+            self.approvals.retried(batch_id, result, operator)
+        return result
+
+    def _retry(self, batch_id: str, *, hold: bool, operator: str | None) -> RetryResult:
         candidates = self.ledger.retry_candidates(batch_id)
         if not candidates and self.ledger.batch(batch_id) is None:
             raise BatchNotFound(batch_id)
@@ -251,6 +243,9 @@ class Producer:
         market = candidates[0][0].market  # one market per batch
         self.settings.account(market)  # MarketUnavailable: refused before anything is stored
         valid, errors = validate_rows(market, rows, notify_url=self.settings.notify_url)
+        policy = self.approvals.market_policy(market) if self.approvals else None
+        if policy is not None:  # a retry pays again: under the policy as any batch
+            valid = list(within_policy(valid, errors, policy))
         if errors:
             return RetryResult(
                 None, 0, errors, retried_batch=batch_id, not_retried=not_retried, erased=erased
@@ -276,13 +271,19 @@ class Producer:
             for row, payout in valid
         ]
         retry_of = [originals[row].trade_no for row, _ in valid]
-        result = self._persist(market, payouts, [], hold=hold, retry_of=retry_of)
+        new = NewBatch.of(market, policy, payouts, hold, None, operator or self.settings.operator)
+        try:
+            result = self._persist(market, payouts, [], new=new, retry_of=retry_of)
+        except OverBeneficiaryLimit as over:
+            over_rows = [RowError(valid[i - 1][0], {"amount": [w]}) for i, w in over.rows.items()]
+            return RetryResult(None, 0, over_rows, retried_batch=batch_id, not_retried=not_retried)
         return RetryResult(
             result.batch_id,
             result.accepted,
             trade_nos=result.trade_nos,
             existing=result.existing,
-            held=hold,
+            held=result.held,
+            held_reason=result.held_reason,
             published=result.published,
             retried_batch=batch_id,
             retries=dict(zip(retry_of, result.trade_nos, strict=True)),
@@ -315,25 +316,37 @@ class Producer:
         payouts: Iterable[Payout],
         errors: list[RowError],
         *,
-        hold: bool,
+        new: NewBatch,
         retry_of: Sequence[str] | None = None,
         key: BatchKey | None = None,
     ) -> BatchResult:
         """One transaction for the new batch, then its messages (unless held). ``errors``
-        are the rejected rows, complete once ``payouts`` is."""
+        are the rejected rows, complete once ``payouts`` is. Under the policy, raises
+        OverBeneficiaryLimit (nothing stored)."""
         batch_id = new_batch_id()
+        terms = self.approvals.terms(new) if self.approvals is not None else None
         created = self.ledger.create_orders(
-            payouts, batch_id=batch_id, market=market, hold=hold, retry_of=retry_of, key=key
+            payouts,
+            batch_id=batch_id,
+            market=market,
+            hold=new.hold,
+            retry_of=retry_of,
+            key=key,
+            terms=terms,
         )
-        new = [trade_no for trade_no, is_new in created if is_new]
+        made = [trade_no for trade_no, is_new in created if is_new]
+        held, reason = new.hold, None
+        if self.approvals is not None:
+            held, reason = self.approvals.stored(batch_id, new.created_by or self.settings.operator)
         return BatchResult(
             batch_id,
-            len(new),
+            len(made),
             sorted(errors, key=lambda e: e.row),
             trade_nos=[t for t, _ in created],
-            existing=len(created) - len(new),
-            held=hold,
-            published=hold or self._publish(batch_id, new),
+            existing=len(created) - len(made),
+            held=held,
+            held_reason=reason,
+            published=held or self._publish(batch_id, made),
         )
 
     def _publish(self, batch_id: str, trade_nos: Sequence[str]) -> bool:
@@ -356,11 +369,21 @@ class Producer:
             return False
         return True
 
-    def enqueue(self, market: str, row: Mapping[str, Any], *, hold: bool = False) -> Order:
-        """One payout; returns its order (the existing one if its reference is known).
+    def enqueue(
+        self,
+        market: str,
+        row: Mapping[str, Any],
+        *,
+        hold: bool = False,
+        operator: str | None = None,
+        not_before: datetime | None = None,
+    ) -> Order:
+        """One payout, as a batch of one (see :meth:`enqueue_batch`); returns its order (the
+        existing one if its reference is known).
 
         Raises UnknownMarket for a bad market code, MarketUnavailable for a market
-        without a provider account, InvalidPayout for a bad payout.
+        without a provider account, InvalidPayout for a bad payout (also one the policy
+        refuses).
         """
         market = _market(market)
         self.settings.account(market)  # MarketUnavailable: refused before anything is stored
@@ -369,13 +392,17 @@ class Producer:
             payout = validate_row(market, row, notify_url=self.settings.notify_url)
         except ValidationError as exc:
             raise InvalidPayout(exc.messages_dict) from None
-        batch_id = new_batch_id()
-        ((trade_no, is_new),) = self.ledger.create_orders(
-            [payout], batch_id=batch_id, market=payout.market, hold=hold
-        )
-        if is_new and not hold:
-            self._publish(batch_id, [trade_no])  # a failure is logged: the sweeper sends it
-        order = self.ledger.get(trade_no)
+        policy = self.approvals.market_policy(market) if self.approvals else None
+        problem = policy_problem(policy, payout) if policy else None
+        if problem is not None:
+            raise InvalidPayout({"amount": [problem]})
+        who = operator or self.settings.operator
+        new = NewBatch.of(market, policy, [payout], hold, not_before, who)
+        try:
+            result = self._persist(market, [payout], [], new=new)
+        except OverBeneficiaryLimit as over:
+            raise InvalidPayout({"amount": list(over.rows.values())}) from None
+        order = self.ledger.get(result.trade_nos[0])
         assert order is not None
         return order
 
@@ -400,16 +427,21 @@ class _Rejected(Exception):
 
 
 def _enqueued(
-    valid: Iterable[tuple[int, Payout]], errors: list[RowError], skip_invalid: bool
+    valid: Iterable[tuple[int, Payout]],
+    errors: list[RowError],
+    skip_invalid: bool,
+    numbers: list[int],
 ) -> Iterator[Payout]:
     """The payouts to enqueue, as they are validated. Once a row is bad (unless
     ``skip_invalid``) none is handed over any more, yet every row is still validated for
-    its errors; then, or when no row was good, raises _Rejected."""
+    its errors; then, or when no row was good, raises _Rejected. ``numbers`` gets the
+    input row of each payout handed over."""
     count = 0
-    for _, payout in valid:
+    for row, payout in valid:
         if errors and not skip_invalid:
             continue
         count += 1
+        numbers.append(row)
         yield payout
     if (errors and not skip_invalid) or not count:
         raise _Rejected

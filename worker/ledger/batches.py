@@ -3,13 +3,15 @@ currency counted from its orders as they are now, the newest batches, and their 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from worker.core.states import SETTLED_STATES, State
-from worker.ledger.model import BatchSummary, from_ms, to_ms
+from worker.ledger.model import BatchSummary, Source, from_ms, to_ms
 from worker.ledger.queries import Queries
 from worker.ledger.sql import COSTS
 
@@ -72,6 +74,23 @@ class Batches(Queries):
         )
         with self._connection() as conn:
             conn.execute(query, (value, batch_id))
+
+    def batch_event(
+        self, batch_id: str, kind: str, source: Source, facts: Mapping[str, Any]
+    ) -> None:
+        """Record ``batch.<kind>`` (held, approved, released) for the application's feed.
+
+        It is a row of the batch's first order's history that changes no state, its
+        facts naming the batch event (worker.outbox.events): so it shares the feed's
+        cursor, horizon and webhook deliveries with the payouts' events.
+        """
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO order_events (trade_no, source, from_state, to_state, facts) "
+                "SELECT trade_no, %s, state, state, %s FROM orders WHERE batch_id = %s "
+                "ORDER BY row_no LIMIT 1",
+                (source, Jsonb({**facts, "batch_event": kind}), batch_id),
+            )
 
     def batches(
         self,

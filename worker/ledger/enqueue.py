@@ -4,6 +4,7 @@ their creation events, in one transaction (see :data:`worker.ledger.sql.CREATED`
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from itertools import chain, islice, repeat
 from typing import TYPE_CHECKING
@@ -12,11 +13,12 @@ import orjson
 import psycopg
 
 from worker.core.exceptions import AlreadyRetried
+from worker.core.policy import beneficiary_key
 from worker.core.redact import mask_personal
 from worker.core.states import State
 from worker.ledger import idempotency
+from worker.ledger.approvals import Approvals, BatchTerms
 from worker.ledger.model import new_trade_nos
-from worker.ledger.queries import Queries
 from worker.ledger.sql import COPY_ORDERS, CREATED, ENQUEUE_LOCK
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ def _trade_nos() -> Iterator[str]:
         yield from new_trade_nos(1000)
 
 
-class Enqueue(Queries):
+class Enqueue(Approvals):
     """Batches of orders made, and the batch an idempotency key holds."""
 
     def create_orders(
@@ -44,6 +46,7 @@ class Enqueue(Queries):
         hold: bool = False,
         retry_of: Sequence[str] | None = None,
         key: idempotency.BatchKey | None = None,
+        terms: BatchTerms | None = None,
     ) -> list[tuple[str, bool]]:
         """Persist ``payouts`` as one batch; returns (tradeNo, created) in input order.
 
@@ -64,8 +67,18 @@ class Enqueue(Queries):
         ``key``, an idempotency key: the batch is stored with it, unless it holds a batch
         already (within its window), which raises idempotency.Duplicate naming that batch
         (IdempotencyKeyReused if of other rows) and stores nothing.
+
+        ``terms``: who created the batch, what holds it, and the policy it is stored under
+        (worker.ledger.approvals): a batch not held otherwise is held when it would pass
+        the market's daily limit, and rows whose beneficiary would pass its daily limit
+        raise OverBeneficiaryLimit naming them (nothing is stored).
         """
-        state = State.HELD if hold else State.QUEUED
+        terms = terms or BatchTerms()
+        state = State.HELD if hold or terms.held is not None else State.QUEUED
+        if hold and not terms.approvals_needed:
+            # Held on request: it waits for an approval (the beat releases only a batch
+            # whose approvals are complete).
+            terms = replace(terms, approvals_needed=1)
         links: Iterable[str | None] = retry_of if retry_of is not None else repeat(None)
         numbered = enumerate(zip(payouts, links, strict=retry_of is not None), 1)
         trade_nos = _trade_nos()
@@ -89,6 +102,7 @@ class Enqueue(Queries):
                     state=state,
                     retry_of=retry_of,
                     key=key,
+                    terms=terms,
                 )
                 break
             except psycopg.errors.UniqueViolation as exc:
@@ -129,22 +143,27 @@ class Enqueue(Queries):
         state: State,
         retry_of: Sequence[str] | None,
         key: idempotency.BatchKey | None,
+        terms: BatchTerms,
     ) -> None:
         """One transaction: ``rows`` as orders (but those of a ``known`` reference or of a
         reference an earlier row has), the batch, its totals and the creation events."""
+        policy, since = terms.policy, terms.day_start
+        limited = policy is not None and since is not None
+        salt = self.beneficiary_salt if limited else None
         first = list(islice(rows, 2))
         made: set[str] = set()  # the references of the orders made
         counts: dict[str, int] = {}  # currency -> orders made
         amounts: dict[str, Decimal] = {}  # currency -> their sum
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            if len(first) > 1 or key is not None:
+            if len(first) > 1 or key is not None or limited:
                 # Orders of several references, taken one at a time as they come, could
                 # wait on another enqueue's in the opposite order: enqueues of more than
                 # one order take turns. (One of a single order holds nothing another
                 # waits for while it waits.) A key is looked up and stored in one turn:
                 # two enqueues with one key make one batch. A turn may come after another
                 # batch's whole COPY: wait for it as long as a statement may last, not the
-                # lock_timeout.
+                # lock_timeout. The policy's limits are checked in a turn too: two
+                # batches never both fit in the last of a day's allowance.
                 cur.execute(
                     "SELECT set_config('lock_timeout', current_setting('statement_timeout'), true)"
                 )
@@ -174,8 +193,19 @@ class Enqueue(Queries):
                             orjson.dumps(payout.fields).decode(),
                             orjson.dumps(mask_personal(payout.fields)).decode(),
                             link,
+                            beneficiary_key(salt, payout.market, payout.fields) if salt else None,
                         )
                     )
+            held = terms.held
+            if policy is not None and since is not None:
+                self._beneficiaries_over(conn, batch_id, policy, since)
+                if state is State.QUEUED:
+                    held = self._over_daily(conn, batch_id, market, policy, since)
+                    if held is not None:
+                        state = State.HELD
+                        cur.execute(
+                            "UPDATE orders SET state = 'HELD' WHERE batch_id = %s", (batch_id,)
+                        )
             cur.execute(
                 CREATED,
                 {
@@ -184,6 +214,11 @@ class Enqueue(Queries):
                     "state": str(state),
                     "count": sum(counts.values()),
                     "key": key.key if key is not None else None,
+                    "created_by": terms.created_by,
+                    "needed": terms.approvals_needed,
+                    "not_before": terms.not_before,
+                    "held": held,
+                    "released": state is State.QUEUED,
                     "digest": key.digest if key is not None else None,
                     "currencies": list(counts),
                     "counts": list(counts.values()),

@@ -1,16 +1,17 @@
 """The ledger as one object: each part of it (reads, enqueue, batches, retention, the
-transition engine and the provider's reports on it) is a class of its own module over
-the same pool; :class:`Ledger` is all of them."""
+transition engine and the provider's reports on it, approvals, the audit trail) is a
+class of its own module over the same pool; :class:`Ledger` is all of them."""
 
 from __future__ import annotations
 
+from worker.ledger.audit import Audit
 from worker.ledger.batches import Batches
 from worker.ledger.enqueue import Enqueue
 from worker.ledger.reports import Reports
 from worker.ledger.retention import Retention
 
 
-class Ledger(Enqueue, Batches, Retention, Reports):
+class Ledger(Enqueue, Batches, Retention, Reports, Audit):
     """Orders, transitions, batch counts and pending scans, in PostgreSQL.
 
     ``Ledger(pool, on_final=...)``: ``on_final(state, n)`` is told of every ``n`` orders

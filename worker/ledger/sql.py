@@ -138,12 +138,16 @@ FROM act a LEFT JOIN changed c USING (trade_no)
 ENQUEUE_LOCK = 0x64697362_656E7175  # "disbenqu"
 COPY_ORDERS = (
     "COPY orders (trade_no, batch_id, row_no, market, currency, amount, reference, state, "
-    "payload, masked, retry_of) FROM STDIN"
+    "payload, masked, retry_of, beneficiary) FROM STDIN"
 )
+# A batch not held is released as it is stored (the daily limit counts it from then).
 CREATED = """
 WITH batch AS (
-    INSERT INTO batches (id, market, row_count, idempotency_key, rows_digest)
-    VALUES (%(batch)s, %(market)s, %(count)s, %(key)s, %(digest)s)
+    INSERT INTO batches (id, market, row_count, idempotency_key, rows_digest, created_by,
+        approvals_needed, not_before, hold_reason, released_at)
+    VALUES (%(batch)s, %(market)s, %(count)s, %(key)s, %(digest)s, %(created_by)s,
+        %(needed)s, %(not_before)s, %(held)s,
+        CASE WHEN %(released)s THEN now() END)
 ), totals AS (
     INSERT INTO batch_totals (batch_id, currency, row_count, amount)
     SELECT %(batch)s, currency, row_count, amount

@@ -7,6 +7,12 @@ QUEUED, so a retry or an unknown outcome adds no event. An ``order_events`` row 
 event when it changes that state (:func:`public_state`); the rows that record a report
 not applied (a discrepancy) or a message republished change none and are not events.
 Their types: :class:`EventType`.
+
+**A batch's events** (``batch.held``, ``batch.approved``, ``batch.released``: what it
+waits for, who approved it, its release) are rows of its first order's history that
+change no state, their facts naming the batch event (worker.ledger.batches): so they
+share the feed's cursor, horizon and webhook deliveries with the payouts' events. Their
+``data`` is the batch's: id, market, state, and the reason, approver or payouts released.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ class EventType(StrEnum):
     REVIEW = "payout.review"
     CANCELLED = "payout.cancelled"
     REVERSED = "payout.reversed"
+    BATCH_HELD = "batch.held"
+    BATCH_APPROVED = "batch.approved"
+    BATCH_RELEASED = "batch.released"
 
 
 # What the application sees of each state: sending, and not knowing whether the provider
@@ -82,6 +91,8 @@ class Event:
     provider_message: str | None = None
     reason: str | None = None
     retry_of: str | None = None  # the FAILED or REVERSED payout this one enqueued again
+    # A batch's event: its facts (reason, by, payouts); None for a payout's event.
+    batch_facts: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -95,6 +106,18 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The webhook's body (the wire contract of DESIGN.md)."""
+        if self.batch_facts is not None:
+            return {
+                "id": self.id,
+                "type": str(self.type),
+                "created": self.created,
+                "data": {
+                    "batch_id": self.batch_id,
+                    "market": self.market,
+                    "state": str(self.state),
+                    **self.batch_facts,
+                },
+            }
         return {
             "id": self.id,
             "type": str(self.type),
@@ -132,9 +155,13 @@ def event_from_row(row: Sequence[Any]) -> Event:
         return redact(value) if value not in (None, "") else None
 
     state = State(seen_to)
+    kind = facts.get("batch_event")
+    batch_facts = None
+    if kind is not None:
+        batch_facts = {k: v for k, v in facts.items() if k != "batch_event"}
     return Event(
         cursor=cursor,
-        type=EVENT_TYPES[state],
+        type=EventType(f"batch.{kind}") if kind else EVENT_TYPES[state],
         at=at,
         state=state,
         previous_state=State(seen_from) if seen_from else None,
@@ -150,4 +177,5 @@ def event_from_row(row: Sequence[Any]) -> Event:
         provider_message=text("provider_message"),
         reason=text("reason") or text("note"),
         retry_of=retry_of,
+        batch_facts=batch_facts,
     )

@@ -40,7 +40,7 @@ SELECT e.id, e.at, e.source, {seen_from}, {seen_to}, e.facts,
            WHERE p.trade_no = e.trade_no AND p.id < e.id AND p.facts ? 'platform_trade_no'
            ORDER BY p.id DESC LIMIT 1))
 FROM order_events e JOIN orders o USING (trade_no)
-WHERE {seen_to} IS DISTINCT FROM {seen_from} AND ({where})
+WHERE ({seen_to} IS DISTINCT FROM {seen_from} OR e.facts ? 'batch_event') AND ({where})
 ORDER BY e.id LIMIT %(limit)s
 """
 )

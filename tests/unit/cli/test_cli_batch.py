@@ -260,7 +260,10 @@ def test_watch_of_a_held_batch_says_it_waits_for_approve_and_ends(
     result = invoke("status", batch_id, "--watch", "--interval", "0.05")
     assert result.exit_code == 0
     assert f"2 payouts wait for `disburse approve {batch_id}`" in result.output
-    assert f"HELD: waits for `disburse approve {batch_id}`" in invoke("status", batch_id).output
+    said = invoke("status", batch_id).output
+    assert (
+        f"HELD (needs 1 approval, none given yet): waits for `disburse approve {batch_id}`" in said
+    )
 
 
 def test_watch_says_a_pause_plainly(servers: None, tmp_path: Path, ledger: Ledger) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import celeryconfig
+from tasks.approvals import release_due
 from tasks.outbox import send_events
 from tasks.reconcile import check_claims, lookup_orders, reconcile_pass
 from tasks.submit import submit_orders
@@ -12,7 +13,7 @@ from worker.dev.cluster import procfile_commands
 
 
 def test_every_task_is_routed() -> None:
-    tasks = (submit_orders, lookup_orders, reconcile_pass, check_claims, send_events)
+    tasks = (submit_orders, lookup_orders, reconcile_pass, check_claims, send_events, release_due)
     registered = {task.name for task in tasks}
     assert registered == set(celeryconfig.task_routes)
     assert {entry["task"] for entry in celeryconfig.beat_schedule.values()} <= registered
@@ -31,3 +32,7 @@ def test_abandoned_claims_are_looked_for_every_few_seconds_on_the_reconcile_queu
     entry = celeryconfig.beat_schedule["claims"]
     assert entry["task"] == check_claims.name and entry["schedule"] == CLAIM_CHECK_EVERY
     assert celeryconfig.task_routes[check_claims.name] == {"queue": RECONCILE_QUEUE}
+
+
+def test_the_beat_releases_held_batches() -> None:
+    assert celeryconfig.beat_schedule["release"]["task"] == release_due.name

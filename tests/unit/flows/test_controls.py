@@ -20,6 +20,7 @@ from worker.coordination.pause import PauseSwitch
 from worker.coordination.pause_store import PauseStore
 from worker.core.exceptions import NotSent
 from worker.core.states import State
+from worker.flows.approvals import Approvals
 from worker.flows.controls import BatchNotFound, Controls
 from worker.ledger import Ledger
 from worker.provider.answers import Balance
@@ -59,7 +60,7 @@ def fx(ledger: Ledger) -> Fixture:
     client = fakeredis.FakeRedis(decode_responses=True)
     provider = Provider({"AR": Decimal(10**9)})
     switch = PauseSwitch(client, "t", store=PauseStore(ledger.pool))
-    controls = Controls(ledger, provider.balance, provider.publish, switch, operator="tester")
+    controls = Controls(ledger, provider.publish, switch, operator="tester")
     return Fixture(ledger, client, provider, controls)
 
 
@@ -82,47 +83,6 @@ def counts(ledger: Ledger, batch_id: str) -> dict[State, int]:
 # --- approve and cancel ----------------------------------------------------------------
 
 
-def test_the_balance_asked_is_that_of_the_batch_market_account(fx: Fixture) -> None:
-    fx.provider.balances.update({"AR": Decimal(1200), "ID": Decimal(10**9)})
-    batch_id = batch(fx.ledger, "AR", 3)  # 1500 ARS
-    result = fx.controls.approve(batch_id)
-    assert fx.provider.asked == ["AR"]
-    assert result.moved == 0 and "balance 1200 ARS does not cover" in result.message
-    assert result.held is not None and "balance 1200 ARS" in result.held
-    fx.provider.balances["AR"] = Decimal(1500)
-    released = fx.controls.approve(batch_id)
-    assert (released.moved, released.held) == (3, None)
-    assert counts(fx.ledger, batch_id) == {State.QUEUED: 3}
-    assert len(fx.provider.published) == 3
-
-
-def test_a_balance_that_cannot_be_read_keeps_the_batch_held(fx: Fixture) -> None:
-    fx.provider.down = True
-    batch_id = batch(fx.ledger, "AR", 2)
-    result = fx.controls.approve(batch_id)
-    assert result.moved == 0
-    assert result.held is not None and "could not read the provider balance" in result.held
-    summary = fx.ledger.batch(batch_id)
-    assert summary is not None and summary.held_reason == result.held
-    assert fx.provider.published == []
-
-
-def test_approve_without_the_balance_check_asks_no_balance(fx: Fixture) -> None:
-    fx.provider.down = True
-    batch_id = batch(fx.ledger, "AR", 2)
-    result = fx.controls.approve(batch_id, check_balance=False)
-    assert (result.moved, result.held) == (2, None)
-    assert fx.provider.asked == []
-
-
-def test_approving_a_batch_with_nothing_held_moves_nothing(fx: Fixture) -> None:
-    batch_id = batch(fx.ledger, "AR", 2, hold=False)
-    result = fx.controls.approve(batch_id)
-    assert (result.moved, result.held) == (0, None)
-    assert result.message == "nothing is held in this batch"
-    assert fx.provider.published == []
-
-
 def test_cancel_moves_only_what_is_unsent(fx: Fixture) -> None:
     batch_id = batch(fx.ledger, "AR", 3, hold=False)
     queued_before = queued_orders(fx.ledger)
@@ -137,8 +97,6 @@ def test_cancel_moves_only_what_is_unsent(fx: Fixture) -> None:
 
 def test_an_unknown_batch_is_batch_not_found(fx: Fixture) -> None:
     with pytest.raises(BatchNotFound):
-        fx.controls.approve("nope")
-    with pytest.raises(BatchNotFound):
         fx.controls.cancel("nope")
 
 
@@ -150,6 +108,15 @@ def test_pause_says_every_switch_that_is_set(fx: Fixture) -> None:
     paused = fx.controls.pause("maintenance")
     assert paused.switches == {"all": "maintenance", "AR": "code 4001: sign error"}
     assert PauseSwitch(fx.redis, "t", account="JP").reason() == "maintenance"
+
+
+def test_pause_and_resume_are_in_the_audit_trail(fx: Fixture) -> None:
+    before = fx.ledger.audit_events()
+    mark = before[-1].id if before else 0
+    fx.controls.pause("maintenance")
+    fx.controls.resume("dave")
+    audited = [(e.who, e.action, e.note) for e in fx.ledger.audit_events(after=mark)]
+    assert audited == [("tester", "pause", "maintenance"), ("dave", "resume", None)]
 
 
 def test_resume_clears_every_switch_and_publishes_the_queued_orders(fx: Fixture) -> None:
@@ -175,6 +142,8 @@ def test_resume_clears_every_switch_and_publishes_the_queued_orders(fx: Fixture)
 def runtime_controls(fx: Fixture, monkeypatch: pytest.MonkeyPatch) -> Fixture:
     """The process's controls are the fixture's (fakeredis, a fake provider)."""
     monkeypatch.setattr(runtime, "batch_controls", lambda: fx.controls)
+    approvals = Approvals(fx.ledger, fx.provider.balance, fx.provider.publish, operator="tester")
+    monkeypatch.setattr(runtime, "approvals", lambda: approvals)
     return fx
 
 
@@ -187,22 +156,6 @@ def test_the_public_api_reaches_the_controls(runtime_controls: Fixture) -> None:
     assert worker.resume().was_paused == {"all": "maintenance"}
     with pytest.raises(worker.BatchNotFound):
         worker.approve("nope")
-
-
-def test_disburse_approve_exits_by_what_approve_did(
-    runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]
-) -> None:
-    fx = runtime_controls
-    fx.provider.balances["AR"] = Decimal(100)
-    batch_id = batch(fx.ledger, "AR", 2)
-    assert cli.run(["approve", batch_id]) == 2
-    assert "still held: balance 100 ARS does not cover" in capsys.readouterr().out
-    assert cli.run(["approve", batch_id, "--no-balance-check"]) == 0
-    assert capsys.readouterr().out == "released 2 payouts\n"
-    assert cli.run(["approve", batch_id]) == 0
-    assert capsys.readouterr().out == "nothing is held in this batch\n"
-    assert cli.run(["approve", "nope"]) == 1
-    assert capsys.readouterr().err == "error: no batch nope (`disburse batches` lists them)\n"
 
 
 def test_disburse_cancel(runtime_controls: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
@@ -241,22 +194,6 @@ def test_the_package_exports_what_an_application_sees() -> None:
     assert not workers_own & set(worker.__all__)
     assert {"approve", "cancel", "pause", "resume"} <= set(worker.__all__)
     assert all(hasattr(worker, name) for name in worker.__all__)
-
-
-def test_a_batch_cancelled_while_approve_reads_the_balance_is_not_held(ledger: Ledger) -> None:
-    client = fakeredis.FakeRedis(decode_responses=True)
-    payouts = [Payout("AR", "ARS", Decimal(500), None, {"amount": "500"}) for _ in range(2)]
-    ledger.create_orders(payouts, batch_id="b-AR", market="AR", hold=True)
-
-    def balance(market: str) -> Balance:
-        controls.cancel("b-AR")  # another operator, at the same moment
-        return Balance(Decimal(10**9), Decimal(0), Decimal(0))
-
-    controls = Controls(ledger, balance, lambda trade_nos: None, PauseSwitch(client, prefix="t"))
-    result = controls.approve("b-AR")
-    assert result.moved == 0 and result.held is None
-    again = controls.approve("b-AR")  # the same, one after the other
-    assert again.moved == 0 and again.held is None
 
 
 # --- cancel: only what no POST was ever started for (issue 21 item 4) -------------------

@@ -100,6 +100,14 @@ def test_a_decision_the_provider_confirms_moves_the_order_and_names_the_operator
     assert facts["operator"] == "alice" and facts["note"] == "checked account *********4636"
     assert facts["provider_status"] == status
     assert order.reason == STUCK  # why it waited stays
+    # The decision is in the audit trail too, its note masked the same way.
+    (audited,) = [e for e in world.ledger.audit_events() if e.trade_no == trade_no]
+    assert (audited.who, audited.action, audited.note) == (
+        "alice",
+        "resolve",
+        "checked account *********4636",
+    )
+    assert audited.facts == {"decision": str(decision)}
 
 
 @pytest.mark.parametrize(

@@ -357,6 +357,12 @@ def test_disburse_events_redeliver(ledger: Ledger, deliveries: Deliveries, broke
         since = disburse("events", "redeliver", "--since", str(event["created"] - 1))
         assert (since.exit_code, since.output.splitlines()[0]) == (0, "1 event to be sent again")
     assert app.states() == {trade_no: ["QUEUED"]}
+    audited = [e for e in ledger.audit_events() if e.action == "redeliver"][-2:]
+    assert [e.facts["events"] for e in audited if e.facts] == [
+        event["id"],
+        audited[1].facts["events"],
+    ]
+    assert audited[1].facts is not None and audited[1].facts["events"].startswith("since ")
 
 
 @pytest.mark.parametrize(
