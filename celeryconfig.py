@@ -6,8 +6,10 @@ from kombu import Queue
 from worker.core import defaults
 from worker.core.backoff import PUBLISH_RETRY_POLICY
 from worker.core.config import get_settings
+from worker.core.defaults import CLAIM_CHECK_EVERY
 from worker.core.exceptions import ConfigError
 from worker.core.queues import (
+    CLAIM_CHECK_TASK,
     DEFAULT_QUEUE,
     LOOKUP_TASK,
     OUTBOX_QUEUE,
@@ -47,13 +49,19 @@ worker_prefetch_multiplier = 1
 task_time_limit = int(_settings.task_time_limit)
 task_soft_time_limit = int(_settings.task_time_limit) - 10
 
-# Celery reads the visibility timeout in both places.
+# Celery reads the visibility timeout in both places. Through Sentinels (a sentinel://
+# URL), both ask them for the master by its name, and again after a failover.
 _visibility = {"visibility_timeout": _settings.visibility_timeout}
+_master = {"master_name": _settings.redis_sentinel_master}
 broker_transport_options = {
     **_visibility,
-    "queue_order_strategy": "worker.celery.publish:ResubmitFirst",
+    **(_master if broker_url and broker_url.startswith("sentinel://") else {}),
+    "queue_order_strategy": "worker.celery.publish:UrgentFirst",
 }
-result_backend_transport_options = _visibility
+result_backend_transport_options = {
+    **_visibility,
+    **(_master if result_backend and result_backend.startswith("sentinel://") else {}),
+}
 broker_connection_retry_on_startup = True
 # A task's publishes ride through a Redis restart of a few seconds (worker.core.backoff).
 task_publish_retry_policy = PUBLISH_RETRY_POLICY
@@ -70,6 +78,7 @@ task_routes = {
     SUBMIT_TASK: {"queue": SUBMIT_QUEUE},
     LOOKUP_TASK: {"queue": RECONCILE_QUEUE},
     RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
+    CLAIM_CHECK_TASK: {"queue": RECONCILE_QUEUE},
     OUTBOX_TASK: {"queue": OUTBOX_QUEUE},
     RELEASE_TASK: {"queue": RECONCILE_QUEUE},
 }
@@ -96,6 +105,14 @@ beat_schedule = {
         "schedule": _settings.reconcile_every,
         "options": {"expires": 10 * _settings.reconcile_every},
     },
+}
+# Claims whose worker died (their lease expired: worker.flows.heartbeat) looked for every
+# CLAIM_CHECK_EVERY s: a pass alone would find them up to an interval late. A check
+# finds what the last one left, so the old messages of a busy queue are as good as new.
+beat_schedule["claims"] = {
+    "task": CLAIM_CHECK_TASK,
+    "schedule": CLAIM_CHECK_EVERY,
+    "options": {"expires": 10 * CLAIM_CHECK_EVERY},
 }
 # Webhooks to the application: a sending run every second; one runs at a time (it holds
 # a PostgreSQL lock), so the others return at once, and a message older than a few

@@ -26,8 +26,8 @@ from bench.common import Context, Result, say, table
 CASES = ("cli_start", "accept", "ledger", "latency", "throughput", "ratelimit", "memory")
 # Cases other modules may provide: run when present and shaped like the others.
 OPTIONAL = ("reconcile", "console")
-# Run only when named: the million-payout soak takes hours.
-OPT_IN = ("soak",)
+# Run only when named: the million-payout soak takes hours, the slow provider ~10 minutes.
+OPT_IN = ("soak", "slow_provider")
 
 
 def _load(name: str) -> ModuleType | None:
@@ -54,6 +54,17 @@ def _run_case(name: str, run: Callable[[Context], list[Result]], ctx: Context) -
     return results
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    """``1,2,4`` -> (1, 2, 4): positive whole numbers."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers like 1,2: {text!r}")
+    return values
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # so every case's clean-up stops the processes it started
 
@@ -67,21 +78,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cases", nargs="*", metavar="case", help=f"any of: {', '.join(choices)}")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", type=Path, help="also write every result (and raw numbers) here")
-    parser.add_argument("--payouts", type=int, help="payouts of the soak (default 1,000,000)")
+    parser.add_argument(
+        "--payouts",
+        type=int,
+        help="payouts of the soak (default 1,000,000) and of slow_provider (default 5,000)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_counts,
+        help="slow_provider: worker process counts to try at 400/s, e.g. 1,2 (the default)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_counts,
+        help="slow_provider: SUBMIT_CONCURRENCY values to try at 400/s (default: unset)",
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.cases if name not in choices]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(choices)}")
     selected = tuple(args.cases) or tuple(n for n in choices if n not in opt_in)
-    ctx = Context(quick=args.quick, selected=selected, payouts=args.payouts)
+    ctx = Context(
+        quick=args.quick,
+        selected=selected,
+        payouts=args.payouts,
+        processes=args.processes,
+        concurrency=args.concurrency,
+    )
 
     results: list[Result] = []
+    common: list[Result] = []
+    own_tables: list[str] = []
     for name in selected:
         module = _load(name)
         assert module is not None
-        results += _run_case(name, module.run, ctx)
+        found = _run_case(name, module.run, ctx)
+        results += found
+        # A case with columns of its own (render) prints its own table.
+        render = getattr(module, "render", None)
+        errors = [r for r in found if r.ours.startswith("ERROR")]
+        if render is None or errors:
+            common += found
+        else:
+            own_tables.append(render(found))
 
-    print(table(results))
+    print("\n\n".join([*([table(common)] if common else []), *own_tables]))
     if args.json:
         args.json.write_text(
             json.dumps({"quick": args.quick, "results": [r.as_dict() for r in results]}, indent=2)

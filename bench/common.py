@@ -40,7 +40,9 @@ class Context:
 
     quick: bool = False
     selected: tuple[str, ...] = ()
-    payouts: int | None = None  # the soak's size (``--payouts``)
+    payouts: int | None = None  # the soak's and slow_provider's size (``--payouts``)
+    processes: tuple[int, ...] | None = None  # slow_provider's worker process counts to try
+    concurrency: tuple[int, ...] | None = None  # and its SUBMIT_CONCURRENCY values
 
     def size(self, full: N, quick: N) -> N:
         return quick if self.quick else full

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,42 +61,54 @@ def ours(local: LocalCluster, rows: list[dict[str, Any]], warm: int) -> dict[str
 
 
 @contextlib.contextmanager
-def baseline_workers(local: LocalCluster, count: int) -> Iterator[Any]:
-    """``count`` celery workers of the baseline app on a second database of the same Redis."""
+def baseline_workers(
+    local: LocalCluster,
+    count: int,
+    *,
+    app: str = "bench.celery_baseline",
+    queue: str | None = None,
+    extra: Sequence[str] = ("--concurrency=1",),
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[Any, list[int]]]:
+    """``count`` celery workers of a baseline ``app`` (a module; default the rate-limit
+    baseline's, concurrency 1) on a second database of the same Redis; yields a Celery
+    app to publish with and the workers' pids."""
     from celery import Celery
 
     from bench.celery_baseline import QUEUE
 
+    assert local.redis is not None
     broker = local.redis.url.rsplit("/", 1)[0] + "/1"
-    env = {**os.environ, "BENCH_BASELINE_BROKER": broker, "PYTHONPATH": str(ROOT)}
+    environ = {**os.environ, **(env or {}), "BENCH_BASELINE_BROKER": broker,
+               "PYTHONPATH": str(ROOT)}  # fmt: skip
     celery = str(Path(sys.executable).with_name("celery"))
     processes = []
     logs = []
     for index in range(count):
-        command = [celery, "-A", "bench.celery_baseline", "worker", "--concurrency=1", "-Q",
-                   QUEUE, f"--hostname=base{index}@%h", "--without-mingle", "--without-gossip",
+        command = [celery, "-A", app, "worker", *extra, "-Q", queue or QUEUE,
+                   f"--hostname=base{index}@%h", "--without-mingle", "--without-gossip",
                    "--loglevel=WARNING"]  # fmt: skip
         log = open(local.log_dir / f"baseline{index}.log", "ab")  # noqa: SIM115 - closed below
         logs.append(log)
         processes.append(
             subprocess.Popen(
                 command,
-                env=env,
+                env=environ,
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         )
-    app = Celery("bench_baseline_publisher", broker=broker)
+    publisher = Celery("bench_baseline_publisher", broker=broker)
     try:
         deadline = time.monotonic() + 60
-        while len(app.control.ping(timeout=1.0) or []) < count:
+        while len(publisher.control.ping(timeout=1.0) or []) < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"baseline workers did not come up; see {local.log_dir}")
-        yield app
+        yield publisher, [process.pid for process in processes]
     finally:
-        app.close()
+        publisher.close()
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -114,7 +126,7 @@ def baseline_workers(local: LocalCluster, count: int) -> Iterator[Any]:
 def baseline(local: LocalCluster, count: int, payloads: list[dict[str, str]]) -> dict[str, float]:
     from bench.celery_baseline import QUEUE, TASK
 
-    with baseline_workers(local, count) as app:
+    with baseline_workers(local, count) as (app, _):
         local.sandbox.reset()
         with app.producer_or_acquire() as producer:
             for fields in payloads:

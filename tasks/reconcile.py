@@ -1,5 +1,5 @@
-"""The reconcile beat task and the lookup task: thin; the work is in worker.flows.reconcile
-(the pass) and worker.flows.lookup (the lookups)."""
+"""The reconcile beat task, the claim check and the lookup task: thin; the work is in
+worker.flows.reconcile (the pass, the check) and worker.flows.lookup (the lookups)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
 from worker.coordination.metrics import Metrics
 from worker.core.config import get_settings
-from worker.core.queues import LOOKUP_TASK, RECONCILE_TASK
+from worker.core.queues import CLAIM_CHECK_TASK, LOOKUP_TASK, RECONCILE_TASK
 from worker.flows.reads import LookupReport
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,17 @@ def reconcile_pass() -> str:
         return str(runtime.reconciler().run_pass())
     finally:
         runtime.metrics().flush()  # e.g. the list rows a walk skipped
+
+
+@app.task(name=CLAIM_CHECK_TASK)
+def check_claims() -> dict[str, int]:
+    """Look up the claims abandoned since the last check (beat runs it every
+    CLAIM_CHECK_EVERY s): a few here and now, the rest by other processes; and publish
+    again the unclaimed orders of submit tasks that died, unless submissions are paused."""
+    found = runtime.reconciler().check()
+    if not found:
+        return {}
+    return lookup_orders(found)
 
 
 # No retry on a Redis outage: an order whose lookup failed keeps its "lookup outstanding"

@@ -36,13 +36,11 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import psycopg
 import pytest
 import redis
 
@@ -52,7 +50,7 @@ from tests.app_receiver import DROP, AppReceiver
 from tests.chaos.forgery import OTHER_ACCOUNT, REFUSALS, WELL_KNOWN, Forger
 from tests.support.cluster import EXPECTED_STATE, fast_sandbox, running_cluster
 from tests.support.events import assert_delivered, states_went_through
-from tests.support.waiting import wait_for
+from tests.support.waiting import patiently, wait_for
 from worker.celery import runtime
 from worker.core.samples import sample_rows
 from worker.core.settings import Settings
@@ -136,24 +134,9 @@ INDEXED_STATES = (
     State.REVIEW,
 )
 
-T = TypeVar("T")
-
 
 def say(message: str) -> None:
     print(f"[chaos seed={SEED}] {message}", flush=True)
-
-
-def patiently(read: Callable[[], T], timeout: float = 30.0) -> T:
-    """``read()``, retried while Redis or PostgreSQL is away (restarted during the run;
-    psycopg's OperationalError covers the pool's PoolTimeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return read()
-        except (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def sandbox_config() -> Any:
@@ -269,8 +252,10 @@ def unleash(
     that is recorded, and it is started again so the run goes on.
     """
     start = time.monotonic()
-    # The wipe comes last: the orders whose messages it loses wait for the sweeper, and
-    # the system is idle until then, so an outage meanwhile would hit no work.
+    # The wipe comes early, while most of the batch is still QUEUED behind the submit
+    # queues (many POSTs in flight per process send it in about half a minute): the
+    # messages it loses are the sweeper's to find, once they are SWEEP_AFTER old and the
+    # queues empty, while the outages after it hit the work still going on.
     faults = [
         (
             0.05,
@@ -279,9 +264,10 @@ def unleash(
             f"batch {CANCELLED_MARKET} cancelled mid-run",
             drills.cancel_mid_run,
         ),
+        (0.14, 0.20, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
         (
-            0.15,
-            0.30,
+            0.24,
+            0.32,
             "postgres_restarts",
             f"PostgreSQL stopped for {POSTGRES_DOWN:g} s",
             lambda: cluster.restart_postgres(down_for=POSTGRES_DOWN),
@@ -307,7 +293,6 @@ def unleash(
             "incident drill: paused, a late batch, Redis wiped while paused",
             drills.incident,
         ),
-        (0.80, 0.92, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
     ]
     pending = [
         (start + CHAOS_SECONDS * rng.uniform(low, high), name, what, act)

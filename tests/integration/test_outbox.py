@@ -3,8 +3,10 @@ to a real receiver, which checks them with ``worker.verify_webhook``."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -99,3 +101,60 @@ def test_an_endpoint_failing_for_a_while_gets_every_event_and_holds_nothing_up(
             f"{settled_in:.1f} s while the endpoint answered 500 ({refused[0]} attempts "
             f"refused); every event delivered {time.monotonic() - healed:.1f} s after it healed"
         )
+
+
+class FlakyEndpoint:
+    """An application endpoint that is alive but unreliable: 30% of requests answered
+    500, 5% answered (200) only after 12 s, past the sender's 10 s; no event refused
+    more than 3 times. It keeps the order in which each payout's events arrived."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._refusals: Counter[str] = Counter()
+        self.arrivals: dict[str, list[int]] = {}  # trade_no -> event cursors as they came
+        self.answered_500 = 0
+        self.answered_late = 0
+
+    def __call__(self, event: dict[str, Any]) -> int:
+        with self._lock:
+            cursor = int(event["id"].removeprefix("evt_"))
+            self.arrivals.setdefault(event["data"]["trade_no"], []).append(cursor)
+            roll = self._random.random()
+            refusable = self._refusals[event["id"]] < 3
+            if refusable and roll < 0.35:
+                self._refusals[event["id"]] += 1
+            late = refusable and 0.30 <= roll < 0.35
+            self.answered_500 += refusable and roll < 0.30
+            self.answered_late += late
+        if late:
+            time.sleep(12)
+            return 200
+        return 500 if refusable and roll < 0.30 else 200
+
+
+def test_a_flaky_endpoint_gets_every_final_state_within_a_minute_in_order(
+    cluster_factory: Any,
+) -> None:
+    endpoint = FlakyEndpoint(seed=23)
+    with (
+        AppReceiver(SECRET, answer=endpoint) as app,
+        cluster_factory(env={**app_env(app), "VEXORA_RATE_LIMIT": "100"}, sandbox=fast_sandbox()),
+    ):
+        ledger = runtime.ledger()
+        result = worker.enqueue_batch("ID", sample_rows("ID", 400, seed=23))
+        assert result.batch_id is not None
+        wait_settled(ledger, [result.batch_id], timeout=120)
+        settled = time.monotonic()
+        expected = states_went_through(ledger, [result.batch_id])
+        assert_delivered(app, expected, timeout=60)
+        took = time.monotonic() - settled
+        # No event of a payout arrived after a later one of the same payout (a retry
+        # arriving again after its own later event would).
+        assert all(cursors == sorted(cursors) for cursors in endpoint.arrivals.values())
+        assert endpoint.answered_500 > 0 and endpoint.answered_late > 0
+    print(
+        f"400 payouts, endpoint answering 500 to 30% and after 12 s to 5%: every state "
+        f"acknowledged {took:.1f} s after the batch settled ({app.arrived} requests, "
+        f"{endpoint.answered_500} answered 500, {endpoint.answered_late} after 12 s)"
+    )

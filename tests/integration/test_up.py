@@ -1,7 +1,8 @@
 """``disburse up`` as a user runs it: a real process in its own folder, a file enqueued by
 a second process that knows only that folder's ``.env``, payouts settled by the
 sandbox's webhooks (JP's HTTPS rule kept), and Ctrl-C or SIGTERM stopping every process
-and server it started. And ``--servers-only`` under ``honcho start`` on the Procfile."""
+and server it started. And ``--servers-only`` under ``honcho start`` on the Procfile, and
+``--replicated`` failed over by hand with ``disburse failover``."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ CLUSTER_VARIABLES = (
     "REDIS_URL", "DATABASE_URL", "VEXORA_BASE_URL", "DETAILS_BASE_URL", "NOTIFY_URL",
     "RECONCILE_EVERY", "RECONCILE_AFTER", "SWEEP_AFTER", "PORT", "CELERY_BROKER_URL",
     "VEXORA_MERCHANT_NO", "VEXORA_APP_SECRET", "DETAILS_API_KEY", "DETAILS_CLIENT_ID",
-    "DETAILS_CLIENT_SECRET", "DETAILS_ACCOUNT_ID",
+    "DETAILS_CLIENT_SECRET", "DETAILS_ACCOUNT_ID", "REDIS_SENTINEL_MASTER",
 )  # fmt: skip
 
 
@@ -223,6 +224,41 @@ def test_up_runs_everything_and_a_second_shell_settles_a_file_by_webhook(folder:
     assert_all_gone(started)
     assert not (folder / ".env").exists()  # its servers are gone, so is the file
     assert (folder / "disburse-logs" / "worker0.log").stat().st_size > 0
+
+
+def test_replicated_servers_are_failed_over_by_hand_and_a_file_still_settles(
+    folder: Path,
+) -> None:
+    up = Up(folder, "--replicated", "--port", "0", "--workers", "1", env=clean_env())
+    try:
+        up.wait_for("Fail one over:")
+        written = dotenv_values(folder / ".env")
+        assert str(written["REDIS_URL"]).startswith("sentinel://")
+        assert written["REDIS_SENTINEL_MASTER"] == "mymaster"
+        database_url = str(written["DATABASE_URL"])
+        assert "," in database_url  # the standby and the primary
+        started = descendants(up.process.pid)
+        for server in ("postgres", "redis"):
+            done = subprocess.run(
+                [DISBURSE, "failover", server],
+                cwd=folder,
+                env=clean_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0 and "promoted" in done.stdout, done.stdout + done.stderr
+
+        sources = settle_sources(database_url, [enqueue(folder, "ID", 6)])
+        assert len(sources) == 6
+
+        code = up.stop(signal.SIGINT)
+    finally:
+        up.kill()
+    assert code == 0, up.output
+    assert_all_gone(started)
+    assert not (folder / "disburse-logs" / "replicated.json").exists()
 
 
 def test_servers_only_under_honcho_on_the_procfile(folder: Path) -> None:

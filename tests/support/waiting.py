@@ -1,15 +1,19 @@
-"""Waiting for a condition instead of sleeping through a guess: one helper, and the two
-conditions the cluster tests wait on most."""
+"""Waiting for a condition instead of sleeping through a guess: one helper, the two
+conditions the cluster tests wait on most, and reads that ride through an outage."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 import pytest
+import redis
 
 from worker.ledger import Ledger
+
+T = TypeVar("T")
 
 
 def wait_for(
@@ -30,6 +34,19 @@ def wait_for(
             shown = f": {seen()}" if seen is not None else ""
             pytest.fail(f"not {what} within {timeout:g} s{shown}")
         time.sleep(interval)
+
+
+def patiently(read: Callable[[], T], timeout: float = 30.0) -> T:
+    """``read()``, retried while Redis or PostgreSQL is away (restarted or failing over;
+    psycopg's OperationalError covers the pool's PoolTimeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def wait_settled(ledger: Ledger, batch_ids: list[str], timeout: float) -> None:

@@ -18,22 +18,27 @@ PERSONAL_NUMBERS = ("bankAccountNo", "accountNo", "bankNumber", "mobile")
 
 
 def set_entered(ledger: Ledger, trade_nos: Sequence[str], ms: int) -> None:
-    """Pretend the orders entered their states at ``ms`` (server ms)."""
+    """Pretend the orders entered their states at ``ms`` (server ms); a claim's lease, as
+    if it was never renewed since."""
     at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     with ledger.pool.connection() as conn:
         conn.execute(
-            "UPDATE orders SET state_entered_at = %s WHERE trade_no = ANY(%s)",
-            (at, list(trade_nos)),
+            "UPDATE orders SET state_entered_at = %s, claim_expires_at = CASE "
+            "WHEN claim_expires_at IS NOT NULL THEN %s + %s * interval '1 second' END "
+            "WHERE trade_no = ANY(%s)",
+            (at, at, ledger.claim_ttl, list(trade_nos)),
         )
 
 
 def backdate(ledger: Ledger, trade_no: str, seconds: float) -> None:
-    """Pretend the order entered its state, and its events happened, ``seconds`` earlier."""
+    """Pretend the order entered its state (and its claim's lease ran out), and its events
+    happened, ``seconds`` earlier."""
     ago = timedelta(seconds=seconds)
     with ledger.pool.connection() as conn:
         conn.execute(
-            "UPDATE orders SET state_entered_at = state_entered_at - %s WHERE trade_no = %s",
-            (ago, trade_no),
+            "UPDATE orders SET state_entered_at = state_entered_at - %s, "
+            "claim_expires_at = claim_expires_at - %s WHERE trade_no = %s",
+            (ago, ago, trade_no),
         )
         conn.execute("UPDATE order_events SET at = at - %s WHERE trade_no = %s", (ago, trade_no))
 

@@ -223,6 +223,7 @@ def make_world(
         claim_lease=config.claim_lease,
         recover_budget=config.submit_budget,
         publish_submissions=submissions,
+        abandoned_grace=config.abandoned_claim_grace,
     )
     reconciler = Reconciler(
         clock,

@@ -10,17 +10,31 @@ from kombu.exceptions import BatchPublishError
 from kombu.utils.scheduling import round_robin_cycle
 
 from worker.core.defaults import LOOKUP_CHUNK, RESUBMIT_CHUNK, SUBMIT_CHUNK
-from worker.core.queues import LOOKUP_TASK, RESUBMIT_QUEUE, SUBMIT_QUEUE, SUBMIT_TASK
+from worker.core.queues import (
+    LOOKUP_TASK,
+    OUTBOX_QUEUE,
+    RECONCILE_QUEUE,
+    RESUBMIT_QUEUE,
+    SUBMIT_QUEUE,
+    SUBMIT_TASK,
+)
+
+# The order a worker looks at its queues in on the Redis broker (lower first).
+_URGENCY = {RECONCILE_QUEUE: 0, OUTBOX_QUEUE: 0, RESUBMIT_QUEUE: 1}
 
 
-class ResubmitFirst(round_robin_cycle):
+class UrgentFirst(round_robin_cycle):
     """The order a worker names its queues in when it waits on the Redis broker
-    (celeryconfig's ``queue_order_strategy``): ``resubmit`` first, then the others in
-    turn, so that a reconcile pass is not starved either. RabbitMQ serves a worker's
-    queues in turn."""
+    (celeryconfig's ``queue_order_strategy``), which hands it a message from the first
+    non-empty one: ``reconcile`` and ``outbox`` (in turn), then ``resubmit``, then
+    ``submit``. A process that finishes a task takes a waiting pass, lookup or webhook
+    run before more submit work, so a big batch delays them by one submit task at most
+    (seconds, with many POSTs in flight per task); their inflow is bounded (a pass per
+    interval, a run per second, the lookups that passes and submissions ask for), so
+    ``submit`` is never starved. RabbitMQ serves a worker's queues in turn."""
 
     def consume(self, n: int) -> list[str]:
-        return sorted(super().consume(n), key=lambda queue: queue != RESUBMIT_QUEUE)
+        return sorted(super().consume(n), key=lambda queue: _URGENCY.get(queue, 2))
 
 
 def chunks(items: Sequence[str], size: int) -> list[list[str]]:

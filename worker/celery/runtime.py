@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import redis
 from psycopg_pool import ConnectionPool
 
+from worker.coordination.client import connect as connect_redis
 from worker.coordination.leases import Leases
 from worker.coordination.metrics import Metrics
 from worker.coordination.pause import PauseSwitch
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from worker.flows.approvals import Approvals
     from worker.flows.controls import Controls
     from worker.flows.decisions import Decisions
+    from worker.flows.heartbeat import ClaimHeartbeat
     from worker.flows.lookup import Lookups
     from worker.flows.market_submitters import MarketSubmitters
     from worker.flows.producer import Producer
@@ -93,10 +95,13 @@ def publisher() -> Publisher:
 
 @cache
 def redis_client() -> redis.Redis:
+    """The process's one Redis client: every limiter, lease, lock, marker, cache and
+    metric of the app goes through it (through Sentinels, it follows the master)."""
     settings = get_settings()
     timeout = INTERACTIVE_TIMEOUT if _interactive else settings.read_timeout
-    return redis.Redis.from_url(
+    return connect_redis(
         settings.redis_url,
+        master=settings.redis_sentinel_master,
         decode_responses=True,
         socket_timeout=timeout,
         socket_connect_timeout=min(settings.connect_timeout, timeout),
@@ -126,7 +131,7 @@ def pool() -> ConnectionPool:
 @cache
 def ledger() -> Ledger:
     # Orders made final are counted as they go: the metrics count no table.
-    return Ledger(pool(), on_final=metrics().finalized)
+    return Ledger(pool(), on_final=metrics().finalized, claim_ttl=get_settings().lease_ttl)
 
 
 @cache
@@ -150,7 +155,11 @@ def _vexora(account: Account) -> VexoraClient:
 
     settings = get_settings()
     return VexoraClient.for_account(
-        account, timeouts=settings.timeouts, not_found_codes=settings.not_found_codes
+        account,
+        timeouts=settings.timeouts,
+        not_found_codes=settings.not_found_codes,
+        # A connection for each POST in flight: no sender waits for one.
+        pool_size=max(10, settings.submit_concurrency),
     )
 
 
@@ -230,7 +239,16 @@ def lookups() -> Lookups:
         # An order a lookup puts back to QUEUED is a submission again.
         publish_submissions=publisher().resubmissions,
         no_record_grace=settings.no_record_grace,
+        abandoned_grace=settings.abandoned_claim_grace,
     )
+
+
+@cache
+def claim_heartbeat() -> ClaimHeartbeat:
+    """The process's one heartbeat on the claims it holds (every submitter's)."""
+    from worker.flows.heartbeat import ClaimHeartbeat
+
+    return ClaimHeartbeat(ledger(), ttl=get_settings().lease_ttl)
 
 
 @cache
@@ -257,6 +275,8 @@ def _submitter(account: Account) -> Submitter:
             window=settings.breaker_window,
         ),
         systemic_codes=settings.systemic_codes,
+        concurrency=settings.submit_concurrency,
+        heartbeat=claim_heartbeat(),
     )
 
 
@@ -415,7 +435,7 @@ def sender() -> Sender | None:
 
 
 _BUILT = (publisher, redis_client, pool, ledger, pause_switch, metrics, _vexora, details,
-          leases, in_flight, lookups, _submitter, submitter, reconciler, producer,
+          leases, in_flight, lookups, claim_heartbeat, _submitter, submitter, reconciler, producer,
           batch_controls, approvals, accounts, decisions, feed, deliveries, sender)  # fmt: skip
 
 

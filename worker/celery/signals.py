@@ -83,14 +83,14 @@ def _require_current_schema(sender: Any = None, **_: Any) -> None:
 def _preflight(**_: Any) -> None:
     """Warn loudly about a Redis that puts the ledger at risk; never fails the start."""
     try:
-        import redis
-
         from worker.celery.preflight import log_warnings
+        from worker.coordination.client import connect
         from worker.core.config import get_settings
 
         settings = get_settings()
-        client = redis.Redis.from_url(
+        client = connect(
             settings.redis_url,
+            master=settings.redis_sentinel_master,
             decode_responses=True,
             socket_timeout=settings.read_timeout,
             socket_connect_timeout=settings.connect_timeout,

@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "webhook stands.",
     ),
     "export": ("batch", "One CSV row per payout of BATCH, for people and spreadsheets."),
+    "failover": (
+        "local",
+        "Fail over a server of `disburse up --replicated` (on this machine only).",
+    ),
     "fields": ("enqueue", "The columns of each market's rows file, as Markdown tables."),
     "payout": (
         "payout",
@@ -75,7 +79,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 ENVIRONMENT = """\b
 Environment (a .env file in the current directory may supply it):
   DATABASE_URL        PostgreSQL, the ledger
-  REDIS_URL           Redis: broker, rate limiters, token, locks
+  REDIS_URL           Redis: broker, rate limiters, token, locks (sentinel:// too)
+  REDIS_SENTINEL_MASTER
+                      the master's name at the Sentinels (mymaster)
   CELERY_BROKER_URL   optional broker override, e.g. amqp:// for RabbitMQ
   VEXORA_BASE_URL, VEXORA_MERCHANT_NO, VEXORA_APP_SECRET, VEXORA_RATE_LIMIT
                       the payout API (VEXORA_<MARKET>_* for one market's account)
@@ -93,6 +99,7 @@ Environment (a .env file in the current directory may supply it):
                       every provider call, in seconds
   SUBMIT_BUDGET, LOOKUP_BUDGET
                       seconds a submit or lookup task works before handing on
+  SUBMIT_CONCURRENCY  POSTs a submit task keeps in flight at once (32)
   DISBURSE_KEY_PREFIX the first part of every Redis key
   APP_WEBHOOK_URL, APP_WEBHOOK_SECRET
                       where and how payouts' events are sent to the application

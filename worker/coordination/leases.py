@@ -6,10 +6,10 @@ server's clock. While its task works through them, a thread of the task renews t
 every few seconds; when the task ends normally it gives up those it claimed, and leaves
 those it handed on in a new message to the worker that receives it. A worker that dies
 (SIGKILLed, out of memory, its machine gone) stops renewing, and LEASE_TTL seconds later
-its orders' leases have expired: the reconcile pass publishes the ones still QUEUED
-again, however long the submit queues are. The broker alone would give the dead worker's
-messages back only after their visibility timeout. A task that fails leaves its leases
-to expire the same way. Orders in a message still waiting in a queue have no lease: they
+its orders' leases have expired: the claim check and the reconcile pass publish the ones
+still QUEUED again, however long the submit queues are. The broker alone would give the
+dead worker's messages back only after their visibility timeout. A task that fails leaves
+its leases to expire the same way. Orders in a message still waiting in a queue have no lease: they
 are not lost.
 A lookup task holds its orders the same way, as it may put some back to QUEUED and
 publishes them only when it is done.
@@ -101,7 +101,7 @@ class Lease:
     On a normal exit the orders are released, except those :meth:`hand_on`-ed: their
     lease is left to the worker that receives their new message (it leases them again,
     and may have done so already: releasing them would undo that). On an exception none
-    is released: they expire, and the pass publishes the ones still QUEUED.
+    is released: they expire, and the ones still QUEUED are published again.
     """
 
     def __init__(self, leases: Leases, trade_nos: Sequence[str]) -> None:

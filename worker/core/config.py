@@ -34,9 +34,11 @@ from worker.core.settings import (
     Settings,
 )
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 # Celery's brokers (kombu transports) that this system is run with.
-_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "sentinel", "sqs")
+_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "sqs")
+# kombu's and Celery's separator between the Sentinels of one URL.
+_SENTINEL_SEPARATOR = ";"
 # VEXORA_<MARKET>_<SETTING>: one market's own provider account.
 _MARKET_VARIABLE = re.compile(r"VEXORA_([A-Za-z0-9]+)_(BASE_URL|MERCHANT_NO|APP_SECRET|RATE_LIMIT)")
 
@@ -54,7 +56,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, *, least: int = 0) -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -62,8 +64,10 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    if value < least:
+        if least == 0:
+            raise ConfigError(f"{name} must not be negative, got {raw!r}")
+        raise ConfigError(f"{name} must be at least {least}, got {raw!r}")
     return value
 
 
@@ -190,8 +194,37 @@ def _server_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> 
     return raw
 
 
+def _redis_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
+    """A Redis URL; a ``sentinel://`` one may name several Sentinels as kombu does:
+    ``sentinel://[:password@]host:port[;sentinel://host:port...][/db]``.
+
+    kombu and Celery read the database of the first part only: it is given to every
+    part, so that the broker, the results and the app use the one named wherever it is.
+    """
+    raw = env.get(name) or ""
+    if not raw.startswith("sentinel://"):
+        return _server_url(env, name, schemes)
+    sentinels = raw.split(_SENTINEL_SEPARATOR)
+    for sentinel in sentinels:
+        _server_url({name: sentinel}, name, ("sentinel",))
+        if not urlsplit(sentinel).hostname:
+            raise ConfigError(
+                f"{name} names a Sentinel without a host; expected sentinel://host:port"
+            )
+    databases = {urlsplit(s).path.strip("/") for s in sentinels} - {""}
+    if len(databases) > 1:
+        raise ConfigError(
+            f"{name} names two databases; name one, e.g. sentinel://h1:26379;sentinel://h2:26379/0"
+        )
+    if not databases:
+        return raw
+    path = f"/{databases.pop()}"
+    return _SENTINEL_SEPARATOR.join(urlsplit(s)._replace(path=path).geturl() for s in sentinels)
+
+
 def _database_url(env: Mapping[str, str]) -> str:
-    """DATABASE_URL: a postgresql:// URL, or a libpq ``key=value`` connection string."""
+    """DATABASE_URL: a postgresql:// URL (libpq's multi-host form too:
+    ``postgresql://user@h1:5432,h2:5432/disburse``), or a libpq ``key=value`` string."""
     raw = env.get("DATABASE_URL") or ""
     if "://" not in raw and "=" in raw:
         try:
@@ -202,7 +235,21 @@ def _database_url(env: Mapping[str, str]) -> str:
                 "nor a URL such as postgresql://user:password@host:5432/disburse"
             ) from None
         return raw
-    return _server_url(env, "DATABASE_URL", ("postgresql", "postgres"))
+    schemes = ("postgresql", "postgres")
+    hosts = urlsplit(raw).netloc.rpartition("@")[2]
+    if "," not in hosts:
+        return _server_url(env, "DATABASE_URL", schemes)
+    # Several hosts: urlsplit reads one port only; libpq reads the list.
+    _server_url({"DATABASE_URL": raw.replace(hosts, "host", 1)}, "DATABASE_URL", schemes)
+    try:
+        ports = conninfo_to_dict(raw).get("port") or ""
+    except psycopg.ProgrammingError:
+        ports = "not read"
+    if not all(port.isdigit() for port in str(ports).split(",") if port):
+        raise ConfigError(
+            "DATABASE_URL has a malformed host list; expected postgresql://user@h1:5432,h2:5432/db"
+        )
+    return raw
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -280,8 +327,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     app_webhook_url, app_webhook_secret = _app_webhook(env)
     settings = Settings(
         database=_database_url(env),
-        redis=_server_url(env, "REDIS_URL", _REDIS_SCHEMES),
-        broker_url=_server_url(env, "CELERY_BROKER_URL", _BROKER_SCHEMES),
+        redis=_redis_url(env, "REDIS_URL", _REDIS_SCHEMES),
+        redis_sentinel_master=text("REDIS_SENTINEL_MASTER", d.redis_sentinel_master),
+        broker_url=_redis_url(env, "CELERY_BROKER_URL", _BROKER_SCHEMES),
         key_prefix=text("DISBURSE_KEY_PREFIX", d.key_prefix),
         vexora_base_url=_optional_url(env, "VEXORA_BASE_URL") or d.vexora_base_url,
         vexora_merchant_no=text("VEXORA_MERCHANT_NO", d.vexora_merchant_no),
@@ -298,6 +346,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", d.connect_timeout),
         read_timeout=_float(env, "HTTP_READ_TIMEOUT", d.read_timeout),
         submit_budget=_float(env, "SUBMIT_BUDGET", d.submit_budget),
+        submit_concurrency=_count(env, "SUBMIT_CONCURRENCY", d.submit_concurrency, least=1),
         reconcile_every=_float(env, "RECONCILE_EVERY", d.reconcile_every),
         reconcile_after=_float(env, "RECONCILE_AFTER", d.reconcile_after),
         review_after=_float(env, "REVIEW_AFTER", d.review_after),

@@ -8,16 +8,18 @@ the queues.
 SUBMIT_TASK = "disburse.submit"
 LOOKUP_TASK = "disburse.lookup"
 RECONCILE_TASK = "disburse.reconcile"
+CLAIM_CHECK_TASK = "disburse.claim_check"
 
 # First submissions wait their turn in ``submit``, in row order. Every order a task
 # took up before (the rest of a chunk handed on, a retry, an order whose task died, one
 # the provider has no record of) goes to ``resubmit``, which every worker consumes
-# first (worker.celery.publish.ResubmitFirst), so such an order never waits behind a big batch
-# still queued. Its inflow is bounded by what the workers took up, so ``submit`` is
-# never starved.
+# before ``submit`` (worker.celery.publish.UrgentFirst), so such an order never waits behind a
+# big batch still queued. Its inflow is bounded by what the workers took up, so
+# ``submit`` is never starved.
 SUBMIT_QUEUE = "submit"
 RESUBMIT_QUEUE = "resubmit"
-# The reconcile pass and the lookups, which likewise never wait behind a big batch.
+# The reconcile pass, the claim check and the lookups, consumed first of all (with
+# ``outbox``), so that they never wait behind a big batch.
 RECONCILE_QUEUE = "reconcile"
 # Where a task without a route would go: every task has one.
 DEFAULT_QUEUE = "default"

@@ -42,7 +42,10 @@ DETAILS_SETTINGS = (
 # Server URLs: what each is for, and an example, for the error when one is not set.
 _SERVERS = {
     "DATABASE_URL": ("the ledger's PostgreSQL", "postgresql://user:password@host:5432/disburse"),
-    "REDIS_URL": ("the Redis server", "redis://host:6379/0"),
+    "REDIS_URL": (
+        "the Redis server (or its Sentinels)",
+        "redis://host:6379/0 or sentinel://h1:26379/0;sentinel://h2:26379/0",
+    ),
 }
 # The notifyUrl sent when NOTIFY_URL is not set (a warning at start says so).
 DEFAULT_NOTIFY_URL = "https://127.0.0.1:8701/notify"
@@ -79,6 +82,8 @@ class Settings:
     database: str = field(default="", repr=False)
     redis: str = field(default="", repr=False)
     broker_url: str = field(default="", repr=False)
+    # The master the Sentinels of a sentinel:// REDIS_URL (or broker URL) watch.
+    redis_sentinel_master: str = "mymaster"
     key_prefix: str = KEY_PREFIX
     looked_in: str = "the environment"
 
@@ -115,6 +120,9 @@ class Settings:
     # A submit task hands the rest of its chunk on after this long, which bounds every
     # task's run time and so the claim lease and Celery's time limits derived from it.
     submit_budget: float = 30.0
+    # POSTs a submit task keeps in flight at once (SUBMIT_CONCURRENCY; worker.flows.submit):
+    # enough to reach a 100/s limit from one process at 250 ms a POST (docs/architecture.md).
+    submit_concurrency: int = 32
     reconcile_every: float = 30.0
     reconcile_after: float = 60.0
     review_after: float = 86400.0
@@ -141,8 +149,9 @@ class Settings:
     not_found_codes: frozenset[str] = DEFAULT_NOT_FOUND_CODES
     no_record_grace: float = NO_RECORD_GRACE
     # Seconds after its POST an UNKNOWN order is asked about (QUERY_DELAY), and a submit
-    # or lookup task's lease on its orders lasts unless renewed (LEASE_TTL;
-    # worker.coordination.leases): worker.core.defaults says why these values.
+    # or lookup task's lease on its orders, or a claim's (worker.flows.heartbeat), lasts
+    # unless renewed (LEASE_TTL; worker.coordination.leases): worker.core.defaults says
+    # why these values.
     query_delay: float = QUERY_DELAY
     lease_ttl: float = LEASE_TTL
 
@@ -235,13 +244,25 @@ class Settings:
 
     @property
     def task_time_limit(self) -> float:
-        """Hard limit for any task: the longer budget, one more HTTP call, and margin."""
+        """Hard limit for any task: the longer budget, one more HTTP call (no POST starts
+        after a submit task's budget, and each ends within the client's total deadline,
+        the sum of ``timeouts``), and margin."""
         return max(self.submit_budget, self.lookup_budget) + sum(self.timeouts) + 30.0
 
     @property
     def claim_lease(self) -> float:
-        """After this long a SUBMITTING order's worker is certainly gone (killed at the limit)."""
+        """After this long a SUBMITTING order's worker is certainly gone (killed at the
+        limit): the rule for a claim without a lease of its own (migration 0011)."""
         return self.task_time_limit + 10.0
+
+    @property
+    def abandoned_claim_grace(self) -> float:
+        """Seconds after an abandoned claim's lease expired from which the provider's "no
+        record" of it is believed (worker.flows.lookup). A POST of it started a renewal
+        interval (a third of LEASE_TTL) before that at the latest (its holder starts one
+        only then: worker.flows.heartbeat), reached the provider within the connect
+        timeout, and shows within QUERY_DELAY."""
+        return max(0.0, self.connect_timeout + self.query_delay - self.lease_ttl / 3)
 
     @property
     def visibility_timeout(self) -> int:

@@ -31,6 +31,7 @@ from worker.core.defaults import (
     MIGRATION_LOCK_TIMEOUT,
 )
 from worker.core.exceptions import MigrationLocked, SchemaBehind
+from worker.db.session import writable_conninfo
 
 UPGRADE_COMMAND = "disburse db upgrade"
 # The advisory lock key every upgrade takes: any constant unlikely to be used elsewhere.
@@ -87,7 +88,7 @@ def upgrade(
     attempts = attempts or MIGRATION_LOCK_ATTEMPTS
     sleep = sleep or time.sleep
     applied: list[int] = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(writable_conninfo(conninfo), autocommit=True) as conn:
         for migration in migrations():
             for attempt in range(1, attempts + 1):
                 try:
@@ -129,7 +130,7 @@ def _locked(migration: Migration, lock_timeout: float, attempts: int) -> str:
 
 def current_version(conninfo: str) -> int:
     """The newest migration applied to the database; 0 for an empty one."""
-    with psycopg.connect(conninfo) as conn:
+    with psycopg.connect(writable_conninfo(conninfo)) as conn:
         return max(_applied(conn), default=0)
 
 
@@ -137,7 +138,7 @@ def check(conninfo: str) -> None:
     """Raise :class:`SchemaBehind`, naming the upgrade command, unless every migration
     of this code is applied. Migrations newer than the code are allowed: a rolling
     deployment upgrades the schema first, then the processes."""
-    with psycopg.connect(conninfo) as conn:
+    with psycopg.connect(writable_conninfo(conninfo)) as conn:
         done = _applied(conn)
     missing = [migration.version for migration in migrations() if migration.version not in done]
     if missing:

@@ -86,7 +86,7 @@ def _recording(pool: LedgerPool) -> type[psycopg.Connection[Any]]:
 def open_pool(
     url: str,
     *,
-    max_size: int = 4,
+    max_size: int = 6,
     timeout: float = 10.0,
     connect_timeout: int = 5,
     name: str = "disburse",
@@ -95,7 +95,12 @@ def open_pool(
     """A pool for ``url`` that starts connecting in the background and returns at once.
 
     ``max_size`` small: a prefork child runs one task at a time, and every process
-    has its own pool, so the server sees (processes x max_size) sessions at most.
+    has its own pool, so the server sees (processes x max_size) sessions at most (8
+    processes: 48, well under PostgreSQL's default 100). Six: a submit task's
+    coordinator claims and answers in groups on one, and its sender threads write the
+    rarer failures (a refusal, a connection refused) on the others, each in a
+    statement of a few ms, so that a burst of failures from many POSTs in flight
+    waits briefly for a session rather than opening more.
     ``connect_timeout`` bounds one connection attempt (libpq, whole seconds, 2 at least).
     Every session runs under ``limits`` (default: :class:`SessionLimits`' defaults) and
     with TCP keepalives (worker.db.session).

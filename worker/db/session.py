@@ -17,6 +17,11 @@ session of a pool gets, as connection options (no extra round trip):
 
 ``0`` turns a timeout off. The URL's own ``options`` come after these, so a ``-c`` there
 wins, as do its own ``keepalives*`` parameters (on both sides).
+
+Every connection also asks for a writable server (libpq's ``target_session_attrs``,
+unless the URL sets it): with a multi-host DATABASE_URL (``postgresql://u@h1,h2/db``)
+libpq skips a standby, so after a failover a reconnect lands on the promoted one, never
+on a server that would refuse the ledger's writes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 KEEPALIVES = {
     "keepalives": "1",
@@ -32,6 +37,23 @@ KEEPALIVES = {
     "keepalives_interval": "10",
     "keepalives_count": "3",
 }
+
+
+WRITABLE = {"target_session_attrs": "read-write"}
+
+
+def writable(conninfo: str) -> dict[str, str]:
+    """``target_session_attrs=read-write``, unless ``conninfo`` says otherwise."""
+    try:
+        given = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:  # the connection reports it, with libpq's words
+        given = {}
+    return {} if "target_session_attrs" in given else dict(WRITABLE)
+
+
+def writable_conninfo(conninfo: str) -> str:
+    """``conninfo`` asking for a writable server (:func:`writable`)."""
+    return make_conninfo(conninfo, **writable(conninfo)) if writable(conninfo) else conninfo
 
 
 @dataclass(frozen=True)
@@ -54,12 +76,14 @@ class SessionLimits:
 
 def connection_kwargs(conninfo: str, limits: SessionLimits) -> dict[str, str]:
     """libpq parameters to pass beside ``conninfo``: the limits' options (after the URL's
-    own, which win) and the keepalives the URL does not set itself."""
+    own, which win), and the keepalives and ``target_session_attrs`` the URL does not
+    set itself."""
     try:
         given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:  # the connection reports it, with libpq's words
         given = {}
     kwargs = {name: value for name, value in KEEPALIVES.items() if name not in given}
+    kwargs.update(writable(conninfo))
     keepalives = {name: str(given.get(name, value)) for name, value in KEEPALIVES.items()}
     options = limits.options()
     if keepalives["keepalives"] != "0":

@@ -198,9 +198,13 @@ class LocalCluster(Service):
             raise
         return self
 
-    def start_worker(self, index: int) -> None:
+    def start_worker(self, index: int, *, queues: str | None = None) -> None:
+        """Start worker ``index`` from the Procfile's line; ``queues`` (tests): consuming
+        only these instead of the line's."""
         extra = [f"--concurrency={self.concurrency}", f"--hostname=w{index}@%h",
                  "--without-mingle", "--without-gossip"]  # fmt: skip
+        if queues is not None:
+            extra += ["-Q", queues]
         self.workers[index] = self._spawn("worker", extra, f"worker{index}.log")
 
     def start_beat(self) -> subprocess.Popen[bytes]:

@@ -66,12 +66,27 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
+def run(
+    *,
+    payouts: int,
+    workers: int,
+    output: Path,
+    log_dir: Path,
+    latency_median: float = 0.0,
+    latency_sigma: float = 0.6,
+) -> int:
+    """``latency_median`` > 0: the sandbox answers after a lognormal wait, as a real
+    provider does (SandboxConfig.latency_median)."""
     from worker.dev.cluster import LocalCluster, refuse_open_payouts
     from worker.dev.first_login import console_lines
 
     sandbox = SandboxConfig(
-        settle_delay=(0.3, 2.0), failure_ratio=FAILURE_RATIO, seed=2026, webhook_time_scale=0.05
+        settle_delay=(0.3, 2.0),
+        failure_ratio=FAILURE_RATIO,
+        seed=2026,
+        webhook_time_scale=0.05,
+        latency_median=latency_median,
+        latency_sigma=latency_sigma,
     )
     env = {"VEXORA_RATE_LIMIT": "250/s", "DETAILS_RATE_LIMIT": "100/s"}
     database_url = os.environ.get("DATABASE_URL") or None
@@ -83,7 +98,12 @@ def run(*, payouts: int, workers: int, output: Path, log_dir: Path) -> int:
     database = (
         "private PostgreSQL" if database_url is None else f"PostgreSQL at {mask_text(database_url)}"
     )
-    print(f"starting: private Redis, {database}, sandbox provider, webhook receiver, "
+    slow = (
+        f" (answering in a median {latency_median:g} s, sigma {latency_sigma:g})"
+        if latency_median
+        else ""
+    )
+    print(f"starting: private Redis, {database}, sandbox provider{slow}, webhook receiver, "
           f"{_count(workers, 'worker')}, beat ...", flush=True)  # fmt: skip
     log_dir = log_dir.resolve()
     cluster = LocalCluster(

@@ -117,9 +117,21 @@ class PostgresServer(Service):
     crash; fine for tests, never for payouts.
     """
 
-    def __init__(self, *, durable: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        durable: bool = True,
+        port: int | None = None,
+        settings: tuple[str, ...] = (),
+        standby_of: PostgresServer | None = None,
+    ) -> None:
+        """``settings``: more ``name=value`` server settings; ``standby_of``: created by
+        ``pg_basebackup -R`` from that (running) server, it streams its WAL until
+        :meth:`promote`."""
         self.port = port or free_port()
         self.durable = durable
+        self.settings = settings
+        self.standby_of = standby_of
         self._dir = tempfile.TemporaryDirectory(prefix="disburse-postgres-")
         self._account = _server_account()
         if self._account is not None:
@@ -152,12 +164,16 @@ class PostgresServer(Service):
             return self
         bin_dir = server_binaries(self._account)
         if not (self.data_directory / "PG_VERSION").exists():
-            self._initdb(bin_dir)
+            if self.standby_of is None:
+                self._initdb(bin_dir)
+            else:
+                self._base_backup(bin_dir, self.standby_of)
         settings = [
             "listen_addresses=127.0.0.1",
             f"port={self.port}",
             "unix_socket_directories=",
             *(() if self.durable else _NOT_DURABLE),
+            *self.settings,
         ]
         args = [str(bin_dir / "postgres"), "-D", str(self.data_directory)]
         for setting in settings:
@@ -198,6 +214,37 @@ class PostgresServer(Service):
         if done.returncode != 0:
             output = (done.stdout + done.stderr).decode(errors="replace").strip()
             raise RuntimeError(f"initdb failed ({done.returncode}): {output}")
+
+    def _base_backup(self, bin_dir: Path, primary: PostgresServer) -> None:
+        """A copy of ``primary`` that starts as its standby (``-R``: standby.signal and
+        primary_conninfo written), its WAL streamed during the copy."""
+        args = [
+            str(bin_dir / "pg_basebackup"),
+            "--pgdata", str(self.data_directory),
+            "--dbname", f"host=127.0.0.1 port={primary.port} user=postgres",
+            "--write-recovery-conf",
+            "--wal-method", "stream",
+            "--checkpoint", "fast",
+        ]  # fmt: skip
+        if not self.durable:
+            args.append("--no-sync")
+        done = subprocess.run(
+            args, cwd=self.directory, capture_output=True, timeout=120, check=False,
+            **_as_user(self._account),
+        )  # fmt: skip
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace").strip()
+            raise RuntimeError(f"pg_basebackup failed ({done.returncode}): {output}")
+
+    def promote(self) -> None:
+        """A standby becomes a primary: it stops following and takes writes."""
+        promote_at(self.url)
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs."""
+        running = self._process is not None and self._process.poll() is None
+        return self._process.pid if running and self._process is not None else None
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -274,6 +321,14 @@ class PostgresServer(Service):
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
+
+
+def promote_at(url: str) -> None:
+    """Promote the standby at ``url`` (``pg_promote``); returns once it takes writes."""
+    with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_promote(wait => true, wait_seconds => 30)").fetchone()
+    if not row or not row[0]:
+        raise RuntimeError("the standby was not promoted within 30 s")
 
 
 def _running(process: psutil.Process) -> bool:

@@ -47,9 +47,13 @@ def server_binary() -> str:
 class RedisServer(Service):
     """Start with ``with RedisServer() as server: server.url``; ``restart()`` keeps data (AOF)."""
 
-    def __init__(self, *, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, *, appendonly: bool = False, port: int | None = None, replica_of: int | None = None
+    ) -> None:
+        """``replica_of``: the port of a master on 127.0.0.1 that this one replicates."""
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.replica_of = replica_of
         self._dir = tempfile.TemporaryDirectory(prefix="disburse-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -76,6 +80,8 @@ class RedisServer(Service):
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.directory / "server.log"),
         ]  # fmt: skip
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         # Its own session: a Ctrl-C meant for our process must not stop it under the
         # workers that still use it; close() stops it.
         self._process = subprocess.Popen(
@@ -112,6 +118,18 @@ class RedisServer(Service):
                 self._process.kill()
                 self._process.wait()
         self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed machine: nothing is flushed."""
+        if self._process and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        running = self._process is not None and self._process.poll() is None
+        return self._process.pid if running and self._process is not None else None
 
     def restart(self) -> None:
         """Stop (SIGTERM, so AOF is flushed) and start again on the same port and data."""

@@ -9,7 +9,8 @@ line per process and the environment for a second shell, and writes it to ``.env
 (which every ``disburse`` command run in that folder reads) unless a ``.env`` of
 yours is there. ``servers_only``: no web, worker or beat, for ``honcho start`` on the
 Procfile (honcho reads the ``.env``, whose ``PORT`` puts ``web`` where the sandbox
-delivers).
+delivers). ``replicated``: PostgreSQL with a streaming standby, Redis with a replica and
+three Sentinels (worker.dev.replicated), for ``disburse failover`` to fail over by hand.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from worker.dev.first_login import console_lines
 from worker.dev.redis_server import free_port
 from worker.sandbox import SandboxConfig
 
+# Passed on to the processes as given (``--replicated`` sets it too).
+_PASSED_ON = ("REDIS_SENTINEL_MASTER",)
 # The first line of every .env this command writes: one without it is the user's own.
 MARK = "# Written by `disburse up`"
 # Settings the cluster chooses for its processes that a user's environment overrides.
@@ -108,6 +111,9 @@ def run(
     env_file: Path,
     servers_only: bool = False,
     failure_ratio: float = 0.05,
+    replicated: bool = False,
+    latency_median: float = 0.0,
+    latency_sigma: float = 0.6,
 ) -> int:
     """Start everything, print where it is, wait for Ctrl-C or SIGTERM, stop everything.
 
@@ -128,11 +134,49 @@ def run(
         given = {k: v for k, v in os.environ.items() if found.get(k) != v}
     else:
         given = {**found, **os.environ}  # yours: read, as every command reads it
+    if replicated and (given.get("DATABASE_URL") or given.get("REDIS_URL")):
+        print("error: --replicated starts its own servers: unset DATABASE_URL and REDIS_URL",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if given.get("DATABASE_URL") and not given.get("VEXORA_BASE_URL"):
         code = refuse_open_payouts(given["DATABASE_URL"])
         if code:
             return code
     log_dir = log_dir.resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    servers = Replicas(log_dir) if replicated else None
+    try:
+        if servers is not None:
+            print("disburse up: starting the replicated servers ...", flush=True)
+            given.update(servers.start())
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sandbox = SandboxConfig(
+            failure_ratio=failure_ratio,
+            latency_median=latency_median,
+            latency_sigma=latency_sigma,
+        )
+        return _run(given, write_env, workers, port, log_dir, env_file, servers_only,
+                    sandbox, servers, other)  # fmt: skip
+    finally:
+        if servers is not None:
+            servers.close()
+
+
+def _run(
+    given: dict[str, str],
+    write_env: bool,
+    workers: int,
+    port: int,
+    log_dir: Path,
+    env_file: Path,
+    servers_only: bool,
+    sandbox: SandboxConfig,
+    servers: Replicas | None,
+    other: int | None,
+) -> int:
     cluster = LocalCluster(
         workers=0 if servers_only else workers,
         beat=not servers_only,
@@ -141,12 +185,12 @@ def run(
         redis_url=given.get("REDIS_URL") or None,
         database_url=given.get("DATABASE_URL") or None,
         provider_url=given.get("VEXORA_BASE_URL") or None,
-        sandbox=SandboxConfig(failure_ratio=failure_ratio),
+        sandbox=sandbox,
         port=port or None,
         env={
             # `honcho start` runs the Procfile's console: on a free port, as the web's.
             **({"CONSOLE_PORT": str(free_port())} if servers_only else {}),
-            **{name: given[name] for name in _YOURS_WIN if given.get(name)},
+            **{name: given[name] for name in (*_YOURS_WIN, *_PASSED_ON) if given.get(name)},
         },
         log_dir=log_dir,
     )
@@ -168,7 +212,10 @@ def run(
         except (RuntimeError, TimeoutError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        _print_ready(cluster, env, env_file.resolve(), write_env, servers_only, other)
+        _print_ready(cluster, env, env_file.resolve(), write_env, servers_only,
+                     servers is not None, other)  # fmt: skip
+        if servers is not None:
+            servers.print_ready()
         return _wait(cluster)
     except KeyboardInterrupt:
         return 0
@@ -182,6 +229,53 @@ def run(
         print(f"stopped: every process and server it started; logs kept in {log_dir}", flush=True)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+class Replicas:
+    """The servers of ``--replicated``, and the state file ``disburse failover`` reads."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from worker.dev.replicated import ReplicatedPostgres, ReplicatedRedis
+
+        self.log_dir = log_dir
+        self.postgres = ReplicatedPostgres(synchronous=True)
+        self.redis = ReplicatedRedis()
+
+    def start(self) -> dict[str, str]:
+        """Start both; the settings that point the cluster at them."""
+        from worker.dev.replicated import SENTINEL_MASTER, RunState
+
+        try:
+            self.postgres.start()
+            self.redis.start()
+        except BaseException:
+            self.close()
+            raise
+        RunState.of(self.postgres, self.redis).write(self.log_dir)
+        return {
+            "DATABASE_URL": self.postgres.url(),
+            "REDIS_URL": self.redis.url,
+            "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+        }
+
+    def print_ready(self) -> None:
+        from worker.dev.replicated import STATE_FILE
+
+        pg, redis = self.postgres, self.redis
+        print(f"\nReplicated (state for `disburse failover` in {self.log_dir / STATE_FILE}):")
+        print(f"  postgres  primary port {pg.primary.port} (pid {pg.primary.pid}), "
+              f"standby port {pg.standby.port}, synchronous")  # fmt: skip
+        print(f"  redis     master port {redis.master.port}, replica port {redis.replica.port}, "
+              f"Sentinels {', '.join(map(str, redis.sentinel_ports))}")  # fmt: skip
+        print(f"Fail one over: disburse failover postgres|redis --log-dir {self.log_dir}")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        from worker.dev.replicated import STATE_FILE
+
+        self.redis.close()
+        self.postgres.close()
+        (self.log_dir / STATE_FILE).unlink(missing_ok=True)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -224,6 +318,7 @@ def _print_ready(
     env_file: Path,
     written: bool,
     servers_only: bool,
+    replicated: bool = False,
     other: int | None = None,
 ) -> None:
     def line(name: str, what: str) -> None:
@@ -234,17 +329,22 @@ def _print_ready(
 
     print("disburse up: running; Ctrl-C stops everything")
     private = "private: its data is gone when this stops"
-    line("redis", f"{mask_text(cluster.redis_url)}  ({private if cluster.redis else 'yours'})")
+    if replicated:
+        private = "replicated, " + private
+    yours = private if replicated else "yours"
+    line("redis", f"{mask_text(cluster.redis_url)}  ({private if cluster.redis else yours})")
     line(
         "postgres",
-        f"{mask_text(cluster.database_url)}  ({private if cluster.postgres else 'yours'})",
+        f"{mask_text(cluster.database_url)}  ({private if cluster.postgres else yours})",
     )
     if cluster.sandbox is not None:
         ratio = cluster.sandbox.config.failure_ratio
+        median, sigma = cluster.sandbox.config.latency_median, cluster.sandbox.config.latency_sigma
         line(
             "sandbox",
             f"{cluster.sandbox.url}  provider simulator: {ratio:.0%} of payouts FAILED on "
-            f"purpose; webhooks to {cluster.receiver_url}",
+            f"purpose; webhooks to {cluster.receiver_url}"
+            + (f"; answers after a median {median:g} s (sigma {sigma:g})" if median else ""),
         )
     else:
         line("provider", f"{mask_text(str(cluster.provider_url))}  (yours: no sandbox)")

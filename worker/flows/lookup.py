@@ -12,9 +12,12 @@ failed / 00029                         FAILED; for an order that may have been s
                                        API and the status query both say failed (one
                                        says paid: REVIEW; else asked again later)
 pending / 0015                         PROCESSING (stays)
-no record, UNKNOWN or stale claim      asked again; no record again NO_RECORD_GRACE s
+no record, UNKNOWN                     asked again; no record again NO_RECORD_GRACE s
                                        later: QUEUED and resubmitted with the same
                                        tradeNo (REVIEW after MAX_NO_RECORD_RESUBMITS)
+no record, abandoned claim             its lease expired abandoned_grace s ago or more:
+                                       QUEUED and resubmitted at once (same tradeNo);
+                                       else asked again at the next check
 no record, anything else               unchanged (asked again on the next pass)
 a query code not in NOT_FOUND_CODES    unchanged, counted and logged (asked again)
 contradicts a final state              discrepancy recorded; the final state stays
@@ -72,7 +75,9 @@ class Lookups:
     """Asks the provider about orders, each through its market's account, and applies
     the answers.
 
-    ``claim_lease``: past it a SUBMITTING order's worker is certainly gone.
+    ``claim_lease``: past it a SUBMITTING order claimed before claim leases existed
+    (migration 0011) is abandoned. ``abandoned_grace``: seconds after an abandoned
+    claim's lease expired from which "no record" is believed (see :meth:`_not_found`).
     ``recover_budget``: the rate-limit wait allowed to :meth:`recover`.
     ``publish_submissions`` publishes the orders a lookup put back to QUEUED.
     """
@@ -89,6 +94,7 @@ class Lookups:
         claim_lease: float,
         recover_budget: float,
         publish_submissions: Callable[[Sequence[str]], object],
+        abandoned_grace: float,
         no_record_grace: float = NO_RECORD_GRACE,
     ) -> None:
         self.ledger = ledger
@@ -101,6 +107,7 @@ class Lookups:
         self.recover_budget = recover_budget
         self.publish_submissions = publish_submissions
         self.no_record_grace = no_record_grace
+        self.abandoned_grace = abandoned_grace
 
     def run(self, trade_nos: Sequence[str], budget: float) -> LookupReport:
         """Ask the provider about each order in turn, within ``budget`` seconds of waiting.
@@ -381,21 +388,40 @@ class Lookups:
         """The provider answered without a record of a payout with this tradeNo.
 
         An order with a provider id was accepted once: it stays as it is. For one whose
-        POST may have arrived or not (UNKNOWN, or a claim whose holder is certainly gone),
-        a single such answer is not believed, as the request may still be on its way at
-        the provider: the first is noted on the order; one at least ``no_record_grace``
-        seconds later resubmits it with the same tradeNo (a repeat would be refused,
-        never paid); after ``MAX_NO_RECORD_RESUBMITS`` such rounds it goes to REVIEW.
-        Lookups that failed (transport, 5xx, 429) never get here: they count for nothing.
+        POST may have arrived or not, a single such answer is not believed too soon, as
+        the request may still be on its way at the provider:
+
+        - UNKNOWN: the first is noted on the order; one at least ``no_record_grace``
+          seconds later resubmits it with the same tradeNo.
+        - SUBMITTING, its claim abandoned (its lease expired: worker.flows.heartbeat):
+          resubmitted at once when the answer comes ``abandoned_grace`` seconds or more
+          after the lease expired (else asked again at the next check). A POST of the
+          claim started a renewal interval before its lease expired at the latest (its
+          holder starts one only while the lease has that much left:
+          ClaimHeartbeat.alive); it reached the provider within its connect timeout, and
+          the provider shows a request that arrived within QUERY_DELAY: hence
+          ``abandoned_grace`` (Settings.abandoned_claim_grace). A claim
+          alive again (renewed late) is never taken: the move requires the lease expired,
+          on the row as locked. And were that reasoning wrong (a POST held up longer in
+          some proxy), the resubmission still cannot pay twice: it carries the same
+          tradeNo, which the provider refuses to pay again (a refusal of a repeat is
+          classified UNKNOWN, then queried: worker.flows.submit).
+
+        After ``MAX_NO_RECORD_RESUBMITS`` rounds it goes to REVIEW. Lookups that failed
+        (transport, 5xx, 429) never get here: they count for nothing.
         """
         if order.state not in (State.UNKNOWN, State.SUBMITTING) or order.platform_trade_no:
             report.count(f"not found, {order.state} unchanged")
             self._leave(order, report, "provider has no record")
             return
-        if order.state is State.SUBMITTING and not self.ledger.stale_claim(
-            order.trade_no, self.claim_lease
-        ):
-            report.count("claim is live")
+        if order.state is State.SUBMITTING:
+            abandoned = self.ledger.abandoned_for(order.trade_no, self.claim_lease)
+            if abandoned is None:
+                report.count("claim is live")
+            elif abandoned < self.abandoned_grace:
+                report.count("not found, abandoned claim asked again later")
+            else:
+                self._resubmit(order, report)
             return
         now = self.ledger.now_ms()
         if order.unseen_ms is None or now - order.unseen_ms < self.no_record_grace * 1000:
@@ -404,6 +430,11 @@ class Lookups:
             report.count(f"not found, {order.state} asked again later")
             self._leave(order, report, "provider has no record")
             return
+        self._resubmit(order, report)
+
+    def _resubmit(self, order: Order, report: LookupReport) -> None:
+        """No record of the order's POST, believed: QUEUED to be sent again with the same
+        tradeNo (REVIEW after MAX_NO_RECORD_RESUBMITS rounds)."""
         if order.resubmits >= MAX_NO_RECORD_RESUBMITS:
             target, why = (
                 State.REVIEW,
@@ -412,7 +443,8 @@ class Lookups:
         else:
             target, why = State.QUEUED, "provider has no record"
         # Only from the state this lookup saw: an order requeued and claimed again by
-        # someone else meanwhile (a fresh SUBMITTING) is not pulled back.
+        # someone else meanwhile (a fresh SUBMITTING) is not pulled back, nor a claim
+        # renewed since it was judged abandoned.
         moved = self.ledger.transition(
             order.trade_no,
             target,
@@ -421,6 +453,7 @@ class Lookups:
             note=why,
             reason=why if target is State.REVIEW else None,
             resubmits=order.resubmits + 1 if target is State.QUEUED else None,
+            abandoned_only=order.state is State.SUBMITTING,
         )
         if not moved.moved:
             report.count(f"{moved.outcome} {moved.previous}")

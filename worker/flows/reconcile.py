@@ -3,15 +3,16 @@
 A pass (Celery beat; a Redis lock with an owner token plus a short gate make a second
 beat, or a pass that outlasts its interval, change nothing) reads the pending orders
 oldest first, in pages, from the ledger (its index of open orders): PROCESSING and
-UNKNOWN older than ``RECONCILE_AFTER``, and SUBMITTING orders whose claim outlived any
-worker, and SUCCEEDED orders someone reported failed, for the details API to confirm
-or not (``Ledger.rechecks``). It
+UNKNOWN older than ``RECONCILE_AFTER``, SUBMITTING orders whose claim is abandoned (its
+lease expired: worker.flows.heartbeat), and SUCCEEDED orders someone reported failed,
+for the details API to confirm or not (``Ledger.rechecks``). It
 publishes them as lookup tasks (worker.flows.lookup) through the in-flight markers
 (worker.coordination.inflight): an order with a lookup outstanding is not published again, so no
 order is looked up twice at once, however many beats run. When at least
 ``RECONCILE_WALK_AT`` orders are due, the pass first walks the provider's paged list
 (worker.flows.walk, 25 orders a request), and publishes lookups only of the orders the list
-did not show.
+did not show. Between passes, a frequent check (:meth:`Reconciler.abandoned_claims`, every
+CLAIM_CHECK_EVERY) takes up abandoned claims within seconds of their lease's end.
 
 The sweeper republishes QUEUED orders whose submit task died (their lease expired:
 worker.coordination.leases), whatever the length of the submit queues, and, once the queues are
@@ -33,7 +34,7 @@ from worker.coordination.inflight import InFlightLookups
 from worker.coordination.leases import Leases
 from worker.coordination.pause import PauseSwitch
 from worker.core import keys
-from worker.core.defaults import RECONCILE_PAGE
+from worker.core.defaults import CLAIM_LOOKUP_CHUNK, RECONCILE_PAGE
 from worker.core.settings import Settings
 from worker.core.states import State
 from worker.flows import retention
@@ -166,16 +167,13 @@ class Reconciler:
 
     def _fan_out(self, report: PassReport, lock: Lock) -> None:
         now = self.ledger.now_ms()
-        found: list[tuple[int, str, State]] = []
-        for state in _KINDS:
-            older_than = (
-                self.settings.claim_lease
-                if state is State.SUBMITTING
-                else self.settings.reconcile_after
-            )
+        lease, after = self.settings.claim_lease, self.settings.reconcile_after
+        found = [
+            (ms, t, State.SUBMITTING) for t, ms in self.ledger.abandoned_claims(lease, now_ms=now)
+        ]
+        for state in (State.UNKNOWN, State.PROCESSING):
             found += [
-                (ms, t, state)
-                for t, ms in self.ledger.scan(state, older_than=older_than, now_ms=now)
+                (ms, t, state) for t, ms in self.ledger.scan(state, older_than=after, now_ms=now)
             ]
         found += [(ms, t, State.SUCCEEDED) for t, ms in self.ledger.rechecks()]
         found.sort()  # oldest first, whatever the state
@@ -191,6 +189,35 @@ class Reconciler:
                 report.published[state] = report.published.get(state, 0) + 1
         report.skipped_in_flight = len(found) - len(published)
         self.in_flight.publish_marked(published)
+
+    # the claim check ------------------------------------------------------------
+    def check(self) -> list[str]:
+        """The claim check (beat, every CLAIM_CHECK_EVERY s): publish again the unclaimed
+        orders of submit tasks that died, unless submissions are paused, and return
+        :meth:`abandoned_claims` to look up now."""
+        if self.pause.reason() is None:
+            self.republish_abandoned()
+        return self.abandoned_claims()
+
+    def abandoned_claims(self) -> list[str]:
+        """The claims abandoned long enough for a lookup to decide them (their lease
+        expired ``abandoned_claim_grace`` ago: worker.flows.lookup), marked as having a
+        lookup outstanding: the first CLAIM_LOOKUP_CHUNK are returned for the caller to
+        look up now, the rest published as lookup tasks of that many each, so that a
+        whole worker's claims are asked about by several processes at once. A frequent
+        check (CLAIM_CHECK_EVERY) finds a killed worker's claims within seconds, where a
+        pass comes every RECONCILE_EVERY. One indexed query; an order with a lookup
+        outstanding already is left to it."""
+        settings = self.settings
+        decided_from = self.ledger.now_ms() - int(settings.abandoned_claim_grace * 1000)
+        found = [
+            t for t, _ in self.ledger.abandoned_claims(settings.claim_lease, now_ms=decided_from)
+        ]
+        marked = self.in_flight.mark(found, backlog=len(found)) if found else []
+        here, rest = marked[:CLAIM_LOOKUP_CHUNK], marked[CLAIM_LOOKUP_CHUNK:]
+        for start in range(0, len(rest), CLAIM_LOOKUP_CHUNK):
+            self.in_flight.publish_marked(rest[start : start + CLAIM_LOOKUP_CHUNK])
+        return here
 
     def _walk(self, found: list[tuple[int, str, State]], lock: Lock) -> WalkReport:
         assert self.walk is not None
@@ -217,7 +244,7 @@ class Reconciler:
         if self.pause.reason() is not None:
             report.sweep_skipped = "submissions are paused; QUEUED orders wait for resume"
             return
-        self._republish_abandoned(report)
+        report.abandoned = self.republish_abandoned()
         try:
             waiting = self.submit_queue_length()
         except Exception as exc:
@@ -246,13 +273,15 @@ class Reconciler:
         report.swept = len(lost)
         log.warning("republished %d QUEUED orders whose messages were lost", len(lost))
 
-    def _republish_abandoned(self, report: PassReport) -> None:
-        """Publish again the QUEUED orders whose task stopped renewing its lease.
+    def republish_abandoned(self) -> int:
+        """Publish again the QUEUED orders whose task stopped renewing its lease; how many.
 
         However long the submit queues are: the broker would give a dead worker's
         message back only after its visibility timeout. Orders claimed or final since
         are left alone. The leases are dropped only once published: a pass that dies
-        halfway leaves them to the next one.
+        halfway leaves them to the next one. The pass and the claim check both run it
+        (a dead worker's unclaimed orders then come back with its claims, within
+        seconds of its leases expiring); an order published by both is claimed once.
         """
         now = self.leases.now_ms()  # leases run on the Redis server's clock
         expired = self.leases.expired(now)
@@ -262,6 +291,6 @@ class Reconciler:
             queued += [o.trade_no for o in orders if o and o.state is State.QUEUED]
         if queued:
             self.publish_submissions(queued)
-            report.abandoned = len(queued)
             log.warning("republished %d QUEUED orders whose submit task died", len(queued))
         self.leases.forget_expired(now)
+        return len(queued)

@@ -17,5 +17,6 @@ class Ledger(Enqueue, Batches, Retention, Reports, Audit, History, Users):
     """Orders, transitions, batch counts and pending scans, in PostgreSQL.
 
     ``Ledger(pool, on_final=...)``: ``on_final(state, n)`` is told of every ``n`` orders
-    a transition made final in ``state`` (the metrics count them: worker.metrics).
+    a transition made final in ``state`` (the metrics count them: worker.metrics);
+    ``claim_ttl`` (LEASE_TTL) is how long a claim is leased from the claim or its renewal.
     """

@@ -12,20 +12,37 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from worker.core.defaults import LEASE_TTL
 from worker.core.states import State
 from worker.ledger.model import EPOCH, PAGE, Order, from_ms, order_from_row, to_ms
-from worker.ledger.sql import OPEN_STATES, ORDER_COLUMNS, RETRIES, STATE_PAGE
+from worker.ledger.sql import (
+    ABANDONED_CLAIMS,
+    CLAIM_END,
+    OPEN_STATES,
+    ORDER_COLUMNS,
+    RETRIES,
+    STATE_PAGE,
+)
 
 
 class Queries:
     """The ledger's reads, over a pool of connections each checked out for one short
-    exchange, in autocommit (see :mod:`worker.ledger`)."""
+    exchange, in autocommit (see :mod:`worker.ledger`).
+
+    ``claim_ttl``: seconds a claim is leased for, from the claim or its last renewal
+    (LEASE_TTL; see migration 0011 and worker.flows.heartbeat).
+    """
 
     def __init__(
-        self, pool: ConnectionPool, *, on_final: Callable[[State, int], None] | None = None
+        self,
+        pool: ConnectionPool,
+        *,
+        on_final: Callable[[State, int], None] | None = None,
+        claim_ttl: float = LEASE_TTL,
     ) -> None:
         self.pool = pool
         self.on_final = on_final
+        self.claim_ttl = claim_ttl
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -99,22 +116,31 @@ class Queries:
         with self._connection() as conn:
             return conn.execute(query, params).fetchall()
 
-    def _entered_ms(self, trade_no: str, state: State) -> int | None:
-        """When the order entered ``state`` (if it is in that state now)."""
-        with self._connection() as conn:
-            row = conn.execute(
-                "SELECT state_entered_at FROM orders WHERE trade_no = %s AND state = %s",
-                (trade_no, str(state)),
-            ).fetchone()
-        return to_ms(row[0]) if row is not None else None
-
     def stale_claim(self, trade_no: str, lease: float) -> bool:
-        """True when the order is SUBMITTING and was claimed more than ``lease`` s ago:
-        its worker is certainly gone (killed at its time limit, if not before)."""
-        claimed = self._entered_ms(trade_no, State.SUBMITTING)
-        if claimed is None:
-            return False
-        return self.now_ms() - claimed > lease * 1000
+        """True when the order is SUBMITTING and its claim is abandoned: its lease expired
+        (its holder stopped renewing it), or, claimed before leases existed (migration
+        0011), it was claimed more than ``lease`` s ago (killed at its time limit)."""
+        return self.abandoned_for(trade_no, lease) is not None
+
+    def abandoned_for(self, trade_no: str, lease: float) -> float | None:
+        """Seconds since the order's claim was last alive (its lease expired; see
+        :meth:`stale_claim`), by the server's clock; None while the claim is alive or the
+        order is not SUBMITTING."""
+        with self._connection() as conn:
+            row = conn.execute(CLAIM_END, {"trade_no": trade_no, "lease": lease}).fetchone()
+        if row is None:
+            return None
+        since = (self.now_ms() - to_ms(row[0])) / 1000
+        return since if since > 0 else None
+
+    def abandoned_claims(self, lease: float, *, now_ms: int) -> list[tuple[str, int]]:
+        """Every SUBMITTING order whose claim is abandoned at ``now_ms`` (see
+        :meth:`stale_claim`), as (tradeNo, claimed ms), oldest first: one query on the
+        index of open orders, as SUBMITTING orders are only those in flight."""
+        params = {"lease": lease, "now": from_ms(now_ms)}
+        with self._connection() as conn:
+            rows = conn.execute(ABANDONED_CLAIMS, params).fetchall()
+        return [(trade_no, to_ms(at)) for trade_no, at in rows]
 
     def retries_of(self, trade_no: str) -> list[tuple[str, State]]:
         """The order's retry, the retry of that, ...: (tradeNo, state), in that order."""

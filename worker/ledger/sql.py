@@ -40,11 +40,12 @@ WITH want AS (
         attempt boolean, erase boolean, source text, facts jsonb, discrepancy text,
         discrepancy_facts jsonb, platform_trade_no text, provider_status text,
         provider_message text, reason text, resubmits integer, report boolean,
-        review_from text[], attempts integer, unposted boolean, unposted_only boolean)
+        review_from text[], attempts integer, unposted boolean, unposted_only boolean,
+        abandoned_only boolean)
 ), old AS (
     -- By the primary key (the array, not a join: the index, whatever the estimates).
     SELECT trade_no, state, attempts AS tries, platform_trade_no AS stored_id,
-        unposted_claims
+        unposted_claims, CASE WHEN claim_attempt = attempts THEN claim_expires_at END AS lease
     FROM orders WHERE trade_no = ANY(%(trade_nos)s::text[])
     ORDER BY trade_no FOR UPDATE
 ), act AS (
@@ -56,8 +57,12 @@ WITH want AS (
         -- A cancel (unposted_only) moves only an order no POST was ever started for
         -- (every claim given back before its POST), decided on the row as locked, so a
         -- claim cannot slip between.
+        -- A claim taken from its holder (abandoned_only) moves only while its lease is
+        -- expired, decided on the row as locked: a late renewal keeps the claim alive.
+        -- A claim from before migration 0011 (no lease) was judged by its age.
         WHEN old.state = ANY(w.allowed) AND (w.attempts IS NULL OR old.tries = w.attempts)
-            AND (NOT w.unposted_only OR old.tries = old.unposted_claims) THEN 'move'
+            AND (NOT w.unposted_only OR old.tries = old.unposted_claims)
+            AND (NOT w.abandoned_only OR old.lease IS NULL OR old.lease < now()) THEN 'move'
         WHEN old.state = w.target AND w.refresh THEN 'refresh'
         WHEN old.state = ANY(w.discrepant) THEN 'discrepancy'
     END AS act
@@ -75,6 +80,12 @@ WITH want AS (
             + CASE WHEN a.act = 'move' AND a.unposted THEN 1 ELSE 0 END,
         -- A mark left on an earlier POST is no mark.
         unseen_at = CASE WHEN a.act = 'move' AND a.attempt THEN NULL ELSE o.unseen_at END,
+        -- A claim is leased (see migration 0011); leaving SUBMITTING ends the lease.
+        claim_expires_at = CASE
+            WHEN a.act = 'move' AND a.attempt THEN now() + %(claim_ttl)s * interval '1 second'
+            WHEN a.act IN ('move', 'review') THEN NULL ELSE o.claim_expires_at END,
+        claim_attempt = CASE WHEN a.act = 'move' AND a.attempt THEN o.attempts + 1
+            WHEN a.act IN ('move', 'review') THEN NULL ELSE o.claim_attempt END,
         -- Personal data goes in the same update that makes the order final.
         payload = CASE WHEN a.act = 'move' AND a.erase THEN NULL ELSE o.payload END,
         -- The first id the provider gave is kept: a report naming another never gets here.
@@ -148,6 +159,23 @@ SELECT trade_no, 'producer', %(state)s,
     CASE WHEN retry_of IS NOT NULL THEN jsonb_build_object('retry_of', retry_of) END
 FROM orders WHERE batch_id = %(batch)s
 """
+# When a SUBMITTING order's claim stops being alive: the end of its lease (one its own
+# attempt set: migration 0011) or, without one, %(lease)s seconds after the claim.
+_CLAIM_END = sql.SQL(
+    "coalesce(CASE WHEN claim_attempt = attempts THEN claim_expires_at END, "
+    "state_entered_at + %(lease)s * interval '1 second')"
+)
+CLAIM_END = sql.SQL(
+    "SELECT {} FROM orders WHERE trade_no = %(trade_no)s AND state = 'SUBMITTING'"
+).format(_CLAIM_END)
+# The SUBMITTING orders whose claim is abandoned at %(now)s (the server's clock, read by
+# the caller), oldest first: the lease expired or, without one (claimed before migration
+# 0011), claimed more than %(lease)s seconds ago. The state as a literal: the partial
+# index orders_open finds the (few) SUBMITTING rows.
+ABANDONED_CLAIMS = sql.SQL(
+    "SELECT trade_no, state_entered_at FROM orders "
+    "WHERE state = 'SUBMITTING' AND {} < %(now)s ORDER BY state_entered_at, trade_no"
+).format(_CLAIM_END)
 # A page of the orders in one state since before some time, oldest first, after a key
 # (entered, tradeNo). The state is spelled as a literal: the partial index orders_open
 # serves only such a query.

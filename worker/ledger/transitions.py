@@ -50,6 +50,9 @@ class Move:
     unposted: bool = False
     # Move only an order no POST was ever started for (a cancel).
     unposted_only: bool = False
+    # Move only while the order's claim lease is expired (a claim taken from a holder
+    # that stopped renewing it: worker.flows.heartbeat).
+    abandoned_only: bool = False
 
 
 def move_row(move: Move) -> dict[str, Any]:
@@ -80,6 +83,7 @@ def move_row(move: Move) -> dict[str, Any]:
         "attempts": move.attempts,
         "unposted": move.unposted,
         "unposted_only": move.unposted_only,
+        "abandoned_only": move.abandoned_only,
     }
 
 
@@ -139,6 +143,7 @@ class Transitions(Queries):
         params = {
             "moves": orjson.dumps([move_row(move) for move in moves]).decode(),
             "trade_nos": trade_nos,
+            "claim_ttl": self.claim_ttl,
         }
         with self._connection() as conn:
             rows = conn.execute(MOVE, params).fetchall()
@@ -184,6 +189,7 @@ class Transitions(Queries):
         reason: str | None = None,
         resubmits: int | None = None,
         attempts: int | None = None,
+        abandoned_only: bool = False,
     ) -> Transition:
         """Move the order to ``target`` if the table allows it (and it is in ``expect``),
         and, with ``attempts``, only while it has had that many.
@@ -195,7 +201,8 @@ class Transitions(Queries):
         already final in another state, that is recorded as a discrepancy (on the
         order and as an event) and nothing else changes. The provider's ids, status
         code and message, a reason, and the number of resubmissions because the
-        provider had no record are stored with the move.
+        provider had no record are stored with the move. ``abandoned_only``: move only
+        while the order's claim lease is expired (its holder stopped renewing it).
         """
         move = Move(
             trade_no,
@@ -205,6 +212,7 @@ class Transitions(Queries):
             note=note,
             report=report,
             attempts=attempts,
+            abandoned_only=abandoned_only,
             facts={
                 "platform_trade_no": platform_trade_no,
                 "provider_status": provider_status,
@@ -256,6 +264,18 @@ class Transitions(Queries):
         return (
             found[trade_no][0] if trade_no in found else Transition(TransitionOutcome.MISSING, None)
         )
+
+    def renew_claims(self, trade_nos: Sequence[str]) -> int:
+        """Lease the claims of ``trade_nos`` for ``claim_ttl`` s more, from now: one
+        statement for the claims a process holds (worker.flows.heartbeat). An order no
+        longer SUBMITTING is left alone. Returns how many were renewed."""
+        with self._connection() as conn:
+            cursor = conn.execute(
+                "UPDATE orders SET claim_expires_at = now() + %s * interval '1 second' "
+                "WHERE trade_no = ANY(%s) AND state = 'SUBMITTING' AND claim_attempt = attempts",
+                (self.claim_ttl, list(trade_nos)),
+            )
+        return cursor.rowcount
 
     def note_unseen(self, order: Order, at_ms: int) -> None:
         """Note that a lookup at ``at_ms`` showed no record of ``order``'s latest POST.

@@ -1,6 +1,7 @@
 """The ``outbox_deliveries`` table: the feed's events taken in with their exact body,
-each payout's oldest pending one due for sending, every attempt recorded with its backoff,
-given up days after the event, and redelivered on request."""
+each payout's oldest pending one claimed for sending (leased while in flight), every
+attempt recorded with its backoff, given up days after the event, and redelivered on
+request; and the endpoint's breaker state between runs (``outbox_state``)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ class Attempt:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def answered(self) -> bool:
+        """An HTTP answer came (not a timeout or a connection error)."""
+        return self.status is not None
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryStatus:
@@ -55,21 +61,35 @@ class DeliveryStatus:
     delivered_at: datetime | None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Failed attempts in a row; from TRIP_AFTER on, the next one not before ``retry_at``."""
+    """The endpoint's breaker as kept between runs: closed (``retry_at`` None), or open:
+    the next probe not before ``retry_at``, after ``probes_failed`` failed ones."""
 
-    failures: int = 0
-    retry_at: float = 0.0  # Unix seconds
+    probes_failed: int = 0
+    retry_at: float | None = None  # Unix seconds
+
+    @property
+    def open(self) -> bool:
+        return self.retry_at is not None
 
 
-_DUE = """
-SELECT d.event_id, d.body, d.attempts FROM outbox_deliveries d
-WHERE d.state = 'pending' AND d.next_at <= now() AND NOT (d.event_id = ANY(%(busy)s))
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox_deliveries p
-      WHERE p.state = 'pending' AND p.trade_no = d.trade_no AND p.event_id < d.event_id)
-ORDER BY d.event_id LIMIT %(limit)s
+# Each payout's oldest pending event, if due (its backoff and any lease over), oldest
+# first; leased while it is sent. An earlier event still pending, due or not, in flight
+# or not, holds its payout's later ones, and nothing else.
+_CLAIM = """
+UPDATE outbox_deliveries d SET next_at = now() + make_interval(secs => %(lease)s)
+FROM (
+    SELECT d.event_id FROM outbox_deliveries d
+    WHERE d.state = 'pending' AND d.next_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_deliveries p
+          WHERE p.state = 'pending' AND p.trade_no = d.trade_no AND p.event_id < d.event_id)
+    ORDER BY d.event_id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE d.event_id = due.event_id
+RETURNING d.event_id, d.body, d.attempts
 """
 _RECORD = """
 WITH r AS (
@@ -106,6 +126,13 @@ _AGAIN = (
 )
 
 
+def _retry_in(attempt: Attempt) -> float:
+    """Seconds until a failed attempt's retry: its backoff, counted from when it was sent
+    (an attempt that waited 10 s for no answer has waited out the first few already)."""
+    delay = backoff(attempt.number, base=EVENT_RETRY_BASE, cap=EVENT_RETRY_CAP)
+    return max(0.0, delay - attempt.latency_ms / 1000)
+
+
 class Deliveries:
     """The ``outbox_deliveries`` table: what is to be sent, what was, and each attempt."""
 
@@ -140,19 +167,18 @@ class Deliveries:
         )
         return cur.rowcount
 
-    def due(self, conn: psycopg.Connection, limit: int, busy: Sequence[int]) -> list[Delivery]:
-        """Each payout's oldest pending event, if due, oldest first; not those in flight."""
-        rows = conn.execute(_DUE, {"limit": limit, "busy": list(busy)}).fetchall()
-        return [Delivery(*row) for row in rows]
+    def claim(self, conn: psycopg.Connection, limit: int, lease: float) -> list[Delivery]:
+        """Up to ``limit`` of the payouts' oldest pending events that are due, oldest
+        first, each leased for ``lease`` seconds: not due again until its attempt is
+        recorded, or the lease is over (its sender gone)."""
+        rows = conn.execute(_CLAIM, {"limit": limit, "lease": lease}).fetchall()
+        return sorted((Delivery(*row) for row in rows), key=lambda d: d.event_id)
 
     def record(self, conn: psycopg.Connection, attempts: Sequence[Attempt]) -> list[str]:
         """Record the attempts; the deliveries' new states (delivered, pending, failed)."""
         if not attempts:
             return []
-        delays = [
-            0.0 if a.ok else backoff(a.number, base=EVENT_RETRY_BASE, cap=EVENT_RETRY_CAP)
-            for a in attempts
-        ]
+        delays = [0.0 if a.ok else _retry_in(a) for a in attempts]
         rows = conn.execute(
             _RECORD,
             {
@@ -167,17 +193,19 @@ class Deliveries:
         return [state for (state,) in rows]
 
     def endpoint(self, conn: psycopg.Connection) -> Endpoint:
+        """The endpoint's breaker as the last run left it."""
         row = conn.execute(
             "SELECT failures, extract(epoch FROM retry_at) FROM outbox_state WHERE name = %s",
             (_NAME,),
         ).fetchone()
         assert row is not None
-        return Endpoint(row[0], float(row[1] or 0.0))
+        failures, retry_at = row
+        return Endpoint(failures, None if retry_at is None else float(retry_at))
 
     def save_endpoint(self, conn: psycopg.Connection, endpoint: Endpoint) -> None:
         conn.execute(
             "UPDATE outbox_state SET failures = %s, retry_at = to_timestamp(%s) WHERE name = %s",
-            (endpoint.failures, endpoint.retry_at or None, _NAME),
+            (endpoint.probes_failed, endpoint.retry_at, _NAME),
         )
 
     # for people (the CLI) ---------------------------------------------------------------

@@ -1,5 +1,6 @@
 """What the provider clients share: a pooled session without retries, its lifecycle,
-reading a JSON body, and what a failed HTTP exchange means for the request.
+reading a body within a total deadline, reading a JSON body, and what a failed HTTP
+exchange means for the request.
 
 A transport failure (no response at all) becomes :class:`~worker.core.exceptions.NotSent`
 when the request certainly never left, else :class:`~worker.core.exceptions.OutcomeUnknown`
@@ -17,7 +18,7 @@ from typing import Any, Self
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from worker.core.exceptions import NotSent, OutcomeUnknown, ProviderError
@@ -49,6 +50,53 @@ def pooled_session(url: str, pool_size: int = 10) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+# Bytes asked for per read of a streamed body (at most one receive each).
+_READ_SIZE = 65536
+
+
+def read_by(response: requests.Response, deadline: float) -> None:
+    """Read the body of ``response`` (sent with ``stream=True``) by ``deadline``
+    (``time.monotonic()``), then release its connection; ``response.content`` is then
+    the body.
+
+    The per-read timeout alone lets a provider that drips its body (a byte now and
+    then, each within the read timeout) hold the call for as long as it likes. Here
+    every receive waits at most for the time left, so the body is whole by the
+    deadline or the call fails: ``requests.ReadTimeout`` (the request was sent, so the
+    outcome is unknown), or the error requests itself raises for a body cut short.
+    The connection of a body not read whole is closed, never reused.
+    """
+    raw = response.raw
+    parts: list[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise requests.ReadTimeout("the answer was not whole by the call's deadline")
+            connection = raw.connection
+            if connection is not None and connection.sock is not None:
+                connection.sock.settimeout(left)
+            part = raw.read1(_READ_SIZE, decode_content=True)
+            if not part:
+                break
+            parts.append(part)
+    except ReadTimeoutError as exc:  # as requests' own reading of a body maps them
+        response.close()
+        raise requests.ReadTimeout(exc) from exc
+    except ProtocolError as exc:
+        response.close()
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        response.close()
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except BaseException:
+        response.close()
+        raise
+    # What requests' Response.content keeps once it has read a body.
+    response._content = b"".join(parts)
+    raw.release_conn()
 
 
 def json_object(response: requests.Response) -> dict[str, Any] | None:
@@ -152,7 +200,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 class HttpClient:
     """A base URL, (connect, read) ``timeouts`` used on every call (``Settings.timeouts``
-    in production), and a session.
+    in production), and a session. A call's whole exchange, body included, ends within
+    ``total_timeout`` (:func:`read_by`), which the task time limits count.
 
     A ``session`` passed in is the caller's: it is used as given (no adapter is
     mounted) and :meth:`close` leaves it open.
@@ -170,6 +219,11 @@ class HttpClient:
         self.timeouts = (float(timeouts[0]), float(timeouts[1]))
         self._owns_session = session is None
         self._session = session if session is not None else pooled_session(self.base_url, pool_size)
+
+    @property
+    def total_timeout(self) -> float:
+        """The longest one call takes: connecting, then the answer, its body included."""
+        return sum(self.timeouts)
 
     def __enter__(self) -> Self:
         return self

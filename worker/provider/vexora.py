@@ -2,7 +2,8 @@
 
 One :class:`VexoraClient` per process (it pools connections; it is thread-safe as
 long as the ``requests.Session`` is, i.e. for plain requests). It never retries:
-every call is one HTTP exchange with explicit (connect, read) timeouts, and every
+every call is one HTTP exchange with explicit (connect, read) timeouts and a total
+deadline, their sum, that its body too must meet (a provider dripping it), and every
 failure is raised as the exception that says whether the payout could exist
 (:mod:`worker.core.exceptions`). Callers own the retry policy.
 
@@ -37,6 +38,7 @@ from worker.provider.answers import (
 from worker.provider.http_client import (
     HttpClient,
     from_transport_error,
+    read_by,
 )
 
 __all__ = ["VexoraClient", "is_trade_no"]
@@ -88,13 +90,17 @@ class VexoraClient(HttpClient):
         *,
         timeouts: tuple[float, float],
         not_found_codes: Collection[str] = DEFAULT_NOT_FOUND_CODES,
+        pool_size: int = 10,
     ) -> VexoraClient:
+        """``pool_size``: connections kept to the provider, at least the calls made at
+        once (SUBMIT_CONCURRENCY), so that no sender waits for one."""
         return cls(
             account.base_url,
             account.merchant_no,
             account.app_secret,
             timeouts=timeouts,
             not_found_codes=not_found_codes,
+            pool_size=pool_size,
         )
 
     def __repr__(self) -> str:
@@ -177,13 +183,16 @@ class VexoraClient(HttpClient):
         ids = {"trade_no": body.get("tradeNo")}
         started = time.monotonic()
         try:
+            # Streamed: the body is read within what is left of the call's total time.
             response = self._session.post(
                 self.base_url + path,
                 data=payload,
                 headers=headers,
                 timeout=self.timeouts,
                 allow_redirects=False,
+                stream=True,
             )
+            read_by(response, started + self.total_timeout)
         except requests.RequestException as exc:
             error = from_transport_error(exc, what)
             log.warning(

@@ -7,8 +7,10 @@ the same outcomes even when many workers submit concurrently.
 
 from __future__ import annotations
 
+import math
 import random
 import secrets
+import threading
 from dataclasses import dataclass
 
 from worker.sandbox.config import SandboxConfig
@@ -66,3 +68,39 @@ def fault(config: SandboxConfig, nonce: str, trade_no: str, attempt: int) -> str
     if draw < config.error_ratio + config.hang_ratio:
         return FAULT_HANG
     return FAULT_NONE
+
+
+# A latency draw never exceeds this many medians: a stuck answer is what hang_ratio is
+# for. At sigma 0.6 about 1 draw in 16,000 reaches it (ln 10 / 0.6 = 3.8 sigmas).
+LATENCY_CAP_MEDIANS = 10.0
+
+
+def lognormal_delay(median: float, sigma: float, rng: random.Random) -> float:
+    """Seconds ``median * exp(sigma * N(0, 1))``, at most LATENCY_CAP_MEDIANS medians; 0
+    when ``median`` is 0 (no distribution asked for)."""
+    if median <= 0:
+        return 0.0
+    return min(rng.lognormvariate(math.log(median), sigma), LATENCY_CAP_MEDIANS * median)
+
+
+class Latency:
+    """How long each API answer waits: the fixed ``latency`` knob plus, when
+    ``latency_median`` is set, an independent lognormal draw per request.
+
+    One generator for the whole sandbox, seeded like every other decision when the
+    sandbox is made; the lock guards only the draw (microseconds), never the wait that
+    follows it.
+    """
+
+    def __init__(self, config: SandboxConfig, nonce: str) -> None:
+        self._config = config
+        self._rng = generator(config.seed, nonce, "latency")
+        self._lock = threading.Lock()
+
+    def draw(self) -> float:
+        config = self._config
+        if config.latency_median <= 0:
+            return config.latency
+        with self._lock:
+            extra = lognormal_delay(config.latency_median, config.latency_sigma, self._rng)
+        return config.latency + extra

@@ -25,6 +25,8 @@ _KNOBS = (
     "failure_ratio",
     "settle_delay",
     "latency",
+    "latency_median",
+    "latency_sigma",
     "error_ratio",
     "error_after_record_share",
     "hang_ratio",
@@ -62,6 +64,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds from acceptance to settlement, uniform (default 0.2 1.0)",
     )
     add("--latency", type=float, help="seconds added before answering any API call")
+    add(
+        "--latency-median",
+        type=float,
+        metavar="SECONDS",
+        help="plus a lognormal wait per request like a real provider's: median * exp(sigma * "
+        "N(0,1)), at most 10 medians (default 0: none; e.g. 0.25)",
+    )
+    add(
+        "--latency-sigma",
+        type=float,
+        metavar="SIGMA",
+        help="the spread of that wait (default 0.6: p90 about 2.2x, p99 4x the median)",
+    )
     add("--error-ratio", type=float, help="share of payout POSTs answered HTTP 500")
     add(
         "--error-after-record-share",
@@ -180,6 +195,11 @@ def run(args: argparse.Namespace) -> int:
         + (f"more merchants={','.join(config.accounts)} " if config.accounts else "")
         + f"failure_ratio={config.failure_ratio} settle_delay={list(config.settle_delay)} "
         f"webhooks={'on' if config.webhooks else 'off'}"
+        + (
+            f" latency_median={config.latency_median:g} latency_sigma={config.latency_sigma:g}"
+            if config.latency_median
+            else ""
+        )
         + (f" webhook_target={config.webhook_target}" if config.webhook_target else ""),
         flush=True,
     )

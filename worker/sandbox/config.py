@@ -59,6 +59,10 @@ class SandboxConfig:
     settle_delay: tuple[float, float] = (0.2, 1.0)  # uniform(a, b) seconds after acceptance
     failure_ratio: float = 0.1  # share of payouts settling to 00029 instead of 0000
     latency: float = 0.0  # seconds added before answering any API call
+    # Plus, per request, a lognormal wait like a real provider's: median * exp(sigma * N(0,1)),
+    # capped at 10 medians (chance.LATENCY_CAP_MEDIANS); 0: none.
+    latency_median: float = 0.0
+    latency_sigma: float = 0.6
     error_ratio: float = 0.0  # payout POSTs answered HTTP 500
     error_after_record_share: float = 0.5  # of those 500s, the share sent after recording
     hang_ratio: float = 0.0  # payout recorded, answer never sent (connection closed later)
@@ -234,6 +238,8 @@ _COERCE: dict[str, Any] = {
     "settle_delay": _pair,
     "failure_ratio": _number,
     "latency": _number,
+    "latency_median": _number,
+    "latency_sigma": _number,
     "error_ratio": _number,
     "hang_ratio": _number,
     "hang_seconds": _number,
@@ -273,7 +279,14 @@ def _validate(values: Mapping[str, Any]) -> None:
     for name in ("not_found_code", "repeat_code"):
         if not values[name].strip() or values[name] == ACCEPTED:
             raise SandboxConfigError(f"{name} must be a top-level error code, not {ACCEPTED}")
-    for name in ("latency", "hang_seconds", "webhook_time_scale", "query_lag"):
+    for name in (
+        "latency",
+        "latency_median",
+        "latency_sigma",
+        "hang_seconds",
+        "webhook_time_scale",
+        "query_lag",
+    ):
         if values[name] < 0:
             raise SandboxConfigError(f"{name} must not be negative")
     for name in ("token_lifetime", "webhook_timeout"):

@@ -32,16 +32,23 @@ def _money(value: Decimal, currency: str) -> dict[str, str]:
 
 
 class DetailsAPI:
-    def __init__(self, config: SandboxConfig, state: State, pause: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig,
+        state: State,
+        pause: Callable[[float], None],
+        delay: Callable[[], float],
+    ) -> None:
         self._config = config
         self._state = state
         self._pause = pause
+        self._delay = delay  # seconds this answer waits (chance.Latency.draw)
 
     # --- POST /api/v1.0/access-token/b2b --------------------------------------------------
 
     def token(self, request: Request) -> Response:
         config, state = self._config, self._state
-        self._pause(config.latency)
+        self._pause(self._delay())
         auth = request.authorization
         if (
             request.headers.get(PARTNER_HEADER) != config.api_key
@@ -91,7 +98,7 @@ class DetailsAPI:
     def details(self, request: Request, account_id: str, transaction_id: str) -> Response:
         config, state = self._config, self._state
         state.count("details_lookups")
-        self._pause(config.latency)
+        self._pause(self._delay())
         refusal = self._unauthorized(request)
         if refusal is not None:
             return refusal
@@ -111,7 +118,7 @@ class DetailsAPI:
     def listing(self, request: Request, account_id: str) -> Response:
         config, state = self._config, self._state
         number = state.count("list_requests")
-        self._pause(config.latency)
+        self._pause(self._delay())
         if number == config.revoke_tokens_at_list_request:
             state.revoke_tokens()
         self.arrive_elsewhere(config.list_arrivals)

@@ -51,12 +51,14 @@ class PayoutAPI:
         settlement: Settlement,
         nonce: str,
         pause: Callable[[float], None],
+        delay: Callable[[], float],
     ) -> None:
         self._config = config
         self._state = state
         self._settlement = settlement
         self._nonce = nonce
         self._pause = pause  # an interruptible sleep: stop() cuts latency and hangs short
+        self._delay = delay  # seconds this answer waits (chance.Latency.draw)
 
     # --- shared checks ------------------------------------------------------------------
 
@@ -88,7 +90,7 @@ class PayoutAPI:
         allowed = state.payout_post_arrived(
             time.monotonic(), config.rate_ceiling_of(account), account
         )
-        self._pause(config.latency)
+        self._pause(self._delay())
         if not allowed:
             return json_response(
                 {
@@ -164,7 +166,7 @@ class PayoutAPI:
 
     def query(self, request: Request, market: str | None = None) -> Response:
         self._state.count("query_requests")
-        self._pause(self._config.latency)
+        self._pause(self._delay())
         body = json_body(request)
         refusal = self._refusal(request, body)
         if refusal is not None:
@@ -184,7 +186,7 @@ class PayoutAPI:
 
     def balance(self, request: Request, market: str | None = None) -> Response:
         self._state.count("balance_requests")
-        self._pause(self._config.latency)
+        self._pause(self._delay())
         body = json_body(request)
         refusal = self._refusal(request, body)
         if refusal is not None:

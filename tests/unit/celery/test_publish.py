@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from worker.celery import runtime
-from worker.celery.publish import ResubmitFirst
+from worker.celery.publish import UrgentFirst
 from worker.core.defaults import RESUBMIT_CHUNK, SUBMIT_CHUNK
 from worker.dev.redis_server import free_port
 
@@ -74,11 +74,11 @@ def test_resubmissions_go_to_their_own_queue_and_count_as_waiting(broker: redis.
     assert runtime.publisher().submit_queue_length() == 3
 
 
-def test_a_worker_waits_on_resubmit_first_and_on_the_others_in_turn() -> None:
-    cycle = ResubmitFirst()
-    cycle.update(["submit", "resubmit", "reconcile"])
-    assert cycle.consume(3) == ["resubmit", "submit", "reconcile"]
-    cycle.rotate("submit")  # a message came from submit: reconcile is next after resubmit
-    assert cycle.consume(3) == ["resubmit", "reconcile", "submit"]
-    cycle.rotate("resubmit")
-    assert cycle.consume(3)[0] == "resubmit"
+def test_a_worker_waits_on_passes_and_webhooks_first_then_resubmit_then_submit() -> None:
+    cycle = UrgentFirst()
+    cycle.update(["submit", "resubmit", "reconcile", "outbox"])
+    assert cycle.consume(4) == ["reconcile", "outbox", "resubmit", "submit"]
+    cycle.rotate("reconcile")  # a pass came from reconcile: outbox is next in turn
+    assert cycle.consume(4) == ["outbox", "reconcile", "resubmit", "submit"]
+    cycle.rotate("submit")
+    assert cycle.consume(4)[2:] == ["resubmit", "submit"]

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import pytest
 import redis
+from requests.adapters import HTTPAdapter
 
 from worker.celery import runtime
+from worker.flows.submit import Submitter
 
 
 def in_a_forked_child(check: Callable[[], object]) -> str:
@@ -50,3 +53,16 @@ def test_reset_closes_the_pool(broker: redis.Redis) -> None:
     runtime.reset()
     assert built.closed
     assert runtime.pool() is not built
+
+
+def test_the_submitter_has_a_provider_connection_for_each_post_in_flight(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUBMIT_CONCURRENCY", "48")
+    runtime.reset()
+    submitter = runtime.submitter()
+    assert isinstance(submitter, Submitter) and submitter.concurrency == 48
+    client = runtime.vexora("ID")
+    adapter = client._session.get_adapter(client.base_url)
+    assert isinstance(adapter, HTTPAdapter)
+    assert adapter._pool_maxsize >= 48  # type: ignore[attr-defined]

@@ -59,3 +59,25 @@ def test_a_port_is_free_for_up_unless_something_listens_on_it() -> None:
     listener.close()
     client.close()
     assert _port_free(port)
+
+
+@pytest.mark.parametrize(("command", "module"), [("demo", "demo"), ("up", "up")])
+def test_the_latency_flags_reach_the_sandbox(
+    command: str, module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    seen: dict[str, object] = {}
+
+    def run(**kwargs: object) -> int:
+        seen.update(kwargs)
+        return 0
+
+    monkeypatch.setattr(importlib.import_module(f"worker.dev.{module}"), "run", run)
+    flags = ["--latency-median", "0.25", "--latency-sigma", "0.8"]
+    result = CliRunner().invoke(main, [command, *flags])
+    assert result.exit_code == 0, result.output
+    assert (seen["latency_median"], seen["latency_sigma"]) == (0.25, 0.8)
+    refused = CliRunner().invoke(main, [command, "--latency-median", "-1"])
+    assert refused.exit_code != 0
+    assert "'--latency-median': -1.0 is not in the range x>=0" in refused.output

@@ -221,6 +221,59 @@ def test_celery_is_given_the_visibility_timeout_for_broker_and_results() -> None
         assert options["visibility_timeout"] >= MAX_DELAY + 2 * celeryconfig.task_time_limit + 60
 
 
+def test_the_database_of_a_sentinel_url_is_given_to_every_sentinel() -> None:
+    """kombu and Celery read it on the first part, the issue's form puts it on the last."""
+    settings = load_settings(
+        {"REDIS_URL": "sentinel://:pw@s1:26379;sentinel://s2:26379;sentinel://s3:26379/2"}
+    )
+
+    assert settings.redis_url == (
+        "sentinel://:pw@s1:26379/2;sentinel://s2:26379/2;sentinel://s3:26379/2"
+    )
+
+
+def test_the_sentinels_master_is_mymaster_unless_named() -> None:
+    assert load_settings({}).redis_sentinel_master == "mymaster"
+    assert load_settings({"REDIS_SENTINEL_MASTER": "pay"}).redis_sentinel_master == "pay"
+
+
+@pytest.mark.parametrize(
+    ("env", "broker_master", "backend_master"),
+    [
+        ({"REDIS_URL": "redis://r:6379/0"}, None, None),
+        ({"REDIS_URL": "sentinel://s1:26379/0;sentinel://s2:26379/0"}, "pay", "pay"),
+        (
+            {"REDIS_URL": "sentinel://s1:26379/0", "CELERY_BROKER_URL": "amqp://mq//"},
+            None,
+            "pay",
+        ),
+    ],
+)
+def test_celery_asks_the_sentinels_for_the_named_master(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    broker_master: str | None,
+    backend_master: str | None,
+) -> None:
+    import importlib
+
+    import celeryconfig
+    from worker.core.config import get_settings
+
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    for name, value in {**env, "REDIS_SENTINEL_MASTER": "pay"}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        reloaded = importlib.reload(celeryconfig)
+        assert reloaded.broker_transport_options.get("master_name") == broker_master
+        assert reloaded.result_backend_transport_options.get("master_name") == backend_master
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        importlib.reload(celeryconfig)
+
+
 def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
     default = load_settings({})
     assert default.lookup_budget == default.submit_budget == 30.0
@@ -241,6 +294,12 @@ def test_lookups_have_their_own_budget_and_every_task_limit_covers_it() -> None:
         ("DATABASE_URL", "127.0.0.1:5432/disburse", "DATABASE_URL must start with postgresql"),
         ("DATABASE_URL", "https://u:s3cret@db.example/disburse", "it starts with https://"),
         ("DATABASE_URL", "host=db password=s3cret =x", "DATABASE_URL is not a valid"),
+        ("DATABASE_URL", "postgresql://u:s3cret@h1:5432,h2:54x/db", "malformed host list"),
+        ("DATABASE_URL", "https://u:s3cret@h1:5432,h2:5432/db", "it starts with https://"),
+        ("REDIS_URL", "sentinel://:s3cret@h1:26379;redis://h2:6379", "must start with sentinel"),
+        ("REDIS_URL", "sentinel://:s3cret@h1:port;sentinel://h2/0", "REDIS_URL has a malformed"),
+        ("REDIS_URL", "sentinel://:s3cret@:26379/0", "a Sentinel without a host"),
+        ("REDIS_URL", "sentinel://:s3cret@h1:26379/0;sentinel://h2:26379/1", "two databases"),
         ("CELERY_BROKER_URL", "http://u:s3cret@mq.example", "CELERY_BROKER_URL must start"),
         ("NOTIFY_URL", "/notify?token=s3cret", "NOTIFY_URL is not an http(s) URL"),
         ("DETAILS_BASE_URL", "details.example", "DETAILS_BASE_URL is not an http(s) URL"),
@@ -264,7 +323,12 @@ def test_a_malformed_server_url_is_one_line_naming_the_variable(
     [
         ("REDIS_URL", "rediss://:pw@redis.example:6380/1"),
         ("REDIS_URL", "unix:///run/redis.sock"),
+        ("REDIS_URL", "sentinel://:pw@s1:26379/0;sentinel://s2:26379/0"),
+        ("REDIS_URL", "sentinel://s1:26379;sentinel://s2:26379"),
+        ("CELERY_BROKER_URL", "sentinel://s1:26379/1;sentinel://s2:26379/1"),
         ("DATABASE_URL", "postgres://u:pw@db.example/disburse"),
+        ("DATABASE_URL", "postgresql://u:pw@db1.example:5432,db2.example:5433/disburse"),
+        ("DATABASE_URL", "postgresql://u@db1,db2/disburse?target_session_attrs=any"),
         ("DATABASE_URL", "host=/run/postgresql dbname=disburse"),
         ("CELERY_BROKER_URL", "amqp://guest:guest@mq.example:5672//"),
     ],
@@ -370,3 +434,11 @@ def test_the_console_settings() -> None:
         load_settings({**PLAIN, "CONSOLE_PORT": "x"})
     with pytest.raises(ConfigError, match="CONSOLE_TRUSTED_PROXIES: 'proxy' is not an IP"):
         load_settings({**PLAIN, "CONSOLE_TRUSTED_PROXIES": "proxy"})
+
+
+def test_submit_concurrency_is_a_whole_number_of_one_at_least() -> None:
+    assert load_settings({}).submit_concurrency == 32
+    assert load_settings({"SUBMIT_CONCURRENCY": "8"}).submit_concurrency == 8
+    for wrong in ("0", "-1", "2.5", "many"):
+        with pytest.raises(ConfigError, match=r"^SUBMIT_CONCURRENCY"):
+            load_settings({"SUBMIT_CONCURRENCY": wrong})

@@ -5,14 +5,15 @@ from __future__ import annotations
 import celeryconfig
 from tasks.approvals import release_due
 from tasks.outbox import send_events
-from tasks.reconcile import lookup_orders, reconcile_pass
+from tasks.reconcile import check_claims, lookup_orders, reconcile_pass
 from tasks.submit import submit_orders
-from worker.core.queues import RESUBMIT_QUEUE
+from worker.core.defaults import CLAIM_CHECK_EVERY
+from worker.core.queues import RECONCILE_QUEUE, RESUBMIT_QUEUE
 from worker.dev.cluster import procfile_commands
 
 
 def test_every_task_is_routed() -> None:
-    tasks = (submit_orders, lookup_orders, reconcile_pass, send_events, release_due)
+    tasks = (submit_orders, lookup_orders, reconcile_pass, check_claims, send_events, release_due)
     registered = {task.name for task in tasks}
     assert registered == set(celeryconfig.task_routes)
     assert {entry["task"] for entry in celeryconfig.beat_schedule.values()} <= registered
@@ -25,6 +26,12 @@ def test_the_procfile_worker_consumes_every_queue_a_message_is_sent_to() -> None
     # worker.celery.publish sends orders taken up before to the resubmit queue explicitly.
     assert routed | {RESUBMIT_QUEUE} <= consumed
     assert consumed <= {queue.name for queue in celeryconfig.task_queues}
+
+
+def test_abandoned_claims_are_looked_for_every_few_seconds_on_the_reconcile_queue() -> None:
+    entry = celeryconfig.beat_schedule["claims"]
+    assert entry["task"] == check_claims.name and entry["schedule"] == CLAIM_CHECK_EVERY
+    assert celeryconfig.task_routes[check_claims.name] == {"queue": RECONCILE_QUEUE}
 
 
 def test_the_beat_releases_held_batches() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from schemas import Payout
@@ -21,7 +22,7 @@ from worker.core.exceptions import MigrationLocked
 from worker.core.states import State
 from worker.db import migrate
 from worker.db.pool import open_pool
-from worker.db.session import KEEPALIVES, SessionLimits, connection_kwargs
+from worker.db.session import KEEPALIVES, SessionLimits, connection_kwargs, writable_conninfo
 from worker.ledger import Ledger, new_batch_id
 from worker.ledger.sql import ENQUEUE_LOCK
 
@@ -98,10 +99,26 @@ def test_connection_kwargs() -> None:
     )
     assert connection_kwargs("postgresql://h/db", limits) == {
         **KEEPALIVES,
+        "target_session_attrs": "read-write",
         "options": options + server_keepalives,
     }
-    given = connection_kwargs("host=h options='-c search_path=x' keepalives=0", limits)
+    given = connection_kwargs(
+        "host=h options='-c search_path=x' keepalives=0 target_session_attrs=any", limits
+    )
     assert given["options"] == f"{options} -c search_path=x" and "keepalives" not in given
+    assert "target_session_attrs" not in given  # the URL's own wins
+
+
+def test_migrations_connect_to_a_writable_server_unless_the_url_says_otherwise() -> None:
+    assert conninfo_to_dict(writable_conninfo("postgresql://u@h1:5432,h2:5433/db")) == {
+        "user": "u",
+        "host": "h1,h2",
+        "port": "5432,5433",
+        "dbname": "db",
+        "target_session_attrs": "read-write",
+    }
+    any_server = "postgresql://u@h1,h2/db?target_session_attrs=any"
+    assert writable_conninfo(any_server) == any_server
 
 
 def test_our_side_of_a_pooled_connection_sends_keepalives(ledger_pool: ConnectionPool) -> None:

@@ -284,23 +284,65 @@ def test_no_record_after_the_last_round_goes_to_review_with_the_reason(world: Wo
     assert len(world.submissions.published()) == MAX_NO_RECORD_RESUBMITS
 
 
-def test_expired_claim_is_looked_up_and_requeued_when_the_provider_has_no_record(
+def test_an_abandoned_claim_the_provider_has_no_record_of_is_resubmitted_at_once(
     make: MakeWorld,
 ) -> None:
     world = make()
-    lease = world.settings.claim_lease
-    expired = order_in(world, State.SUBMITTING, age=lease + 5)
-    live = order_in(world, State.SUBMITTING, age=lease - 20)  # its worker may still be at it
+    ttl, grace = world.ledger.claim_ttl, world.settings.abandoned_claim_grace
+    # Its lease ran out longer than the grace ago: a POST of it would show by now.
+    abandoned = order_in(world, State.SUBMITTING, age=ttl + grace + 1)
+    live = order_in(world, State.SUBMITTING, age=ttl - 5)  # its worker renews it
     report = world.reconciler.run_pass()
     assert report.published == {State.SUBMITTING: 1}
-    assert world.lookups_published.published() == [expired]
-    world.lookups.run(world.lookups_published.published(), budget=5)
-    # The same grace period as for UNKNOWN: the dead worker's POST may be on its way.
-    assert world.state(expired) is State.SUBMITTING and world.submissions.calls == []
-    world.look(expired, 30)
-    assert world.state(expired) is State.QUEUED
-    assert world.submissions.published() == [expired]
-    assert world.state(live) is State.SUBMITTING
+    assert world.lookups_published.published() == [abandoned]
+    report = world.lookups.run([abandoned, live], budget=5)
+    # One "no record" is enough, where an UNKNOWN order waits NO_RECORD_GRACE for a second.
+    assert world.state(abandoned) is State.QUEUED and report.requeued == [abandoned]
+    assert world.submissions.published() == [abandoned]
+    order = world.ledger.get(abandoned)
+    assert order is not None and order.resubmits == 1
+    # The live claim is not even asked about: its worker is sending it.
+    assert world.state(live) is State.SUBMITTING and world.vexora.calls == [abandoned]
+    assert report.moved["claim is live"] == 1
+
+
+def test_a_claim_abandoned_moments_ago_is_resubmitted_only_once_the_grace_has_passed(
+    world: World,
+) -> None:
+    ttl, grace = world.ledger.claim_ttl, world.settings.abandoned_claim_grace
+    trade_no = order_in(world, State.SUBMITTING, age=ttl + 1)  # lease ended 1 s ago
+    report = world.look(trade_no, 0)
+    assert report.moved == {"not found, abandoned claim asked again later": 1}
+    assert world.state(trade_no) is State.SUBMITTING and world.submissions.calls == []
+    world.look(trade_no, grace)  # the next check's lookup, the grace passed
+    assert world.state(trade_no) is State.QUEUED
+    assert world.submissions.published() == [trade_no]
+
+
+def test_a_claim_from_before_leases_is_abandoned_by_its_age(make: MakeWorld) -> None:
+    world = make()
+    lease = world.settings.claim_lease
+    old, young = (order_in(world, State.SUBMITTING, age=a) for a in (lease + 20, lease - 20))
+    with world.ledger.pool.connection() as conn:  # claimed by a worker without leases
+        conn.execute("UPDATE orders SET claim_expires_at = NULL WHERE state = 'SUBMITTING'")
+    assert world.reconciler.run_pass().published == {State.SUBMITTING: 1}
+    world.lookups.run([old, young], budget=5)
+    assert world.state(old) is State.QUEUED and world.state(young) is State.SUBMITTING
+
+
+def test_a_claim_renewed_while_its_lookup_was_out_is_not_resubmitted(world: World) -> None:
+    ttl, grace = world.ledger.claim_ttl, world.settings.abandoned_claim_grace
+    trade_no = order_in(world, State.SUBMITTING, age=ttl + grace + 1)
+
+    def renewed_meanwhile() -> NotFound:
+        # Its worker was slow, not dead: its heartbeat renews the claim during the query.
+        assert world.ledger.renew_claims([trade_no]) == 1
+        return NotFound("query: order not found")
+
+    world.vexora.answers[trade_no] = renewed_meanwhile
+    report = world.lookups.run([trade_no], budget=5)
+    assert world.state(trade_no) is State.SUBMITTING and report.requeued == []
+    assert world.submissions.calls == []
 
 
 def test_claim_taken_again_since_the_pass_is_left_to_its_worker(world: World) -> None:

@@ -18,7 +18,7 @@ from tests.unit.pending_orders import (
     order_in,
     set_entered,
 )
-from worker.core.defaults import RECONCILE_PAGE
+from worker.core.defaults import CLAIM_LOOKUP_CHUNK, RECONCILE_PAGE
 from worker.core.states import State
 from worker.flows.reconcile import PassReport
 from worker.ledger import Ledger
@@ -206,6 +206,59 @@ def test_orders_of_a_dead_task_not_published_are_taken_up_by_the_next_pass(world
     world.submissions.fail = False
     assert world.next_pass().abandoned == 1
     assert world.submissions.published() == [order]
+
+
+# --- the claim check: abandoned claims within seconds, between passes ------------------
+
+
+def test_the_check_republishes_a_dead_tasks_queued_orders_unless_paused(world: World) -> None:
+    # Within seconds of the leases expiring, not at the next pass: the check runs every
+    # CLAIM_CHECK_EVERY s.
+    stranded = new_orders(world, 2)
+    expire_lease(world, *stranded)
+    world.pause.pause("operator")
+    assert world.reconciler.check() == []
+    assert world.submissions.calls == []  # paused: they wait for resume
+    world.pause.resume()
+    assert world.reconciler.check() == []
+    assert sorted(world.submissions.published()) == sorted(stranded)
+    world.reconciler.check()
+    assert len(world.submissions.published()) == 2  # once, not on every check
+
+
+def test_the_check_finds_claims_abandoned_past_the_grace_and_marks_each_once(
+    world: World,
+) -> None:
+    ttl, grace = world.ledger.claim_ttl, world.settings.abandoned_claim_grace
+    dead = order_in(world, State.SUBMITTING, age=ttl + grace + 1)  # killed moments ago
+    older = order_in(world, State.SUBMITTING, age=ttl + grace + 3)
+    # Expired under the grace ago: "no record" would not be believed yet; the next check.
+    just = order_in(world, State.SUBMITTING, age=ttl + 1)
+    live = order_in(world, State.SUBMITTING, age=5)
+    renewed = order_in(world, State.SUBMITTING, age=DAY)  # old, but its worker is alive
+    world.ledger.renew_claims([renewed])
+    order_in(world, State.UNKNOWN, age=600)  # the pass's business, not the check's
+    assert world.reconciler.abandoned_claims() == [older, dead]
+    assert in_flight(world, dead) and not in_flight(world, just) and not in_flight(world, live)
+    assert world.reconciler.abandoned_claims() == []  # their lookups are outstanding
+    # The check looks them up itself (tasks.reconcile): it publishes nothing.
+    assert world.lookups_published.calls == []
+    world.later(grace)
+    assert world.reconciler.abandoned_claims() == [just]
+
+
+def test_a_whole_workers_claims_are_shared_out_to_lookup_tasks_of_a_few_each(
+    world: World,
+) -> None:
+    age = world.ledger.claim_ttl + world.settings.abandoned_claim_grace + 1
+    claims = [order_in(world, State.SUBMITTING, age=age + i) for i in range(12)][::-1]
+    here = world.reconciler.abandoned_claims()
+    assert here == claims[:CLAIM_LOOKUP_CHUNK]  # oldest first
+    assert world.lookups_published.calls == [
+        claims[CLAIM_LOOKUP_CHUNK : 2 * CLAIM_LOOKUP_CHUNK],
+        claims[2 * CLAIM_LOOKUP_CHUNK :],
+    ]
+    assert all(in_flight(world, t) for t in claims)
 
 
 # --- what `disburse reconcile` prints --------------------------------------------------

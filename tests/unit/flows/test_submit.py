@@ -3,11 +3,14 @@ the provider and the limiter."""
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import redis
@@ -33,8 +36,9 @@ from worker.core.exceptions import (
 )
 from worker.core.settings import DEFAULT_SYSTEMIC_CODES, Rate
 from worker.core.states import State
+from worker.flows.heartbeat import ClaimHeartbeat
 from worker.flows.market_submitters import MarketSubmitters
-from worker.flows.submit import Submitter
+from worker.flows.submit import ClaimHolder, Submitter
 from worker.ledger import Ledger
 from worker.provider.answers import PayoutResult
 
@@ -67,7 +71,7 @@ class FakeLimiter:
         pipe.echo(str(count))
 
     def slots(self, reply: object) -> Slots:
-        return Slots() if self.wait else Slots(deque([0.0] * int(str(reply))))
+        return Slots() if self.wait else Slots(deque([time.monotonic()] * int(str(reply))))
 
     def acquire(self, timeout: float | None = None) -> float:
         if self.timeout:
@@ -99,6 +103,7 @@ def make(
     limiter: FakeLimiter | RateLimiter | None = None,
     metrics: Metrics | None = None,
     account: str | None = None,
+    heartbeat: ClaimHolder | None = None,
 ) -> tuple[Submitter, FakeProvider, list[str]]:
     provider = FakeProvider(answer)
     recovered: list[str] = []
@@ -110,6 +115,8 @@ def make(
         claim_lease=60.0,
         recover=recovered.append,
         metrics=metrics,
+        late_slot=math.inf,  # a slot used late: test_a_sender_late_for_its_slot_takes_a_new_one
+        heartbeat=heartbeat,
     )
     return submitter, provider, recovered
 
@@ -289,6 +296,67 @@ def test_expired_claim_is_recovered_by_asking_the_provider(
     assert recovered == [t]
 
 
+def test_a_claim_whose_lease_expired_is_recovered_however_young(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    submitter, provider, recovered = make(ledger, fake_redis, accepted())
+    (t,) = new_orders(ledger)
+    assert ledger.claim(t)[0].moved
+    backdate(ledger, t, 20)  # claimed 20 s ago (claim_lease is 60), never renewed
+    submitter.run([t], budget=10)
+    assert provider.posts == [] and recovered == [t]
+
+
+def test_claims_are_held_by_the_heartbeat_from_claim_to_outcome(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    heartbeat = ClaimHeartbeat(ledger, ttl=180)  # no renewal needed in this test
+    held_during_posts: list[list[str]] = []
+
+    def answer(trade_no: str) -> PayoutResult:
+        held_during_posts.append(heartbeat.held())
+        if len(held_during_posts) == 3:
+            raise RuntimeError("a bug in the middle of a group")
+        return accepted()(trade_no)
+
+    submitter, _, _ = make(ledger, fake_redis, answer, heartbeat=heartbeat)
+    a, b, c = new_orders(ledger, 3)
+    submitter.run([a], budget=10)  # a group of one, then (slots free) of two
+    with pytest.raises(RuntimeError):
+        submitter.run([b, c], budget=10)
+    assert held_during_posts == [[a], [b, c], [b, c]]
+    assert heartbeat.held() == []  # dropped, also when the group ended in an error
+    heartbeat.stop()
+
+
+class LapsedHeartbeat:
+    """A heartbeat whose renewals have been failing: no claim is alive for a POST."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def hold(self, trade_nos: Sequence[str]) -> None:
+        self.held += trade_nos
+
+    def drop(self, trade_nos: Sequence[str]) -> None:
+        self.held = [t for t in self.held if t not in trade_nos]
+
+    def alive(self, trade_no: str) -> bool:
+        return False
+
+
+def test_no_post_starts_on_a_claim_whose_lease_may_have_run_out(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    heartbeat = LapsedHeartbeat()
+    submitter, provider, _ = make(ledger, fake_redis, accepted(), heartbeat=heartbeat)
+    (t,) = new_orders(ledger)
+    assert submitter.run([t], budget=10).done == 0
+    # A lookup may take it for abandoned now, counting on no POST of it starting later.
+    assert provider.posts == [] and state(ledger, t) is State.SUBMITTING
+    assert heartbeat.held == []
+
+
 def test_budget_spent_leaves_the_rest_queued(ledger: Ledger, fake_redis: redis.Redis) -> None:
     submitter, provider, _ = make(ledger, fake_redis, accepted(), FakeLimiter(timeout=True))
     trade_nos = new_orders(ledger, 3)
@@ -427,9 +495,9 @@ def test_a_pause_within_a_group_is_seen_once_the_last_look_is_old(
 
     submitter, provider, _ = make(ledger, fake_redis, pause_at_the_second)
     assert submitter.run(trade_nos, budget=10).paused
-    # Groups of 1, then 2 (two, three), then 4 (four, five): the switch is looked at with
-    # each group's slots, and again before a POST when the last look is older than
-    # PAUSE_LOOK_EVERY. Quick POSTs finish their group; a slow one stops it.
+    # Groups of 1, then 2 (two, three), then 4 (four, five): the switch is looked at before
+    # a claim and again before a POST when the last look is older than PAUSE_LOOK_EVERY,
+    # and with each group's slots. Quick POSTs finish their group; a slow one stops it.
     sent = [one, two] if slow else [one, two, three]
     assert [t for t, _ in provider.posts] == sent
     assert [state(ledger, t) for t in trade_nos] == [State.PROCESSING] * len(sent) + [
@@ -437,10 +505,14 @@ def test_a_pause_within_a_group_is_seen_once_the_last_look_is_old(
     ] * (5 - len(sent))
     if slow:  # claimed with the second, never sent: given back
         assert ledger_reads.history(ledger, three)[-1][1] == "QUEUED submit paused"
-    assert [h for _, h in ledger_reads.history(ledger, four)] == [
-        "QUEUED producer"
-    ]  # never claimed
-    assert [h for _, h in ledger_reads.history(ledger, five)] == ["QUEUED producer"]
+    # The last group: with a look older than PAUSE_LOOK_EVERY, the switch is read before
+    # its claim (never claimed); with a recent one, with its slots, right after the claim
+    # (claimed and given back, never sent).
+    last = ["QUEUED producer"] if slow else [
+        "QUEUED producer", "SUBMITTING submit", "QUEUED submit paused"
+    ]  # fmt: skip
+    for trade_no in (four, five):
+        assert [h for _, h in ledger_reads.history(ledger, trade_no)] == last
 
 
 class SlotsFor:
@@ -455,7 +527,7 @@ class SlotsFor:
     def slots(self, reply: object) -> Slots:
         taken = min(self.free, int(str(reply)))
         self.free -= taken
-        return Slots(deque([0.0] * taken))
+        return Slots(deque([time.monotonic()] * taken))
 
     def acquire(self, timeout: float | None = None) -> float:
         raise RateLimitTimeout("budget")
@@ -517,7 +589,7 @@ def test_the_last_answer_is_applied_when_the_chunk_fails(
     with pytest.raises(RuntimeError):
         submitter.run([first, second], budget=10)
     assert state(ledger, first) is State.PROCESSING  # its answer was not lost
-    assert state(ledger, second) is State.SUBMITTING  # claimed: a lookup settles it
+    assert state(ledger, second) is State.UNKNOWN  # maybe sent: the provider is asked
 
 
 def test_metrics_are_written_once_per_task(ledger: Ledger, fake_redis: redis.Redis) -> None:
@@ -681,6 +753,7 @@ def test_a_pause_held_across_a_redis_wipe_still_stops_every_post(
         claim_lease=60.0,
         recover=lambda trade_no: None,
         metrics=None,
+        late_slot=math.inf,
     )
     trade_nos = new_orders(ledger, 3)
     cluster = PauseSwitch(fake_redis, prefix="t", store=store)
@@ -721,6 +794,7 @@ def breaker_accounts(
             recover=lambda trade_no: None,
             breaker=Breaker(fake_redis, "t", market, rejections=rejections, window=30.0),
             systemic_codes=systemic_codes,
+            late_slot=math.inf,
         )
     return MarketSubmitters(ledger, by_market.__getitem__), providers
 
@@ -813,3 +887,292 @@ def test_resume_starts_the_breaker_count_afresh(ledger: Ledger, fake_redis: redi
     assert fake_redis.exists("t:breaker:AR") == 0
     report = submitters.run(new_orders(ledger, 1, "AR", batch="b2"), budget=10)
     assert not report.paused and len(report.retry) == 1
+
+
+# --- many POSTs in flight (issue 23) --------------------------------------------------
+
+
+class SlowProvider:
+    """Answers after ``seconds``, counting the POSTs in flight at once; the first
+    ``meet`` POSTs each wait (at most 5 s) until that many are in flight together."""
+
+    def __init__(self, seconds: float, meet: int = 0) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.posts: list[tuple[float, str]] = []
+        self.meeting = threading.Barrier(meet) if meet else None
+
+    def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.posts.append((time.monotonic(), trade_no))
+            first = len(self.posts) <= (self.meeting.parties if self.meeting else 0)
+        try:
+            if first and self.meeting is not None:
+                self.meeting.wait(timeout=5)  # BrokenBarrierError: never that many at once
+            time.sleep(self.seconds)
+            return accepted()(trade_no)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+class Claims:
+    """A ClaimHolder that records what it was told."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: list[str] = []
+        self.dropped: list[str] = []
+
+    def hold(self, trade_nos: Sequence[str]) -> None:
+        with self.lock:
+            self.held += trade_nos
+
+    def drop(self, trade_nos: Sequence[str]) -> None:
+        with self.lock:
+            self.dropped += trade_nos
+
+    def alive(self, trade_no: str) -> bool:
+        return True
+
+
+def concurrent(
+    ledger: Ledger,
+    fake_redis: redis.Redis,
+    client: object,
+    concurrency: int,
+    limiter: object | None = None,
+    heartbeat: Claims | None = None,
+) -> Submitter:
+    return Submitter(
+        ledger,
+        client,  # type: ignore[arg-type]
+        limiter or FakeLimiter(),  # type: ignore[arg-type]
+        PauseSwitch(fake_redis, prefix="t"),
+        claim_lease=60.0,
+        recover=lambda trade_no: None,
+        concurrency=concurrency,
+        heartbeat=heartbeat,
+    )
+
+
+def test_a_chunk_keeps_its_concurrency_of_posts_in_flight_and_never_more(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    provider = SlowProvider(0.02, meet=8)  # the first eight meet: eight at once
+    trade_nos = new_orders(ledger, 60)
+    report = concurrent(ledger, fake_redis, provider, 8).run(trade_nos, budget=30)
+    assert report.done == 60 and not report.leftover
+    assert provider.most == 8
+    assert sorted(t for _, t in provider.posts) == sorted(trade_nos)  # each POSTed once
+    assert {state(ledger, t) for t in trade_nos} == {State.PROCESSING}
+
+
+def test_posts_in_flight_never_outrun_the_rate_limit(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    # A real limiter at 100/s, POSTs of 50 ms, 16 senders: the limit paces them.
+    limiter = RateLimiter(fake_redis, "submit", Rate(100), prefix="t")
+    provider = SlowProvider(0.05)
+    trade_nos = new_orders(ledger, 110)
+    report = concurrent(ledger, fake_redis, provider, 16, limiter).run(trade_nos, budget=30)
+    assert report.done == 110
+    starts = sorted(at for at, _ in provider.posts)
+    busiest = max(sum(1 for at in starts if first <= at < first + 1.0) for first in starts)
+    assert busiest <= 100
+    assert provider.most > 1  # slow POSTs overlap
+
+
+def test_a_pause_mid_chunk_stops_new_posts(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    switch = PauseSwitch(fake_redis, prefix="t")
+    trade_nos = new_orders(ledger, 40)
+    paused_at: list[float] = []
+
+    class PausingProvider(SlowProvider):
+        def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+            if trade_no == trade_nos[5] and not paused_at:
+                switch.pause("operator")
+                paused_at.append(time.monotonic())
+            return super().submit(fields, trade_no)
+
+    # POSTs slower than PAUSE_LOOK_EVERY: a sender starting after one looks again.
+    provider = PausingProvider(PAUSE_LOOK_EVERY * 1.2)
+    report = concurrent(ledger, fake_redis, provider, 4).run(trade_nos, budget=30)
+    assert report.paused
+    after = [t for at, t in provider.posts if at > paused_at[0]]
+    # Only senders whose last look was fresh when the pause came: at most one each.
+    assert len(after) <= 4
+    posted = {t for _, t in provider.posts}
+    assert len(posted) < 40
+    states = {t: state(ledger, t) for t in trade_nos}
+    assert {states[t] for t in posted} == {State.PROCESSING}
+    assert {states[t] for t in trade_nos if t not in posted} == {State.QUEUED}  # none SUBMITTING
+
+
+def test_a_senders_error_leaves_every_claim_with_a_state_and_is_raised(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    trade_nos = new_orders(ledger, 20)
+
+    class BrokenOnce(SlowProvider):
+        def submit(self, fields: Mapping[str, str], trade_no: str) -> PayoutResult:
+            if trade_no == trade_nos[3]:
+                raise RuntimeError("a bug in the middle of a POST")
+            return super().submit(fields, trade_no)
+
+    claims = Claims()
+    provider = BrokenOnce(0.01)
+    submitter = concurrent(ledger, fake_redis, provider, 4, heartbeat=claims)
+    with pytest.raises(RuntimeError):
+        submitter.run(trade_nos, budget=30)
+    states = {t: state(ledger, t) for t in trade_nos}
+    assert states[trade_nos[3]] is State.UNKNOWN  # maybe sent: asked about
+    posted = {t for _, t in provider.posts}
+    assert {states[t] for t in posted} == {State.PROCESSING}  # answers applied
+    others = {states[t] for t in trade_nos if t not in posted and t != trade_nos[3]}
+    assert others <= {State.QUEUED}  # given back or never claimed: none SUBMITTING
+    assert sorted(claims.held) == sorted(claims.dropped)  # every claim let go, once
+
+
+def test_an_error_before_the_post_gives_the_claim_back(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    provider = SlowProvider(0.0)
+    submitter = concurrent(ledger, fake_redis, provider, 2)
+
+    def redis_gone() -> bool:
+        raise redis.ConnectionError("Redis went away")
+
+    submitter.watch.paused = redis_gone  # type: ignore[method-assign]
+    (t,) = new_orders(ledger)
+    with pytest.raises(redis.ConnectionError):
+        submitter.run([t], budget=30)
+    assert provider.posts == []
+    assert state(ledger, t) is State.QUEUED
+    (cancelled,) = ledger.cancel_unposted([t], note="cancelled")  # never POSTed
+    assert cancelled.moved
+
+
+def test_a_post_past_its_deadline_is_queried(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    # The client ends a POST at its total deadline as OutcomeUnknown (test_vexora): the
+    # order is UNKNOWN and asked about, the others go on.
+    trade_nos = new_orders(ledger, 6)
+
+    def hang_one(trade_no: str) -> PayoutResult:
+        if trade_no == trade_nos[2]:
+            time.sleep(0.05)
+            raise OutcomeUnknown("submit: outcome unknown (read timeout after sending)")
+        return accepted()(trade_no)
+
+    provider = FakeProvider(hang_one)
+    report = concurrent(ledger, fake_redis, provider, 4).run(trade_nos, budget=30)
+    assert report.query == [trade_nos[2]] and report.done == 5
+    assert state(ledger, trade_nos[2]) is State.UNKNOWN
+
+
+def test_the_claim_holder_is_told_of_every_claim_and_its_end(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    claims = Claims()
+    switch = PauseSwitch(fake_redis, prefix="t")
+    trade_nos = new_orders(ledger, 12)
+
+    def pause_at_the_sixth(trade_no: str) -> PayoutResult:
+        if trade_no == trade_nos[5]:
+            switch.pause("operator")
+            time.sleep(PAUSE_LOOK_EVERY * 1.5)
+        return accepted()(trade_no)
+
+    submitter = concurrent(
+        ledger, fake_redis, FakeProvider(pause_at_the_sixth), 2, heartbeat=claims
+    )
+    assert submitter.run(trade_nos, budget=30).paused
+    claimed = [t for t in trade_nos if len(ledger_reads.history(ledger, t)) > 1]
+    assert sorted(claims.held) == sorted(claimed)
+    assert sorted(claims.dropped) == sorted(claimed)  # each once: outcome or given back
+
+
+def test_no_post_starts_after_the_budget(ledger: Ledger, fake_redis: redis.Redis) -> None:
+    provider = SlowProvider(0.1)
+    trade_nos = new_orders(ledger, 30)
+    report = concurrent(ledger, fake_redis, provider, 2).run(trade_nos, budget=0.25)
+    posted = {t for _, t in provider.posts}
+    assert 0 < len(posted) < 30
+    assert report.done == len(posted)
+    assert sorted(report.leftover) == sorted(set(trade_nos) - posted)  # handed on, QUEUED
+    assert {state(ledger, t) for t in report.leftover} == {State.QUEUED}
+
+
+def test_a_sender_late_for_its_slot_takes_a_new_one(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    # A slot used late bunches up with the next ones used on time: the sender that
+    # comes to its slot more than LATE_SLOT after its time takes a new one first.
+    limiter = FakeLimiter()
+    provider = FakeProvider(accepted())
+    late = Submitter(
+        ledger,
+        provider,
+        limiter,
+        PauseSwitch(fake_redis, prefix="t"),
+        claim_lease=60.0,
+        recover=lambda trade_no: None,
+        late_slot=0.0,  # every slot is late by the time its sender runs
+    )
+    trade_nos = new_orders(ledger, 3)
+    assert late.run(trade_nos, budget=10).done == 3
+    assert limiter.acquired == 3  # a new slot each
+    assert [t for t, _ in provider.posts] == trade_nos
+
+
+def test_an_error_of_the_coordinator_gives_back_the_claims_not_handed_on(
+    ledger: Ledger, fake_redis: redis.Redis
+) -> None:
+    calls = 0
+
+    def redis_gone_at_the_second() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise redis.ConnectionError("Redis went away")
+
+    claims = Claims()
+    limiter = FakeLimiter(wait=True, on_acquire=redis_gone_at_the_second)
+    provider = FakeProvider(accepted())
+    submitter = concurrent(ledger, fake_redis, provider, 4, limiter, heartbeat=claims)
+    first, second, third = new_orders(ledger, 3)
+    with pytest.raises(redis.ConnectionError):
+        submitter.run([first, second, third], budget=10)
+    assert [t for t, _ in provider.posts] == [first]
+    assert [state(ledger, t) for t in (first, second, third)] == [
+        State.PROCESSING,  # its answer applied
+        State.QUEUED,  # claimed, its slot never came: given back
+        State.QUEUED,  # never claimed
+    ]
+    assert sorted(claims.held) == sorted(claims.dropped) == sorted([first, second])
+
+
+def test_an_accepted_claim_stays_held_until_its_answer_is_written(
+    ledger: Ledger, fake_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer waits for the next claims (or the chunk's end) to be written: until
+    # then the order is SUBMITTING, and its lease must not run out meanwhile.
+    heartbeat = ClaimHeartbeat(ledger, ttl=180)  # no renewal needed in this test
+    held_when_written: list[tuple[list[str], list[str]]] = []
+    claim_many = ledger.claim_many
+
+    def recording(group: Sequence[str], *, answers: Sequence[Any] = ()) -> Any:
+        if answers:
+            held_when_written.append(([t for t, _ in answers], heartbeat.held()))
+        return claim_many(group, answers=answers)
+
+    monkeypatch.setattr(ledger, "claim_many", recording)
+    submitter, _, _ = make(ledger, fake_redis, accepted(), heartbeat=heartbeat)
+    (t,) = new_orders(ledger)
+    assert submitter.run([t], budget=10).done == 1
+    assert held_when_written == [([t], [t])]
+    assert heartbeat.held() == [] and state(ledger, t) is State.PROCESSING
+    heartbeat.stop()

@@ -1,14 +1,12 @@
 """The event feed (which rows are events, the horizon over transactions still open), the
-webhook signature, and the sender against a real HTTP receiver, on a real PostgreSQL."""
+webhook signature and settings, and ``disburse events``, on a real PostgreSQL (the
+sender: test_sender.py)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -18,43 +16,12 @@ from psycopg_pool import ConnectionPool
 
 from schemas import Payout
 from tests.app_receiver import AppReceiver
+from tests.unit.outbox.support import ACCOUNT, NAME, SECRET, new_order, sender, walk
 from worker.core.config import load_settings
 from worker.core.exceptions import ConfigError
 from worker.core.states import State
 from worker.ledger import Ledger, new_batch_id
-from worker.outbox import (
-    EVENT_TYPES,
-    TRIP_AFTER,
-    Deliveries,
-    Feed,
-    Sender,
-    signature_header,
-    verify_webhook,
-)
-
-SECRET = "whsec-test-4242"
-ACCOUNT = "5464438554636"
-NAME = "Budi Santoso"
-
-
-def new_order(ledger: Ledger, *, hold: bool = False, amount: str = "150000.00") -> str:
-    fields = {
-        "amount": amount,
-        "bankAccountNo": ACCOUNT,
-        "bankCode": "0002",
-        "customerName": NAME,
-        "email": "budi@example.com",
-    }
-    payout = Payout("ID", "IDR", Decimal(amount), f"ref-{uuid.uuid4().hex[:8]}", fields)
-    ((trade_no, _),) = ledger.create_orders(
-        [payout], batch_id=new_batch_id(), market="ID", hold=hold
-    )
-    return trade_no
-
-
-def walk(ledger: Ledger, trade_no: str, *states: State, **facts: Any) -> None:
-    for state in states:
-        assert ledger.transition(trade_no, state, source="submit", **facts).moved, state
+from worker.outbox import EVENT_TYPES, Deliveries, Feed, signature_header, verify_webhook
 
 
 def last_id(pool: ConnectionPool) -> int:
@@ -327,156 +294,6 @@ def test_the_webhook_settings() -> None:
     with pytest.raises(ConfigError, match="APP_WEBHOOK_URL is not an http") as error:
         load_settings({"APP_WEBHOOK_URL": "ftp://user:pw@app", "APP_WEBHOOK_SECRET": SECRET})
     assert "pw" not in str(error.value)
-
-
-# the sender ----------------------------------------------------------------------------
-@pytest.fixture
-def deliveries(ledger: Ledger) -> Iterator[Deliveries]:
-    """The outbox, starting after every event there is; its endpoint healthy."""
-    with ledger.pool.connection() as conn:
-        conn.execute(
-            "UPDATE outbox_state SET failures = 0, retry_at = NULL, "
-            "position = (SELECT coalesce(max(id), 0) FROM order_events)"
-        )
-    yield Deliveries(ledger.pool, Feed(ledger.pool))
-
-
-def sender(deliveries: Deliveries, url: str, **kwargs: Any) -> Sender:
-    return Sender(deliveries, url, SECRET, **kwargs)
-
-
-def rows(ledger: Ledger, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with ledger.pool.connection() as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def let_time_pass(ledger: Ledger) -> None:
-    """Every backoff over: each delivery due, the endpoint's next try due."""
-    with ledger.pool.connection() as conn:
-        conn.execute("UPDATE outbox_deliveries SET next_at = now() WHERE state = 'pending'")
-        conn.execute("UPDATE outbox_state SET retry_at = now()")
-
-
-def test_every_event_is_delivered_signed_in_order_and_recorded(
-    ledger: Ledger, deliveries: Deliveries
-) -> None:
-    orders = [new_order(ledger) for _ in range(5)]
-    for trade_no in orders:
-        walk(ledger, trade_no, State.SUBMITTING, State.PROCESSING, State.SUCCEEDED)
-    with AppReceiver(SECRET) as app:
-        report = sender(deliveries, app.url).run(budget=10)
-    assert report.taken == report.delivered == 15 and report.failed_attempts == 0
-    assert app.refused == 0
-    assert app.states() == {t: ["QUEUED", "PROCESSING", "SUCCEEDED"] for t in orders}
-    assert rows(ledger, "SELECT DISTINCT state, attempts, last_status FROM outbox_deliveries") == [
-        ("delivered", 1, 200)
-    ]
-    attempts = rows(ledger, "SELECT status, error, latency_ms >= 0 FROM outbox_attempts")
-    assert attempts == [(200, None, True)] * 15
-
-
-def test_a_failing_endpoint_gets_every_event_once_it_answers(
-    ledger: Ledger, deliveries: Deliveries
-) -> None:
-    orders = [new_order(ledger) for _ in range(4)]
-    for trade_no in orders:
-        walk(ledger, trade_no, State.SUBMITTING, State.PROCESSING)
-    status = {"now": 500}
-    with AppReceiver(SECRET, answer=lambda _event: status["now"]) as app:
-        failing = sender(deliveries, app.url, concurrency=2).run(budget=3)
-        assert failing.delivered == 0 and failing.failed_attempts >= TRIP_AFTER
-        # Failing in a row: one request at a time, after its backoff.
-        assert rows(
-            ledger, "SELECT failures >= %s, retry_at > now() FROM outbox_state", TRIP_AFTER
-        ) == [(True, True)]
-        assert sender(deliveries, app.url).run(budget=1).failed_attempts == 0
-        let_time_pass(ledger)
-        assert sender(deliveries, app.url).run(budget=1).failed_attempts == 1
-        status["now"] = 204
-        let_time_pass(ledger)
-        sender(deliveries, app.url).run(budget=10)
-    assert app.states() == {t: ["QUEUED", "PROCESSING"] for t in orders}
-    assert rows(ledger, "SELECT failures FROM outbox_state") == [(0,)]
-    failed = rows(ledger, "SELECT DISTINCT status, error FROM outbox_attempts WHERE status <> 204")
-    assert failed == [(500, "HTTP 500")]
-
-
-def test_a_payout_s_later_event_waits_for_its_earlier_one(
-    ledger: Ledger, deliveries: Deliveries
-) -> None:
-    stuck, flowing = new_order(ledger), new_order(ledger)
-    walk(ledger, stuck, State.SUBMITTING, State.PROCESSING)
-    walk(ledger, flowing, State.SUBMITTING, State.PROCESSING)
-
-    def answer(event: dict[str, Any]) -> int:
-        refused = event["data"]["trade_no"] == stuck and event["type"] == "payout.queued"
-        return 400 if refused else 200
-
-    with AppReceiver(SECRET, answer=answer) as app:
-        sender(deliveries, app.url).run(budget=3)
-        assert app.states() == {flowing: ["QUEUED", "PROCESSING"]}
-        # Refused for days: given up, listed, and the payout's next event goes out.
-        with ledger.pool.connection() as conn:
-            conn.execute("UPDATE outbox_deliveries SET created_at = now() - interval '4 days'")
-        let_time_pass(ledger)
-        report = sender(deliveries, app.url).run(budget=3)
-    assert report.given_up == 1
-    assert app.states()[stuck] == ["PROCESSING"]
-    (failing,) = deliveries.failing()
-    assert (failing.state, failing.last_status, failing.last_error) == ("failed", 400, "HTTP 400")
-
-
-def test_no_answer_in_time_is_a_failed_attempt(ledger: Ledger, deliveries: Deliveries) -> None:
-    new_order(ledger)
-
-    def slow(_event: dict[str, Any]) -> int:
-        time.sleep(1.0)
-        return 200
-
-    with AppReceiver(SECRET, answer=slow) as app:
-        report = sender(deliveries, app.url, timeouts=(1.0, 0.3)).run(budget=0.5)
-    assert report.failed_attempts == 1
-    ((status, error, latency),) = rows(
-        ledger, "SELECT status, error, latency_ms FROM outbox_attempts"
-    )
-    assert status is None and error.startswith("ReadTimeout") and latency >= 300
-
-
-def test_neither_secret_nor_url_credentials_reach_logs_or_records(
-    ledger: Ledger, deliveries: Deliveries, caplog: pytest.LogCaptureFixture
-) -> None:
-    new_order(ledger)
-    with AppReceiver(SECRET) as app:
-        closed = app.url  # nothing listens there once the receiver is closed
-    url = closed.replace("http://", "http://hookuser:hookpass123@")
-    with caplog.at_level(logging.DEBUG):
-        report = sender(deliveries, url).run(budget=2)
-    assert report.failed_attempts >= 1
-    errors = " ".join(e for (e,) in rows(ledger, "SELECT error FROM outbox_attempts"))
-    assert "ConnectionError" in errors
-    for secret in (SECRET, "hookpass123"):
-        assert secret not in caplog.text and secret not in errors
-
-
-def test_one_run_at_a_time(ledger: Ledger, deliveries: Deliveries, ledger_url: str) -> None:
-    new_order(ledger)
-    with psycopg.connect(ledger_url, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (0x64697362_6F757462,))
-        assert sender(deliveries, "http://127.0.0.1:9/").run(budget=1).ran is False
-    assert rows(ledger, "SELECT count(*) FROM outbox_attempts") == [(0,)]
-
-
-def test_redelivery_sends_the_same_event_again(ledger: Ledger, deliveries: Deliveries) -> None:
-    trade_no = new_order(ledger)
-    with AppReceiver(SECRET) as app:
-        sender(deliveries, app.url).run(budget=3)
-        (first,) = app.acked
-        events = deliveries.feed.by_ids([int(first["id"].removeprefix("evt_"))])
-        assert deliveries.redeliver(events) == 1
-        assert deliveries.redeliver(events) == 0  # already pending
-        sender(deliveries, app.url).run(budget=3)
-    assert app.acked == [first, first]
-    assert app.states() == {trade_no: ["QUEUED"]}
 
 
 # the command ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import struct
@@ -749,3 +750,51 @@ def test_own_session_is_pooled_without_retries_and_closed() -> None:
     mine.close = lambda: closed.append(False)  # type: ignore[method-assign]
     VexoraClient("http://x", MERCHANT, SECRET, timeouts=(1.0, 2.0), session=mine).close()
     assert closed == [True]  # a session passed in stays open
+
+
+# --- the whole call within its deadline (issue 23) ------------------------------------
+
+
+def _reply(body: bytes) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n"
+
+
+def test_a_body_dripped_past_the_calls_deadline_is_outcome_unknown(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    body = json.dumps(answer("0015", tradeNo=TRADE_NO)).encode()
+
+    def drip(srv: RawServer, conn: socket.socket) -> None:
+        srv.read_request(conn)
+        conn.sendall(_reply(body))
+        try:
+            for byte in body:  # each byte well within the read timeout
+                conn.sendall(bytes([byte]))
+                time.sleep(0.05)
+        except OSError:
+            return  # the client gave up and closed
+
+    server = raw_server(drip)
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknown) as caught:
+        _client(server.port, read_timeout=0.4).submit(FIELDS, TRADE_NO)
+    # Ended by its deadline (connect + read timeouts), not after the whole drip.
+    assert time.monotonic() - started < len(body) * 0.05 / 2
+    assert isinstance(caught.value.__cause__, requests.ReadTimeout)
+    assert server.requests_read == 1
+
+
+def test_a_whole_answer_leaves_its_connection_for_the_next_call(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    def keep_alive(srv: RawServer, conn: socket.socket) -> None:
+        while srv.read_request(conn):
+            body = json.dumps(answer("0015", tradeNo=TRADE_NO)).encode()
+            conn.sendall(_reply(body) + body)
+
+    server = raw_server(keep_alive)
+    client = _client(server.port)
+    for _ in range(3):
+        assert client.submit(FIELDS, TRADE_NO).state is State.PROCESSING
+    assert (server.requests_read, len(server.connections)) == (3, 1)
