@@ -13,11 +13,11 @@ from tests.support.cluster import EXPECTED_STATE, fast_sandbox
 from tests.support.waiting import wait_erased, wait_settled
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, found_whole, numbers_in_the_database
 from worker.celery import runtime
-from worker.cli import report
 from worker.core.config import get_settings
 from worker.core.samples import sample_rows
 from worker.core.states import State
 from worker.dev.cluster import LocalCluster
+from worker.flows import report
 
 pytestmark = pytest.mark.integration
 

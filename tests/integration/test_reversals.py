@@ -18,11 +18,11 @@ from tests.support.cluster import fast_sandbox
 from tests.support.waiting import wait_for, wait_settled
 from tests.unit.ledger_sql import PERSONAL_NUMBERS, numbers_in_the_database
 from worker.celery import runtime
-from worker.cli import report
 from worker.core.config import get_settings
 from worker.core.samples import sample_rows
 from worker.core.signing import sign
 from worker.core.states import State
+from worker.flows import report
 from worker.ledger import Order
 
 pytestmark = pytest.mark.integration

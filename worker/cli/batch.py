@@ -72,7 +72,7 @@ def status(batch: str, watch: bool, interval: float, as_json: bool, counts_only:
       disburse status b1f0c2d3e4a5b6c7 --json --counts-only
     """
     from worker.celery import runtime
-    from worker.cli import report
+    from worker.flows import report
 
     ledger = runtime.ledger()
     summary = ledger.batch(batch)
@@ -109,11 +109,11 @@ def _watch(batch: str, market: str, interval: float) -> BatchSummary:
     from rich.console import Console
 
     from worker.celery import runtime
-    from worker.cli import report
     from worker.cli.unreachable import SERVER_ERRORS, server_error
     from worker.cli.watch import Snapshot, held_text
     from worker.cli.watch import watch as follow
     from worker.core.states import State
+    from worker.flows import report
 
     ledger = runtime.ledger()
 
@@ -164,7 +164,7 @@ def export(batch: str, output: Path | None) -> None:
       disburse export b1f0c2d3e4a5b6c7 | grep FAILED
     """
     from worker.celery import runtime
-    from worker.cli import report
+    from worker.flows import report
 
     ledger = runtime.ledger()
     if ledger.batch(batch) is None:
@@ -293,7 +293,7 @@ def batches(since: str | None, state: str | None, limit: int, as_json: bool) -> 
       disburse batches --since 2026-12-01 --json
     """
     from worker.celery import runtime
-    from worker.cli import report
+    from worker.flows import report
 
     found = runtime.ledger().batches(
         since_ms=_ms(parse_since(since)),

@@ -141,7 +141,7 @@ def enqueue(
 
 
 def _say_duplicate(batch_id: str, at_ms: int | None, key: str | None) -> None:
-    from worker.cli import report
+    from worker.flows import report
 
     same = f"idempotency key {key}" if key is not None else "same file"
     click.echo(
@@ -156,7 +156,7 @@ def _say_duplicate(batch_id: str, at_ms: int | None, key: str | None) -> None:
 
 def _say_enqueued(batch_id: str, accepted: int, held: bool, trade_nos: list[str]) -> None:
     from worker.celery import runtime
-    from worker.cli import report
+    from worker.flows import report
 
     state = "held for approval" if held else "queued"
     if accepted or len(trade_nos) == accepted:

@@ -27,10 +27,10 @@ from rich.progress import (
 from rich.text import Text
 
 from worker.cli.common import pause_text
-from worker.cli.report import counts_text
 from worker.cli.unreachable import SERVER_ERRORS, server_error
 from worker.core.states import State
 from worker.core.text import plural
+from worker.flows.report import counts_text
 from worker.ledger import BatchSummary
 
 

@@ -99,7 +99,7 @@ def export(batch_id: str) -> Any:
 
     from flask import send_file
 
-    from worker.cli import report  # the CSV's format only: no command is imported
+    from worker.flows import report  # the CSV's format only: no command is imported
 
     ledger = runtime.ledger()
     if ledger.batch(batch_id) is None:

@@ -135,8 +135,8 @@ def run(
 
 def _run_batches(cluster: LocalCluster, payouts: int, output: Path) -> int:
     from worker.celery import runtime
-    from worker.cli import report
     from worker.core.rows import read_rows
+    from worker.flows import report
 
     ledger = runtime.ledger()
     producer = runtime.producer()

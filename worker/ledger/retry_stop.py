@@ -7,7 +7,7 @@ discrepancy (Ledger.apply_report): each retry in the chain (the retry, its retry
 that was never claimed, so never sent, is CANCELLED; one that may have been sent goes to
 REVIEW, for a person to check both with the provider. The FAILED original keeps its
 state (final states never change) with the discrepancy recorded; ``disburse status``
-of the retry's batch counts the retries stopped (worker.cli.report).
+of the retry's batch counts the retries stopped (worker.flows.report).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ import pytest
 from schemas import Payout
 from worker import cli
 from worker.celery import runtime
-from worker.cli import report
-from worker.cli.report import export_cell, export_csv
 from worker.core.states import State
+from worker.flows import report
+from worker.flows.report import export_cell, export_csv
 from worker.ledger import Ledger
 
 # Values a spreadsheet would evaluate, as references, provider ids or messages can carry.

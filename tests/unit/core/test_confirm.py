@@ -17,7 +17,6 @@ from tests import ledger_reads
 from tests.unit.fake_provider import FakeProvider, serving
 from tests.unit.ledger_sql import events
 from tests.unit.pending_orders import World, make_world, new_orders
-from worker.cli.report import status_dict, status_text
 from worker.core.config import load_settings
 from worker.core.exceptions import ConfigError, DecisionRefused, OutcomeUnknown
 from worker.core.samples import sample_rows
@@ -26,6 +25,7 @@ from worker.dev.credentials import sandbox_settings
 from worker.flows.decisions import Decisions
 from worker.flows.producer import Producer
 from worker.flows.reads import LookupReport
+from worker.flows.report import status_dict, status_text
 from worker.ledger import Ledger
 from worker.provider.report import ProviderReport
 from worker.provider.vexora import VexoraClient

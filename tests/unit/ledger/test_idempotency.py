@@ -21,13 +21,13 @@ from tests.unit.cli.test_cli_batch import write_csv
 from tests.unit.pending_orders import make_world
 from worker import cli
 from worker.celery import runtime
-from worker.cli.report import iso_utc
 from worker.core.config import get_settings, load_settings
 from worker.core.exceptions import ConfigError, IdempotencyKeyReused, InputError
 from worker.core.samples import sample_rows
 from worker.core.states import State
 from worker.dev.credentials import sandbox_env, sandbox_settings
 from worker.flows.producer import Producer
+from worker.flows.report import iso_utc
 from worker.ledger import Ledger
 from worker.ledger.idempotency import file_key
 from worker.ledger.sql import ENQUEUE_LOCK

@@ -22,10 +22,10 @@ from tests.unit.notifications import SECRET, Publisher, notification, signed
 from tests.unit.pending_orders import World, make_world, new_orders, order_in
 from worker import cli
 from worker.celery import runtime
-from worker.cli import report
 from worker.core.exceptions import OutcomeUnknown
 from worker.core.states import Outcome, State
 from worker.dev.redis_server import RedisServer
+from worker.flows import report
 from worker.ledger import Debit, Ledger
 from worker.provider.disbursements import Disbursement, parse_disbursement
 from worker.provider.no_details import NoDetailsApi
