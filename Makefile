@@ -22,7 +22,7 @@ up: $(VENV)/.installed
 # timers while the others run the unit tests, then take the integration tests from its
 # queue. One run, so one closing "N passed" line and one exit status for everything.
 test: lint
-	$(BIN)/pytest -n 3 --dist worksteal --durations=20
+	$(BIN)/pytest -n 4 --dist worksteal --durations=20
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -m "not integration and not chaos" -n 2

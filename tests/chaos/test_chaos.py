@@ -252,46 +252,47 @@ def unleash(
     that is recorded, and it is started again so the run goes on.
     """
     start = time.monotonic()
-    # The wipe comes early, while most of the batch is still QUEUED behind the submit
+    # The incident drill's resume publishes every QUEUED order again, so it comes before
+    # the wipe; the wipe comes while much of the batch is still QUEUED behind the submit
     # queues (many POSTs in flight per process send it in about half a minute): the
-    # messages it loses are the sweeper's to find, once they are SWEEP_AFTER old and the
-    # queues empty, while the outages after it hit the work still going on.
+    # messages it loses are the sweeper's alone to find, once they are SWEEP_AFTER old and
+    # the queues empty, while the outages after it hit the work still going on.
     faults = [
         (
-            0.05,
-            0.12,
+            0.04,
+            0.08,
             "cancels",
             f"batch {CANCELLED_MARKET} cancelled mid-run",
             drills.cancel_mid_run,
         ),
-        (0.14, 0.20, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
         (
-            0.24,
-            0.32,
+            0.10,
+            0.15,
+            "incidents",
+            "incident drill: paused, a late batch, Redis wiped while paused",
+            drills.incident,
+        ),
+        (0.26, 0.32, "redis_wiped", "Redis wiped (FLUSHALL)", lambda: wipe_redis(cluster)),
+        (
+            0.36,
+            0.44,
             "postgres_restarts",
             f"PostgreSQL stopped for {POSTGRES_DOWN:g} s",
             lambda: cluster.restart_postgres(down_for=POSTGRES_DOWN),
         ),
         (
-            0.35,
-            0.50,
+            0.48,
+            0.58,
             "postgres_crashes",
             f"PostgreSQL crashed (SIGKILL), down for {POSTGRES_DOWN:g} s",
             lambda: cluster.restart_postgres(down_for=POSTGRES_DOWN, crash=True),
         ),
         (
-            0.52,
             0.62,
+            0.72,
             "redis_restarts",
             f"Redis down for {REDIS_DOWN:g} s",
             lambda: cluster.restart_redis(down_for=REDIS_DOWN),
-        ),
-        (
-            0.64,
-            0.74,
-            "incidents",
-            "incident drill: paused, a late batch, Redis wiped while paused",
-            drills.incident,
         ),
     ]
     pending = [
