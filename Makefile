@@ -17,7 +17,8 @@ demo: $(VENV)/.installed
 up: $(VENV)/.installed
 	$(BIN)/disburse up
 
-# Three pytest-xdist processes, each with its own PostgreSQL and Redis on free ports.
+# Four pytest-xdist processes, each with its own PostgreSQL and Redis on free ports (the
+# integration tests mostly wait on timers, so four beat three on two cores).
 # Work stealing: the chaos test (collected first) holds one process for its minutes of
 # timers while the others run the unit tests, then take the integration tests from its
 # queue. One run, so one closing "N passed" line and one exit status for everything.
