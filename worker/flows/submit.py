@@ -234,10 +234,7 @@ class Submitter:
         try:
             slots = self._slots(len(claimed))
         except BaseException:
-            try:
-                self._give_back(claimed, Step.STOPPED)
-            except Exception:
-                log.exception("claims left SUBMITTING after an error; their claim lease ends")
+            self._give_back_after_error(claimed)
             raise
         if slots is None:
             self._give_back(claimed, Step.PAUSED)
@@ -295,12 +292,7 @@ class Submitter:
                 order = Dispatch(trade_no, payload or {}, slot.usable_from)
                 chunk.in_flight.add(self._pool().submit(self._send, order, chunk.halt, deadline))
         except BaseException:
-            # Redis or PostgreSQL away mid-group: the claims never handed on go back (if
-            # the ledger can), and are no longer held either way.
-            try:
-                self._give_back(_claimed_from(group, claims, position), Step.STOPPED)
-            except Exception:
-                log.exception("claims left SUBMITTING after an error; their claim lease ends")
+            self._give_back_after_error(_claimed_from(group, claims, position))
             raise
         return waited
 
@@ -389,6 +381,14 @@ class Submitter:
                 report.leftover.append(then.trade_no)
             case Step.SKIPPED:
                 pass
+
+    def _give_back_after_error(self, trade_nos: list[str]) -> None:
+        """Redis or PostgreSQL away mid-group: the claims never handed on go back (if the
+        ledger can), and are no longer held either way (their claim lease then ends)."""
+        try:
+            self._give_back(trade_nos, Step.STOPPED)
+        except Exception:
+            log.exception("claims left SUBMITTING after an error; their claim lease ends")
 
     def _give_back(self, trade_nos: list[str], step: Step) -> None:
         """Claims never handed to a sender go back to QUEUED (not POSTed: cancellable)."""
